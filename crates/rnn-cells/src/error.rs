@@ -1,0 +1,13 @@
+use thiserror::Error;
+
+/// Errors a user can cause when building or running cells.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CellError {
+    /// A size or option is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Input data does not fit the model.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}

@@ -1,0 +1,94 @@
+//! The one recurrence trait.
+
+use rnn_tensor::{Mat, Parameters, Scalar};
+
+/// The input of one step or one sequence.
+#[derive(Clone, Copy, Debug)]
+pub enum SeqInput<'a, T> {
+    /// Dense features, `input_size × (T·B)` (or `input_size × B` for one step).
+    Dense(&'a Mat<T>),
+    /// One index per column, each below `input_size`: the one-hot input, without the one-hot
+    /// matrix. The input product becomes a gather of `weight_ih` columns and its gradient a
+    /// scatter-add; there is no input gradient.
+    Index(&'a [usize]),
+}
+
+impl<T> SeqInput<'_, T> {
+    /// The number of columns (`T·B` for a sequence, `B` for a step).
+    pub fn columns(&self) -> usize {
+        match self {
+            SeqInput::Dense(m) => m.ncols(),
+            SeqInput::Index(ix) => ix.len(),
+        }
+    }
+}
+
+/// A recurrent cell: `state_t = cell(x_t, state_{t-1})`, with output `h_t` read off the state.
+///
+/// Shapes (`I` input size, `H` hidden size, `B` batch, `T` steps):
+/// - inputs are [`SeqInput`] with `T·B` columns, step-major;
+/// - [`Recurrence::outputs`] is `H × (T·B)`, the `h_t` of every step;
+/// - states hold `H × B` matrices.
+///
+/// Gradients are a value of the parameter type ([`Recurrence::Params`]), so they pair with the
+/// parameters by name for the optimizers.
+pub trait Recurrence<T: Scalar> {
+    /// The recurrent state, for example `LstmState { h, c }`.
+    type State: Clone + std::fmt::Debug;
+    /// The parameters (and, as the same type, their gradients).
+    type Params: Parameters<T> + Clone + std::fmt::Debug;
+    /// What the forward pass keeps for backward; reused between calls so the time loop
+    /// allocates nothing once it has grown to size.
+    type Cache: Default;
+
+    /// `I`.
+    fn input_size(&self) -> usize;
+    /// `H`.
+    fn hidden_size(&self) -> usize;
+    /// The parameters.
+    fn params(&self) -> &Self::Params;
+    /// The parameters, mutably.
+    fn params_mut(&mut self) -> &mut Self::Params;
+
+    /// The all-zero state for a batch of `batch`.
+    fn zero_state(&self, batch: usize) -> Self::State;
+    /// The output `h` of a state (`H × B`).
+    fn state_output(state: &Self::State) -> &Mat<T>;
+
+    /// One step for inference: `x` has `B` columns; `state` is advanced in place.
+    /// With `B = 1` this takes the GEMV route.
+    fn step(&self, x: SeqInput<'_, T>, state: &mut Self::State);
+
+    /// The forward pass over a whole sequence of `x.columns() / batch` steps from `h0`.
+    /// Keeps what backward needs in `cache` and returns the final state.
+    fn forward(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &Self::State,
+        cache: &mut Self::Cache,
+    ) -> Self::State;
+
+    /// The outputs `h_1..h_T` of the last forward, `H × (T·B)`.
+    fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T>;
+
+    /// Backpropagation through time for the last forward (which filled `cache` from `x`).
+    ///
+    /// - `d_out`: the loss gradient with respect to every output, `H × (T·B)`;
+    /// - `d_final`: the gradient with respect to the final state (zero for a lone sequence,
+    ///   non-zero when the final state feeds something else);
+    /// - `grads`: parameter gradients are **added** into it (clear it with `Parameters::zero`);
+    /// - `d_x`: if given (and the input is dense), overwritten with the input gradient,
+    ///   `I × (T·B)`.
+    ///
+    /// Returns the gradient with respect to the initial state `h0`.
+    fn backward(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &Self::Cache,
+        d_out: &Mat<T>,
+        d_final: &Self::State,
+        grads: &mut Self::Params,
+        d_x: Option<&mut Mat<T>>,
+    ) -> Self::State;
+}

@@ -1,0 +1,17 @@
+//! # rnn-optim: optimizers over named parameter buffers
+//!
+//! The optimizers know nothing of cells: they see [`ParamMut`] views (a name, the values, the
+//! gradient) and keep their per-parameter state by name. Every optimizer is configured the same
+//! way: a `*Config` value with PyTorch's defaults, `with_*` setters, and `build()`, which checks
+//! the hyperparameters and returns a typed [`OptimError`] naming the bad one.
+
+mod error;
+mod optimizer;
+mod rprop_basic;
+mod sgd;
+
+pub use error::OptimError;
+pub use optimizer::{step_model, OptimState, Optimizer};
+pub use rnn_tensor::ParamMut;
+pub use rprop_basic::{BasicRprop, BasicRpropConfig};
+pub use sgd::{Sgd, SgdConfig};

@@ -1,0 +1,43 @@
+//! # rnn-tensor: the math layer
+//!
+//! Everything the recurrent cells and optimizers build on, and nothing that knows about them:
+//!
+//! - [`Scalar`]: the one numeric trait, implemented for `f32` and `f64`, so every layer and
+//!   optimizer runs in both precisions;
+//! - [`Mat`]: column-major matrices on `nalgebra`. Sequences are stored feature-major, one column
+//!   per sample, so the `B` columns of one timestep are one contiguous block;
+//! - [`gemm()`]: `C = alpha·op(A)·op(B) + beta·C` on views with any strides, routed to
+//!   `matrixmultiply` or, when the right operand has one column, to a hand-written GEMV;
+//! - [`activation`]: sigmoid, tanh, relu, softmax and log-softmax with their derivatives;
+//! - [`init`]: uniform, normal and PyTorch's `U(-1/sqrt(H), 1/sqrt(H))` initialisers;
+//! - [`rng`]: the seeded, serialisable random number generator used everywhere;
+//! - [`gradcheck`]: central-difference numeric gradients and the relative error used to compare
+//!   them with hand-written backward passes;
+//! - [`Parameters`]: named parameter buffers (PyTorch names), the contract between cells,
+//!   optimizers and checkpoints.
+
+mod error;
+mod linalg;
+mod params;
+mod scalar;
+
+pub mod activation;
+pub mod gradcheck;
+pub mod init;
+pub mod rng;
+
+pub use error::TensorError;
+pub use linalg::{gemm, gemm_flops, Trans};
+pub use params::{pair_params, ParamMut, Parameters};
+pub use rng::Rng;
+pub use scalar::Scalar;
+
+/// A dense column-major matrix.
+pub type Mat<T> = nalgebra::DMatrix<T>;
+/// A borrowed column-major matrix with unit row stride.
+pub type MatView<'a, T> = nalgebra::DMatrixView<'a, T>;
+/// A mutably borrowed column-major matrix with unit row stride.
+pub type MatViewMut<'a, T> = nalgebra::DMatrixViewMut<'a, T>;
+
+/// Re-export of `nalgebra`, so users of this crate name the same version.
+pub use nalgebra;

@@ -1,0 +1,92 @@
+use std::fmt::{Debug, Display};
+
+/// The floating-point type every layer and optimizer is generic over: `f32` or `f64`.
+///
+/// It is `nalgebra::RealField` (so `exp`, `tanh`, `sqrt`, ... are available in generic code)
+/// plus conversions and the raw GEMM kernel for the type.
+pub trait Scalar:
+    nalgebra::RealField + Copy + Default + Debug + Display + Send + Sync + PartialOrd + 'static
+{
+    /// `"f32"` or `"f64"`, as used in checkpoints and on the command line.
+    const NAME: &'static str;
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+    /// Machine epsilon.
+    const EPS: Self;
+
+    /// Converts from `f64` (rounding to nearest for `f32`).
+    fn cast(v: f64) -> Self;
+    /// Converts to `f64` exactly.
+    fn to_f64(self) -> f64;
+    /// Converts a count.
+    fn from_usize(n: usize) -> Self {
+        Self::cast(n as f64)
+    }
+
+    /// Raw column-major GEMM with arbitrary strides: `C = alpha·A·B + beta·C`,
+    /// `A` is `m×k`, `B` is `k×n`, `C` is `m×n`.
+    ///
+    /// # Safety
+    /// The pointers must be valid for the given shapes and strides, `c` must not alias `a` or `b`.
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+macro_rules! impl_scalar {
+    ($t:ty, $name:literal, $gemm:path) => {
+        impl Scalar for $t {
+            const NAME: &'static str = $name;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const EPS: Self = <$t>::EPSILON;
+
+            #[inline]
+            fn cast(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+        }
+    };
+}
+
+impl_scalar!(f32, "f32", matrixmultiply::sgemm);
+impl_scalar!(f64, "f64", matrixmultiply::dgemm);
