@@ -14,5 +14,8 @@
 mod error;
 mod recurrence;
 
+pub mod affine;
+
+pub use affine::{Affine, AffineParams};
 pub use error::CellError;
 pub use recurrence::{Recurrence, SeqInput};
