@@ -2,10 +2,23 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// Errors a user can cause with a dataset: a file, a corpus, a batch size.
+/// Errors a user can cause when generating or loading data: a file, a corpus, a size.
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum DataError {
+    /// A size or option is out of range.
+    #[error("invalid dataset configuration: {0}")]
+    InvalidConfig(String),
+    /// A data file or text does not have the expected format.
+    #[error("cannot parse {what}, line {line}: {message}")]
+    Parse {
+        /// What was being read (a file name or a description).
+        what: String,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     /// The corpus file cannot be read (missing, a directory, no permission).
     #[error("cannot read corpus {path}: {message}; pass an existing, readable text file")]
     Io {
@@ -48,9 +61,6 @@ pub enum DataError {
         /// The vocabulary size.
         size: usize,
     },
-    /// An argument (fraction, batch size, saved position, vocabulary list) is out of range.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
 }
 
 /// Lists characters readably: printable ones quoted, others as escapes (`'\n'`, `'\u{7}'`).

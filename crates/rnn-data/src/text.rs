@@ -57,10 +57,10 @@ impl Vocab {
     /// sorted by code point and distinct, which is the only order [`Vocab::from_text`] produces.
     pub fn from_chars(chars: Vec<char>) -> Result<Self, DataError> {
         if chars.is_empty() {
-            return Err(DataError::InvalidArgument("a vocabulary needs at least one character".into()));
+            return Err(DataError::InvalidConfig("a vocabulary needs at least one character".into()));
         }
         if let Some(w) = chars.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(DataError::InvalidArgument(format!(
+            return Err(DataError::InvalidConfig(format!(
                 "vocabulary characters must be distinct and sorted by code point, but {:?} comes before {:?}",
                 w[0], w[1]
             )));
@@ -142,7 +142,7 @@ pub fn read_text(path: &Path) -> Result<String, DataError> {
 /// `⌊len·val_frac⌋` are held out.
 pub fn train_len(len: usize, val_frac: f64) -> Result<usize, DataError> {
     if !(val_frac.is_finite() && (0.0..1.0).contains(&val_frac)) {
-        return Err(DataError::InvalidArgument(format!(
+        return Err(DataError::InvalidConfig(format!(
             "the validation fraction must be in [0, 1), got {val_frac}"
         )));
     }
@@ -270,7 +270,7 @@ pub trait Batcher {
 
 fn check_sizes(batch: usize, seq_len: usize) -> Result<(), DataError> {
     if batch == 0 || seq_len == 0 {
-        return Err(DataError::InvalidArgument(format!(
+        return Err(DataError::InvalidConfig(format!(
             "batch size and sequence length must be positive, got batch {batch}, seq_len {seq_len}"
         )));
     }
@@ -279,7 +279,7 @@ fn check_sizes(batch: usize, seq_len: usize) -> Result<(), DataError> {
 
 fn check_batch_index(pos: &BatcherPosition, per_epoch: usize) -> Result<(), DataError> {
     if pos.batch >= per_epoch as u64 {
-        return Err(DataError::InvalidArgument(format!(
+        return Err(DataError::InvalidConfig(format!(
             "saved batch position {} is past the {per_epoch} batches of an epoch; \
              resume with the same corpus, --batch and --seq-len",
             pos.batch
@@ -370,7 +370,7 @@ impl Batcher for StreamBatcher {
     fn restore(&mut self, pos: &BatcherPosition) -> Result<(), DataError> {
         check_batch_index(pos, self.batches_per_epoch())?;
         if pos.rng.is_some() {
-            return Err(DataError::InvalidArgument(
+            return Err(DataError::InvalidConfig(
                 "the saved position is from a windows batcher; resume with --batching windows".into(),
             ));
         }
@@ -447,7 +447,7 @@ impl Batcher for WindowBatcher {
     fn restore(&mut self, pos: &BatcherPosition) -> Result<(), DataError> {
         check_batch_index(pos, self.batches_per_epoch())?;
         let Some(rng) = pos.rng else {
-            return Err(DataError::InvalidArgument(
+            return Err(DataError::InvalidConfig(
                 "the saved position has no random state, it is from a streams batcher; resume with --batching streams"
                     .into(),
             ));
