@@ -126,28 +126,6 @@ fn tensor_bytes<T: Scalar>(m: &Mat<T>) -> Vec<u8> {
     out
 }
 
-/// A tensor to serialize.
-struct OwnedTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for &OwnedTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
 /// The PyTorch shape of a tensor named `name` held as `m`: biases are 1-D.
 fn torch_shape<T>(name: &str, m: &Mat<T>) -> Vec<usize> {
     let last = name.rsplit('.').next().unwrap_or(name);
@@ -160,29 +138,46 @@ fn torch_shape<T>(name: &str, m: &Mat<T>) -> Vec<usize> {
 
 /// Serializes named tensors (any [`rnn_tensor::Parameters`] list) with `metadata`, adding
 /// `data_crc32`. Returns the file's bytes.
+///
+/// The file is written here rather than by `safetensors::serialize`, whose metadata map is
+/// emitted in hash order: ours is sorted (`serde_json`'s map), so the same model always gives
+/// the same bytes. The layout is the format's: an 8-byte little-endian header length, the JSON
+/// header padded with spaces to a multiple of 8, then the tensors' data in name order.
 pub fn encode_tensors<T: Scalar>(
     tensors: &[(String, &Mat<T>)],
-    mut metadata: HashMap<String, String>,
+    metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, CharLmError> {
     let dtype = match DType::of::<T>() {
-        DType::F32 => Dtype::F32,
-        DType::F64 => Dtype::F64,
+        DType::F32 => "F32",
+        DType::F64 => "F64",
     };
-    let mut owned: BTreeMap<String, OwnedTensor> = BTreeMap::new();
+    let mut sorted: BTreeMap<&str, &Mat<T>> = BTreeMap::new();
     for (name, m) in tensors {
-        let t = OwnedTensor { dtype, shape: torch_shape(name, m), bytes: tensor_bytes(m) };
-        if owned.insert(name.clone(), t).is_some() {
+        if sorted.insert(name.as_str(), m).is_some() {
             return Err(CharLmError::arg("tensor list", format!("the name {name} appears twice")));
         }
     }
-    // safetensors lays the data out by name when all dtypes agree: the BTreeMap's order.
-    let mut crc = crc32fast::Hasher::new();
-    for t in owned.values() {
-        crc.update(&t.bytes);
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, m) in &sorted {
+        let start = data.len();
+        data.extend_from_slice(&tensor_bytes(m));
+        header.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": dtype, "shape": torch_shape(name, m), "data_offsets": [start, data.len()] }),
+        );
     }
-    metadata.insert("data_crc32".into(), format!("{:08x}", crc.finalize()));
-    safetensors::serialize(owned.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| CharLmError::arg("tensor list", format!("cannot serialize: {e}")))
+    let mut meta: serde_json::Map<String, serde_json::Value> =
+        metadata.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect();
+    meta.insert("data_crc32".into(), format!("{:08x}", crc32fast::hash(&data)).into());
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + data.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&data);
+    Ok(out)
 }
 
 /// The metadata of a model file (without `data_crc32`, which [`encode_tensors`] adds).

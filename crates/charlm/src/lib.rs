@@ -12,15 +12,21 @@
 //! - [`checkpoint`]: the model as a safetensors file PyTorch's `load_state_dict` accepts;
 //! - [`resume`]: the training state beside it, for bit-identical resume;
 //! - [`sample`]: temperature, top-k and argmax over a column of logits;
-//! - [`plot`]: the loss curves as a PNG.
+//! - [`model`]: the [`model::LanguageModel`] trait, evaluation and generation;
+//! - [`train`]: the training loop with validation, checkpoints and exact resume;
+//! - [`plot`]: the loss curves as a PNG;
+//! - [`cli`]: the `charlm` command line.
 
 mod error;
 
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
+pub mod model;
 pub mod plot;
 pub mod resume;
 pub mod sample;
+pub mod train;
 
 pub use config::{CellKind, DType, ModelConfig};
 pub use error::CharLmError;

@@ -1,0 +1,437 @@
+//! The training loop: batches, truncated BPTT, clipping, the optimizer step, validation,
+//! samples, checkpoints, the loss plot, and exact resume.
+//!
+//! One optimizer step per batch. With the streams batcher the recurrent state of batch `j` is
+//! the final state of batch `j - 1` (no gradient flows back across the boundary) and zero at
+//! the start of an epoch. The learning rate of a step in epoch `e` (from 0) is
+//! `lr · lr_decay^e`. Gradients are clipped first by value (`g ← clamp(g, -c, c)`) and then by
+//! global norm (`g ← g · min(1, c / ‖g‖₂)`, the norm over every tensor together).
+//!
+//! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
+//! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
+//! ([`crate::resume::save_checkpoint`]) with the loss plot. Randomness comes from four
+//! generators derived from the seed: initial weights (`seed`), window starts (`seed + 1`),
+//! dropout (`seed + 2`), and each printed sample (`seed + 3 + step`, so printing samples does not
+//! change training). The batcher, dropout and optimizer states and the carried recurrent state
+//! are all in the training state file, so a resumed run is bit-identical to one that never
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rnn_data::{Batch, Batcher, Corpus, StreamBatcher, WindowBatcher};
+use rnn_optim::{step_model, BasicRpropConfig, Optimizer, SgdConfig};
+use rnn_tensor::{Parameters, Rng, Scalar};
+
+use crate::checkpoint::encode_model;
+use crate::model::{evaluate, generate, LanguageModel};
+use crate::resume::{save_checkpoint, TrainState, MODEL_FILE};
+use crate::sample::SamplingConfig;
+use crate::{CharLmError, DType};
+
+/// How training batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// char-rnn's contiguous streams, state carried between batches (the default).
+    Streams,
+    /// Random windows, state reset every batch.
+    Windows,
+}
+
+impl Batching {
+    /// `"streams"` or `"windows"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Batching::Streams => "streams",
+            Batching::Windows => "windows",
+        }
+    }
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimKind {
+    /// Adam (the default).
+    Adam,
+    /// Plain SGD.
+    Sgd,
+    /// RMSprop.
+    Rmsprop,
+    /// Adagrad.
+    Adagrad,
+    /// Rprop.
+    Rprop,
+}
+
+impl OptimKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimKind::Adam => "adam",
+            OptimKind::Sgd => "sgd",
+            OptimKind::Rmsprop => "rmsprop",
+            OptimKind::Adagrad => "adagrad",
+            OptimKind::Rprop => "rprop",
+        }
+    }
+}
+
+/// Builds the optimizer `kind` with learning rate `lr`.
+pub fn build_optimizer<T: Scalar>(kind: OptimKind, lr: f64) -> Result<Box<dyn Optimizer<T>>, CharLmError> {
+    match kind {
+        OptimKind::Sgd => Ok(Box::new(SgdConfig::new(lr).build::<T>()?)),
+        OptimKind::Rprop => Ok(Box::new(BasicRpropConfig::new().with_initial_step(lr).build::<T>()?)),
+        other => Err(CharLmError::arg(
+            "--optimizer",
+            format!("{} is not in this build's rnn-optim yet; use sgd or rprop", other.name()),
+        )),
+    }
+}
+
+/// When to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many epochs of the batcher.
+    Epochs(u64),
+    /// After this many optimizer steps in total (counting those of a resumed run).
+    Steps(u64),
+}
+
+/// Upper bound on `--seq-len` and `--batch`.
+pub const MAX_SEQ_OR_BATCH: usize = 1 << 20;
+
+/// The training options (the model's own are in [`crate::ModelConfig`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// `T`, steps per batch. Default 50.
+    pub seq_len: usize,
+    /// `B`, sequences per batch. Default 50.
+    pub batch: usize,
+    /// Default streams.
+    pub batching: Batching,
+    /// Default Adam.
+    pub optimizer: OptimKind,
+    /// Learning rate. Default 2e-3.
+    pub lr: f64,
+    /// Learning-rate factor per epoch, in `(0, 1]`. Default 1 (none).
+    pub lr_decay: f64,
+    /// Clip the global gradient norm to this. Default 5.
+    pub clip_norm: Option<f64>,
+    /// Clip every gradient value to `[-c, c]`. Default none.
+    pub clip_value: Option<f64>,
+    /// Default 1 epoch.
+    pub stop: Stop,
+    /// Validate and checkpoint every this many steps. Default 500.
+    pub val_every: u64,
+    /// Print a sample every this many steps (0: never). Default 0.
+    pub sample_every: u64,
+    /// Characters per printed sample. Default 200.
+    pub sample_length: usize,
+    /// The seed of every generator. Default 0.
+    pub seed: u64,
+    /// The run directory. Default `charlm-out`.
+    pub out: PathBuf,
+    /// Show a progress bar. Default true.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seq_len: 50,
+            batch: 50,
+            batching: Batching::Streams,
+            optimizer: OptimKind::Adam,
+            lr: 2e-3,
+            lr_decay: 1.0,
+            clip_norm: Some(5.0),
+            clip_value: None,
+            stop: Stop::Epochs(1),
+            val_every: 500,
+            sample_every: 0,
+            sample_length: 200,
+            seed: 0,
+            out: PathBuf::from("charlm-out"),
+            progress: true,
+        }
+    }
+}
+
+fn positive_finite(name: &str, v: f64) -> Result<(), CharLmError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(CharLmError::arg(name, format!("must be a positive finite number, got {v}")))
+    }
+}
+
+impl TrainConfig {
+    /// Checks every option.
+    pub fn check(&self) -> Result<(), CharLmError> {
+        for (name, v) in [("--seq-len", self.seq_len), ("--batch", self.batch)] {
+            if !(1..=MAX_SEQ_OR_BATCH).contains(&v) {
+                return Err(CharLmError::arg(name, format!("must be in 1..={MAX_SEQ_OR_BATCH}, got {v}")));
+            }
+        }
+        positive_finite("--lr", self.lr)?;
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return Err(CharLmError::arg("--lr-decay", format!("must be in (0, 1], got {}", self.lr_decay)));
+        }
+        if let Some(c) = self.clip_norm {
+            positive_finite("--clip-norm", c)?;
+        }
+        if let Some(c) = self.clip_value {
+            positive_finite("--clip-value", c)?;
+        }
+        match self.stop {
+            Stop::Epochs(0) => return Err(CharLmError::arg("--epochs", "must be at least 1")),
+            Stop::Steps(0) => return Err(CharLmError::arg("--steps", "must be at least 1")),
+            _ => {}
+        }
+        if self.val_every == 0 {
+            return Err(CharLmError::arg("--val-every", "must be at least 1"));
+        }
+        if self.sample_length == 0 {
+            return Err(CharLmError::arg("--sample-length", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The options a resumed run must share with the run it continues.
+    pub fn settings(&self, dtype: DType, corpus: &Corpus) -> BTreeMap<String, String> {
+        let opt = |v: Option<f64>| v.map_or("none".to_string(), |c| c.to_string());
+        let text_crc = {
+            let mut h = crc32fast::Hasher::new();
+            for &i in corpus.train().iter().chain(corpus.val()) {
+                h.update(&(i as u32).to_le_bytes());
+            }
+            format!("{:08x}", h.finalize())
+        };
+        [
+            ("corpus_chars", corpus.len().to_string()),
+            ("corpus_train_chars", corpus.train().len().to_string()),
+            ("corpus_crc32", text_crc),
+            ("seq_len", self.seq_len.to_string()),
+            ("batch", self.batch.to_string()),
+            ("batching", self.batching.name().to_string()),
+            ("optimizer", self.optimizer.name().to_string()),
+            ("lr", self.lr.to_string()),
+            ("lr_decay", self.lr_decay.to_string()),
+            ("clip_norm", opt(self.clip_norm)),
+            ("clip_value", opt(self.clip_value)),
+            ("val_every", self.val_every.to_string()),
+            ("seed", self.seed.to_string()),
+            ("dtype", dtype.name().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Clips gradients by value and then by global norm (see the module docs). Returns the global
+/// norm before norm clipping.
+pub fn clip_gradients<T: Scalar, P: Parameters<T>>(
+    grads: &mut P,
+    clip_norm: Option<f64>,
+    clip_value: Option<f64>,
+) -> f64 {
+    let mut sq = 0.0;
+    for (_, g) in grads.named_params_mut() {
+        for v in g.iter_mut() {
+            if let Some(c) = clip_value {
+                // g ← clamp(g, -c, c)
+                *v = T::cast(v.to_f64().clamp(-c, c));
+            }
+            sq += v.to_f64() * v.to_f64();
+        }
+    }
+    let norm = sq.sqrt();
+    if let Some(c) = clip_norm {
+        if norm > c {
+            // g ← g · c / ‖g‖₂
+            let s = T::cast(c / norm);
+            for (_, g) in grads.named_params_mut() {
+                *g *= s;
+            }
+        }
+    }
+    norm
+}
+
+/// What a training run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainReport {
+    /// Optimizer steps taken in total.
+    pub steps: u64,
+    /// Batches per epoch.
+    pub batches_per_epoch: usize,
+    /// The last training loss.
+    pub last_train_loss: f64,
+    /// The last validation loss, if there is validation text.
+    pub last_val_loss: Option<f64>,
+    /// Wall time of this process's part of the run.
+    pub seconds: f64,
+    /// Steps this process took.
+    pub steps_run: u64,
+}
+
+fn check_finite_params<T: Scalar, P: Parameters<T>>(params: &P, step: u64) -> Result<(), CharLmError> {
+    for (_, m) in params.named_params() {
+        if let Some(v) = m.iter().find(|v| !v.to_f64().is_finite()) {
+            return Err(CharLmError::Diverged { step, loss: v.to_f64() });
+        }
+    }
+    Ok(())
+}
+
+/// Trains `model` on `corpus`, writing checkpoints and the plot into `cfg.out`. With `resume`
+/// (the state loaded beside the model, whose weights the caller has restored) it continues that
+/// run. `log` receives the lines to print (validation, samples).
+pub fn train<T: Scalar, M: LanguageModel<T>>(
+    model: &mut M,
+    corpus: &Corpus,
+    cfg: &TrainConfig,
+    resume: Option<TrainState>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, CharLmError> {
+    cfg.check()?;
+    let dtype = DType::of::<T>();
+    let settings = cfg.settings(dtype, corpus);
+    std::fs::create_dir_all(&cfg.out).map_err(|e| CharLmError::write(&cfg.out, e))?;
+    let (bs, sl) = (cfg.batch, cfg.seq_len);
+    let mut batcher: Box<dyn Batcher> = match cfg.batching {
+        Batching::Streams => Box::new(StreamBatcher::new(corpus.train(), bs, sl)?),
+        Batching::Windows => {
+            Box::new(WindowBatcher::new(corpus.train(), bs, sl, Rng::seed_from(cfg.seed.wrapping_add(1)))?)
+        }
+    };
+    let per_epoch = batcher.batches_per_epoch();
+    let total = match cfg.stop {
+        Stop::Steps(s) => s,
+        Stop::Epochs(e) => e.saturating_mul(per_epoch as u64),
+    };
+    let mut opt = build_optimizer::<T>(cfg.optimizer, cfg.lr)?;
+    let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
+    let mut state = model.zero_state(bs);
+    let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
+    if let Some(saved) = resume {
+        let differ: Vec<String> = settings
+            .iter()
+            .filter(|(k, v)| saved.settings.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k} is {v} here but {} in the saved run",
+                    saved.settings.get(k).map_or("unset", |s| s)
+                )
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(CharLmError::arg(
+                "--resume",
+                format!("{}; resume with the options and corpus of the original run", differ.join(", ")),
+            ));
+        }
+        opt.load_state(&saved.optimizer)?;
+        batcher.restore(&saved.batcher)?;
+        rng = Rng::from_state(saved.rng);
+        if !saved.carry.is_empty() {
+            state = model.state_from_mats(&saved.carry, bs).map_err(|e| CharLmError::arg("--resume", e))?;
+        }
+        (step, train_loss, val_loss) = (saved.step, saved.train_loss, saved.val_loss);
+        if step >= total {
+            return Err(CharLmError::arg(
+                "--steps/--epochs",
+                format!(
+                    "the saved run has already taken {step} steps of the {total} asked; ask for more steps"
+                ),
+            ));
+        }
+    }
+
+    let bar = if cfg.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg} {per_sec} ETA {eta}")
+            .expect("the progress template is valid"),
+    );
+    bar.set_position(step);
+    let mut say = |s: &str| {
+        if bar.is_hidden() {
+            log(s)
+        } else {
+            bar.suspend(|| log(s))
+        }
+    };
+    let started = Instant::now();
+    let first = step;
+    let mut grads = model.zero_grads();
+    let mut batch = Batch::default();
+    let mut last_loss = f64::NAN;
+    let mut last_val = val_loss.last().map(|&(_, l)| l);
+    while step < total {
+        batcher.next_batch(&mut batch);
+        if batch.reset_state {
+            state = model.zero_state(bs);
+        }
+        opt.set_lr(cfg.lr * cfg.lr_decay.powi(batch.epoch.min(i32::MAX as u64) as i32));
+        grads.zero();
+        let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
+        step += 1;
+        if !loss.is_finite() {
+            bar.abandon();
+            return Err(CharLmError::Diverged { step, loss });
+        }
+        clip_gradients(&mut grads, cfg.clip_norm, cfg.clip_value);
+        step_model(opt.as_mut(), model.params_mut(), &grads)?;
+        last_loss = loss;
+        train_loss.push((step, loss));
+        bar.set_message(format!("{loss:.4}"));
+        bar.set_position(step);
+
+        if cfg.sample_every > 0 && step % cfg.sample_every == 0 {
+            let mut srng = Rng::seed_from(cfg.seed.wrapping_add(3).wrapping_add(step));
+            let text =
+                generate(model, corpus.vocab(), &[], cfg.sample_length, &SamplingConfig::new(), &mut srng)?;
+            say(&format!("--- sample at step {step} ---\n{text}\n---"));
+        }
+        if step % cfg.val_every == 0 || step == total {
+            check_finite_params(model.params(), step)?;
+            if corpus.val().len() >= 2 {
+                let v = evaluate(model, corpus.val(), bs, sl)?;
+                val_loss.push((step, v));
+                last_val = Some(v);
+                say(&format!(
+                    "step {step}/{total} epoch {:.2}: train loss {loss:.4}, validation loss {v:.4}",
+                    step as f64 / per_epoch as f64
+                ));
+            }
+            let bytes = encode_model(model.config(), corpus.vocab(), &model.params().named_params())?;
+            let mut ts = TrainState {
+                model_crc32: 0,
+                step,
+                batcher_kind: batcher.kind().to_string(),
+                batcher: batcher.position(),
+                rng: rng.state(),
+                optimizer: opt.state(),
+                carry: M::state_to_mats(&state),
+                settings: settings.clone(),
+                train_loss: train_loss.clone(),
+                val_loss: val_loss.clone(),
+            };
+            save_checkpoint(&cfg.out, &bytes, &mut ts)?;
+            crate::plot::plot_losses(&cfg.out.join("loss.png"), &train_loss, &val_loss)?;
+        }
+    }
+    bar.finish();
+    say(&format!("checkpoint: {}", cfg.out.join(MODEL_FILE).display()));
+    Ok(TrainReport {
+        steps: step,
+        batches_per_epoch: per_epoch,
+        last_train_loss: last_loss,
+        last_val_loss: last_val,
+        seconds: started.elapsed().as_secs_f64(),
+        steps_run: step - first,
+    })
+}
