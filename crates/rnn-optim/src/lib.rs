@@ -5,13 +5,19 @@
 //! way: a `*Config` value with PyTorch's defaults, `with_*` setters, and `build()`, which checks
 //! the hyperparameters and returns a typed [`OptimError`] naming the bad one.
 
+mod adam;
 mod error;
 mod optimizer;
+mod rprop;
 mod rprop_basic;
 mod sgd;
+mod stateful;
 
+pub use adam::{Adam, AdamConfig, AdamFamilyConfig, AdamW, AdamWConfig};
 pub use error::OptimError;
 pub use optimizer::{step_model, OptimState, Optimizer};
 pub use rnn_tensor::ParamMut;
+pub use rprop::{Rprop, RpropConfig};
 pub use rprop_basic::{BasicRprop, BasicRpropConfig};
 pub use sgd::{Sgd, SgdConfig};
+pub use stateful::{Stateful, UpdateRule};
