@@ -18,6 +18,9 @@ pub enum OptimError {
     /// Saved state cannot be restored into this optimizer.
     #[error("cannot restore optimizer state: {0}")]
     BadState(String),
+    /// No optimizer has this name.
+    #[error("unknown optimizer {0}")]
+    UnknownOptimizer(String),
     /// A gradient norm was NaN or infinite.
     #[error("non-finite gradient norm {0}: the loss diverged; lower the learning rate or clip harder")]
     NonFiniteNorm(f64),

@@ -5,17 +5,23 @@
 //! way: a `*Config` value with PyTorch's defaults, `with_*` setters, and `build()`, which checks
 //! the hyperparameters and returns a typed [`OptimError`] naming the bad one.
 
+mod adagrad;
 mod adam;
 mod error;
+mod kind;
 mod optimizer;
+mod rmsprop;
 mod rprop;
 mod rprop_basic;
 mod sgd;
 mod stateful;
 
+pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamFamilyConfig, AdamW, AdamWConfig};
 pub use error::OptimError;
+pub use kind::{build_optimizer, OptimizerKind};
 pub use optimizer::{step_model, OptimState, Optimizer};
+pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use rnn_tensor::ParamMut;
 pub use rprop::{Rprop, RpropConfig};
 pub use rprop_basic::{BasicRprop, BasicRpropConfig};

@@ -87,36 +87,33 @@ fn replay(file: &str, build: impl Fn(&Value) -> Box<dyn Optimizer<f64>>) -> f64 
     worst
 }
 
+/// The config value `key`, or `default` when the case leaves it at torch's default.
+fn num(cfg: &Value, key: &str, default: f64) -> f64 {
+    f(cfg, key).unwrap_or(default)
+}
+
 #[test]
 fn sgd_matches_torch() {
     replay("sgd.json", |c| {
-        let mut cfg = SgdConfig::new(f(c, "lr").unwrap());
-        if let Some(m) = f(c, "momentum") {
-            cfg = cfg.with_momentum(m);
-        }
-        if let Some(d) = f(c, "dampening") {
-            cfg = cfg.with_dampening(d);
-        }
-        if let Some(w) = f(c, "weight_decay") {
-            cfg = cfg.with_weight_decay(w);
-        }
-        Box::new(cfg.with_nesterov(b(c, "nesterov")).build::<f64>().unwrap())
+        let d = SgdConfig::default();
+        let cfg = SgdConfig {
+            lr: num(c, "lr", d.lr),
+            momentum: num(c, "momentum", d.momentum),
+            dampening: num(c, "dampening", d.dampening),
+            nesterov: b(c, "nesterov"),
+            weight_decay: num(c, "weight_decay", d.weight_decay),
+        };
+        Box::new(cfg.build::<f64>().unwrap())
     });
 }
 
 #[test]
 fn rprop_matches_torch() {
     replay("rprop.json", |c| {
-        let mut cfg = RpropConfig::default();
-        if let Some(lr) = f(c, "lr") {
-            cfg = RpropConfig::new(lr);
-        }
-        if let Some((minus, plus)) = pair(c, "etas") {
-            cfg = cfg.with_etas(minus, plus);
-        }
-        if let Some((lo, hi)) = pair(c, "step_sizes") {
-            cfg = cfg.with_step_sizes(lo, hi);
-        }
+        let d = RpropConfig::default();
+        let (eta_minus, eta_plus) = pair(c, "etas").unwrap_or((d.eta_minus, d.eta_plus));
+        let (step_min, step_max) = pair(c, "step_sizes").unwrap_or((d.step_min, d.step_max));
+        let cfg = RpropConfig { lr: num(c, "lr", d.lr), eta_minus, eta_plus, step_min, step_max };
         Box::new(cfg.build::<f64>().unwrap())
     });
 }
@@ -124,25 +121,26 @@ fn rprop_matches_torch() {
 #[test]
 fn basic_rprop_matches_python_reference() {
     replay("basic_rprop.json", |c| {
-        let cfg = BasicRpropConfig::new()
-            .with_initial_step(f(c, "initial_step").unwrap())
-            .with_etas(f(c, "eta_plus").unwrap(), f(c, "eta_minus").unwrap());
+        let cfg = BasicRpropConfig {
+            initial_step: f(c, "initial_step").unwrap(),
+            eta_plus: f(c, "eta_plus").unwrap(),
+            eta_minus: f(c, "eta_minus").unwrap(),
+        };
         Box::new(cfg.build::<f64>().unwrap())
     });
 }
 
 fn adam_family<const W: bool>(c: &Value) -> AdamFamilyConfig<W> {
-    let mut cfg = AdamFamilyConfig::<W>::new(f(c, "lr").unwrap());
-    if let Some((b1, b2)) = pair(c, "betas") {
-        cfg = cfg.with_betas(b1, b2);
+    let d = AdamFamilyConfig::<W>::default();
+    let (beta1, beta2) = pair(c, "betas").unwrap_or((d.beta1, d.beta2));
+    AdamFamilyConfig {
+        lr: num(c, "lr", d.lr),
+        beta1,
+        beta2,
+        eps: num(c, "eps", d.eps),
+        weight_decay: num(c, "weight_decay", d.weight_decay),
+        amsgrad: b(c, "amsgrad"),
     }
-    if let Some(eps) = f(c, "eps") {
-        cfg = cfg.with_eps(eps);
-    }
-    if let Some(wd) = f(c, "weight_decay") {
-        cfg = cfg.with_weight_decay(wd);
-    }
-    cfg.with_amsgrad(b(c, "amsgrad"))
 }
 
 #[test]
@@ -153,4 +151,35 @@ fn adam_matches_torch() {
 #[test]
 fn adamw_matches_torch() {
     replay("adamw.json", |c| Box::new(adam_family::<true>(c).build::<f64>().unwrap()));
+}
+
+#[test]
+fn rmsprop_matches_torch() {
+    replay("rmsprop.json", |c| {
+        let d = RmsPropConfig::default();
+        let cfg = RmsPropConfig {
+            lr: num(c, "lr", d.lr),
+            alpha: num(c, "alpha", d.alpha),
+            eps: num(c, "eps", d.eps),
+            weight_decay: num(c, "weight_decay", d.weight_decay),
+            momentum: num(c, "momentum", d.momentum),
+            centered: b(c, "centered"),
+        };
+        Box::new(cfg.build::<f64>().unwrap())
+    });
+}
+
+#[test]
+fn adagrad_matches_torch() {
+    replay("adagrad.json", |c| {
+        let d = AdagradConfig::default();
+        let cfg = AdagradConfig {
+            lr: num(c, "lr", d.lr),
+            lr_decay: num(c, "lr_decay", d.lr_decay),
+            weight_decay: num(c, "weight_decay", d.weight_decay),
+            initial_accumulator_value: num(c, "initial_accumulator_value", d.initial_accumulator_value),
+            eps: num(c, "eps", d.eps),
+        };
+        Box::new(cfg.build::<f64>().unwrap())
+    });
 }
