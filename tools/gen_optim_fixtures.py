@@ -172,7 +172,8 @@ def main():
     # Clipping: each case clips every gradient set of the sequence independently.
     _, grads = make_problem(8, scale=3.0)
     clip_cases = []
-    for max_norm in [1.0, 5.0, 100.0]:  # 100 is above every total norm: scale clamped to 1
+    # 13 splits the 20 total norms (9.9 to 18.1); 100 is above all of them (scale clamped to 1)
+    for max_norm in [1.0, 13.0, 100.0]:
         norms, clipped = [], []
         for step in grads:
             ps = {n: torch.zeros_like(t).requires_grad_(True) for n, t in step.items()}
@@ -183,7 +184,7 @@ def main():
             clipped.append({n: flat(p.grad) for n, p in ps.items()})
         clip_cases.append({"mode": "global_norm", "max": max_norm, "norms": norms,
                            "clipped": clipped})
-    for max_norm in [1.0, 5.0]:
+    for max_norm in [1.0, 6.0]:  # 6 splits the per-tensor norms
         clipped = []
         for step in grads:
             out_step = {}

@@ -7,6 +7,7 @@
 
 mod adagrad;
 mod adam;
+mod clip;
 mod error;
 mod kind;
 mod optimizer;
@@ -18,6 +19,10 @@ mod stateful;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamFamilyConfig, AdamW, AdamWConfig};
+pub use clip::{
+    clip_grad_norm, clip_grad_norm_per_param, clip_grad_value, clip_norm_per_param_slices, clip_norm_slices,
+    clip_value_slices, global_norm, tensor_norm, Clip,
+};
 pub use error::OptimError;
 pub use kind::{build_optimizer, OptimizerKind};
 pub use optimizer::{step_model, OptimState, Optimizer};

@@ -183,3 +183,46 @@ fn adagrad_matches_torch() {
         Box::new(cfg.build::<f64>().unwrap())
     });
 }
+
+/// Clipping: each case clips every one of the 20 gradient sets independently; values and the
+/// returned global norm within `TOL` of `clip_grad_norm_` / `clip_grad_value_` (per-parameter
+/// norm: the numpy reference).
+#[test]
+fn clipping_matches_torch() {
+    let fx = fixture("clip.json");
+    let grads: Vec<_> = fx["grads"].as_array().unwrap().iter().map(tensors).collect();
+    let mut worst = 0.0f64;
+    for case in fx["cases"].as_array().unwrap() {
+        let mode = case["mode"].as_str().unwrap();
+        let max = case["max"].as_f64().unwrap();
+        let mut scaled = 0;
+        for (k, (g, want)) in grads.iter().zip(case["clipped"].as_array().unwrap()).enumerate() {
+            let mut g = g.clone();
+            let mut slices: Vec<&mut [f64]> = g.iter_mut().map(|(_, v)| v.as_mut_slice()).collect();
+            match mode {
+                "global_norm" => {
+                    let total = clip_norm_slices(&mut slices, max).unwrap();
+                    let torch = case["norms"][k].as_f64().unwrap();
+                    assert!((total - torch).abs() <= TOL, "norm {total} vs torch {torch}");
+                    scaled += usize::from(total > max);
+                }
+                "per_param_norm" => {
+                    clip_norm_per_param_slices(&mut slices, max).unwrap();
+                }
+                "value" => clip_value_slices(&mut slices, max).unwrap(),
+                other => panic!("unknown clip mode {other}"),
+            }
+            for ((n, got), (wn, want)) in g.iter().zip(tensors(want)) {
+                assert_eq!(*n, wn);
+                for (a, e) in got.iter().zip(&want) {
+                    worst = worst.max((a - e).abs());
+                    assert!((a - e).abs() <= TOL, "{mode} max {max} set {k} {n}: got {a}, reference {e}");
+                }
+            }
+        }
+        if mode == "global_norm" {
+            println!("clip global_norm {max}: {scaled}/20 gradient sets scaled down");
+        }
+    }
+    println!("clip.json: max |error| = {worst:.3e}");
+}
