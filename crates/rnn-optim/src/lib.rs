@@ -14,6 +14,7 @@ mod optimizer;
 mod rmsprop;
 mod rprop;
 mod rprop_basic;
+mod schedule;
 mod sgd;
 mod stateful;
 
@@ -30,5 +31,6 @@ pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use rnn_tensor::ParamMut;
 pub use rprop::{Rprop, RpropConfig};
 pub use rprop_basic::{BasicRprop, BasicRpropConfig};
+pub use schedule::{ConstantLr, ExponentialLr, LrSchedule, StepLr};
 pub use sgd::{Sgd, SgdConfig};
 pub use stateful::{Stateful, UpdateRule};

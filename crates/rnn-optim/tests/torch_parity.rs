@@ -226,3 +226,25 @@ fn clipping_matches_torch() {
     }
     println!("clip.json: max |error| = {worst:.3e}");
 }
+
+/// Schedules: the learning rate of epochs 0..=20 after torch's `scheduler.step()` calls,
+/// compared exactly (tolerance 0: both multiply by gamma once per decay).
+#[test]
+fn schedules_match_torch() {
+    let fx = fixture("schedules.json");
+    for case in fx["cases"].as_array().unwrap() {
+        let base = case["base_lr"].as_f64().unwrap();
+        let cfg = &case["config"];
+        let gamma = cfg["gamma"].as_f64().unwrap();
+        let schedule: Box<dyn LrSchedule> = match case["schedule"].as_str().unwrap() {
+            "exponential" => Box::new(ExponentialLr::new(base, gamma).unwrap()),
+            "step" => Box::new(StepLr::new(base, cfg["step_size"].as_u64().unwrap(), gamma).unwrap()),
+            other => panic!("unknown schedule {other}"),
+        };
+        let want = floats(&case["lrs"]);
+        assert_eq!(want.len(), 21);
+        for (epoch, w) in want.iter().enumerate() {
+            assert_eq!(schedule.lr_at(epoch as u64), *w, "{case} epoch {epoch}");
+        }
+    }
+}
