@@ -15,7 +15,9 @@ mod error;
 mod recurrence;
 
 pub mod affine;
+pub mod linear;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
+pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
 pub use recurrence::{Recurrence, SeqInput};
