@@ -11,7 +11,7 @@
 //!
 //! Because the previous sign starts at zero, the first step always shrinks `Δ` by `eta_minus`.
 //! Only the sign of the gradient is used, which makes the update immune to exploding gradients.
-//! For PyTorch's variant (step clamping, zeroed gradient after a sign flip) see `Rprop`.
+//! For PyTorch's variant (step clamping, zeroed gradient after a sign flip) see [`crate::Rprop`].
 
 use std::collections::BTreeMap;
 
