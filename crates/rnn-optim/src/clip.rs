@@ -240,6 +240,58 @@ mod tests {
         assert_eq!(g.b[0], -1.0);
     }
 
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::RngSeed;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 64,
+                rng_seed: RngSeed::Fixed(0xc11b),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+            /// Over random gradient sets (1-4 tensors of 1-20 entries, entries up to ±100) and
+            /// thresholds: global clipping leaves a norm of at most max (relative slack 1e-12)
+            /// and every tensor parallel to its input; per-parameter clipping leaves every
+            /// tensor's norm at most max; value clipping leaves every entry within ±max and
+            /// entries already inside unchanged.
+            #[test]
+            fn clipping_invariants(
+                tensors in prop::collection::vec(prop::collection::vec(-100.0f64..100.0, 1..20), 1..4),
+                max in 0.01f64..200.0,
+            ) {
+                let orig = tensors.clone();
+                let mut g = tensors.clone();
+                let mut s: Vec<&mut [f64]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let total = clip_norm_slices(&mut s, max).unwrap();
+                prop_assert!(global_norm(&s) <= max * (1.0 + 1e-12));
+                let scale = (max / (total + 1e-6)).min(1.0);
+                for (a, o) in s.iter().flat_map(|t| t.iter()).zip(orig.iter().flatten()) {
+                    prop_assert!((a - o * scale).abs() <= 1e-12 * o.abs().max(1.0));
+                }
+
+                let mut g = tensors.clone();
+                let mut s: Vec<&mut [f64]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+                clip_norm_per_param_slices(&mut s, max).unwrap();
+                for t in &s {
+                    prop_assert!(tensor_norm(t) <= max * (1.0 + 1e-12));
+                }
+
+                let mut g = tensors;
+                let mut s: Vec<&mut [f64]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+                clip_value_slices(&mut s, max).unwrap();
+                for (a, o) in s.iter().flat_map(|t| t.iter()).zip(orig.iter().flatten()) {
+                    prop_assert!(a.abs() <= max);
+                    if o.abs() <= max {
+                        prop_assert_eq!(a, o);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_thresholds_are_named() {
         let mut g = grads();
