@@ -4,8 +4,10 @@
 //! One optimizer step per batch. With the streams batcher the recurrent state of batch `j` is
 //! the final state of batch `j - 1` (no gradient flows back across the boundary) and zero at
 //! the start of an epoch. The learning rate of a step in epoch `e` (from 0) is
-//! `lr · lr_decay^e`. Gradients are clipped first by value (`g ← clamp(g, -c, c)`) and then by
-//! global norm (`g ← g · min(1, c / ‖g‖₂)`, the norm over every tensor together).
+//! `lr · lr_decay^e` ([`rnn_optim::ExponentialLr`]). Gradients are clipped first by value
+//! (`g ← clamp(g, -c, c)`, [`rnn_optim::clip_grad_value`]) and then by global norm
+//! (`g ← g · min(1, c / (‖g‖₂ + 1e-6))`, the norm over every tensor together, as PyTorch's
+//! `clip_grad_norm_`, [`rnn_optim::clip_grad_norm`]).
 //!
 //! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
 //! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
@@ -22,7 +24,10 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rnn_data::{Batch, Batcher, Corpus, StreamBatcher, WindowBatcher};
-use rnn_optim::{step_model, BasicRpropConfig, Optimizer, SgdConfig};
+use rnn_optim::{
+    build_optimizer, clip_grad_norm, clip_grad_value, step_model, ExponentialLr, LrSchedule, OptimError,
+    OptimizerKind,
+};
 use rnn_tensor::{Parameters, Rng, Scalar};
 
 use crate::checkpoint::encode_model;
@@ -78,15 +83,16 @@ impl OptimKind {
     }
 }
 
-/// Builds the optimizer `kind` with learning rate `lr`.
-pub fn build_optimizer<T: Scalar>(kind: OptimKind, lr: f64) -> Result<Box<dyn Optimizer<T>>, CharLmError> {
-    match kind {
-        OptimKind::Sgd => Ok(Box::new(SgdConfig::new(lr).build::<T>()?)),
-        OptimKind::Rprop => Ok(Box::new(BasicRpropConfig::new().with_initial_step(lr).build::<T>()?)),
-        other => Err(CharLmError::arg(
-            "--optimizer",
-            format!("{} is not in this build's rnn-optim yet; use sgd or rprop", other.name()),
-        )),
+impl OptimKind {
+    /// The optimizer of `rnn-optim` this names (`rprop` is PyTorch's Rprop).
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            OptimKind::Adam => OptimizerKind::Adam,
+            OptimKind::Sgd => OptimizerKind::Sgd,
+            OptimKind::Rmsprop => OptimizerKind::RmsProp,
+            OptimKind::Adagrad => OptimizerKind::Adagrad,
+            OptimKind::Rprop => OptimizerKind::Rprop,
+        }
     }
 }
 
@@ -231,36 +237,6 @@ impl TrainConfig {
     }
 }
 
-/// Clips gradients by value and then by global norm (see the module docs). Returns the global
-/// norm before norm clipping.
-pub fn clip_gradients<T: Scalar, P: Parameters<T>>(
-    grads: &mut P,
-    clip_norm: Option<f64>,
-    clip_value: Option<f64>,
-) -> f64 {
-    let mut sq = 0.0;
-    for (_, g) in grads.named_params_mut() {
-        for v in g.iter_mut() {
-            if let Some(c) = clip_value {
-                // g ← clamp(g, -c, c)
-                *v = T::cast(v.to_f64().clamp(-c, c));
-            }
-            sq += v.to_f64() * v.to_f64();
-        }
-    }
-    let norm = sq.sqrt();
-    if let Some(c) = clip_norm {
-        if norm > c {
-            // g ← g · c / ‖g‖₂
-            let s = T::cast(c / norm);
-            for (_, g) in grads.named_params_mut() {
-                *g *= s;
-            }
-        }
-    }
-    norm
-}
-
 /// What a training run did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainReport {
@@ -313,7 +289,8 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         Stop::Steps(s) => s,
         Stop::Epochs(e) => e.saturating_mul(per_epoch as u64),
     };
-    let mut opt = build_optimizer::<T>(cfg.optimizer, cfg.lr)?;
+    let mut opt = build_optimizer::<T>(cfg.optimizer.kind(), cfg.lr)?;
+    let schedule = ExponentialLr::new(cfg.lr, cfg.lr_decay)?;
     let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
     let mut state = model.zero_state(bs);
     let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
@@ -375,7 +352,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         if batch.reset_state {
             state = model.zero_state(bs);
         }
-        opt.set_lr(cfg.lr * cfg.lr_decay.powi(batch.epoch.min(i32::MAX as u64) as i32));
+        schedule.apply(opt.as_mut(), batch.epoch);
         grads.zero();
         let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
         step += 1;
@@ -383,7 +360,20 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             bar.abandon();
             return Err(CharLmError::Diverged { step, loss });
         }
-        clip_gradients(&mut grads, cfg.clip_norm, cfg.clip_value);
+        let clipped = (|| {
+            if let Some(c) = cfg.clip_value {
+                clip_grad_value(&mut grads, c)?;
+            }
+            if let Some(c) = cfg.clip_norm {
+                clip_grad_norm(&mut grads, c)?;
+            }
+            Ok::<(), OptimError>(())
+        })();
+        if let Err(OptimError::NonFiniteNorm(norm)) = clipped {
+            bar.abandon();
+            return Err(CharLmError::Diverged { step, loss: norm });
+        }
+        clipped?;
         step_model(opt.as_mut(), model.params_mut(), &grads)?;
         last_loss = loss;
         train_loss.push((step, loss));
