@@ -12,10 +12,16 @@
 //! single matrix product.
 
 mod error;
+mod gated;
 mod recurrence;
 
 pub mod affine;
+pub mod lstm;
+pub mod stack;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
+pub use gated::GatedParams;
+pub use lstm::{Lstm, LstmCache, LstmConfig, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
+pub use stack::{Stack, StackCache, StackParams};
