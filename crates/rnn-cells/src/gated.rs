@@ -10,6 +10,8 @@
 //!   `dW_ih += D · Xᵀ` (one GEMM) or `dW_ih[:, x_k] += D[:, k]` (a scatter-add),
 //!   `d_x = W_ihᵀ · D` (one GEMM), `db += Σ_columns D`.
 
+use std::marker::PhantomData;
+
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, Parameters, Rng, Scalar, Trans};
 
@@ -80,19 +82,47 @@ impl<T: Scalar> GatedParams<T> {
     }
 }
 
-/// The configuration shared by the gated cells; `LstmConfig` and `GruConfig` wrap it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct GatedConfig {
-    pub input: usize,
-    pub hidden: usize,
-    pub bias: bool,
-    pub init: Option<Init>,
-    pub layer: usize,
+/// How to build a gated cell; used as [`LstmConfig`](crate::LstmConfig) and
+/// [`GruConfig`](crate::GruConfig), whose kind `K` selects what `build` makes.
+#[derive(Debug, PartialEq)]
+pub struct GatedConfig<K> {
+    input: usize,
+    hidden: usize,
+    bias: bool,
+    init: Option<Init>,
+    layer: usize,
+    kind: PhantomData<K>,
 }
 
-impl GatedConfig {
-    pub(crate) fn new(input: usize, hidden: usize) -> Self {
-        Self { input, hidden, bias: true, init: None, layer: 0 }
+impl<K> Clone for GatedConfig<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K> Copy for GatedConfig<K> {}
+
+impl<K> GatedConfig<K> {
+    /// A cell from `input` features to `hidden` units.
+    pub fn new(input: usize, hidden: usize) -> Self {
+        Self { input, hidden, bias: true, init: None, layer: 0, kind: PhantomData }
+    }
+
+    /// Whether the layer has `bias_ih` and `bias_hh`. Default: `true`.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The initialiser of every tensor. Default: PyTorch's `U(-1/sqrt(H), 1/sqrt(H))`.
+    pub fn with_init(mut self, init: Init) -> Self {
+        self.init = Some(init);
+        self
+    }
+
+    /// The layer index in the parameter names (`weight_ih_l{layer}`). Default: 0.
+    pub fn with_layer(mut self, layer: usize) -> Self {
+        self.layer = layer;
+        self
     }
 
     /// The configuration of layer `k` of a stack: input `hidden` above layer 0, suffix `_l{k}`.
@@ -101,7 +131,7 @@ impl GatedConfig {
     }
 
     /// Checks the sizes and draws the tensors of a cell with `gates` gates.
-    pub(crate) fn build<T: Scalar>(
+    pub(crate) fn build_params<T: Scalar>(
         &self,
         gates: usize,
         cell: &str,

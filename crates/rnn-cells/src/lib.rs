@@ -16,12 +16,14 @@ mod gated;
 mod recurrence;
 
 pub mod affine;
+pub mod gru;
 pub mod lstm;
 pub mod stack;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
-pub use gated::GatedParams;
-pub use lstm::{Lstm, LstmCache, LstmConfig, LstmParams, LstmState};
+pub use gated::{GatedConfig, GatedParams};
+pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
+pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
 pub use stack::{Stack, StackCache, StackParams};

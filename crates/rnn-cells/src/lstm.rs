@@ -32,7 +32,6 @@
 use std::cell::RefCell;
 
 use rnn_tensor::activation::sigmoid;
-use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
@@ -54,40 +53,18 @@ pub struct LstmState<T: Scalar> {
     pub c: Mat<T>,
 }
 
-/// How to build an [`Lstm`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LstmConfig {
-    inner: GatedConfig,
-}
+/// Selects the LSTM in [`GatedConfig`]; never constructed.
+#[derive(Debug, PartialEq)]
+pub enum LstmKind {}
+
+/// How to build a [`Lstm`]: `LstmConfig::new(input, hidden).with_bias(..).with_init(..).build(rng)`.
+pub type LstmConfig = GatedConfig<LstmKind>;
 
 impl LstmConfig {
-    /// An LSTM from `input` features to `hidden` units.
-    pub fn new(input: usize, hidden: usize) -> Self {
-        Self { inner: GatedConfig::new(input, hidden) }
-    }
-
-    /// Whether the layer has `bias_ih` and `bias_hh`. Default: `true`.
-    pub fn with_bias(mut self, bias: bool) -> Self {
-        self.inner.bias = bias;
-        self
-    }
-
-    /// The initialiser of every tensor. Default: PyTorch's `U(-1/sqrt(H), 1/sqrt(H))`.
-    pub fn with_init(mut self, init: Init) -> Self {
-        self.inner.init = Some(init);
-        self
-    }
-
-    /// The layer index in the parameter names (`weight_ih_l{layer}`). Default: 0.
-    pub fn with_layer(mut self, layer: usize) -> Self {
-        self.inner.layer = layer;
-        self
-    }
-
     /// Checks the configuration and draws the weights (in PyTorch's order: `weight_ih`,
     /// `weight_hh`, `bias_ih`, `bias_hh`).
     pub fn build<T: Scalar>(&self, rng: &mut Rng) -> Result<Lstm<T>, CellError> {
-        Ok(Lstm { params: self.inner.build(4, "LSTM", rng)? })
+        Ok(Lstm { params: self.build_params(4, "LSTM", rng)? })
     }
 
     /// A stack of `num_layers` LSTMs, as `torch.nn.LSTM(input, hidden, num_layers)`: layer 0
@@ -98,7 +75,7 @@ impl LstmConfig {
         num_layers: usize,
         rng: &mut Rng,
     ) -> Result<Stack<Lstm<T>>, CellError> {
-        Stack::from_fn(num_layers, |k| Ok(Lstm { params: self.inner.for_layer(k).build(4, "LSTM", rng)? }))
+        Stack::from_fn(num_layers, |k| Ok(Lstm { params: self.for_layer(k).build_params(4, "LSTM", rng)? }))
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use rnn_cells::{LstmConfig, SeqInput};
+use rnn_cells::{GruConfig, LstmConfig, SeqInput};
 use rnn_tensor::Rng;
 
 /// Instantiates every property of the suite for one cell. `$make` builds the cell from
@@ -76,3 +76,6 @@ macro_rules! suite {
 suite!(lstm, |i, h, rng: &mut Rng| LstmConfig::new(i, h).build::<f64>(rng).unwrap());
 suite!(lstm_no_bias, |i, h, rng: &mut Rng| LstmConfig::new(i, h).with_bias(false).build::<f64>(rng).unwrap());
 suite!(lstm_stack3, |i, h, rng: &mut Rng| LstmConfig::new(i, h).build_stack::<f64>(3, rng).unwrap());
+suite!(gru, |i, h, rng: &mut Rng| GruConfig::new(i, h).build::<f64>(rng).unwrap());
+suite!(gru_no_bias, |i, h, rng: &mut Rng| GruConfig::new(i, h).with_bias(false).build::<f64>(rng).unwrap());
+suite!(gru_stack2, |i, h, rng: &mut Rng| GruConfig::new(i, h).build_stack::<f64>(2, rng).unwrap());

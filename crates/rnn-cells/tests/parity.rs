@@ -10,7 +10,7 @@
 mod common;
 
 use common::FlatState;
-use rnn_cells::{LstmConfig, Recurrence, SeqInput};
+use rnn_cells::{GruConfig, LstmConfig, Recurrence, SeqInput};
 use rnn_tensor::gradcheck::rel_error;
 use rnn_tensor::{Mat, Parameters, Rng};
 use serde_json::Value;
@@ -117,4 +117,14 @@ fn lstm_one_layer_without_bias() {
 #[test]
 fn lstm_three_layers() {
     check(LstmConfig::new(2, 2).build_stack::<f64>(3, &mut rng()).unwrap(), "lstm_l3");
+}
+
+#[test]
+fn gru_one_layer() {
+    check(GruConfig::new(3, 4).build::<f64>(&mut rng()).unwrap(), "gru_l1");
+}
+
+#[test]
+fn gru_three_layers() {
+    check(GruConfig::new(2, 2).build_stack::<f64>(3, &mut rng()).unwrap(), "gru_l3");
 }
