@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference values for the recurrent layers (torch.nn.LSTM, GRU, RNN tanh/relu, 1 and 3
-layers), read by crates/rnn-cells/tests/parity.rs.
+layers) and for the softmax cross-entropy (F.cross_entropy, both reductions), read by
+crates/rnn-cells/tests/parity.rs.
 
 Generated with torch 2.15.0 (CPU, float64), seed 20261123 + case number:
 
@@ -83,6 +84,21 @@ def case(num, name, kind, nonlin, layers, i, h, b, t, bias):
     return rec
 
 
+def softmax_ce(seed):
+    """F.cross_entropy on logits (T*B, V) (row-major = our V x (T*B)), both reductions."""
+    torch.manual_seed(seed)
+    t, b, v = 3, 2, 5
+    z = r12(torch.randn(t * b, v, dtype=torch.float64) * 3)
+    y = torch.randint(0, v, (t * b,))
+    rec = {'steps': t, 'batch': b, 'classes': v, 'logits': flat(z), 'targets': y.tolist()}
+    for key, red, div in (('mean', 'mean', 1), ('sum_time_mean_batch', 'sum', b)):
+        zz = z.clone().requires_grad_()
+        loss = torch.nn.functional.cross_entropy(zz, y, reduction=red) / div
+        loss.backward()
+        rec[key] = {'loss': float(f'{loss.item():.15g}'), 'grad': flat(zz.grad)}
+    return rec
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -93,6 +109,10 @@ def main():
         with open(path, 'w') as f:
             json.dump(rec, f, separators=(',', ':'))
         print(f'{path}: {os.path.getsize(path)} bytes', file=sys.stderr)
+    rec = softmax_ce(SEED + len(CASES))
+    rec['generator'] = f'tools/gen_layer_fixtures.py, torch {torch.__version__}, seed {SEED + len(CASES)}'
+    with open(os.path.join(OUT_DIR, 'softmax_ce.json'), 'w') as f:
+        json.dump(rec, f, separators=(',', ':'))
 
 
 if __name__ == '__main__':

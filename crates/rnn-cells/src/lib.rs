@@ -18,6 +18,7 @@ mod recurrence;
 pub mod affine;
 pub mod gru;
 pub mod lstm;
+pub mod softmax_ce;
 pub mod stack;
 
 pub use affine::{Affine, AffineParams};
@@ -26,4 +27,5 @@ pub use gated::{GatedConfig, GatedParams};
 pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
 pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
+pub use softmax_ce::{softmax_cross_entropy, Reduction};
 pub use stack::{Stack, StackCache, StackParams};

@@ -1,4 +1,5 @@
-//! Parity with PyTorch's `nn.LSTM`, `nn.GRU` and `nn.RNN` (tanh, relu), 1 and 3 layers: outputs,
+//! Parity with PyTorch's `nn.LSTM`, `nn.GRU` and `nn.RNN` (tanh, relu), 1 and 3 layers, and
+//! `F.cross_entropy` (both reductions): outputs,
 //! final states, and the gradients of every parameter, of the input and of the initial states,
 //! within a relative error of 1e-10 in f64 (the fixtures hold 15 significant digits).
 //!
@@ -10,7 +11,7 @@
 mod common;
 
 use common::FlatState;
-use rnn_cells::{GruConfig, LstmConfig, Recurrence, SeqInput};
+use rnn_cells::{softmax_cross_entropy, GruConfig, LstmConfig, Recurrence, Reduction, SeqInput};
 use rnn_tensor::gradcheck::rel_error;
 use rnn_tensor::{Mat, Parameters, Rng};
 use serde_json::Value;
@@ -127,4 +128,21 @@ fn gru_one_layer() {
 #[test]
 fn gru_three_layers() {
     check(GruConfig::new(2, 2).build_stack::<f64>(3, &mut rng()).unwrap(), "gru_l3");
+}
+
+#[test]
+fn softmax_cross_entropy_both_reductions() {
+    let f = fixture("softmax_ce");
+    let (v, n) = (size(&f, "classes"), size(&f, "steps") * size(&f, "batch"));
+    // logits (T·B, V) row-major is our V × (T·B) column-major.
+    let z = Mat::from_column_slice(v, n, &nums(&f["logits"]));
+    let y: Vec<usize> = nums(&f["targets"]).iter().map(|&t| t as usize).collect();
+    for (key, red) in [("mean", Reduction::Mean), ("sum_time_mean_batch", Reduction::SumTimeMeanBatch)] {
+        let mut d = Mat::zeros(0, 0);
+        let loss = softmax_cross_entropy(&z, &y, size(&f, "batch"), red, Some(&mut d)).unwrap();
+        let want = f[key]["loss"].as_f64().unwrap();
+        assert!((loss - want).abs() <= TOL * want.abs(), "{key}: loss {loss} vs PyTorch {want}");
+        let err = rel_error(d.as_slice(), &nums(&f[key]["grad"]));
+        assert!(err < TOL, "{key}: gradient differs by {err:e}");
+    }
 }
