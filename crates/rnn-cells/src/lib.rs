@@ -17,6 +17,7 @@ mod recurrence;
 
 pub mod affine;
 pub mod gru;
+pub mod linear;
 pub mod lstm;
 pub mod softmax_ce;
 pub mod stack;
@@ -25,6 +26,7 @@ pub use affine::{Affine, AffineParams};
 pub use error::CellError;
 pub use gated::{GatedConfig, GatedParams};
 pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
+pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
 pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
 pub use softmax_ce::{softmax_cross_entropy, Reduction};

@@ -5,11 +5,12 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use rnn_cells::{GruConfig, LstmConfig, SeqInput};
+use rnn_cells::{GruConfig, LinearConfig, LstmConfig, Recurrence, SeqInput};
 use rnn_tensor::Rng;
 
 /// Instantiates every property of the suite for one cell. `$make` builds the cell from
-/// `(input, hidden, &mut Rng)`.
+/// `(input, hidden, &mut Rng)`; a cell with fixed sizes (the linear cell) may ignore them, the
+/// tests read the sizes back from the cell.
 macro_rules! suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -23,23 +24,23 @@ macro_rules! suite {
             #[test]
             fn gradients_dense_fixed_shape() {
                 let cell = make(4, 3, 1);
-                let x = rand_mat(4, 3 * 2, &mut Rng::seed_from(2));
+                let x = rand_mat(cell.input_size(), 3 * 2, &mut Rng::seed_from(2));
                 assert_gradients(&cell, SeqInput::Dense(&x), 2, 3);
             }
 
             #[test]
             fn gradients_index_input() {
                 let cell = make(5, 3, 4);
-                let ix = [0usize, 4, 2, 2, 1, 3];
+                let ix = [0usize, 4, 2, 2, 1, 3].map(|i| i % cell.input_size());
                 assert_gradients(&cell, SeqInput::<f64>::Index(&ix), 3, 5);
             }
 
             #[test]
             fn step_matches_forward() {
                 let cell = make(4, 5, 6);
-                let x = rand_mat(4, 4 * 3, &mut Rng::seed_from(7));
+                let x = rand_mat(cell.input_size(), 4 * 3, &mut Rng::seed_from(7));
                 assert_step_matches_forward(&cell, SeqInput::Dense(&x), 3, 8);
-                let ix = [1usize, 0, 3, 3, 2, 1];
+                let ix = [1usize, 0, 3, 3, 2, 1].map(|i| i % cell.input_size());
                 assert_step_matches_forward(&cell, SeqInput::<f64>::Index(&ix), 1, 9);
             }
 
@@ -63,7 +64,7 @@ macro_rules! suite {
                 #[test]
                 fn gradients_random_shapes(i in 1usize..5, h in 1usize..5, b in 1usize..4, t in 1usize..4, seed in 0u64..1000) {
                     let cell = make(i, h, seed);
-                    let x = rand_mat(i, t * b, &mut Rng::seed_from(seed + 1));
+                    let x = rand_mat(cell.input_size(), t * b, &mut Rng::seed_from(seed + 1));
                     for (name, err) in gradient_errors(&cell, SeqInput::Dense(&x), b, seed + 2) {
                         prop_assert!(err < GRAD_TOL, "{} relative error {:e}", name, err);
                     }
@@ -79,3 +80,4 @@ suite!(lstm_stack3, |i, h, rng: &mut Rng| LstmConfig::new(i, h).build_stack::<f6
 suite!(gru, |i, h, rng: &mut Rng| GruConfig::new(i, h).build::<f64>(rng).unwrap());
 suite!(gru_no_bias, |i, h, rng: &mut Rng| GruConfig::new(i, h).with_bias(false).build::<f64>(rng).unwrap());
 suite!(gru_stack2, |i, h, rng: &mut Rng| GruConfig::new(i, h).build_stack::<f64>(2, rng).unwrap());
+suite!(linear, |_, _, rng: &mut Rng| LinearConfig::new().build::<f64>(rng).unwrap());

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use rnn_cells::{LstmState, Recurrence, SeqInput};
+use rnn_cells::{LinearState, LstmState, Recurrence, SeqInput};
 use rnn_tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn_tensor::{Mat, Parameters, Rng};
 
@@ -39,6 +39,15 @@ impl FlatState for LstmState<f64> {
     fn with_flat(&self, v: &[f64]) -> Self {
         let n = self.h.len();
         LstmState { h: self.h.with_flat(&v[..n]), c: self.c.with_flat(&v[n..]) }
+    }
+}
+
+impl FlatState for LinearState<f64> {
+    fn flat(&self) -> Vec<f64> {
+        self.s.flat()
+    }
+    fn with_flat(&self, v: &[f64]) -> Self {
+        LinearState { s: self.s.with_flat(v) }
     }
 }
 
