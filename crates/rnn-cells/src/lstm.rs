@@ -373,3 +373,39 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         LstmState { h: s.dh.clone(), c: s.dc.clone() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rnn_tensor::gradcheck::rel_error;
+    use rnn_tensor::init::Init;
+
+    /// The same seed gives the same weights in f32 and f64 (draws are made in f64), so the two
+    /// precisions agree to f32 rounding (tolerance 1e-5 after 5 steps).
+    #[test]
+    fn f32_and_f64_agree() {
+        let c64 = LstmConfig::new(4, 5).build::<f64>(&mut Rng::seed_from(1)).unwrap();
+        let c32 = LstmConfig::new(4, 5).build::<f32>(&mut Rng::seed_from(1)).unwrap();
+        let ix: Vec<usize> = (0..10).map(|k| k % 4).collect();
+        let mut cache64 = LstmCache::default();
+        let mut cache32 = LstmCache::default();
+        c64.forward(SeqInput::Index(&ix), 2, &c64.zero_state(2), &mut cache64);
+        c32.forward(SeqInput::Index(&ix), 2, &c32.zero_state(2), &mut cache32);
+        let out32: Vec<f64> = cache32.h.iter().map(|&v| v as f64).collect();
+        assert!(rel_error(cache64.h.as_slice(), &out32) < 1e-5);
+    }
+
+    #[test]
+    fn configuration_errors() {
+        let mut rng = Rng::seed_from(0);
+        let e = LstmConfig::new(0, 3).build::<f64>(&mut rng).unwrap_err();
+        assert!(e.to_string().contains("input size > 0"), "{e}");
+        assert!(LstmConfig::new(2, 0).build::<f64>(&mut rng).is_err());
+        let bad = Init::Uniform { lo: 1.0, hi: -1.0 };
+        assert!(LstmConfig::new(2, 3).with_init(bad).build::<f64>(&mut rng).is_err());
+        // PyTorch's bound: every weight within 1/sqrt(H).
+        let l = LstmConfig::new(3, 16).build::<f64>(&mut rng).unwrap();
+        assert!(l.params.weight_hh.iter().all(|v| v.abs() <= 0.25));
+        assert_eq!(l.params.weight_ih.shape(), (64, 3));
+    }
+}

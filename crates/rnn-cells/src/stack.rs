@@ -14,7 +14,7 @@
 //! `m` (`d yᵏ ⊙ m`) and becomes the output gradient of layer `k-1`; the final-state gradients and
 //! the returned initial-state gradients are per layer. The stack is itself a [`Recurrence`] (its
 //! state is the `Vec` of layer states), so it carries state across truncated-BPTT windows like a
-//! single cell, and its `forward` is the evaluation-mode pass.
+//! single cell, and its `forward` and `step` are evaluation-mode passes (no dropout).
 
 use std::cell::RefCell;
 
