@@ -66,7 +66,12 @@ macro_rules! suite {
                     let cell = make(i, h, seed);
                     let x = rand_mat(cell.input_size(), t * b, &mut Rng::seed_from(seed + 1));
                     for (name, err) in gradient_errors(&cell, SeqInput::Dense(&x), b, seed + 2) {
-                        prop_assert!(err < GRAD_TOL, "{} relative error {:e}", name, err);
+                        prop_assert!(err < GRAD_TOL, "dense input: {} relative error {:e}", name, err);
+                    }
+                    let mut rng = Rng::seed_from(seed + 3);
+                    let ix: Vec<usize> = (0..t * b).map(|_| rng.below(cell.input_size())).collect();
+                    for (name, err) in gradient_errors(&cell, SeqInput::<f64>::Index(&ix), b, seed + 4) {
+                        prop_assert!(err < GRAD_TOL, "index input: {} relative error {:e}", name, err);
                     }
                 }
             }
