@@ -174,6 +174,12 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
 
     fn step(&self, x: SeqInput<'_, T>, state: &mut Mat<T>) {
         let batch = state.ncols();
+        assert_eq!(
+            x.columns(),
+            batch,
+            "GRU step: {} input columns for a state of batch {batch}",
+            x.columns()
+        );
         if let Err(e) = self.check_input(x, batch, state) {
             panic!("GRU step: {e}");
         }

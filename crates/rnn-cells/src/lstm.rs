@@ -209,6 +209,12 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
 
     fn step(&self, x: SeqInput<'_, T>, state: &mut LstmState<T>) {
         let batch = state.h.ncols();
+        assert_eq!(
+            x.columns(),
+            batch,
+            "LSTM step: {} input columns for a state of batch {batch}",
+            x.columns()
+        );
         if let Err(e) = self.check_input(x, batch, state) {
             panic!("LSTM step: {e}");
         }
