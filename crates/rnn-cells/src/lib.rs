@@ -15,7 +15,10 @@ mod error;
 mod recurrence;
 
 pub mod affine;
+pub mod loss;
+pub mod rnn;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
 pub use recurrence::{Recurrence, SeqInput};
+pub use rnn::{Rnn, RnnCache, RnnConfig, RnnParams, RnnState};
