@@ -13,7 +13,7 @@ use std::error::Error;
 use rnn::cells::loss::{bce_with_logits, sigmoid_squared_error, Reduction};
 use rnn::cells::{Affine, AffineParams, Recurrence, Rnn, RnnCache, RnnConfig, RnnParams, SeqInput};
 use rnn::data::{from_bits_lsb_first, AdditionBatch, AdditionProblem, BinaryAddition};
-use rnn::optim::{step_model, Sgd, SgdConfig};
+use rnn::optim::{Optimizer, ParamMut, Sgd, SgdConfig};
 use rnn::tensor::activation::{sigmoid, Activation};
 use rnn::tensor::init::Init;
 use rnn::tensor::{Mat, Parameters, Rng, Scalar};
@@ -94,6 +94,8 @@ pub struct Adder<T: Scalar> {
     d_h0: Mat<T>,
     rnn_grads: RnnParams<T>,
     head_grads: AffineParams<T>,
+    /// The tensors' names in update order (cell, then head), built once.
+    names: Vec<String>,
 }
 
 impl<T: Scalar> Adder<T> {
@@ -112,6 +114,13 @@ impl<T: Scalar> Adder<T> {
         let sgd = SgdConfig::new(cfg.lr);
         let rnn_grads = rnn.zero_grads();
         let head_grads = head.zero_grads();
+        let names = rnn
+            .params()
+            .named_params()
+            .into_iter()
+            .chain(head.params.named_params())
+            .map(|(n, _)| n)
+            .collect();
         Ok(Self {
             rnn,
             head,
@@ -129,11 +138,12 @@ impl<T: Scalar> Adder<T> {
             d_h0: Mat::zeros(cfg.hidden, 1),
             rnn_grads,
             head_grads,
+            names,
         })
     }
 
     /// One SGD step on one random problem drawn from `rng`. After the first call this
-    /// allocates nothing but the optimizer's pairing of names.
+    /// allocates nothing.
     pub fn train_step(&mut self, rng: &mut Rng) -> Result<StepOutcome, Box<dyn Error>> {
         self.gen.batch_into(1, rng, &mut self.data)?;
         let x = SeqInput::Dense(&self.data.inputs);
@@ -150,7 +160,9 @@ impl<T: Scalar> Adder<T> {
             }
         };
         // Backward: head, then through time.
-        self.head_grads.zero();
+        // (Parameters::zero on the head would build its names; clear the two tensors directly.)
+        self.head_grads.weight.as_mut_slice().fill(T::ZERO);
+        self.head_grads.bias.as_mut_slice().fill(T::ZERO);
         self.rnn_grads.zero();
         if self.d_h.shape() != hs.shape() {
             self.d_h = Mat::zeros(hs.nrows(), hs.ncols());
@@ -168,8 +180,7 @@ impl<T: Scalar> Adder<T> {
             None,
             &mut self.d_h0,
         );
-        step_model(&mut self.opt_cell, self.rnn.params_mut(), &self.rnn_grads)?;
-        step_model(&mut self.opt_head, &mut self.head.params, &self.head_grads)?;
+        self.sgd_step()?;
 
         let mut abs_error = 0.0;
         for (&z, &y) in self.logits.iter().zip(self.data.targets.iter()) {
@@ -177,6 +188,28 @@ impl<T: Scalar> Adder<T> {
         }
         let predicted = from_bits_lsb_first(self.logits.iter().map(|&z| z > T::ZERO));
         Ok(StepOutcome { loss: loss.to_f64(), abs_error, problem: self.data.problems[0], predicted })
+    }
+
+    /// The SGD update of every tensor, one `Optimizer::step` per tensor. Equivalent to
+    /// `step_model` on the cell and on the head (plain SGD treats every tensor alone), but lends
+    /// the optimizer names built once instead of formatting them every step, so the training
+    /// step allocates nothing.
+    fn sgd_step(&mut self) -> Result<(), Box<dyn Error>> {
+        let mut names = self.names.iter_mut();
+        let p = self.rnn.params_mut();
+        let g = &self.rnn_grads;
+        update(&mut self.opt_cell, names.next(), &mut p.weight_ih, &g.weight_ih)?;
+        update(&mut self.opt_cell, names.next(), &mut p.weight_hh, &g.weight_hh)?;
+        if let (Some(pb), Some(gb)) = (&mut p.bias_ih, &g.bias_ih) {
+            update(&mut self.opt_cell, names.next(), pb, gb)?;
+        }
+        if let (Some(pb), Some(gb)) = (&mut p.bias_hh, &g.bias_hh) {
+            update(&mut self.opt_cell, names.next(), pb, gb)?;
+        }
+        let (p, g) = (&mut self.head.params, &self.head_grads);
+        update(&mut self.opt_head, names.next(), &mut p.weight, &g.weight)?;
+        update(&mut self.opt_head, names.next(), &mut p.bias, &g.bias)?;
+        Ok(())
     }
 
     /// How many of `problems` (all of one width) the net adds exactly, evaluated in batches.
@@ -212,6 +245,22 @@ impl<T: Scalar> Adder<T> {
         let problems: Vec<_> = (0..n).map(|_| gen.sample(rng)).collect();
         self.count_exact(&problems)
     }
+}
+
+/// `opt.step` on one tensor, lending it `name` (taken from the model's list, put back after).
+fn update<T: Scalar>(
+    opt: &mut Sgd<T>,
+    name: Option<&mut String>,
+    value: &mut Mat<T>,
+    grad: &Mat<T>,
+) -> Result<(), Box<dyn Error>> {
+    let name = name.ok_or("more tensors than names")?;
+    let mut pair =
+        [ParamMut { name: std::mem::take(name), value: value.as_mut_slice(), grad: grad.as_slice() }];
+    let result = opt.step(&mut pair);
+    let [ParamMut { name: lent, .. }] = pair;
+    *name = lent;
+    Ok(result?)
 }
 
 /// `value` as `bits` binary digits, most significant first (as the tutorial prints them).

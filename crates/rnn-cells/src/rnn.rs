@@ -173,6 +173,15 @@ impl<T: Scalar> Parameters<T> for RnnParams<T> {
         }
         v
     }
+
+    /// Clears every tensor without building the names (called once per training step).
+    fn zero(&mut self) {
+        self.weight_ih.as_mut_slice().fill(T::ZERO);
+        self.weight_hh.as_mut_slice().fill(T::ZERO);
+        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
+            b.as_mut_slice().fill(T::ZERO);
+        }
+    }
 }
 
 /// The state of an [`Rnn`] cell: the hidden vector of every sample.
