@@ -199,8 +199,9 @@ pub struct RnnCache<T: Scalar> {
     outputs: Mat<T>,
     /// `h_0`, `H × B`.
     h0: Mat<T>,
-    /// Backward scratch: every `da_t` (`H × (T·B)`) and the running `dh` (`H × B`).
-    scratch: RefCell<(Mat<T>, Mat<T>)>,
+    /// Backward scratch: every `da_t` (`H × (T·B)`), the running `dh` (`H × B`) and, for
+    /// batch 1, a copy of `W_hhᵀ` (`H × H`).
+    scratch: RefCell<(Mat<T>, Mat<T>, Mat<T>)>,
 }
 
 impl<T: Scalar> Default for RnnCache<T> {
@@ -208,7 +209,7 @@ impl<T: Scalar> Default for RnnCache<T> {
         Self {
             outputs: Mat::zeros(0, 0),
             h0: Mat::zeros(0, 0),
-            scratch: RefCell::new((Mat::zeros(0, 0), Mat::zeros(0, 0))),
+            scratch: RefCell::new((Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(0, 0))),
         }
     }
 }
@@ -419,10 +420,23 @@ impl<T: Scalar> Rnn<T> {
         let hb = h * batch;
         let act = self.activation;
         let mut scratch = cache.scratch.borrow_mut();
-        let (da, dh) = &mut *scratch;
+        let (da, dh, w_hh_t) = &mut *scratch;
         ensure_shape(da, h, n);
         ensure_shape(dh, h, batch);
         dh.copy_from(d_final);
+        // With one column, W_hhᵀ·da_t is a GEMV. Read through the transpose it is a dot product
+        // per row; on an explicit copy of W_hhᵀ it is the faster column-AXPY kernel, and the
+        // copy (H² moves) costs less than one of the T products it speeds up.
+        let transposed = batch == 1 && steps > 1;
+        if transposed {
+            ensure_shape(w_hh_t, h, h);
+            let w = self.params.weight_hh.as_slice();
+            for (j, col) in w_hh_t.as_mut_slice().chunks_exact_mut(h).enumerate() {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = w[i * h + j];
+                }
+            }
+        }
         let hs = cache.outputs.as_slice();
         for t in (0..steps).rev() {
             let cols = t * hb..(t + 1) * hb;
@@ -436,7 +450,11 @@ impl<T: Scalar> Rnn<T> {
             }
             // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
             let da_t = MatView::from_slice(da_t, h, batch);
-            gemm(T::ONE, &self.params.weight_hh, Trans::Yes, &da_t, Trans::No, T::ZERO, dh);
+            if transposed {
+                gemm(T::ONE, &*w_hh_t, Trans::No, &da_t, Trans::No, T::ZERO, dh);
+            } else {
+                gemm(T::ONE, &self.params.weight_hh, Trans::Yes, &da_t, Trans::No, T::ZERO, dh);
+            }
         }
         // dh_0 = W_hhᵀ·da_1 (or d_final when there were no steps)
         ensure_shape(d_h0, h, batch);

@@ -99,11 +99,7 @@ fn rnn_matches_torch() {
             assert_close(g, &mat(&c["grads"][&name]), &what(&name));
         }
         assert_close(&d_x, &seq(&c["d_x"], i), &what("d_x"));
-        assert_close(
-            &d_h0.h,
-            &seq(&c["d_h0"], h),
-            &what("d_h0"),
-        );
+        assert_close(&d_h0.h, &seq(&c["d_h0"], h), &what("d_h0"));
     }
 }
 
