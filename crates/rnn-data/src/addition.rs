@@ -70,11 +70,13 @@ impl AdditionProblem {
         );
         let bit = |x: u64, t: usize| if (x >> t) & 1 == 1 { T::ONE } else { T::ZERO };
         let c = self.sum();
+        let (x, y) = (inputs.as_mut_slice(), targets.as_mut_slice());
         for t in 0..self.bits as usize {
             let col = t * batch + sample;
-            inputs[(0, col)] = bit(self.a, t);
-            inputs[(1, col)] = bit(self.b, t);
-            targets[(0, col)] = bit(c, t);
+            // Column-major: input column `col` is x[2·col..2·col+2].
+            x[2 * col] = bit(self.a, t);
+            x[2 * col + 1] = bit(self.b, t);
+            y[col] = bit(c, t);
         }
     }
 }
