@@ -430,12 +430,7 @@ impl<T: Scalar> Rnn<T> {
         let transposed = batch == 1 && steps > 1;
         if transposed {
             ensure_shape(w_hh_t, h, h);
-            let w = self.params.weight_hh.as_slice();
-            for (j, col) in w_hh_t.as_mut_slice().chunks_exact_mut(h).enumerate() {
-                for (i, v) in col.iter_mut().enumerate() {
-                    *v = w[i * h + j];
-                }
-            }
+            self.params.weight_hh.transpose_to(w_hh_t);
         }
         let hs = cache.outputs.as_slice();
         for t in (0..steps).rev() {

@@ -143,6 +143,55 @@ fn scale<T: Scalar, SC: RawStorageMut<T, Dyn, Dyn>>(c: &mut Matrix<T, Dyn, Dyn, 
     }
 }
 
+/// Compiles a small-product kernel twice, as is and with AVX2 enabled, and picks the AVX2
+/// build at run time when the CPU has it (the check is a cached load). FMA is deliberately not
+/// enabled: every lane then performs the same multiplies and adds in the same order as the
+/// baseline build, so results are bit-identical whichever build runs.
+macro_rules! avx2_dispatch {
+    ($(#[$doc:meta])* fn $name:ident / $avx2:ident => $imp:ident ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $(#[$doc])*
+        unsafe fn $name<T: Scalar>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2; the rest is the caller's contract.
+                return unsafe { $avx2($($arg),*) };
+            }
+            // SAFETY: the caller's contract.
+            unsafe { $imp($($arg),*) }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2<T: Scalar>($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: the caller's contract.
+            unsafe { $imp($($arg),*) }
+        }
+    };
+}
+
+avx2_dispatch! {
+    /// [`gemm_small_impl`], in its AVX2 build where available.
+    ///
+    /// # Safety
+    /// As [`gemm_small_impl`].
+    fn gemm_small / gemm_small_avx2 => gemm_small_impl(
+        m: usize, k: usize, n: usize, alpha: T,
+        a: *const T, rsa: isize, csa: isize,
+        b: *const T, rsb: isize, csb: isize,
+        beta: T, c: *mut T, rsc: isize, csc: isize,
+    ) -> bool
+}
+
+avx2_dispatch! {
+    /// [`gemv_impl`], in its AVX2 build where available.
+    ///
+    /// # Safety
+    /// As [`gemv_impl`].
+    fn gemv / gemv_avx2 => gemv_impl(
+        m: usize, k: usize, alpha: T, a: *const T, rs: isize, cs: isize, x: &[T], beta: T, y: &mut [T],
+    )
+}
+
 /// Products of at most this many multiply-adds skip matrixmultiply: at these sizes its
 /// packing, and the packing buffer it allocates on every call, cost more than the arithmetic
 /// (the recurrent cells' batch-1 training steps are made of such products).
@@ -158,7 +207,8 @@ const SMALL_GEMM_MACS: usize = 32 * 32 * 32;
 ///
 /// # Safety
 /// Pointers valid for the shapes and strides; `c` must not alias `a` or `b`.
-unsafe fn gemm_small<T: Scalar>(
+#[inline(always)]
+unsafe fn gemm_small_impl<T: Scalar>(
     m: usize,
     k: usize,
     n: usize,
@@ -303,7 +353,8 @@ unsafe fn axpy_columns<T: Scalar>(
 ///
 /// # Safety
 /// `a` must be valid for the shape and strides.
-unsafe fn gemv<T: Scalar>(
+#[inline(always)]
+unsafe fn gemv_impl<T: Scalar>(
     m: usize,
     k: usize,
     alpha: T,
@@ -341,7 +392,7 @@ unsafe fn gemv<T: Scalar>(
 }
 
 /// Dot product with eight independent partial sums (vectorisable, deterministic).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; 8];
     let ca = a.chunks_exact(8);
@@ -391,6 +442,59 @@ mod tests {
                     let err = (&c - &want).abs().max();
                     assert!(err < 1e-12, "({m},{k},{n}) {ta:?} {tb:?}: err {err}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_build_is_bit_identical() {
+        // Only meaningful where the dispatcher would pick the AVX2 build.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut rng = Rng::seed_from(12);
+            for &(m, k, n) in &[(16, 7, 16), (19, 5, 3), (1, 16, 8), (16, 16, 1)] {
+                let a = Mat::from_fn(m, k, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let b = Mat::from_fn(k, n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let c0 = Mat::from_fn(m, n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                // SAFETY: the matrices are live and of the given shapes, C is a separate buffer.
+                unsafe {
+                    let base = gemm_small_impl(
+                        m,
+                        k,
+                        n,
+                        0.7,
+                        a.as_ptr(),
+                        1,
+                        m as isize,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        1.3,
+                        c1.as_mut_ptr(),
+                        1,
+                        m as isize,
+                    );
+                    let avx = gemm_small_avx2(
+                        m,
+                        k,
+                        n,
+                        0.7,
+                        a.as_ptr(),
+                        1,
+                        m as isize,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        1.3,
+                        c2.as_mut_ptr(),
+                        1,
+                        m as isize,
+                    );
+                    assert!(base && avx);
+                }
+                let bits = |c: &Mat<f32>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&c1), bits(&c2), "({m},{k},{n})");
             }
         }
     }
