@@ -395,6 +395,7 @@ impl<T: Scalar> Rnn<T> {
     ) {
         let h = self.hidden_size();
         let batch = cache.batch();
+        assert!(batch > 0, "RNN backward: the cache holds no forward pass; call forward first");
         let n = cache.outputs.ncols();
         assert_eq!(x.columns(), n, "RNN backward: x has {} columns, the forward had {n}", x.columns());
         assert_eq!(
@@ -554,6 +555,7 @@ impl<T: Scalar> Recurrence<T> for Rnn<T> {
             self.hidden_size()
         );
         assert_eq!(x.columns(), batch, "RNN step: x has {} columns, the state {batch}", x.columns());
+        // One H × B buffer per call: the old h is read while the new one is computed.
         let mut a = Mat::zeros(h, batch);
         self.input_projection(x, &mut a);
         // a = W_ih·x + b + W_hh·h ; h = f(a)
