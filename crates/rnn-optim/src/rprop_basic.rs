@@ -11,13 +11,13 @@
 //!
 //! Because the previous sign starts at zero, the first step always shrinks `Δ` by `eta_minus`.
 //! Only the sign of the gradient is used, which makes the update immune to exploding gradients.
-//! For PyTorch's variant (step clamping, zeroed gradient after a sign flip) see `Rprop`.
+//! For PyTorch's variant (step clamping, zeroed gradient after a sign flip) see [`crate::Rprop`].
 
 use std::collections::BTreeMap;
 
 use rnn_tensor::{ParamMut, Scalar};
 
-use crate::error::check;
+use crate::error::{check, check_etas};
 use crate::optimizer::{check_kind, check_len, from_f64, to_f64};
 use crate::{OptimError, OptimState, Optimizer};
 
@@ -56,12 +56,7 @@ impl BasicRpropConfig {
     }
     /// Requires `0 < eta_minus < 1 < eta_plus` and a positive finite initial step.
     pub fn check(&self) -> Result<(), OptimError> {
-        check(self.eta_minus > 0.0 && self.eta_minus < 1.0, "rprop", || {
-            format!("eta_minus must be in (0, 1), got {}", self.eta_minus)
-        })?;
-        check(self.eta_plus > 1.0 && self.eta_plus.is_finite(), "rprop", || {
-            format!("eta_plus must be finite and > 1, got {}", self.eta_plus)
-        })?;
+        check_etas("rprop", self.eta_minus, self.eta_plus)?;
         check(self.initial_step > 0.0 && self.initial_step.is_finite(), "rprop", || {
             format!("initial_step must be finite and > 0, got {}", self.initial_step)
         })

@@ -225,6 +225,12 @@ mod tests {
         let e = SgdConfig::new(0.1).with_nesterov(true).build::<f32>().unwrap_err();
         assert!(e.to_string().contains("nesterov"), "{e}");
         assert!(SgdConfig::new(f64::NAN).build::<f64>().is_err());
+        let msg = |c: SgdConfig| c.build::<f64>().unwrap_err().to_string();
+        assert!(msg(SgdConfig::new(0.1).with_momentum(-0.9)).contains("momentum"));
+        assert!(msg(SgdConfig::new(0.1).with_dampening(f64::INFINITY)).contains("dampening"));
+        assert!(msg(SgdConfig::new(0.1).with_weight_decay(-1e-4)).contains("weight_decay"));
+        let e = msg(SgdConfig::new(0.1).with_momentum(0.9).with_dampening(0.1).with_nesterov(true));
+        assert!(e.contains("dampening = 0"), "{e}");
     }
 
     #[test]
