@@ -816,6 +816,17 @@ mod tests {
     }
 
     #[test]
+    fn batch_one_gradients_match_numeric() {
+        // Batch 1 with several steps takes the W_hhᵀ-copy route in backward; make sure every
+        // activation, dense and index input, runs through it whatever proptest draws.
+        for act in [Activation::Tanh, Activation::Relu, Activation::Sigmoid] {
+            for (bias, index) in [(true, false), (false, true)] {
+                check_case(&draw_case(21, 3, 6, 1, 5, act, bias, index));
+            }
+        }
+    }
+
+    #[test]
     fn gradients_accumulate_and_buffers_are_reused() {
         let c = draw_case(3, 3, 4, 2, 5, Activation::Tanh, true, false);
         let cell = &c.cell;
