@@ -16,8 +16,11 @@ mod recurrence;
 
 pub mod affine;
 pub mod linear;
+pub mod loss;
+pub mod rnn;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
 pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
 pub use recurrence::{Recurrence, SeqInput};
+pub use rnn::{Rnn, RnnCache, RnnConfig, RnnParams, RnnState};
