@@ -1,8 +1,8 @@
 //! Cell forward + backward, f32, cases named as in `../shared/bench/torch_ref.py` so the numbers
 //! sit beside PyTorch's:
 //!
-//! - `cell_{lstm,gru}_fwdbwd_i256_h256_b64`: one step from a zero state, backward of the
-//!   output sum (PyTorch's `nn.LSTMCell`/`nn.GRUCell` case);
+//! - `cell_{lstm,gru,rnn}_fwdbwd_i256_h256_b64`: one step from a zero state, backward of the
+//!   output sum (PyTorch's `nn.LSTMCell`/`nn.GRUCell`/`nn.RNNCell` case);
 //! - `seq_lstm_fwdbwd_i256_h256_b64_t24`: a 24-step sequence forward and backward;
 //! - `seq_lstm_fwd_i65_h512_b1_t100`: a 100-step forward of batch 1 (the sampling path).
 //!
@@ -12,7 +12,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rnn::cells::{GruConfig, LstmConfig, Recurrence, SeqInput};
+use rnn::cells::{GruConfig, LstmConfig, Recurrence, RnnConfig, SeqInput};
 use rnn::tensor::init::Init;
 use rnn::tensor::{Mat, Parameters, Rng};
 
@@ -36,7 +36,7 @@ fn fwd_bwd<R: Recurrence<f32>>(
     let d_out = Mat::from_element(cell.hidden_size(), steps * b, 1.0f32);
     let d_final = cell.zero_state(b);
     let mut grads = cell.params().clone();
-    let mut d_x = Mat::zeros(0, 0);
+    let mut d_x = Mat::zeros(i, steps * b);
     c.bench_function(name, |bench| {
         bench.iter(|| {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
@@ -59,6 +59,8 @@ fn benches(c: &mut Criterion) {
     fwd_bwd(c, "cell_lstm_fwdbwd_i256_h256_b64", lstm.clone(), 256, 64, 1, &mut rng);
     let gru = GruConfig::new(256, 256).build::<f32>(&mut rng).unwrap();
     fwd_bwd(c, "cell_gru_fwdbwd_i256_h256_b64", gru, 256, 64, 1, &mut rng);
+    let rnn = RnnConfig::new(256, 256).build::<f32>(&mut rng).unwrap();
+    fwd_bwd(c, "cell_rnn_fwdbwd_i256_h256_b64", rnn, 256, 64, 1, &mut rng);
     fwd_bwd(c, "seq_lstm_fwdbwd_i256_h256_b64_t24", lstm, 256, 64, 24, &mut rng);
 
     let big = LstmConfig::new(65, 512).build::<f32>(&mut rng).unwrap();

@@ -12,7 +12,9 @@
 //! cargo run --example gradient_check [-- --seed N]
 //! ```
 
-use rnn::cells::{softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, SeqInput};
+use rnn::cells::{
+    softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput,
+};
 use rnn::tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn::tensor::init::Init;
 use rnn::tensor::{Mat, Parameters, Rng};
@@ -131,6 +133,12 @@ fn main() {
     let head = Affine::new(HIDDEN, OUTPUT, &mut rng).expect("valid sizes").with_prefix("head.");
     let build = "valid sizes";
     let mut worst = 0.0f64;
+    worst = worst.max(check(
+        "RNN (tanh)",
+        RnnConfig::new(INPUT, HIDDEN).build::<f64>(&mut rng).expect(build),
+        &head,
+        &toy,
+    ));
     worst = worst.max(check(
         "LSTM",
         LstmConfig::new(INPUT, HIDDEN).build::<f64>(&mut rng).expect(build),

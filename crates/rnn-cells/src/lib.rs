@@ -18,7 +18,9 @@ mod recurrence;
 pub mod affine;
 pub mod gru;
 pub mod linear;
+pub mod loss;
 pub mod lstm;
+pub mod rnn;
 pub mod softmax_ce;
 pub mod stack;
 
@@ -29,5 +31,6 @@ pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
 pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
 pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
+pub use rnn::{Rnn, RnnCache, RnnConfig, RnnParams, RnnState};
 pub use softmax_ce::{softmax_cross_entropy, Reduction};
 pub use stack::{Stack, StackCache, StackParams};

@@ -340,6 +340,8 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
                 } else {
                     self.params.layers[k - 1].outputs(&cache.layers[k - 1])
                 };
+                // Sized here: a cell may expect d_x already shaped like its input.
+                ensure_shape(d_in, input.nrows(), input.ncols());
                 let d0 =
                     layer.backward(SeqInput::Dense(input), &cache.layers[k], dy, &d_final[k], g, Some(d_in));
                 if cache.dropped {

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use rnn_cells::{GruConfig, LinearConfig, LstmConfig, Recurrence, SeqInput};
+use rnn_cells::{GruConfig, LinearConfig, LstmConfig, Recurrence, RnnConfig, SeqInput, Stack};
+use rnn_tensor::activation::Activation;
 use rnn_tensor::Rng;
 
 /// Instantiates every property of the suite for one cell. `$make` builds the cell from
@@ -86,3 +87,20 @@ suite!(gru, |i, h, rng: &mut Rng| GruConfig::new(i, h).build::<f64>(rng).unwrap(
 suite!(gru_no_bias, |i, h, rng: &mut Rng| GruConfig::new(i, h).with_bias(false).build::<f64>(rng).unwrap());
 suite!(gru_stack2, |i, h, rng: &mut Rng| GruConfig::new(i, h).build_stack::<f64>(2, rng).unwrap());
 suite!(linear, |_, _, rng: &mut Rng| LinearConfig::new().build::<f64>(rng).unwrap());
+suite!(rnn_tanh, |i, h, rng: &mut Rng| RnnConfig::new(i, h).build::<f64>(rng).unwrap());
+suite!(rnn_relu, |i, h, rng: &mut Rng| RnnConfig::new(i, h)
+    .with_activation(Activation::Relu)
+    .build::<f64>(rng)
+    .unwrap());
+suite!(rnn_sigmoid_no_bias, |i, h, rng: &mut Rng| RnnConfig::new(i, h)
+    .with_activation(Activation::Sigmoid)
+    .with_bias(false)
+    .build::<f64>(rng)
+    .unwrap());
+suite!(rnn_stack3, |i, h, rng: &mut Rng| Stack::from_fn(3, |k| RnnConfig::new(
+    if k == 0 { i } else { h },
+    h
+)
+.with_layer(k)
+.build::<f64>(rng))
+.unwrap());

@@ -11,7 +11,10 @@
 mod common;
 
 use common::FlatState;
-use rnn_cells::{softmax_cross_entropy, GruConfig, LstmConfig, Recurrence, Reduction, SeqInput};
+use rnn_cells::{
+    softmax_cross_entropy, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
+};
+use rnn_tensor::activation::Activation;
 use rnn_tensor::gradcheck::rel_error;
 use rnn_tensor::{Mat, Parameters, Rng};
 use serde_json::Value;
@@ -86,7 +89,7 @@ where
     let w_out = Mat::from_column_slice(h, t * b, &nums(&f["w_out"]));
     let mut grads = model.params().clone();
     grads.zero();
-    let mut d_x = Mat::zeros(0, 0);
+    let mut d_x = Mat::zeros(i, t * b);
     let d_h0 = model.backward(SeqInput::Dense(&x), &cache, &w_out, &d_fin, &mut grads, Some(&mut d_x));
     for (pname, g) in grads.named_params() {
         let err = rel_error(
@@ -145,4 +148,35 @@ fn softmax_cross_entropy_both_reductions() {
         let err = rel_error(d.as_slice(), &nums(&f[key]["grad"]));
         assert!(err < TOL, "{key}: gradient differs by {err:e}");
     }
+}
+
+fn rnn_stack(i: usize, h: usize, act: Activation) -> Stack<rnn_cells::Rnn<f64>> {
+    let mut rng = rng();
+    Stack::from_fn(3, |k| {
+        RnnConfig::new(if k == 0 { i } else { h }, h).with_activation(act).with_layer(k).build(&mut rng)
+    })
+    .unwrap()
+}
+
+#[test]
+fn rnn_tanh_one_layer() {
+    check(RnnConfig::new(3, 4).build::<f64>(&mut rng()).unwrap(), "rnn_tanh_l1");
+}
+
+#[test]
+fn rnn_tanh_three_layers() {
+    check(rnn_stack(2, 3, Activation::Tanh), "rnn_tanh_l3");
+}
+
+#[test]
+fn rnn_relu_one_layer() {
+    check(
+        RnnConfig::new(3, 4).with_activation(Activation::Relu).build::<f64>(&mut rng()).unwrap(),
+        "rnn_relu_l1",
+    );
+}
+
+#[test]
+fn rnn_relu_three_layers() {
+    check(rnn_stack(2, 3, Activation::Relu), "rnn_relu_l3");
 }

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use rnn_cells::{LinearState, LstmState, Recurrence, SeqInput};
+use rnn_cells::{LinearState, LstmState, Recurrence, RnnState, SeqInput};
 use rnn_tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn_tensor::{Mat, Parameters, Rng};
 
@@ -48,6 +48,15 @@ impl FlatState for LinearState<f64> {
     }
     fn with_flat(&self, v: &[f64]) -> Self {
         LinearState { s: self.s.with_flat(v) }
+    }
+}
+
+impl FlatState for RnnState<f64> {
+    fn flat(&self) -> Vec<f64> {
+        self.h.flat()
+    }
+    fn with_flat(&self, v: &[f64]) -> Self {
+        RnnState { h: self.h.with_flat(v) }
     }
 }
 
@@ -124,7 +133,7 @@ where
     cell.forward(x, batch, &h0, &mut cache);
     let mut grads = cell.params().clone();
     grads.zero();
-    let mut d_x = Mat::zeros(0, 0);
+    let mut d_x = Mat::zeros(cell.input_size(), n);
     let d_h0 = cell.backward(x, &cache, &w_out, &h0.with_flat(&w_fin), &mut grads, Some(&mut d_x));
 
     let mut errors = Vec::new();
@@ -278,7 +287,7 @@ where
         let fin = cell.forward(SeqInput::Dense(x), batch, h0, cache);
         let mut g = cell.params().clone();
         g.zero();
-        let mut dx = Mat::zeros(0, 0);
+        let mut dx = Mat::zeros(i, x.ncols());
         let d0 = cell.backward(SeqInput::Dense(x), cache, w, h0, &mut g, Some(&mut dx));
         let gflat: Vec<f64> = g.named_params().iter().flat_map(|(_, m)| m.iter().copied()).collect();
         (cell.outputs(cache).clone(), fin.flat(), d0.flat(), gflat, dx)
