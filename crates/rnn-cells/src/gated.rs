@@ -1,5 +1,6 @@
-//! What the gated cells (LSTM, GRU) share: their parameter struct, their configuration and the
-//! two products that touch the input, done once per sequence outside the time loop.
+//! What the recurrent layers share: their parameter struct (RNN, LSTM, GRU), the gated cells'
+//! configuration, and the two products that touch the input, done once per sequence outside the
+//! time loop.
 //!
 //! A cell with `G` gates keeps PyTorch's tensors: `weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
 //! `bias_ih` and `bias_hh` `[G·H]` (stored as `G·H × 1`), gate blocks stacked in PyTorch's order.
@@ -17,11 +18,12 @@ use rnn_tensor::{gemm, Mat, Parameters, Rng, Scalar, Trans};
 
 use crate::{CellError, SeqInput};
 
-/// The tensors of one recurrent layer with `G` gates (and, as the same type, their gradients),
+/// The tensors of one recurrent layer with `G` gates (1 for the vanilla RNN, 4 for the LSTM, 3 for
+/// the GRU) and, as the same type, their gradients,
 /// under PyTorch's names `weight_ih_l{layer}`, `weight_hh_l{layer}`, `bias_ih_l{layer}`,
 /// `bias_hh_l{layer}`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct GatedParams<T: Scalar> {
+pub struct RecurrentParams<T: Scalar> {
     /// `[G·H, I]`.
     pub weight_ih: Mat<T>,
     /// `[G·H, H]`.
@@ -34,7 +36,7 @@ pub struct GatedParams<T: Scalar> {
     pub layer: usize,
 }
 
-impl<T: Scalar> Parameters<T> for GatedParams<T> {
+impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
     fn named_params(&self) -> Vec<(String, &Mat<T>)> {
         let k = self.layer;
         let mut v =
@@ -61,9 +63,17 @@ impl<T: Scalar> Parameters<T> for GatedParams<T> {
         }
         v
     }
+    /// Clears every tensor without building the names (called once per training step).
+    fn zero(&mut self) {
+        self.weight_ih.fill(T::ZERO);
+        self.weight_hh.fill(T::ZERO);
+        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
+            b.fill(T::ZERO);
+        }
+    }
 }
 
-impl<T: Scalar> GatedParams<T> {
+impl<T: Scalar> RecurrentParams<T> {
     /// The hidden size `H` (`weight_hh` has `H` columns).
     pub fn hidden_size(&self) -> usize {
         self.weight_hh.ncols()
@@ -136,7 +146,7 @@ impl<K> GatedConfig<K> {
         gates: usize,
         cell: &str,
         rng: &mut Rng,
-    ) -> Result<GatedParams<T>, CellError> {
+    ) -> Result<RecurrentParams<T>, CellError> {
         if self.input == 0 || self.hidden == 0 {
             return Err(CellError::InvalidConfig(format!(
                 "an {cell} needs input size > 0 and hidden size > 0, got input {} and hidden {}",
@@ -154,7 +164,7 @@ impl<K> GatedConfig<K> {
         } else {
             (None, None)
         };
-        Ok(GatedParams { weight_ih, weight_hh, bias_ih, bias_hh, layer: self.layer })
+        Ok(RecurrentParams { weight_ih, weight_hh, bias_ih, bias_hh, layer: self.layer })
     }
 }
 
@@ -289,7 +299,7 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(d: &Mat<T>, h0: &Mat<T>, outputs: &M
 }
 
 /// `b_ih + b_hh` into `out` (empty if the cell has no bias).
-pub(crate) fn summed_bias<T: Scalar>(p: &GatedParams<T>, out: &mut Vec<T>) {
+pub(crate) fn summed_bias<T: Scalar>(p: &RecurrentParams<T>, out: &mut Vec<T>) {
     out.clear();
     if let (Some(bi), Some(bh)) = (&p.bias_ih, &p.bias_hh) {
         out.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));

@@ -32,13 +32,13 @@ use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
     add_column_sums, ensure_shape, hidden_weight_grad, input_backward, project_input, GatedConfig,
-    GatedParams,
+    RecurrentParams,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
 /// The parameters of a [`Gru`] (and its gradients): `weight_ih` `[3H, I]`, `weight_hh`
 /// `[3H, H]`, `bias_ih`, `bias_hh` `[3H]`, gates r, z, n.
-pub type GruParams<T> = GatedParams<T>;
+pub type GruParams<T> = RecurrentParams<T>;
 
 /// Selects the GRU in [`GatedConfig`]; never constructed.
 #[derive(Debug, PartialEq)]

@@ -26,7 +26,7 @@ pub mod stack;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
-pub use gated::{GatedConfig, GatedParams};
+pub use gated::{GatedConfig, RecurrentParams};
 pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
 pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
 pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};

@@ -36,13 +36,13 @@ use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
     add_column_sums, check_state_part, ensure_shape, hidden_weight_grad, input_backward, project_input,
-    summed_bias, GatedConfig, GatedParams,
+    summed_bias, GatedConfig, RecurrentParams,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
 /// The parameters of an [`Lstm`] (and its gradients): `weight_ih` `[4H, I]`, `weight_hh`
 /// `[4H, H]`, `bias_ih`, `bias_hh` `[4H]`, gates i, f, g, o.
-pub type LstmParams<T> = GatedParams<T>;
+pub type LstmParams<T> = RecurrentParams<T>;
 
 /// The state of an LSTM: the output `h` and the cell `c`, both `H × B`.
 #[derive(Clone, Debug, PartialEq)]
