@@ -47,6 +47,7 @@ use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
+use crate::gated::RecurrentParams;
 use crate::{CellError, Recurrence, SeqInput};
 
 /// Configuration of an [`Rnn`] cell.
@@ -130,59 +131,10 @@ impl RnnConfig {
     }
 }
 
-/// The parameters of an [`Rnn`] cell (and, as the same type, their gradients).
-#[derive(Clone, Debug, PartialEq)]
-pub struct RnnParams<T: Scalar> {
-    /// `weight_ih_l{k}`, `[H, I]`.
-    pub weight_ih: Mat<T>,
-    /// `weight_hh_l{k}`, `[H, H]`.
-    pub weight_hh: Mat<T>,
-    /// `bias_ih_l{k}`, `[H]` as `H × 1`; `None` for a cell without bias.
-    pub bias_ih: Option<Mat<T>>,
-    /// `bias_hh_l{k}`, `[H]` as `H × 1`; `None` for a cell without bias.
-    pub bias_hh: Option<Mat<T>>,
-    /// The layer index `k` in the names.
-    pub layer: usize,
-}
-
-impl<T: Scalar> Parameters<T> for RnnParams<T> {
-    fn named_params(&self) -> Vec<(String, &Mat<T>)> {
-        let k = self.layer;
-        let mut v =
-            vec![(format!("weight_ih_l{k}"), &self.weight_ih), (format!("weight_hh_l{k}"), &self.weight_hh)];
-        if let Some(b) = &self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
-        }
-        if let Some(b) = &self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
-        }
-        v
-    }
-
-    fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
-        let k = self.layer;
-        let mut v = vec![
-            (format!("weight_ih_l{k}"), &mut self.weight_ih),
-            (format!("weight_hh_l{k}"), &mut self.weight_hh),
-        ];
-        if let Some(b) = &mut self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
-        }
-        if let Some(b) = &mut self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
-        }
-        v
-    }
-
-    /// Clears every tensor without building the names (called once per training step).
-    fn zero(&mut self) {
-        self.weight_ih.as_mut_slice().fill(T::ZERO);
-        self.weight_hh.as_mut_slice().fill(T::ZERO);
-        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
-            b.as_mut_slice().fill(T::ZERO);
-        }
-    }
-}
+/// The parameters of an [`Rnn`] cell (and, as the same type, their gradients): `weight_ih`
+/// `[H, I]`, `weight_hh` `[H, H]`, `bias_ih`, `bias_hh` `[H]` (`None` without bias), the layout
+/// every recurrent layer shares (with `G = 1`).
+pub type RnnParams<T> = RecurrentParams<T>;
 
 /// The state of an [`Rnn`] cell: the hidden vector of every sample.
 #[derive(Clone, Debug, PartialEq)]
