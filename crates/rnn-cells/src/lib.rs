@@ -10,14 +10,41 @@
 //! `features × (T·B)`, column `t·B + b` holding sample `b` at step `t`. The `B` columns of one
 //! step are therefore one contiguous block, and a layer's input projection for all steps is a
 //! single matrix product.
+//!
+//! ## Contents
+//! | module | what | PyTorch |
+//! |---|---|---|
+//! | [`linear`] | the counting-ones linear cell | — |
+//! | [`rnn`] | vanilla RNN, tanh / relu / sigmoid | `nn.RNN` |
+//! | [`lstm`] | LSTM, gates i, f, g, o | `nn.LSTM` |
+//! | [`gru`] | GRU, gates r, z, n | `nn.GRU` |
+//! | [`stack`] | `L` layers of any cell, dropout between them | `num_layers`, `dropout` |
+//! | [`affine`] | the temporal linear head | `nn.Linear` over time |
+//! | [`softmax_ce`], [`loss`] | softmax cross-entropy over time; binary losses | `F.cross_entropy`, ... |
+//!
+//! Input is dense ([`SeqInput::Dense`]) or by index ([`SeqInput::Index`]: the layer-0 input
+//! product becomes a gather of `weight_ih` columns and its gradient a scatter-add).
 
 mod error;
+mod gated;
 mod recurrence;
 
 pub mod affine;
+pub mod gru;
 pub mod linear;
+pub mod loss;
+pub mod lstm;
+pub mod rnn;
+pub mod softmax_ce;
+pub mod stack;
 
 pub use affine::{Affine, AffineParams};
 pub use error::CellError;
+pub use gated::{GatedConfig, RecurrentParams};
+pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
 pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
+pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
 pub use recurrence::{Recurrence, SeqInput};
+pub use rnn::{Rnn, RnnCache, RnnConfig, RnnParams, RnnState};
+pub use softmax_ce::{softmax_cross_entropy, Reduction};
+pub use stack::{Stack, StackCache, StackParams};

@@ -2,6 +2,9 @@
 
 use rnn_tensor::{Mat, Parameters, Scalar};
 
+use crate::gated::{check_seq, check_state_part};
+use crate::CellError;
+
 /// The input of one step or one sequence.
 #[derive(Clone, Copy, Debug)]
 pub enum SeqInput<'a, T> {
@@ -55,12 +58,25 @@ pub trait Recurrence<T: Scalar> {
     /// The output `h` of a state (`H × B`).
     fn state_output(state: &Self::State) -> &Mat<T>;
 
+    /// Checks that `x`, `batch` and `h0` fit the cell (what [`Recurrence::forward`] assumes):
+    /// `batch > 0`, `T·B` columns with `B = batch`, `I` rows (or indices below `I`), and a state of
+    /// `H × batch` matrices. The default checks the output part of the state; cells with more
+    /// state (the LSTM's `c`) extend it. Call it on data a user handed in; the stack does.
+    fn check_input(&self, x: SeqInput<'_, T>, batch: usize, h0: &Self::State) -> Result<(), CellError> {
+        check_seq(&x, batch, self.input_size())?;
+        check_state_part("h", Self::state_output(h0), self.hidden_size(), batch)
+    }
+
     /// One step for inference: `x` has `B` columns; `state` is advanced in place.
     /// With `B = 1` this takes the GEMV route.
     fn step(&self, x: SeqInput<'_, T>, state: &mut Self::State);
 
     /// The forward pass over a whole sequence of `x.columns() / batch` steps from `h0`.
-    /// Keeps what backward needs in `cache` and returns the final state.
+    /// Keeps what backward needs in `cache` and returns the final state. A sequence of zero
+    /// steps returns `h0` unchanged.
+    ///
+    /// # Panics
+    /// If [`Recurrence::check_input`] rejects the arguments (the message is its error).
     fn forward(
         &self,
         x: SeqInput<'_, T>,

@@ -89,6 +89,30 @@ pub fn gemm<T, SA, SB, SC>(
             return;
         }
     }
+    if m * k * n <= SMALL_GEMM_MACS {
+        // SAFETY: as above.
+        let done = unsafe {
+            gemm_small(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr(),
+                rsc,
+                csc,
+            )
+        };
+        if done {
+            return;
+        }
+    }
     // SAFETY: as above; matrixmultiply handles every stride combination.
     unsafe {
         T::gemm_raw(
@@ -119,6 +143,208 @@ fn scale<T: Scalar, SC: RawStorageMut<T, Dyn, Dyn>>(c: &mut Matrix<T, Dyn, Dyn, 
     }
 }
 
+/// Compiles a small-product kernel twice, as is and with AVX2 enabled, and picks the AVX2
+/// build at run time when the CPU has it (the check is a cached load). FMA is deliberately not
+/// enabled: every lane then performs the same multiplies and adds in the same order as the
+/// baseline build, so results are bit-identical whichever build runs.
+macro_rules! avx2_dispatch {
+    ($(#[$doc:meta])* fn $name:ident / $avx2:ident => $imp:ident ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $(#[$doc])*
+        unsafe fn $name<T: Scalar>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2; the rest is the caller's contract.
+                return unsafe { $avx2($($arg),*) };
+            }
+            // SAFETY: the caller's contract.
+            unsafe { $imp($($arg),*) }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2<T: Scalar>($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: the caller's contract.
+            unsafe { $imp($($arg),*) }
+        }
+    };
+}
+
+avx2_dispatch! {
+    /// [`gemm_small_impl`], in its AVX2 build where available.
+    ///
+    /// # Safety
+    /// As [`gemm_small_impl`].
+    fn gemm_small / gemm_small_avx2 => gemm_small_impl(
+        m: usize, k: usize, n: usize, alpha: T,
+        a: *const T, rsa: isize, csa: isize,
+        b: *const T, rsb: isize, csb: isize,
+        beta: T, c: *mut T, rsc: isize, csc: isize,
+    ) -> bool
+}
+
+avx2_dispatch! {
+    /// [`gemv_impl`], in its AVX2 build where available.
+    ///
+    /// # Safety
+    /// As [`gemv_impl`].
+    fn gemv / gemv_avx2 => gemv_impl(
+        m: usize, k: usize, alpha: T, a: *const T, rs: isize, cs: isize, x: &[T], beta: T, y: &mut [T],
+    )
+}
+
+/// Products of at most this many multiply-adds skip matrixmultiply: at these sizes its
+/// packing, and the packing buffer it allocates on every call, cost more than the arithmetic
+/// (the recurrent cells' batch-1 training steps are made of such products).
+const SMALL_GEMM_MACS: usize = 32 * 32 * 32;
+
+/// `C = alpha·op(A)·op(B) + beta·C` for small products, one column of `C` at a time, if the
+/// layout allows a vectorisable loop; returns `false` (having done nothing) otherwise.
+///
+/// The problem is oriented so that a column of `C` is contiguous, using `Cᵀ = op(B)ᵀ·op(A)ᵀ`
+/// if needed; then each column is either a sum of scaled columns of `A` (AXPYs, when `A`'s
+/// columns are contiguous) or a dot product per row of `A` (when `A`'s rows and `B`'s columns
+/// are contiguous).
+///
+/// # Safety
+/// Pointers valid for the shapes and strides; `c` must not alias `a` or `b`.
+#[inline(always)]
+unsafe fn gemm_small_impl<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        Axpy,
+        Dot,
+    }
+    // The kernel for one orientation (C with `m` rows and row stride `rsc`), if its layout
+    // allows one. AXPYs need long contiguous columns of A; with fewer than 4 rows the
+    // per-column updates are scalar and a dot product is better when the layout allows it.
+    let kernel = |m: usize, rsa: isize, csa: isize, rsb: isize, rsc: isize, short_axpy: bool| {
+        if !(rsc == 1 || m == 1) {
+            None
+        } else if (rsa == 1 || m == 1) && (m >= 4 || short_axpy) {
+            Some(Kernel::Axpy)
+        } else if k == 1 || (csa == 1 && rsb == 1) {
+            Some(Kernel::Dot)
+        } else {
+            None
+        }
+    };
+    let as_is = |short| kernel(m, rsa, csa, rsb, rsc, short);
+    let flipped = |short| kernel(n, csb, rsb, csa, csc, short);
+    let (m, n, a, rsa, csa, b, rsb, csb, csc, kern) =
+        match (as_is(false), flipped(false), as_is(true), flipped(true)) {
+            (Some(kern), ..) | (None, None, Some(kern), _) => (m, n, a, rsa, csa, b, rsb, csb, csc, kern),
+            // Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands and every pair of strides.
+            (None, Some(kern), ..) | (None, None, None, Some(kern)) => {
+                (n, m, b, csb, rsb, a, csa, rsa, rsc, kern)
+            }
+            (None, None, None, None) => return false,
+        };
+    for j in 0..n {
+        // SAFETY: column j of C holds m contiguous elements (rsc == 1 or m == 1 after orienting).
+        let y = unsafe { std::slice::from_raw_parts_mut(c.offset(j as isize * csc), m) };
+        match kern {
+            Kernel::Axpy => {
+                // SAFETY: column p of op(A) holds m contiguous elements at a + p·csa; (p, j) is
+                // inside op(B).
+                unsafe {
+                    axpy_columns(
+                        m,
+                        k,
+                        alpha,
+                        a,
+                        csa,
+                        |p| *b.offset(p as isize * rsb + j as isize * csb),
+                        beta,
+                        y,
+                    )
+                };
+            }
+            Kernel::Dot => {
+                // SAFETY: column j of op(B) holds k contiguous elements.
+                let x = unsafe { std::slice::from_raw_parts(b.offset(j as isize * csb), k) };
+                for (i, yi) in y.iter_mut().enumerate() {
+                    // SAFETY: row i of op(A) holds k contiguous elements.
+                    let row = unsafe { std::slice::from_raw_parts(a.offset(i as isize * rsa), k) };
+                    let v = alpha * dot(row, x);
+                    *yi = if beta == T::ZERO { v } else { v + beta * *yi };
+                }
+            }
+        }
+    }
+    true
+}
+
+/// `y = alpha·Σ_p x(p)·A[:, p] + beta·y` for an `m×k` matrix `A` whose columns are contiguous
+/// (column `p` starts at `a + p·cs`); with `beta = 0`, `y` is only written.
+///
+/// Rows are taken in blocks of 16 whose partial sums stay in registers across all `k` columns,
+/// instead of loading and storing `y` once per column.
+///
+/// # Safety
+/// `a` must be valid for the shape and stride.
+#[inline(always)]
+unsafe fn axpy_columns<T: Scalar>(
+    m: usize,
+    k: usize,
+    alpha: T,
+    a: *const T,
+    cs: isize,
+    x: impl Fn(usize) -> T,
+    beta: T,
+    y: &mut [T],
+) {
+    const R: usize = 16;
+    debug_assert_eq!(y.len(), m);
+    for (blk, yb) in y.chunks_mut(R).enumerate() {
+        let i0 = blk * R;
+        let mut acc = [T::ZERO; R];
+        if yb.len() == R {
+            for p in 0..k {
+                let s = x(p);
+                // SAFETY: rows i0..i0+R of column p are inside A.
+                let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * cs + i0 as isize), R) };
+                for l in 0..R {
+                    acc[l] += s * col[l];
+                }
+            }
+        } else {
+            let r = yb.len();
+            for p in 0..k {
+                let s = x(p);
+                // SAFETY: rows i0..i0+r of column p are inside A.
+                let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * cs + i0 as isize), r) };
+                for (acc_l, &c) in acc.iter_mut().zip(col) {
+                    *acc_l += s * c;
+                }
+            }
+        }
+        if beta == T::ZERO {
+            for (yi, &v) in yb.iter_mut().zip(&acc) {
+                *yi = alpha * v;
+            }
+        } else {
+            for (yi, &v) in yb.iter_mut().zip(&acc) {
+                *yi = alpha * v + beta * *yi;
+            }
+        }
+    }
+}
+
 /// `y = alpha·A·x + beta·y` for an `m×k` matrix `A` with strides `(rs, cs)`.
 ///
 /// Two kernels cover the layouts that occur: unit row stride (A's columns are contiguous:
@@ -127,7 +353,8 @@ fn scale<T: Scalar, SC: RawStorageMut<T, Dyn, Dyn>>(c: &mut Matrix<T, Dyn, Dyn, 
 ///
 /// # Safety
 /// `a` must be valid for the shape and strides.
-unsafe fn gemv<T: Scalar>(
+#[inline(always)]
+unsafe fn gemv_impl<T: Scalar>(
     m: usize,
     k: usize,
     alpha: T,
@@ -144,17 +371,8 @@ unsafe fn gemv<T: Scalar>(
         y.iter_mut().for_each(|v| *v *= beta);
     }
     if rs == 1 {
-        for (j, &xj) in x.iter().enumerate() {
-            let s = alpha * xj;
-            if s == T::ZERO {
-                continue;
-            }
-            // SAFETY: column j holds m contiguous elements.
-            let col = unsafe { std::slice::from_raw_parts(a.offset(j as isize * cs), m) };
-            for (yi, &aij) in y.iter_mut().zip(col) {
-                *yi += s * aij;
-            }
-        }
+        // SAFETY: column j holds m contiguous elements.
+        unsafe { axpy_columns(m, k, alpha, a, cs, |j| x[j], T::ONE, y) };
     } else if cs == 1 {
         for (i, yi) in y.iter_mut().enumerate() {
             // SAFETY: row i holds k contiguous elements.
@@ -174,7 +392,7 @@ unsafe fn gemv<T: Scalar>(
 }
 
 /// Dot product with eight independent partial sums (vectorisable, deterministic).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; 8];
     let ca = a.chunks_exact(8);
@@ -207,7 +425,10 @@ mod tests {
     #[test]
     fn gemm_matches_naive_for_every_transpose_and_gemv() {
         let mut rng = Rng::seed_from(7);
-        for &(m, k, n) in &[(5, 3, 4), (17, 9, 1), (1, 8, 6), (33, 20, 1), (4, 1, 1)] {
+        // Small products take gemm_small, (40, 37, 35) matrixmultiply.
+        for &(m, k, n) in
+            &[(5, 3, 4), (17, 9, 1), (1, 8, 6), (33, 20, 1), (4, 1, 1), (16, 7, 16), (1, 16, 8), (40, 37, 35)]
+        {
             for ta in [Trans::No, Trans::Yes] {
                 for tb in [Trans::No, Trans::Yes] {
                     let a_shape = if ta == Trans::No { (m, k) } else { (k, m) };
@@ -221,6 +442,59 @@ mod tests {
                     let err = (&c - &want).abs().max();
                     assert!(err < 1e-12, "({m},{k},{n}) {ta:?} {tb:?}: err {err}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_build_is_bit_identical() {
+        // Only meaningful where the dispatcher would pick the AVX2 build.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut rng = Rng::seed_from(12);
+            for &(m, k, n) in &[(16, 7, 16), (19, 5, 3), (1, 16, 8), (16, 16, 1)] {
+                let a = Mat::from_fn(m, k, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let b = Mat::from_fn(k, n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let c0 = Mat::from_fn(m, n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+                let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                // SAFETY: the matrices are live and of the given shapes, C is a separate buffer.
+                unsafe {
+                    let base = gemm_small_impl(
+                        m,
+                        k,
+                        n,
+                        0.7,
+                        a.as_ptr(),
+                        1,
+                        m as isize,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        1.3,
+                        c1.as_mut_ptr(),
+                        1,
+                        m as isize,
+                    );
+                    let avx = gemm_small_avx2(
+                        m,
+                        k,
+                        n,
+                        0.7,
+                        a.as_ptr(),
+                        1,
+                        m as isize,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        1.3,
+                        c2.as_mut_ptr(),
+                        1,
+                        m as isize,
+                    );
+                    assert!(base && avx);
+                }
+                let bits = |c: &Mat<f32>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&c1), bits(&c2), "({m},{k},{n})");
             }
         }
     }

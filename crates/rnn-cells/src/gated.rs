@@ -1,0 +1,307 @@
+//! What the recurrent layers share: their parameter struct (RNN, LSTM, GRU), the gated cells'
+//! configuration, and the two products that touch the input, done once per sequence outside the
+//! time loop.
+//!
+//! A cell with `G` gates keeps PyTorch's tensors: `weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
+//! `bias_ih` and `bias_hh` `[G·H]` (stored as `G·H × 1`), gate blocks stacked in PyTorch's order.
+//!
+//! - Forward input projection, all steps at once: `P = W_ih · X` (`G·H × T·B`, one GEMM), or, for
+//!   [`SeqInput::Index`], `P[:, k] = W_ih[:, x_k]` (a gather of columns; no one-hot matrix).
+//! - Backward, after the time loop, with `D` the `G·H × T·B` buffer of pre-activation gradients:
+//!   `dW_ih += D · Xᵀ` (one GEMM) or `dW_ih[:, x_k] += D[:, k]` (a scatter-add),
+//!   `d_x = W_ihᵀ · D` (one GEMM), `db += Σ_columns D`.
+
+use std::marker::PhantomData;
+
+use rnn_tensor::init::Init;
+use rnn_tensor::{gemm, Mat, Parameters, Rng, Scalar, Trans};
+
+use crate::{CellError, SeqInput};
+
+/// The tensors of one recurrent layer with `G` gates (1 for the vanilla RNN, 4 for the LSTM, 3 for
+/// the GRU) and, as the same type, their gradients,
+/// under PyTorch's names `weight_ih_l{layer}`, `weight_hh_l{layer}`, `bias_ih_l{layer}`,
+/// `bias_hh_l{layer}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentParams<T: Scalar> {
+    /// `[G·H, I]`.
+    pub weight_ih: Mat<T>,
+    /// `[G·H, H]`.
+    pub weight_hh: Mat<T>,
+    /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
+    pub bias_ih: Option<Mat<T>>,
+    /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
+    pub bias_hh: Option<Mat<T>>,
+    /// The layer index `k` in the names' `_l{k}` suffix (0 for a lone cell).
+    pub layer: usize,
+}
+
+impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
+    fn named_params(&self) -> Vec<(String, &Mat<T>)> {
+        let k = self.layer;
+        let mut v =
+            vec![(format!("weight_ih_l{k}"), &self.weight_ih), (format!("weight_hh_l{k}"), &self.weight_hh)];
+        if let Some(b) = &self.bias_ih {
+            v.push((format!("bias_ih_l{k}"), b));
+        }
+        if let Some(b) = &self.bias_hh {
+            v.push((format!("bias_hh_l{k}"), b));
+        }
+        v
+    }
+    fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
+        let k = self.layer;
+        let mut v = vec![
+            (format!("weight_ih_l{k}"), &mut self.weight_ih),
+            (format!("weight_hh_l{k}"), &mut self.weight_hh),
+        ];
+        if let Some(b) = &mut self.bias_ih {
+            v.push((format!("bias_ih_l{k}"), b));
+        }
+        if let Some(b) = &mut self.bias_hh {
+            v.push((format!("bias_hh_l{k}"), b));
+        }
+        v
+    }
+    /// Clears every tensor without building the names (called once per training step).
+    fn zero(&mut self) {
+        self.weight_ih.fill(T::ZERO);
+        self.weight_hh.fill(T::ZERO);
+        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
+            b.fill(T::ZERO);
+        }
+    }
+}
+
+impl<T: Scalar> RecurrentParams<T> {
+    /// The hidden size `H` (`weight_hh` has `H` columns).
+    pub fn hidden_size(&self) -> usize {
+        self.weight_hh.ncols()
+    }
+
+    /// The input size `I`.
+    pub fn input_size(&self) -> usize {
+        self.weight_ih.ncols()
+    }
+
+    /// A copy with every tensor zero: the starting point for gradients.
+    pub fn zeros_like(&self) -> Self {
+        let mut g = self.clone();
+        g.zero();
+        g
+    }
+}
+
+/// How to build a gated cell; used as [`LstmConfig`](crate::LstmConfig) and
+/// [`GruConfig`](crate::GruConfig), whose kind `K` selects what `build` makes.
+#[derive(Debug, PartialEq)]
+pub struct GatedConfig<K> {
+    input: usize,
+    hidden: usize,
+    bias: bool,
+    init: Option<Init>,
+    layer: usize,
+    kind: PhantomData<K>,
+}
+
+impl<K> Clone for GatedConfig<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K> Copy for GatedConfig<K> {}
+
+impl<K> GatedConfig<K> {
+    /// A cell from `input` features to `hidden` units.
+    pub fn new(input: usize, hidden: usize) -> Self {
+        Self { input, hidden, bias: true, init: None, layer: 0, kind: PhantomData }
+    }
+
+    /// Whether the layer has `bias_ih` and `bias_hh`. Default: `true`.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The initialiser of every tensor. Default: PyTorch's `U(-1/sqrt(H), 1/sqrt(H))`.
+    pub fn with_init(mut self, init: Init) -> Self {
+        self.init = Some(init);
+        self
+    }
+
+    /// The layer index in the parameter names (`weight_ih_l{layer}`). Default: 0.
+    pub fn with_layer(mut self, layer: usize) -> Self {
+        self.layer = layer;
+        self
+    }
+
+    /// The configuration of layer `k` of a stack: input `hidden` above layer 0, suffix `_l{k}`.
+    pub(crate) fn for_layer(&self, k: usize) -> Self {
+        Self { input: if k == 0 { self.input } else { self.hidden }, layer: k, ..*self }
+    }
+
+    /// Checks the sizes and draws the tensors of a cell with `gates` gates.
+    pub(crate) fn build_params<T: Scalar>(
+        &self,
+        gates: usize,
+        cell: &str,
+        rng: &mut Rng,
+    ) -> Result<RecurrentParams<T>, CellError> {
+        if self.input == 0 || self.hidden == 0 {
+            return Err(CellError::InvalidConfig(format!(
+                "an {cell} needs input size > 0 and hidden size > 0, got input {} and hidden {}",
+                self.input, self.hidden
+            )));
+        }
+        let init = self.init.unwrap_or(Init::TorchRecurrent { hidden: self.hidden });
+        init.check().map_err(|e| CellError::InvalidConfig(format!("{cell} initialiser: {e}")))?;
+        let gh = gates * self.hidden;
+        // Drawn in PyTorch's parameter order: weight_ih, weight_hh, bias_ih, bias_hh.
+        let weight_ih = init.matrix(gh, self.input, rng);
+        let weight_hh = init.matrix(gh, self.hidden, rng);
+        let (bias_ih, bias_hh) = if self.bias {
+            (Some(init.matrix(gh, 1, rng)), Some(init.matrix(gh, 1, rng)))
+        } else {
+            (None, None)
+        };
+        Ok(RecurrentParams { weight_ih, weight_hh, bias_ih, bias_hh, layer: self.layer })
+    }
+}
+
+/// Makes `m` a `rows × cols` matrix, reallocating only when the shape changes. The contents are
+/// unspecified afterwards: callers overwrite them.
+pub(crate) fn ensure_shape<T: Scalar>(m: &mut Mat<T>, rows: usize, cols: usize) {
+    if m.shape() != (rows, cols) {
+        *m = Mat::zeros(rows, cols);
+    }
+}
+
+/// Checks a sequence input and batch against a cell's input size; the message says what to fix.
+pub(crate) fn check_seq(x: &SeqInput<'_, impl Scalar>, batch: usize, input: usize) -> Result<(), CellError> {
+    if batch == 0 {
+        return Err(CellError::InvalidInput("batch must be at least 1".into()));
+    }
+    let n = x.columns();
+    if n % batch != 0 {
+        return Err(CellError::InvalidInput(format!(
+            "the input has {n} columns, not a multiple of the batch {batch}; lay sequences out as features × (T·B)"
+        )));
+    }
+    match x {
+        SeqInput::Dense(m) if m.nrows() != input => Err(CellError::InvalidInput(format!(
+            "the input has {} rows but the cell's input size is {input}",
+            m.nrows()
+        ))),
+        SeqInput::Index(ix) => match ix.iter().find(|&&i| i >= input) {
+            Some(bad) => Err(CellError::InvalidInput(format!(
+                "input index {bad} is out of range for input size {input}"
+            ))),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Checks that a state matrix is `hidden × batch`.
+pub(crate) fn check_state_part(
+    name: &str,
+    m: &Mat<impl Scalar>,
+    hidden: usize,
+    batch: usize,
+) -> Result<(), CellError> {
+    if m.shape() != (hidden, batch) {
+        return Err(CellError::InvalidInput(format!(
+            "the initial state's {name} is {}×{}, expected hidden × batch = {hidden}×{batch}",
+            m.nrows(),
+            m.ncols()
+        )));
+    }
+    Ok(())
+}
+
+/// `out = W_ih · X` for all columns at once, or the gather `out[:, k] = W_ih[:, x_k]`.
+/// `out` must already be `G·H × N`.
+pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &mut Mat<T>) {
+    match x {
+        SeqInput::Dense(xm) => gemm(T::ONE, w_ih, Trans::No, xm, Trans::No, T::ZERO, out),
+        SeqInput::Index(ix) => {
+            let rows = w_ih.nrows();
+            assert_eq!(
+                out.shape(),
+                (rows, ix.len()),
+                "input gather: out is {:?}, expected ({rows}, {})",
+                out.shape(),
+                ix.len()
+            );
+            let w = w_ih.as_slice();
+            for (col, &i) in out.as_mut_slice().chunks_exact_mut(rows).zip(ix) {
+                col.copy_from_slice(&w[i * rows..(i + 1) * rows]);
+            }
+        }
+    }
+}
+
+/// The input side of backward, after the time loop, for the pre-activation gradients `d`
+/// (`G·H × N`): `dW_ih += d · Xᵀ` or the scatter-add `dW_ih[:, x_k] += d[:, k]`, and, if asked
+/// and the input is dense, `d_x = W_ihᵀ · d`.
+pub(crate) fn input_backward<T: Scalar>(
+    w_ih: &Mat<T>,
+    x: SeqInput<'_, T>,
+    d: &Mat<T>,
+    dw_ih: &mut Mat<T>,
+    d_x: Option<&mut Mat<T>>,
+) {
+    match x {
+        SeqInput::Dense(xm) => {
+            // dW_ih += D · Xᵀ
+            gemm(T::ONE, d, Trans::No, xm, Trans::Yes, T::ONE, dw_ih);
+            if let Some(dx) = d_x {
+                // d_x = W_ihᵀ · D
+                ensure_shape(dx, w_ih.ncols(), d.ncols());
+                gemm(T::ONE, w_ih, Trans::Yes, d, Trans::No, T::ZERO, dx);
+            }
+        }
+        SeqInput::Index(ix) => {
+            // dW_ih[:, x_k] += D[:, k]: the one-hot product Xᵀ, without the one-hot matrix.
+            let rows = d.nrows();
+            let dw = dw_ih.as_mut_slice();
+            for (col, &i) in d.as_slice().chunks_exact(rows).zip(ix) {
+                for (w, &g) in dw[i * rows..(i + 1) * rows].iter_mut().zip(col) {
+                    *w += g;
+                }
+            }
+        }
+    }
+}
+
+/// `db += Σ_columns d`.
+pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db: &mut Mat<T>) {
+    let rows = d.nrows();
+    let acc = db.as_mut_slice();
+    for col in d.as_slice().chunks_exact(rows) {
+        for (a, &v) in acc.iter_mut().zip(col) {
+            *a += v;
+        }
+    }
+}
+
+/// `dW_hh += Σ_t D_t · h_{t-1}ᵀ` as (at most) two GEMMs over the whole buffer: the first step
+/// against `h0`, the rest against the outputs `h_1..h_{T-1}` stored contiguously.
+pub(crate) fn hidden_weight_grad<T: Scalar>(d: &Mat<T>, h0: &Mat<T>, outputs: &Mat<T>, dw_hh: &mut Mat<T>) {
+    let (b, n) = (h0.ncols(), d.ncols());
+    if n == 0 {
+        return;
+    }
+    gemm(T::ONE, &d.columns(0, b), Trans::No, h0, Trans::Yes, T::ONE, dw_hh);
+    if n > b {
+        gemm(T::ONE, &d.columns(b, n - b), Trans::No, &outputs.columns(0, n - b), Trans::Yes, T::ONE, dw_hh);
+    }
+}
+
+/// `b_ih + b_hh` into `out` (empty if the cell has no bias).
+pub(crate) fn summed_bias<T: Scalar>(p: &RecurrentParams<T>, out: &mut Vec<T>) {
+    out.clear();
+    if let (Some(bi), Some(bh)) = (&p.bias_ih, &p.bias_hh) {
+        out.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));
+    }
+}

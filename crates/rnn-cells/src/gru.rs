@@ -1,0 +1,325 @@
+//! Gated recurrent unit, as `torch.nn.GRU`.
+//!
+//! Forward, for each step `t`, with the three gate blocks stacked in PyTorch's order r, z, n
+//! (`u = W_ih·x_t + b_ih` and `v = W_hh·h_{t-1} + b_hh`, each `3H × B` with blocks `_r, _z, _n`):
+//!
+//! ```text
+//! r_t = σ(u_r + v_r)      z_t = σ(u_z + v_z)
+//! n_t = tanh(u_n + r_t ⊙ v_n)                    (the reset gate multiplies W_hn·h + b_hn)
+//! h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+//! ```
+//!
+//! Backward through time, from `dh_T` (the final-state gradient) and the output gradients
+//! `δ_t`, for `t = T..1`:
+//!
+//! ```text
+//! dh   = δ_t + dh_t
+//! dn   = dh ⊙ (1 - z_t)                   dz = dh ⊙ (h_{t-1} - n_t)
+//! du_n = dn ⊙ (1 - n_t²)                  dv_n = du_n ⊙ r_t
+//! du_r = dv_r = du_n ⊙ v_n ⊙ r_t(1-r_t)    du_z = dv_z = dz ⊙ z_t(1-z_t)
+//! dh_{t-1} = dh ⊙ z_t + W_hhᵀ · dv_t
+//! ```
+//!
+//! and after the loop, over the `3H × T·B` buffers `dU`, `dV`: `dW_ih += dU·Xᵀ`,
+//! `db_ih += Σ_columns dU`, `dW_hh += Σ_t dv_t·h_{t-1}ᵀ`, `db_hh += Σ_columns dV`, `d_x = W_ihᵀ·dU`.
+//! Unlike the LSTM, the input and hidden sides differ (in the `n` block), so there are two
+//! gradient buffers.
+
+use std::cell::RefCell;
+
+use rnn_tensor::activation::sigmoid;
+use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
+
+use crate::gated::{
+    add_column_sums, ensure_shape, hidden_weight_grad, input_backward, project_input, GatedConfig,
+    RecurrentParams,
+};
+use crate::{CellError, Recurrence, SeqInput, Stack};
+
+/// The parameters of a [`Gru`] (and its gradients): `weight_ih` `[3H, I]`, `weight_hh`
+/// `[3H, H]`, `bias_ih`, `bias_hh` `[3H]`, gates r, z, n.
+pub type GruParams<T> = RecurrentParams<T>;
+
+/// Selects the GRU in [`GatedConfig`]; never constructed.
+#[derive(Debug, PartialEq)]
+pub enum GruKind {}
+
+/// How to build a [`Gru`]: `GruConfig::new(input, hidden).with_bias(..).with_init(..).build(rng)`.
+pub type GruConfig = GatedConfig<GruKind>;
+
+impl GruConfig {
+    /// Checks the configuration and draws the weights (PyTorch's order).
+    pub fn build<T: Scalar>(&self, rng: &mut Rng) -> Result<Gru<T>, CellError> {
+        Ok(Gru { params: self.build_params(3, "GRU", rng)? })
+    }
+
+    /// A stack of `num_layers` GRUs, as `torch.nn.GRU(input, hidden, num_layers)`.
+    pub fn build_stack<T: Scalar>(
+        &self,
+        num_layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Gru<T>>, CellError> {
+        Stack::from_fn(num_layers, |k| Ok(Gru { params: self.for_layer(k).build_params(3, "GRU", rng)? }))
+    }
+}
+
+/// A gated recurrent unit layer; see the module docs for the equations. Its state is `h`, `H × B`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gru<T: Scalar> {
+    /// The tensors, under PyTorch's names.
+    pub params: GruParams<T>,
+}
+
+/// What [`Gru::forward`](Recurrence::forward) keeps for backward; buffers are reused.
+#[derive(Debug)]
+pub struct GruCache<T: Scalar> {
+    batch: usize,
+    /// Activated gates `[r; z; n]`, `3H × T·B` (first the input projection `W_ih·X`).
+    gates: Mat<T>,
+    /// `v_n = W_hn·h_{t-1} + b_hn` per step, `H × T·B`.
+    v_n: Mat<T>,
+    /// Outputs `h_1..h_T`, `H × T·B`.
+    h: Mat<T>,
+    h0: Mat<T>,
+    /// One step's `W_hh·h_{t-1}`, `3H × B`.
+    v: Mat<T>,
+    scratch: RefCell<GruScratch<T>>,
+}
+
+#[derive(Debug)]
+struct GruScratch<T: Scalar> {
+    /// `dU`, `3H × T·B`.
+    du: Mat<T>,
+    /// `dV`, `3H × T·B`.
+    dv: Mat<T>,
+    dh: Mat<T>,
+}
+
+impl<T: Scalar> Default for GruCache<T> {
+    fn default() -> Self {
+        let e = || Mat::zeros(0, 0);
+        Self {
+            batch: 0,
+            gates: e(),
+            v_n: e(),
+            h: e(),
+            h0: e(),
+            v: e(),
+            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e() }),
+        }
+    }
+}
+
+/// The pointwise part of one step: `u` (`3H × B`, `W_ih·x` without bias) is overwritten with the
+/// activated gates, `v` is `W_hh·h_{t-1}` without bias; on entry `h` holds `h_{t-1}`, on exit
+/// `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
+fn pointwise_forward<T: Scalar>(
+    hid: usize,
+    u: &mut [T],
+    v: &[T],
+    b_ih: Option<&Mat<T>>,
+    b_hh: Option<&Mat<T>>,
+    mut v_n: Option<&mut [T]>,
+    h: &mut [T],
+) {
+    let (bi, bh) = (b_ih.map(|b| b.as_slice()), b_hh.map(|b| b.as_slice()));
+    let bias = |b: Option<&[T]>, k: usize| b.map_or(T::ZERO, |b| b[k]);
+    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact(3 * hid)).enumerate() {
+        let hb = &mut h[b * hid..(b + 1) * hid];
+        for j in 0..hid {
+            let (jr, jz, jn) = (j, hid + j, 2 * hid + j);
+            let r = sigmoid(ub[jr] + bias(bi, jr) + vb[jr] + bias(bh, jr));
+            let z = sigmoid(ub[jz] + bias(bi, jz) + vb[jz] + bias(bh, jz));
+            let vn = vb[jn] + bias(bh, jn);
+            let n = (ub[jn] + bias(bi, jn) + r * vn).tanh();
+            (ub[jr], ub[jz], ub[jn]) = (r, z, n);
+            if let Some(s) = v_n.as_deref_mut() {
+                s[b * hid + j] = vn;
+            }
+            hb[j] = (T::ONE - z) * n + z * hb[j];
+        }
+    }
+}
+
+impl<T: Scalar> Gru<T> {
+    /// All-zero gradients shaped like the parameters.
+    pub fn zero_grads(&self) -> GruParams<T> {
+        self.params.zeros_like()
+    }
+}
+
+impl<T: Scalar> Recurrence<T> for Gru<T> {
+    type State = Mat<T>;
+    type Params = GruParams<T>;
+    type Cache = GruCache<T>;
+
+    fn input_size(&self) -> usize {
+        self.params.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.params.hidden_size()
+    }
+    fn params(&self) -> &GruParams<T> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut GruParams<T> {
+        &mut self.params
+    }
+    fn zero_state(&self, batch: usize) -> Mat<T> {
+        Mat::zeros(self.hidden_size(), batch)
+    }
+    fn state_output(state: &Mat<T>) -> &Mat<T> {
+        state
+    }
+
+    fn step(&self, x: SeqInput<'_, T>, state: &mut Mat<T>) {
+        let batch = state.ncols();
+        assert_eq!(
+            x.columns(),
+            batch,
+            "GRU step: {} input columns for a state of batch {batch}",
+            x.columns()
+        );
+        if let Err(e) = self.check_input(x, batch, state) {
+            panic!("GRU step: {e}");
+        }
+        let hid = self.hidden_size();
+        let mut u = Mat::zeros(3 * hid, batch);
+        let mut v = Mat::zeros(3 * hid, batch);
+        project_input(&self.params.weight_ih, x, &mut u);
+        // v = W_hh · h_{t-1}  (a GEMV when B = 1)
+        gemm(T::ONE, &self.params.weight_hh, Trans::No, state, Trans::No, T::ZERO, &mut v);
+        let p = &self.params;
+        pointwise_forward(
+            hid,
+            u.as_mut_slice(),
+            v.as_slice(),
+            p.bias_ih.as_ref(),
+            p.bias_hh.as_ref(),
+            None,
+            state.as_mut_slice(),
+        );
+    }
+
+    fn forward(&self, x: SeqInput<'_, T>, batch: usize, h0: &Mat<T>, cache: &mut GruCache<T>) -> Mat<T> {
+        if let Err(e) = self.check_input(x, batch, h0) {
+            panic!("GRU forward: {e}");
+        }
+        let (hid, n) = (self.hidden_size(), x.columns());
+        let (steps, blk) = (n / batch, hid * batch);
+        cache.batch = batch;
+        ensure_shape(&mut cache.gates, 3 * hid, n);
+        ensure_shape(&mut cache.v_n, hid, n);
+        ensure_shape(&mut cache.h, hid, n);
+        ensure_shape(&mut cache.v, 3 * hid, batch);
+        cache.h0.clone_from(h0);
+        // U = W_ih · X for every step at once (or the gather of W_ih columns).
+        project_input(&self.params.weight_ih, x, &mut cache.gates);
+        let p = &self.params;
+        for t in 0..steps {
+            // v = W_hh · h_{t-1}; then h_t starts as a copy of h_{t-1}, updated in place.
+            if t == 0 {
+                gemm(T::ONE, &p.weight_hh, Trans::No, &cache.h0, Trans::No, T::ZERO, &mut cache.v);
+                cache.h.as_mut_slice()[..blk].copy_from_slice(cache.h0.as_slice());
+            } else {
+                let prev = cache.h.columns((t - 1) * batch, batch);
+                gemm(T::ONE, &p.weight_hh, Trans::No, &prev, Trans::No, T::ZERO, &mut cache.v);
+                cache.h.as_mut_slice().copy_within((t - 1) * blk..t * blk, t * blk);
+            }
+            pointwise_forward(
+                hid,
+                &mut cache.gates.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk],
+                cache.v.as_slice(),
+                p.bias_ih.as_ref(),
+                p.bias_hh.as_ref(),
+                Some(&mut cache.v_n.as_mut_slice()[t * blk..(t + 1) * blk]),
+                &mut cache.h.as_mut_slice()[t * blk..(t + 1) * blk],
+            );
+        }
+        if steps == 0 {
+            return h0.clone();
+        }
+        cache.h.columns(n - batch, batch).into_owned()
+    }
+
+    fn outputs<'c>(&self, cache: &'c GruCache<T>) -> &'c Mat<T> {
+        &cache.h
+    }
+
+    fn backward(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &GruCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut GruParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) -> Mat<T> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(batch > 0, "GRU backward: the cache holds no forward pass");
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n && d_final.shape() == (hid, batch),
+            "GRU backward: d_out is {:?}, d_final {:?}, x has {} columns; the forward had H = {hid}, N = {n}, B = {batch}",
+            d_out.shape(),
+            d_final.shape(),
+            x.columns()
+        );
+        let (steps, blk) = (n / batch, hid * batch);
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.du, 3 * hid, n);
+        ensure_shape(&mut s.dv, 3 * hid, n);
+        s.dh.clone_from(d_final);
+        let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
+        for t in (0..steps).rev() {
+            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let dh = s.dh.as_mut_slice();
+            for b in 0..batch {
+                let g3 = &gates[3 * (t * blk + b * hid)..3 * (t * blk + (b + 1) * hid)];
+                let o = 3 * b * hid;
+                for j in 0..hid {
+                    let k = b * hid + j;
+                    let (r, z, nn) = (g3[j], g3[hid + j], g3[2 * hid + j]);
+                    // dh = δ_t + dh_t
+                    let dht = dh[k] + d_out_t[k];
+                    // dn = dh ⊙ (1 - z);  dz = dh ⊙ (h_{t-1} - n)
+                    let dn = dht * (T::ONE - z);
+                    let dz = dht * (h_prev[k] - nn);
+                    // du_n = dn ⊙ (1 - n²);  dv_n = du_n ⊙ r
+                    let dun = dn * (T::ONE - nn * nn);
+                    // du_r = dv_r = du_n ⊙ v_n ⊙ r(1-r);  du_z = dv_z = dz ⊙ z(1-z)
+                    let dar = dun * v_n[t * blk + k] * r * (T::ONE - r);
+                    let daz = dz * z * (T::ONE - z);
+                    (du[o + j], du[o + hid + j], du[o + 2 * hid + j]) = (dar, daz, dun);
+                    (dv[o + j], dv[o + hid + j], dv[o + 2 * hid + j]) = (dar, daz, dun * r);
+                    // the direct path: dh_{t-1} = dh ⊙ z (+ W_hhᵀ · dv_t below)
+                    dh[k] = dht * z;
+                }
+            }
+            // dh_{t-1} += W_hhᵀ · dv_t
+            gemm(
+                T::ONE,
+                &self.params.weight_hh,
+                Trans::Yes,
+                &s.dv.columns(t * batch, batch),
+                Trans::No,
+                T::ONE,
+                &mut s.dh,
+            );
+        }
+        // After the loop, one product each over the whole buffers:
+        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.du, bi);
+            add_column_sums(&s.dv, bh);
+        }
+        // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
+        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x);
+        s.dh.clone()
+    }
+}

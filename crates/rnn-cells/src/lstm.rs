@@ -1,0 +1,417 @@
+//! Long short-term memory, as `torch.nn.LSTM`.
+//!
+//! Forward, for each step `t` (`σ` the logistic sigmoid, `⊙` the elementwise product), with the
+//! four gate blocks stacked in PyTorch's order i, f, g, o:
+//!
+//! ```text
+//! a_t = W_ih·x_t + b_ih + W_hh·h_{t-1} + b_hh            (4H × B: blocks a_i, a_f, a_g, a_o)
+//! i_t = σ(a_i)   f_t = σ(a_f)   g_t = tanh(a_g)   o_t = σ(a_o)
+//! c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+//! h_t = o_t ⊙ tanh(c_t)
+//! ```
+//!
+//! Backward through time, from `dh_T`, `dc_T` (the final-state gradient) and the output
+//! gradients `δ_t`, for `t = T..1`:
+//!
+//! ```text
+//! dh   = δ_t + dh_t                        (dh_t comes from step t+1, or the final state)
+//! dc   = dc_t + dh ⊙ o_t ⊙ (1 - tanh²c_t)
+//! da_i = dc ⊙ g_t ⊙ i_t(1-i_t)          da_f = dc ⊙ c_{t-1} ⊙ f_t(1-f_t)
+//! da_g = dc ⊙ i_t ⊙ (1-g_t²)            da_o = dh ⊙ tanh(c_t) ⊙ o_t(1-o_t)
+//! dc_{t-1} = dc ⊙ f_t
+//! dh_{t-1} = W_hhᵀ · da_t
+//! ```
+//!
+//! and after the loop, over the whole `4H × T·B` buffer `dA` of the `da_t`:
+//! `dW_ih += dA·Xᵀ`, `dW_hh += Σ_t da_t·h_{t-1}ᵀ`, `db_ih = db_hh += Σ_columns dA`,
+//! `d_x = W_ihᵀ·dA`. `dh_0`, `dc_0` are returned.
+//!
+//! Cost per sequence: one GEMM for the input projection, `T` GEMMs `W_hh·h_{t-1}` (GEMV for
+//! `B = 1`), `T` pointwise passes; backward `T` GEMMs `W_hhᵀ·da_t` and three GEMMs after the loop.
+
+use std::cell::RefCell;
+
+use rnn_tensor::activation::sigmoid;
+use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
+
+use crate::gated::{
+    add_column_sums, check_state_part, ensure_shape, hidden_weight_grad, input_backward, project_input,
+    summed_bias, GatedConfig, RecurrentParams,
+};
+use crate::{CellError, Recurrence, SeqInput, Stack};
+
+/// The parameters of an [`Lstm`] (and its gradients): `weight_ih` `[4H, I]`, `weight_hh`
+/// `[4H, H]`, `bias_ih`, `bias_hh` `[4H]`, gates i, f, g, o.
+pub type LstmParams<T> = RecurrentParams<T>;
+
+/// The state of an LSTM: the output `h` and the cell `c`, both `H × B`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LstmState<T: Scalar> {
+    /// The hidden state (the output), `H × B`.
+    pub h: Mat<T>,
+    /// The cell state, `H × B`.
+    pub c: Mat<T>,
+}
+
+/// Selects the LSTM in [`GatedConfig`]; never constructed.
+#[derive(Debug, PartialEq)]
+pub enum LstmKind {}
+
+/// How to build a [`Lstm`]: `LstmConfig::new(input, hidden).with_bias(..).with_init(..).build(rng)`.
+pub type LstmConfig = GatedConfig<LstmKind>;
+
+impl LstmConfig {
+    /// Checks the configuration and draws the weights (in PyTorch's order: `weight_ih`,
+    /// `weight_hh`, `bias_ih`, `bias_hh`).
+    pub fn build<T: Scalar>(&self, rng: &mut Rng) -> Result<Lstm<T>, CellError> {
+        Ok(Lstm { params: self.build_params(4, "LSTM", rng)? })
+    }
+
+    /// A stack of `num_layers` LSTMs, as `torch.nn.LSTM(input, hidden, num_layers)`: layer 0
+    /// reads `input` features, the others `hidden`; layer `k`'s tensors are named `_l{k}` and
+    /// drawn in PyTorch's order, layer by layer.
+    pub fn build_stack<T: Scalar>(
+        &self,
+        num_layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Lstm<T>>, CellError> {
+        Stack::from_fn(num_layers, |k| Ok(Lstm { params: self.for_layer(k).build_params(4, "LSTM", rng)? }))
+    }
+}
+
+/// A long short-term memory layer; see the module docs for the equations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lstm<T: Scalar> {
+    /// The tensors, under PyTorch's names.
+    pub params: LstmParams<T>,
+}
+
+/// What [`Lstm::forward`](Recurrence::forward) keeps for backward. Buffers grow to the largest
+/// sequence seen and are reused, so a second call of the same shape allocates nothing.
+#[derive(Debug)]
+pub struct LstmCache<T: Scalar> {
+    batch: usize,
+    /// Activated gates `[i; f; g; o]`, `4H × T·B`.
+    gates: Mat<T>,
+    /// Cell states `c_1..c_T`, `H × T·B`.
+    c: Mat<T>,
+    /// `tanh(c_t)`, `H × T·B`.
+    tanh_c: Mat<T>,
+    /// Outputs `h_1..h_T`, `H × T·B`.
+    h: Mat<T>,
+    h0: Mat<T>,
+    c0: Mat<T>,
+    bias: Vec<T>,
+    /// Backward's buffers. Backward reads the cache through a shared reference (the trait's
+    /// contract), so its own scratch space sits behind a `RefCell`.
+    scratch: RefCell<LstmScratch<T>>,
+}
+
+#[derive(Debug)]
+struct LstmScratch<T: Scalar> {
+    /// Pre-activation gate gradients `dA`, `4H × T·B`.
+    dgates: Mat<T>,
+    dh: Mat<T>,
+    dc: Mat<T>,
+}
+
+impl<T: Scalar> Default for LstmCache<T> {
+    fn default() -> Self {
+        let e = || Mat::zeros(0, 0);
+        Self {
+            batch: 0,
+            gates: e(),
+            c: e(),
+            tanh_c: e(),
+            h: e(),
+            h0: e(),
+            c0: e(),
+            bias: Vec::new(),
+            scratch: RefCell::new(LstmScratch { dgates: e(), dh: e(), dc: e() }),
+        }
+    }
+}
+
+/// The pointwise part of one step over a `4H × B` block of pre-activations `a` (bias not yet
+/// added; `bias` is `b_ih + b_hh` or empty). On entry `c` holds `c_{t-1}`, on exit `c_t`; `a` is
+/// overwritten with the activated gates, `h` with `h_t`, `tanh_c` (if given) with `tanh(c_t)`.
+fn pointwise_forward<T: Scalar>(
+    hid: usize,
+    a: &mut [T],
+    bias: &[T],
+    c: &mut [T],
+    mut tanh_c: Option<&mut [T]>,
+    h: &mut [T],
+) {
+    for (b, gate) in a.chunks_exact_mut(4 * hid).enumerate() {
+        if !bias.is_empty() {
+            gate.iter_mut().zip(bias).for_each(|(v, &bv)| *v += bv);
+        }
+        let (gi, rest) = gate.split_at_mut(hid);
+        let (gf, rest) = rest.split_at_mut(hid);
+        let (gg, go) = rest.split_at_mut(hid);
+        let col = b * hid..(b + 1) * hid;
+        let (cb, hb) = (&mut c[col.clone()], &mut h[col.clone()]);
+        for j in 0..hid {
+            let i = sigmoid(gi[j]);
+            let f = sigmoid(gf[j]);
+            let g = gg[j].tanh();
+            let o = sigmoid(go[j]);
+            (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
+            let ct = f * cb[j] + i * g;
+            let tc = ct.tanh();
+            cb[j] = ct;
+            hb[j] = o * tc;
+            if let Some(t) = tanh_c.as_deref_mut() {
+                t[b * hid + j] = tc;
+            }
+        }
+    }
+}
+
+impl<T: Scalar> Lstm<T> {
+    /// All-zero gradients shaped like the parameters.
+    pub fn zero_grads(&self) -> LstmParams<T> {
+        self.params.zeros_like()
+    }
+}
+
+impl<T: Scalar> Recurrence<T> for Lstm<T> {
+    type State = LstmState<T>;
+    type Params = LstmParams<T>;
+    type Cache = LstmCache<T>;
+
+    fn input_size(&self) -> usize {
+        self.params.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.params.hidden_size()
+    }
+    fn params(&self) -> &LstmParams<T> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut LstmParams<T> {
+        &mut self.params
+    }
+    fn zero_state(&self, batch: usize) -> LstmState<T> {
+        let hid = self.hidden_size();
+        LstmState { h: Mat::zeros(hid, batch), c: Mat::zeros(hid, batch) }
+    }
+    fn state_output(state: &LstmState<T>) -> &Mat<T> {
+        &state.h
+    }
+
+    fn check_input(&self, x: SeqInput<'_, T>, batch: usize, h0: &LstmState<T>) -> Result<(), CellError> {
+        crate::gated::check_seq(&x, batch, self.input_size())?;
+        check_state_part("h", &h0.h, self.hidden_size(), batch)?;
+        check_state_part("c", &h0.c, self.hidden_size(), batch)
+    }
+
+    fn step(&self, x: SeqInput<'_, T>, state: &mut LstmState<T>) {
+        let batch = state.h.ncols();
+        assert_eq!(
+            x.columns(),
+            batch,
+            "LSTM step: {} input columns for a state of batch {batch}",
+            x.columns()
+        );
+        if let Err(e) = self.check_input(x, batch, state) {
+            panic!("LSTM step: {e}");
+        }
+        let hid = self.hidden_size();
+        let mut a = Mat::zeros(4 * hid, batch);
+        let mut bias = Vec::new();
+        summed_bias(&self.params, &mut bias);
+        project_input(&self.params.weight_ih, x, &mut a);
+        // a += W_hh · h_{t-1}  (a GEMV when B = 1)
+        gemm(T::ONE, &self.params.weight_hh, Trans::No, &state.h, Trans::No, T::ONE, &mut a);
+        pointwise_forward(hid, a.as_mut_slice(), &bias, state.c.as_mut_slice(), None, state.h.as_mut_slice());
+    }
+
+    fn forward(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &LstmState<T>,
+        cache: &mut LstmCache<T>,
+    ) -> LstmState<T> {
+        if let Err(e) = self.check_input(x, batch, h0) {
+            panic!("LSTM forward: {e}");
+        }
+        let (hid, n) = (self.hidden_size(), x.columns());
+        let steps = n / batch;
+        let blk = hid * batch;
+        cache.batch = batch;
+        ensure_shape(&mut cache.gates, 4 * hid, n);
+        ensure_shape(&mut cache.c, hid, n);
+        ensure_shape(&mut cache.tanh_c, hid, n);
+        ensure_shape(&mut cache.h, hid, n);
+        cache.h0.clone_from(&h0.h);
+        cache.c0.clone_from(&h0.c);
+        summed_bias(&self.params, &mut cache.bias);
+        // A = W_ih · X for every step at once (or the gather of W_ih columns).
+        project_input(&self.params.weight_ih, x, &mut cache.gates);
+        let w_hh = &self.params.weight_hh;
+        for t in 0..steps {
+            let mut a_t = cache.gates.columns_mut(t * batch, batch);
+            // a_t += W_hh · h_{t-1}
+            if t == 0 {
+                gemm(T::ONE, w_hh, Trans::No, &cache.h0, Trans::No, T::ONE, &mut a_t);
+            } else {
+                gemm(
+                    T::ONE,
+                    w_hh,
+                    Trans::No,
+                    &cache.h.columns((t - 1) * batch, batch),
+                    Trans::No,
+                    T::ONE,
+                    &mut a_t,
+                );
+            }
+            // c_t starts as a copy of c_{t-1} and is updated in place.
+            let cs = cache.c.as_mut_slice();
+            if t == 0 {
+                cs[..blk].copy_from_slice(cache.c0.as_slice());
+            } else {
+                cs.copy_within((t - 1) * blk..t * blk, t * blk);
+            }
+            let range = t * blk..(t + 1) * blk;
+            pointwise_forward(
+                hid,
+                &mut cache.gates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk],
+                &cache.bias,
+                &mut cs[range.clone()],
+                Some(&mut cache.tanh_c.as_mut_slice()[range.clone()]),
+                &mut cache.h.as_mut_slice()[range],
+            );
+        }
+        if steps == 0 {
+            return h0.clone();
+        }
+        LstmState {
+            h: cache.h.columns(n - batch, batch).into_owned(),
+            c: cache.c.columns(n - batch, batch).into_owned(),
+        }
+    }
+
+    fn outputs<'c>(&self, cache: &'c LstmCache<T>) -> &'c Mat<T> {
+        &cache.h
+    }
+
+    fn backward(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &LstmCache<T>,
+        d_out: &Mat<T>,
+        d_final: &LstmState<T>,
+        grads: &mut LstmParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) -> LstmState<T> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n,
+            "LSTM backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+            d_out.shape(),
+            x.columns()
+        );
+        assert!(
+            d_final.h.shape() == (hid, batch) && d_final.c.shape() == (hid, batch),
+            "LSTM backward: d_final is h {:?}, c {:?}, expected {hid}×{batch}",
+            d_final.h.shape(),
+            d_final.c.shape()
+        );
+        assert!(batch > 0, "LSTM backward: the cache holds no forward pass");
+        let steps = n / batch;
+        let blk = hid * batch;
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.dgates, 4 * hid, n);
+        s.dh.clone_from(&d_final.h);
+        s.dc.clone_from(&d_final.c);
+        let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
+        for t in (0..steps).rev() {
+            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
+            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let (dh, dc) = (s.dh.as_mut_slice(), s.dc.as_mut_slice());
+            for b in 0..batch {
+                let g4 = &gates[4 * (t * blk + b * hid)..4 * (t * blk + (b + 1) * hid)];
+                let dg = &mut dgs[4 * b * hid..4 * (b + 1) * hid];
+                for j in 0..hid {
+                    let k = b * hid + j;
+                    let (i, f, g, o) = (g4[j], g4[hid + j], g4[2 * hid + j], g4[3 * hid + j]);
+                    let tc = tanh_c[t * blk + k];
+                    // dh = δ_t + dh_t
+                    let dht = dh[k] + d_out_t[k];
+                    // dc = dc_t + dh ⊙ o ⊙ (1 - tanh²c_t)
+                    let dct = dc[k] + dht * o * (T::ONE - tc * tc);
+                    // da_i = dc ⊙ g ⊙ i(1-i);  da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
+                    dg[j] = dct * g * i * (T::ONE - i);
+                    dg[hid + j] = dct * c_prev[k] * f * (T::ONE - f);
+                    // da_g = dc ⊙ i ⊙ (1-g²);  da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)
+                    dg[2 * hid + j] = dct * i * (T::ONE - g * g);
+                    dg[3 * hid + j] = dht * tc * o * (T::ONE - o);
+                    // dc_{t-1} = dc ⊙ f
+                    dc[k] = dct * f;
+                }
+            }
+            // dh_{t-1} = W_hhᵀ · da_t
+            gemm(
+                T::ONE,
+                &self.params.weight_hh,
+                Trans::Yes,
+                &s.dgates.columns(t * batch, batch),
+                Trans::No,
+                T::ZERO,
+                &mut s.dh,
+            );
+        }
+        // After the loop, each one product over the whole dA buffer:
+        // dW_hh += Σ_t da_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dA, db_hh += Σ_columns dA
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.dgates, bi);
+            add_column_sums(&s.dgates, bh);
+        }
+        // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
+        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x);
+        LstmState { h: s.dh.clone(), c: s.dc.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rnn_tensor::gradcheck::rel_error;
+    use rnn_tensor::init::Init;
+
+    /// The same seed gives the same weights in f32 and f64 (draws are made in f64), so the two
+    /// precisions agree to f32 rounding (tolerance 1e-5 after 5 steps).
+    #[test]
+    fn f32_and_f64_agree() {
+        let c64 = LstmConfig::new(4, 5).build::<f64>(&mut Rng::seed_from(1)).unwrap();
+        let c32 = LstmConfig::new(4, 5).build::<f32>(&mut Rng::seed_from(1)).unwrap();
+        let ix: Vec<usize> = (0..10).map(|k| k % 4).collect();
+        let mut cache64 = LstmCache::default();
+        let mut cache32 = LstmCache::default();
+        c64.forward(SeqInput::Index(&ix), 2, &c64.zero_state(2), &mut cache64);
+        c32.forward(SeqInput::Index(&ix), 2, &c32.zero_state(2), &mut cache32);
+        let out32: Vec<f64> = cache32.h.iter().map(|&v| v as f64).collect();
+        assert!(rel_error(cache64.h.as_slice(), &out32) < 1e-5);
+    }
+
+    #[test]
+    fn configuration_errors() {
+        let mut rng = Rng::seed_from(0);
+        let e = LstmConfig::new(0, 3).build::<f64>(&mut rng).unwrap_err();
+        assert!(e.to_string().contains("input size > 0"), "{e}");
+        assert!(LstmConfig::new(2, 0).build::<f64>(&mut rng).is_err());
+        let bad = Init::Uniform { lo: 1.0, hi: -1.0 };
+        assert!(LstmConfig::new(2, 3).with_init(bad).build::<f64>(&mut rng).is_err());
+        // PyTorch's bound: every weight within 1/sqrt(H).
+        let l = LstmConfig::new(3, 16).build::<f64>(&mut rng).unwrap();
+        assert!(l.params.weight_hh.iter().all(|v| v.abs() <= 0.25));
+        assert_eq!(l.params.weight_ih.shape(), (64, 3));
+    }
+}
