@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rnn_cells::{Gru, Lstm, Rnn};
 use rnn_data::text::{read_text, DEFAULT_VAL_FRAC};
 use rnn_data::Corpus;
 use rnn_tensor::{Parameters, Rng, Scalar};
 
+use crate::charrnn::CharRnn;
 use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile};
 use crate::model::{evaluate, generate, LanguageModel};
 use crate::resume::{load_checkpoint, MODEL_FILE};
@@ -313,6 +315,8 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
     args.check()?;
     let cfg = args.train_config()?;
     let corpus = Corpus::from_file(&args.corpus, args.val_frac)?;
+    cfg.check_corpus(&corpus)?;
+    crate::train::prepare_out(&cfg.out)?;
     let config = args.model_config(corpus.vocab().len());
     config.check()?;
     let (model, resume) = if let Some(dir) = &args.resume {
@@ -391,4 +395,56 @@ pub fn run_eval<T: Scalar, M: LanguageModel<T>>(
     }
     let mut model: M = model_from_file(path, file)?;
     evaluate(&mut model, &data, 1, 1000)
+}
+
+/// Runs `f::<T, M>(args…)` with the model type of a precision and cell.
+macro_rules! with_model {
+    ($dtype:expr, $cell:expr, $f:ident($($arg:expr),*)) => {
+        match ($dtype, $cell) {
+            (DType::F32, CellKind::Lstm) => $f::<f32, CharRnn<f32, Lstm<f32>>>($($arg),*),
+            (DType::F64, CellKind::Lstm) => $f::<f64, CharRnn<f64, Lstm<f64>>>($($arg),*),
+            (DType::F32, CellKind::Gru) => $f::<f32, CharRnn<f32, Gru<f32>>>($($arg),*),
+            (DType::F64, CellKind::Gru) => $f::<f64, CharRnn<f64, Gru<f64>>>($($arg),*),
+            (DType::F32, CellKind::Rnn) => $f::<f32, CharRnn<f32, Rnn<f32>>>($($arg),*),
+            (DType::F64, CellKind::Rnn) => $f::<f64, CharRnn<f64, Rnn<f64>>>($($arg),*),
+        }
+    };
+}
+
+/// Runs a command, printing its results to `out` and progress lines to standard error.
+pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLmError> {
+    let mut log = |s: &str| eprintln!("{s}");
+    let io = |e: std::io::Error| CharLmError::write(Path::new("<stdout>"), e);
+    match command {
+        Command::Train(args) => {
+            args.check()?;
+            let cell = args.model_config(1).cell;
+            let r = with_model!(args.dtype(), cell, run_train(args, &mut log))?;
+            let epochs = r.steps as f64 / r.batches_per_epoch as f64;
+            let per_epoch = r.step_seconds * r.batches_per_epoch as f64 / r.steps_run.max(1) as f64;
+            writeln!(
+                out,
+                "trained {} steps ({epochs:.2} epochs, {} this run) in {:.1} s; {per_epoch:.1} s per epoch of \
+                 training steps; train loss {:.4}, validation loss {}",
+                r.steps,
+                r.steps_run,
+                r.seconds,
+                r.last_train_loss,
+                r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
+            )
+            .map_err(io)?;
+        }
+        Command::Sample(args) => {
+            args.sampling()?;
+            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let text = with_model!(file.dtype, file.config.cell, run_sample(args, &args.checkpoint, &file))?;
+            writeln!(out, "{text}").map_err(io)?;
+        }
+        Command::Eval(args) => {
+            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &args.checkpoint, &file))?;
+            writeln!(out, "loss_nats_per_char: {loss}").map_err(io)?;
+        }
+    }
+    Ok(())
 }

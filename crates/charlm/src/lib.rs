@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: the model as a safetensors file PyTorch's `load_state_dict` accepts;
 //! - [`resume`]: the training state beside it, for bit-identical resume;
 //! - [`sample`]: temperature, top-k and argmax over a column of logits;
+//! - [`charrnn`]: the model on the cells ([`charrnn::CharRnn`]);
 //! - [`model`]: the [`model::LanguageModel`] trait, evaluation and generation;
 //! - [`train`]: the training loop with validation, checkpoints and exact resume;
 //! - [`plot`]: the loss curves as a PNG;
@@ -19,6 +20,7 @@
 
 mod error;
 
+pub mod charrnn;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -205,6 +205,18 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Checks that the training text of `corpus` holds at least one batch (the batchers'
+    /// own checks, run before anything is built or printed).
+    pub fn check_corpus(&self, corpus: &Corpus) -> Result<(), CharLmError> {
+        match self.batching {
+            Batching::Streams => drop(StreamBatcher::new(corpus.train(), self.batch, self.seq_len)?),
+            Batching::Windows => {
+                drop(WindowBatcher::new(corpus.train(), self.batch, self.seq_len, Rng::seed_from(0))?)
+            }
+        }
+        Ok(())
+    }
+
     /// The options a resumed run must share with the run it continues.
     pub fn settings(&self, dtype: DType, corpus: &Corpus) -> BTreeMap<String, String> {
         let opt = |v: Option<f64>| v.map_or("none".to_string(), |c| c.to_string());
@@ -237,6 +249,14 @@ impl TrainConfig {
     }
 }
 
+/// Creates the run directory if needed and checks that files can be written in it.
+pub fn prepare_out(dir: &std::path::Path) -> Result<(), CharLmError> {
+    std::fs::create_dir_all(dir).map_err(|e| CharLmError::write(dir, e))?;
+    let probe = dir.join(format!(".charlm-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| CharLmError::write(dir, e))?;
+    std::fs::remove_file(&probe).map_err(|e| CharLmError::write(dir, e))
+}
+
 /// What a training run did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainReport {
@@ -250,6 +270,9 @@ pub struct TrainReport {
     pub last_val_loss: Option<f64>,
     /// Wall time of this process's part of the run.
     pub seconds: f64,
+    /// The part of it spent on training steps (batch, forward, backward, clipping, update):
+    /// without validation, samples and checkpoints.
+    pub step_seconds: f64,
     /// Steps this process took.
     pub steps_run: u64,
 }
@@ -276,7 +299,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     cfg.check()?;
     let dtype = DType::of::<T>();
     let settings = cfg.settings(dtype, corpus);
-    std::fs::create_dir_all(&cfg.out).map_err(|e| CharLmError::write(&cfg.out, e))?;
+    prepare_out(&cfg.out)?;
     let (bs, sl) = (cfg.batch, cfg.seq_len);
     let mut batcher: Box<dyn Batcher> = match cfg.batching {
         Batching::Streams => Box::new(StreamBatcher::new(corpus.train(), bs, sl)?),
@@ -347,7 +370,9 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     let mut batch = Batch::default();
     let mut last_loss = f64::NAN;
     let mut last_val = val_loss.last().map(|&(_, l)| l);
+    let mut step_seconds = 0.0;
     while step < total {
+        let t0 = Instant::now();
         batcher.next_batch(&mut batch);
         if batch.reset_state {
             state = model.zero_state(bs);
@@ -375,6 +400,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         }
         clipped?;
         step_model(opt.as_mut(), model.params_mut(), &grads)?;
+        step_seconds += t0.elapsed().as_secs_f64();
         last_loss = loss;
         train_loss.push((step, loss));
         bar.set_message(format!("{loss:.4}"));
@@ -422,6 +448,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         last_train_loss: last_loss,
         last_val_loss: last_val,
         seconds: started.elapsed().as_secs_f64(),
+        step_seconds,
         steps_run: step - first,
     })
 }
