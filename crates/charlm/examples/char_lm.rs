@@ -34,7 +34,7 @@ const DOCS: [&str; 5] = [
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut corpus_path = None;
-    let mut steps = 1200u64;
+    let mut steps = 2000u64;
     let mut out = PathBuf::from("target/char_lm");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

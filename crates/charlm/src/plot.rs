@@ -70,6 +70,10 @@ fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), Str
         .map_err(|e| e.to_string())?
         .label("validation")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    // Markers too: a run with one validation has no line to draw.
+    chart
+        .draw_series(val.iter().map(|&(s, l)| Circle::new((s, l), 3, RED.filled())))
+        .map_err(|e| e.to_string())?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

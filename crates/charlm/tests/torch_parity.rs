@@ -106,3 +106,48 @@ fn ten_training_steps_match_pytorch() {
     ten_steps_match::<CharRnn<f64, Rnn<f64>>>(CellKind::Rnn, OptimKind::Sgd, 0.5);
     ten_steps_match::<CharRnn<f64, Rnn<f64>>>(CellKind::Rnn, OptimKind::Adam, 0.01);
 }
+
+/// The criterion through the program itself: `charlm train --init` from PyTorch's
+/// weights, 10 f64 steps, then the saved model against PyTorch's weights (limit 1e-9).
+#[test]
+fn the_binary_from_init_matches_pytorch() {
+    let out = std::env::temp_dir().join(format!("charlm-parity-bin-{}", std::process::id()));
+    for (opt, lr) in [("sgd", "0.5"), ("adam", "0.01")] {
+        let init = fixtures().join("init_lstm.safetensors");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_charlm"))
+            .args(["train", "--corpus"])
+            .arg(fixtures().join("corpus.txt"))
+            .arg("--init")
+            .arg(&init)
+            .args(["--dtype", "f64", "--hidden", "16", "--layers", "2", "--seq-len", "12", "--batch", "4"])
+            .args([
+                "--optimizer",
+                opt,
+                "--lr",
+                lr,
+                "--steps",
+                "10",
+                "--val-frac",
+                "0",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let ours = read_tensors(&out.join("model.safetensors")).unwrap();
+        let torch = read_tensors(&fixtures().join(format!("after_lstm_{opt}.safetensors"))).unwrap();
+        assert_eq!(ours.tensors.len(), torch.tensors.len());
+        let mut worst = 0.0f64;
+        for (name, t) in &torch.tensors {
+            let o = &ours.tensors[name];
+            assert_eq!(o.shape, t.shape, "{name}");
+            for (a, b) in o.values.iter().zip(t.values.iter()) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        assert!(worst < 1e-9, "{opt}: max |ours - torch| = {worst:e}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
