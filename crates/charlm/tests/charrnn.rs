@@ -250,3 +250,85 @@ fn bad_input_gives_one_line_errors() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIGKILL at pseudo-random instants (some during checkpoint writes: one is written every 2
+/// steps), then `--resume` from whatever is on disk, in a loop; the run that finally completes
+/// ends byte-identical to one that was never interrupted, and every kill left a loadable pair.
+#[test]
+fn killed_runs_resume_bit_identical() {
+    let (full, cut) = (tmp("kill-full"), tmp("kill-cut"));
+    let (f, c) = (full.to_str().unwrap(), cut.to_str().unwrap());
+    let args = |out: &str, resume: bool| {
+        let corpus = corpus().to_str().unwrap().to_owned();
+        let mut a: Vec<String> = [
+            "train",
+            "--corpus",
+            &corpus,
+            "--hidden",
+            "24",
+            "--layers",
+            "2",
+            "--dropout",
+            "0.1",
+            "--seq-len",
+            "10",
+            "--batch",
+            "3",
+            "--steps",
+            "120",
+            "--val-every",
+            "2",
+            "--out",
+            out,
+            "--no-progress",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            a.extend(["--resume".to_string(), out.to_string()]);
+        }
+        a
+    };
+    let done = Command::new(bin()).args(args(f, false)).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let started = std::time::Instant::now();
+    Command::new(bin()).args(args(c, false)).output().unwrap();
+    let run_ms = started.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(&cut).unwrap();
+
+    let mut lcg = 12345u64;
+    let mut kills = 0;
+    for _ in 0..8 {
+        let resume = cut.join("model.safetensors").exists();
+        let mut child = Command::new(bin())
+            .args(args(c, resume))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let wait = 5 + (lcg >> 33) % run_ms.max(10);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if cut.join("model.safetensors").exists() {
+            // Whatever instant the kill hit, the pair on disk loads.
+            charlm::resume::load_checkpoint(&cut).expect("a kill left an unusable checkpoint");
+        }
+    }
+    let state = charlm::resume::load_checkpoint(&cut).map(|(_, s)| s.step).unwrap_or(0);
+    if state < 120 {
+        let resume = cut.join("model.safetensors").exists();
+        let out = Command::new(bin()).args(args(c, resume)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(kills > 0, "no run was killed (each took {run_ms} ms)");
+    let a = std::fs::read(full.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(a == b, "after {kills} kills the resumed model differs");
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}
