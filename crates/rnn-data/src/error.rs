@@ -1,6 +1,8 @@
+use std::path::PathBuf;
+
 use thiserror::Error;
 
-/// Errors a user can cause when generating or loading data.
+/// Errors a user can cause when generating or loading data: a file, a corpus, a size.
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum DataError {
@@ -17,4 +19,51 @@ pub enum DataError {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// The corpus file cannot be read (missing, a directory, no permission).
+    #[error("cannot read corpus {path}: {message}; pass an existing, readable text file")]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The corpus is not valid UTF-8.
+    #[error("corpus {origin} is not valid UTF-8 at byte offset {offset}; convert it to UTF-8 (binary files are not text corpora)")]
+    NotUtf8 {
+        /// The file name, or `<string>`.
+        origin: String,
+        /// The offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The corpus has no characters.
+    #[error("corpus {0} is empty; a language model needs text to learn from")]
+    Empty(String),
+    /// The corpus (or its training or validation part) is too short for the request.
+    #[error("{what} has {have} characters, but {needed} are needed for {purpose}; use a longer corpus or a smaller --batch/--seq-len")]
+    TooShort {
+        /// Which text ("the training text", ...).
+        what: String,
+        /// Its length in characters.
+        have: usize,
+        /// The minimum length.
+        needed: usize,
+        /// What it was needed for ("one batch of 50 x 50").
+        purpose: String,
+    },
+    /// Characters that are not in the vocabulary.
+    #[error("{} character(s) not in the vocabulary: {}; use only characters of the training corpus", .0.len(), format_chars(.0))]
+    UnknownChars(Vec<char>),
+    /// An index that is not in the vocabulary.
+    #[error("index {index} is outside the vocabulary of {size} characters")]
+    BadIndex {
+        /// The index.
+        index: usize,
+        /// The vocabulary size.
+        size: usize,
+    },
+}
+
+/// Lists characters readably: printable ones quoted, others as escapes (`'\n'`, `'\u{7}'`).
+pub(crate) fn format_chars(chars: &[char]) -> String {
+    chars.iter().map(|c| format!("{:?}", c)).collect::<Vec<_>>().join(", ")
 }

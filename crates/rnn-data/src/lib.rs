@@ -8,12 +8,16 @@
 //!   tutorial's fixed 20 × 10 dataset.
 //! - [`addition`]: binary addition problems of 1 to 64 bits, least significant bit first
 //!   (stage 2).
+//! - [`text`]: character-level corpora (vocabulary, encode/decode, training and validation
+//!   split) and the two batchers of the language model, char-rnn's streams and random windows.
 
 mod error;
 
 pub mod addition;
 pub mod streams;
+pub mod text;
 
 pub use addition::{from_bits_lsb_first, AdditionBatch, AdditionProblem, BinaryAddition};
 pub use error::DataError;
 pub use streams::{count_ones_fixture, BinaryStreams, BinaryStreamsConfig};
+pub use text::{Batch, Batcher, BatcherPosition, Corpus, StreamBatcher, Vocab, WindowBatcher};

@@ -1,0 +1,293 @@
+//! The character-level model on the cells: one-hot input by index → a [`Stack`] of `L` cells
+//! → an [`Affine`] head → softmax cross-entropy averaged over all predictions.
+//!
+//! Forward over a batch of `T` steps and `B` streams (`N = T·B` columns, step-major):
+//!
+//! ```text
+//! h^L_{1..T} = stack(x_{1..T}, s_0)          x_t given as indices: layer 0's W_ih·x is a gather
+//! z = W_head · h^L + b_head                   V × N logits
+//! loss = -(1/N) Σ_n log softmax(z_n)[y_n]
+//! ```
+//!
+//! Backward: `dz = (softmax(z) - onehot(y)) / N`, then the head's backward gives
+//! `dh^L = W_headᵀ · dz` (and `dW_head`, `db_head`), and the stack's BPTT takes `dh^L` with a zero
+//! final-state gradient (truncated BPTT: the batch's final state is carried forward as a value).
+
+use rnn_cells::{
+    softmax_cross_entropy, Affine, Gru, GruConfig, Lstm, LstmConfig, LstmState, Recurrence, Reduction, Rnn,
+    RnnConfig, RnnState, SeqInput, Stack, StackCache,
+};
+use rnn_tensor::{Mat, Parameters, Rng, Scalar};
+
+use crate::model::LanguageModel;
+use crate::{CellKind, CharLmError, ModelConfig};
+
+/// The matrices of a cell's state, for saving the carried state.
+pub trait StateMats<T: Scalar> {
+    /// The matrices, in a fixed order.
+    fn mats(&self) -> Vec<&Mat<T>>;
+    /// The same, mutably.
+    fn mats_mut(&mut self) -> Vec<&mut Mat<T>>;
+}
+
+impl<T: Scalar> StateMats<T> for Mat<T> {
+    fn mats(&self) -> Vec<&Mat<T>> {
+        vec![self]
+    }
+    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
+        vec![self]
+    }
+}
+
+impl<T: Scalar> StateMats<T> for LstmState<T> {
+    fn mats(&self) -> Vec<&Mat<T>> {
+        vec![&self.h, &self.c]
+    }
+    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
+        vec![&mut self.h, &mut self.c]
+    }
+}
+
+impl<T: Scalar> StateMats<T> for RnnState<T> {
+    fn mats(&self) -> Vec<&Mat<T>> {
+        vec![&self.h]
+    }
+    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
+        vec![&mut self.h]
+    }
+}
+
+/// A cell the model can stack: built per layer from the model's configuration.
+pub trait StackableCell<T: Scalar>: Recurrence<T> + Clone + std::fmt::Debug
+where
+    Self::State: StateMats<T>,
+{
+    /// The cell kind.
+    const KIND: CellKind;
+    /// `L` layers of `V → H → … → H`, as the PyTorch module.
+    fn build_stack(
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Self>, CharLmError>;
+}
+
+impl<T: Scalar> StackableCell<T> for Lstm<T> {
+    const KIND: CellKind = CellKind::Lstm;
+    fn build_stack(
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Self>, CharLmError> {
+        Ok(LstmConfig::new(vocab, hidden).build_stack(layers, rng)?)
+    }
+}
+
+impl<T: Scalar> StackableCell<T> for Gru<T> {
+    const KIND: CellKind = CellKind::Gru;
+    fn build_stack(
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Self>, CharLmError> {
+        Ok(GruConfig::new(vocab, hidden).build_stack(layers, rng)?)
+    }
+}
+
+impl<T: Scalar> StackableCell<T> for Rnn<T> {
+    const KIND: CellKind = CellKind::Rnn;
+    fn build_stack(
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Self>, CharLmError> {
+        // tanh, PyTorch's default nonlinearity for nn.RNN.
+        Ok(Stack::from_fn(layers, |k| {
+            RnnConfig::new(if k == 0 { vocab } else { hidden }, hidden).with_layer(k).build(rng)
+        })?)
+    }
+}
+
+/// The parameters of a [`CharRnn`] (and, as the same type, its gradients): the stack, whose
+/// tensors are named `rnn.weight_ih_l0`, …, and the head, `head.weight` and `head.bias`.
+#[derive(Clone, Debug)]
+pub struct CharRnnParams<T: Scalar, C> {
+    /// The recurrent layers.
+    pub rnn: Stack<C>,
+    /// The output layer.
+    pub head: Affine<T>,
+}
+
+impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Parameters<T> for CharRnnParams<T, C> {
+    fn named_params(&self) -> Vec<(String, &Mat<T>)> {
+        let mut v: Vec<(String, &Mat<T>)> =
+            self.rnn.params().named_params().into_iter().map(|(n, m)| (format!("rnn.{n}"), m)).collect();
+        v.extend(self.head.params.named_params());
+        v
+    }
+    fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
+        let mut v: Vec<(String, &mut Mat<T>)> = self
+            .rnn
+            .params_mut()
+            .named_params_mut()
+            .into_iter()
+            .map(|(n, m)| (format!("rnn.{n}"), m))
+            .collect();
+        v.extend(self.head.params.named_params_mut());
+        v
+    }
+}
+
+/// The character-level language model over cells `C` (see the module docs).
+pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
+    config: ModelConfig,
+    params: CharRnnParams<T, C>,
+    cache: StackCache<T, C>,
+    logits: Mat<T>,
+    d_logits: Mat<T>,
+    d_h: Mat<T>,
+}
+
+impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
+    /// The same configuration and weights, with empty work buffers.
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            params: self.params.clone(),
+            cache: StackCache::default(),
+            logits: Mat::zeros(0, 0),
+            d_logits: Mat::zeros(0, 0),
+            d_h: Mat::zeros(0, 0),
+        }
+    }
+}
+
+impl<T: Scalar, C> LanguageModel<T> for CharRnn<T, C>
+where
+    C: StackableCell<T>,
+    C::State: StateMats<T>,
+{
+    type Params = CharRnnParams<T, C>;
+    type State = Vec<C::State>;
+
+    fn build(config: &ModelConfig, rng: &mut Rng) -> Result<Self, CharLmError> {
+        config.check()?;
+        if config.cell != C::KIND {
+            return Err(CharLmError::arg(
+                "--cell",
+                format!("this model is a {}, the configuration asks for {}", C::KIND, config.cell),
+            ));
+        }
+        let rnn = C::build_stack(config.vocab_size, config.hidden, config.layers, rng)?
+            .with_dropout(config.dropout)?;
+        let head = Affine::new(config.hidden, config.vocab_size, rng)?.with_prefix("head.");
+        Ok(Self {
+            config: config.clone(),
+            params: CharRnnParams { rnn, head },
+            cache: StackCache::default(),
+            logits: Mat::zeros(0, 0),
+            d_logits: Mat::zeros(0, 0),
+            d_h: Mat::zeros(0, 0),
+        })
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn params(&self) -> &Self::Params {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut Self::Params {
+        &mut self.params
+    }
+    fn zero_grads(&self) -> Self::Params {
+        let mut g = self.params.clone();
+        g.zero();
+        g
+    }
+    fn zero_state(&self, batch: usize) -> Self::State {
+        self.params.rnn.zero_state(batch)
+    }
+
+    fn train_batch(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        batch: usize,
+        state: &mut Self::State,
+        grads: &mut Self::Params,
+        rng: &mut Rng,
+    ) -> Result<f64, CharLmError> {
+        let Self { params, cache, logits, d_logits, d_h, .. } = self;
+        let x = SeqInput::Index(inputs);
+        params.rnn.check_input(x, batch, state)?;
+        let fin = params.rnn.forward_train(x, batch, state, cache, Some(rng));
+        let h = params.rnn.outputs(cache);
+        params.head.forward_into(h, logits);
+        // dz = (softmax(z) - onehot(y)) / N
+        let loss = softmax_cross_entropy(logits, targets, batch, Reduction::Mean, Some(d_logits))?;
+        if d_h.shape() != h.shape() {
+            *d_h = Mat::zeros(h.nrows(), h.ncols());
+        }
+        // dW_head += dz · hᵀ, db_head += Σ dz, dh = W_headᵀ · dz
+        params.head.backward_into(h, d_logits, &mut grads.head.params, d_h);
+        let zero_final = params.rnn.zero_state(batch);
+        params.rnn.backward(x, cache, d_h, &zero_final, grads.rnn.params_mut(), None);
+        *state = fin;
+        Ok(loss.to_f64())
+    }
+
+    fn eval_chunk(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        batch: usize,
+        state: &mut Self::State,
+    ) -> Result<f64, CharLmError> {
+        let Self { params, cache, logits, .. } = self;
+        let x = SeqInput::Index(inputs);
+        params.rnn.check_input(x, batch, state)?;
+        let fin = params.rnn.forward(x, batch, state, cache);
+        params.head.forward_into(params.rnn.outputs(cache), logits);
+        let mean = softmax_cross_entropy(logits, targets, batch, Reduction::Mean, None)?;
+        *state = fin;
+        Ok(mean.to_f64() * inputs.len() as f64)
+    }
+
+    fn step_logits(&self, input: usize, state: &mut Self::State, logits: &mut Mat<T>) {
+        self.params.rnn.step(SeqInput::Index(&[input]), state);
+        self.params.head.forward_into(Stack::<C>::state_output(state), logits);
+    }
+
+    fn state_to_mats(state: &Self::State) -> Vec<Mat<f64>> {
+        state.iter().flat_map(|s| s.mats()).map(|m| m.map(|v| v.to_f64())).collect()
+    }
+
+    fn state_from_mats(&self, mats: &[Mat<f64>], batch: usize) -> Result<Self::State, String> {
+        let mut state = self.zero_state(batch);
+        let mut slots: Vec<&mut Mat<T>> = state.iter_mut().flat_map(|s| s.mats_mut()).collect();
+        if slots.len() != mats.len() {
+            return Err(format!(
+                "the saved state has {} matrices, the model needs {}",
+                mats.len(),
+                slots.len()
+            ));
+        }
+        for (dst, src) in slots.iter_mut().zip(mats) {
+            if dst.shape() != src.shape() {
+                return Err(format!(
+                    "a saved state matrix is {:?}, the model needs {:?}",
+                    src.shape(),
+                    dst.shape()
+                ));
+            }
+            for (d, &s) in dst.iter_mut().zip(src.iter()) {
+                *d = T::cast(s);
+            }
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,450 @@
+//! The `charlm` command line: options, their checks, and the three commands, generic over the
+//! model type (the binary picks the cell and precision).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rnn_cells::{Gru, Lstm, Rnn};
+use rnn_data::text::{read_text, DEFAULT_VAL_FRAC};
+use rnn_data::Corpus;
+use rnn_tensor::{Parameters, Rng, Scalar};
+
+use crate::charrnn::CharRnn;
+use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile};
+use crate::model::{evaluate, generate, LanguageModel};
+use crate::resume::{load_checkpoint, MODEL_FILE};
+use crate::sample::{encode_prime, SamplingConfig};
+use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
+use crate::{CellKind, CharLmError, DType, ModelConfig};
+
+/// Train, sample from and evaluate character-level language models.
+#[derive(Debug, Parser)]
+#[command(name = "charlm", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on a UTF-8 text file.
+    Train(TrainArgs),
+    /// Generate text from a checkpoint.
+    Sample(SampleArgs),
+    /// Print the loss of a checkpoint on a text, in nats per character.
+    Eval(EvalArgs),
+}
+
+/// The cell type on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CellArg {
+    /// LSTM.
+    Lstm,
+    /// GRU.
+    Gru,
+    /// Vanilla tanh RNN.
+    Rnn,
+}
+
+/// The batching on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BatchingArg {
+    /// char-rnn's contiguous streams.
+    Streams,
+    /// Random windows.
+    Windows,
+}
+
+/// The optimizer on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimArg {
+    /// Adam.
+    Adam,
+    /// SGD.
+    Sgd,
+    /// RMSprop.
+    Rmsprop,
+    /// Adagrad.
+    Adagrad,
+    /// Rprop.
+    Rprop,
+}
+
+/// The precision on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// Single precision.
+    F32,
+    /// Double precision.
+    F64,
+}
+
+/// `charlm train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training text (UTF-8); its last --val-frac is held out for validation.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// The recurrent cell.
+    #[arg(long, value_enum, default_value = "lstm")]
+    pub cell: CellArg,
+    /// Hidden units per layer.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
+    pub hidden: usize,
+    /// Recurrent layers.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
+    pub layers: usize,
+    /// Dropout between layers, in [0, 1).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Steps per batch (truncated BPTT length).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 50)]
+    pub seq_len: usize,
+    /// Sequences per batch.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 50)]
+    pub batch: usize,
+    /// How batches are drawn.
+    #[arg(long, value_enum, default_value = "streams")]
+    pub batching: BatchingArg,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimArg,
+    /// Learning rate.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Learning-rate factor applied at each new epoch, in (0, 1].
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub lr_decay: f64,
+    /// Clip the global gradient norm to this.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
+    pub clip_norm: f64,
+    /// Do not clip the gradient norm.
+    #[arg(long)]
+    pub no_clip_norm: bool,
+    /// Clip every gradient value to [-C, C].
+    #[arg(long, allow_negative_numbers = true)]
+    pub clip_value: Option<f64>,
+    /// Epochs to train (default 1 unless --steps is given).
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Total optimizer steps of the run (a resumed run continues up to it).
+    #[arg(long, allow_negative_numbers = true)]
+    pub steps: Option<u64>,
+    /// Validate and checkpoint every N steps (and at the end).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 500)]
+    pub val_every: u64,
+    /// Print a sample every N steps (0: never).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub sample_every: u64,
+    /// The fraction of the text held out for validation, in [0, 1).
+    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_VAL_FRAC)]
+    pub val_frac: f64,
+    /// The seed of every random choice.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Start from the weights in this safetensors file (PyTorch state_dict names).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+    /// Continue the run saved in this directory (give the original options again).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// The run directory: model.safetensors, train_state.json, loss.png.
+    #[arg(long, default_value = "charlm-out")]
+    pub out: PathBuf,
+    /// The precision.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DTypeArg,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `charlm sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The model file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to condition on (every character must be in the vocabulary).
+    #[arg(long, default_value = "")]
+    pub prime: String,
+    /// Characters to generate.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 500)]
+    pub length: usize,
+    /// Softmax temperature, > 0.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Draw only among the K most likely characters.
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_k: Option<usize>,
+    /// Always take the most likely character.
+    #[arg(long)]
+    pub argmax: bool,
+    /// The seed.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `charlm eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The text (UTF-8), read as one stream from a zero state.
+    #[arg(long)]
+    pub text: PathBuf,
+}
+
+/// The largest `--length` of `sample`.
+pub const MAX_SAMPLE_LENGTH: usize = 100_000_000;
+
+impl TrainArgs {
+    /// The model configuration for a vocabulary of `vocab_size`.
+    pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
+        let cell = match self.cell {
+            CellArg::Lstm => CellKind::Lstm,
+            CellArg::Gru => CellKind::Gru,
+            CellArg::Rnn => CellKind::Rnn,
+        };
+        ModelConfig { cell, vocab_size, hidden: self.hidden, layers: self.layers, dropout: self.dropout }
+    }
+
+    /// The precision.
+    pub fn dtype(&self) -> DType {
+        match self.dtype {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::F64 => DType::F64,
+        }
+    }
+
+    /// The training options, checked.
+    pub fn train_config(&self) -> Result<TrainConfig, CharLmError> {
+        let cfg = TrainConfig {
+            seq_len: self.seq_len,
+            batch: self.batch,
+            batching: match self.batching {
+                BatchingArg::Streams => Batching::Streams,
+                BatchingArg::Windows => Batching::Windows,
+            },
+            optimizer: match self.optimizer {
+                OptimArg::Adam => OptimKind::Adam,
+                OptimArg::Sgd => OptimKind::Sgd,
+                OptimArg::Rmsprop => OptimKind::Rmsprop,
+                OptimArg::Adagrad => OptimKind::Adagrad,
+                OptimArg::Rprop => OptimKind::Rprop,
+            },
+            lr: self.lr,
+            lr_decay: self.lr_decay,
+            clip_norm: if self.no_clip_norm { None } else { Some(self.clip_norm) },
+            clip_value: self.clip_value,
+            stop: match (self.epochs, self.steps) {
+                (_, Some(s)) => Stop::Steps(s),
+                (Some(e), None) => Stop::Epochs(e),
+                (None, None) => Stop::Epochs(1),
+            },
+            val_every: self.val_every,
+            sample_every: self.sample_every,
+            sample_length: 200,
+            seed: self.seed,
+            out: self.resume.clone().unwrap_or_else(|| self.out.clone()),
+            progress: !self.no_progress,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks every option that does not need the corpus (so mistakes surface before it is
+    /// read).
+    pub fn check(&self) -> Result<(), CharLmError> {
+        self.model_config(1).check()?;
+        self.train_config()?;
+        rnn_data::text::train_len(0, self.val_frac).map_err(|_| {
+            CharLmError::arg("--val-frac", format!("must be in [0, 1), got {}", self.val_frac))
+        })?;
+        Ok(())
+    }
+}
+
+impl SampleArgs {
+    /// The sampling options, checked.
+    pub fn sampling(&self) -> Result<SamplingConfig, CharLmError> {
+        let cfg = SamplingConfig::new()
+            .with_temperature(self.temperature)
+            .with_top_k(self.top_k)
+            .with_argmax(self.argmax);
+        cfg.check()?;
+        if !(1..=MAX_SAMPLE_LENGTH).contains(&self.length) {
+            return Err(CharLmError::arg(
+                "--length",
+                format!("must be in 1..={MAX_SAMPLE_LENGTH}, got {}", self.length),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+fn check_dtype<T: Scalar>(path: &Path, file_dtype: DType) -> Result<(), CharLmError> {
+    if file_dtype != DType::of::<T>() {
+        return Err(CharLmError::checkpoint(
+            path,
+            format!("holds {file_dtype} weights but the model is {}; pass --dtype {file_dtype}", T::NAME),
+        ));
+    }
+    Ok(())
+}
+
+/// The model saved in `file`, rebuilt and filled.
+pub fn model_from_file<T: Scalar, M: LanguageModel<T>>(
+    path: &Path,
+    file: &ModelFile,
+) -> Result<M, CharLmError> {
+    check_dtype::<T>(path, file.dtype)?;
+    let mut model = M::build(&file.config, &mut Rng::seed_from(0))?;
+    assign_tensors(path, &file.tensors, model.params_mut().named_params_mut())?;
+    Ok(model)
+}
+
+/// `charlm train`: returns the report; `log` receives progress lines.
+pub fn run_train<T: Scalar, M: LanguageModel<T>>(
+    args: &TrainArgs,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, CharLmError> {
+    args.check()?;
+    let cfg = args.train_config()?;
+    let corpus = Corpus::from_file(&args.corpus, args.val_frac)?;
+    cfg.check_corpus(&corpus)?;
+    crate::train::prepare_out(&cfg.out)?;
+    let config = args.model_config(corpus.vocab().len());
+    config.check()?;
+    let (model, resume) = if let Some(dir) = &args.resume {
+        let (bytes, state) = load_checkpoint(dir)?;
+        let path = dir.join(MODEL_FILE);
+        let file = decode_model(&path, &bytes)?;
+        if file.config != config {
+            return Err(CharLmError::checkpoint(
+                &path,
+                format!(
+                    "is a {}x{} {} (dropout {}), the options ask for {}x{} {} (dropout {}); resume with the original options",
+                    file.config.layers, file.config.hidden, file.config.cell, file.config.dropout,
+                    config.layers, config.hidden, config.cell, config.dropout
+                ),
+            ));
+        }
+        if file.vocab != *corpus.vocab() {
+            return Err(CharLmError::checkpoint(
+                &path,
+                "was trained on a text with another vocabulary; resume with the same --corpus",
+            ));
+        }
+        (model_from_file::<T, M>(&path, &file)?, Some(state))
+    } else if let Some(init) = &args.init {
+        let file = read_tensors(init)?;
+        check_dtype::<T>(init, file.dtype)?;
+        check_tensors(init, &file, &config)?;
+        let mut model = M::build(&config, &mut Rng::seed_from(args.seed))?;
+        assign_tensors(init, &file, model.params_mut().named_params_mut())?;
+        (model, None)
+    } else {
+        (M::build(&config, &mut Rng::seed_from(args.seed))?, None)
+    };
+    let mut model = model;
+    log(&format!(
+        "corpus {}: {} characters ({} training, {} validation), vocabulary {}; model {}x{} {} ({} parameters, {})",
+        corpus.origin(),
+        corpus.len(),
+        corpus.train().len(),
+        corpus.val().len(),
+        corpus.vocab().len(),
+        config.layers,
+        config.hidden,
+        config.cell,
+        config.num_params(),
+        T::NAME
+    ));
+    train(&mut model, &corpus, &cfg, resume, log)
+}
+
+/// `charlm sample` on a model file already read: returns the prime followed by the generated
+/// text.
+pub fn run_sample<T: Scalar, M: LanguageModel<T>>(
+    args: &SampleArgs,
+    path: &Path,
+    file: &ModelFile,
+) -> Result<String, CharLmError> {
+    let cfg = args.sampling()?;
+    let prime = encode_prime(&file.vocab, &args.prime)?;
+    let model: M = model_from_file(path, file)?;
+    let text = generate(&model, &file.vocab, &prime, args.length, &cfg, &mut Rng::seed_from(args.seed))?;
+    Ok(format!("{}{}", args.prime, text))
+}
+
+/// `charlm eval` on a model file already read: the mean loss in nats per character of
+/// predicting every character of the text from all before it.
+pub fn run_eval<T: Scalar, M: LanguageModel<T>>(
+    args: &EvalArgs,
+    path: &Path,
+    file: &ModelFile,
+) -> Result<f64, CharLmError> {
+    let text = read_text(&args.text)?;
+    let data = file.vocab.encode(&text)?;
+    if data.len() < 2 {
+        return Err(CharLmError::arg("--text", "needs at least 2 characters"));
+    }
+    let mut model: M = model_from_file(path, file)?;
+    evaluate(&mut model, &data, 1, 1000)
+}
+
+/// Runs `f::<T, M>(args…)` with the model type of a precision and cell.
+macro_rules! with_model {
+    ($dtype:expr, $cell:expr, $f:ident($($arg:expr),*)) => {
+        match ($dtype, $cell) {
+            (DType::F32, CellKind::Lstm) => $f::<f32, CharRnn<f32, Lstm<f32>>>($($arg),*),
+            (DType::F64, CellKind::Lstm) => $f::<f64, CharRnn<f64, Lstm<f64>>>($($arg),*),
+            (DType::F32, CellKind::Gru) => $f::<f32, CharRnn<f32, Gru<f32>>>($($arg),*),
+            (DType::F64, CellKind::Gru) => $f::<f64, CharRnn<f64, Gru<f64>>>($($arg),*),
+            (DType::F32, CellKind::Rnn) => $f::<f32, CharRnn<f32, Rnn<f32>>>($($arg),*),
+            (DType::F64, CellKind::Rnn) => $f::<f64, CharRnn<f64, Rnn<f64>>>($($arg),*),
+        }
+    };
+}
+
+/// Runs a command, printing its results to `out` and progress lines to standard error.
+pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLmError> {
+    let mut log = |s: &str| eprintln!("{s}");
+    let io = |e: std::io::Error| CharLmError::write(Path::new("<stdout>"), e);
+    match command {
+        Command::Train(args) => {
+            args.check()?;
+            let cell = args.model_config(1).cell;
+            let r = with_model!(args.dtype(), cell, run_train(args, &mut log))?;
+            let epochs = r.steps as f64 / r.batches_per_epoch as f64;
+            let per_epoch = r.step_seconds * r.batches_per_epoch as f64 / r.steps_run.max(1) as f64;
+            writeln!(
+                out,
+                "trained {} steps ({epochs:.2} epochs, {} this run) in {:.1} s; {per_epoch:.1} s per epoch of \
+                 training steps; train loss {:.4}, validation loss {}",
+                r.steps,
+                r.steps_run,
+                r.seconds,
+                r.last_train_loss,
+                r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
+            )
+            .map_err(io)?;
+        }
+        Command::Sample(args) => {
+            args.sampling()?;
+            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let text = with_model!(file.dtype, file.config.cell, run_sample(args, &args.checkpoint, &file))?;
+            writeln!(out, "{text}").map_err(io)?;
+        }
+        Command::Eval(args) => {
+            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &args.checkpoint, &file))?;
+            writeln!(out, "loss_nats_per_char: {loss}").map_err(io)?;
+        }
+    }
+    Ok(())
+}

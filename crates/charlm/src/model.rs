@@ -1,0 +1,145 @@
+//! What the trainer, the evaluator and the sampler need from a model, as one trait.
+//!
+//! [`LanguageModel`] is written against batches of character indices in the project's
+//! step-major layout (`inputs[t·B + b]`); the recurrent state is opaque except that it can be
+//! flattened to matrices for the training state file.
+
+use rnn_data::Vocab;
+use rnn_tensor::{Mat, Parameters, Rng, Scalar};
+
+use crate::{CharLmError, ModelConfig};
+
+/// A character-level language model: next-character logits from the characters so far.
+pub trait LanguageModel<T: Scalar> {
+    /// The parameters, named as PyTorch's `state_dict` (`rnn.weight_ih_l0`, ..., `head.bias`);
+    /// gradients are a value of the same type.
+    type Params: Parameters<T> + Clone;
+    /// The recurrent state of a batch.
+    type State: Clone;
+
+    /// A model of `config` with freshly initialised weights drawn from `rng`.
+    fn build(config: &ModelConfig, rng: &mut Rng) -> Result<Self, CharLmError>
+    where
+        Self: Sized;
+    /// The configuration.
+    fn config(&self) -> &ModelConfig;
+    /// The parameters.
+    fn params(&self) -> &Self::Params;
+    /// The parameters, mutably.
+    fn params_mut(&mut self) -> &mut Self::Params;
+    /// All-zero gradients.
+    fn zero_grads(&self) -> Self::Params;
+    /// The zero state of a batch of `batch`.
+    fn zero_state(&self, batch: usize) -> Self::State;
+
+    /// One training batch: forward (with dropout drawn from `rng`), the mean cross-entropy over
+    /// its `T·B` predictions, and backward through time, **adding** the parameter gradients
+    /// into `grads`. `state` starts the batch and is replaced by its final state (truncated
+    /// BPTT: no gradient flows into the previous batch). Returns the loss.
+    fn train_batch(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        batch: usize,
+        state: &mut Self::State,
+        grads: &mut Self::Params,
+        rng: &mut Rng,
+    ) -> Result<f64, CharLmError>;
+
+    /// Forward only, without dropout: the **sum** of the cross-entropies of the `T·B`
+    /// predictions. `state` is advanced.
+    fn eval_chunk(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        batch: usize,
+        state: &mut Self::State,
+    ) -> Result<f64, CharLmError>;
+
+    /// One step of batch 1 for sampling: feeds `input`, advances `state`, writes the `V`
+    /// logits of the next character into `logits`.
+    fn step_logits(&self, input: usize, state: &mut Self::State, logits: &mut Mat<T>);
+
+    /// The state as matrices (for the training state file).
+    fn state_to_mats(state: &Self::State) -> Vec<Mat<f64>>;
+    /// Rebuilds a state of batch `batch` from [`LanguageModel::state_to_mats`], checking shapes.
+    fn state_from_mats(&self, mats: &[Mat<f64>], batch: usize) -> Result<Self::State, String>;
+}
+
+/// The mean loss (nats per character) of predicting every character of `data` from all the
+/// characters before it, as `stream_count` parallel streams read `chunk` steps at a time
+/// from a zero state. Stream `b` covers `[b·n, (b+1)·n + 1)` with `n = ⌊(len - 1) / B⌋`, so
+/// with `B = 1` every character after the first is predicted once; with more streams the last
+/// `(len - 1) mod B` predictions are skipped and each stream's first character starts from a
+/// zero state.
+pub fn evaluate<T: Scalar, M: LanguageModel<T>>(
+    model: &mut M,
+    data: &[usize],
+    streams: usize,
+    chunk: usize,
+) -> Result<f64, CharLmError> {
+    if data.len() < 2 {
+        return Err(CharLmError::arg("text", "needs at least 2 characters to predict one from the other"));
+    }
+    if streams == 0 || chunk == 0 {
+        return Err(CharLmError::arg("evaluation", "streams and chunk length must be positive"));
+    }
+    let b = streams.min(data.len() - 1);
+    let n = (data.len() - 1) / b;
+    let mut state = model.zero_state(b);
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    let mut total = 0.0;
+    let mut start = 0;
+    while start < n {
+        let t = chunk.min(n - start);
+        inputs.clear();
+        targets.clear();
+        for step in 0..t {
+            for s in 0..b {
+                let pos = s * n + start + step;
+                inputs.push(data[pos]);
+                targets.push(data[pos + 1]);
+            }
+        }
+        total += model.eval_chunk(&inputs, &targets, b, &mut state)?;
+        start += t;
+    }
+    Ok(total / (n * b) as f64)
+}
+
+/// Generates `length` characters after `prime` (which must already be encoded) and returns
+/// them (without the prime). With an empty prime the first character is drawn uniformly and is
+/// the first of the `length`.
+pub fn generate<T: Scalar, M: LanguageModel<T>>(
+    model: &M,
+    vocab: &Vocab,
+    prime: &[usize],
+    length: usize,
+    cfg: &crate::sample::SamplingConfig,
+    rng: &mut Rng,
+) -> Result<String, CharLmError> {
+    cfg.check()?;
+    let mut state = model.zero_state(1);
+    let mut logits = Mat::zeros(vocab.len(), 1);
+    let mut weights = Vec::new();
+    let mut out = Vec::with_capacity(length);
+    let mut next = match prime.split_last() {
+        None => {
+            let first = rng.below(vocab.len());
+            out.push(first);
+            first
+        }
+        Some((&last, head)) => {
+            for &c in head {
+                model.step_logits(c, &mut state, &mut logits);
+            }
+            last
+        }
+    };
+    while out.len() < length {
+        model.step_logits(next, &mut state, &mut logits);
+        next = crate::sample::pick(logits.as_slice(), cfg, rng, &mut weights)?;
+        out.push(next);
+    }
+    Ok(vocab.decode(&out)?)
+}

@@ -1,0 +1,454 @@
+//! The training loop: batches, truncated BPTT, clipping, the optimizer step, validation,
+//! samples, checkpoints, the loss plot, and exact resume.
+//!
+//! One optimizer step per batch. With the streams batcher the recurrent state of batch `j` is
+//! the final state of batch `j - 1` (no gradient flows back across the boundary) and zero at
+//! the start of an epoch. The learning rate of a step in epoch `e` (from 0) is
+//! `lr · lr_decay^e` ([`rnn_optim::ExponentialLr`]). Gradients are clipped first by value
+//! (`g ← clamp(g, -c, c)`, [`rnn_optim::clip_grad_value`]) and then by global norm
+//! (`g ← g · min(1, c / (‖g‖₂ + 1e-6))`, the norm over every tensor together, as PyTorch's
+//! `clip_grad_norm_`, [`rnn_optim::clip_grad_norm`]).
+//!
+//! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
+//! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
+//! ([`crate::resume::save_checkpoint`]) with the loss plot. Randomness comes from four
+//! generators derived from the seed: initial weights (`seed`), window starts (`seed + 1`),
+//! dropout (`seed + 2`), and each printed sample (`seed + 3 + step`, so printing samples does not
+//! change training). The batcher, dropout and optimizer states and the carried recurrent state
+//! are all in the training state file, so a resumed run is bit-identical to one that never
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rnn_data::{Batch, Batcher, Corpus, StreamBatcher, WindowBatcher};
+use rnn_optim::{
+    build_optimizer, clip_grad_norm, clip_grad_value, step_model, ExponentialLr, LrSchedule, OptimError,
+    OptimizerKind,
+};
+use rnn_tensor::{Parameters, Rng, Scalar};
+
+use crate::checkpoint::encode_model;
+use crate::model::{evaluate, generate, LanguageModel};
+use crate::resume::{save_checkpoint, TrainState, MODEL_FILE};
+use crate::sample::SamplingConfig;
+use crate::{CharLmError, DType};
+
+/// How training batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// char-rnn's contiguous streams, state carried between batches (the default).
+    Streams,
+    /// Random windows, state reset every batch.
+    Windows,
+}
+
+impl Batching {
+    /// `"streams"` or `"windows"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Batching::Streams => "streams",
+            Batching::Windows => "windows",
+        }
+    }
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimKind {
+    /// Adam (the default).
+    Adam,
+    /// Plain SGD.
+    Sgd,
+    /// RMSprop.
+    Rmsprop,
+    /// Adagrad.
+    Adagrad,
+    /// Rprop.
+    Rprop,
+}
+
+impl OptimKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimKind::Adam => "adam",
+            OptimKind::Sgd => "sgd",
+            OptimKind::Rmsprop => "rmsprop",
+            OptimKind::Adagrad => "adagrad",
+            OptimKind::Rprop => "rprop",
+        }
+    }
+}
+
+impl OptimKind {
+    /// The optimizer of `rnn-optim` this names (`rprop` is PyTorch's Rprop).
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            OptimKind::Adam => OptimizerKind::Adam,
+            OptimKind::Sgd => OptimizerKind::Sgd,
+            OptimKind::Rmsprop => OptimizerKind::RmsProp,
+            OptimKind::Adagrad => OptimizerKind::Adagrad,
+            OptimKind::Rprop => OptimizerKind::Rprop,
+        }
+    }
+}
+
+/// When to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many epochs of the batcher.
+    Epochs(u64),
+    /// After this many optimizer steps in total (counting those of a resumed run).
+    Steps(u64),
+}
+
+/// Upper bound on `--seq-len` and `--batch`.
+pub const MAX_SEQ_OR_BATCH: usize = 1 << 20;
+
+/// The training options (the model's own are in [`crate::ModelConfig`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// `T`, steps per batch. Default 50.
+    pub seq_len: usize,
+    /// `B`, sequences per batch. Default 50.
+    pub batch: usize,
+    /// Default streams.
+    pub batching: Batching,
+    /// Default Adam.
+    pub optimizer: OptimKind,
+    /// Learning rate. Default 2e-3.
+    pub lr: f64,
+    /// Learning-rate factor per epoch, in `(0, 1]`. Default 1 (none).
+    pub lr_decay: f64,
+    /// Clip the global gradient norm to this. Default 5.
+    pub clip_norm: Option<f64>,
+    /// Clip every gradient value to `[-c, c]`. Default none.
+    pub clip_value: Option<f64>,
+    /// Default 1 epoch.
+    pub stop: Stop,
+    /// Validate and checkpoint every this many steps. Default 500.
+    pub val_every: u64,
+    /// Print a sample every this many steps (0: never). Default 0.
+    pub sample_every: u64,
+    /// Characters per printed sample. Default 200.
+    pub sample_length: usize,
+    /// The seed of every generator. Default 0.
+    pub seed: u64,
+    /// The run directory. Default `charlm-out`.
+    pub out: PathBuf,
+    /// Show a progress bar. Default true.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seq_len: 50,
+            batch: 50,
+            batching: Batching::Streams,
+            optimizer: OptimKind::Adam,
+            lr: 2e-3,
+            lr_decay: 1.0,
+            clip_norm: Some(5.0),
+            clip_value: None,
+            stop: Stop::Epochs(1),
+            val_every: 500,
+            sample_every: 0,
+            sample_length: 200,
+            seed: 0,
+            out: PathBuf::from("charlm-out"),
+            progress: true,
+        }
+    }
+}
+
+fn positive_finite(name: &str, v: f64) -> Result<(), CharLmError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(CharLmError::arg(name, format!("must be a positive finite number, got {v}")))
+    }
+}
+
+impl TrainConfig {
+    /// Checks every option.
+    pub fn check(&self) -> Result<(), CharLmError> {
+        for (name, v) in [("--seq-len", self.seq_len), ("--batch", self.batch)] {
+            if !(1..=MAX_SEQ_OR_BATCH).contains(&v) {
+                return Err(CharLmError::arg(name, format!("must be in 1..={MAX_SEQ_OR_BATCH}, got {v}")));
+            }
+        }
+        positive_finite("--lr", self.lr)?;
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return Err(CharLmError::arg("--lr-decay", format!("must be in (0, 1], got {}", self.lr_decay)));
+        }
+        if let Some(c) = self.clip_norm {
+            positive_finite("--clip-norm", c)?;
+        }
+        if let Some(c) = self.clip_value {
+            positive_finite("--clip-value", c)?;
+        }
+        match self.stop {
+            Stop::Epochs(0) => return Err(CharLmError::arg("--epochs", "must be at least 1")),
+            Stop::Steps(0) => return Err(CharLmError::arg("--steps", "must be at least 1")),
+            _ => {}
+        }
+        if self.val_every == 0 {
+            return Err(CharLmError::arg("--val-every", "must be at least 1"));
+        }
+        if self.sample_length == 0 {
+            return Err(CharLmError::arg("--sample-length", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Checks that the training text of `corpus` holds at least one batch (the batchers'
+    /// own checks, run before anything is built or printed).
+    pub fn check_corpus(&self, corpus: &Corpus) -> Result<(), CharLmError> {
+        match self.batching {
+            Batching::Streams => drop(StreamBatcher::new(corpus.train(), self.batch, self.seq_len)?),
+            Batching::Windows => {
+                drop(WindowBatcher::new(corpus.train(), self.batch, self.seq_len, Rng::seed_from(0))?)
+            }
+        }
+        Ok(())
+    }
+
+    /// The options a resumed run must share with the run it continues.
+    pub fn settings(&self, dtype: DType, corpus: &Corpus) -> BTreeMap<String, String> {
+        let opt = |v: Option<f64>| v.map_or("none".to_string(), |c| c.to_string());
+        let text_crc = {
+            let mut h = crc32fast::Hasher::new();
+            for &i in corpus.train().iter().chain(corpus.val()) {
+                h.update(&(i as u32).to_le_bytes());
+            }
+            format!("{:08x}", h.finalize())
+        };
+        [
+            ("corpus_chars", corpus.len().to_string()),
+            ("corpus_train_chars", corpus.train().len().to_string()),
+            ("corpus_crc32", text_crc),
+            ("seq_len", self.seq_len.to_string()),
+            ("batch", self.batch.to_string()),
+            ("batching", self.batching.name().to_string()),
+            ("optimizer", self.optimizer.name().to_string()),
+            ("lr", self.lr.to_string()),
+            ("lr_decay", self.lr_decay.to_string()),
+            ("clip_norm", opt(self.clip_norm)),
+            ("clip_value", opt(self.clip_value)),
+            ("val_every", self.val_every.to_string()),
+            ("seed", self.seed.to_string()),
+            ("dtype", dtype.name().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Creates the run directory if needed and checks that files can be written in it.
+pub fn prepare_out(dir: &std::path::Path) -> Result<(), CharLmError> {
+    std::fs::create_dir_all(dir).map_err(|e| CharLmError::write(dir, e))?;
+    let probe = dir.join(format!(".charlm-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| CharLmError::write(dir, e))?;
+    std::fs::remove_file(&probe).map_err(|e| CharLmError::write(dir, e))
+}
+
+/// What a training run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainReport {
+    /// Optimizer steps taken in total.
+    pub steps: u64,
+    /// Batches per epoch.
+    pub batches_per_epoch: usize,
+    /// The last training loss.
+    pub last_train_loss: f64,
+    /// The last validation loss, if there is validation text.
+    pub last_val_loss: Option<f64>,
+    /// Wall time of this process's part of the run.
+    pub seconds: f64,
+    /// The part of it spent on training steps (batch, forward, backward, clipping, update):
+    /// without validation, samples and checkpoints.
+    pub step_seconds: f64,
+    /// Steps this process took.
+    pub steps_run: u64,
+}
+
+fn check_finite_params<T: Scalar, P: Parameters<T>>(params: &P, step: u64) -> Result<(), CharLmError> {
+    for (_, m) in params.named_params() {
+        if let Some(v) = m.iter().find(|v| !v.to_f64().is_finite()) {
+            return Err(CharLmError::Diverged { step, loss: v.to_f64() });
+        }
+    }
+    Ok(())
+}
+
+/// Trains `model` on `corpus`, writing checkpoints and the plot into `cfg.out`. With `resume`
+/// (the state loaded beside the model, whose weights the caller has restored) it continues that
+/// run. `log` receives the lines to print (validation, samples).
+pub fn train<T: Scalar, M: LanguageModel<T>>(
+    model: &mut M,
+    corpus: &Corpus,
+    cfg: &TrainConfig,
+    resume: Option<TrainState>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, CharLmError> {
+    cfg.check()?;
+    let dtype = DType::of::<T>();
+    let settings = cfg.settings(dtype, corpus);
+    prepare_out(&cfg.out)?;
+    let (bs, sl) = (cfg.batch, cfg.seq_len);
+    let mut batcher: Box<dyn Batcher> = match cfg.batching {
+        Batching::Streams => Box::new(StreamBatcher::new(corpus.train(), bs, sl)?),
+        Batching::Windows => {
+            Box::new(WindowBatcher::new(corpus.train(), bs, sl, Rng::seed_from(cfg.seed.wrapping_add(1)))?)
+        }
+    };
+    let per_epoch = batcher.batches_per_epoch();
+    let total = match cfg.stop {
+        Stop::Steps(s) => s,
+        Stop::Epochs(e) => e.saturating_mul(per_epoch as u64),
+    };
+    let mut opt = build_optimizer::<T>(cfg.optimizer.kind(), cfg.lr)?;
+    let schedule = ExponentialLr::new(cfg.lr, cfg.lr_decay)?;
+    let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
+    let mut state = model.zero_state(bs);
+    let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
+    if let Some(saved) = resume {
+        let differ: Vec<String> = settings
+            .iter()
+            .filter(|(k, v)| saved.settings.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k} is {v} here but {} in the saved run",
+                    saved.settings.get(k).map_or("unset", |s| s)
+                )
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(CharLmError::arg(
+                "--resume",
+                format!("{}; resume with the options and corpus of the original run", differ.join(", ")),
+            ));
+        }
+        opt.load_state(&saved.optimizer)?;
+        batcher.restore(&saved.batcher)?;
+        rng = Rng::from_state(saved.rng);
+        if !saved.carry.is_empty() {
+            state = model.state_from_mats(&saved.carry, bs).map_err(|e| CharLmError::arg("--resume", e))?;
+        }
+        (step, train_loss, val_loss) = (saved.step, saved.train_loss, saved.val_loss);
+        if step >= total {
+            return Err(CharLmError::arg(
+                "--steps/--epochs",
+                format!(
+                    "the saved run has already taken {step} steps of the {total} asked; ask for more steps"
+                ),
+            ));
+        }
+    }
+
+    let bar = if cfg.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg} {per_sec} ETA {eta}")
+            .expect("the progress template is valid"),
+    );
+    bar.set_position(step);
+    let mut say = |s: &str| {
+        if bar.is_hidden() {
+            log(s)
+        } else {
+            bar.suspend(|| log(s))
+        }
+    };
+    let started = Instant::now();
+    let first = step;
+    let mut grads = model.zero_grads();
+    let mut batch = Batch::default();
+    let mut last_loss = f64::NAN;
+    let mut last_val = val_loss.last().map(|&(_, l)| l);
+    let mut step_seconds = 0.0;
+    while step < total {
+        let t0 = Instant::now();
+        batcher.next_batch(&mut batch);
+        if batch.reset_state {
+            state = model.zero_state(bs);
+        }
+        schedule.apply(opt.as_mut(), batch.epoch);
+        grads.zero();
+        let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
+        step += 1;
+        if !loss.is_finite() {
+            bar.abandon();
+            return Err(CharLmError::Diverged { step, loss });
+        }
+        let clipped = (|| {
+            if let Some(c) = cfg.clip_value {
+                clip_grad_value(&mut grads, c)?;
+            }
+            if let Some(c) = cfg.clip_norm {
+                clip_grad_norm(&mut grads, c)?;
+            }
+            Ok::<(), OptimError>(())
+        })();
+        if let Err(OptimError::NonFiniteNorm(norm)) = clipped {
+            bar.abandon();
+            return Err(CharLmError::Diverged { step, loss: norm });
+        }
+        clipped?;
+        step_model(opt.as_mut(), model.params_mut(), &grads)?;
+        step_seconds += t0.elapsed().as_secs_f64();
+        last_loss = loss;
+        train_loss.push((step, loss));
+        bar.set_message(format!("{loss:.4}"));
+        bar.set_position(step);
+
+        if cfg.sample_every > 0 && step % cfg.sample_every == 0 {
+            let mut srng = Rng::seed_from(cfg.seed.wrapping_add(3).wrapping_add(step));
+            let text =
+                generate(model, corpus.vocab(), &[], cfg.sample_length, &SamplingConfig::new(), &mut srng)?;
+            say(&format!("--- sample at step {step} ---\n{text}\n---"));
+        }
+        if step % cfg.val_every == 0 || step == total {
+            check_finite_params(model.params(), step)?;
+            if corpus.val().len() >= 2 {
+                let v = evaluate(model, corpus.val(), bs, sl)?;
+                val_loss.push((step, v));
+                last_val = Some(v);
+                say(&format!(
+                    "step {step}/{total} epoch {:.2}: train loss {loss:.4}, validation loss {v:.4}",
+                    step as f64 / per_epoch as f64
+                ));
+            }
+            let bytes = encode_model(model.config(), corpus.vocab(), &model.params().named_params())?;
+            let mut ts = TrainState {
+                model_crc32: 0,
+                step,
+                batcher_kind: batcher.kind().to_string(),
+                batcher: batcher.position(),
+                rng: rng.state(),
+                optimizer: opt.state(),
+                carry: M::state_to_mats(&state),
+                settings: settings.clone(),
+                train_loss: train_loss.clone(),
+                val_loss: val_loss.clone(),
+            };
+            save_checkpoint(&cfg.out, &bytes, &mut ts)?;
+            crate::plot::plot_losses(&cfg.out.join("loss.png"), &train_loss, &val_loss)?;
+        }
+    }
+    bar.finish();
+    say(&format!("checkpoint: {}", cfg.out.join(MODEL_FILE).display()));
+    Ok(TrainReport {
+        steps: step,
+        batches_per_epoch: per_epoch,
+        last_train_loss: last_loss,
+        last_val_loss: last_val,
+        seconds: started.elapsed().as_secs_f64(),
+        step_seconds,
+        steps_run: step - first,
+    })
+}

@@ -1,0 +1,61 @@
+//! The checkpoint, training-state and corpus loaders on damaged input: whatever the bytes, they
+//! return a value or an error, never a panic. (Random mutations with proptest; the coverage-
+//! guided fuzzing of issue 8 is a separate job.)
+
+use std::path::Path;
+
+use charlm::checkpoint::{decode_model, decode_tensors, encode_model, TensorList};
+use charlm::resume::TrainState;
+use charlm::ModelConfig;
+use proptest::prelude::*;
+use rnn_data::{Corpus, Vocab};
+use rnn_tensor::{Parameters, Rng};
+
+fn good_checkpoint() -> Vec<u8> {
+    let vocab = Vocab::from_text("abc de\n");
+    let config = ModelConfig::new(vocab.len()).with_hidden(3).with_layers(2);
+    let params = TensorList::<f32>::init(&config, &mut Rng::seed_from(0));
+    encode_model(&config, &vocab, &params.named_params()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_checkpoints_are_errors_not_panics(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = good_checkpoint();
+        for (at, v) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let _ = decode_model(Path::new("fuzz.safetensors"), &bytes);
+        let _ = decode_tensors(Path::new("fuzz.safetensors"), &bytes);
+    }
+
+    #[test]
+    fn random_bytes_are_errors_not_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode_model(Path::new("fuzz.safetensors"), &bytes);
+        let _ = Corpus::from_bytes(&bytes, "fuzz", 0.1);
+        let _ = TrainState::from_json(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn damaged_train_states_are_errors_not_panics(
+        at in any::<prop::sample::Index>(),
+        replacement in "[\\PC]{0,4}",
+    ) {
+        let text = r#"{"format":"charlm-train-state","version":1,"model_crc32":"00000000","step":3,"batcher":{"kind":"windows","epoch":0,"batch":1,"rng":{"seed":"0000000000000000000000000000000000000000000000000000000000000000","stream":"0","word_pos":"4"}},"rng":{"seed":"0000000000000000000000000000000000000000000000000000000000000000","stream":"0","word_pos":"8"},"optimizer":{"kind":"sgd","step":3,"scalars":{"lr":"3f50624dd2f1a9fc"},"buffers":{}},"carry":[{"rows":1,"cols":1,"data":"0000000000000000"}],"settings":{},"train_loss":[[1,2.5]],"val_loss":[]}"#;
+        prop_assert!(TrainState::from_json(text).is_ok());
+        let chars: Vec<char> = text.chars().collect();
+        let i = at.index(chars.len());
+        let damaged: String = chars[..i].iter().collect::<String>() + &replacement + &chars[i..].iter().skip(1).collect::<String>();
+        let _ = TrainState::from_json(&damaged);
+    }
+}

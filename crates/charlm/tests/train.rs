@@ -1,0 +1,284 @@
+//! The training loop, checkpoints, resume and divergence, run with a bigram model (logits of the
+//! next character from the current one alone: `z = W[:, x] + b`), whose backward is two lines.
+//! It exercises everything the trainer does without depending on the recurrent cells.
+
+use std::path::PathBuf;
+
+use charlm::checkpoint::{assign_tensors, TensorList};
+use charlm::model::{evaluate, LanguageModel};
+use charlm::resume::{load_checkpoint, MODEL_FILE, STATE_FILE};
+use charlm::train::{train, Batching, OptimKind, Stop, TrainConfig};
+use charlm::{CharLmError, ModelConfig};
+use rnn_data::Corpus;
+use rnn_tensor::init::Init;
+use rnn_tensor::{Mat, Parameters, Rng, Scalar};
+
+#[derive(Clone, Debug)]
+struct Bigram<T: Scalar> {
+    config: ModelConfig,
+    params: TensorList<T>,
+}
+
+impl<T: Scalar> Bigram<T> {
+    /// Loss and, if `grads` is given, `dz = (softmax(z) - onehot(y)) / N` scattered into them.
+    /// Inverted dropout on the `W[:, x]` term with the model's dropout, drawn from `rng`.
+    fn run(
+        &self,
+        inputs: &[usize],
+        targets: &[usize],
+        mut grads: Option<&mut TensorList<T>>,
+        mut rng: Option<&mut Rng>,
+    ) -> f64 {
+        let (w, b) = (&self.params.tensors[0].1, &self.params.tensors[1].1);
+        let v = b.nrows();
+        let n = inputs.len() as f64;
+        let p = self.config.dropout;
+        let mut total = 0.0;
+        let mut z = vec![0.0; v];
+        for (&x, &y) in inputs.iter().zip(targets) {
+            let keep = match rng.as_deref_mut() {
+                Some(r) if p > 0.0 => {
+                    if r.next_f64() < p {
+                        0.0
+                    } else {
+                        1.0 / (1.0 - p)
+                    }
+                }
+                _ => 1.0,
+            };
+            for i in 0..v {
+                z[i] = keep * w[(i, x)].to_f64() + b[(i, 0)].to_f64();
+            }
+            let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = z.iter().map(|&zi| (zi - m).exp()).sum();
+            total += m + s.ln() - z[y];
+            if let Some(g) = grads.as_deref_mut() {
+                for i in 0..v {
+                    let dz = ((z[i] - m).exp() / s - if i == y { 1.0 } else { 0.0 }) / n;
+                    // dW[:, x] += keep · dz,  db += dz
+                    g.tensors[0].1[(i, x)] += T::cast(keep * dz);
+                    g.tensors[1].1[(i, 0)] += T::cast(dz);
+                }
+            }
+        }
+        total
+    }
+}
+
+impl<T: Scalar> LanguageModel<T> for Bigram<T> {
+    type Params = TensorList<T>;
+    type State = ();
+
+    fn build(config: &ModelConfig, rng: &mut Rng) -> Result<Self, CharLmError> {
+        let v = config.vocab_size;
+        let init = Init::Uniform { lo: -0.1, hi: 0.1 };
+        let tensors = vec![
+            ("head.weight".to_string(), init.matrix(v, v, rng)),
+            ("head.bias".to_string(), init.matrix(v, 1, rng)),
+        ];
+        Ok(Self { config: config.clone(), params: TensorList { tensors } })
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn params(&self) -> &TensorList<T> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut TensorList<T> {
+        &mut self.params
+    }
+    fn zero_grads(&self) -> TensorList<T> {
+        let mut g = self.params.clone();
+        g.zero();
+        g
+    }
+    fn zero_state(&self, _batch: usize) {}
+    fn train_batch(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        _b: usize,
+        _s: &mut (),
+        grads: &mut TensorList<T>,
+        rng: &mut Rng,
+    ) -> Result<f64, CharLmError> {
+        Ok(self.run(inputs, targets, Some(grads), Some(rng)) / inputs.len() as f64)
+    }
+    fn eval_chunk(
+        &mut self,
+        inputs: &[usize],
+        targets: &[usize],
+        _b: usize,
+        _s: &mut (),
+    ) -> Result<f64, CharLmError> {
+        Ok(self.run(inputs, targets, None, None))
+    }
+    fn step_logits(&self, input: usize, _s: &mut (), logits: &mut Mat<T>) {
+        let (w, b) = (&self.params.tensors[0].1, &self.params.tensors[1].1);
+        for i in 0..b.nrows() {
+            logits[(i, 0)] = w[(i, input)] + b[(i, 0)];
+        }
+    }
+    fn state_to_mats(_s: &()) -> Vec<Mat<f64>> {
+        Vec::new()
+    }
+    fn state_from_mats(&self, mats: &[Mat<f64>], _b: usize) -> Result<(), String> {
+        if mats.is_empty() {
+            Ok(())
+        } else {
+            Err("a bigram model has no state".into())
+        }
+    }
+}
+
+const TEXT: &str =
+    "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log.\n";
+
+fn corpus() -> Corpus {
+    Corpus::from_text(&TEXT.repeat(8), 0.1).unwrap()
+}
+
+fn out_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("charlm-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(out: PathBuf, steps: u64, batching: Batching) -> TrainConfig {
+    TrainConfig {
+        seq_len: 8,
+        batch: 4,
+        batching,
+        optimizer: OptimKind::Sgd,
+        lr: 2.0,
+        lr_decay: 0.9,
+        clip_norm: Some(5.0),
+        clip_value: Some(0.5),
+        stop: Stop::Steps(steps),
+        val_every: 7,
+        sample_every: 10,
+        sample_length: 30,
+        seed: 3,
+        out,
+        progress: false,
+    }
+}
+
+fn model(c: &Corpus) -> Bigram<f64> {
+    let mc = ModelConfig::new(c.vocab().len()).with_dropout(0.2);
+    Bigram::build(&mc, &mut Rng::seed_from(3)).unwrap()
+}
+
+#[test]
+fn training_lowers_the_loss_and_writes_the_run_directory() {
+    let c = corpus();
+    let out = out_dir("lower");
+    let mut m = model(&c);
+    let before = evaluate(&mut m, c.val(), 1, 16).unwrap();
+    let mut lines = Vec::new();
+    let report = train(&mut m, &c, &config(out.clone(), 40, Batching::Streams), None, &mut |s| {
+        lines.push(s.to_string())
+    })
+    .unwrap();
+    let after = evaluate(&mut m, c.val(), 1, 16).unwrap();
+    assert_eq!(report.steps, 40);
+    assert!(after < before - 0.5, "validation loss {before} -> {after}");
+    assert!(lines.iter().any(|l| l.starts_with("--- sample at step 10 ---")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("validation loss")), "{lines:?}");
+    for f in [MODEL_FILE, STATE_FILE, "loss.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // The checkpoint holds the final weights.
+    let (bytes, state) = load_checkpoint(&out).unwrap();
+    assert_eq!(state.step, 40);
+    assert_eq!(state.train_loss.len(), 40);
+    assert_eq!(state.val_loss.iter().map(|p| p.0).collect::<Vec<_>>(), [7, 14, 21, 28, 35, 40]);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("head.weight").unwrap().shape(), &[c.vocab().len(), c.vocab().len()]);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Stops a run after a checkpoint, resumes it from disk, and compares with a run that never
+/// stopped: weights bit for bit, for both batchers.
+#[test]
+fn resume_is_bit_identical() {
+    for batching in [Batching::Streams, Batching::Windows] {
+        let c = corpus();
+        let full_dir = out_dir(&format!("full-{}", batching.name()));
+        let mut full = model(&c);
+        train(&mut full, &c, &config(full_dir.clone(), 30, batching), None, &mut |_| {}).unwrap();
+
+        let cut_dir = out_dir(&format!("cut-{}", batching.name()));
+        let mut first = model(&c);
+        // Stop after 14 steps (a checkpoint step): the process "dies" here.
+        train(&mut first, &c, &config(cut_dir.clone(), 14, batching), None, &mut |_| {}).unwrap();
+        drop(first);
+        let (bytes, state) = load_checkpoint(&cut_dir).unwrap();
+        assert_eq!(state.step, 14);
+        let file = charlm::checkpoint::decode_tensors(&cut_dir.join(MODEL_FILE), &bytes).unwrap();
+        let mut resumed = model(&c);
+        assign_tensors(&cut_dir, &file, resumed.params_mut().named_params_mut()).unwrap();
+        train(&mut resumed, &c, &config(cut_dir.clone(), 30, batching), Some(state), &mut |_| {}).unwrap();
+
+        for ((n, a), (_, b)) in full.params().named_params().into_iter().zip(resumed.params().named_params())
+        {
+            let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{} {n} differs after resume", batching.name());
+        }
+        // The same weights give the same file, byte for byte.
+        assert!(
+            std::fs::read(full_dir.join(MODEL_FILE)).unwrap()
+                == std::fs::read(cut_dir.join(MODEL_FILE)).unwrap()
+        );
+        std::fs::remove_dir_all(&full_dir).unwrap();
+        std::fs::remove_dir_all(&cut_dir).unwrap();
+    }
+}
+
+#[test]
+fn resume_refuses_other_options_and_finished_runs() {
+    let c = corpus();
+    let dir = out_dir("refuse");
+    let mut m = model(&c);
+    train(&mut m, &c, &config(dir.clone(), 7, Batching::Streams), None, &mut |_| {}).unwrap();
+    let (_, state) = load_checkpoint(&dir).unwrap();
+    let mut other = config(dir.clone(), 20, Batching::Streams);
+    other.lr = 1.0;
+    let e = train(&mut m, &c, &other, Some(state.clone()), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("lr is 1 here but 2 in the saved run"), "{e}");
+    let e = train(&mut m, &c, &config(dir.clone(), 7, Batching::Streams), Some(state), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already taken 7 steps of the 7 asked"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn divergence_stops_with_the_step_and_keeps_the_last_checkpoint() {
+    let c = corpus();
+    let dir = out_dir("diverge");
+    let mut m = model(&c);
+    train(&mut m, &c, &config(dir.clone(), 7, Batching::Streams), None, &mut |_| {}).unwrap();
+    let before = std::fs::read(dir.join(MODEL_FILE)).unwrap();
+    // Poison the weights: the next loss is NaN.
+    m.params.tensors[1].1[(0, 0)] = f64::NAN;
+    let (_, state) = load_checkpoint(&dir).unwrap();
+    let e =
+        train(&mut m, &c, &config(dir.clone(), 20, Batching::Streams), Some(state), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, CharLmError::Diverged { step: 8, .. }), "{e}");
+    assert!(e.to_string().starts_with("training diverged at step 8: the loss is NaN"), "{e}");
+    assert!(std::fs::read(dir.join(MODEL_FILE)).unwrap() == before);
+    assert!(load_checkpoint(&dir).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn evaluation_predicts_every_character_once_with_one_stream() {
+    // With V characters and all-zero weights every prediction costs ln V.
+    let c = corpus();
+    let mut m = model(&c);
+    m.params.zero();
+    let l = evaluate(&mut m, c.train(), 1, 7).unwrap();
+    assert!((l - (c.vocab().len() as f64).ln()).abs() < 1e-12, "{l}");
+    assert!(evaluate(&mut m, &c.train()[..1], 1, 7).is_err());
+}
