@@ -8,9 +8,12 @@
 //! | [`cells`] (`rnn-cells`) | the recurrence trait, linear/vanilla/LSTM/GRU cells, stacks, heads, losses | stage 1 `count_ones`, stage 2 `binary_addition`, stage 3 `gradient_check` |
 //! | [`optim`] (`rnn-optim`) | optimizers with PyTorch's semantics, clipping, schedules | `cargo run -p rnn-optim --example compare_optimizers` |
 //! | [`data`] (`rnn-data`) | binary streams, binary addition, text corpora | `cargo run -p rnn-data --example binary_streams` |
+//! | [`charlm`] | the character-level language model, trainer, sampler, checkpoints | stage 4 `char_lm` |
 //!
 //! Run a stage with `cargo run --release --example NAME` from the workspace root.
 
+#[doc(inline)]
+pub use charlm;
 #[doc(inline)]
 pub use rnn_cells as cells;
 #[doc(inline)]

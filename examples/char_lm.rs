@@ -1,9 +1,9 @@
 //! Train a character-level LSTM language model for about two minutes, then sample from it.
 //!
 //! ```text
-//! cargo run --release -p charlm --example char_lm                      # the project's own docs
-//! cargo run --release -p charlm --example char_lm -- --corpus FILE     # any UTF-8 text
-//! cargo run --release -p charlm --example char_lm -- --steps 100       # a shorter run
+//! cargo run --release --example char_lm                      # the project's own docs
+//! cargo run --release --example char_lm -- --corpus FILE     # any UTF-8 text
+//! cargo run --release --example char_lm -- --steps 100       # a shorter run
 //! ```
 //!
 //! The default corpus is this project's tutorial chapters, embedded at compile time: natural
@@ -25,11 +25,11 @@ use rnn_tensor::Rng;
 
 /// The tutorial's chapters, in reading order.
 const DOCS: [&str; 5] = [
-    include_str!("../../../docs/01-counting-ones.md"),
-    include_str!("../../../docs/02-binary-addition.md"),
-    include_str!("../../../docs/03-lstm-and-gru.md"),
-    include_str!("../../../docs/04-char-lm.md"),
-    include_str!("../../../docs/05-optimizers.md"),
+    include_str!("../docs/01-counting-ones.md"),
+    include_str!("../docs/02-binary-addition.md"),
+    include_str!("../docs/03-lstm-and-gru.md"),
+    include_str!("../docs/04-char-lm.md"),
+    include_str!("../docs/05-optimizers.md"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
