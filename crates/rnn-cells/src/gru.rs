@@ -111,34 +111,65 @@ impl<T: Scalar> Default for GruCache<T> {
 }
 
 /// The pointwise part of one step: `u` (`3H × B`, `W_ih·x` without bias) is overwritten with the
-/// activated gates, `v` is `W_hh·h_{t-1}` without bias; on entry `h` holds `h_{t-1}`, on exit
-/// `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
-fn pointwise_forward<T: Scalar>(
+/// activated gates, `v` (`W_hh·h_{t-1}` without bias, scratch) receives `b_hh`; on entry `h`
+/// holds `h_{t-1}`, on exit `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
+///
+/// The biases are added in their own passes so that the fused gate loop is branch-free and
+/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX2 build where available.
+#[inline(always)]
+fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
     u: &mut [T],
-    v: &[T],
+    v: &mut [T],
     b_ih: Option<&Mat<T>>,
     b_hh: Option<&Mat<T>>,
     mut v_n: Option<&mut [T]>,
     h: &mut [T],
 ) {
-    let (bi, bh) = (b_ih.map(|b| b.as_slice()), b_hh.map(|b| b.as_slice()));
-    let bias = |b: Option<&[T]>, k: usize| b.map_or(T::ZERO, |b| b[k]);
-    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact(3 * hid)).enumerate() {
+    let cols = u.len() / (3 * hid);
+    assert!(
+        u.len() == 3 * hid * cols && v.len() == u.len() && h.len() == hid * cols,
+        "GRU pointwise: u {}, v {}, h {} values for H = {hid}",
+        u.len(),
+        v.len(),
+        h.len()
+    );
+    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact_mut(3 * hid)).enumerate() {
+        if let (Some(bi), Some(bh)) = (b_ih, b_hh) {
+            ub.iter_mut().zip(bi.as_slice()).for_each(|(x, &y)| *x += y);
+            vb.iter_mut().zip(bh.as_slice()).for_each(|(x, &y)| *x += y);
+        }
+        let (ur, rest) = ub.split_at_mut(hid);
+        let (uz, un) = rest.split_at_mut(hid);
+        let (vr, rest) = vb.split_at(hid);
+        let (vz, vn) = rest.split_at(hid);
         let hb = &mut h[b * hid..(b + 1) * hid];
         for j in 0..hid {
-            let (jr, jz, jn) = (j, hid + j, 2 * hid + j);
-            let r = sigmoid(ub[jr] + bias(bi, jr) + vb[jr] + bias(bh, jr));
-            let z = sigmoid(ub[jz] + bias(bi, jz) + vb[jz] + bias(bh, jz));
-            let vn = vb[jn] + bias(bh, jn);
-            let n = (ub[jn] + bias(bi, jn) + r * vn).tanh();
-            (ub[jr], ub[jz], ub[jn]) = (r, z, n);
-            if let Some(s) = v_n.as_deref_mut() {
-                s[b * hid + j] = vn;
-            }
+            // r = σ(u_r + v_r), z = σ(u_z + v_z), n = tanh(u_n + r ⊙ v_n)
+            let r = sigmoid(ur[j] + vr[j]);
+            let z = sigmoid(uz[j] + vz[j]);
+            let n = (un[j] + r * vn[j]).tanh_v();
+            (ur[j], uz[j], un[j]) = (r, z, n);
+            // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
             hb[j] = (T::ONE - z) * n + z * hb[j];
         }
+        if let Some(s) = v_n.as_deref_mut() {
+            s[b * hid..(b + 1) * hid].copy_from_slice(vn);
+        }
     }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    fn pointwise_forward<T>(
+        hid: usize,
+        u: &mut [T],
+        v: &mut [T],
+        b_ih: Option<&Mat<T>>,
+        b_hh: Option<&Mat<T>>,
+        v_n: Option<&mut [T]>,
+        h: &mut [T],
+    ) => pointwise_forward_impl
 }
 
 impl<T: Scalar> Gru<T> {
@@ -193,7 +224,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         pointwise_forward(
             hid,
             u.as_mut_slice(),
-            v.as_slice(),
+            v.as_mut_slice(),
             p.bias_ih.as_ref(),
             p.bias_hh.as_ref(),
             None,
@@ -229,7 +260,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
             pointwise_forward(
                 hid,
                 &mut cache.gates.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk],
-                cache.v.as_slice(),
+                cache.v.as_mut_slice(),
                 p.bias_ih.as_ref(),
                 p.bias_hh.as_ref(),
                 Some(&mut cache.v_n.as_mut_slice()[t * blk..(t + 1) * blk]),

@@ -134,15 +134,31 @@ impl<T: Scalar> Default for LstmCache<T> {
 
 /// The pointwise part of one step over a `4H × B` block of pre-activations `a` (bias not yet
 /// added; `bias` is `b_ih + b_hh` or empty). On entry `c` holds `c_{t-1}`, on exit `c_t`; `a` is
-/// overwritten with the activated gates, `h` with `h_t`, `tanh_c` (if given) with `tanh(c_t)`.
-fn pointwise_forward<T: Scalar>(
+/// overwritten with the activated gates, `h` with `h_t`, `tanh_c` with `tanh(c_t)`.
+///
+/// One fused pass per column, branch-free (the vectorisable [`Scalar::exp_v`]/[`Scalar::tanh_v`])
+/// and in its AVX2 build where the CPU has it.
+#[inline(always)]
+fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
     a: &mut [T],
     bias: &[T],
     c: &mut [T],
-    mut tanh_c: Option<&mut [T]>,
+    tanh_c: &mut [T],
     h: &mut [T],
 ) {
+    let cols = a.len() / (4 * hid);
+    assert!(
+        a.len() == 4 * hid * cols
+            && c.len() == hid * cols
+            && tanh_c.len() == hid * cols
+            && h.len() == hid * cols,
+        "LSTM pointwise: gates {}, c {}, tanh_c {}, h {} values for H = {hid}",
+        a.len(),
+        c.len(),
+        tanh_c.len(),
+        h.len()
+    );
     for (b, gate) in a.chunks_exact_mut(4 * hid).enumerate() {
         if !bias.is_empty() {
             gate.iter_mut().zip(bias).for_each(|(v, &bv)| *v += bv);
@@ -151,22 +167,26 @@ fn pointwise_forward<T: Scalar>(
         let (gf, rest) = rest.split_at_mut(hid);
         let (gg, go) = rest.split_at_mut(hid);
         let col = b * hid..(b + 1) * hid;
-        let (cb, hb) = (&mut c[col.clone()], &mut h[col.clone()]);
+        let (cb, hb, tb) = (&mut c[col.clone()], &mut h[col.clone()], &mut tanh_c[col]);
         for j in 0..hid {
             let i = sigmoid(gi[j]);
             let f = sigmoid(gf[j]);
-            let g = gg[j].tanh();
+            let g = gg[j].tanh_v();
             let o = sigmoid(go[j]);
             (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
+            // c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
             let ct = f * cb[j] + i * g;
-            let tc = ct.tanh();
+            let tc = ct.tanh_v();
             cb[j] = ct;
+            tb[j] = tc;
             hb[j] = o * tc;
-            if let Some(t) = tanh_c.as_deref_mut() {
-                t[b * hid + j] = tc;
-            }
         }
     }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    fn pointwise_forward<T>(hid: usize, a: &mut [T], bias: &[T], c: &mut [T], tanh_c: &mut [T], h: &mut [T]) => pointwise_forward_impl
 }
 
 impl<T: Scalar> Lstm<T> {
@@ -225,7 +245,15 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         project_input(&self.params.weight_ih, x, &mut a);
         // a += W_hh · h_{t-1}  (a GEMV when B = 1)
         gemm(T::ONE, &self.params.weight_hh, Trans::No, &state.h, Trans::No, T::ONE, &mut a);
-        pointwise_forward(hid, a.as_mut_slice(), &bias, state.c.as_mut_slice(), None, state.h.as_mut_slice());
+        let mut tanh_c = vec![T::ZERO; hid * batch];
+        pointwise_forward(
+            hid,
+            a.as_mut_slice(),
+            &bias,
+            state.c.as_mut_slice(),
+            &mut tanh_c,
+            state.h.as_mut_slice(),
+        );
     }
 
     fn forward(
@@ -281,7 +309,7 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
                 &mut cache.gates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk],
                 &cache.bias,
                 &mut cs[range.clone()],
-                Some(&mut cache.tanh_c.as_mut_slice()[range.clone()]),
+                &mut cache.tanh_c.as_mut_slice()[range.clone()],
                 &mut cache.h.as_mut_slice()[range],
             );
         }
