@@ -31,8 +31,8 @@ use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, ensure_shape, hidden_weight_grad, input_backward, project_input, GatedConfig,
-    RecurrentParams,
+    add_column_sums, backward_weight, ensure_shape, hidden_weight_grad, input_backward, project_input,
+    GatedConfig, RecurrentParams,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -93,6 +93,8 @@ struct GruScratch<T: Scalar> {
     /// `dV`, `3H × T·B`.
     dv: Mat<T>,
     dh: Mat<T>,
+    /// `W_hhᵀ`, for sequences of more than one step (see `backward_weight`).
+    w_hh_t: Mat<T>,
 }
 
 impl<T: Scalar> Default for GruCache<T> {
@@ -105,7 +107,7 @@ impl<T: Scalar> Default for GruCache<T> {
             h: e(),
             h0: e(),
             v: e(),
-            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e() }),
+            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e(), w_hh_t: e() }),
         }
     }
 }
@@ -302,6 +304,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         ensure_shape(&mut s.dv, 3 * hid, n);
         s.dh.clone_from(d_final);
         let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
         for t in (0..steps).rev() {
             let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
             let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
@@ -331,15 +334,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
                 }
             }
             // dh_{t-1} += W_hhᵀ · dv_t
-            gemm(
-                T::ONE,
-                &self.params.weight_hh,
-                Trans::Yes,
-                &s.dv.columns(t * batch, batch),
-                Trans::No,
-                T::ONE,
-                &mut s.dh,
-            );
+            gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
         }
         // After the loop, one product each over the whole buffers:
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ

@@ -47,7 +47,7 @@ use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
-use crate::gated::RecurrentParams;
+use crate::gated::{backward_weight, RecurrentParams};
 use crate::{CellError, Recurrence, SeqInput};
 
 /// Configuration of an [`Rnn`] cell.
@@ -377,14 +377,9 @@ impl<T: Scalar> Rnn<T> {
         ensure_shape(da, h, n);
         ensure_shape(dh, h, batch);
         dh.copy_from(d_final);
-        // With one column, W_hhᵀ·da_t is a GEMV. Read through the transpose it is a dot product
-        // per row; on an explicit copy of W_hhᵀ it is the faster column-AXPY kernel, and the
-        // copy (H² moves) costs less than one of the T products it speeds up.
-        let transposed = batch == 1 && steps > 1;
-        if transposed {
-            ensure_shape(w_hh_t, h, h);
-            self.params.weight_hh.transpose_to(w_hh_t);
-        }
+        // W_hhᵀ as an explicit copy for more than one step: the in-loop product then reads
+        // contiguous columns (for one column it is the column-AXPY GEMV instead of a dot per row).
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, w_hh_t);
         let hs = cache.outputs.as_slice();
         for t in (0..steps).rev() {
             let cols = t * hb..(t + 1) * hb;
@@ -398,11 +393,7 @@ impl<T: Scalar> Rnn<T> {
             }
             // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
             let da_t = MatView::from_slice(da_t, h, batch);
-            if transposed {
-                gemm(T::ONE, &*w_hh_t, Trans::No, &da_t, Trans::No, T::ZERO, dh);
-            } else {
-                gemm(T::ONE, &self.params.weight_hh, Trans::Yes, &da_t, Trans::No, T::ZERO, dh);
-            }
+            gemm(T::ONE, w_hh, tw, &da_t, Trans::No, T::ZERO, dh);
         }
         // dh_0 = W_hhᵀ·da_1 (or d_final when there were no steps)
         ensure_shape(d_h0, h, batch);
