@@ -65,10 +65,11 @@ impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
     }
     /// Clears every tensor without building the names (called once per training step).
     fn zero(&mut self) {
-        self.weight_ih.fill(T::ZERO);
-        self.weight_hh.fill(T::ZERO);
+        // Through the flat slices: a memset (nalgebra's fill walks element by element).
+        self.weight_ih.as_mut_slice().fill(T::ZERO);
+        self.weight_hh.as_mut_slice().fill(T::ZERO);
         for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
-            b.fill(T::ZERO);
+            b.as_mut_slice().fill(T::ZERO);
         }
     }
 }

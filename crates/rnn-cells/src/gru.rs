@@ -174,6 +174,80 @@ rnn_tensor::dispatch_avx2! {
     ) => pointwise_forward_impl
 }
 
+/// The pointwise part of one backward step, for one step's blocks: activated gates `[r; z; n]`
+/// (`3H × B`), `v_n`, `h_{t-1}` and `δ_t` (`H × B`). On entry `dh` holds `dh_t` from the step
+/// after, on exit the direct part `dh ⊙ z` of `dh_{t-1}`; writes `du_t` and `dv_t` (`3H × B`).
+#[inline(always)]
+fn pointwise_backward_impl<T: Scalar>(
+    hid: usize,
+    gates: &[T],
+    v_n: &[T],
+    h_prev: &[T],
+    d_out: &[T],
+    dh: &mut [T],
+    du: &mut [T],
+    dv: &mut [T],
+) {
+    let n = v_n.len();
+    assert!(
+        gates.len() == 3 * n
+            && du.len() == 3 * n
+            && dv.len() == 3 * n
+            && [h_prev.len(), d_out.len(), dh.len()] == [n; 3],
+        "GRU pointwise backward: gates {}, du {}, dv {}, H×B blocks {n}, {}, {}, {}",
+        gates.len(),
+        du.len(),
+        dv.len(),
+        h_prev.len(),
+        d_out.len(),
+        dh.len()
+    );
+    let chunks =
+        gates.chunks_exact(3 * hid).zip(du.chunks_exact_mut(3 * hid)).zip(dv.chunks_exact_mut(3 * hid));
+    for (b, ((g3, du3), dv3)) in chunks.enumerate() {
+        let col = b * hid..(b + 1) * hid;
+        let (gr, rest) = g3.split_at(hid);
+        let (gz, gn) = rest.split_at(hid);
+        let (dur, rest) = du3.split_at_mut(hid);
+        let (duz, dun) = rest.split_at_mut(hid);
+        let (dvr, rest) = dv3.split_at_mut(hid);
+        let (dvz, dvn) = rest.split_at_mut(hid);
+        let (vn, hp, dout) = (&v_n[col.clone()], &h_prev[col.clone()], &d_out[col.clone()]);
+        let dhb = &mut dh[col];
+        for j in 0..hid {
+            let (r, z, nn) = (gr[j], gz[j], gn[j]);
+            // dh = δ_t + dh_t
+            let dht = dhb[j] + dout[j];
+            // dn = dh ⊙ (1 - z);  dz = dh ⊙ (h_{t-1} - n)
+            let dn = dht * (T::ONE - z);
+            let dz = dht * (hp[j] - nn);
+            // du_n = dn ⊙ (1 - n²);  dv_n = du_n ⊙ r
+            let d_un = dn * (T::ONE - nn * nn);
+            // du_r = dv_r = du_n ⊙ v_n ⊙ r(1-r);  du_z = dv_z = dz ⊙ z(1-z)
+            let dar = d_un * vn[j] * r * (T::ONE - r);
+            let daz = dz * z * (T::ONE - z);
+            (dur[j], duz[j], dun[j]) = (dar, daz, d_un);
+            (dvr[j], dvz[j], dvn[j]) = (dar, daz, d_un * r);
+            // the direct path: dh_{t-1} = dh ⊙ z (+ W_hhᵀ · dv_t after this pass)
+            dhb[j] = dht * z;
+        }
+    }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_backward_impl`], in its AVX2 build where available.
+    fn pointwise_backward<T>(
+        hid: usize,
+        gates: &[T],
+        v_n: &[T],
+        h_prev: &[T],
+        d_out: &[T],
+        dh: &mut [T],
+        du: &mut [T],
+        dv: &mut [T],
+    ) => pointwise_backward_impl
+}
+
 impl<T: Scalar> Gru<T> {
     /// All-zero gradients shaped like the parameters.
     pub fn zero_grads(&self) -> GruParams<T> {
@@ -310,29 +384,9 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
             let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
             let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
             let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let dh = s.dh.as_mut_slice();
-            for b in 0..batch {
-                let g3 = &gates[3 * (t * blk + b * hid)..3 * (t * blk + (b + 1) * hid)];
-                let o = 3 * b * hid;
-                for j in 0..hid {
-                    let k = b * hid + j;
-                    let (r, z, nn) = (g3[j], g3[hid + j], g3[2 * hid + j]);
-                    // dh = δ_t + dh_t
-                    let dht = dh[k] + d_out_t[k];
-                    // dn = dh ⊙ (1 - z);  dz = dh ⊙ (h_{t-1} - n)
-                    let dn = dht * (T::ONE - z);
-                    let dz = dht * (h_prev[k] - nn);
-                    // du_n = dn ⊙ (1 - n²);  dv_n = du_n ⊙ r
-                    let dun = dn * (T::ONE - nn * nn);
-                    // du_r = dv_r = du_n ⊙ v_n ⊙ r(1-r);  du_z = dv_z = dz ⊙ z(1-z)
-                    let dar = dun * v_n[t * blk + k] * r * (T::ONE - r);
-                    let daz = dz * z * (T::ONE - z);
-                    (du[o + j], du[o + hid + j], du[o + 2 * hid + j]) = (dar, daz, dun);
-                    (dv[o + j], dv[o + hid + j], dv[o + 2 * hid + j]) = (dar, daz, dun * r);
-                    // the direct path: dh_{t-1} = dh ⊙ z (+ W_hhᵀ · dv_t below)
-                    dh[k] = dht * z;
-                }
-            }
+            let gates_t = &gates[3 * t * blk..3 * (t + 1) * blk];
+            let v_n_t = &v_n[t * blk..(t + 1) * blk];
+            pointwise_backward(hid, gates_t, v_n_t, h_prev, d_out_t, s.dh.as_mut_slice(), du, dv);
             // dh_{t-1} += W_hhᵀ · dv_t
             gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
         }
