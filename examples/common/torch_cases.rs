@@ -13,6 +13,8 @@
 //! - `seq_lstm_fwd_*_b1_*`: forward only, batch 1 (inference);
 //! - `cell_*`: one step from a random state and backward of `sum(h_1)`.
 //!
+//! The initial states need no gradient (in PyTorch they do not require it), so backward is
+//! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
 //! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
 
 use rnn::cells::{
@@ -50,13 +52,14 @@ fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
 }
 
 /// Matrix-product flops of forward + backward of one recurrent layer with `g` gates over `n`
-/// columns: forward `W_ih·X` (unless the input is one-hot) and `W_hh·H`; backward `dW_hh`,
-/// `W_hhᵀ·dA`, and for dense input `dW_ih` and (if `d_x`) `W_ihᵀ·dA`.
-fn layer_flops(g: usize, i: usize, h: usize, n: usize, one_hot: bool, d_x: bool) -> f64 {
-    let p = |rows: usize, cols: usize| 2.0 * (rows * cols * n) as f64;
+/// columns of batch `b`: forward `W_ih·X` (unless the input is one-hot) and `W_hh·H`; backward
+/// `dW_hh`, `W_hhᵀ·da_t` for every step but the first (the initial state needs no gradient), and
+/// for dense input `dW_ih` and (if `d_x`) `W_ihᵀ·dA`.
+fn layer_flops(g: usize, i: usize, h: usize, n: usize, b: usize, one_hot: bool, d_x: bool) -> f64 {
+    let p = |rows: usize, cols: usize, n: usize| 2.0 * (rows * cols * n) as f64;
     let (gh, input) = (g * h, if one_hot { 0 } else { i });
-    let fwd = p(gh, input) + p(gh, h);
-    let bwd = 2.0 * p(gh, h) + p(gh, input) + if d_x { p(gh, input) } else { 0.0 };
+    let fwd = p(gh, input, n) + p(gh, h, n);
+    let bwd = p(gh, h, n) + p(gh, h, n - b) + p(gh, input, n) + if d_x { p(gh, input, n) } else { 0.0 };
     fwd + bwd
 }
 
@@ -143,18 +146,12 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
     let mut grads = cell.params().clone();
     Case {
         name: NAMES.iter().find(|n| **n == name).expect("a known case"),
-        flops: layer_flops(g, i, h, steps * b, false, false),
+        flops: layer_flops(g, i, h, steps * b, b, false, false),
         run: Box::new(move || {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
             grads.zero();
-            std::hint::black_box(cell.backward(
-                SeqInput::Dense(&x),
-                &cache,
-                &d_out,
-                &d_final,
-                &mut grads,
-                None,
-            ));
+            cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads, None);
+            std::hint::black_box(&grads);
         }),
     }
 }
@@ -185,7 +182,7 @@ where
     let (mut logits, mut d_logits, mut dh) = (Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(h, t * b));
     let layers = stack.num_layers();
     let n = t * b;
-    let flops = (0..layers).map(|k| layer_flops(g, h, h, n, k == 0, k > 0)).sum::<f64>()
+    let flops = (0..layers).map(|k| layer_flops(g, h, h, n, b, k == 0, k > 0)).sum::<f64>()
         + 3.0 * 2.0 * (v * h * n) as f64;
     Case {
         name: NAMES.iter().find(|n| **n == name).expect("a known case"),
@@ -201,7 +198,7 @@ where
             grads.zero();
             g_head.zero();
             head.backward_into(out, &d_logits, &mut g_head, &mut dh);
-            stack.backward(SeqInput::Index(&x), &cache, &dh, &states, &mut grads, None);
+            stack.backward_detached(SeqInput::Index(&x), &cache, &dh, &states, &mut grads, None);
             std::hint::black_box(loss);
         }),
     }

@@ -253,6 +253,61 @@ impl<T: Scalar> Gru<T> {
     pub fn zero_grads(&self) -> GruParams<T> {
         self.params.zeros_like()
     }
+
+    /// [`Recurrence::backward`]; with `init_grad` false the last `W_hhᵀ` product, needed only
+    /// for the initial-state gradient, is skipped and `None` returned.
+    fn backward_inner(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &GruCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut GruParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        init_grad: bool,
+    ) -> Option<Mat<T>> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(batch > 0, "GRU backward: the cache holds no forward pass");
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n && d_final.shape() == (hid, batch),
+            "GRU backward: d_out is {:?}, d_final {:?}, x has {} columns; the forward had H = {hid}, N = {n}, B = {batch}",
+            d_out.shape(),
+            d_final.shape(),
+            x.columns()
+        );
+        let (steps, blk) = (n / batch, hid * batch);
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.du, 3 * hid, n);
+        ensure_shape(&mut s.dv, 3 * hid, n);
+        s.dh.clone_from(d_final);
+        let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
+        for t in (0..steps).rev() {
+            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let gates_t = &gates[3 * t * blk..3 * (t + 1) * blk];
+            let v_n_t = &v_n[t * blk..(t + 1) * blk];
+            pointwise_backward(hid, gates_t, v_n_t, h_prev, d_out_t, s.dh.as_mut_slice(), du, dv);
+            // dh_{t-1} += W_hhᵀ · dv_t
+            if t > 0 || init_grad {
+                gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
+            }
+        }
+        // After the loop, one product each over the whole buffers:
+        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.du, bi);
+            add_column_sums(&s.dv, bh);
+        }
+        // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
+        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x);
+        init_grad.then(|| s.dh.clone())
+    }
 }
 
 impl<T: Scalar> Recurrence<T> for Gru<T> {
@@ -362,44 +417,19 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         grads: &mut GruParams<T>,
         d_x: Option<&mut Mat<T>>,
     ) -> Mat<T> {
-        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
-        assert!(batch > 0, "GRU backward: the cache holds no forward pass");
-        assert!(
-            d_out.shape() == (hid, n) && x.columns() == n && d_final.shape() == (hid, batch),
-            "GRU backward: d_out is {:?}, d_final {:?}, x has {} columns; the forward had H = {hid}, N = {n}, B = {batch}",
-            d_out.shape(),
-            d_final.shape(),
-            x.columns()
-        );
-        let (steps, blk) = (n / batch, hid * batch);
-        let mut guard = cache.scratch.borrow_mut();
-        let s = &mut *guard;
-        ensure_shape(&mut s.du, 3 * hid, n);
-        ensure_shape(&mut s.dv, 3 * hid, n);
-        s.dh.clone_from(d_final);
-        let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
-        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
-        for t in (0..steps).rev() {
-            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let gates_t = &gates[3 * t * blk..3 * (t + 1) * blk];
-            let v_n_t = &v_n[t * blk..(t + 1) * blk];
-            pointwise_backward(hid, gates_t, v_n_t, h_prev, d_out_t, s.dh.as_mut_slice(), du, dv);
-            // dh_{t-1} += W_hhᵀ · dv_t
-            gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
-        }
-        // After the loop, one product each over the whole buffers:
-        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
-        // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.du, bi);
-            add_column_sums(&s.dv, bh);
-        }
-        // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
-        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x);
-        s.dh.clone()
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, true)
+            .expect("the initial-state gradient was asked for")
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &GruCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut GruParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, false);
     }
 }

@@ -266,6 +266,75 @@ impl<T: Scalar> Lstm<T> {
     pub fn zero_grads(&self) -> LstmParams<T> {
         self.params.zeros_like()
     }
+
+    /// [`Recurrence::backward`]; with `init_grad` false the last `W_hhᵀ` product, needed only
+    /// for the initial-state gradient, is skipped and `None` returned.
+    fn backward_inner(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &LstmCache<T>,
+        d_out: &Mat<T>,
+        d_final: &LstmState<T>,
+        grads: &mut LstmParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        init_grad: bool,
+    ) -> Option<LstmState<T>> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n,
+            "LSTM backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+            d_out.shape(),
+            x.columns()
+        );
+        assert!(
+            d_final.h.shape() == (hid, batch) && d_final.c.shape() == (hid, batch),
+            "LSTM backward: d_final is h {:?}, c {:?}, expected {hid}×{batch}",
+            d_final.h.shape(),
+            d_final.c.shape()
+        );
+        assert!(batch > 0, "LSTM backward: the cache holds no forward pass");
+        let steps = n / batch;
+        let blk = hid * batch;
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.dgates, 4 * hid, n);
+        s.dh.clone_from(&d_final.h);
+        s.dc.clone_from(&d_final.c);
+        let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
+        for t in (0..steps).rev() {
+            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
+            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let gates_t = &gates[4 * t * blk..4 * (t + 1) * blk];
+            let tanh_c_t = &tanh_c[t * blk..(t + 1) * blk];
+            pointwise_backward(
+                hid,
+                gates_t,
+                tanh_c_t,
+                c_prev,
+                d_out_t,
+                s.dh.as_slice(),
+                s.dc.as_mut_slice(),
+                dgs,
+            );
+            // dh_{t-1} = W_hhᵀ · da_t
+            if t > 0 || init_grad {
+                gemm(T::ONE, w_hh, tw, &s.dgates.columns(t * batch, batch), Trans::No, T::ZERO, &mut s.dh);
+            }
+        }
+        // After the loop, each one product over the whole dA buffer:
+        // dW_hh += Σ_t da_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dA, db_hh += Σ_columns dA
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.dgates, bi);
+            add_column_sums(&s.dgates, bh);
+        }
+        // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
+        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x);
+        init_grad.then(|| LstmState { h: s.dh.clone(), c: s.dc.clone() })
+    }
 }
 
 impl<T: Scalar> Recurrence<T> for Lstm<T> {
@@ -407,59 +476,20 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         grads: &mut LstmParams<T>,
         d_x: Option<&mut Mat<T>>,
     ) -> LstmState<T> {
-        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
-        assert!(
-            d_out.shape() == (hid, n) && x.columns() == n,
-            "LSTM backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
-            d_out.shape(),
-            x.columns()
-        );
-        assert!(
-            d_final.h.shape() == (hid, batch) && d_final.c.shape() == (hid, batch),
-            "LSTM backward: d_final is h {:?}, c {:?}, expected {hid}×{batch}",
-            d_final.h.shape(),
-            d_final.c.shape()
-        );
-        assert!(batch > 0, "LSTM backward: the cache holds no forward pass");
-        let steps = n / batch;
-        let blk = hid * batch;
-        let mut guard = cache.scratch.borrow_mut();
-        let s = &mut *guard;
-        ensure_shape(&mut s.dgates, 4 * hid, n);
-        s.dh.clone_from(&d_final.h);
-        s.dc.clone_from(&d_final.c);
-        let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
-        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
-        for t in (0..steps).rev() {
-            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
-            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let gates_t = &gates[4 * t * blk..4 * (t + 1) * blk];
-            let tanh_c_t = &tanh_c[t * blk..(t + 1) * blk];
-            pointwise_backward(
-                hid,
-                gates_t,
-                tanh_c_t,
-                c_prev,
-                d_out_t,
-                s.dh.as_slice(),
-                s.dc.as_mut_slice(),
-                dgs,
-            );
-            // dh_{t-1} = W_hhᵀ · da_t
-            gemm(T::ONE, w_hh, tw, &s.dgates.columns(t * batch, batch), Trans::No, T::ZERO, &mut s.dh);
-        }
-        // After the loop, each one product over the whole dA buffer:
-        // dW_hh += Σ_t da_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
-        // db_ih += Σ_columns dA, db_hh += Σ_columns dA
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.dgates, bi);
-            add_column_sums(&s.dgates, bh);
-        }
-        // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
-        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x);
-        LstmState { h: s.dh.clone(), c: s.dc.clone() }
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, true)
+            .expect("the initial-state gradient was asked for")
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &LstmCache<T>,
+        d_out: &Mat<T>,
+        d_final: &LstmState<T>,
+        grads: &mut LstmParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, false);
     }
 }
 

@@ -345,6 +345,21 @@ impl<T: Scalar> Rnn<T> {
         d_x: Option<&mut Mat<T>>,
         d_h0: &mut Mat<T>,
     ) {
+        self.backward_with(x, cache, d_out, d_final, grads, d_x, Some(d_h0));
+    }
+
+    /// [`Rnn::backward_into`], skipping the last product `W_hhᵀ·da_1` when `d_h0` is `None`
+    /// (the initial state needs no gradient).
+    fn backward_with(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &RnnCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut RnnParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        d_h0: Option<&mut Mat<T>>,
+    ) {
         let h = self.hidden_size();
         let batch = cache.batch();
         assert!(batch > 0, "RNN backward: the cache holds no forward pass; call forward first");
@@ -393,11 +408,15 @@ impl<T: Scalar> Rnn<T> {
             }
             // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
             let da_t = MatView::from_slice(da_t, h, batch);
-            gemm(T::ONE, w_hh, tw, &da_t, Trans::No, T::ZERO, dh);
+            if t > 0 || d_h0.is_some() {
+                gemm(T::ONE, w_hh, tw, &da_t, Trans::No, T::ZERO, dh);
+            }
         }
         // dh_0 = W_hhᵀ·da_1 (or d_final when there were no steps)
-        ensure_shape(d_h0, h, batch);
-        d_h0.copy_from(dh);
+        if let Some(d_h0) = d_h0 {
+            ensure_shape(d_h0, h, batch);
+            d_h0.copy_from(dh);
+        }
         let da: &Mat<T> = da;
         if steps > 0 {
             // dW_hh += dA[:, B..]·[h_1 … h_{T-1}]ᵀ + dA[:, ..B]·h_0ᵀ
@@ -535,6 +554,18 @@ impl<T: Scalar> Recurrence<T> for Rnn<T> {
         let mut h = Mat::zeros(0, 0);
         self.backward_into(x, cache, d_out, &d_final.h, grads, d_x, &mut h);
         RnnState { h }
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &RnnCache<T>,
+        d_out: &Mat<T>,
+        d_final: &RnnState<T>,
+        grads: &mut RnnParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_with(x, cache, d_out, &d_final.h, grads, d_x, None);
     }
 }
 
