@@ -305,7 +305,8 @@ impl<T: Scalar> Gru<T> {
             add_column_sums(&s.dv, bh);
         }
         // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
-        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x);
+        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
+        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
         init_grad.then(|| s.dh.clone())
     }
 }

@@ -332,7 +332,8 @@ impl<T: Scalar> Lstm<T> {
             add_column_sums(&s.dgates, bh);
         }
         // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
-        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x);
+        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
+        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
         init_grad.then(|| LstmState { h: s.dh.clone(), c: s.dc.clone() })
     }
 }

@@ -47,7 +47,7 @@ use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
-use crate::gated::{backward_weight, RecurrentParams};
+use crate::gated::{backward_weight, transpose_into, RecurrentParams};
 use crate::{CellError, Recurrence, SeqInput};
 
 /// Configuration of an [`Rnn`] cell.
@@ -462,8 +462,10 @@ impl<T: Scalar> Rnn<T> {
                         d_x.shape(),
                         xm.shape()
                     );
-                    // dX = W_ihᵀ·dA
-                    gemm(T::ONE, &self.params.weight_ih, Trans::Yes, da, Trans::No, T::ZERO, d_x);
+                    // dX = W_ihᵀ·dA, on an explicit W_ihᵀ (in W_hhᵀ's buffer, no longer needed),
+                    // which packs contiguously (see gated::input_backward)
+                    transpose_into(&self.params.weight_ih, w_hh_t);
+                    gemm(T::ONE, &*w_hh_t, Trans::No, da, Trans::No, T::ZERO, d_x);
                 }
             }
             SeqInput::Index(ix) => {
