@@ -21,6 +21,9 @@
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
 //!   torch_ref.py, so not for the table).
+//! - `--digest`: print a digest of each case's results (gradients, loss, final state) after the
+//!   timed runs instead of its time: the same digest for `--threads 1` and `--threads 2` shows the
+//!   results are bit-identical.
 //! - `--gemm`: the throughput of the matrix products the cases are made of, on their shapes and
 //!   layouts, the bound on what the cases can reach.
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
@@ -75,6 +78,9 @@ static ALLOCATOR: Counting = Counting;
 
 const WARMUP: usize = 5;
 const REPS: usize = 30;
+
+/// Whether to print each case's result digest instead of its time (`--digest`).
+static DIGEST: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether to time with this thread's CPU clock instead of the wall clock (`--cpu-time`).
 static CPU_TIME: AtomicUsize = AtomicUsize::new(0);
@@ -137,6 +143,11 @@ fn run_cases(names: &[String]) {
         (case.run)();
         let peak = PEAK.load(Relaxed) - base;
         let allocs = ALLOCS.load(Relaxed) - allocs0;
+        if DIGEST.load(Relaxed) == 1 {
+            let d = case.digest();
+            println!("{} digest {d:016x}", case.name);
+            continue;
+        }
         let gflops = case.flops / (ms * 1e-3) / 1e9;
         println!(
             "{} {ms:.3}  # {gflops:.1} GFLOP/s, peak {:.1} MiB, {allocs} allocations per run",
@@ -244,10 +255,11 @@ fn main() {
             }
             "--gemm" => gemm_mode = true,
             "--cpu-time" => CPU_TIME.store(1, Relaxed),
+            "--digest" => DIGEST.store(1, Relaxed),
             "--table" => table = Some(it.by_ref().collect::<Vec<_>>()),
             "--help" | "-h" => {
                 println!(
-                    "bench_table [--threads 1|2] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2"
+                    "bench_table [--threads 1|2] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2"
                 );
                 return;
             }

@@ -20,6 +20,9 @@
 use rnn::cells::{
     softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
 };
+use std::cell::Cell;
+use std::rc::Rc;
+
 use rnn::tensor::init::Init;
 use rnn::tensor::{Mat, Parameters, Rng};
 
@@ -32,6 +35,29 @@ pub struct Case {
     pub flops: f64,
     /// Runs the case once.
     pub run: Box<dyn FnMut()>,
+    /// Set to `Some(_)` before a run to have the run store a digest of its results there.
+    #[allow(dead_code)] // read by bench_table's --digest; the criterion harness includes this file too
+    digest: Rc<Cell<Option<u64>>>,
+}
+
+impl Case {
+    /// Runs the case once and returns an FNV-1a digest of the bits of its results (gradients,
+    /// loss, or the final state for inference): equal digests mean bit-identical results.
+    #[allow(dead_code)] // used by bench_table, not by the criterion harness that includes this file
+    pub fn digest(&mut self) -> u64 {
+        self.digest.set(Some(0));
+        (self.run)();
+        self.digest.take().expect("the run stores its digest")
+    }
+}
+
+/// FNV-1a over the bits of every element.
+fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for v in mats.into_iter().flat_map(|m| m.iter()) {
+        h = (h ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
 }
 
 /// The names of every case, in torch_ref.py's order.
@@ -96,11 +122,17 @@ pub fn build(name: &str) -> Option<Case> {
             let h0 = lstm.zero_state(1);
             let mut cache = Default::default();
             let flops = 2.0 * (4 * 512 * (65 + 512) * 100) as f64;
+            let digest = Rc::new(Cell::new(None));
             Case {
                 name: NAMES[5],
                 flops,
+                digest: digest.clone(),
                 run: Box::new(move || {
-                    std::hint::black_box(lstm.forward(SeqInput::Dense(&x), 1, &h0, &mut cache));
+                    let fin = lstm.forward(SeqInput::Dense(&x), 1, &h0, &mut cache);
+                    if digest.get().is_some() {
+                        digest.set(Some(fnv([&fin.h, &fin.c])));
+                    }
+                    std::hint::black_box(fin);
                 }),
             }
         }
@@ -144,13 +176,18 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
     let d_out = Mat::from_element(h, steps * b, 1.0f32);
     let d_final = cell.zero_state(b);
     let mut grads = cell.params().clone();
+    let digest = Rc::new(Cell::new(None));
     Case {
         name: NAMES.iter().find(|n| **n == name).expect("a known case"),
         flops: layer_flops(g, i, h, steps * b, b, false, false),
+        digest: digest.clone(),
         run: Box::new(move || {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
             grads.zero();
             cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads, None);
+            if digest.get().is_some() {
+                digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
+            }
             std::hint::black_box(&grads);
         }),
     }
@@ -182,11 +219,13 @@ where
     let (mut logits, mut d_logits, mut dh) = (Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(h, t * b));
     let layers = stack.num_layers();
     let n = t * b;
+    let digest = Rc::new(Cell::new(None));
     let flops = (0..layers).map(|k| layer_flops(g, h, h, n, b, k == 0, k > 0)).sum::<f64>()
         + 3.0 * 2.0 * (v * h * n) as f64;
     Case {
         name: NAMES.iter().find(|n| **n == name).expect("a known case"),
         flops,
+        digest: digest.clone(),
         run: Box::new(move || {
             stack.forward_train(SeqInput::Index(&x), b, &states, &mut cache, None);
             let out = stack.outputs(&cache);
@@ -199,6 +238,11 @@ where
             g_head.zero();
             head.backward_into(out, &d_logits, &mut g_head, &mut dh);
             stack.backward_detached(SeqInput::Index(&x), &cache, &dh, &states, &mut grads, None);
+            if digest.get().is_some() {
+                let (gs, gh) = (grads.named_params(), g_head.named_params());
+                let loss = Mat::from_element(1, 1, loss);
+                digest.set(Some(fnv(gs.into_iter().chain(gh).map(|(_, m)| m).chain([&loss]))));
+            }
             std::hint::black_box(loss);
         }),
     }
