@@ -1,75 +1,39 @@
-//! Cell forward + backward, f32, cases named as in `../shared/bench/torch_ref.py` so the numbers
-//! sit beside PyTorch's:
+//! Criterion benches of every case of `../shared/bench/torch_ref.py`, under the same names, so
+//! the numbers sit beside PyTorch's (f32, seeded inputs, buffers reused across iterations as in
+//! training). The cases are defined once in `examples/common/torch_cases.rs`, which
+//! `examples/bench_table.rs` also runs; groups by topic:
 //!
-//! - `cell_{lstm,gru,rnn}_fwdbwd_i256_h256_b64`: one step from a zero state, backward of the
-//!   output sum (PyTorch's `nn.LSTMCell`/`nn.GRUCell`/`nn.RNNCell` case);
-//! - `seq_lstm_fwdbwd_i256_h256_b64_t24`: a 24-step sequence forward and backward;
-//! - `seq_lstm_fwd_i65_h512_b1_t100`: a 100-step forward of batch 1 (the sampling path).
+//! - `lm`: full training steps of a character model (stack → head → softmax CE → backward);
+//! - `seq`: a 24-step LSTM forward + backward, and the batch-1 inference forward;
+//! - `cell`: one LSTM / GRU / RNN step forward + backward.
 //!
-//! `cargo bench --bench cells [-- NAME]`. Inputs are seeded; caches are reused across
-//! iterations, as in training.
+//! `cargo bench --bench cells [-- NAME]` (the harness keeps the name it had when it held only
+//! the cell and sequence cases).
 
-use std::hint::black_box;
+#[path = "../examples/common/torch_cases.rs"]
+mod torch_cases;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use rnn::cells::{GruConfig, LstmConfig, Recurrence, RnnConfig, SeqInput};
-use rnn::tensor::init::Init;
-use rnn::tensor::{Mat, Parameters, Rng};
+use std::time::Duration;
 
-fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
-    Init::Normal { mean: 0.0, std: 1.0 }.matrix(rows, cols, rng)
-}
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// Forward over `steps` steps and backward of `sum(outputs)` from a random state.
-fn fwd_bwd<R: Recurrence<f32>>(
-    c: &mut Criterion,
-    name: &str,
-    cell: R,
-    i: usize,
-    b: usize,
-    steps: usize,
-    rng: &mut Rng,
-) {
-    let x = randn(i, steps * b, rng);
-    let h0 = cell.zero_state(b);
-    let mut cache = R::Cache::default();
-    let d_out = Mat::from_element(cell.hidden_size(), steps * b, 1.0f32);
-    let d_final = cell.zero_state(b);
-    let mut grads = cell.params().clone();
-    let mut d_x = Mat::zeros(i, steps * b);
-    c.bench_function(name, |bench| {
-        bench.iter(|| {
-            cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
-            grads.zero();
-            black_box(cell.backward(
-                SeqInput::Dense(&x),
-                &cache,
-                &d_out,
-                &d_final,
-                &mut grads,
-                Some(&mut d_x),
-            ));
-        })
-    });
+fn topic(c: &mut Criterion, topic: &str) {
+    let mut g = c.benchmark_group(topic);
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for name in torch_cases::NAMES.iter().filter(|n| n.starts_with(topic)) {
+        let mut case = torch_cases::build(name).expect("every listed case builds");
+        g.sample_size(if case.flops > 1e9 { 10 } else { 30 });
+        // Throughput in "elements" = floating-point operations, so criterion reports FLOP/s.
+        g.throughput(Throughput::Elements(case.flops as u64));
+        g.bench_function(case.name, |b| b.iter(&mut case.run));
+    }
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    let mut rng = Rng::seed_from(0);
-    let lstm = LstmConfig::new(256, 256).build::<f32>(&mut rng).unwrap();
-    fwd_bwd(c, "cell_lstm_fwdbwd_i256_h256_b64", lstm.clone(), 256, 64, 1, &mut rng);
-    let gru = GruConfig::new(256, 256).build::<f32>(&mut rng).unwrap();
-    fwd_bwd(c, "cell_gru_fwdbwd_i256_h256_b64", gru, 256, 64, 1, &mut rng);
-    let rnn = RnnConfig::new(256, 256).build::<f32>(&mut rng).unwrap();
-    fwd_bwd(c, "cell_rnn_fwdbwd_i256_h256_b64", rnn, 256, 64, 1, &mut rng);
-    fwd_bwd(c, "seq_lstm_fwdbwd_i256_h256_b64_t24", lstm, 256, 64, 24, &mut rng);
-
-    let big = LstmConfig::new(65, 512).build::<f32>(&mut rng).unwrap();
-    let x = randn(65, 100, &mut rng);
-    let h0 = big.zero_state(1);
-    let mut cache = Default::default();
-    c.bench_function("seq_lstm_fwd_i65_h512_b1_t100", |bench| {
-        bench.iter(|| black_box(big.forward(SeqInput::Dense(&x), 1, &h0, &mut cache)))
-    });
+    for t in ["lm", "seq", "cell"] {
+        topic(c, t);
+    }
 }
 
 criterion_group!(cells, benches);

@@ -31,8 +31,8 @@ use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, ensure_shape, hidden_weight_grad, input_backward, project_input, GatedConfig,
-    RecurrentParams,
+    add_column_sums, backward_weight, ensure_shape, hidden_weight_grad, input_backward, project_input,
+    GatedConfig, RecurrentParams,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -93,6 +93,8 @@ struct GruScratch<T: Scalar> {
     /// `dV`, `3H × T·B`.
     dv: Mat<T>,
     dh: Mat<T>,
+    /// `W_hhᵀ`, for sequences of more than one step (see `backward_weight`).
+    w_hh_t: Mat<T>,
 }
 
 impl<T: Scalar> Default for GruCache<T> {
@@ -105,46 +107,207 @@ impl<T: Scalar> Default for GruCache<T> {
             h: e(),
             h0: e(),
             v: e(),
-            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e() }),
+            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e(), w_hh_t: e() }),
         }
     }
 }
 
 /// The pointwise part of one step: `u` (`3H × B`, `W_ih·x` without bias) is overwritten with the
-/// activated gates, `v` is `W_hh·h_{t-1}` without bias; on entry `h` holds `h_{t-1}`, on exit
-/// `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
-fn pointwise_forward<T: Scalar>(
+/// activated gates, `v` (`W_hh·h_{t-1}` without bias, scratch) receives `b_hh`; on entry `h`
+/// holds `h_{t-1}`, on exit `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
+///
+/// The biases are added in their own passes so that the fused gate loop is branch-free and
+/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX2 build where available.
+#[inline(always)]
+fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
     u: &mut [T],
-    v: &[T],
+    v: &mut [T],
     b_ih: Option<&Mat<T>>,
     b_hh: Option<&Mat<T>>,
     mut v_n: Option<&mut [T]>,
     h: &mut [T],
 ) {
-    let (bi, bh) = (b_ih.map(|b| b.as_slice()), b_hh.map(|b| b.as_slice()));
-    let bias = |b: Option<&[T]>, k: usize| b.map_or(T::ZERO, |b| b[k]);
-    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact(3 * hid)).enumerate() {
+    let cols = u.len() / (3 * hid);
+    assert!(
+        u.len() == 3 * hid * cols && v.len() == u.len() && h.len() == hid * cols,
+        "GRU pointwise: u {}, v {}, h {} values for H = {hid}",
+        u.len(),
+        v.len(),
+        h.len()
+    );
+    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact_mut(3 * hid)).enumerate() {
+        if let (Some(bi), Some(bh)) = (b_ih, b_hh) {
+            ub.iter_mut().zip(bi.as_slice()).for_each(|(x, &y)| *x += y);
+            vb.iter_mut().zip(bh.as_slice()).for_each(|(x, &y)| *x += y);
+        }
+        let (ur, rest) = ub.split_at_mut(hid);
+        let (uz, un) = rest.split_at_mut(hid);
+        let (vr, rest) = vb.split_at(hid);
+        let (vz, vn) = rest.split_at(hid);
         let hb = &mut h[b * hid..(b + 1) * hid];
         for j in 0..hid {
-            let (jr, jz, jn) = (j, hid + j, 2 * hid + j);
-            let r = sigmoid(ub[jr] + bias(bi, jr) + vb[jr] + bias(bh, jr));
-            let z = sigmoid(ub[jz] + bias(bi, jz) + vb[jz] + bias(bh, jz));
-            let vn = vb[jn] + bias(bh, jn);
-            let n = (ub[jn] + bias(bi, jn) + r * vn).tanh();
-            (ub[jr], ub[jz], ub[jn]) = (r, z, n);
-            if let Some(s) = v_n.as_deref_mut() {
-                s[b * hid + j] = vn;
-            }
+            // r = σ(u_r + v_r), z = σ(u_z + v_z), n = tanh(u_n + r ⊙ v_n)
+            let r = sigmoid(ur[j] + vr[j]);
+            let z = sigmoid(uz[j] + vz[j]);
+            let n = (un[j] + r * vn[j]).tanh_v();
+            (ur[j], uz[j], un[j]) = (r, z, n);
+            // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
             hb[j] = (T::ONE - z) * n + z * hb[j];
         }
+        if let Some(s) = v_n.as_deref_mut() {
+            s[b * hid..(b + 1) * hid].copy_from_slice(vn);
+        }
     }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    fn pointwise_forward<T>(
+        hid: usize,
+        u: &mut [T],
+        v: &mut [T],
+        b_ih: Option<&Mat<T>>,
+        b_hh: Option<&Mat<T>>,
+        v_n: Option<&mut [T]>,
+        h: &mut [T],
+    ) => pointwise_forward_impl
+}
+
+/// The pointwise part of one backward step, for one step's blocks: activated gates `[r; z; n]`
+/// (`3H × B`), `v_n`, `h_{t-1}` and `δ_t` (`H × B`). On entry `dh` holds `dh_t` from the step
+/// after, on exit the direct part `dh ⊙ z` of `dh_{t-1}`; writes `du_t` and `dv_t` (`3H × B`).
+#[inline(always)]
+fn pointwise_backward_impl<T: Scalar>(
+    hid: usize,
+    gates: &[T],
+    v_n: &[T],
+    h_prev: &[T],
+    d_out: &[T],
+    dh: &mut [T],
+    du: &mut [T],
+    dv: &mut [T],
+) {
+    let n = v_n.len();
+    assert!(
+        gates.len() == 3 * n
+            && du.len() == 3 * n
+            && dv.len() == 3 * n
+            && [h_prev.len(), d_out.len(), dh.len()] == [n; 3],
+        "GRU pointwise backward: gates {}, du {}, dv {}, H×B blocks {n}, {}, {}, {}",
+        gates.len(),
+        du.len(),
+        dv.len(),
+        h_prev.len(),
+        d_out.len(),
+        dh.len()
+    );
+    let chunks =
+        gates.chunks_exact(3 * hid).zip(du.chunks_exact_mut(3 * hid)).zip(dv.chunks_exact_mut(3 * hid));
+    for (b, ((g3, du3), dv3)) in chunks.enumerate() {
+        let col = b * hid..(b + 1) * hid;
+        let (gr, rest) = g3.split_at(hid);
+        let (gz, gn) = rest.split_at(hid);
+        let (dur, rest) = du3.split_at_mut(hid);
+        let (duz, dun) = rest.split_at_mut(hid);
+        let (dvr, rest) = dv3.split_at_mut(hid);
+        let (dvz, dvn) = rest.split_at_mut(hid);
+        let (vn, hp, dout) = (&v_n[col.clone()], &h_prev[col.clone()], &d_out[col.clone()]);
+        let dhb = &mut dh[col];
+        for j in 0..hid {
+            let (r, z, nn) = (gr[j], gz[j], gn[j]);
+            // dh = δ_t + dh_t
+            let dht = dhb[j] + dout[j];
+            // dn = dh ⊙ (1 - z);  dz = dh ⊙ (h_{t-1} - n)
+            let dn = dht * (T::ONE - z);
+            let dz = dht * (hp[j] - nn);
+            // du_n = dn ⊙ (1 - n²);  dv_n = du_n ⊙ r
+            let d_un = dn * (T::ONE - nn * nn);
+            // du_r = dv_r = du_n ⊙ v_n ⊙ r(1-r);  du_z = dv_z = dz ⊙ z(1-z)
+            let dar = d_un * vn[j] * r * (T::ONE - r);
+            let daz = dz * z * (T::ONE - z);
+            (dur[j], duz[j], dun[j]) = (dar, daz, d_un);
+            (dvr[j], dvz[j], dvn[j]) = (dar, daz, d_un * r);
+            // the direct path: dh_{t-1} = dh ⊙ z (+ W_hhᵀ · dv_t after this pass)
+            dhb[j] = dht * z;
+        }
+    }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_backward_impl`], in its AVX2 build where available.
+    fn pointwise_backward<T>(
+        hid: usize,
+        gates: &[T],
+        v_n: &[T],
+        h_prev: &[T],
+        d_out: &[T],
+        dh: &mut [T],
+        du: &mut [T],
+        dv: &mut [T],
+    ) => pointwise_backward_impl
 }
 
 impl<T: Scalar> Gru<T> {
     /// All-zero gradients shaped like the parameters.
     pub fn zero_grads(&self) -> GruParams<T> {
         self.params.zeros_like()
+    }
+
+    /// [`Recurrence::backward`]; with `init_grad` false the last `W_hhᵀ` product, needed only
+    /// for the initial-state gradient, is skipped and `None` returned.
+    fn backward_inner(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &GruCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut GruParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        init_grad: bool,
+    ) -> Option<Mat<T>> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(batch > 0, "GRU backward: the cache holds no forward pass");
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n && d_final.shape() == (hid, batch),
+            "GRU backward: d_out is {:?}, d_final {:?}, x has {} columns; the forward had H = {hid}, N = {n}, B = {batch}",
+            d_out.shape(),
+            d_final.shape(),
+            x.columns()
+        );
+        let (steps, blk) = (n / batch, hid * batch);
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.du, 3 * hid, n);
+        ensure_shape(&mut s.dv, 3 * hid, n);
+        s.dh.clone_from(d_final);
+        let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
+        for t in (0..steps).rev() {
+            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
+            let gates_t = &gates[3 * t * blk..3 * (t + 1) * blk];
+            let v_n_t = &v_n[t * blk..(t + 1) * blk];
+            pointwise_backward(hid, gates_t, v_n_t, h_prev, d_out_t, s.dh.as_mut_slice(), du, dv);
+            // dh_{t-1} += W_hhᵀ · dv_t
+            if t > 0 || init_grad {
+                gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
+            }
+        }
+        // After the loop, one product each over the whole buffers:
+        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.du, bi);
+            add_column_sums(&s.dv, bh);
+        }
+        // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
+        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
+        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
+        init_grad.then(|| s.dh.clone())
     }
 }
 
@@ -193,7 +356,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         pointwise_forward(
             hid,
             u.as_mut_slice(),
-            v.as_slice(),
+            v.as_mut_slice(),
             p.bias_ih.as_ref(),
             p.bias_hh.as_ref(),
             None,
@@ -229,7 +392,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
             pointwise_forward(
                 hid,
                 &mut cache.gates.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk],
-                cache.v.as_slice(),
+                cache.v.as_mut_slice(),
                 p.bias_ih.as_ref(),
                 p.bias_hh.as_ref(),
                 Some(&mut cache.v_n.as_mut_slice()[t * blk..(t + 1) * blk]),
@@ -255,71 +418,19 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         grads: &mut GruParams<T>,
         d_x: Option<&mut Mat<T>>,
     ) -> Mat<T> {
-        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
-        assert!(batch > 0, "GRU backward: the cache holds no forward pass");
-        assert!(
-            d_out.shape() == (hid, n) && x.columns() == n && d_final.shape() == (hid, batch),
-            "GRU backward: d_out is {:?}, d_final {:?}, x has {} columns; the forward had H = {hid}, N = {n}, B = {batch}",
-            d_out.shape(),
-            d_final.shape(),
-            x.columns()
-        );
-        let (steps, blk) = (n / batch, hid * batch);
-        let mut guard = cache.scratch.borrow_mut();
-        let s = &mut *guard;
-        ensure_shape(&mut s.du, 3 * hid, n);
-        ensure_shape(&mut s.dv, 3 * hid, n);
-        s.dh.clone_from(d_final);
-        let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
-        for t in (0..steps).rev() {
-            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let dh = s.dh.as_mut_slice();
-            for b in 0..batch {
-                let g3 = &gates[3 * (t * blk + b * hid)..3 * (t * blk + (b + 1) * hid)];
-                let o = 3 * b * hid;
-                for j in 0..hid {
-                    let k = b * hid + j;
-                    let (r, z, nn) = (g3[j], g3[hid + j], g3[2 * hid + j]);
-                    // dh = δ_t + dh_t
-                    let dht = dh[k] + d_out_t[k];
-                    // dn = dh ⊙ (1 - z);  dz = dh ⊙ (h_{t-1} - n)
-                    let dn = dht * (T::ONE - z);
-                    let dz = dht * (h_prev[k] - nn);
-                    // du_n = dn ⊙ (1 - n²);  dv_n = du_n ⊙ r
-                    let dun = dn * (T::ONE - nn * nn);
-                    // du_r = dv_r = du_n ⊙ v_n ⊙ r(1-r);  du_z = dv_z = dz ⊙ z(1-z)
-                    let dar = dun * v_n[t * blk + k] * r * (T::ONE - r);
-                    let daz = dz * z * (T::ONE - z);
-                    (du[o + j], du[o + hid + j], du[o + 2 * hid + j]) = (dar, daz, dun);
-                    (dv[o + j], dv[o + hid + j], dv[o + 2 * hid + j]) = (dar, daz, dun * r);
-                    // the direct path: dh_{t-1} = dh ⊙ z (+ W_hhᵀ · dv_t below)
-                    dh[k] = dht * z;
-                }
-            }
-            // dh_{t-1} += W_hhᵀ · dv_t
-            gemm(
-                T::ONE,
-                &self.params.weight_hh,
-                Trans::Yes,
-                &s.dv.columns(t * batch, batch),
-                Trans::No,
-                T::ONE,
-                &mut s.dh,
-            );
-        }
-        // After the loop, one product each over the whole buffers:
-        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
-        // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.du, bi);
-            add_column_sums(&s.dv, bh);
-        }
-        // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
-        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x);
-        s.dh.clone()
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, true)
+            .expect("the initial-state gradient was asked for")
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &GruCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut GruParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, false);
     }
 }

@@ -35,8 +35,8 @@ use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, check_state_part, ensure_shape, hidden_weight_grad, input_backward, project_input,
-    summed_bias, GatedConfig, RecurrentParams,
+    add_column_sums, backward_weight, check_state_part, ensure_shape, hidden_weight_grad, input_backward,
+    project_input, summed_bias, GatedConfig, RecurrentParams,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -113,6 +113,8 @@ struct LstmScratch<T: Scalar> {
     dgates: Mat<T>,
     dh: Mat<T>,
     dc: Mat<T>,
+    /// `W_hhᵀ`, for sequences of more than one step (see `backward_weight`).
+    w_hh_t: Mat<T>,
 }
 
 impl<T: Scalar> Default for LstmCache<T> {
@@ -127,22 +129,38 @@ impl<T: Scalar> Default for LstmCache<T> {
             h0: e(),
             c0: e(),
             bias: Vec::new(),
-            scratch: RefCell::new(LstmScratch { dgates: e(), dh: e(), dc: e() }),
+            scratch: RefCell::new(LstmScratch { dgates: e(), dh: e(), dc: e(), w_hh_t: e() }),
         }
     }
 }
 
 /// The pointwise part of one step over a `4H × B` block of pre-activations `a` (bias not yet
 /// added; `bias` is `b_ih + b_hh` or empty). On entry `c` holds `c_{t-1}`, on exit `c_t`; `a` is
-/// overwritten with the activated gates, `h` with `h_t`, `tanh_c` (if given) with `tanh(c_t)`.
-fn pointwise_forward<T: Scalar>(
+/// overwritten with the activated gates, `h` with `h_t`, `tanh_c` with `tanh(c_t)`.
+///
+/// One fused pass per column, branch-free (the vectorisable [`Scalar::exp_v`]/[`Scalar::tanh_v`])
+/// and in its AVX2 build where the CPU has it.
+#[inline(always)]
+fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
     a: &mut [T],
     bias: &[T],
     c: &mut [T],
-    mut tanh_c: Option<&mut [T]>,
+    tanh_c: &mut [T],
     h: &mut [T],
 ) {
+    let cols = a.len() / (4 * hid);
+    assert!(
+        a.len() == 4 * hid * cols
+            && c.len() == hid * cols
+            && tanh_c.len() == hid * cols
+            && h.len() == hid * cols,
+        "LSTM pointwise: gates {}, c {}, tanh_c {}, h {} values for H = {hid}",
+        a.len(),
+        c.len(),
+        tanh_c.len(),
+        h.len()
+    );
     for (b, gate) in a.chunks_exact_mut(4 * hid).enumerate() {
         if !bias.is_empty() {
             gate.iter_mut().zip(bias).for_each(|(v, &bv)| *v += bv);
@@ -151,28 +169,172 @@ fn pointwise_forward<T: Scalar>(
         let (gf, rest) = rest.split_at_mut(hid);
         let (gg, go) = rest.split_at_mut(hid);
         let col = b * hid..(b + 1) * hid;
-        let (cb, hb) = (&mut c[col.clone()], &mut h[col.clone()]);
+        let (cb, hb, tb) = (&mut c[col.clone()], &mut h[col.clone()], &mut tanh_c[col]);
         for j in 0..hid {
             let i = sigmoid(gi[j]);
             let f = sigmoid(gf[j]);
-            let g = gg[j].tanh();
+            let g = gg[j].tanh_v();
             let o = sigmoid(go[j]);
             (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
+            // c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
             let ct = f * cb[j] + i * g;
-            let tc = ct.tanh();
+            let tc = ct.tanh_v();
             cb[j] = ct;
+            tb[j] = tc;
             hb[j] = o * tc;
-            if let Some(t) = tanh_c.as_deref_mut() {
-                t[b * hid + j] = tc;
-            }
         }
     }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    fn pointwise_forward<T>(hid: usize, a: &mut [T], bias: &[T], c: &mut [T], tanh_c: &mut [T], h: &mut [T]) => pointwise_forward_impl
+}
+
+/// The pointwise part of one backward step, for one step's blocks: activated gates (`4H × B`),
+/// `tanh(c_t)`, `c_{t-1}`, the output gradient `δ_t` and `dh_t` (each `H × B`). Writes the
+/// pre-activation gradients `da_t` into `dg` (`4H × B`) and replaces `dc_t` by `dc_{t-1}`.
+#[inline(always)]
+fn pointwise_backward_impl<T: Scalar>(
+    hid: usize,
+    gates: &[T],
+    tanh_c: &[T],
+    c_prev: &[T],
+    d_out: &[T],
+    dh: &[T],
+    dc: &mut [T],
+    dg: &mut [T],
+) {
+    let n = tanh_c.len();
+    assert!(
+        gates.len() == 4 * n
+            && dg.len() == 4 * n
+            && [c_prev.len(), d_out.len(), dh.len(), dc.len()] == [n; 4],
+        "LSTM pointwise backward: gates {}, dg {}, H×B blocks {n}, {}, {}, {}, {}",
+        gates.len(),
+        dg.len(),
+        c_prev.len(),
+        d_out.len(),
+        dh.len(),
+        dc.len()
+    );
+    for (b, (g4, dg4)) in gates.chunks_exact(4 * hid).zip(dg.chunks_exact_mut(4 * hid)).enumerate() {
+        let col = b * hid..(b + 1) * hid;
+        let (gi, rest) = g4.split_at(hid);
+        let (gf, rest) = rest.split_at(hid);
+        let (gg, go) = rest.split_at(hid);
+        let (di, rest) = dg4.split_at_mut(hid);
+        let (df, rest) = rest.split_at_mut(hid);
+        let (dgg, dgo) = rest.split_at_mut(hid);
+        let (tc, cp, dout, dhb) =
+            (&tanh_c[col.clone()], &c_prev[col.clone()], &d_out[col.clone()], &dh[col.clone()]);
+        let dcb = &mut dc[col];
+        for j in 0..hid {
+            let (i, f, g, o, tcj) = (gi[j], gf[j], gg[j], go[j], tc[j]);
+            // dh = δ_t + dh_t
+            let dht = dhb[j] + dout[j];
+            // dc = dc_t + dh ⊙ o ⊙ (1 - tanh²c_t)
+            let dct = dcb[j] + dht * o * (T::ONE - tcj * tcj);
+            // da_i = dc ⊙ g ⊙ i(1-i);  da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
+            di[j] = dct * g * i * (T::ONE - i);
+            df[j] = dct * cp[j] * f * (T::ONE - f);
+            // da_g = dc ⊙ i ⊙ (1-g²);  da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)
+            dgg[j] = dct * i * (T::ONE - g * g);
+            dgo[j] = dht * tcj * o * (T::ONE - o);
+            // dc_{t-1} = dc ⊙ f
+            dcb[j] = dct * f;
+        }
+    }
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`pointwise_backward_impl`], in its AVX2 build where available.
+    fn pointwise_backward<T>(
+        hid: usize,
+        gates: &[T],
+        tanh_c: &[T],
+        c_prev: &[T],
+        d_out: &[T],
+        dh: &[T],
+        dc: &mut [T],
+        dg: &mut [T],
+    ) => pointwise_backward_impl
 }
 
 impl<T: Scalar> Lstm<T> {
     /// All-zero gradients shaped like the parameters.
     pub fn zero_grads(&self) -> LstmParams<T> {
         self.params.zeros_like()
+    }
+
+    /// [`Recurrence::backward`]; with `init_grad` false the last `W_hhᵀ` product, needed only
+    /// for the initial-state gradient, is skipped and `None` returned.
+    fn backward_inner(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &LstmCache<T>,
+        d_out: &Mat<T>,
+        d_final: &LstmState<T>,
+        grads: &mut LstmParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        init_grad: bool,
+    ) -> Option<LstmState<T>> {
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n,
+            "LSTM backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+            d_out.shape(),
+            x.columns()
+        );
+        assert!(
+            d_final.h.shape() == (hid, batch) && d_final.c.shape() == (hid, batch),
+            "LSTM backward: d_final is h {:?}, c {:?}, expected {hid}×{batch}",
+            d_final.h.shape(),
+            d_final.c.shape()
+        );
+        assert!(batch > 0, "LSTM backward: the cache holds no forward pass");
+        let steps = n / batch;
+        let blk = hid * batch;
+        let mut guard = cache.scratch.borrow_mut();
+        let s = &mut *guard;
+        ensure_shape(&mut s.dgates, 4 * hid, n);
+        s.dh.clone_from(&d_final.h);
+        s.dc.clone_from(&d_final.c);
+        let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
+        for t in (0..steps).rev() {
+            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
+            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
+            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
+            let gates_t = &gates[4 * t * blk..4 * (t + 1) * blk];
+            let tanh_c_t = &tanh_c[t * blk..(t + 1) * blk];
+            pointwise_backward(
+                hid,
+                gates_t,
+                tanh_c_t,
+                c_prev,
+                d_out_t,
+                s.dh.as_slice(),
+                s.dc.as_mut_slice(),
+                dgs,
+            );
+            // dh_{t-1} = W_hhᵀ · da_t
+            if t > 0 || init_grad {
+                gemm(T::ONE, w_hh, tw, &s.dgates.columns(t * batch, batch), Trans::No, T::ZERO, &mut s.dh);
+            }
+        }
+        // After the loop, each one product over the whole dA buffer:
+        // dW_hh += Σ_t da_t · h_{t-1}ᵀ
+        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dA, db_hh += Σ_columns dA
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            add_column_sums(&s.dgates, bi);
+            add_column_sums(&s.dgates, bh);
+        }
+        // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
+        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
+        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
+        init_grad.then(|| LstmState { h: s.dh.clone(), c: s.dc.clone() })
     }
 }
 
@@ -225,7 +387,15 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         project_input(&self.params.weight_ih, x, &mut a);
         // a += W_hh · h_{t-1}  (a GEMV when B = 1)
         gemm(T::ONE, &self.params.weight_hh, Trans::No, &state.h, Trans::No, T::ONE, &mut a);
-        pointwise_forward(hid, a.as_mut_slice(), &bias, state.c.as_mut_slice(), None, state.h.as_mut_slice());
+        let mut tanh_c = vec![T::ZERO; hid * batch];
+        pointwise_forward(
+            hid,
+            a.as_mut_slice(),
+            &bias,
+            state.c.as_mut_slice(),
+            &mut tanh_c,
+            state.h.as_mut_slice(),
+        );
     }
 
     fn forward(
@@ -281,7 +451,7 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
                 &mut cache.gates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk],
                 &cache.bias,
                 &mut cs[range.clone()],
-                Some(&mut cache.tanh_c.as_mut_slice()[range.clone()]),
+                &mut cache.tanh_c.as_mut_slice()[range.clone()],
                 &mut cache.h.as_mut_slice()[range],
             );
         }
@@ -307,76 +477,20 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         grads: &mut LstmParams<T>,
         d_x: Option<&mut Mat<T>>,
     ) -> LstmState<T> {
-        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
-        assert!(
-            d_out.shape() == (hid, n) && x.columns() == n,
-            "LSTM backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
-            d_out.shape(),
-            x.columns()
-        );
-        assert!(
-            d_final.h.shape() == (hid, batch) && d_final.c.shape() == (hid, batch),
-            "LSTM backward: d_final is h {:?}, c {:?}, expected {hid}×{batch}",
-            d_final.h.shape(),
-            d_final.c.shape()
-        );
-        assert!(batch > 0, "LSTM backward: the cache holds no forward pass");
-        let steps = n / batch;
-        let blk = hid * batch;
-        let mut guard = cache.scratch.borrow_mut();
-        let s = &mut *guard;
-        ensure_shape(&mut s.dgates, 4 * hid, n);
-        s.dh.clone_from(&d_final.h);
-        s.dc.clone_from(&d_final.c);
-        let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
-        for t in (0..steps).rev() {
-            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
-            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let (dh, dc) = (s.dh.as_mut_slice(), s.dc.as_mut_slice());
-            for b in 0..batch {
-                let g4 = &gates[4 * (t * blk + b * hid)..4 * (t * blk + (b + 1) * hid)];
-                let dg = &mut dgs[4 * b * hid..4 * (b + 1) * hid];
-                for j in 0..hid {
-                    let k = b * hid + j;
-                    let (i, f, g, o) = (g4[j], g4[hid + j], g4[2 * hid + j], g4[3 * hid + j]);
-                    let tc = tanh_c[t * blk + k];
-                    // dh = δ_t + dh_t
-                    let dht = dh[k] + d_out_t[k];
-                    // dc = dc_t + dh ⊙ o ⊙ (1 - tanh²c_t)
-                    let dct = dc[k] + dht * o * (T::ONE - tc * tc);
-                    // da_i = dc ⊙ g ⊙ i(1-i);  da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
-                    dg[j] = dct * g * i * (T::ONE - i);
-                    dg[hid + j] = dct * c_prev[k] * f * (T::ONE - f);
-                    // da_g = dc ⊙ i ⊙ (1-g²);  da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)
-                    dg[2 * hid + j] = dct * i * (T::ONE - g * g);
-                    dg[3 * hid + j] = dht * tc * o * (T::ONE - o);
-                    // dc_{t-1} = dc ⊙ f
-                    dc[k] = dct * f;
-                }
-            }
-            // dh_{t-1} = W_hhᵀ · da_t
-            gemm(
-                T::ONE,
-                &self.params.weight_hh,
-                Trans::Yes,
-                &s.dgates.columns(t * batch, batch),
-                Trans::No,
-                T::ZERO,
-                &mut s.dh,
-            );
-        }
-        // After the loop, each one product over the whole dA buffer:
-        // dW_hh += Σ_t da_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
-        // db_ih += Σ_columns dA, db_hh += Σ_columns dA
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.dgates, bi);
-            add_column_sums(&s.dgates, bh);
-        }
-        // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
-        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x);
-        LstmState { h: s.dh.clone(), c: s.dc.clone() }
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, true)
+            .expect("the initial-state gradient was asked for")
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &LstmCache<T>,
+        d_out: &Mat<T>,
+        d_final: &LstmState<T>,
+        grads: &mut LstmParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_inner(x, cache, d_out, d_final, grads, d_x, false);
     }
 }
 

@@ -107,4 +107,21 @@ pub trait Recurrence<T: Scalar> {
         grads: &mut Self::Params,
         d_x: Option<&mut Mat<T>>,
     ) -> Self::State;
+
+    /// [`Recurrence::backward`] for an initial state that needs no gradient (a detached state:
+    /// the zero state, or the state carried into a truncated-BPTT window; PyTorch's
+    /// `requires_grad=False`). Parameter and input gradients are the same; the cells skip the
+    /// product that only the initial-state gradient needs (`W_hhᵀ·da_1`, one step's GEMM, a
+    /// fifth of a one-step cell's backward). The default calls `backward` and drops its result.
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &Self::Cache,
+        d_out: &Mat<T>,
+        d_final: &Self::State,
+        grads: &mut Self::Params,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward(x, cache, d_out, d_final, grads, d_x);
+    }
 }

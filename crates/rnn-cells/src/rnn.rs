@@ -47,7 +47,7 @@ use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
-use crate::gated::RecurrentParams;
+use crate::gated::{backward_weight, transpose_into, RecurrentParams};
 use crate::{CellError, Recurrence, SeqInput};
 
 /// Configuration of an [`Rnn`] cell.
@@ -345,6 +345,21 @@ impl<T: Scalar> Rnn<T> {
         d_x: Option<&mut Mat<T>>,
         d_h0: &mut Mat<T>,
     ) {
+        self.backward_with(x, cache, d_out, d_final, grads, d_x, Some(d_h0));
+    }
+
+    /// [`Rnn::backward_into`], skipping the last product `W_hhᵀ·da_1` when `d_h0` is `None`
+    /// (the initial state needs no gradient).
+    fn backward_with(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &RnnCache<T>,
+        d_out: &Mat<T>,
+        d_final: &Mat<T>,
+        grads: &mut RnnParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        d_h0: Option<&mut Mat<T>>,
+    ) {
         let h = self.hidden_size();
         let batch = cache.batch();
         assert!(batch > 0, "RNN backward: the cache holds no forward pass; call forward first");
@@ -377,14 +392,9 @@ impl<T: Scalar> Rnn<T> {
         ensure_shape(da, h, n);
         ensure_shape(dh, h, batch);
         dh.copy_from(d_final);
-        // With one column, W_hhᵀ·da_t is a GEMV. Read through the transpose it is a dot product
-        // per row; on an explicit copy of W_hhᵀ it is the faster column-AXPY kernel, and the
-        // copy (H² moves) costs less than one of the T products it speeds up.
-        let transposed = batch == 1 && steps > 1;
-        if transposed {
-            ensure_shape(w_hh_t, h, h);
-            self.params.weight_hh.transpose_to(w_hh_t);
-        }
+        // W_hhᵀ as an explicit copy for more than one step: the in-loop product then reads
+        // contiguous columns (for one column it is the column-AXPY GEMV instead of a dot per row).
+        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, w_hh_t);
         let hs = cache.outputs.as_slice();
         for t in (0..steps).rev() {
             let cols = t * hb..(t + 1) * hb;
@@ -398,15 +408,15 @@ impl<T: Scalar> Rnn<T> {
             }
             // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
             let da_t = MatView::from_slice(da_t, h, batch);
-            if transposed {
-                gemm(T::ONE, &*w_hh_t, Trans::No, &da_t, Trans::No, T::ZERO, dh);
-            } else {
-                gemm(T::ONE, &self.params.weight_hh, Trans::Yes, &da_t, Trans::No, T::ZERO, dh);
+            if t > 0 || d_h0.is_some() {
+                gemm(T::ONE, w_hh, tw, &da_t, Trans::No, T::ZERO, dh);
             }
         }
         // dh_0 = W_hhᵀ·da_1 (or d_final when there were no steps)
-        ensure_shape(d_h0, h, batch);
-        d_h0.copy_from(dh);
+        if let Some(d_h0) = d_h0 {
+            ensure_shape(d_h0, h, batch);
+            d_h0.copy_from(dh);
+        }
         let da: &Mat<T> = da;
         if steps > 0 {
             // dW_hh += dA[:, B..]·[h_1 … h_{T-1}]ᵀ + dA[:, ..B]·h_0ᵀ
@@ -452,8 +462,10 @@ impl<T: Scalar> Rnn<T> {
                         d_x.shape(),
                         xm.shape()
                     );
-                    // dX = W_ihᵀ·dA
-                    gemm(T::ONE, &self.params.weight_ih, Trans::Yes, da, Trans::No, T::ZERO, d_x);
+                    // dX = W_ihᵀ·dA, on an explicit W_ihᵀ (in W_hhᵀ's buffer, no longer needed),
+                    // which packs contiguously (see gated::input_backward)
+                    transpose_into(&self.params.weight_ih, w_hh_t);
+                    gemm(T::ONE, &*w_hh_t, Trans::No, da, Trans::No, T::ZERO, d_x);
                 }
             }
             SeqInput::Index(ix) => {
@@ -544,6 +556,18 @@ impl<T: Scalar> Recurrence<T> for Rnn<T> {
         let mut h = Mat::zeros(0, 0);
         self.backward_into(x, cache, d_out, &d_final.h, grads, d_x, &mut h);
         RnnState { h }
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &RnnCache<T>,
+        d_out: &Mat<T>,
+        d_final: &RnnState<T>,
+        grads: &mut RnnParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_with(x, cache, d_out, &d_final.h, grads, d_x, None);
     }
 }
 

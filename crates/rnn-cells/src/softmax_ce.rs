@@ -72,22 +72,43 @@ pub fn softmax_cross_entropy<T: Scalar>(
             *d = Mat::zeros(v, n);
         }
     }
+    let mut scratch = Vec::new();
+    let want_grad = d_logits.is_some();
     for (k, (z, &y)) in logits.as_slice().chunks_exact(v).zip(targets).enumerate() {
         let m = z.iter().copied().fold(z[0], |a, b| if b > a { b } else { a });
-        let sum = z.iter().fold(T::ZERO, |acc, &zi| acc + (zi - m).exp());
+        // e = exp(z - m), written into the gradient column (or scratch) by a vectorised pass
+        let e = match d_logits.as_deref_mut() {
+            Some(d) => &mut d.as_mut_slice()[k * v..(k + 1) * v],
+            None => {
+                scratch.resize(v, T::ZERO);
+                &mut scratch[..]
+            }
+        };
+        let sum = exp_shifted(z, m, e);
         // ℓ_k = logsumexp(z) - z[y]
         total += m + sum.ln() - z[y];
-        if let Some(d) = d_logits.as_deref_mut() {
+        if want_grad {
             // dL/dz = (softmax(z) - onehot(y)) / D
             let inv = scale / sum;
-            let col = &mut d.as_mut_slice()[k * v..(k + 1) * v];
-            for (dz, &zi) in col.iter_mut().zip(z) {
-                *dz = (zi - m).exp() * inv;
-            }
-            col[y] -= scale;
+            e.iter_mut().for_each(|x| *x *= inv);
+            e[y] -= scale;
         }
     }
     Ok(total * scale)
+}
+
+/// `out = exp(z - m)` elementwise; returns `Σ out` (summed in order).
+#[inline(always)]
+fn exp_shifted_impl<T: Scalar>(z: &[T], m: T, out: &mut [T]) -> T {
+    for (o, &zi) in out.iter_mut().zip(z) {
+        *o = (zi - m).exp_v();
+    }
+    out.iter().fold(T::ZERO, |acc, &x| acc + x)
+}
+
+rnn_tensor::dispatch_avx2! {
+    /// [`exp_shifted_impl`], in its AVX2 build where available.
+    fn exp_shifted<T>(z: &[T], m: T, out: &mut [T]) -> T => exp_shifted_impl
 }
 
 #[cfg(test)]

@@ -210,6 +210,88 @@ impl<C> Stack<C> {
         finals
     }
 
+    /// Backward through the layers top-down (see [`Recurrence::backward`]); with `init_grad`
+    /// false every layer runs [`Recurrence::backward_detached`] and `None` is returned.
+    fn backward_layers<T: Scalar>(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &StackCache<T, C>,
+        d_out: &Mat<T>,
+        d_final: &[C::State],
+        grads: &mut StackParams<C>,
+        mut d_x: Option<&mut Mat<T>>,
+        init_grad: bool,
+    ) -> Option<Vec<C::State>>
+    where
+        C: Recurrence<T>,
+    {
+        let l = self.params.layers.len();
+        assert!(
+            d_final.len() == l && grads.layers.len() == l && cache.layers.len() == l,
+            "stack backward: {l} layers, {} final-state gradients, {} gradient sets, {} caches",
+            d_final.len(),
+            grads.layers.len(),
+            cache.layers.len()
+        );
+        let mut guard = cache.scratch.borrow_mut();
+        let (d_cur, d_in) = &mut *guard;
+        let mut d_init: Vec<Option<C::State>> = vec![None; l];
+        // One layer's backward, with or without its initial-state gradient.
+        fn run<T: Scalar, C: Recurrence<T>>(
+            layer: &C,
+            x: SeqInput<'_, T>,
+            cache: &C::Cache,
+            dy: &Mat<T>,
+            d_fin: &C::State,
+            g: &mut C::Params,
+            d_x: Option<&mut Mat<T>>,
+            init_grad: bool,
+        ) -> Option<C::State> {
+            if init_grad {
+                Some(layer.backward(x, cache, dy, d_fin, g, d_x))
+            } else {
+                layer.backward_detached(x, cache, dy, d_fin, g, d_x);
+                None
+            }
+        }
+        for k in (0..l).rev() {
+            let layer = &self.params.layers[k];
+            // The output gradient of layer k: the caller's for the top, else the masked input
+            // gradient of layer k+1 (now in d_cur).
+            let dy = if k == l - 1 { d_out } else { &*d_cur };
+            let g = grads.layers[k].params_mut();
+            let d0 = if k == 0 {
+                run(layer, x, &cache.layers[0], dy, &d_final[0], g, d_x.take(), init_grad)
+            } else {
+                let input = if cache.dropped {
+                    &cache.inputs[k]
+                } else {
+                    self.params.layers[k - 1].outputs(&cache.layers[k - 1])
+                };
+                // Sized here: a cell may expect d_x already shaped like its input.
+                ensure_shape(d_in, input.nrows(), input.ncols());
+                let d0 = run(
+                    layer,
+                    SeqInput::Dense(input),
+                    &cache.layers[k],
+                    dy,
+                    &d_final[k],
+                    g,
+                    Some(d_in),
+                    init_grad,
+                );
+                if cache.dropped {
+                    // d yᵏ = d(input of layer k) ⊙ m
+                    d_in.component_mul_assign(&cache.masks[k]);
+                }
+                std::mem::swap(d_cur, d_in);
+                d0
+            };
+            d_init[k] = d0;
+        }
+        init_grad.then(|| d_init.into_iter().map(|s| s.expect("every layer ran backward")).collect())
+    }
+
     /// The states of every layer for a batch of `batch`, all zero.
     pub fn zero_states<T: Scalar>(&self, batch: usize) -> Vec<C::State>
     where
@@ -313,46 +395,21 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         d_out: &Mat<T>,
         d_final: &Vec<C::State>,
         grads: &mut Self::Params,
-        mut d_x: Option<&mut Mat<T>>,
+        d_x: Option<&mut Mat<T>>,
     ) -> Vec<C::State> {
-        let l = self.params.layers.len();
-        assert!(
-            d_final.len() == l && grads.layers.len() == l && cache.layers.len() == l,
-            "stack backward: {l} layers, {} final-state gradients, {} gradient sets, {} caches",
-            d_final.len(),
-            grads.layers.len(),
-            cache.layers.len()
-        );
-        let mut guard = cache.scratch.borrow_mut();
-        let (d_cur, d_in) = &mut *guard;
-        let mut d_init: Vec<Option<C::State>> = vec![None; l];
-        for k in (0..l).rev() {
-            let layer = &self.params.layers[k];
-            // The output gradient of layer k: the caller's for the top, else the masked input
-            // gradient of layer k+1 (now in d_cur).
-            let dy = if k == l - 1 { d_out } else { &*d_cur };
-            let g = grads.layers[k].params_mut();
-            let d0 = if k == 0 {
-                layer.backward(x, &cache.layers[0], dy, &d_final[0], g, d_x.take())
-            } else {
-                let input = if cache.dropped {
-                    &cache.inputs[k]
-                } else {
-                    self.params.layers[k - 1].outputs(&cache.layers[k - 1])
-                };
-                // Sized here: a cell may expect d_x already shaped like its input.
-                ensure_shape(d_in, input.nrows(), input.ncols());
-                let d0 =
-                    layer.backward(SeqInput::Dense(input), &cache.layers[k], dy, &d_final[k], g, Some(d_in));
-                if cache.dropped {
-                    // d yᵏ = d(input of layer k) ⊙ m
-                    d_in.component_mul_assign(&cache.masks[k]);
-                }
-                std::mem::swap(d_cur, d_in);
-                d0
-            };
-            d_init[k] = Some(d0);
-        }
-        d_init.into_iter().map(|s| s.expect("every layer ran backward")).collect()
+        self.backward_layers(x, cache, d_out, d_final, grads, d_x, true)
+            .expect("the initial-state gradients were asked for")
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &Self::Cache,
+        d_out: &Mat<T>,
+        d_final: &Vec<C::State>,
+        grads: &mut Self::Params,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_layers(x, cache, d_out, d_final, grads, d_x, false);
     }
 }

@@ -17,6 +17,7 @@
 //!   optimizers and checkpoints.
 
 mod error;
+mod fastmath;
 mod linalg;
 mod params;
 mod scalar;
@@ -25,6 +26,7 @@ pub mod activation;
 pub mod gradcheck;
 pub mod init;
 pub mod rng;
+pub mod simd;
 
 pub use error::TensorError;
 pub use linalg::{gemm, gemm_flops, Trans};

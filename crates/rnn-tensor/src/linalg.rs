@@ -292,8 +292,11 @@ unsafe fn gemm_small_impl<T: Scalar>(
 /// `y = alpha·Σ_p x(p)·A[:, p] + beta·y` for an `m×k` matrix `A` whose columns are contiguous
 /// (column `p` starts at `a + p·cs`); with `beta = 0`, `y` is only written.
 ///
-/// Rows are taken in blocks of 16 whose partial sums stay in registers across all `k` columns,
-/// instead of loading and storing `y` once per column.
+/// The columns are taken in panels of 8 and streamed top to bottom, each panel adding
+/// `Σ_l x(p+l)·A[i, p+l]` to `y[i]`: every column is read once, sequentially (eight streams the
+/// prefetcher follows), and `y` is read and written once per panel from L1 (rows go in chunks
+/// of 2048). Reading a large matrix in row blocks across all its columns instead jumps a whole
+/// column (8 KB for 4H = 2048) per load and ran at a tenth of the memory bandwidth.
 ///
 /// # Safety
 /// `a` must be valid for the shape and stride.
@@ -308,38 +311,35 @@ unsafe fn axpy_columns<T: Scalar>(
     beta: T,
     y: &mut [T],
 ) {
-    const R: usize = 16;
+    const P: usize = 8;
+    const ROWS: usize = 2048;
     debug_assert_eq!(y.len(), m);
-    for (blk, yb) in y.chunks_mut(R).enumerate() {
-        let i0 = blk * R;
-        let mut acc = [T::ZERO; R];
-        if yb.len() == R {
-            for p in 0..k {
-                let s = x(p);
-                // SAFETY: rows i0..i0+R of column p are inside A.
-                let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * cs + i0 as isize), R) };
-                for l in 0..R {
-                    acc[l] += s * col[l];
-                }
+    if beta == T::ZERO {
+        y.fill(T::ZERO);
+    } else if beta != T::ONE {
+        y.iter_mut().for_each(|v| *v *= beta);
+    }
+    for (blk, yb) in y.chunks_mut(ROWS).enumerate() {
+        let (i0, len) = (blk * ROWS, yb.len());
+        // SAFETY: rows i0..i0+len of column p are inside A.
+        let col =
+            |p: usize| unsafe { std::slice::from_raw_parts(a.offset(p as isize * cs + i0 as isize), len) };
+        let mut p = 0;
+        while p + P <= k {
+            let s: [T; P] = std::array::from_fn(|l| alpha * x(p + l));
+            let c: [&[T]; P] = std::array::from_fn(|l| col(p + l));
+            for (i, yi) in yb.iter_mut().enumerate() {
+                // SAFETY: every column slice holds `len` elements and i < len.
+                let e = |l: usize| s[l] * unsafe { *c[l].get_unchecked(i) };
+                // y_i += Σ_l s_l·A[i, p+l], summed in a fixed order
+                *yi += ((e(0) + e(1)) + (e(2) + e(3))) + ((e(4) + e(5)) + (e(6) + e(7)));
             }
-        } else {
-            let r = yb.len();
-            for p in 0..k {
-                let s = x(p);
-                // SAFETY: rows i0..i0+r of column p are inside A.
-                let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * cs + i0 as isize), r) };
-                for (acc_l, &c) in acc.iter_mut().zip(col) {
-                    *acc_l += s * c;
-                }
-            }
+            p += P;
         }
-        if beta == T::ZERO {
-            for (yi, &v) in yb.iter_mut().zip(&acc) {
-                *yi = alpha * v;
-            }
-        } else {
-            for (yi, &v) in yb.iter_mut().zip(&acc) {
-                *yi = alpha * v + beta * *yi;
+        for q in p..k {
+            let s = alpha * x(q);
+            for (yi, &v) in yb.iter_mut().zip(col(q)) {
+                *yi += s * v;
             }
         }
     }

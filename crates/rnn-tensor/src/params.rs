@@ -23,7 +23,8 @@ pub trait Parameters<T: Scalar> {
     /// Sets every tensor to zero (used to clear gradients).
     fn zero(&mut self) {
         for (_, m) in self.named_params_mut() {
-            m.fill(T::ZERO);
+            // Through the flat slice: a memset (nalgebra's fill walks element by element).
+            m.as_mut_slice().fill(T::ZERO);
         }
     }
 }

@@ -1,0 +1,288 @@
+//! Times every case of `../shared/bench/torch_ref.py` with the same protocol (median of 30 runs
+//! after 5 warm-up runs) and prints one line per case:
+//!
+//! ```text
+//! NAME MEDIAN_MS  # GFLOP/s, peak memory of one run, allocations per run
+//! ```
+//!
+//! Peak memory is measured by a counting global allocator: the most heap bytes the case holds at
+//! any moment of one run (parameters, gradients, caches, inputs and temporaries), counted from
+//! before the case was built.
+//!
+//! ```text
+//! cargo run --release --example bench_table -- [--threads N] [CASE ...]
+//! cargo run --release --example bench_table -- --gemm [--threads N]
+//! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
+//! ```
+//!
+//! - `--threads N` (1 or 2): the threads matrixmultiply may use (it reads `MATMUL_NUM_THREADS`
+//!   once, before its first product; this program sets it). Results are deterministic for a
+//!   given thread count: each thread computes its own blocks of the product.
+//! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
+//!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
+//!   torch_ref.py, so not for the table).
+//! - `--digest`: print a digest of each case's results (gradients, loss, final state) after the
+//!   timed runs instead of its time: the same digest for `--threads 1` and `--threads 2` shows the
+//!   results are bit-identical.
+//! - `--gemm`: the throughput of the matrix products the cases are made of, on their shapes and
+//!   layouts, the bound on what the cases can reach.
+//! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
+//!   threads) and prints the Markdown table of docs/PERFORMANCE.md.
+
+#[path = "common/torch_cases.rs"]
+mod torch_cases;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+use rnn::tensor::{gemm, gemm_flops, Mat, Rng, Trans};
+
+/// The system allocator, counting live bytes, their peak, and allocations.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; the counters do not affect allocation.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let live = LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size();
+            PEAK.fetch_max(live, Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+        }
+        ALLOCS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const WARMUP: usize = 5;
+const REPS: usize = 30;
+
+/// Whether to print each case's result digest instead of its time (`--digest`).
+static DIGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether to time with this thread's CPU clock instead of the wall clock (`--cpu-time`).
+static CPU_TIME: AtomicUsize = AtomicUsize::new(0);
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// Seconds of CPU time this thread has used (Linux `CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_seconds() -> f64 {
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
+}
+
+/// Milliseconds one call of `f` takes, on the wall clock or (with `--cpu-time`) this thread's
+/// CPU clock.
+fn time_ms(f: &mut impl FnMut()) -> f64 {
+    if CPU_TIME.load(Relaxed) == 1 {
+        let t0 = thread_cpu_seconds();
+        f();
+        (thread_cpu_seconds() - t0) * 1e3
+    } else {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64() * 1e3
+    }
+}
+
+/// Median of `REPS` timed runs after `WARMUP` runs, in milliseconds (torch_ref.py's protocol).
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    for _ in 0..WARMUP {
+        f();
+    }
+    let mut ts: Vec<f64> = (0..REPS).map(|_| time_ms(&mut f)).collect();
+    ts.sort_by(f64::total_cmp);
+    ts[REPS / 2]
+}
+
+fn run_cases(names: &[String]) {
+    for &name in torch_cases::NAMES.iter() {
+        if !names.is_empty() && !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let base = LIVE.load(Relaxed);
+        let mut case = torch_cases::build(name).expect("every listed case builds");
+        let ms = median_ms(&mut case.run);
+        // One more run with the counters reset: its peak and its allocation count.
+        PEAK.store(LIVE.load(Relaxed), Relaxed);
+        let allocs0 = ALLOCS.load(Relaxed);
+        (case.run)();
+        let peak = PEAK.load(Relaxed) - base;
+        let allocs = ALLOCS.load(Relaxed) - allocs0;
+        if DIGEST.load(Relaxed) == 1 {
+            let d = case.digest();
+            println!("{} digest {d:016x}", case.name);
+            continue;
+        }
+        let gflops = case.flops / (ms * 1e-3) / 1e9;
+        println!(
+            "{} {ms:.3}  # {gflops:.1} GFLOP/s, peak {:.1} MiB, {allocs} allocations per run",
+            case.name,
+            peak as f64 / (1 << 20) as f64
+        );
+        drop(case);
+    }
+}
+
+/// The products the cases are made of: `(label, m, k, n, op(A) transposed, op(B) transposed)`.
+const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 12] = [
+    ("square 1024", 1024, 1024, 1024, false, false),
+    ("lstm step W_hh·h (4H=1024, H=256, B=64)", 1024, 256, 64, false, false),
+    ("lstm step W_hhᵀ·da", 256, 1024, 64, true, false),
+    ("lstm input W_ih·X (T·B=1536)", 1024, 256, 1536, false, false),
+    ("lstm dW = dA·Xᵀ", 1024, 1536, 256, false, true),
+    ("lstm dX = W_ihᵀ·dA", 256, 1024, 1536, true, false),
+    ("gru step W_hh·h (3H=768)", 768, 256, 64, false, false),
+    ("rnn step W_hh·h (H=256)", 256, 256, 64, false, false),
+    ("head W·H (V=65)", 65, 256, 1536, false, false),
+    ("head dW = dY·Hᵀ", 65, 1536, 256, false, true),
+    ("head dH = Wᵀ·dY", 256, 65, 1536, true, false),
+    ("gemv W_hh·h (4H=2048, H=512, B=1)", 2048, 512, 1, false, false),
+];
+
+fn run_gemm() {
+    let mut rng = Rng::seed_from(1);
+    for &(label, m, k, n, ta, tb) in &GEMM_SHAPES {
+        let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
+        let (a, b) = (if ta { rand(k, m) } else { rand(m, k) }, if tb { rand(n, k) } else { rand(k, n) });
+        let mut c = Mat::<f32>::zeros(m, n);
+        let t = |x: bool| if x { Trans::Yes } else { Trans::No };
+        let ms = median_ms(|| gemm(1.0, &a, t(ta), &b, t(tb), 1.0, &mut c));
+        println!("{label:44} {m:5}x{k:5}x{n:5} {ms:9.4} ms {:7.1} GFLOP/s", gemm_flops(m, k, n) / ms / 1e6);
+    }
+}
+
+/// `NAME MEDIAN_MS` lines of a file, by name.
+fn read_times(path: &str) -> HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The extra fields of our lines (after `#`), by name.
+fn read_notes(path: &str) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let (head, note) = l.split_once('#')?;
+            Some((head.split_whitespace().next()?.to_string(), note.trim().to_string()))
+        })
+        .collect()
+}
+
+fn print_table(files: &[String]) {
+    let [o1, t1, o2, t2] = files else {
+        eprintln!("--table needs four files: OURS1 TORCH1 OURS2 TORCH2");
+        std::process::exit(2);
+    };
+    let (o1m, t1m, o2m, t2m) = (read_times(o1), read_times(t1), read_times(o2), read_times(t2));
+    let notes = read_notes(o1);
+    println!("| case | ours, 1 thread (ms) | PyTorch, 1 thread (ms) | speed-up | ours, 2 threads (ms) | PyTorch, 2 threads (ms) | speed-up | ours: GFLOP/s (1 thread), peak memory |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    let cell = |m: &HashMap<String, f64>, n: &str| m.get(n).map_or("–".to_string(), |v| format!("{v:.2}"));
+    let ratio = |a: &HashMap<String, f64>, b: &HashMap<String, f64>, n: &str| match (a.get(n), b.get(n)) {
+        (Some(x), Some(y)) => format!("{:.2}×", y / x),
+        _ => "–".to_string(),
+    };
+    for name in torch_cases::NAMES {
+        let note = notes.get(name).map(|s| s.split(", ").take(2).collect::<Vec<_>>().join(", "));
+        println!(
+            "| `{name}` | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&o1m, name),
+            cell(&t1m, name),
+            ratio(&o1m, &t1m, name),
+            cell(&o2m, name),
+            cell(&t2m, name),
+            ratio(&o2m, &t2m, name),
+            note.unwrap_or_default()
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut threads = 1usize;
+    let (mut gemm_mode, mut names, mut table) = (false, Vec::new(), None);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--threads" => {
+                threads =
+                    it.next().and_then(|v| v.parse().ok()).filter(|t| (1..=2).contains(t)).unwrap_or_else(
+                        || {
+                            eprintln!("--threads takes 1 or 2");
+                            std::process::exit(2)
+                        },
+                    )
+            }
+            "--gemm" => gemm_mode = true,
+            "--cpu-time" => CPU_TIME.store(1, Relaxed),
+            "--digest" => DIGEST.store(1, Relaxed),
+            "--table" => table = Some(it.by_ref().collect::<Vec<_>>()),
+            "--help" | "-h" => {
+                println!(
+                    "bench_table [--threads 1|2] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2"
+                );
+                return;
+            }
+            _ if a.starts_with('-') => {
+                eprintln!("unknown flag {a}; see --help");
+                std::process::exit(2)
+            }
+            _ => names.push(a),
+        }
+    }
+    if let Some(files) = table {
+        print_table(&files);
+        return;
+    }
+    if let Some(bad) = names.iter().find(|n| !torch_cases::NAMES.contains(&n.as_str())) {
+        eprintln!("unknown case {bad}; the cases are {:?}", torch_cases::NAMES);
+        std::process::exit(2);
+    }
+    // No other thread exists yet; matrixmultiply reads the variable at its first product.
+    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    if gemm_mode {
+        run_gemm();
+    } else {
+        run_cases(&names);
+    }
+}

@@ -1,0 +1,249 @@
+//! The benchmark cases of `../shared/bench/torch_ref.py`, built once here and run both by the
+//! criterion harness (`benches/torch_ref.rs`) and by `examples/bench_table.rs`.
+//!
+//! Every case does the work its PyTorch twin does, in f32, with seeded inputs:
+//!
+//! - `lm_*`: one full training step of a character model: the stack reads one-hot input (here by
+//!   index: a gather forward, a scatter-add backward), an affine head maps every output to `V`
+//!   logits, softmax cross-entropy sums over all `T·B` predictions and divides by `B`
+//!   (`reduction='sum'` / B, as torch_ref does), then backward through head and stack from a zero
+//!   initial state;
+//! - `seq_lstm_fwdbwd_*`: forward over `T` steps and backward of `sum(outputs)` (the input has no
+//!   gradient, as in PyTorch where `x` does not require it);
+//! - `seq_lstm_fwd_*_b1_*`: forward only, batch 1 (inference);
+//! - `cell_*`: one step from a random state and backward of `sum(h_1)`.
+//!
+//! The initial states need no gradient (in PyTorch they do not require it), so backward is
+//! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
+//! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
+
+use rnn::cells::{
+    softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
+};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use rnn::tensor::init::Init;
+use rnn::tensor::{Mat, Parameters, Rng};
+
+/// One benchmark case: a name (torch_ref.py's), its floating-point work per run, and the run.
+pub struct Case {
+    /// The case name, as in torch_ref.py.
+    pub name: &'static str,
+    /// Multiply-add work of one run, in floating-point operations (2 per multiply-add), counting
+    /// the matrix products PyTorch performs except the one-hot input products (a gather here).
+    pub flops: f64,
+    /// Runs the case once.
+    pub run: Box<dyn FnMut()>,
+    /// Set to `Some(_)` before a run to have the run store a digest of its results there.
+    #[allow(dead_code)] // read by bench_table's --digest; the criterion harness includes this file too
+    digest: Rc<Cell<Option<u64>>>,
+}
+
+impl Case {
+    /// Runs the case once and returns an FNV-1a digest of the bits of its results (gradients,
+    /// loss, or the final state for inference): equal digests mean bit-identical results.
+    #[allow(dead_code)] // used by bench_table, not by the criterion harness that includes this file
+    pub fn digest(&mut self) -> u64 {
+        self.digest.set(Some(0));
+        (self.run)();
+        self.digest.take().expect("the run stores its digest")
+    }
+}
+
+/// FNV-1a over the bits of every element.
+fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for v in mats.into_iter().flat_map(|m| m.iter()) {
+        h = (h ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The names of every case, in torch_ref.py's order.
+pub const NAMES: [&str; 9] = [
+    "lm_lstm_2x256_b64_t24_v65",
+    "lm_lstm_1x128_b32_t50_v65",
+    "lm_gru_2x256_b64_t24_v65",
+    "lm_rnn_1x256_b64_t24_v65",
+    "seq_lstm_fwdbwd_i256_h256_b64_t24",
+    "seq_lstm_fwd_i65_h512_b1_t100",
+    "cell_lstm_fwdbwd_i256_h256_b64",
+    "cell_gru_fwdbwd_i256_h256_b64",
+    "cell_rnn_fwdbwd_i256_h256_b64",
+];
+
+fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
+    Init::Normal { mean: 0.0, std: 1.0 }.matrix(rows, cols, rng)
+}
+
+/// Matrix-product flops of forward + backward of one recurrent layer with `g` gates over `n`
+/// columns of batch `b`: forward `W_ih·X` (unless the input is one-hot) and `W_hh·H`; backward
+/// `dW_hh`, `W_hhᵀ·da_t` for every step but the first (the initial state needs no gradient), and
+/// for dense input `dW_ih` and (if `d_x`) `W_ihᵀ·dA`.
+fn layer_flops(g: usize, i: usize, h: usize, n: usize, b: usize, one_hot: bool, d_x: bool) -> f64 {
+    let p = |rows: usize, cols: usize, n: usize| 2.0 * (rows * cols * n) as f64;
+    let (gh, input) = (g * h, if one_hot { 0 } else { i });
+    let fwd = p(gh, input, n) + p(gh, h, n);
+    let bwd = p(gh, h, n) + p(gh, h, n - b) + p(gh, input, n) + if d_x { p(gh, input, n) } else { 0.0 };
+    fwd + bwd
+}
+
+/// Builds the case called `name`, or `None` if there is none.
+pub fn build(name: &str) -> Option<Case> {
+    let mut rng = Rng::seed_from(0);
+    let rng = &mut rng;
+    let case = match name {
+        "lm_lstm_2x256_b64_t24_v65" => {
+            let stack = LstmConfig::new(65, 256).build_stack::<f32>(2, rng).unwrap();
+            lm_case(name, stack, 4, 65, 256, 64, 24, rng)
+        }
+        "lm_lstm_1x128_b32_t50_v65" => {
+            let stack = LstmConfig::new(65, 128).build_stack::<f32>(1, rng).unwrap();
+            lm_case(name, stack, 4, 65, 128, 32, 50, rng)
+        }
+        "lm_gru_2x256_b64_t24_v65" => {
+            let stack = GruConfig::new(65, 256).build_stack::<f32>(2, rng).unwrap();
+            lm_case(name, stack, 3, 65, 256, 64, 24, rng)
+        }
+        "lm_rnn_1x256_b64_t24_v65" => {
+            let stack =
+                Stack::from_fn(1, |k| RnnConfig::new(65, 256).with_layer(k).build::<f32>(rng)).unwrap();
+            lm_case(name, stack, 1, 65, 256, 64, 24, rng)
+        }
+        "seq_lstm_fwdbwd_i256_h256_b64_t24" => {
+            let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let h0 = lstm.zero_state(64);
+            fwd_bwd_case(name, lstm, h0, 4, 256, 64, 24, rng)
+        }
+        "seq_lstm_fwd_i65_h512_b1_t100" => {
+            let lstm = LstmConfig::new(65, 512).build::<f32>(rng).unwrap();
+            let x = randn(65, 100, rng);
+            let h0 = lstm.zero_state(1);
+            let mut cache = Default::default();
+            let flops = 2.0 * (4 * 512 * (65 + 512) * 100) as f64;
+            let digest = Rc::new(Cell::new(None));
+            Case {
+                name: NAMES[5],
+                flops,
+                digest: digest.clone(),
+                run: Box::new(move || {
+                    let fin = lstm.forward(SeqInput::Dense(&x), 1, &h0, &mut cache);
+                    if digest.get().is_some() {
+                        digest.set(Some(fnv([&fin.h, &fin.c])));
+                    }
+                    std::hint::black_box(fin);
+                }),
+            }
+        }
+        "cell_lstm_fwdbwd_i256_h256_b64" => {
+            let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let mut h0 = lstm.zero_state(64);
+            h0.h = randn(256, 64, rng);
+            h0.c = randn(256, 64, rng);
+            fwd_bwd_case(name, lstm, h0, 4, 256, 64, 1, rng)
+        }
+        "cell_gru_fwdbwd_i256_h256_b64" => {
+            let gru = GruConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let h0 = randn(256, 64, rng);
+            fwd_bwd_case(name, gru, h0, 3, 256, 64, 1, rng)
+        }
+        "cell_rnn_fwdbwd_i256_h256_b64" => {
+            let cell = RnnConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let mut h0 = cell.zero_state(64);
+            h0.h = randn(256, 64, rng);
+            fwd_bwd_case(name, cell, h0, 1, 256, 64, 1, rng)
+        }
+        _ => return None,
+    };
+    Some(case)
+}
+
+/// Forward over `steps` steps from `h0` and backward of `sum(outputs)`, no input gradient.
+fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
+    name: &str,
+    cell: R,
+    h0: R::State,
+    g: usize,
+    h: usize,
+    b: usize,
+    steps: usize,
+    rng: &mut Rng,
+) -> Case {
+    let i = cell.input_size();
+    let x = randn(i, steps * b, rng);
+    let mut cache = R::Cache::default();
+    let d_out = Mat::from_element(h, steps * b, 1.0f32);
+    let d_final = cell.zero_state(b);
+    let mut grads = cell.params().clone();
+    let digest = Rc::new(Cell::new(None));
+    Case {
+        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        flops: layer_flops(g, i, h, steps * b, b, false, false),
+        digest: digest.clone(),
+        run: Box::new(move || {
+            cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
+            grads.zero();
+            cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads, None);
+            if digest.get().is_some() {
+                digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
+            }
+            std::hint::black_box(&grads);
+        }),
+    }
+}
+
+/// One training step of `stack → affine head → softmax CE (sum / B)` on random characters.
+fn lm_case<C>(
+    name: &str,
+    stack: Stack<C>,
+    g: usize,
+    v: usize,
+    h: usize,
+    b: usize,
+    t: usize,
+    rng: &mut Rng,
+) -> Case
+where
+    C: Recurrence<f32> + Clone + std::fmt::Debug + 'static,
+{
+    let head = Affine::<f32>::new(h, v, rng).unwrap();
+    // torch_ref draws B sequences of T+1 characters: input the first T, target the last T.
+    let chars: Vec<Vec<usize>> = (0..b).map(|_| (0..=t).map(|_| rng.below(v)).collect()).collect();
+    let x: Vec<usize> = (0..t * b).map(|k| chars[k % b][k / b]).collect();
+    let y: Vec<usize> = (0..t * b).map(|k| chars[k % b][k / b + 1]).collect();
+    let states = stack.zero_states(b);
+    let mut cache = Default::default();
+    let mut grads = stack.zero_grads();
+    let mut g_head = head.zero_grads();
+    let (mut logits, mut d_logits, mut dh) = (Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(h, t * b));
+    let layers = stack.num_layers();
+    let n = t * b;
+    let digest = Rc::new(Cell::new(None));
+    let flops = (0..layers).map(|k| layer_flops(g, h, h, n, b, k == 0, k > 0)).sum::<f64>()
+        + 3.0 * 2.0 * (v * h * n) as f64;
+    Case {
+        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        flops,
+        digest: digest.clone(),
+        run: Box::new(move || {
+            stack.forward_train(SeqInput::Index(&x), b, &states, &mut cache, None);
+            let out = stack.outputs(&cache);
+            head.forward_into(out, &mut logits);
+            // loss = Σ_k ℓ_k / B  (cross_entropy(reduction='sum') / B)
+            let loss =
+                softmax_cross_entropy(&logits, &y, b, Reduction::SumTimeMeanBatch, Some(&mut d_logits))
+                    .unwrap();
+            grads.zero();
+            g_head.zero();
+            head.backward_into(out, &d_logits, &mut g_head, &mut dh);
+            stack.backward_detached(SeqInput::Index(&x), &cache, &dh, &states, &mut grads, None);
+            if digest.get().is_some() {
+                let (gs, gh) = (grads.named_params(), g_head.named_params());
+                let loss = Mat::from_element(1, 1, loss);
+                digest.set(Some(fnv(gs.into_iter().chain(gh).map(|(_, m)| m).chain([&loss]))));
+            }
+            std::hint::black_box(loss);
+        }),
+    }
+}
