@@ -47,7 +47,7 @@ use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
-use crate::gated::{backward_weight, transpose_into, RecurrentParams};
+use crate::gated::{add_column_sums, backward_weight, input_backward, RecurrentParams};
 use crate::{CellError, Recurrence, SeqInput};
 
 /// Configuration of an [`Rnn`] cell.
@@ -442,42 +442,12 @@ impl<T: Scalar> Rnn<T> {
         }
         // db_ih += Σ_columns dA, db_hh += Σ_columns dA
         if let (Some(gi), Some(gh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            let (gi, gh) = (gi.as_mut_slice(), gh.as_mut_slice());
-            for col in da.as_slice().chunks_exact(h) {
-                for ((a, b), &v) in gi.iter_mut().zip(gh.iter_mut()).zip(col) {
-                    *a += v;
-                    *b += v;
-                }
-            }
+            add_column_sums(da, gi);
+            add_column_sums(da, gh);
         }
-        match x {
-            SeqInput::Dense(xm) => {
-                // dW_ih += dA·Xᵀ
-                gemm(T::ONE, da, Trans::No, xm, Trans::Yes, T::ONE, &mut grads.weight_ih);
-                if let Some(d_x) = d_x {
-                    assert_eq!(
-                        d_x.shape(),
-                        xm.shape(),
-                        "RNN backward: d_x is {:?}, x is {:?}",
-                        d_x.shape(),
-                        xm.shape()
-                    );
-                    // dX = W_ihᵀ·dA, on an explicit W_ihᵀ (in W_hhᵀ's buffer, no longer needed),
-                    // which packs contiguously (see gated::input_backward)
-                    transpose_into(&self.params.weight_ih, w_hh_t);
-                    gemm(T::ONE, &*w_hh_t, Trans::No, da, Trans::No, T::ZERO, d_x);
-                }
-            }
-            SeqInput::Index(ix) => {
-                // dW_ih[:, x_c] += dA[:, c]   (scatter-add; one-hot input has no gradient)
-                let gw = grads.weight_ih.as_mut_slice();
-                for (col, &k) in da.as_slice().chunks_exact(h).zip(ix) {
-                    for (g, &v) in gw[k * h..(k + 1) * h].iter_mut().zip(col) {
-                        *g += v;
-                    }
-                }
-            }
-        }
+        // dW_ih += dA·Xᵀ (Index input: the scatter-add dW_ih[:, x_c] += dA[:, c]), and
+        // dX = W_ihᵀ·dA through an explicit W_ihᵀ in W_hhᵀ's buffer, which is no longer needed
+        input_backward(&self.params.weight_ih, x, da, &mut grads.weight_ih, d_x, w_hh_t);
     }
 }
 
