@@ -351,3 +351,177 @@ fn same_seed_same_bytes() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// Runs `charlm` with `args` and asserts the issue-8 contract for bad input: a non-zero exit,
+/// exactly one line on standard error that contains `want`, and no panic or backtrace.
+fn assert_clean_failure(args: &[String], want: &str) {
+    let out = Command::new(bin()).args(args).env("RUST_BACKTRACE", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(out.status.code().is_some(), "{args:?} died of a signal: {:?}", out.status);
+    assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked") && !err.to_lowercase().contains("backtrace"), "{err}");
+}
+
+/// The bad inputs of issue 8 that `bad_input_gives_one_line_errors` leaves out: a binary corpus
+/// that is valid UTF-8, a corrupted checkpoint, wrong shapes, a wrong and a mixed dtype, a
+/// missing tensor, checkpoints of another configuration (`--init`, `--resume`), more absurd
+/// flags, and an `--out` under `/proc` (tests run as root, so permission bits would not stop it).
+#[test]
+fn more_bad_input_gives_one_line_errors() {
+    use charlm::checkpoint::{encode_tensors, model_metadata, TensorList};
+    use charlm::DType;
+    use rnn_data::Vocab;
+    use rnn_tensor::Mat;
+
+    let dir = tmp("bad2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        s(&p)
+    };
+    // An ELF header: valid UTF-8 up to its NUL bytes, binary all the same.
+    let binary = write("a.out", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00");
+    let png = write("img.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR");
+    let good_run = dir.join("run");
+    let g = s(&good_run);
+    let (ok, _, err) = run(&train_args(&g, "7", &[]));
+    assert!(ok, "{err}");
+    let ck = good_run.join("model.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+    // One flipped bit in the last tensor's data: the CRC-32 catches it.
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    let corrupted = write("corrupt.safetensors", &flipped);
+    // Files with the run's metadata but tensors of the wrong shape, a missing one, f16 data.
+    let text = std::fs::read_to_string(corpus()).unwrap();
+    let vocab = Vocab::from_text(&text);
+    let config = ModelConfig::new(vocab.len()).with_hidden(8).with_layers(2).with_dropout(0.25);
+    let params = TensorList::<f32>::init(&config, &mut Rng::seed_from(1));
+    let named = params.named_params();
+    let meta = || model_metadata(&config, DType::F32, &vocab);
+    let mut reshaped: Vec<(String, Mat<f32>)> =
+        named.iter().map(|(n, m)| (n.clone(), (*m).clone())).collect();
+    reshaped[0].1 = Mat::zeros(reshaped[0].1.nrows(), reshaped[0].1.ncols() + 1);
+    let reshaped: Vec<(String, &Mat<f32>)> = reshaped.iter().map(|(n, m)| (n.clone(), m)).collect();
+    let wrong_shape = write("shape.safetensors", &encode_tensors(&reshaped, meta()).unwrap());
+    let missing = write("missing.safetensors", &encode_tensors(&named[1..], meta()).unwrap());
+    let f16_bytes = {
+        let data = vec![0u8; 2 * 4];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![4], &data).unwrap();
+        safetensors::serialize([("head.bias", view)], Some(meta())).unwrap()
+    };
+    let f16 = write("f16.safetensors", &f16_bytes);
+    // f64 tensors in a file whose metadata says f32.
+    let params64 = TensorList::<f64>::init(&config, &mut Rng::seed_from(1));
+    let mixed = write("mixed.safetensors", &encode_tensors(&params64.named_params(), meta()).unwrap());
+    // A valid checkpoint of another configuration (hidden 16), for --init.
+    let other = ModelConfig::new(vocab.len()).with_hidden(16).with_layers(2);
+    let other_params = TensorList::<f32>::init(&other, &mut Rng::seed_from(2));
+    let other_ck = write(
+        "other.safetensors",
+        &encode_tensors(&other_params.named_params(), model_metadata(&other, DType::F32, &vocab)).unwrap(),
+    );
+    let blocker = write("blocker", b"x");
+
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["train".to_string(), "--corpus".into(), s(&corpus()), "--no-progress".into()];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let sample = |ck: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["sample".to_string(), "--checkpoint".into(), ck.to_string()];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let small = ["--hidden", "8", "--layers", "2", "--seq-len", "10", "--batch", "3", "--steps", "2"];
+    let out_under = |out: &str| {
+        let mut a = small.to_vec();
+        a.extend(["--out", out]);
+        train(&a.iter().map(|x| &**x).collect::<Vec<_>>())
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // Corpora.
+        (
+            vec!["train".into(), "--corpus".into(), binary.clone()],
+            "looks binary (a NUL byte at byte offset 7)",
+        ),
+        (vec!["train".into(), "--corpus".into(), png], "not valid UTF-8 at byte offset 0"),
+        (vec!["train".into(), "--corpus".into(), d.to_string()], "cannot read corpus"),
+        (vec!["eval".into(), "--checkpoint".into(), s(&ck), "--text".into(), binary], "looks binary"),
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                s(&ck),
+                "--text".into(),
+                write("unk.txt", "~~{}".as_bytes()),
+            ],
+            "not in the vocabulary",
+        ),
+        // Checkpoints.
+        (sample(&corrupted, &[]), "the tensor data is corrupted (CRC-32"),
+        (sample(&wrong_shape, &[]), "has shape"),
+        (sample(&missing, &[]), "missing tensor(s) rnn.weight_ih_l0"),
+        (sample(&f16, &[]), "has dtype F16; only F32 and F64 are supported"),
+        (sample(&mixed, &[]), "the metadata says f32 but the tensors are f64"),
+        (sample(&format!("{d}/nope.safetensors"), &[]), "cannot read it"),
+        (
+            train(&[
+                "--hidden",
+                "8",
+                "--layers",
+                "2",
+                "--seq-len",
+                "10",
+                "--batch",
+                "3",
+                "--init",
+                &other_ck,
+                "--out",
+                &format!("{d}/i"),
+            ]),
+            "has shape [64, 31], the model (lstm V=31 H=8 L=2) needs [32, 31]",
+        ),
+        (
+            train(&[
+                "--hidden",
+                "16",
+                "--layers",
+                "2",
+                "--seq-len",
+                "10",
+                "--batch",
+                "3",
+                "--steps",
+                "9",
+                "--resume",
+                &g,
+            ]),
+            "resume with the original options",
+        ),
+        // Flags.
+        (sample(&s(&ck), &["--temperature", "-0.5"]), "invalid --temperature"),
+        (sample(&s(&ck), &["--temperature", "inf"]), "invalid --temperature"),
+        (sample(&s(&ck), &["--top-k", "-3"]), "--top-k"),
+        (train(&["--hidden", "100000000"]), "invalid --hidden"),
+        (train(&["--layers", "0"]), "invalid --layers"),
+        (train(&["--batch", "0"]), "invalid --batch"),
+        (train(&["--lr", "inf"]), "invalid --lr"),
+        (train(&["--lr", "-1"]), "invalid --lr"),
+        (train(&["--dropout", "NaN"]), "invalid --dropout"),
+        (train(&["--steps", "0"]), "invalid --steps"),
+        (train(&["--clip-norm", "NaN"]), "invalid --clip-norm"),
+        // --out that cannot be written, even by root.
+        (out_under("/proc/charlm-out"), "cannot write"),
+        (out_under(&format!("{blocker}/sub/dir")), "cannot write"),
+    ];
+    for (args, want) in cases {
+        assert_clean_failure(&args, want);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
