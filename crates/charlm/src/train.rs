@@ -416,6 +416,12 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             check_finite_params(model.params(), step)?;
             if corpus.val().len() >= 2 {
                 let v = evaluate(model, corpus.val(), bs, sl)?;
+                if !v.is_finite() {
+                    // Weights that give a non-finite validation loss are not a good checkpoint:
+                    // stop before writing them, keeping the previous one.
+                    bar.abandon();
+                    return Err(CharLmError::Diverged { step, loss: v });
+                }
                 val_loss.push((step, v));
                 last_val = Some(v);
                 say(&format!(

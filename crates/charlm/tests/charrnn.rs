@@ -251,9 +251,12 @@ fn bad_input_gives_one_line_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// SIGKILL at pseudo-random instants (some during checkpoint writes: one is written every 2
-/// steps), then `--resume` from whatever is on disk, in a loop; the run that finally completes
-/// ends byte-identical to one that was never interrupted, and every kill left a loadable pair.
+/// SIGKILL in a loop of 12 runs: four aimed inside a checkpoint write (the test watches for the
+/// commit's temporary files and kills as one appears; at least one kill must leave such a file
+/// behind, proof that it hit mid-write), eight at pseudo-random instants (one checkpoint every 2
+/// steps), each followed by `--resume` from whatever is on disk. After every kill the pair on disk
+/// loads and is never older than the one before (no checkpoint is lost), and the run that finally
+/// completes ends byte-identical to one that was never interrupted.
 #[test]
 fn killed_runs_resume_bit_identical() {
     let (full, cut) = (tmp("kill-full"), tmp("kill-cut"));
@@ -275,7 +278,7 @@ fn killed_runs_resume_bit_identical() {
             "--batch",
             "3",
             "--steps",
-            "120",
+            "240",
             "--val-every",
             "2",
             "--out",
@@ -298,29 +301,71 @@ fn killed_runs_resume_bit_identical() {
 
     let mut lcg = 12345u64;
     let mut kills = 0;
-    for _ in 0..8 {
+    let mut kills_in_writes = 0;
+    let mut saved_step = 0;
+    // Rounds 0..4 watch the run directory and kill the moment a commit's temporary file
+    // (`.model.safetensors.tmp-PID` or `train_state.json.next`) appears, so the kill lands
+    // inside a checkpoint write (the file is still there after the kill when it did); rounds
+    // 4..12 kill at a pseudo-random instant.
+    // Commit files in the run directory: temporary model files and a pending state.
+    let commit_files = |dir: &Path| -> Vec<String> {
+        let names = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        let names = names.map(|e| e.file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.contains(".tmp-") || n.ends_with(".next")).collect()
+    };
+    for round in 0..12 {
         let resume = cut.join("model.safetensors").exists();
+        // Left behind by earlier kills (temporary names carry the dead process's id).
+        let stale = commit_files(&cut);
+        let fresh = || commit_files(&cut).into_iter().any(|n| !stale.contains(&n));
         let mut child = Command::new(bin())
             .args(args(c, resume))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let wait = 5 + (lcg >> 33) % run_ms.max(10);
-        std::thread::sleep(std::time::Duration::from_millis(wait));
+        if round >= 4 {
+            lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Up to a sixth of a whole run, so that the eight kills spread over it.
+            let wait = 5 + (lcg >> 33) % (run_ms / 6).max(10);
+            std::thread::sleep(std::time::Duration::from_millis(wait));
+        } else {
+            // Let `round` writes pass so that the kills land at different steps, then kill.
+            let t0 = std::time::Instant::now();
+            let alive = |child: &mut std::process::Child| {
+                child.try_wait().unwrap().is_none() && t0.elapsed().as_millis() < 4 * run_ms as u128
+            };
+            let mut seen = 0;
+            while alive(&mut child) {
+                if fresh() {
+                    seen += 1;
+                    if seen > round {
+                        break;
+                    }
+                    while fresh() && alive(&mut child) {}
+                }
+            }
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         child.wait().unwrap();
+        let mid_write = fresh();
+        kills_in_writes += mid_write as usize;
+        eprintln!("kill round {round}: mid-write {mid_write}, checkpoint at step {saved_step}");
         if cut.join("model.safetensors").exists() {
-            // Whatever instant the kill hit, the pair on disk loads.
-            charlm::resume::load_checkpoint(&cut).expect("a kill left an unusable checkpoint");
+            // Whatever instant the kill hit, the pair on disk loads, and it is never older than
+            // the last one seen: a kill loses at most the steps since the last checkpoint.
+            let (_, state) =
+                charlm::resume::load_checkpoint(&cut).expect("a kill left an unusable checkpoint");
+            assert!(state.step >= saved_step, "a kill lost checkpoint {saved_step} (now {})", state.step);
+            saved_step = state.step;
         }
     }
+    assert!(kills_in_writes > 0, "no kill landed inside a checkpoint write");
     let state = charlm::resume::load_checkpoint(&cut).map(|(_, s)| s.step).unwrap_or(0);
-    if state < 120 {
+    if state < 240 {
         let resume = cut.join("model.safetensors").exists();
         let out = Command::new(bin()).args(args(c, resume)).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -333,21 +378,283 @@ fn killed_runs_resume_bit_identical() {
     std::fs::remove_dir_all(&cut).unwrap();
 }
 
-/// The same seed gives the same model file, byte for byte, in two processes; another seed gives
-/// another one. (No library here uses threads, so the thread count cannot change a result.)
+/// The same seed and the same thread count give the same model file, byte for byte, in two
+/// processes; another seed gives another one. matrixmultiply's threading is on, so each thread
+/// count (MATMUL_NUM_THREADS=1 and =2) is run twice, on a model whose GEMMs (512×128 recurrent
+/// weights, 512×31 input weights over 200 columns) are large enough to be split across threads.
+/// The threads split the output into blocks without changing any sum's order, so 1 and 2 threads
+/// also agree; that is asserted too.
 #[test]
 fn same_seed_same_bytes() {
-    let dirs: Vec<PathBuf> = ["seed-a", "seed-b", "seed-c"].iter().map(|t| tmp(t)).collect();
-    for (dir, seed) in dirs.iter().zip(["5", "5", "6"]) {
-        let (ok, _, err) =
-            run(&train_args(dir.to_str().unwrap(), "12", &["--seed", seed, "--batching", "windows"]));
-        assert!(ok, "{err}");
+    let runs = [("a", "1", "5"), ("b", "1", "5"), ("c", "2", "5"), ("d", "2", "5"), ("e", "1", "6")];
+    let mut bytes = Vec::new();
+    let text = corpus();
+    for (tag, threads, seed) in runs {
+        let dir = tmp(&format!("seed-{tag}"));
+        let d = dir.to_str().unwrap();
+        let args = [
+            "train",
+            "--corpus",
+            text.to_str().unwrap(),
+            "--hidden",
+            "128",
+            "--layers",
+            "1",
+            "--seq-len",
+            "10",
+            "--batch",
+            "20",
+            "--steps",
+            "6",
+            "--val-every",
+            "3",
+            "--batching",
+            "windows",
+            "--seed",
+            seed,
+            "--out",
+            d,
+            "--no-progress",
+        ];
+        let out = Command::new(bin()).args(args).env("MATMUL_NUM_THREADS", threads).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bytes.push(std::fs::read(dir.join("model.safetensors")).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    let bytes: Vec<Vec<u8>> =
-        dirs.iter().map(|d| std::fs::read(d.join("model.safetensors")).unwrap()).collect();
-    assert!(bytes[0] == bytes[1], "same seed, different models");
-    assert!(bytes[0] != bytes[2], "different seeds, same model");
-    for d in dirs {
+    assert!(bytes[0] == bytes[1], "1 thread: same seed, different models");
+    assert!(bytes[2] == bytes[3], "2 threads: same seed, different models");
+    assert!(bytes[0] == bytes[2], "1 and 2 threads give different models");
+    assert!(bytes[0] != bytes[4], "different seeds, same model");
+}
+
+/// Runs `charlm` with `args` and asserts the issue-8 contract for bad input: a non-zero exit,
+/// one error line (the last on standard error, after any progress lines a training run printed)
+/// that contains `want`, and no panic or backtrace.
+fn assert_clean_failure(args: &[String], want: &str) {
+    let out = Command::new(bin()).args(args).env("RUST_BACKTRACE", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(out.status.code().is_some(), "{args:?} died of a signal: {:?}", out.status);
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: ") && last.contains(want), "{args:?}: expected {want:?} in {err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked") && !err.to_lowercase().contains("backtrace"), "{err}");
+}
+
+/// The bad inputs of issue 8 that `bad_input_gives_one_line_errors` leaves out: a binary corpus
+/// that is valid UTF-8, a corrupted checkpoint, wrong shapes, a wrong and a mixed dtype, a
+/// missing tensor, checkpoints of another configuration (`--init`, `--resume`), more absurd
+/// flags, and an `--out` under `/proc` (tests run as root, so permission bits would not stop it).
+#[test]
+fn more_bad_input_gives_one_line_errors() {
+    use charlm::checkpoint::{encode_tensors, model_metadata, TensorList};
+    use charlm::DType;
+    use rnn_data::Vocab;
+    use rnn_tensor::Mat;
+
+    let dir = tmp("bad2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        s(&p)
+    };
+    // An ELF header: valid UTF-8 up to its NUL bytes, binary all the same.
+    let binary = write("a.out", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00");
+    let png = write("img.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR");
+    let good_run = dir.join("run");
+    let g = s(&good_run);
+    let (ok, _, err) = run(&train_args(&g, "7", &[]));
+    assert!(ok, "{err}");
+    let ck = good_run.join("model.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+    // One flipped bit in the last tensor's data: the CRC-32 catches it.
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    let corrupted = write("corrupt.safetensors", &flipped);
+    // Files with the run's metadata but tensors of the wrong shape, a missing one, f16 data.
+    let text = std::fs::read_to_string(corpus()).unwrap();
+    let vocab = Vocab::from_text(&text);
+    let config = ModelConfig::new(vocab.len()).with_hidden(8).with_layers(2).with_dropout(0.25);
+    let params = TensorList::<f32>::init(&config, &mut Rng::seed_from(1));
+    let named = params.named_params();
+    let meta = || model_metadata(&config, DType::F32, &vocab);
+    let mut reshaped: Vec<(String, Mat<f32>)> =
+        named.iter().map(|(n, m)| (n.clone(), (*m).clone())).collect();
+    reshaped[0].1 = Mat::zeros(reshaped[0].1.nrows(), reshaped[0].1.ncols() + 1);
+    let reshaped: Vec<(String, &Mat<f32>)> = reshaped.iter().map(|(n, m)| (n.clone(), m)).collect();
+    let wrong_shape = write("shape.safetensors", &encode_tensors(&reshaped, meta()).unwrap());
+    let missing = write("missing.safetensors", &encode_tensors(&named[1..], meta()).unwrap());
+    let f16_bytes = {
+        let data = vec![0u8; 2 * 4];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![4], &data).unwrap();
+        safetensors::serialize([("head.bias", view)], Some(meta())).unwrap()
+    };
+    let f16 = write("f16.safetensors", &f16_bytes);
+    // f64 tensors in a file whose metadata says f32.
+    let params64 = TensorList::<f64>::init(&config, &mut Rng::seed_from(1));
+    let mixed = write("mixed.safetensors", &encode_tensors(&params64.named_params(), meta()).unwrap());
+    // A valid checkpoint of another configuration (hidden 16), for --init.
+    let other = ModelConfig::new(vocab.len()).with_hidden(16).with_layers(2);
+    let other_params = TensorList::<f32>::init(&other, &mut Rng::seed_from(2));
+    let other_ck = write(
+        "other.safetensors",
+        &encode_tensors(&other_params.named_params(), model_metadata(&other, DType::F32, &vocab)).unwrap(),
+    );
+    let blocker = write("blocker", b"x");
+
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["train".to_string(), "--corpus".into(), s(&corpus()), "--no-progress".into()];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let sample = |ck: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["sample".to_string(), "--checkpoint".into(), ck.to_string()];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let small = ["--hidden", "8", "--layers", "2", "--seq-len", "10", "--batch", "3", "--steps", "2"];
+    let out_under = |out: &str| {
+        let mut a = small.to_vec();
+        a.extend(["--out", out]);
+        train(&a.iter().map(|x| &**x).collect::<Vec<_>>())
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // Corpora.
+        (
+            vec!["train".into(), "--corpus".into(), binary.clone()],
+            "looks binary (a NUL byte at byte offset 7)",
+        ),
+        (vec!["train".into(), "--corpus".into(), png], "not valid UTF-8 at byte offset 0"),
+        (vec!["train".into(), "--corpus".into(), d.to_string()], "cannot read corpus"),
+        (vec!["eval".into(), "--checkpoint".into(), s(&ck), "--text".into(), binary], "looks binary"),
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                s(&ck),
+                "--text".into(),
+                write("unk.txt", "~~{}".as_bytes()),
+            ],
+            "not in the vocabulary",
+        ),
+        // Checkpoints.
+        (sample(&corrupted, &[]), "the tensor data is corrupted (CRC-32"),
+        (sample(&wrong_shape, &[]), "has shape"),
+        (sample(&missing, &[]), "missing tensor(s) rnn.weight_ih_l0"),
+        (sample(&f16, &[]), "has dtype F16; only F32 and F64 are supported"),
+        (sample(&mixed, &[]), "the metadata says f32 but the tensors are f64"),
+        (sample(&format!("{d}/nope.safetensors"), &[]), "cannot read it"),
+        (
+            train(&[
+                "--hidden",
+                "8",
+                "--layers",
+                "2",
+                "--seq-len",
+                "10",
+                "--batch",
+                "3",
+                "--init",
+                &other_ck,
+                "--out",
+                &format!("{d}/i"),
+            ]),
+            "has shape [64, 31], the model (lstm V=31 H=8 L=2) needs [32, 31]",
+        ),
+        (
+            train(&[
+                "--hidden",
+                "16",
+                "--layers",
+                "2",
+                "--seq-len",
+                "10",
+                "--batch",
+                "3",
+                "--steps",
+                "9",
+                "--resume",
+                &g,
+            ]),
+            "resume with the original options",
+        ),
+        // Flags.
+        (sample(&s(&ck), &["--temperature", "-0.5"]), "invalid --temperature"),
+        (sample(&s(&ck), &["--temperature", "inf"]), "invalid --temperature"),
+        (sample(&s(&ck), &["--top-k", "-3"]), "--top-k"),
+        (train(&["--hidden", "100000000"]), "invalid --hidden"),
+        (train(&["--layers", "0"]), "invalid --layers"),
+        (train(&["--batch", "0"]), "invalid --batch"),
+        (train(&["--lr", "inf"]), "invalid --lr"),
+        (train(&["--lr", "-1"]), "invalid --lr"),
+        (train(&["--dropout", "NaN"]), "invalid --dropout"),
+        (train(&["--steps", "0"]), "invalid --steps"),
+        (train(&["--clip-norm", "NaN"]), "invalid --clip-norm"),
+        // --out that cannot be written, even by root.
+        (out_under("/proc/charlm-out"), "cannot write"),
+        (out_under(&format!("{blocker}/sub/dir")), "cannot write"),
+    ];
+    for (args, want) in cases {
+        assert_clean_failure(&args, want);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A real LSTM (f32, sgd, no clipping) at lr 3e36: steps 1 to 5 stay finite (steps 2 and 4 write
+/// checkpoints), step 6's loss overflows f32 to inf. The run exits non-zero with an error line
+/// naming step 6, and the step-4 checkpoint on disk is byte-identical to the one a run stopped
+/// at step 4 writes, and loads. At lr 1e37 the step-2 validation loss is already inf: that run
+/// stops at step 2 without writing those weights as a checkpoint. (At lr 1e36 and below the
+/// saturated LSTM keeps every loss finite.)
+#[test]
+fn divergence_names_the_step_and_keeps_the_last_checkpoint() {
+    let (good, bad, worse) = (tmp("div-good"), tmp("div-bad"), tmp("div-worse"));
+    let args = |out: &Path, steps: &str, lr: &str| -> Vec<String> {
+        [
+            "train",
+            "--corpus",
+            corpus().to_str().unwrap(),
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--seq-len",
+            "10",
+            "--batch",
+            "3",
+            "--steps",
+            steps,
+            "--val-every",
+            "2",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            lr,
+            "--no-clip-norm",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (ok, _, err) = run(&args(&good, "4", "3e36").iter().map(|s| &**s).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert_clean_failure(&args(&bad, "40", "3e36"), "training diverged at step 6: the loss is inf");
+    let before = std::fs::read(good.join("model.safetensors")).unwrap();
+    let after = std::fs::read(bad.join("model.safetensors")).unwrap();
+    assert!(before == after, "the last good checkpoint changed");
+    let (_, state) = charlm::resume::load_checkpoint(&bad).expect("the kept checkpoint loads");
+    assert_eq!(state.step, 4);
+    let ck = bad.join("model.safetensors");
+    let (ok, out, err) = run(&["sample", "--checkpoint", ck.to_str().unwrap(), "--length", "5"]);
+    assert!(ok && out.trim_end().chars().count() == 5, "{out:?} {err}");
+    assert_clean_failure(&args(&worse, "40", "1e37"), "training diverged at step 2: the loss is inf");
+    assert!(!worse.join("model.safetensors").exists(), "weights with an inf validation loss were saved");
+    for d in [good, bad, worse] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

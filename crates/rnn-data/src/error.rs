@@ -35,6 +35,14 @@ pub enum DataError {
         /// The offset of the first invalid byte.
         offset: usize,
     },
+    /// The corpus is valid UTF-8 but holds a NUL byte, which no text file does: it is binary.
+    #[error("corpus {origin} looks binary (a NUL byte at byte offset {offset}); pass a plain text file")]
+    Binary {
+        /// The file name, or `<string>`.
+        origin: String,
+        /// The offset of the first NUL byte.
+        offset: usize,
+    },
     /// The corpus has no characters.
     #[error("corpus {0} is empty; a language model needs text to learn from")]
     Empty(String),

@@ -123,10 +123,14 @@ impl Vocab {
     }
 }
 
-/// Checks that `bytes` are UTF-8 and returns the text; the error names the first bad byte.
+/// Checks that `bytes` are UTF-8 text without NUL bytes (which mark a binary file, even one that
+/// happens to be valid UTF-8) and returns the text; the error names the first bad byte.
 pub fn text_from_bytes(bytes: &[u8], origin: &str) -> Result<String, DataError> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => Ok(s.to_owned()),
+        Ok(s) => match s.bytes().position(|b| b == 0) {
+            Some(offset) => Err(DataError::Binary { origin: origin.to_owned(), offset }),
+            None => Ok(s.to_owned()),
+        },
         Err(e) => Err(DataError::NotUtf8 { origin: origin.to_owned(), offset: e.valid_up_to() }),
     }
 }
@@ -521,6 +525,10 @@ mod tests {
         let e = Corpus::from_bytes("aé".as_bytes()[..2].as_ref(), "y", 0.1).unwrap_err();
         assert_eq!(e, DataError::NotUtf8 { origin: "y".into(), offset: 1 });
         assert_eq!(Corpus::from_text("", 0.1).unwrap_err(), DataError::Empty("<string>".into()));
+        // Binary data that happens to be valid UTF-8 (an ELF header) is refused by its NUL bytes.
+        let e = Corpus::from_bytes(b"\x7fELF\x02\x01\x01\x00\x00", "a.out", 0.1).unwrap_err();
+        assert_eq!(e, DataError::Binary { origin: "a.out".into(), offset: 7 });
+        assert!(e.to_string().contains("looks binary"), "{e}");
         let e = Corpus::from_file("/nonexistent/corpus.txt", 0.1).unwrap_err();
         assert!(matches!(e, DataError::Io { .. }), "{e}");
         assert!(e.to_string().contains("/nonexistent/corpus.txt"), "{e}");

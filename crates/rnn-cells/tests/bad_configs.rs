@@ -1,0 +1,56 @@
+//! Every public constructor of the cells refuses bad values with a `CellError` (never a panic):
+//! zero sizes, non-finite or inverted initialisations, non-finite weights, a bad dropout,
+//! mismatched or empty stacks.
+
+use rnn_cells::{Affine, GruConfig, LinearConfig, LstmConfig, RnnConfig, Stack};
+use rnn_tensor::init::Init;
+use rnn_tensor::Rng;
+
+fn bad_inits() -> Vec<Init> {
+    vec![
+        Init::Uniform { lo: f64::NAN, hi: 1.0 },
+        Init::Uniform { lo: 1.0, hi: -1.0 },
+        Init::Uniform { lo: 0.0, hi: f64::INFINITY },
+        Init::Normal { mean: 0.0, std: -1.0 },
+        Init::Normal { mean: f64::NAN, std: 1.0 },
+        Init::TorchRecurrent { hidden: 0 },
+    ]
+}
+
+#[test]
+fn cell_configs_reject_bad_values() {
+    let mut rng = Rng::seed_from(0);
+    for (i, h) in [(0, 3), (3, 0), (0, 0)] {
+        assert!(RnnConfig::new(i, h).build::<f64>(&mut rng).is_err(), "rnn {i}x{h}");
+        assert!(LstmConfig::new(i, h).build::<f64>(&mut rng).is_err(), "lstm {i}x{h}");
+        assert!(GruConfig::new(i, h).build::<f32>(&mut rng).is_err(), "gru {i}x{h}");
+        assert!(Affine::<f64>::new(i, h, &mut rng).is_err(), "affine {i}x{h}");
+    }
+    for init in bad_inits() {
+        assert!(RnnConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "rnn {init:?}");
+        assert!(LstmConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "lstm {init:?}");
+        assert!(GruConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "gru {init:?}");
+    }
+    for (wx, wr) in [(f64::NAN, 1.0), (1.0, f64::INFINITY)] {
+        assert!(LinearConfig::new().with_weights(wx, wr).build::<f64>(&mut rng).is_err(), "{wx} {wr}");
+    }
+    // The good values build, so the refusals above are about the values.
+    assert!(LstmConfig::new(2, 3).build::<f64>(&mut rng).is_ok());
+    assert!(LinearConfig::new().with_weights(0.5, 1.0).build::<f64>(&mut rng).is_ok());
+}
+
+#[test]
+fn stacks_reject_bad_layers_and_dropout() {
+    let mut rng = Rng::seed_from(1);
+    assert!(Stack::<rnn_cells::Lstm<f64>>::new::<f64>(vec![]).is_err(), "an empty stack");
+    let l0 = LstmConfig::new(2, 3).build::<f64>(&mut rng).unwrap();
+    // The second layer must read 3 inputs (the first layer's hidden size), not 5.
+    let l1 = LstmConfig::new(5, 3).with_layer(1).build::<f64>(&mut rng).unwrap();
+    assert!(Stack::new::<f64>(vec![l0.clone(), l1]).is_err(), "mismatched layer sizes");
+    let l1 = LstmConfig::new(3, 3).with_layer(1).build::<f64>(&mut rng).unwrap();
+    let stack = Stack::new::<f64>(vec![l0, l1]).unwrap();
+    for p in [-0.1, 1.0, f64::NAN, f64::INFINITY] {
+        assert!(stack.clone().with_dropout(p).is_err(), "dropout {p}");
+    }
+    assert!(stack.with_dropout(0.5).is_ok());
+}
