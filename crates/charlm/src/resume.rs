@@ -93,7 +93,7 @@ pub fn f64s_to_hex(v: &[f64]) -> String {
 
 /// The inverse of [`f64s_to_hex`].
 pub fn hex_to_f64s(s: &str) -> Result<Vec<f64>, String> {
-    if s.len() % 16 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(16) || !s.is_ascii() {
         return Err(format!("a float list of {} characters is not a multiple of 16 hex digits", s.len()));
     }
     (0..s.len() / 16)

@@ -183,7 +183,7 @@ pub(crate) fn check_seq(x: &SeqInput<'_, impl Scalar>, batch: usize, input: usiz
         return Err(CellError::InvalidInput("batch must be at least 1".into()));
     }
     let n = x.columns();
-    if n % batch != 0 {
+    if !n.is_multiple_of(batch) {
         return Err(CellError::InvalidInput(format!(
             "the input has {n} columns, not a multiple of the batch {batch}; lay sequences out as features × (T·B)"
         )));

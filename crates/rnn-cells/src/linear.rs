@@ -185,7 +185,7 @@ impl<T: Scalar> LinearCell<T> {
 
 /// Checks that `x` is a `1 × (n·B)` sequence for a batch of `batch`.
 fn check_sequence<T: Scalar>(x: &Mat<T>, batch: usize) -> Result<(), CellError> {
-    if x.nrows() != 1 || batch == 0 || x.ncols() % batch != 0 {
+    if x.nrows() != 1 || batch == 0 || !x.ncols().is_multiple_of(batch) {
         return Err(CellError::InvalidInput(format!(
             "the linear cell needs inputs of shape 1 × (steps·batch) with batch > 0, \
              got {:?} with batch {batch}",
@@ -253,7 +253,7 @@ impl<T: Scalar> Recurrence<T> for LinearCell<T> {
     ) -> LinearState<T> {
         let cols = x.columns();
         assert!(
-            batch > 0 && cols % batch == 0 && h0.s.shape() == (1, batch),
+            batch > 0 && cols.is_multiple_of(batch) && h0.s.shape() == (1, batch),
             "linear forward: {cols} input columns, batch {batch}, s_0 {:?}",
             h0.s.shape()
         );

@@ -300,7 +300,7 @@ impl<T: Scalar> Rnn<T> {
         let h = self.hidden_size();
         let n = x.columns();
         assert!(
-            batch > 0 && n % batch == 0,
+            batch > 0 && n.is_multiple_of(batch),
             "RNN forward: {n} input columns is not a whole number of steps of batch {batch}"
         );
         assert_eq!(h0.shape(), (h, batch), "RNN forward: h0 is {:?}, expected ({h}, {batch})", h0.shape());
