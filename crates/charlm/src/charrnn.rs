@@ -106,9 +106,7 @@ impl<T: Scalar> StackableCell<T> for Rnn<T> {
         rng: &mut Rng,
     ) -> Result<Stack<Self>, CharLmError> {
         // tanh, PyTorch's default nonlinearity for nn.RNN.
-        Ok(Stack::from_fn(layers, |k| {
-            RnnConfig::new(if k == 0 { vocab } else { hidden }, hidden).with_layer(k).build(rng)
-        })?)
+        Ok(RnnConfig::new(vocab, hidden).build_stack(layers, rng)?)
     }
 }
 

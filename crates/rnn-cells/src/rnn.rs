@@ -48,7 +48,7 @@ use rnn_tensor::init::Init;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
 
 use crate::gated::{add_column_sums, backward_weight, input_backward, RecurrentParams};
-use crate::{CellError, Recurrence, SeqInput};
+use crate::{CellError, Recurrence, SeqInput, Stack};
 
 /// Configuration of an [`Rnn`] cell.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,6 +109,20 @@ impl RnnConfig {
             init.check().map_err(|e| CellError::InvalidConfig(format!("RNN cell: {e}")))?;
         }
         Ok(())
+    }
+
+    /// A stack of `num_layers` RNN cells, as `torch.nn.RNN(input, hidden, num_layers)`: layer 0
+    /// reads `input` features, the others `hidden`; layer `k`'s tensors are named `_l{k}` and
+    /// drawn in PyTorch's order, layer by layer. The activation and bias apply to every layer.
+    pub fn build_stack<T: Scalar>(
+        &self,
+        num_layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Rnn<T>>, CellError> {
+        Stack::from_fn(num_layers, |k| {
+            let input = if k == 0 { self.input } else { self.hidden };
+            RnnConfig { input, ..*self }.with_layer(k).build(rng)
+        })
     }
 
     /// Checks the configuration and draws the parameters, in PyTorch's order
