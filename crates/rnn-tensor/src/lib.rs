@@ -19,17 +19,20 @@
 mod error;
 mod fastmath;
 mod linalg;
+mod packed;
 mod params;
 mod scalar;
 
 pub mod activation;
 pub mod gradcheck;
 pub mod init;
+pub mod parallel;
 pub mod rng;
 pub mod simd;
 
 pub use error::TensorError;
 pub use linalg::{gemm, gemm_flops, Trans};
+pub use packed::{gemm_packed, PackedLhs};
 pub use params::{pair_params, ParamMut, Parameters};
 pub use rng::Rng;
 pub use scalar::Scalar;
