@@ -9,6 +9,8 @@
 //! is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`. Other element types and
 //! CPUs keep a column-major copy of `op(A)` and use [`gemm`].
 
+mod gemv;
+
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 use crate::{gemm, Scalar, Trans};
