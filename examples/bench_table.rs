@@ -15,9 +15,10 @@
 //! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
 //! ```
 //!
-//! - `--threads N` (1 or 2): the threads matrixmultiply may use (it reads `MATMUL_NUM_THREADS`
-//!   once, before its first product; this program sets it). Results are deterministic for a
-//!   given thread count: each thread computes its own blocks of the product.
+//! - `--threads N` (1 or 2): the threads the library's pool (`rnn_tensor::parallel`, which splits
+//!   the recurrent layers' time loops by batch columns) and matrixmultiply may use (it reads
+//!   `MATMUL_NUM_THREADS` once, before its first product; this program sets it). Results are
+//!   bit-identical for any thread count: every part is computed as it would be on one thread.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
 //!   torch_ref.py, so not for the table).
@@ -280,6 +281,7 @@ fn main() {
     }
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    rnn::tensor::parallel::set_num_threads(threads);
     if gemm_mode {
         run_gemm();
     } else {

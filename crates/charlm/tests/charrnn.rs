@@ -379,10 +379,11 @@ fn killed_runs_resume_bit_identical() {
 }
 
 /// The same seed and the same thread count give the same model file, byte for byte, in two
-/// processes; another seed gives another one. matrixmultiply's threading is on, so each thread
-/// count (MATMUL_NUM_THREADS=1 and =2) is run twice, on a model whose GEMMs (512×128 recurrent
-/// weights, 512×31 input weights over 200 columns) are large enough to be split across threads.
-/// The threads split the output into blocks without changing any sum's order, so 1 and 2 threads
+/// processes; another seed gives another one. Each thread count (MATMUL_NUM_THREADS and
+/// RNN_NUM_THREADS = 1 and = 2) is run twice, on a model whose GEMMs (512×128 recurrent weights,
+/// 512×31 input weights over 200 columns) are large enough to be split across threads and whose
+/// batch of 20 is split into two parts of 10 columns in the LSTM's time loop. Threads split the
+/// output into blocks (or batch columns) without changing any sum's order, so 1 and 2 threads
 /// also agree; that is asserted too.
 #[test]
 fn same_seed_same_bytes() {
@@ -416,7 +417,12 @@ fn same_seed_same_bytes() {
             d,
             "--no-progress",
         ];
-        let out = Command::new(bin()).args(args).env("MATMUL_NUM_THREADS", threads).output().unwrap();
+        let out = Command::new(bin())
+            .args(args)
+            .env("MATMUL_NUM_THREADS", threads)
+            .env("RNN_NUM_THREADS", threads)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         bytes.push(std::fs::read(dir.join("model.safetensors")).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -4,9 +4,23 @@
 //!
 //! The count is [`num_threads`]: `RNN_NUM_THREADS` if set, else the machine's available
 //! parallelism; [`set_num_threads`] changes it at run time.
+//!
+//! [`for_each_part`] runs on a persistent pool: worker threads are started on first use (more
+//! when the count grows) and live for the rest of the process. Between calls a worker spins for
+//! about [`SPIN`] (so a call that follows soon after the last one starts at once), then parks;
+//! the caller computes part 0 itself. A call made from inside a part (a GEMM inside a split time
+//! loop), or while another thread's call holds the pool, runs inline as a single part. A panic in
+//! any part is caught, the other parts finish (or leave a [`Part::barrier`] that can no longer be
+//! passed), and the first panic is resumed on the caller.
 
+use std::any::Any;
+use std::cell::Cell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -31,6 +45,61 @@ pub fn set_num_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
+/// How long an idle worker spins, waiting for the next call, before it parks.
+pub const SPIN: Duration = Duration::from_micros(100);
+
+/// Waits (spinning, then yielding the core) until `done()` holds; `poisoned()` is checked
+/// meanwhile and, if it holds, the wait panics instead of hanging.
+#[inline]
+fn wait_until(done: impl Fn() -> bool, poisoned: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        if poisoned() {
+            panic!("parallel: another part of this call panicked");
+        }
+        if spins < 2000 {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A barrier for the parts of one call: a counter and a generation, spin then yield.
+struct CallBarrier {
+    count: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    poisoned: AtomicBool,
+}
+
+impl CallBarrier {
+    fn new(count: usize) -> Self {
+        CallBarrier {
+            count,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    fn wait(&self) {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.count {
+            // The last to arrive resets the count (no one can arrive again before the
+            // generation moves) and releases the others.
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            wait_until(
+                || self.generation.load(Ordering::Acquire) != gen,
+                || self.poisoned.load(Ordering::Acquire),
+            );
+        }
+    }
+}
+
 /// One part of a [`for_each_part`] call: which part, of how many, and a barrier shared by all
 /// parts of the call.
 pub struct Part<'a> {
@@ -38,11 +107,14 @@ pub struct Part<'a> {
     pub index: usize,
     /// The number of parts running together.
     pub count: usize,
-    barrier: &'a std::sync::Barrier,
+    barrier: &'a CallBarrier,
 }
 
 impl Part<'_> {
-    /// Waits until every part of the call has reached this point.
+    /// Waits until every part of the call has reached this point (spinning, then yielding).
+    ///
+    /// # Panics
+    /// If another part of the call panicked (which the caller then sees as that part's panic).
     pub fn barrier(&self) {
         if self.count > 1 {
             self.barrier.wait();
@@ -65,27 +137,172 @@ pub fn split_range(n: usize, index: usize, count: usize, align: usize) -> Range<
     start..end
 }
 
-/// Runs `f` on `min(num_threads(), max_parts)` parts in parallel (part 0 on the calling
-/// thread) and returns when all have finished. With one part, `f` runs on the caller alone.
-pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
-    let count = num_threads().min(max_parts).max(1);
-    let barrier = std::sync::Barrier::new(count);
-    if count == 1 {
-        f(&Part { index: 0, count, barrier: &barrier });
-        return;
-    }
-    std::thread::scope(|s| {
-        for index in 1..count {
-            let (f, barrier) = (&f, &barrier);
-            s.spawn(move || f(&Part { index, count, barrier }));
+/// The function of a call, its lifetime erased (the caller outlives every use, see `Call`).
+type PartFn<'a> = dyn Fn(&Part<'_>) + Sync + 'a;
+
+/// What the parts of one call share; lives on the caller's stack until every worker that takes
+/// part has finished with it.
+struct Call {
+    f: *const PartFn<'static>,
+    barrier: CallBarrier,
+    /// Workers still running a part; a worker's decrement is its last access to the `Call`.
+    remaining: AtomicUsize,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl Call {
+    /// Runs part `index`, catching a panic (recorded, and the barrier poisoned).
+    fn run(&self, index: usize) {
+        // SAFETY: `f` points to the caller's closure, alive until the call returns, which waits
+        // for every part (see `for_each_part`).
+        let f = unsafe { &*self.f };
+        let part = Part { index, count: self.barrier.count, barrier: &self.barrier };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&part))) {
+            self.barrier.poisoned.store(true, Ordering::Release);
+            let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(p);
+            }
         }
-        f(&Part { index: 0, count, barrier: &barrier });
-    });
+    }
+}
+
+/// The state workers watch: `ticket = generation << 16 | count`, and the current call.
+struct Shared {
+    ticket: AtomicUsize,
+    call: AtomicPtr<Call>,
+}
+
+static SHARED: Shared = Shared { ticket: AtomicUsize::new(0), call: AtomicPtr::new(std::ptr::null_mut()) };
+
+const COUNT_BITS: u32 = 16;
+
+/// A started worker: its thread (to unpark) and whether it is parked or about to park.
+struct Worker {
+    thread: Thread,
+    sleeping: Arc<AtomicBool>,
+}
+
+/// The workers; whoever holds the lock owns the pool for one call.
+static POOL: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Whether this thread is running a part (then nested calls run inline).
+    static IN_PART: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Worker `index` (1-based: the part it runs) of the pool, having seen `ticket` already.
+fn worker_loop(index: usize, mut seen: usize, sleeping: Arc<AtomicBool>) {
+    IN_PART.with(|p| p.set(true));
+    loop {
+        // Spin, then park, until the ticket moves.
+        let start = Instant::now();
+        let mut spins = 0u32;
+        let ticket = loop {
+            let t = SHARED.ticket.load(Ordering::Acquire);
+            if t != seen {
+                break t;
+            }
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Announce the sleep, then look once more (SeqCst on both sides: a caller that
+            // moves the ticket after this check sees `sleeping` and unparks us).
+            sleeping.store(true, Ordering::SeqCst);
+            if SHARED.ticket.load(Ordering::SeqCst) == seen {
+                std::thread::park();
+            }
+            sleeping.store(false, Ordering::SeqCst);
+        };
+        seen = ticket;
+        let count = ticket & ((1 << COUNT_BITS) - 1);
+        if index < count {
+            let call = SHARED.call.load(Ordering::Acquire);
+            // SAFETY: the caller published `call` before the ticket and waits for `remaining`
+            // to reach zero before it lets the `Call` go; our decrement is the last access.
+            unsafe {
+                (*call).run(index);
+                (*call).remaining.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Runs `f` on `min(num_threads(), max_parts)` parts in parallel (part 0 on the calling
+/// thread) and returns when all have finished. With one part, `f` runs on the caller alone;
+/// so does a call made from inside a part or while another thread's call is running.
+///
+/// # Panics
+/// If a part panics: the first panic is resumed on the caller once every part has stopped.
+pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
+    let count = num_threads().min(max_parts).clamp(1, (1 << COUNT_BITS) - 1);
+    if count == 1 || IN_PART.with(|p| p.get()) {
+        return run_inline(&f);
+    }
+    let mut workers = match POOL.try_lock() {
+        Ok(w) => w,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return run_inline(&f),
+    };
+    while workers.len() + 1 < count {
+        let index = workers.len() + 1;
+        let seen = SHARED.ticket.load(Ordering::Acquire);
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let s = sleeping.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rnn-worker-{index}"))
+            .spawn(move || worker_loop(index, seen, s));
+        match spawned {
+            Ok(h) => workers.push(Worker { thread: h.thread().clone(), sleeping }),
+            Err(_) => break,
+        }
+    }
+    let count = count.min(workers.len() + 1);
+    let fr: &PartFn<'_> = &f;
+    // SAFETY: only the lifetime is erased; every use of the pointer ends before we return.
+    let f_ptr: *const PartFn<'static> = unsafe { std::mem::transmute::<&PartFn<'_>, &PartFn<'static>>(fr) };
+    let call = Call {
+        f: f_ptr,
+        barrier: CallBarrier::new(count),
+        remaining: AtomicUsize::new(count - 1),
+        panic: Mutex::new(None),
+    };
+    SHARED.call.store(&call as *const Call as *mut Call, Ordering::Relaxed);
+    let gen = (SHARED.ticket.load(Ordering::Relaxed) >> COUNT_BITS).wrapping_add(1);
+    SHARED.ticket.store((gen << COUNT_BITS) | count, Ordering::SeqCst);
+    for w in &workers[..count - 1] {
+        if w.sleeping.load(Ordering::SeqCst) {
+            w.thread.unpark();
+        }
+    }
+    IN_PART.with(|p| p.set(true));
+    call.run(0);
+    IN_PART.with(|p| p.set(false));
+    // Never a hang: parts stuck at a barrier see it poisoned and stop.
+    wait_until(|| call.remaining.load(Ordering::Acquire) == 0, || false);
+    drop(workers);
+    if let Some(p) = call.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        resume_unwind(p);
+    }
+}
+
+/// `f` as the single part of a call, on the calling thread.
+fn run_inline<F: Fn(&Part<'_>) + Sync>(f: &F) {
+    let barrier = CallBarrier::new(1);
+    let was = IN_PART.with(|p| p.replace(true));
+    let r = catch_unwind(AssertUnwindSafe(|| f(&Part { index: 0, count: 1, barrier: &barrier })));
+    IN_PART.with(|p| p.set(was));
+    if let Err(p) = r {
+        resume_unwind(p);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn ranges_cover_and_align() {
@@ -103,5 +320,126 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each part writes its own range; with 3 threads every index is written exactly once, by
+    /// the part that owns it, over many tiny calls (the pool's hand-off, not thread start-up).
+    #[test]
+    fn many_tiny_calls_cover_every_index_once() {
+        set_num_threads(3);
+        let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        let parts_seen = AtomicUsize::new(0);
+        for _ in 0..5_000 {
+            for_each_part(8, |p| {
+                parts_seen.fetch_max(p.count, Ordering::Relaxed);
+                for i in p.range(hits.len(), 1) {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 5_000));
+        // Another test may hold the pool for a moment (then a call runs inline), but most ran split.
+        assert!(parts_seen.load(Ordering::Relaxed) >= 2);
+    }
+
+    /// A call from inside a part runs inline, as one part, on the same thread.
+    #[test]
+    fn nested_calls_run_inline() {
+        set_num_threads(2);
+        let total = AtomicU64::new(0);
+        for_each_part(2, |outer| {
+            let me = std::thread::current().id();
+            for_each_part(2, |inner| {
+                assert_eq!((inner.index, inner.count), (0, 1));
+                assert_eq!(std::thread::current().id(), me);
+                inner.barrier();
+                total.fetch_add(1 + outer.index as u64, Ordering::Relaxed);
+            });
+        });
+        // One inner call per outer part: 1 (+ 2 when the call was split).
+        assert!(matches!(total.load(Ordering::Relaxed), 1 | 3));
+    }
+
+    /// The barrier separates phases: every part sees all writes of the phase before.
+    #[test]
+    fn barrier_orders_phases() {
+        set_num_threads(2);
+        for round in 0..500u64 {
+            let cells: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+            let sums: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+            for_each_part(2, |p| {
+                for phase in 1..=3u64 {
+                    if p.index < cells.len() {
+                        cells[p.index].store(round * 10 + phase, Ordering::Relaxed);
+                    }
+                    p.barrier();
+                    let s: u64 = cells[..p.count].iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                    assert_eq!(s, p.count as u64 * (round * 10 + phase));
+                    p.barrier();
+                    sums[p.index].fetch_add(s, Ordering::Relaxed);
+                }
+            });
+            assert!(sums[0].load(Ordering::Relaxed) > 0);
+        }
+    }
+
+    fn panic_message(p: Box<dyn Any + Send>) -> String {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    }
+
+    /// A panic in a worker's part, in the caller's part, or while the other part waits at a
+    /// barrier reaches the caller (the first panic's message), and the pool still works after.
+    #[test]
+    fn panics_propagate_without_hanging() {
+        set_num_threads(2);
+        for who in [0usize, 1] {
+            let r = catch_unwind(|| {
+                for_each_part(2, |p| {
+                    if p.index == who || p.count == 1 {
+                        panic!("part {} failed", p.index);
+                    }
+                })
+            });
+            assert!(panic_message(r.unwrap_err()).starts_with("part "));
+            // The other part waits at a barrier the panicking one never reaches.
+            let r = catch_unwind(|| {
+                for_each_part(2, |p| {
+                    if p.index == who || p.count == 1 {
+                        panic!("before the barrier");
+                    }
+                    p.barrier();
+                })
+            });
+            assert_eq!(panic_message(r.unwrap_err()), "before the barrier");
+        }
+        let n = AtomicUsize::new(0);
+        for_each_part(2, |_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(n.load(Ordering::Relaxed) >= 1);
+    }
+
+    /// Calls from several threads at once: one holds the pool, the others run inline.
+    #[test]
+    fn concurrent_callers() {
+        set_num_threads(2);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for _ in 0..2000 {
+                        let v: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
+                        for_each_part(2, |p| {
+                            for i in p.range(10, 1) {
+                                v[i].fetch_add(i + t, Ordering::Relaxed);
+                            }
+                        });
+                        assert!(v.iter().enumerate().all(|(i, x)| x.load(Ordering::Relaxed) == i + t));
+                    }
+                });
+            }
+        });
     }
 }
