@@ -12,9 +12,11 @@
 //!   `d_x = W_ihᵀ · D` (one GEMM), `db += Σ_columns D`.
 
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use rnn_tensor::init::Init;
-use rnn_tensor::{gemm, Mat, Parameters, Rng, Scalar, Trans};
+use rnn_tensor::nalgebra::{DMatrixViewMut, Dyn, Matrix, RawStorage, RawStorageMut};
+use rnn_tensor::{gemm, gemm_packed, parallel, Mat, PackedLhs, Parameters, Rng, Scalar, Trans};
 
 use crate::{CellError, SeqInput};
 
@@ -303,21 +305,106 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(d: &Mat<T>, h0: &Mat<T>, outputs: &M
     }
 }
 
-/// The left operand of backward's in-loop product `W_hhᵀ · da_t`, as `(matrix, transpose)`.
-///
-/// Read through its transpose, `W_hh` is a row-major operand, which matrixmultiply packs with a
-/// strided gather on every call (in the LSTM it took a seventh of a training step); for more than
-/// one step an explicit copy of `W_hhᵀ` is made once (into `buf`), whose columns pack contiguously.
-pub(crate) fn backward_weight<'a, T: Scalar>(
-    w_hh: &'a Mat<T>,
-    steps: usize,
-    buf: &'a mut Mat<T>,
-) -> (&'a Mat<T>, Trans) {
-    if steps > 1 {
-        transpose_into(w_hh, buf);
-        (buf, Trans::No)
-    } else {
-        (w_hh, Trans::Yes)
+/// The left operand of a time loop's per-step product (`W_hh·h_{t-1}` forward, `W_hhᵀ·da_t`
+/// backward): packed once per sequence into a reused [`PackedLhs`] when the sequence has more
+/// than one step, else (one step, one product) read as stored.
+pub(crate) enum StepWeight<'a, T: Scalar> {
+    /// `op(W)`, packed once for the `T` products.
+    Packed(&'a PackedLhs<T>),
+    /// `W` and whether to transpose it.
+    Plain(&'a Mat<T>, Trans),
+}
+
+impl<'a, T: Scalar> StepWeight<'a, T> {
+    /// `op(w)` for `steps` products: packed into `buf` if `steps > 1`.
+    pub(crate) fn new(w: &'a Mat<T>, trans: Trans, steps: usize, buf: &'a mut PackedLhs<T>) -> Self {
+        if steps > 1 {
+            buf.pack(w, trans);
+            StepWeight::Packed(buf)
+        } else {
+            StepWeight::Plain(w, trans)
+        }
+    }
+
+    /// `c = op(W)·b + beta·c`.
+    pub(crate) fn gemm<SB, SC>(&self, b: &Matrix<T, Dyn, Dyn, SB>, beta: T, c: &mut Matrix<T, Dyn, Dyn, SC>)
+    where
+        SB: RawStorage<T, Dyn, Dyn>,
+        SC: RawStorageMut<T, Dyn, Dyn>,
+    {
+        match *self {
+            StepWeight::Packed(p) => gemm_packed(T::ONE, p, b, Trans::No, beta, c),
+            StepWeight::Plain(w, t) => gemm(T::ONE, w, t, b, Trans::No, beta, c),
+        }
+    }
+}
+
+/// Columns of one batch part that a time loop split by [`batch_parts`] needs at least.
+const MIN_PART_COLUMNS: usize = 8;
+/// Multiply-adds of one part's step product below which a split does not pay (and above the
+/// small-product route of `gemm`, so every part takes the same route as the whole product).
+const MIN_PART_MACS: usize = 1 << 16;
+
+/// How many parts a time loop over `batch` columns is split into at most (for
+/// [`for_each_part`](rnn_tensor::parallel::for_each_part)): each part needs [`MIN_PART_COLUMNS`] columns and a step product
+/// of [`MIN_PART_MACS`] multiply-adds (`macs_per_column` per column).
+fn batch_parts(batch: usize, macs_per_column: usize) -> usize {
+    let by_work = (batch * macs_per_column) / MIN_PART_MACS;
+    (batch / MIN_PART_COLUMNS).min(by_work).max(1)
+}
+
+/// Runs `f(cols)` on the parts of a time loop over `batch` columns split by [`batch_parts`]
+/// (through [`for_each_part`](rnn_tensor::parallel::for_each_part)), each part with its own
+/// non-empty, contiguous range of batch columns.
+pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl Fn(Range<usize>) + Sync) {
+    parallel::for_each_part(batch_parts(batch, macs_per_column), |part| {
+        let cols = part.range(batch, 1);
+        if !cols.is_empty() {
+            f(cols);
+        }
+    });
+}
+
+/// A column-major matrix that the parts of a [`for_each_part`](rnn_tensor::parallel::for_each_part) call share, each part
+/// reading and writing only its own columns (a batch range inside each step block). Holds a raw
+/// pointer: the matrix must outlive the call and not be touched otherwise meanwhile.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedCols<T> {
+    ptr: *mut T,
+    rows: usize,
+    cols: usize,
+}
+
+// SAFETY: the parts access disjoint columns (the contract of `cols_mut`/`slice_mut`); `T` values
+// move between threads as in any `Mat<T>` (Scalar: Send + Sync).
+unsafe impl<T: Send> Send for SharedCols<T> {}
+unsafe impl<T: Sync> Sync for SharedCols<T> {}
+
+impl<T: Scalar> SharedCols<T> {
+    /// Shares `m` between the parts of one call.
+    pub(crate) fn new(m: &mut Mat<T>) -> Self {
+        SharedCols { ptr: m.as_mut_ptr(), rows: m.nrows(), cols: m.ncols() }
+    }
+
+    /// Columns `start..start + n`, contiguous in memory, as a slice.
+    ///
+    /// # Safety
+    /// No other reference to these columns may be alive while the slice is (in particular no
+    /// other part may touch them), and the matrix must still be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, start: usize, n: usize) -> &mut [T] {
+        assert!(start + n <= self.cols, "SharedCols: columns {start}+{n} of {}", self.cols);
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start * self.rows), n * self.rows) }
+    }
+
+    /// Columns `start..start + n` as a matrix view.
+    ///
+    /// # Safety
+    /// As [`SharedCols::slice_mut`].
+    pub(crate) unsafe fn cols_mut(&self, start: usize, n: usize) -> DMatrixViewMut<'_, T> {
+        // SAFETY: the caller's contract.
+        DMatrixViewMut::from_slice(unsafe { self.slice_mut(start, n) }, self.rows, n)
     }
 }
 

@@ -28,11 +28,11 @@
 use std::cell::RefCell;
 
 use rnn_tensor::activation::sigmoid;
-use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
+use rnn_tensor::{gemm, Mat, PackedLhs, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, backward_weight, ensure_shape, hidden_weight_grad, input_backward, project_input,
-    GatedConfig, RecurrentParams,
+    add_column_sums, ensure_shape, for_each_batch_part, hidden_weight_grad, input_backward, project_input,
+    GatedConfig, RecurrentParams, SharedCols, StepWeight,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -83,6 +83,8 @@ pub struct GruCache<T: Scalar> {
     h0: Mat<T>,
     /// One step's `W_hh·h_{t-1}`, `3H × B`.
     v: Mat<T>,
+    /// `W_hh`, packed for the forward's time loop.
+    w_hh_packed: PackedLhs<T>,
     scratch: RefCell<GruScratch<T>>,
 }
 
@@ -93,8 +95,10 @@ struct GruScratch<T: Scalar> {
     /// `dV`, `3H × T·B`.
     dv: Mat<T>,
     dh: Mat<T>,
-    /// `W_hhᵀ`, for sequences of more than one step (see `backward_weight`).
-    w_hh_t: Mat<T>,
+    /// `W_hhᵀ`, packed for the time loop of sequences of more than one step.
+    w_hh_packed: PackedLhs<T>,
+    /// `W_ihᵀ`, for the input gradient (see `input_backward`).
+    w_ih_t: Mat<T>,
 }
 
 impl<T: Scalar> Default for GruCache<T> {
@@ -107,7 +111,14 @@ impl<T: Scalar> Default for GruCache<T> {
             h: e(),
             h0: e(),
             v: e(),
-            scratch: RefCell::new(GruScratch { du: e(), dv: e(), dh: e(), w_hh_t: e() }),
+            w_hh_packed: PackedLhs::new(),
+            scratch: RefCell::new(GruScratch {
+                du: e(),
+                dv: e(),
+                dh: e(),
+                w_hh_packed: PackedLhs::new(),
+                w_ih_t: e(),
+            }),
         }
     }
 }
@@ -282,20 +293,39 @@ impl<T: Scalar> Gru<T> {
         ensure_shape(&mut s.dv, 3 * hid, n);
         s.dh.clone_from(d_final);
         let (gates, h, v_n) = (cache.gates.as_slice(), cache.h.as_slice(), cache.v_n.as_slice());
-        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
-        for t in (0..steps).rev() {
-            let h_prev = if t == 0 { cache.h0.as_slice() } else { &h[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let du = &mut s.du.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let dv = &mut s.dv.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk];
-            let gates_t = &gates[3 * t * blk..3 * (t + 1) * blk];
-            let v_n_t = &v_n[t * blk..(t + 1) * blk];
-            pointwise_backward(hid, gates_t, v_n_t, h_prev, d_out_t, s.dh.as_mut_slice(), du, dv);
-            // dh_{t-1} += W_hhᵀ · dv_t
-            if t > 0 || init_grad {
-                gemm(T::ONE, w_hh, tw, &s.dv.columns(t * batch, batch), Trans::No, T::ONE, &mut s.dh);
+        // W_hhᵀ packed once (a one-step sequence reads it as stored).
+        let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut s.w_hh_packed);
+        // The time loop, split by batch columns as the forward's: each part owns columns `cols`
+        // of dU's and dV's step blocks and of dh for the whole loop.
+        let (du, dv, dh) =
+            (SharedCols::new(&mut s.du), SharedCols::new(&mut s.dv), SharedCols::new(&mut s.dh));
+        let h0 = cache.h0.as_slice();
+        for_each_batch_part(batch, 3 * hid * hid, |cols| {
+            let nb = cols.len();
+            let (lo, hi) = (cols.start * hid, cols.end * hid);
+            for t in (0..steps).rev() {
+                let col = t * batch + cols.start;
+                let (blk_lo, blk_hi) = (t * blk + lo, t * blk + hi);
+                let h_prev = if t == 0 { &h0[lo..hi] } else { &h[blk_lo - blk..blk_hi - blk] };
+                // SAFETY (dU, dV, dh, here and below): this part alone reads and writes columns
+                // `cols` of dh and of each step block of dU and dV, and they outlive the call.
+                pointwise_backward(
+                    hid,
+                    &gates[3 * blk_lo..3 * blk_hi],
+                    &v_n[blk_lo..blk_hi],
+                    h_prev,
+                    &d_out.as_slice()[blk_lo..blk_hi],
+                    unsafe { dh.slice_mut(cols.start, nb) },
+                    unsafe { du.slice_mut(col, nb) },
+                    unsafe { dv.slice_mut(col, nb) },
+                );
+                // dh_{t-1} += W_hhᵀ · dv_t
+                if t > 0 || init_grad {
+                    let dv_t = unsafe { dv.cols_mut(col, nb) };
+                    w_hh_t.gemm(&dv_t, T::ONE, &mut unsafe { dh.cols_mut(cols.start, nb) });
+                }
             }
-        }
+        });
         // After the loop, one product each over the whole buffers:
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
@@ -305,8 +335,7 @@ impl<T: Scalar> Gru<T> {
             add_column_sums(&s.dv, bh);
         }
         // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
-        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
-        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
+        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x, &mut s.w_ih_t);
         init_grad.then(|| s.dh.clone())
     }
 }
@@ -369,7 +398,7 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
             panic!("GRU forward: {e}");
         }
         let (hid, n) = (self.hidden_size(), x.columns());
-        let (steps, blk) = (n / batch, hid * batch);
+        let steps = n / batch;
         cache.batch = batch;
         ensure_shape(&mut cache.gates, 3 * hid, n);
         ensure_shape(&mut cache.v_n, hid, n);
@@ -379,26 +408,46 @@ impl<T: Scalar> Recurrence<T> for Gru<T> {
         // U = W_ih · X for every step at once (or the gather of W_ih columns).
         project_input(&self.params.weight_ih, x, &mut cache.gates);
         let p = &self.params;
-        for t in 0..steps {
-            // v = W_hh · h_{t-1}; then h_t starts as a copy of h_{t-1}, updated in place.
-            if t == 0 {
-                gemm(T::ONE, &p.weight_hh, Trans::No, &cache.h0, Trans::No, T::ZERO, &mut cache.v);
-                cache.h.as_mut_slice()[..blk].copy_from_slice(cache.h0.as_slice());
-            } else {
-                let prev = cache.h.columns((t - 1) * batch, batch);
-                gemm(T::ONE, &p.weight_hh, Trans::No, &prev, Trans::No, T::ZERO, &mut cache.v);
-                cache.h.as_mut_slice().copy_within((t - 1) * blk..t * blk, t * blk);
+        // The time loop, split by batch columns: each part owns columns `cols` of every step
+        // block (gates, v_n, h) and of `v` for the whole loop, so the parts never touch the same
+        // memory and each column is computed exactly as without the split.
+        let w_hh = StepWeight::new(&p.weight_hh, Trans::No, steps, &mut cache.w_hh_packed);
+        let (gates, v_n, h, v) = (
+            SharedCols::new(&mut cache.gates),
+            SharedCols::new(&mut cache.v_n),
+            SharedCols::new(&mut cache.h),
+            SharedCols::new(&mut cache.v),
+        );
+        let h0m = &cache.h0;
+        for_each_batch_part(batch, 3 * hid * hid, |cols| {
+            let nb = cols.len();
+            for t in 0..steps {
+                let col = t * batch + cols.start;
+                // SAFETY (all four matrices, here and below): this part alone reads and writes
+                // columns `cols` of `v` and of each step block, and the matrices outlive the call.
+                let mut v_p = unsafe { v.cols_mut(cols.start, nb) };
+                let h_t = unsafe { h.slice_mut(col, nb) };
+                // v = W_hh · h_{t-1}; then h_t starts as a copy of h_{t-1}, updated in place.
+                if t == 0 {
+                    let h0_p = h0m.columns(cols.start, nb);
+                    w_hh.gemm(&h0_p, T::ZERO, &mut v_p);
+                    h_t.copy_from_slice(&h0m.as_slice()[cols.start * hid..cols.end * hid]);
+                } else {
+                    let prev = unsafe { h.cols_mut(col - batch, nb) };
+                    w_hh.gemm(&prev, T::ZERO, &mut v_p);
+                    h_t.copy_from_slice(unsafe { h.slice_mut(col - batch, nb) });
+                }
+                pointwise_forward(
+                    hid,
+                    unsafe { gates.slice_mut(col, nb) },
+                    unsafe { v.slice_mut(cols.start, nb) },
+                    p.bias_ih.as_ref(),
+                    p.bias_hh.as_ref(),
+                    Some(unsafe { v_n.slice_mut(col, nb) }),
+                    h_t,
+                );
             }
-            pointwise_forward(
-                hid,
-                &mut cache.gates.as_mut_slice()[3 * t * blk..3 * (t + 1) * blk],
-                cache.v.as_mut_slice(),
-                p.bias_ih.as_ref(),
-                p.bias_hh.as_ref(),
-                Some(&mut cache.v_n.as_mut_slice()[t * blk..(t + 1) * blk]),
-                &mut cache.h.as_mut_slice()[t * blk..(t + 1) * blk],
-            );
-        }
+        });
         if steps == 0 {
             return h0.clone();
         }

@@ -32,11 +32,11 @@
 use std::cell::RefCell;
 
 use rnn_tensor::activation::sigmoid;
-use rnn_tensor::{gemm, Mat, Rng, Scalar, Trans};
+use rnn_tensor::{gemm, Mat, PackedLhs, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, backward_weight, check_state_part, ensure_shape, hidden_weight_grad, input_backward,
-    project_input, summed_bias, GatedConfig, RecurrentParams,
+    add_column_sums, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad, input_backward,
+    project_input, summed_bias, GatedConfig, RecurrentParams, SharedCols, StepWeight,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -102,6 +102,8 @@ pub struct LstmCache<T: Scalar> {
     h0: Mat<T>,
     c0: Mat<T>,
     bias: Vec<T>,
+    /// `W_hh`, packed for the forward's time loop.
+    w_hh_packed: PackedLhs<T>,
     /// Backward's buffers. Backward reads the cache through a shared reference (the trait's
     /// contract), so its own scratch space sits behind a `RefCell`.
     scratch: RefCell<LstmScratch<T>>,
@@ -113,8 +115,10 @@ struct LstmScratch<T: Scalar> {
     dgates: Mat<T>,
     dh: Mat<T>,
     dc: Mat<T>,
-    /// `W_hhᵀ`, for sequences of more than one step (see `backward_weight`).
-    w_hh_t: Mat<T>,
+    /// `W_hhᵀ`, packed for the time loop of sequences of more than one step.
+    w_hh_packed: PackedLhs<T>,
+    /// `W_ihᵀ`, for the input gradient (see `input_backward`).
+    w_ih_t: Mat<T>,
 }
 
 impl<T: Scalar> Default for LstmCache<T> {
@@ -129,7 +133,14 @@ impl<T: Scalar> Default for LstmCache<T> {
             h0: e(),
             c0: e(),
             bias: Vec::new(),
-            scratch: RefCell::new(LstmScratch { dgates: e(), dh: e(), dc: e(), w_hh_t: e() }),
+            w_hh_packed: PackedLhs::new(),
+            scratch: RefCell::new(LstmScratch {
+                dgates: e(),
+                dh: e(),
+                dc: e(),
+                w_hh_packed: PackedLhs::new(),
+                w_ih_t: e(),
+            }),
         }
     }
 }
@@ -301,28 +312,41 @@ impl<T: Scalar> Lstm<T> {
         s.dh.clone_from(&d_final.h);
         s.dc.clone_from(&d_final.c);
         let (gates, c, tanh_c) = (cache.gates.as_slice(), cache.c.as_slice(), cache.tanh_c.as_slice());
-        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, &mut s.w_hh_t);
-        for t in (0..steps).rev() {
-            let dgs = &mut s.dgates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk];
-            let c_prev = if t == 0 { cache.c0.as_slice() } else { &c[(t - 1) * blk..t * blk] };
-            let d_out_t = &d_out.as_slice()[t * blk..(t + 1) * blk];
-            let gates_t = &gates[4 * t * blk..4 * (t + 1) * blk];
-            let tanh_c_t = &tanh_c[t * blk..(t + 1) * blk];
-            pointwise_backward(
-                hid,
-                gates_t,
-                tanh_c_t,
-                c_prev,
-                d_out_t,
-                s.dh.as_slice(),
-                s.dc.as_mut_slice(),
-                dgs,
-            );
-            // dh_{t-1} = W_hhᵀ · da_t
-            if t > 0 || init_grad {
-                gemm(T::ONE, w_hh, tw, &s.dgates.columns(t * batch, batch), Trans::No, T::ZERO, &mut s.dh);
+        // W_hhᵀ packed once (read through the transpose, W_hh would be packed with a strided
+        // gather on every step); a one-step sequence reads it as stored.
+        let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut s.w_hh_packed);
+        // The time loop, split by batch columns as the forward's: each part owns columns `cols`
+        // of dA's step blocks and of dh, dc for the whole loop.
+        let (dgates, dh, dc) =
+            (SharedCols::new(&mut s.dgates), SharedCols::new(&mut s.dh), SharedCols::new(&mut s.dc));
+        let c0 = cache.c0.as_slice();
+        for_each_batch_part(batch, 4 * hid * hid, |cols| {
+            let nb = cols.len();
+            let (lo, hi) = (cols.start * hid, cols.end * hid);
+            for t in (0..steps).rev() {
+                let col = t * batch + cols.start;
+                let (blk_lo, blk_hi) = (t * blk + lo, t * blk + hi);
+                let c_prev = if t == 0 { &c0[lo..hi] } else { &c[blk_lo - blk..blk_hi - blk] };
+                // SAFETY (dA, dh, dc, here and below): this part alone reads and writes columns
+                // `cols` of dh, dc and of each step block of dA, and the matrices outlive the call.
+                let (dh_p, dc_p) = unsafe { (dh.slice_mut(cols.start, nb), dc.slice_mut(cols.start, nb)) };
+                pointwise_backward(
+                    hid,
+                    &gates[4 * blk_lo..4 * blk_hi],
+                    &tanh_c[blk_lo..blk_hi],
+                    c_prev,
+                    &d_out.as_slice()[blk_lo..blk_hi],
+                    dh_p,
+                    dc_p,
+                    unsafe { dgates.slice_mut(col, nb) },
+                );
+                // dh_{t-1} = W_hhᵀ · da_t
+                if t > 0 || init_grad {
+                    let da_t = unsafe { dgates.cols_mut(col, nb) };
+                    w_hh_t.gemm(&da_t, T::ZERO, &mut unsafe { dh.cols_mut(cols.start, nb) });
+                }
             }
-        }
+        });
         // After the loop, each one product over the whole dA buffer:
         // dW_hh += Σ_t da_t · h_{t-1}ᵀ
         hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
@@ -332,8 +356,7 @@ impl<T: Scalar> Lstm<T> {
             add_column_sums(&s.dgates, bh);
         }
         // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
-        // (W_hhᵀ is no longer needed: its buffer takes W_ihᵀ.)
-        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_hh_t);
+        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_ih_t);
         init_grad.then(|| LstmState { h: s.dh.clone(), c: s.dc.clone() })
     }
 }
@@ -410,7 +433,6 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         }
         let (hid, n) = (self.hidden_size(), x.columns());
         let steps = n / batch;
-        let blk = hid * batch;
         cache.batch = batch;
         ensure_shape(&mut cache.gates, 4 * hid, n);
         ensure_shape(&mut cache.c, hid, n);
@@ -421,40 +443,47 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         summed_bias(&self.params, &mut cache.bias);
         // A = W_ih · X for every step at once (or the gather of W_ih columns).
         project_input(&self.params.weight_ih, x, &mut cache.gates);
-        let w_hh = &self.params.weight_hh;
-        for t in 0..steps {
-            let mut a_t = cache.gates.columns_mut(t * batch, batch);
-            // a_t += W_hh · h_{t-1}
-            if t == 0 {
-                gemm(T::ONE, w_hh, Trans::No, &cache.h0, Trans::No, T::ONE, &mut a_t);
-            } else {
-                gemm(
-                    T::ONE,
-                    w_hh,
-                    Trans::No,
-                    &cache.h.columns((t - 1) * batch, batch),
-                    Trans::No,
-                    T::ONE,
-                    &mut a_t,
+        // The time loop, split by batch columns: each part owns columns `cols` of every step
+        // block (gates, c, tanh c, h) for the whole loop, so the parts never touch the same memory
+        // and each column is computed exactly as without the split.
+        let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut cache.w_hh_packed);
+        let (gates, c, tanh_c, h) = (
+            SharedCols::new(&mut cache.gates),
+            SharedCols::new(&mut cache.c),
+            SharedCols::new(&mut cache.tanh_c),
+            SharedCols::new(&mut cache.h),
+        );
+        let (h0m, c0m, bias) = (&cache.h0, &cache.c0, &cache.bias[..]);
+        for_each_batch_part(batch, 4 * hid * hid, |cols| {
+            let nb = cols.len();
+            for t in 0..steps {
+                let col = t * batch + cols.start;
+                // SAFETY (all four matrices, here and below): this part alone reads and writes
+                // columns `cols` of each step block, and the matrices outlive the call.
+                let mut a_t = unsafe { gates.cols_mut(col, nb) };
+                // a_t += W_hh · h_{t-1}
+                if t == 0 {
+                    w_hh.gemm(&h0m.columns(cols.start, nb), T::ONE, &mut a_t);
+                } else {
+                    w_hh.gemm(&unsafe { h.cols_mut(col - batch, nb) }, T::ONE, &mut a_t);
+                }
+                // c_t starts as a copy of c_{t-1} and is updated in place.
+                let c_t = unsafe { c.slice_mut(col, nb) };
+                if t == 0 {
+                    c_t.copy_from_slice(&c0m.as_slice()[cols.start * hid..cols.end * hid]);
+                } else {
+                    c_t.copy_from_slice(unsafe { c.slice_mut(col - batch, nb) });
+                }
+                pointwise_forward(
+                    hid,
+                    unsafe { gates.slice_mut(col, nb) },
+                    bias,
+                    c_t,
+                    unsafe { tanh_c.slice_mut(col, nb) },
+                    unsafe { h.slice_mut(col, nb) },
                 );
             }
-            // c_t starts as a copy of c_{t-1} and is updated in place.
-            let cs = cache.c.as_mut_slice();
-            if t == 0 {
-                cs[..blk].copy_from_slice(cache.c0.as_slice());
-            } else {
-                cs.copy_within((t - 1) * blk..t * blk, t * blk);
-            }
-            let range = t * blk..(t + 1) * blk;
-            pointwise_forward(
-                hid,
-                &mut cache.gates.as_mut_slice()[4 * t * blk..4 * (t + 1) * blk],
-                &cache.bias,
-                &mut cs[range.clone()],
-                &mut cache.tanh_c.as_mut_slice()[range.clone()],
-                &mut cache.h.as_mut_slice()[range],
-            );
-        }
+        });
         if steps == 0 {
             return h0.clone();
         }

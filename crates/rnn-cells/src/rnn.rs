@@ -45,9 +45,11 @@ use std::cell::RefCell;
 
 use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
-use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Parameters, Rng, Scalar, Trans};
+use rnn_tensor::{gemm, Mat, MatView, MatViewMut, PackedLhs, Parameters, Rng, Scalar, Trans};
 
-use crate::gated::{add_column_sums, backward_weight, input_backward, RecurrentParams};
+use crate::gated::{
+    add_column_sums, for_each_batch_part, input_backward, RecurrentParams, SharedCols, StepWeight,
+};
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
 /// Configuration of an [`Rnn`] cell.
@@ -165,17 +167,23 @@ pub struct RnnCache<T: Scalar> {
     outputs: Mat<T>,
     /// `h_0`, `H × B`.
     h0: Mat<T>,
-    /// Backward scratch: every `da_t` (`H × (T·B)`), the running `dh` (`H × B`) and, for
-    /// batch 1, a copy of `W_hhᵀ` (`H × H`).
-    scratch: RefCell<(Mat<T>, Mat<T>, Mat<T>)>,
+    /// `W_hh`, packed for the forward's time loop.
+    w_hh_packed: PackedLhs<T>,
+    /// Backward scratch: every `da_t` (`H × (T·B)`), the running `dh` (`H × B`), `W_ihᵀ` for the
+    /// input gradient and `W_hhᵀ` packed for the time loop.
+    scratch: RefCell<RnnScratch<T>>,
 }
+
+/// `(dA, dh, W_ihᵀ, packed W_hhᵀ)`: backward's buffers.
+type RnnScratch<T> = (Mat<T>, Mat<T>, Mat<T>, PackedLhs<T>);
 
 impl<T: Scalar> Default for RnnCache<T> {
     fn default() -> Self {
         Self {
             outputs: Mat::zeros(0, 0),
             h0: Mat::zeros(0, 0),
-            scratch: RefCell::new((Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(0, 0))),
+            w_hh_packed: PackedLhs::new(),
+            scratch: RefCell::new((Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(0, 0), PackedLhs::new())),
         }
     }
 }
@@ -326,17 +334,29 @@ impl<T: Scalar> Rnn<T> {
         // All steps' input projections at once, straight into the output buffer.
         self.input_projection(x, &mut cache.outputs);
         let act = self.activation;
-        let out = cache.outputs.as_mut_slice();
-        for t in 0..steps {
-            let (done, rest) = out.split_at_mut(t * hb);
-            let prev = if t == 0 { h0.as_slice() } else { &done[(t - 1) * hb..] };
-            let prev = MatView::from_slice(prev, h, batch);
-            let mut cur = MatViewMut::from_slice(&mut rest[..hb], h, batch);
-            // a_t += W_hh·h_{t-1}
-            gemm(T::ONE, &self.params.weight_hh, Trans::No, &prev, Trans::No, T::ONE, &mut cur);
-            // h_t = f(a_t)
-            act.forward_inplace(&mut rest[..hb]);
-        }
+        // The time loop, split by batch columns: each part owns columns `cols` of every step
+        // block for the whole loop, so the parts never touch the same memory and each column is
+        // computed exactly as without the split.
+        let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut cache.w_hh_packed);
+        let outs = SharedCols::new(&mut cache.outputs);
+        for_each_batch_part(batch, h * h, |cols| {
+            let nb = cols.len();
+            for t in 0..steps {
+                let col = t * batch + cols.start;
+                // SAFETY: this part alone reads and writes columns `cols` of each step block, and
+                // the outputs outlive the call.
+                let mut cur = unsafe { outs.cols_mut(col, nb) };
+                // a_t += W_hh·h_{t-1}
+                if t == 0 {
+                    w_hh.gemm(&h0.columns(cols.start, nb), T::ONE, &mut cur);
+                } else {
+                    w_hh.gemm(&unsafe { outs.cols_mut(col - batch, nb) }, T::ONE, &mut cur);
+                }
+                // h_t = f(a_t)
+                act.forward_inplace(unsafe { outs.slice_mut(col, nb) });
+            }
+        });
+        let out = cache.outputs.as_slice();
         ensure_shape(h_final, h, batch);
         if steps == 0 {
             h_final.copy_from(h0);
@@ -399,33 +419,41 @@ impl<T: Scalar> Rnn<T> {
             self.params.weight_ih.shape()
         );
         let steps = n / batch;
-        let hb = h * batch;
         let act = self.activation;
         let mut scratch = cache.scratch.borrow_mut();
-        let (da, dh, w_hh_t) = &mut *scratch;
+        let (da, dh, w_ih_t, packed) = &mut *scratch;
         ensure_shape(da, h, n);
         ensure_shape(dh, h, batch);
         dh.copy_from(d_final);
-        // W_hhᵀ as an explicit copy for more than one step: the in-loop product then reads
-        // contiguous columns (for one column it is the column-AXPY GEMV instead of a dot per row).
-        let (w_hh, tw) = backward_weight(&self.params.weight_hh, steps, w_hh_t);
+        // W_hhᵀ packed once (a one-step sequence reads it as stored).
+        let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, packed);
         let hs = cache.outputs.as_slice();
-        for t in (0..steps).rev() {
-            let cols = t * hb..(t + 1) * hb;
-            let da_t = &mut da.as_mut_slice()[cols.clone()];
-            // dh_t = d_out_t + W_hhᵀ·da_{t+1}   (dh holds the second term)
-            // da_t = dh_t ⊙ f'(a_t), with f' read off h_t
-            for (((a, &g), &r), &y) in
-                da_t.iter_mut().zip(&d_out.as_slice()[cols.clone()]).zip(dh.as_slice()).zip(&hs[cols])
-            {
-                *a = (g + r) * act.grad_from_output(y);
+        let init_grad = d_h0.is_some();
+        // The time loop, split by batch columns as the forward's: each part owns columns `cols`
+        // of dA's step blocks and of dh for the whole loop.
+        let (das, dhs) = (SharedCols::new(da), SharedCols::new(dh));
+        for_each_batch_part(batch, h * h, |cols| {
+            let nb = cols.len();
+            for t in (0..steps).rev() {
+                let col = t * batch + cols.start;
+                let vals = col * h..(col + nb) * h;
+                // SAFETY (dA, dh, here and below): this part alone reads and writes columns
+                // `cols` of dh and of each step block of dA, and they outlive the call.
+                let (da_t, dh_p) = unsafe { (das.slice_mut(col, nb), dhs.slice_mut(cols.start, nb)) };
+                // dh_t = d_out_t + W_hhᵀ·da_{t+1}   (dh holds the second term)
+                // da_t = dh_t ⊙ f'(a_t), with f' read off h_t
+                for (((a, &g), &r), &y) in
+                    da_t.iter_mut().zip(&d_out.as_slice()[vals.clone()]).zip(&*dh_p).zip(&hs[vals])
+                {
+                    *a = (g + r) * act.grad_from_output(y);
+                }
+                // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
+                if t > 0 || init_grad {
+                    let da_t = MatView::from_slice(da_t, h, nb);
+                    w_hh_t.gemm(&da_t, T::ZERO, &mut MatViewMut::from_slice(dh_p, h, nb));
+                }
             }
-            // dh_{t-1} (recurrent part) = W_hhᵀ·da_t
-            let da_t = MatView::from_slice(da_t, h, batch);
-            if t > 0 || d_h0.is_some() {
-                gemm(T::ONE, w_hh, tw, &da_t, Trans::No, T::ZERO, dh);
-            }
-        }
+        });
         // dh_0 = W_hhᵀ·da_1 (or d_final when there were no steps)
         if let Some(d_h0) = d_h0 {
             ensure_shape(d_h0, h, batch);
@@ -460,8 +488,8 @@ impl<T: Scalar> Rnn<T> {
             add_column_sums(da, gh);
         }
         // dW_ih += dA·Xᵀ (Index input: the scatter-add dW_ih[:, x_c] += dA[:, c]), and
-        // dX = W_ihᵀ·dA through an explicit W_ihᵀ in W_hhᵀ's buffer, which is no longer needed
-        input_backward(&self.params.weight_ih, x, da, &mut grads.weight_ih, d_x, w_hh_t);
+        // dX = W_ihᵀ·dA through an explicit W_ihᵀ
+        input_backward(&self.params.weight_ih, x, da, &mut grads.weight_ih, d_x, w_ih_t);
     }
 }
 

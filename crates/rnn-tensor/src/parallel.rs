@@ -304,6 +304,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
+    /// The tests below run one at a time, so that each gets the pool (a call made while another
+    /// thread's call holds it runs inline, which `many_tiny_calls..` must not see every time).
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn ranges_cover_and_align() {
         for n in [0usize, 1, 7, 64, 65, 1000] {
@@ -326,6 +334,7 @@ mod tests {
     /// the part that owns it, over many tiny calls (the pool's hand-off, not thread start-up).
     #[test]
     fn many_tiny_calls_cover_every_index_once() {
+        let _serial = serial();
         set_num_threads(3);
         let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
         let parts_seen = AtomicUsize::new(0);
@@ -338,13 +347,15 @@ mod tests {
             });
         }
         assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 5_000));
-        // Another test may hold the pool for a moment (then a call runs inline), but most ran split.
+        // Tests of other modules may hold the pool for a moment (then a call runs inline), but
+        // most calls ran split.
         assert!(parts_seen.load(Ordering::Relaxed) >= 2);
     }
 
     /// A call from inside a part runs inline, as one part, on the same thread.
     #[test]
     fn nested_calls_run_inline() {
+        let _serial = serial();
         set_num_threads(2);
         let total = AtomicU64::new(0);
         for_each_part(2, |outer| {
@@ -363,6 +374,7 @@ mod tests {
     /// The barrier separates phases: every part sees all writes of the phase before.
     #[test]
     fn barrier_orders_phases() {
+        let _serial = serial();
         set_num_threads(2);
         for round in 0..500u64 {
             let cells: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
@@ -394,6 +406,7 @@ mod tests {
     /// barrier reaches the caller (the first panic's message), and the pool still works after.
     #[test]
     fn panics_propagate_without_hanging() {
+        let _serial = serial();
         set_num_threads(2);
         for who in [0usize, 1] {
             let r = catch_unwind(|| {
@@ -425,6 +438,7 @@ mod tests {
     /// Calls from several threads at once: one holds the pool, the others run inline.
     #[test]
     fn concurrent_callers() {
+        let _serial = serial();
         set_num_threads(2);
         std::thread::scope(|s| {
             for t in 0..4 {
