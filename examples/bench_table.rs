@@ -17,7 +17,8 @@
 //!
 //! - `--threads N` (1 or 2): the threads the library's pool (`rnn_tensor::parallel`, which splits
 //!   the recurrent layers' time loops by batch columns) and matrixmultiply may use (it reads
-//!   `MATMUL_NUM_THREADS` once, before its first product; this program sets it). Results are
+//!   `MATMUL_NUM_THREADS` once, before its first product; this program sets it to `N` unless it
+//!   is set in the environment already). Results are
 //!   bit-identical for any thread count: every part is computed as it would be on one thread.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
@@ -280,7 +281,10 @@ fn main() {
         std::process::exit(2);
     }
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
-    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    // An explicit MATMUL_NUM_THREADS in the environment is kept (to compare splits).
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
     rnn::tensor::parallel::set_num_threads(threads);
     if gemm_mode {
         run_gemm();

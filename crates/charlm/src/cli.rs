@@ -17,6 +17,9 @@ use crate::sample::{encode_prime, SamplingConfig};
 use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
+/// The most threads `charlm train --threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
 /// Train, sample from and evaluate character-level language models.
 #[derive(Debug, Parser)]
 #[command(name = "charlm", version, about)]
@@ -159,6 +162,11 @@ pub struct TrainArgs {
     /// Do not show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Threads for the recurrent layers' time loops (split by batch columns; the results are
+    /// the same for any count). Default: `RNN_NUM_THREADS`, else the number of cores. The matrix
+    /// products' threads are set by `MATMUL_NUM_THREADS`.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `charlm sample`.
@@ -264,6 +272,11 @@ impl TrainArgs {
         rnn_data::text::train_len(0, self.val_frac).map_err(|_| {
             CharLmError::arg("--val-frac", format!("must be in [0, 1), got {}", self.val_frac))
         })?;
+        if let Some(n) = self.threads {
+            if !(1..=MAX_THREADS).contains(&n) {
+                return Err(CharLmError::arg("--threads", format!("must be in 1..={MAX_THREADS}, got {n}")));
+            }
+        }
         Ok(())
     }
 }
@@ -418,6 +431,9 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
     match command {
         Command::Train(args) => {
             args.check()?;
+            if let Some(n) = args.threads {
+                rnn_tensor::parallel::set_num_threads(n);
+            }
             let cell = args.model_config(1).cell;
             let r = with_model!(args.dtype(), cell, run_train(args, &mut log))?;
             let epochs = r.steps as f64 / r.batches_per_epoch as f64;

@@ -57,6 +57,8 @@ fn bad_training_flags_name_the_flag() {
         (&["--epochs", "0"], "invalid --epochs"),
         (&["--val-every", "0"], "invalid --val-every"),
         (&["--val-frac", "1"], "invalid --val-frac"),
+        (&["--threads", "0"], "invalid --threads: must be in 1..=256, got 0"),
+        (&["--threads", "100000"], "invalid --threads"),
         (&["--hidden", "-1"], "error: invalid value '-1' for '--hidden <HIDDEN>'"),
         (&["--lr", "-0.1"], "invalid --lr: must be a positive finite number, got -0.1"),
         (&["--seq-len", "abc"], "error: invalid value 'abc' for '--seq-len <SEQ_LEN>'"),
