@@ -270,26 +270,45 @@ pub(crate) fn input_backward<T: Scalar>(
         }
         SeqInput::Index(ix) => {
             // dW_ih[:, x_k] += D[:, k]: the one-hot product Xᵀ, without the one-hot matrix.
+            // Split by rows: each part adds its rows of every column, in column order.
             let rows = d.nrows();
-            let dw = dw_ih.as_mut_slice();
-            for (col, &i) in d.as_slice().chunks_exact(rows).zip(ix) {
-                for (w, &g) in dw[i * rows..(i + 1) * rows].iter_mut().zip(col) {
-                    *w += g;
+            let dw = SharedCols::new(dw_ih);
+            for_each_row_part(rows, d.ncols(), |r| {
+                for (col, &i) in d.as_slice().chunks_exact(rows).zip(ix) {
+                    // SAFETY: this part alone touches rows `r` of dW_ih, which outlives the call.
+                    let w = unsafe { dw.elems_mut(i * rows + r.start, r.len()) };
+                    for (w, &g) in w.iter_mut().zip(&col[r.clone()]) {
+                        *w += g;
+                    }
                 }
-            }
+            });
         }
     }
 }
 
-/// `db += Σ_columns d`.
-pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db: &mut Mat<T>) {
+/// `db_a += Σ_columns d` and, if given, `db_b += Σ_columns d`, in one pass over `d`, split by
+/// rows over the threads (each part sums its rows over every column, in column order, so the
+/// bits do not depend on the split).
+pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Option<&mut Mat<T>>) {
     let rows = d.nrows();
-    let acc = db.as_mut_slice();
-    for col in d.as_slice().chunks_exact(rows) {
-        for (a, &v) in acc.iter_mut().zip(col) {
-            *a += v;
+    let a = SharedCols::new(db_a);
+    let b = db_b.map(SharedCols::new);
+    for_each_row_part(rows, d.ncols(), |r| {
+        // SAFETY: this part alone touches rows `r` of the sums, which outlive the call.
+        let acc_a = unsafe { a.elems_mut(r.start, r.len()) };
+        let mut acc_b = b.as_ref().map(|b| unsafe { b.elems_mut(r.start, r.len()) });
+        for col in d.as_slice().chunks_exact(rows) {
+            let col = &col[r.clone()];
+            for (x, &v) in acc_a.iter_mut().zip(col) {
+                *x += v;
+            }
+            if let Some(acc_b) = acc_b.as_deref_mut() {
+                for (x, &v) in acc_b.iter_mut().zip(col) {
+                    *x += v;
+                }
+            }
         }
-    }
+    });
 }
 
 /// `dW_hh += Σ_t D_t · h_{t-1}ᵀ` as (at most) two GEMMs over the whole buffer: the first step
@@ -365,6 +384,24 @@ pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl 
     });
 }
 
+/// Rows of one part of a pass split by [`for_each_row_part`], at least.
+const MIN_PART_ROWS: usize = 64;
+/// Values of one part of a pass split by [`for_each_row_part`], at least.
+const MIN_PART_VALUES: usize = 1 << 16;
+
+/// Runs `f(rows)` on the parts of a pass over `rows × cols` values split by rows (non-empty,
+/// contiguous ranges whose starts are multiples of 16), over the threads when each part gets
+/// [`MIN_PART_ROWS`] rows and [`MIN_PART_VALUES`] values.
+pub(crate) fn for_each_row_part(rows: usize, cols: usize, f: impl Fn(Range<usize>) + Sync) {
+    let max_parts = (rows / MIN_PART_ROWS).min(rows * cols / MIN_PART_VALUES).max(1);
+    parallel::for_each_part(max_parts, |part| {
+        let r = part.range(rows, 16);
+        if !r.is_empty() {
+            f(r);
+        }
+    });
+}
+
 /// A column-major matrix that the parts of a [`for_each_part`](rnn_tensor::parallel::for_each_part) call share, each part
 /// reading and writing only its own columns (a batch range inside each step block). Holds a raw
 /// pointer: the matrix must outlive the call and not be touched otherwise meanwhile.
@@ -398,6 +435,26 @@ impl<T: Scalar> SharedCols<T> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start * self.rows), n * self.rows) }
     }
 
+    /// The first value's address.
+    pub(crate) fn base(&self) -> *mut T {
+        self.ptr
+    }
+
+    /// `n` values from value `start` (column-major order).
+    ///
+    /// # Safety
+    /// As [`SharedCols::slice_mut`].
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn elems_mut(&self, start: usize, n: usize) -> &mut [T] {
+        assert!(
+            start + n <= self.rows * self.cols,
+            "SharedCols: values {start}+{n} of {}",
+            self.rows * self.cols
+        );
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), n) }
+    }
+
     /// Columns `start..start + n` as a matrix view.
     ///
     /// # Safety
@@ -413,17 +470,23 @@ pub(crate) fn transpose_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
     const TILE: usize = 32;
     let (r, c) = src.shape();
     ensure_shape(dst, c, r);
-    let (s, d) = (src.as_slice(), dst.as_mut_slice());
-    for j0 in (0..c).step_by(TILE) {
-        for i0 in (0..r).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(c) {
-                for i in i0..(i0 + TILE).min(r) {
-                    // dst[j, i] = src[i, j]
-                    d[i * c + j] = s[j * r + i];
+    let s = src.as_slice();
+    let d = SharedCols::new(dst);
+    // Split by rows of dst (columns of src): each part writes its rows of every dst column.
+    for_each_row_part(c, r, |rows| {
+        for j0 in rows.clone().step_by(TILE) {
+            for i0 in (0..r).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(rows.end) {
+                    for i in i0..(i0 + TILE).min(r) {
+                        // dst[j, i] = src[i, j]
+                        // SAFETY: i < r and j < c, in bounds of the c × r dst; this part alone
+                        // writes rows `rows` of dst, which outlives the call.
+                        unsafe { *d.base().add(i * c + j) = s[j * r + i] };
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// `b_ih + b_hh` into `out` (empty if the cell has no bias).
@@ -431,5 +494,47 @@ pub(crate) fn summed_bias<T: Scalar>(p: &RecurrentParams<T>, out: &mut Vec<T>) {
     out.clear();
     if let (Some(bi), Some(bh)) = (&p.bias_ih, &p.bias_hh) {
         out.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
+        Mat::from_fn(rows, cols, |_, _| rng.uniform(-1.0, 1.0) as f32)
+    }
+
+    /// The row-split passes (bias sums, the one-hot scatter-add, the transpose) against plain
+    /// serial loops, bit for bit (tolerance: none; the split keeps every sum's order), with one
+    /// and two threads, on 520 × 300 values (parts of 256 and 264 rows, a tail of 8).
+    #[test]
+    fn row_split_passes_match_serial_loops() {
+        let mut rng = Rng::seed_from(9);
+        let (rows, cols, input) = (520, 300, 40);
+        let d = random(rows, cols, &mut rng);
+        let ix: Vec<usize> = (0..cols).map(|_| rng.below(input)).collect();
+        let (a0, b0, w0) =
+            (random(rows, 1, &mut rng), random(rows, 1, &mut rng), random(rows, input, &mut rng));
+        let (mut a_ref, mut b_ref, mut w_ref) = (a0.clone(), b0.clone(), w0.clone());
+        for k in 0..cols {
+            for i in 0..rows {
+                a_ref[i] += d[(i, k)];
+                b_ref[i] += d[(i, k)];
+                w_ref[(i, ix[k])] += d[(i, k)];
+            }
+        }
+        for threads in [1, 2] {
+            rnn_tensor::parallel::set_num_threads(threads);
+            let (mut a, mut b, mut w) = (a0.clone(), b0.clone(), w0.clone());
+            add_column_sums(&d, &mut a, Some(&mut b));
+            assert!(a == a_ref && b == b_ref, "{threads} threads: bias sums");
+            let mut unused = Mat::zeros(0, 0);
+            input_backward(&w0, SeqInput::Index(&ix), &d, &mut w, None, &mut unused);
+            assert!(w == w_ref, "{threads} threads: scatter-add");
+            let mut t = Mat::zeros(0, 0);
+            transpose_into(&d, &mut t);
+            assert!(t == d.transpose(), "{threads} threads: transpose");
+        }
     }
 }

@@ -352,8 +352,7 @@ impl<T: Scalar> Lstm<T> {
         hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
         // db_ih += Σ_columns dA, db_hh += Σ_columns dA
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.dgates, bi);
-            add_column_sums(&s.dgates, bh);
+            add_column_sums(&s.dgates, bi, Some(bh));
         }
         // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
         input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_ih_t);

@@ -484,8 +484,7 @@ impl<T: Scalar> Rnn<T> {
         }
         // db_ih += Σ_columns dA, db_hh += Σ_columns dA
         if let (Some(gi), Some(gh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(da, gi);
-            add_column_sums(da, gh);
+            add_column_sums(da, gi, Some(gh));
         }
         // dW_ih += dA·Xᵀ (Index input: the scatter-add dW_ih[:, x_c] += dA[:, c]), and
         // dX = W_ihᵀ·dA through an explicit W_ihᵀ
