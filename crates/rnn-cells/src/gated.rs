@@ -374,14 +374,20 @@ fn batch_parts(batch: usize, macs_per_column: usize) -> usize {
 
 /// Runs `f(cols)` on the parts of a time loop over `batch` columns split by [`batch_parts`]
 /// (through [`for_each_part`](rnn_tensor::parallel::for_each_part)), each part with its own
-/// non-empty, contiguous range of batch columns.
+/// non-empty, contiguous range of batch columns; unsplit, `f(0..batch)` runs on the caller
+/// outside the pool (so the products inside may use the threads).
 pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl Fn(Range<usize>) + Sync) {
-    parallel::for_each_part(batch_parts(batch, macs_per_column), |part| {
-        let cols = part.range(batch, 1);
-        if !cols.is_empty() {
-            f(cols);
-        }
-    });
+    match batch_parts(batch, macs_per_column) {
+        // Not through the pool: a call from inside a part runs inline, and the products of an
+        // unsplit loop may split themselves.
+        1 => f(0..batch),
+        parts => parallel::for_each_part(parts, |part| {
+            let cols = part.range(batch, 1);
+            if !cols.is_empty() {
+                f(cols);
+            }
+        }),
+    }
 }
 
 /// Rows of one part of a pass split by [`for_each_row_part`], at least.
@@ -393,13 +399,15 @@ const MIN_PART_VALUES: usize = 1 << 16;
 /// contiguous ranges whose starts are multiples of 16), over the threads when each part gets
 /// [`MIN_PART_ROWS`] rows and [`MIN_PART_VALUES`] values.
 pub(crate) fn for_each_row_part(rows: usize, cols: usize, f: impl Fn(Range<usize>) + Sync) {
-    let max_parts = (rows / MIN_PART_ROWS).min(rows * cols / MIN_PART_VALUES).max(1);
-    parallel::for_each_part(max_parts, |part| {
-        let r = part.range(rows, 16);
-        if !r.is_empty() {
-            f(r);
-        }
-    });
+    match (rows / MIN_PART_ROWS).min(rows * cols / MIN_PART_VALUES) {
+        0 | 1 => f(0..rows),
+        parts => parallel::for_each_part(parts, |part| {
+            let r = part.range(rows, 16);
+            if !r.is_empty() {
+                f(r);
+            }
+        }),
+    }
 }
 
 /// A column-major matrix that the parts of a [`for_each_part`](rnn_tensor::parallel::for_each_part) call share, each part
