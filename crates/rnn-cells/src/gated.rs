@@ -237,9 +237,14 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
                 ix.len()
             );
             let w = w_ih.as_slice();
-            for (col, &i) in out.as_mut_slice().chunks_exact_mut(rows).zip(ix) {
-                col.copy_from_slice(&w[i * rows..(i + 1) * rows]);
-            }
+            let out = SharedCols::new(out);
+            // Split by columns: each part copies its own.
+            for_each_row_part(ix.len(), rows, |cols| {
+                for (k, &i) in cols.clone().zip(&ix[cols]) {
+                    // SAFETY: this part alone writes columns `cols` of out, which outlives the call.
+                    unsafe { out.slice_mut(k, 1) }.copy_from_slice(&w[i * rows..(i + 1) * rows]);
+                }
+            });
         }
     }
 }
@@ -390,14 +395,15 @@ pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl 
     }
 }
 
-/// Rows of one part of a pass split by [`for_each_row_part`], at least.
+/// Rows (or columns) of one part of a pass split by [`for_each_row_part`], at least.
 const MIN_PART_ROWS: usize = 64;
 /// Values of one part of a pass split by [`for_each_row_part`], at least.
 const MIN_PART_VALUES: usize = 1 << 16;
 
 /// Runs `f(rows)` on the parts of a pass over `rows × cols` values split by rows (non-empty,
 /// contiguous ranges whose starts are multiples of 16), over the threads when each part gets
-/// [`MIN_PART_ROWS`] rows and [`MIN_PART_VALUES`] values.
+/// [`MIN_PART_ROWS`] rows and [`MIN_PART_VALUES`] values; unsplit, `f(0..rows)` runs on the
+/// caller. (A split by columns is the same call with the roles swapped.)
 pub(crate) fn for_each_row_part(rows: usize, cols: usize, f: impl Fn(Range<usize>) + Sync) {
     match (rows / MIN_PART_ROWS).min(rows * cols / MIN_PART_VALUES) {
         0 | 1 => f(0..rows),
@@ -513,9 +519,10 @@ mod tests {
         Mat::from_fn(rows, cols, |_, _| rng.uniform(-1.0, 1.0) as f32)
     }
 
-    /// The row-split passes (bias sums, the one-hot scatter-add, the transpose) against plain
-    /// serial loops, bit for bit (tolerance: none; the split keeps every sum's order), with one
-    /// and two threads, on 520 × 300 values (parts of 256 and 264 rows, a tail of 8).
+    /// The row-split passes (bias sums, the one-hot scatter-add, the transpose) and the
+    /// column-split one-hot gather against plain serial loops, bit for bit (tolerance: none; the
+    /// split keeps every sum's order), with one and two threads, on 520 × 300 values (parts of
+    /// 256 and 264 rows, a tail of 8; 144 and 156 columns).
     #[test]
     fn row_split_passes_match_serial_loops() {
         let mut rng = Rng::seed_from(9);
@@ -543,6 +550,9 @@ mod tests {
             let mut t = Mat::zeros(0, 0);
             transpose_into(&d, &mut t);
             assert!(t == d.transpose(), "{threads} threads: transpose");
+            let mut g = Mat::zeros(rows, cols);
+            project_input(&w0, SeqInput::Index(&ix), &mut g);
+            assert!((0..cols).all(|k| g.column(k) == w0.column(ix[k])), "{threads} threads: gather");
         }
     }
 }
