@@ -14,8 +14,14 @@
 //! by halves of its rows or columns, or transposed.
 //!
 //! Loop nest (from outside): `k` blocks; column blocks of [`NC`] (their `B` block is packed
-//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); strips of `A` (packed per
-//! call into a thread-local buffer when `A` is not a [`PackedLhs`](super::PackedLhs)); panels.
+//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of [`MC_STRIPS`]
+//! strips of `A`; panels (one stays in L1 while the group's strips stream from L2); strips.
+//! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
+//! per call (a thread-local buffer), or, for a column-major `A` and a narrow `B`, read in place
+//! with masked loads. Each micro-kernel call prefetches its block of `C` before its loop.
+//!
+//! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
+//! packed, against a 250 GFLOP/s FMA peak.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -28,6 +34,12 @@ use crate::parallel;
 pub(crate) const NR: usize = 12;
 /// The `k` block: a constant, so that the arithmetic does not depend on the shape of a call.
 pub(crate) const KC: usize = 256;
+/// Products with at most this many columns read a column-major `A` in place instead of
+/// packing it (packing costs `m·k` copies against `m·k·n` multiply-adds).
+const DIRECT_MAX_N: usize = 96;
+/// Strips of `A` multiplied by one panel of `B` before the next panel (the panel stays in L1,
+/// the strips in L2).
+const MC_STRIPS: usize = 8;
 /// Columns of `B` packed at a time (`KC × NC` floats: 252 KB, in L2 with a block of `A`).
 const NC: usize = 252;
 
@@ -94,18 +106,25 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
             for kb in (0..k).step_by(KC) {
                 let kc = KC.min(k - kb);
                 let first = kb == 0;
-                // The k block of A: strip s at `ablk + s·sa`, kc·MR values.
-                let (ablk, sa) = match a {
+                // The k block of A: strip s at `ablk + s·sa`, column p of the strip `lda` further
+                // than column p - 1.
+                let (ablk, sa, lda, in_place) = match a {
                     Lhs::Strips(data) => {
                         debug_assert_eq!(data.len(), strips * MR * k);
                         // SAFETY: offset kb·MR is inside strip 0.
-                        (unsafe { data.as_ptr().add(kb * MR) }, MR * k)
+                        (unsafe { data.as_ptr().add(kb * MR) }, MR * k, MR, false)
+                    }
+                    // Contiguous columns of A and few columns of B: read A in place (the kernel
+                    // masks rows past m); packing it would cost a sizeable part of the product.
+                    Lhs::Strided(Strided { ptr, rs: 1, cs }) if cs >= 0 && n <= DIRECT_MAX_N => {
+                        // SAFETY: column kb is inside A.
+                        (unsafe { ptr.offset(kb as isize * cs) }, MR, cs as usize, true)
                     }
                     Lhs::Strided(Strided { ptr, rs, cs }) => {
                         let buf = abuf.get(strips * MR * kc);
                         // SAFETY: columns kb..kb+kc of A are inside it.
                         unsafe { pack_strips(m, kc, ptr.offset(kb as isize * cs), rs, cs, buf) };
-                        (buf.as_ptr(), MR * kc)
+                        (buf.as_ptr(), MR * kc, MR, false)
                     }
                 };
                 for jc in (0..n).step_by(NC) {
@@ -113,28 +132,31 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
                     let bpk = bbuf.get(nc.div_ceil(NR) * NR * kc);
                     // SAFETY: the block (kb.., jc..) of B is inside B.
                     unsafe { pack_b(kc, nc, b.offset(kb as isize * rsb + jc as isize * csb), rsb, csb, bpk) };
-                    for s in 0..strips {
-                        let rows = MR.min(m - s * MR);
+                    for s0 in (0..strips).step_by(MC_STRIPS) {
                         for j0 in (0..nc).step_by(NR) {
                             let w = NR.min(nc - j0);
-                            // SAFETY: strip s, panel j0/NR and the C block (s·MR.., jc+j0..)
-                            // are inside their buffers.
-                            unsafe {
-                                micro(
-                                    w,
-                                    kc,
-                                    ablk.add(s * sa),
-                                    bpk.as_ptr().add(j0 * kc),
-                                    Out {
-                                        c: c.offset((s * MR) as isize * rsc + (jc + j0) as isize * csc),
-                                        rsc,
-                                        csc,
-                                        rows,
-                                        alpha,
-                                        prev: if first { Prev::Beta(beta) } else { Prev::Acc },
-                                    },
-                                )
-                            };
+                            for s in s0..strips.min(s0 + MC_STRIPS) {
+                                let rows = MR.min(m - s * MR);
+                                // SAFETY: strip s, panel j0/NR and the C block (s·MR.., jc+j0..)
+                                // are inside their buffers.
+                                unsafe {
+                                    micro(
+                                        w,
+                                        kc,
+                                        ablk.add(s * sa),
+                                        (lda, in_place),
+                                        bpk.as_ptr().add(j0 * kc),
+                                        Out {
+                                            c: c.offset((s * MR) as isize * rsc + (jc + j0) as isize * csc),
+                                            rsc,
+                                            csc,
+                                            rows,
+                                            alpha,
+                                            prev: if first { Prev::Beta(beta) } else { Prev::Acc },
+                                        },
+                                    )
+                                };
+                            }
                         }
                     }
                 }
@@ -378,28 +400,40 @@ struct Out {
     prev: Prev,
 }
 
-/// The micro-kernel for a panel `w` columns wide (`1 ≤ w ≤ NR`).
+/// `kernel::<IN_PLACE, w>(args)` for a width `w` known at run time (`1 ≤ w ≤ NR`).
+macro_rules! kernel_of_width {
+    ($in_place:literal, $w:expr, $($arg:expr),*) => {
+        match $w {
+            12 => kernel::<$in_place, 12>($($arg),*),
+            11 => kernel::<$in_place, 11>($($arg),*),
+            10 => kernel::<$in_place, 10>($($arg),*),
+            9 => kernel::<$in_place, 9>($($arg),*),
+            8 => kernel::<$in_place, 8>($($arg),*),
+            7 => kernel::<$in_place, 7>($($arg),*),
+            6 => kernel::<$in_place, 6>($($arg),*),
+            5 => kernel::<$in_place, 5>($($arg),*),
+            4 => kernel::<$in_place, 4>($($arg),*),
+            3 => kernel::<$in_place, 3>($($arg),*),
+            2 => kernel::<$in_place, 2>($($arg),*),
+            1 => kernel::<$in_place, 1>($($arg),*),
+            w => unreachable!("micro-kernel width {w}"),
+        }
+    };
+}
+
+/// The micro-kernel for a panel `w` columns wide (`1 ≤ w ≤ NR`), `A`'s columns `lda` apart,
+/// packed (aligned, zero-padded) or read in place (masked).
 ///
 /// # Safety
 /// As [`kernel`].
 #[target_feature(enable = "avx512f")]
-unsafe fn micro(w: usize, kc: usize, a: *const f32, b: *const f32, out: Out) {
+unsafe fn micro(w: usize, kc: usize, a: *const f32, (lda, in_place): (usize, bool), b: *const f32, out: Out) {
     // SAFETY: the caller's contract.
     unsafe {
-        match w {
-            12 => kernel::<12>(kc, a, b, out),
-            11 => kernel::<11>(kc, a, b, out),
-            10 => kernel::<10>(kc, a, b, out),
-            9 => kernel::<9>(kc, a, b, out),
-            8 => kernel::<8>(kc, a, b, out),
-            7 => kernel::<7>(kc, a, b, out),
-            6 => kernel::<6>(kc, a, b, out),
-            5 => kernel::<5>(kc, a, b, out),
-            4 => kernel::<4>(kc, a, b, out),
-            3 => kernel::<3>(kc, a, b, out),
-            2 => kernel::<2>(kc, a, b, out),
-            1 => kernel::<1>(kc, a, b, out),
-            _ => unreachable!("micro-kernel width {w}"),
+        if in_place {
+            kernel_of_width!(true, w, kc, a, lda, b, out)
+        } else {
+            kernel_of_width!(false, w, kc, a, lda, b, out)
         }
     }
 }
@@ -408,35 +442,54 @@ unsafe fn micro(w: usize, kc: usize, a: *const f32, b: *const f32, out: Out) {
 /// element, in order of `p`), then combined with `C` as `out` says.
 ///
 /// # Safety
-/// AVX-512F; `a` holds `kc·MR` values (64-byte aligned), `b` holds `kc·N`; `out.c` is valid for
-/// `out.rows × N` with its strides.
+/// AVX-512F; `a` holds `kc` columns of `MR` values `lda` apart (64-byte aligned unless
+/// `IN_PLACE`, when only the first `out.rows` of each column are read), `b` holds `kc·N`;
+/// `out.c` is valid for `out.rows × N` with its strides.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn kernel<const N: usize>(kc: usize, a: *const f32, b: *const f32, out: Out) {
+unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    out: Out,
+) {
+    let mask = |from: usize| -> __mmask16 {
+        let n = out.rows.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (mask(0), mask(16));
+    if out.rsc == 1 {
+        // Start fetching the block of C now: with a large C it comes from L3 or memory, and
+        // the loop below hides the wait.
+        for j in 0..N {
+            let cp = out.c.wrapping_offset(j as isize * out.csc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cp);
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64));
+        }
+    }
     let mut lo = [_mm512_setzero_ps(); N];
     let mut hi = [_mm512_setzero_ps(); N];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
         // SAFETY: ap and bp stay inside the strip block and the panel.
         unsafe {
-            let a0 = _mm512_load_ps(ap);
-            let a1 = _mm512_load_ps(ap.add(16));
+            let (a0, a1) = if IN_PLACE {
+                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.add(16)))
+            } else {
+                (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
+            };
             for j in 0..N {
                 let bj = _mm512_set1_ps(*bp.add(j));
                 lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
                 hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
             }
-            ap = ap.add(MR);
+            ap = ap.add(lda);
             bp = bp.add(N);
         }
     }
     let alpha = _mm512_set1_ps(out.alpha);
     if out.rsc == 1 {
-        let mask = |from: usize| -> __mmask16 {
-            let n = out.rows.saturating_sub(from).min(16);
-            ((1u32 << n) - 1) as __mmask16
-        };
-        let (m0, m1) = (mask(0), mask(16));
         for j in 0..N {
             // SAFETY: column j of the block holds `rows` contiguous values; the masks cover
             // exactly those.
