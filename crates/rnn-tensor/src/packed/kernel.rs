@@ -167,7 +167,7 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
 
 /// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads
 /// (about 0.1 ms of work on one core: more than starting a thread costs).
-const THREAD_MACS: usize = 1 << 24;
+pub(crate) const THREAD_MACS: usize = 1 << 24;
 
 /// A product on raw pointers, shared with the threads of [`parallel::for_each_part`]: each part
 /// writes a disjoint block of `C`.
