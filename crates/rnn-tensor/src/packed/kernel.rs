@@ -56,9 +56,14 @@ impl AlignedBuf {
         if self.v.len() < len + 16 {
             self.v.resize(len + 16, 0.0);
         }
-        let off = self.v.as_ptr().align_offset(64).min(15);
+        let off = cache_line_offset(self.v.as_ptr());
         &mut self.v[off..off + len]
     }
+}
+
+/// How many `f32` from `p` the next 64-byte boundary is (0 to 15).
+pub(crate) fn cache_line_offset(p: *const f32) -> usize {
+    (64 - p as usize % 64) % 64 / 4
 }
 
 thread_local! {
@@ -232,6 +237,9 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, cs: isize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), m.div_ceil(MR) * MR * k);
+    if k == 0 {
+        return;
+    }
     for (s, strip) in out.chunks_exact_mut(MR * k).enumerate() {
         let rows = MR.min(m - s * MR);
         // SAFETY: rows s·MR.. of A.

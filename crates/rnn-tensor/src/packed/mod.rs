@@ -127,7 +127,7 @@ impl<T: Scalar> PackedLhs<T> {
             let len = m.div_ceil(MR) * MR * k;
             // 16 spare values (64 bytes of f32) to start the strips on a cache line.
             self.data.resize(len + 16, T::ZERO);
-            self.off = self.data.as_ptr().align_offset(64).min(16);
+            self.off = kernel::cache_line_offset(self.data.as_ptr() as *const f32);
             self.layout = Layout::Strips;
             // SAFETY: T is f32 (`f32_avx512`) and the CPU has AVX-512F; the strides were read
             // from `a`'s storage; the slice holds `len` values.

@@ -255,3 +255,19 @@ fn split_products_are_bit_identical() {
         }
     }
 }
+
+#[test]
+fn empty_inner_dimension_scales_c() {
+    // k = 0: C = beta·C (beta = 0 writes zeros over NaN), through both routes.
+    let b = Mat::<f32>::zeros(0, 5);
+    for beta in [0.0f32, 2.0] {
+        let mut pa = PackedLhs::new();
+        pa.pack(&Mat::<f32>::zeros(40, 0), Trans::No);
+        let c0 = Mat::from_element(40, 5, if beta == 0.0 { f32::NAN } else { 1.5 });
+        let (mut c1, mut c2) = (c0.clone(), c0.clone());
+        gemm_packed(1.0, &pa, &b, Trans::No, beta, &mut c1);
+        gemm(1.0, &Mat::<f32>::zeros(40, 0), Trans::No, &b, Trans::No, beta, &mut c2);
+        let want = if beta == 0.0 { 0.0 } else { 3.0 };
+        assert!(c1.iter().chain(c2.iter()).all(|&v| v == want), "beta {beta}");
+    }
+}
