@@ -16,8 +16,9 @@
 //! ```
 //!
 //! - `--threads N` (1 or 2): the threads matrixmultiply may use (it reads `MATMUL_NUM_THREADS`
-//!   once, before its first product; this program sets it). Results are deterministic for a
-//!   given thread count: each thread computes its own blocks of the product.
+//!   once, before its first product; this program sets it) and `rnn_tensor::parallel`'s count
+//!   (the f32 products on AVX-512 CPUs). Results are deterministic for a given thread count:
+//!   each thread computes its own blocks of the product.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
 //!   torch_ref.py, so not for the table).
@@ -332,8 +333,9 @@ fn main() {
     }
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    // f32 products on AVX-512 CPUs split across the library's own threads.
+    parallel::set_num_threads(threads);
     if gemm_mode {
-        parallel::set_num_threads(threads);
         run_gemm();
     } else {
         run_cases(&names);
