@@ -10,9 +10,14 @@
 //! boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use [`gemm`].
 //!
 //! With the strip layout, products with one column go to a GEMV over the strips
-//! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs`, whose
-//! arithmetic does not depend on the shape of the call: computing `C` whole, or by blocks of its
-//! columns (for example one per thread), gives the same bits.
+//! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs` (a 32 × 12
+//! FMA micro-kernel), whose arithmetic does not depend on the shape of the call: each element of
+//! `C` is one FMA chain over `p` per block of 256 values of `k` (blocks counted from 0), combined
+//! as `c ← fma(alpha, acc, beta·c)`. So computing `C` whole, by blocks of its columns (for
+//! example one per thread, as long as each block has two columns or more) or of its rows, or
+//! through [`gemm`] (which uses the same kernel for f32 on these CPUs) gives the same bits. With
+//! `alpha = 1` and `beta` 0 or 1 they are also matrixmultiply's bits on these CPUs (its AVX-512
+//! kernel sums the same way).
 
 mod gemv;
 #[cfg(target_arch = "x86_64")]
