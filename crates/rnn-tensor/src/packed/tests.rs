@@ -109,7 +109,8 @@ fn check(
 }
 
 /// Shapes with every tail: m around strips of 32, n around panels of 12 (and one column),
-/// k = 1 and k across blocks of 256, n across column blocks of 252 (through `gemm`).
+/// k = 1 and k across blocks of 256, n across column blocks of 264 (through `gemm_packed`),
+/// and m across groups of 8 strips (300 × 300 × 100, whose `A` `gemm` packs group by group).
 fn shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
     let mut v = vec![
         (1, 1, 2),
@@ -120,6 +121,7 @@ fn shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
         (65, 257, 25),
         (100, 520, 1),
         (5, 40, 300),
+        (300, 300, 100),
     ];
     for _ in 0..6 {
         v.push((1 + rng.below(100), 1 + rng.below(600), 1 + rng.below(40)));
@@ -187,9 +189,13 @@ fn split_products_are_bit_identical() {
     // The last two are above kernel::THREAD_MACS, so `gemm` splits them across two threads,
     // by rows and by columns.
     const { assert!(1024 * 256 * 72 > kernel::THREAD_MACS && 64 * 520 * 600 > kernel::THREAD_MACS) };
-    for &(m, k, n, split_m, split_n) in
-        &[(100, 600, 40, 40, 17), (65, 256, 300, 33, 150), (1024, 256, 72, 512, 32), (64, 520, 600, 40, 300)]
-    {
+    for &(m, k, n, split_m, split_n) in &[
+        (100, 600, 40, 40, 17),
+        (65, 256, 300, 33, 150),
+        (300, 300, 100, 150, 50),
+        (1024, 256, 72, 512, 32),
+        (64, 520, 600, 40, 300),
+    ] {
         let a = rand(&mut rng, m, k);
         let b = rand(&mut rng, k, n);
         let c0 = rand(&mut rng, m, n);
