@@ -197,9 +197,12 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
     });
 }
 
-/// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads
-/// (about 0.1 ms of work on one core: more than starting a thread costs).
-pub(crate) const THREAD_MACS: usize = 1 << 24;
+/// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads:
+/// about 0.3 ms of work on one core, so that starting a thread, or waiting for a busy second
+/// core, costs little beside it (the head's 65 × 256 × 1536 products, a quarter of this, ran
+/// ten times slower on two threads of this shared machine). The whole-sequence products of the
+/// layers (W_ih·X, dW, d_x: 1024 × 256 × 1536) are six times this.
+pub(crate) const THREAD_MACS: usize = 1 << 26;
 
 /// A product on raw pointers, shared with the threads of [`parallel::for_each_part`]: each part
 /// writes a disjoint block of `C`.

@@ -188,13 +188,13 @@ fn split_products_are_bit_identical() {
     let mut rng = Rng::seed_from(26);
     // The last two are above kernel::THREAD_MACS, so `gemm` splits them across two threads,
     // by rows and by columns.
-    const { assert!(1024 * 256 * 72 > kernel::THREAD_MACS && 64 * 520 * 600 > kernel::THREAD_MACS) };
+    const { assert!(1024 * 256 * 272 > kernel::THREAD_MACS && 64 * 1100 * 1000 > kernel::THREAD_MACS) };
     for &(m, k, n, split_m, split_n) in &[
         (100, 600, 40, 40, 17),
         (65, 256, 300, 33, 150),
         (300, 300, 100, 150, 50),
-        (1024, 256, 72, 512, 32),
-        (64, 520, 600, 40, 300),
+        (1024, 256, 272, 512, 32),
+        (64, 1100, 1000, 40, 500),
     ] {
         let a = rand(&mut rng, m, k);
         let b = rand(&mut rng, k, n);
