@@ -285,7 +285,10 @@ pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, c
                 unsafe {
                     let src = base.offset(p as isize * cs);
                     _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_maskz_loadu_ps(m0, src));
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(16), _mm512_maskz_loadu_ps(m1, src.add(16)));
+                    _mm512_storeu_ps(
+                        dst.as_mut_ptr().add(16),
+                        _mm512_maskz_loadu_ps(m1, src.wrapping_add(16)),
+                    );
                 }
             }
         }
@@ -304,7 +307,7 @@ pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, c
                     // rows p0.. of the strip, lanes 16h..16h+16.
                     unsafe {
                         transpose_block(
-                            base.offset((16 * h) as isize * rs + p0 as isize),
+                            base.wrapping_offset((16 * h) as isize * rs + p0 as isize),
                             rs,
                             nv,
                             16.min(k - p0),
@@ -523,10 +526,12 @@ unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
     let mut hi = [_mm512_setzero_ps(); N];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        // SAFETY: ap and bp stay inside the strip block and the panel.
+        // SAFETY: the loads read column p of the strip block (in place: only its first `rows`
+        // values, the masks) and row p of the panel; the pointers advance with wrapping
+        // arithmetic, as after the last step they may point past the operands, unread.
         unsafe {
             let (a0, a1) = if IN_PLACE {
-                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.add(16)))
+                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
             } else {
                 (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
             };
@@ -535,8 +540,8 @@ unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
                 lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
                 hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
             }
-            ap = ap.add(lda);
-            bp = bp.add(N);
+            ap = ap.wrapping_add(lda);
+            bp = bp.wrapping_add(N);
         }
     }
     let alpha = _mm512_set1_ps(out.alpha);
@@ -546,7 +551,7 @@ unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
             // exactly those.
             unsafe {
                 let cp = out.c.offset(j as isize * out.csc);
-                for (acc, cp, mk) in [(lo[j], cp, m0), (hi[j], cp.add(16), m1)] {
+                for (acc, cp, mk) in [(lo[j], cp, m0), (hi[j], cp.wrapping_add(16), m1)] {
                     let prev = match out.prev {
                         Prev::Beta(0.0) => _mm512_setzero_ps(),
                         Prev::Beta(beta) => {
