@@ -91,7 +91,7 @@ enum Layout {
 }
 
 /// `op(A)`, packed for repeated products with [`gemm_packed`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PackedLhs<T> {
     m: usize,
     k: usize,
@@ -99,6 +99,25 @@ pub struct PackedLhs<T> {
     /// The packed values are `data[off..off + len]` (`off` aligns strips to 64 bytes).
     off: usize,
     data: Vec<T>,
+}
+
+impl<T: Scalar> Clone for PackedLhs<T> {
+    /// A copy whose strips start on a 64-byte boundary of its own buffer (a plain copy of the
+    /// `Vec` could start elsewhere in a cache line, and the kernel's aligned loads would fault).
+    fn clone(&self) -> Self {
+        let values = self.values();
+        let mut data = Vec::with_capacity(values.len() + 16);
+        let off = match self.layout {
+            Layout::ColMajor => 0,
+            #[cfg(target_arch = "x86_64")]
+            Layout::Strips => kernel::cache_line_offset(data.as_ptr() as *const f32),
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Strips => 0,
+        };
+        data.resize(off, T::ZERO);
+        data.extend_from_slice(values);
+        PackedLhs { m: self.m, k: self.k, layout: self.layout, off, data }
+    }
 }
 
 impl<T: Scalar> Default for PackedLhs<T> {

@@ -277,3 +277,24 @@ fn empty_inner_dimension_scales_c() {
         assert!(c1.iter().chain(c2.iter()).all(|&v| v == want), "beta {beta}");
     }
 }
+
+#[test]
+fn clones_multiply_like_the_original() {
+    // A clone lives in a buffer of its own: its strips must be realigned (the kernel's loads
+    // require 64 bytes). Clone a few times so that some copies start mid-line.
+    let mut rng = Rng::seed_from(27);
+    let a = rand(&mut rng, 70, 40);
+    let b = rand(&mut rng, 40, 13);
+    let mut pa = PackedLhs::new();
+    pa.pack(&a, Trans::No);
+    let mut want = Mat::zeros(70, 13);
+    gemm_packed(1.0, &pa, &b, Trans::No, 0.0, &mut want);
+    let mut keep = Vec::new();
+    for _ in 0..8 {
+        keep.push(vec![0u8; 4 * keep.len() + 4]);
+        let copy = pa.clone();
+        let mut c = Mat::zeros(70, 13);
+        gemm_packed(1.0, &copy, &b, Trans::No, 0.0, &mut c);
+        assert_eq!(bits(&c), bits(&want));
+    }
+}
