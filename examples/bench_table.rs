@@ -15,10 +15,10 @@
 //! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
 //! ```
 //!
-//! - `--threads N` (1 or 2): the threads the library's pool (`rnn_tensor::parallel`, which splits
-//!   the recurrent layers' time loops by batch columns) and matrixmultiply may use (it reads
-//!   `MATMUL_NUM_THREADS` once, before its first product; this program sets it to `N` unless it
-//!   is set in the environment already). Results are
+//! - `--threads N` (1 or 2): the threads of the library's pool (`rnn_tensor::parallel`: the f32
+//!   products on AVX-512 CPUs and the recurrent layers' time loops, split by batch columns) and
+//!   of matrixmultiply (it reads `MATMUL_NUM_THREADS` once, before its first product; this
+//!   program sets it to `N` unless it is set in the environment already). Results are
 //!   bit-identical for any thread count: every part is computed as it would be on one thread.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
@@ -26,8 +26,10 @@
 //! - `--digest`: print a digest of each case's results (gradients, loss, final state) after the
 //!   timed runs instead of its time: the same digest for `--threads 1` and `--threads 2` shows the
 //!   results are bit-identical.
-//! - `--gemm`: the throughput of the matrix products the cases are made of, on their shapes and
-//!   layouts, the bound on what the cases can reach.
+//! - `--gemm`: the throughput (GFLOP/s) of the matrix products the cases are made of, on their
+//!   shapes and layouts, the bound on what the cases can reach: matrixmultiply, our `gemm` and
+//!   `gemm_packed` side by side (`--threads` also sets `parallel::set_num_threads`; with
+//!   `--cpu-time` and two threads only the calling thread's time counts, so use the wall clock).
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
 //!   threads) and prints the Markdown table of docs/PERFORMANCE.md.
 
@@ -39,7 +41,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-use rnn::tensor::{gemm, gemm_flops, Mat, Rng, Trans};
+use rnn::tensor::{gemm, gemm_flops, gemm_packed, parallel, Mat, PackedLhs, Rng, Scalar, Trans};
 
 /// The system allocator, counting live bytes, their peak, and allocations.
 struct Counting;
@@ -161,30 +163,80 @@ fn run_cases(names: &[String]) {
 }
 
 /// The products the cases are made of: `(label, m, k, n, op(A) transposed, op(B) transposed)`.
-const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 12] = [
+/// The step products also appear with half the batch (`B = 32`), as two threads splitting the
+/// batch compute them.
+const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 19] = [
     ("square 1024", 1024, 1024, 1024, false, false),
     ("lstm step W_hh·h (4H=1024, H=256, B=64)", 1024, 256, 64, false, false),
+    ("lstm step W_hh·h, half batch", 1024, 256, 32, false, false),
     ("lstm step W_hhᵀ·da", 256, 1024, 64, true, false),
+    ("lstm step W_hhᵀ·da, half batch", 256, 1024, 32, true, false),
     ("lstm input W_ih·X (T·B=1536)", 1024, 256, 1536, false, false),
     ("lstm dW = dA·Xᵀ", 1024, 1536, 256, false, true),
     ("lstm dX = W_ihᵀ·dA", 256, 1024, 1536, true, false),
     ("gru step W_hh·h (3H=768)", 768, 256, 64, false, false),
+    ("gru step W_hh·h, half batch", 768, 256, 32, false, false),
     ("rnn step W_hh·h (H=256)", 256, 256, 64, false, false),
+    ("rnn step W_hh·h, half batch", 256, 256, 32, false, false),
+    ("lm_lstm_1x128 step W_hh·h (4H=512, B=32)", 512, 128, 32, false, false),
+    ("lm_lstm_1x128 step W_hhᵀ·da", 128, 512, 32, true, false),
     ("head W·H (V=65)", 65, 256, 1536, false, false),
     ("head dW = dY·Hᵀ", 65, 1536, 256, false, true),
     ("head dH = Wᵀ·dY", 256, 65, 1536, true, false),
     ("gemv W_hh·h (4H=2048, H=512, B=1)", 2048, 512, 1, false, false),
+    ("gemv W_hh·h (4H=1024, H=256, B=1)", 1024, 256, 1, false, false),
 ];
 
+/// GFLOP/s of each product of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by three routes,
+/// timed in the same sitting: matrixmultiply called directly (what `gemm` used before), our
+/// `gemm` (packing both operands per call), and `gemm_packed` with `op(A)` packed once outside
+/// the timing (as `W_hh` is for a whole sequence); then the time `PackedLhs::pack` takes.
 fn run_gemm() {
     let mut rng = Rng::seed_from(1);
+    println!(
+        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}",
+        "product (GFLOP/s)", "m x k x n", "mmul", "gemm", "packed", "pack ms"
+    );
     for &(label, m, k, n, ta, tb) in &GEMM_SHAPES {
         let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
         let (a, b) = (if ta { rand(k, m) } else { rand(m, k) }, if tb { rand(n, k) } else { rand(k, n) });
         let mut c = Mat::<f32>::zeros(m, n);
         let t = |x: bool| if x { Trans::Yes } else { Trans::No };
-        let ms = median_ms(|| gemm(1.0, &a, t(ta), &b, t(tb), 1.0, &mut c));
-        println!("{label:44} {m:5}x{k:5}x{n:5} {ms:9.4} ms {:7.1} GFLOP/s", gemm_flops(m, k, n) / ms / 1e6);
+        // Strides of op(A) and op(B) for matrixmultiply (column-major storage).
+        let (rsa, csa) = if ta { (k as isize, 1) } else { (1, m as isize) };
+        let (rsb, csb) = if tb { (n as isize, 1) } else { (1, k as isize) };
+        let ms_mm = median_ms(|| {
+            // SAFETY: the pointers and strides describe `a`, `b` and `c`; `c` is separate.
+            unsafe {
+                <f32 as Scalar>::gemm_raw(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    rsa,
+                    csa,
+                    b.as_ptr(),
+                    rsb,
+                    csb,
+                    1.0,
+                    c.as_mut_ptr(),
+                    1,
+                    m as isize,
+                )
+            }
+        });
+        let ms_gemm = median_ms(|| gemm(1.0, &a, t(ta), &b, t(tb), 1.0, &mut c));
+        let mut packed = PackedLhs::new();
+        let ms_pack = median_ms(|| packed.pack(&a, t(ta)));
+        let ms_packed = median_ms(|| gemm_packed(1.0, &packed, &b, t(tb), 1.0, &mut c));
+        let g = |ms: f64| gemm_flops(m, k, n) / ms / 1e6;
+        println!(
+            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {ms_pack:9.4}",
+            g(ms_mm),
+            g(ms_gemm),
+            g(ms_packed)
+        );
     }
 }
 
@@ -285,7 +337,8 @@ fn main() {
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
         std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     }
-    rnn::tensor::parallel::set_num_threads(threads);
+    // The library's own threads: f32 products on AVX-512 CPUs and the time loops.
+    parallel::set_num_threads(threads);
     if gemm_mode {
         run_gemm();
     } else {

@@ -40,20 +40,33 @@ pub enum CharLmError {
     /// A cell setting.
     #[error(transparent)]
     Cell(#[from] rnn_cells::CellError),
-    /// The training loss became NaN or infinite.
+    /// A training or validation loss, the gradient norm or a weight became NaN or infinite.
     #[error(
-        "training diverged at step {step}: the loss is {loss}; the last good checkpoint is kept; \
-         lower --lr or set --clip-norm"
+        "training diverged at step {step}: the {what} is {value}; {}; lower --lr or set --clip-norm",
+        kept_checkpoint(*.checkpoint)
     )]
     Diverged {
-        /// The optimizer step (from 1) whose loss was not finite.
+        /// The optimizer step (from 1) at which it was found.
         step: u64,
-        /// The loss.
-        loss: f64,
+        /// What was not finite: "training loss", "validation loss", "gradient norm", or
+        /// "weight NAME".
+        what: String,
+        /// Its value.
+        value: f64,
+        /// The step of the last checkpoint in the output directory (kept as it was): written
+        /// by this run or by the run it resumed; `None` if there is none.
+        checkpoint: Option<u64>,
     },
     /// Sampling failed (non-finite logits).
     #[error("cannot sample: {0}")]
     Sample(String),
+}
+
+fn kept_checkpoint(step: Option<u64>) -> String {
+    match step {
+        Some(s) => format!("the checkpoint of step {s} is kept"),
+        None => "no checkpoint was written yet".to_string(),
+    }
 }
 
 impl CharLmError {

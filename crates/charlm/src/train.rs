@@ -277,10 +277,19 @@ pub struct TrainReport {
     pub steps_run: u64,
 }
 
-fn check_finite_params<T: Scalar, P: Parameters<T>>(params: &P, step: u64) -> Result<(), CharLmError> {
-    for (_, m) in params.named_params() {
+fn check_finite_params<T: Scalar, P: Parameters<T>>(
+    params: &P,
+    step: u64,
+    checkpoint: Option<u64>,
+) -> Result<(), CharLmError> {
+    for (name, m) in params.named_params() {
         if let Some(v) = m.iter().find(|v| !v.to_f64().is_finite()) {
-            return Err(CharLmError::Diverged { step, loss: v.to_f64() });
+            return Err(CharLmError::Diverged {
+                step,
+                what: format!("weight {name}"),
+                value: v.to_f64(),
+                checkpoint,
+            });
         }
     }
     Ok(())
@@ -370,6 +379,9 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     let mut batch = Batch::default();
     let mut last_loss = f64::NAN;
     let mut last_val = val_loss.last().map(|&(_, l)| l);
+    // The step of the last checkpoint in `cfg.out` (written by this run, or the one it resumed
+    // from), named if training diverges.
+    let mut last_checkpoint = (step > 0).then_some(step);
     let mut step_seconds = 0.0;
     while step < total {
         let t0 = Instant::now();
@@ -383,7 +395,12 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         step += 1;
         if !loss.is_finite() {
             bar.abandon();
-            return Err(CharLmError::Diverged { step, loss });
+            return Err(CharLmError::Diverged {
+                step,
+                what: "training loss".into(),
+                value: loss,
+                checkpoint: last_checkpoint,
+            });
         }
         let clipped = (|| {
             if let Some(c) = cfg.clip_value {
@@ -396,7 +413,12 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         })();
         if let Err(OptimError::NonFiniteNorm(norm)) = clipped {
             bar.abandon();
-            return Err(CharLmError::Diverged { step, loss: norm });
+            return Err(CharLmError::Diverged {
+                step,
+                what: "gradient norm".into(),
+                value: norm,
+                checkpoint: last_checkpoint,
+            });
         }
         clipped?;
         step_model(opt.as_mut(), model.params_mut(), &grads)?;
@@ -413,14 +435,19 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             say(&format!("--- sample at step {step} ---\n{text}\n---"));
         }
         if step % cfg.val_every == 0 || step == total {
-            check_finite_params(model.params(), step)?;
+            check_finite_params(model.params(), step, last_checkpoint)?;
             if corpus.val().len() >= 2 {
                 let v = evaluate(model, corpus.val(), bs, sl)?;
                 if !v.is_finite() {
                     // Weights that give a non-finite validation loss are not a good checkpoint:
                     // stop before writing them, keeping the previous one.
                     bar.abandon();
-                    return Err(CharLmError::Diverged { step, loss: v });
+                    return Err(CharLmError::Diverged {
+                        step,
+                        what: "validation loss".into(),
+                        value: v,
+                        checkpoint: last_checkpoint,
+                    });
                 }
                 val_loss.push((step, v));
                 last_val = Some(v);
@@ -443,6 +470,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 val_loss: val_loss.clone(),
             };
             save_checkpoint(&cfg.out, &bytes, &mut ts)?;
+            last_checkpoint = Some(step);
             crate::plot::plot_losses(&cfg.out.join("loss.png"), &train_loss, &val_loss)?;
         }
     }

@@ -653,7 +653,10 @@ fn divergence_names_the_step_and_keeps_the_last_checkpoint() {
     };
     let (ok, _, err) = run(&args(&good, "4", "3e36").iter().map(|s| &**s).collect::<Vec<_>>());
     assert!(ok, "{err}");
-    assert_clean_failure(&args(&bad, "40", "3e36"), "training diverged at step 6: the loss is inf");
+    assert_clean_failure(
+        &args(&bad, "40", "3e36"),
+        "training diverged at step 6: the training loss is inf; the checkpoint of step 4 is kept",
+    );
     let before = std::fs::read(good.join("model.safetensors")).unwrap();
     let after = std::fs::read(bad.join("model.safetensors")).unwrap();
     assert!(before == after, "the last good checkpoint changed");
@@ -662,7 +665,10 @@ fn divergence_names_the_step_and_keeps_the_last_checkpoint() {
     let ck = bad.join("model.safetensors");
     let (ok, out, err) = run(&["sample", "--checkpoint", ck.to_str().unwrap(), "--length", "5"]);
     assert!(ok && out.trim_end().chars().count() == 5, "{out:?} {err}");
-    assert_clean_failure(&args(&worse, "40", "1e37"), "training diverged at step 2: the loss is inf");
+    assert_clean_failure(
+        &args(&worse, "40", "1e37"),
+        "training diverged at step 2: the validation loss is inf; no checkpoint was written yet",
+    );
     assert!(!worse.join("model.safetensors").exists(), "weights with an inf validation loss were saved");
     for d in [good, bad, worse] {
         std::fs::remove_dir_all(d).unwrap();

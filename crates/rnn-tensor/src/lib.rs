@@ -6,8 +6,13 @@
 //!   optimizer runs in both precisions;
 //! - [`Mat`]: column-major matrices on `nalgebra`. Sequences are stored feature-major, one column
 //!   per sample, so the `B` columns of one timestep are one contiguous block;
-//! - [`gemm()`]: `C = alpha·op(A)·op(B) + beta·C` on views with any strides, routed to
-//!   `matrixmultiply` or, when the right operand has one column, to a hand-written GEMV;
+//! - [`gemm()`]: `C = alpha·op(A)·op(B) + beta·C` on views with any strides: f32 on AVX-512
+//!   CPUs through this crate's own FMA micro-kernel (split across [`parallel`] threads when
+//!   large), f64 and other CPUs through `matrixmultiply`, one-column right operands through a
+//!   hand-written GEMV; [`PackedLhs`] + [`gemm_packed()`] keep a left operand packed across
+//!   many products (`W_hh` across the steps of a sequence);
+//! - [`parallel`]: the library's thread count and a pool that splits work into contiguous
+//!   parts, with results bit-identical for any thread count;
 //! - [`activation`]: sigmoid, tanh, relu, softmax and log-softmax with their derivatives;
 //! - [`init`]: uniform, normal and PyTorch's `U(-1/sqrt(H), 1/sqrt(H))` initialisers;
 //! - [`rng`]: the seeded, serialisable random number generator used everywhere;

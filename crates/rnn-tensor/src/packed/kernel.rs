@@ -1,0 +1,589 @@
+//! The f32 AVX-512 GEMM: `C = alpha·A·B + beta·C` with `A` in strips of [`MR`] rows.
+//!
+//! A micro-kernel keeps a `32 × N` block of `C` (`N ≤ NR`) in `2·N` zmm registers and adds
+//! `A[:, p] ⊗ B[p, :]` for each `p` with one fused multiply-add per register: two 16-lane loads
+//! of the strip, `N` broadcasts of the packed `B` panel.
+//!
+//! **Arithmetic (the same for every shape and split of a call).** `k` is cut into blocks of
+//! [`KC`] starting at 0, a constant. Within a block every element of `C` has its own accumulator,
+//! started at zero and updated by one FMA per `p` in increasing order; at the end of the block
+//! `c ← fma(alpha, acc, prev)` where `prev` is `beta·c` for the first block (`0` when
+//! `beta = 0`, `C` then is not read) and `c` for the others. Nothing depends on `m`, `n`, on where
+//! a strip or panel starts, or on which of the two operands plays `A` (an FMA's product is
+//! commutative), so an element of `C` gets the same bits whether the product is computed whole,
+//! by halves of its rows or columns, or transposed.
+//!
+//! Loop nest (from outside): `k` blocks; column blocks of at most [`NC`] (their `B` block is packed
+//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of [`MC_STRIPS`]
+//! strips of `A`; panels (one stays in L1 while the group's strips stream from L2); strips.
+//! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
+//! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
+//! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
+//! place with masked loads. Each micro-kernel call prefetches its block of `C` before its loop.
+//!
+//! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
+//! packed, against a 250 GFLOP/s FMA peak.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::MR;
+use crate::linalg::{RawGemm, Strided};
+use crate::parallel;
+
+/// Columns of `C` per micro-kernel call (`2·NR` accumulators plus two registers for `A`).
+pub(crate) const NR: usize = 12;
+/// The `k` block: a constant, so that the arithmetic does not depend on the shape of a call.
+pub(crate) const KC: usize = 256;
+/// Products with at most this many columns read a column-major `A` in place instead of
+/// packing it (packing costs `m·k` copies against `m·k·n` multiply-adds).
+const DIRECT_MAX_N: usize = 96;
+/// Strips of `A` multiplied by one panel of `B` before the next panel (the panel stays in L1,
+/// the strips in L2).
+const MC_STRIPS: usize = 8;
+/// Columns of `B` packed at a time (`KC × NC` floats: 264 KB, in L2 with a block of `A`; 256
+/// columns make one block).
+const NC: usize = 264;
+
+/// A reusable buffer whose usable part starts on a 64-byte boundary (a cache line, so that
+/// every 16-lane load of a strip is aligned).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    v: Vec<f32>,
+}
+
+impl AlignedBuf {
+    /// A 64-byte-aligned slice of `len` floats (contents unspecified).
+    pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
+        if self.v.len() < len + 16 {
+            self.v.resize(len + 16, 0.0);
+        }
+        let off = cache_line_offset(self.v.as_ptr());
+        &mut self.v[off..off + len]
+    }
+}
+
+/// The mask of the first `min(n, 16)` lanes.
+fn lane_mask(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
+
+/// How many `f32` from `p` the next 64-byte boundary is (0 to 15).
+pub(crate) fn cache_line_offset(p: *const f32) -> usize {
+    (64 - p as usize % 64) % 64 / 4
+}
+
+thread_local! {
+    static B_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+    static A_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+}
+
+/// The left operand of [`gemm_f32`].
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    /// Already in strips (`data[s·MR·k + p·MR + r] = A[s·MR + r, p]`, zero-padded).
+    Strips(&'a [f32]),
+    /// Any strides; each `k` block is packed into strips per call.
+    Strided(Strided<*const f32>),
+}
+
+/// `C = alpha·A·B + beta·C` with the arithmetic described in the module docs.
+///
+/// # Safety
+/// The CPU has AVX-512F; the pointers are valid for the shapes and strides; `C` does not alias
+/// `A` or `B`; a `Strips` slice holds `⌈m/MR⌉·MR·k` values.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
+    let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
+    let Strided { ptr: b, rs: rsb, cs: csb } = b;
+    let Strided { ptr: c, rs: rsc, cs: csc } = c;
+    if m == 0 || n == 0 {
+        return;
+    }
+    let strips = m.div_ceil(MR);
+    if k == 0 {
+        for j in 0..n {
+            for i in 0..m {
+                // SAFETY: (i, j) is inside C.
+                unsafe {
+                    let cij = c.offset(i as isize * rsc + j as isize * csc);
+                    *cij = if beta == 0.0 { 0.0 } else { beta * *cij };
+                }
+            }
+        }
+        return;
+    }
+    B_BUF.with_borrow_mut(|bbuf| {
+        A_BUF.with_borrow_mut(|abuf| {
+            for kb in (0..k).step_by(KC) {
+                let kc = KC.min(k - kb);
+                let first = kb == 0;
+                // The k block of A: strip s at `ablk + s·sa`, column p of the strip `lda` further
+                // than column p - 1. With one block of columns, a per-call packing goes group by
+                // group of strips instead (below), so that the packed block (256 KB) leaves room
+                // in L2 for C across the k blocks.
+                let per_group = matches!(a, Lhs::Strided(_)) && n <= NC;
+                let (ablk, sa, lda, in_place) = match a {
+                    Lhs::Strips(data) => {
+                        debug_assert_eq!(data.len(), strips * MR * k);
+                        // SAFETY: offset kb·MR is inside strip 0.
+                        (unsafe { data.as_ptr().add(kb * MR) }, MR * k, MR, false)
+                    }
+                    // Contiguous columns of A and few columns of B: read A in place (the kernel
+                    // masks rows past m); packing it would cost a sizeable part of the product.
+                    Lhs::Strided(Strided { ptr, rs: 1, cs }) if cs >= 0 && n <= DIRECT_MAX_N => {
+                        // SAFETY: column kb is inside A.
+                        (unsafe { ptr.offset(kb as isize * cs) }, MR, cs as usize, true)
+                    }
+                    Lhs::Strided(_) if per_group => (std::ptr::null(), MR * kc, MR, false),
+                    Lhs::Strided(Strided { ptr, rs, cs }) => {
+                        let buf = abuf.get(strips * MR * kc);
+                        // SAFETY: columns kb..kb+kc of A are inside it.
+                        unsafe { pack_strips(m, kc, ptr.offset(kb as isize * cs), rs, cs, buf) };
+                        (buf.as_ptr(), MR * kc, MR, false)
+                    }
+                };
+                let per_group = per_group && !in_place;
+                for jc in (0..n).step_by(NC) {
+                    let nc = NC.min(n - jc);
+                    let bpk = bbuf.get(nc.div_ceil(NR) * NR * kc);
+                    // SAFETY: the block (kb.., jc..) of B is inside B.
+                    unsafe { pack_b(kc, nc, b.offset(kb as isize * rsb + jc as isize * csb), rsb, csb, bpk) };
+                    for s0 in (0..strips).step_by(MC_STRIPS) {
+                        let s1 = strips.min(s0 + MC_STRIPS);
+                        // Strip s at `gblk + (s - gs0)·sa`.
+                        let (gblk, gs0) = match a {
+                            Lhs::Strided(Strided { ptr, rs, cs }) if per_group => {
+                                let buf = abuf.get((s1 - s0) * MR * kc);
+                                let rows = (m - s0 * MR).min((s1 - s0) * MR);
+                                // SAFETY: rows s0·MR.. and columns kb..kb+kc of A are inside it.
+                                unsafe {
+                                    let at = ptr.offset((s0 * MR) as isize * rs + kb as isize * cs);
+                                    pack_strips(rows, kc, at, rs, cs, buf)
+                                };
+                                (buf.as_ptr(), s0)
+                            }
+                            _ => (ablk, 0),
+                        };
+                        for j0 in (0..nc).step_by(NR) {
+                            let w = NR.min(nc - j0);
+                            for s in s0..s1 {
+                                let rows = MR.min(m - s * MR);
+                                // SAFETY: strip s, panel j0/NR and the C block (s·MR.., jc+j0..)
+                                // are inside their buffers.
+                                unsafe {
+                                    micro(
+                                        w,
+                                        kc,
+                                        gblk.add((s - gs0) * sa),
+                                        (lda, in_place),
+                                        bpk.as_ptr().add(j0 * kc),
+                                        Out {
+                                            c: c.offset((s * MR) as isize * rsc + (jc + j0) as isize * csc),
+                                            rsc,
+                                            csc,
+                                            rows,
+                                            alpha,
+                                            prev: if first { Prev::Beta(beta) } else { Prev::Acc },
+                                        },
+                                    )
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    });
+}
+
+/// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads:
+/// about 0.3 ms of work on one core, so that starting a thread, or waiting for a busy second
+/// core, costs little beside it (the head's 65 × 256 × 1536 products, a quarter of this, ran
+/// ten times slower on two threads of this shared machine). The whole-sequence products of the
+/// layers (W_ih·X, dW, d_x: 1024 × 256 × 1536) are six times this.
+pub(crate) const THREAD_MACS: usize = 1 << 26;
+
+/// A product on raw pointers, shared with the threads of [`parallel::for_each_part`]: each part
+/// writes a disjoint block of `C`.
+#[derive(Clone, Copy)]
+struct SendPtr<P>(P);
+impl<P: Copy> SendPtr<P> {
+    /// The product (a method, so that closures capture the wrapper, not its field).
+    fn get(&self) -> P {
+        self.0
+    }
+}
+// SAFETY: the parts read shared operands and write disjoint blocks of C.
+unsafe impl<P> Send for SendPtr<P> {}
+// SAFETY: as above.
+unsafe impl<P> Sync for SendPtr<P> {}
+
+/// `C = alpha·A·B + beta·C` for f32 matrices with any strides: [`gemm_f32`] with `A` packed
+/// per call, on the orientation that wastes the fewest padded rows (`Cᵀ = Bᵀ·Aᵀ` when `m` is
+/// small and `n` large: the same bits, see the module docs), split across threads by strips of
+/// rows or panels of columns when large.
+///
+/// # Safety
+/// As [`gemm_f32`].
+pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
+    // The micro-kernels compute `m` rounded up to strips, for each column.
+    let (m, n) = (g.m, g.n);
+    let flip = 10 * n.div_ceil(MR) * MR * m < 8 * m.div_ceil(MR) * MR * n;
+    let g = if flip { RawGemm { m: n, n: m, a: g.b.t(), b: g.a.t(), c: g.c.t(), ..g } } else { g };
+    let (m, k, n) = (g.m, g.k, g.n);
+    let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
+    let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
+    let g = SendPtr(g);
+    parallel::for_each_part(parts, |part| {
+        let g = g.get();
+        let (rows, cols) = if by_rows { (part.range(m, MR), 0..n) } else { (0..m, part.range(n, NR)) };
+        if rows.is_empty() || cols.is_empty() {
+            return;
+        }
+        let (i0, j0) = (rows.start as isize, cols.start as isize);
+        // SAFETY: the block (rows, cols) of C and the matching rows of A and columns of B are
+        // inside them; the parts' blocks of C are disjoint. The caller checked AVX-512F.
+        unsafe {
+            gemm_f32(RawGemm {
+                m: rows.len(),
+                k,
+                n: cols.len(),
+                alpha: g.alpha,
+                a: Lhs::Strided(Strided { ptr: g.a.ptr.offset(i0 * g.a.rs), ..g.a }),
+                b: Strided { ptr: g.b.ptr.offset(j0 * g.b.cs), ..g.b },
+                beta: g.beta,
+                c: Strided { ptr: g.c.ptr.offset(i0 * g.c.rs + j0 * g.c.cs), ..g.c },
+            })
+        };
+    });
+}
+
+/// Packs rows `0..m`, columns `0..k` of the matrix at `a` (strides `rs`, `cs`) into strips
+/// (`out[s·MR·k + p·MR + r] = A[s·MR + r, p]`, rows past `m` zero).
+///
+/// # Safety
+/// AVX-512F; `a` valid for the shape and strides; `out` holds `⌈m/MR⌉·MR·k` values.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, cs: isize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), m.div_ceil(MR) * MR * k);
+    if k == 0 {
+        return;
+    }
+    if rs == 1 {
+        // Columns of A contiguous: two masked 16-lane copies per column of a strip (a memcpy
+        // call per 32 values cost a sixth of a large product; going column by column across
+        // all strips, writing 32 places far apart, was slower still).
+        for (s, strip) in out.chunks_exact_mut(MR * k).enumerate() {
+            let rows = MR.min(m - s * MR);
+            let (m0, m1) = (lane_mask(rows), lane_mask(rows.saturating_sub(16)));
+            // SAFETY: rows s·MR.. of A.
+            let base = unsafe { a.add(s * MR) };
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                // SAFETY: column p holds `rows` contiguous values from row s·MR (the masks cover
+                // exactly those); dst holds MR values.
+                unsafe {
+                    let src = base.offset(p as isize * cs);
+                    _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_maskz_loadu_ps(m0, src));
+                    _mm512_storeu_ps(
+                        dst.as_mut_ptr().add(16),
+                        _mm512_maskz_loadu_ps(m1, src.wrapping_add(16)),
+                    );
+                }
+            }
+        }
+        return;
+    }
+    for (s, strip) in out.chunks_exact_mut(MR * k).enumerate() {
+        let rows = MR.min(m - s * MR);
+        // SAFETY: rows s·MR.. of A.
+        let base = unsafe { a.offset((s * MR) as isize * rs) };
+        if cs == 1 {
+            // Rows of A contiguous (a transposed operand): 16×16 transposes.
+            for h in 0..MR / 16 {
+                let nv = rows.saturating_sub(16 * h).min(16);
+                for p0 in (0..k).step_by(16) {
+                    // SAFETY: rows 16h..16h+nv of the strip, columns p0.. of A; the output
+                    // rows p0.. of the strip, lanes 16h..16h+16.
+                    unsafe {
+                        transpose_block(
+                            base.wrapping_offset((16 * h) as isize * rs + p0 as isize),
+                            rs,
+                            nv,
+                            16.min(k - p0),
+                            strip.as_mut_ptr().add(p0 * MR + 16 * h),
+                            MR,
+                            16,
+                        )
+                    };
+                }
+            }
+        } else {
+            for p in 0..k {
+                for r in 0..MR {
+                    strip[p * MR + r] =
+                        // SAFETY: (s·MR + r, p) is inside A.
+                        if r < rows { unsafe { *base.offset(r as isize * rs + p as isize * cs) } } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Transposes a block of up to 16×16 values: input vector `v < nv` is the `len ≤ 16` values at
+/// `src + v·stride` (vectors `nv..16` are zero); output vector `q < len` goes to
+/// `dst + q·dstride`, its first `lanes` lanes (lane `v` = input vector `v`, value `q`).
+///
+/// # Safety
+/// AVX-512F; the `nv` input runs and the `len` output runs of `lanes` values are valid.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose_block(
+    src: *const f32,
+    stride: isize,
+    nv: usize,
+    len: usize,
+    dst: *mut f32,
+    dstride: usize,
+    lanes: usize,
+) {
+    let lmask = lane_mask(len);
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (v, rv) in r.iter_mut().enumerate().take(nv) {
+        // SAFETY: input run v.
+        *rv = unsafe { _mm512_maskz_loadu_ps(lmask, src.offset(v as isize * stride)) };
+    }
+    // Within 128-bit lanes: pairs, then quadruples (u[4i + c], lane L = column 4L + c of rows
+    // 4i..4i+4).
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        u[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // Across 128-bit lanes: output q = 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let smask = lane_mask(lanes);
+    for c in 0..4 {
+        let x = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let y = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+        let x2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let y2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+        let outs = [
+            _mm512_shuffle_f32x4::<0x88>(x, x2),
+            _mm512_shuffle_f32x4::<0x88>(y, y2),
+            _mm512_shuffle_f32x4::<0xDD>(x, x2),
+            _mm512_shuffle_f32x4::<0xDD>(y, y2),
+        ];
+        for (l, o) in outs.into_iter().enumerate() {
+            let q = 4 * l + c;
+            if q < len {
+                // SAFETY: output run q.
+                unsafe { _mm512_mask_storeu_ps(dst.add(q * dstride), smask, o) };
+            }
+        }
+    }
+}
+
+/// Packs the `kc × nc` block of `B` at `b` as panels of [`NR`] columns (the last one
+/// narrower), panel `q` at `out[q·NR·kc..]`, `p`-major: `out[q·NR·kc + p·w + j] = B[p, q·NR + j]`.
+///
+/// # Safety
+/// AVX-512F; `b` valid for the shape and strides; `out` holds at least `⌈nc/NR⌉·NR·kc` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
+    for j0 in (0..nc).step_by(NR) {
+        let w = NR.min(nc - j0);
+        let panel = &mut out[j0 * kc..j0 * kc + w * kc];
+        if csb == 1 {
+            let mask = lane_mask(w);
+            for (p, dst) in panel.chunks_exact_mut(w).enumerate() {
+                // SAFETY: row p of B holds w contiguous values from column j0, dst holds w.
+                unsafe {
+                    let src = b.offset(p as isize * rsb + j0 as isize);
+                    _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_maskz_loadu_ps(mask, src));
+                }
+            }
+        } else if rsb == 1 {
+            // Columns of B contiguous (the common case): 16×16 transposes.
+            for p0 in (0..kc).step_by(16) {
+                // SAFETY: columns j0..j0+w, rows p0.. of B; rows p0.. of the panel.
+                unsafe {
+                    transpose_block(
+                        b.offset(j0 as isize * csb + p0 as isize),
+                        csb,
+                        w,
+                        16.min(kc - p0),
+                        panel.as_mut_ptr().add(p0 * w),
+                        w,
+                        w,
+                    )
+                };
+            }
+        } else {
+            for j in 0..w {
+                // SAFETY: column j0 + j of B.
+                let col = unsafe { b.offset((j0 + j) as isize * csb) };
+                for p in 0..kc {
+                    panel[p * w + j] = unsafe { *col.offset(p as isize * rsb) };
+                }
+            }
+        }
+    }
+}
+
+/// How a micro-kernel's accumulators combine with `C`.
+#[derive(Clone, Copy)]
+enum Prev {
+    /// The first `k` block: `c ← fma(alpha, acc, beta·c)` (`0` instead of `beta·c` when
+    /// `beta = 0`).
+    Beta(f32),
+    /// A later block: `c ← fma(alpha, acc, c)`.
+    Acc,
+}
+
+/// Where and how a micro-kernel writes its block of `C`.
+#[derive(Clone, Copy)]
+struct Out {
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    alpha: f32,
+    prev: Prev,
+}
+
+/// `kernel::<IN_PLACE, w>(args)` for a width `w` known at run time (`1 ≤ w ≤ NR`).
+macro_rules! kernel_of_width {
+    ($in_place:literal, $w:expr, $($arg:expr),*) => {
+        match $w {
+            12 => kernel::<$in_place, 12>($($arg),*),
+            11 => kernel::<$in_place, 11>($($arg),*),
+            10 => kernel::<$in_place, 10>($($arg),*),
+            9 => kernel::<$in_place, 9>($($arg),*),
+            8 => kernel::<$in_place, 8>($($arg),*),
+            7 => kernel::<$in_place, 7>($($arg),*),
+            6 => kernel::<$in_place, 6>($($arg),*),
+            5 => kernel::<$in_place, 5>($($arg),*),
+            4 => kernel::<$in_place, 4>($($arg),*),
+            3 => kernel::<$in_place, 3>($($arg),*),
+            2 => kernel::<$in_place, 2>($($arg),*),
+            1 => kernel::<$in_place, 1>($($arg),*),
+            w => unreachable!("micro-kernel width {w}"),
+        }
+    };
+}
+
+/// The micro-kernel for a panel `w` columns wide (`1 ≤ w ≤ NR`), `A`'s columns `lda` apart,
+/// packed (aligned, zero-padded) or read in place (masked).
+///
+/// # Safety
+/// As [`kernel`].
+#[target_feature(enable = "avx512f")]
+unsafe fn micro(w: usize, kc: usize, a: *const f32, (lda, in_place): (usize, bool), b: *const f32, out: Out) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if in_place {
+            kernel_of_width!(true, w, kc, a, lda, b, out)
+        } else {
+            kernel_of_width!(false, w, kc, a, lda, b, out)
+        }
+    }
+}
+
+/// `MR × N` block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA chain per
+/// element, in order of `p`), then combined with `C` as `out` says.
+///
+/// # Safety
+/// AVX-512F; `a` holds `kc` columns of `MR` values `lda` apart (64-byte aligned unless
+/// `IN_PLACE`, when only the first `out.rows` of each column are read), `b` holds `kc·N`;
+/// `out.c` is valid for `out.rows × N` with its strides.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    out: Out,
+) {
+    let (m0, m1) = (lane_mask(out.rows), lane_mask(out.rows.saturating_sub(16)));
+    if out.rsc == 1 {
+        // Start fetching the block of C now: with a large C it comes from L3 or memory, and
+        // the loop below hides the wait.
+        for j in 0..N {
+            let cp = out.c.wrapping_offset(j as isize * out.csc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cp);
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64));
+        }
+    }
+    let mut lo = [_mm512_setzero_ps(); N];
+    let mut hi = [_mm512_setzero_ps(); N];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: the loads read column p of the strip block (in place: only its first `rows`
+        // values, the masks) and row p of the panel; the pointers advance with wrapping
+        // arithmetic, as after the last step they may point past the operands, unread.
+        unsafe {
+            let (a0, a1) = if IN_PLACE {
+                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
+            } else {
+                (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
+            };
+            for j in 0..N {
+                let bj = _mm512_set1_ps(*bp.add(j));
+                lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
+                hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
+            }
+            ap = ap.wrapping_add(lda);
+            bp = bp.wrapping_add(N);
+        }
+    }
+    let alpha = _mm512_set1_ps(out.alpha);
+    if out.rsc == 1 {
+        for j in 0..N {
+            // SAFETY: column j of the block holds `rows` contiguous values; the masks cover
+            // exactly those.
+            unsafe {
+                let cp = out.c.offset(j as isize * out.csc);
+                for (acc, cp, mk) in [(lo[j], cp, m0), (hi[j], cp.wrapping_add(16), m1)] {
+                    let prev = match out.prev {
+                        Prev::Beta(0.0) => _mm512_setzero_ps(),
+                        Prev::Beta(beta) => {
+                            _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mk, cp))
+                        }
+                        Prev::Acc => _mm512_maskz_loadu_ps(mk, cp),
+                    };
+                    _mm512_mask_storeu_ps(cp, mk, _mm512_fmadd_ps(alpha, acc, prev));
+                }
+            }
+        }
+    } else {
+        // C with strided columns (a transposed product): the same operations element by element.
+        let mut tmp = [0.0f32; MR];
+        for j in 0..N {
+            // SAFETY: tmp holds MR values.
+            unsafe {
+                _mm512_storeu_ps(tmp.as_mut_ptr(), lo[j]);
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(16), hi[j]);
+            }
+            for (i, &acc) in tmp.iter().enumerate().take(out.rows) {
+                // SAFETY: (i, j) is inside the block of C.
+                unsafe {
+                    let cp = out.c.offset(i as isize * out.rsc + j as isize * out.csc);
+                    let prev = match out.prev {
+                        Prev::Beta(0.0) => 0.0,
+                        Prev::Beta(beta) => beta * *cp,
+                        Prev::Acc => *cp,
+                    };
+                    *cp = out.alpha.mul_add(acc, prev);
+                }
+            }
+        }
+    }
+}

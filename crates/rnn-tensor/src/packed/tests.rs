@@ -1,0 +1,300 @@
+//! The strip layout, the AVX-512 kernel and `gemm`'s f32 route against an f64 reference, and
+//! the bit-identity of products split by rows, by columns, transposed or across threads.
+
+use std::cell::Cell;
+
+use nalgebra::{Dyn, Matrix, RawStorage};
+
+use super::*;
+use crate::{parallel, Mat, Rng};
+
+thread_local! {
+    /// Set by a test to take the portable route (column-major packing, matrixmultiply) on
+    /// this thread, as on a CPU without AVX-512.
+    pub(super) static PORTABLE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn rand(rng: &mut Rng, r: usize, c: usize) -> Mat<f32> {
+    Mat::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32)
+}
+
+fn op<S: RawStorage<f32, Dyn, Dyn>>(x: &Matrix<f32, Dyn, Dyn, S>, t: Trans) -> Mat<f64> {
+    let x = x.map(|v| v as f64);
+    if t == Trans::Yes {
+        x.transpose()
+    } else {
+        x
+    }
+}
+
+fn bits(c: &Mat<f32>) -> Vec<u32> {
+    c.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Which route computes the product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Route {
+    Gemm,
+    Packed,
+}
+
+/// Checks `C = alpha·op(A)·op(B) + beta·C` on the route against f64, with every operand a
+/// strided view inside a larger matrix (rows 2.. of A and B, the block at (1, 2) of C): each
+/// element within 1e-5 of `|alpha|·Σ_p |a_ip·b_pj| + |beta·c_ij|` (the sum of the magnitudes
+/// of its terms; f32 rounding of the FMA chain is about √k·6e-8 of it for random signs), and
+/// nothing outside C's block written. With `beta = 0`, C starts as NaN and must not stay NaN.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    rng: &mut Rng,
+    route: Route,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: Trans,
+    tb: Trans,
+    alpha: f32,
+    beta: f32,
+) {
+    let (ar, ac) = if ta == Trans::No { (m, k) } else { (k, m) };
+    let (br, bc) = if tb == Trans::No { (k, n) } else { (n, k) };
+    let a_big = rand(rng, ar + 3, ac);
+    let b_big = rand(rng, br + 2, bc);
+    let (a, b) = (a_big.rows(2, ar), b_big.rows(2, br));
+    let mut c_big = rand(rng, m + 3, n + 4);
+    if beta == 0.0 {
+        c_big.view_mut((1, 2), (m, n)).fill(f32::NAN);
+    }
+    let before = c_big.clone();
+    match route {
+        Route::Gemm => gemm(alpha, &a, ta, &b, tb, beta, &mut c_big.view_mut((1, 2), (m, n))),
+        Route::Packed => {
+            let mut pa = PackedLhs::new();
+            pa.pack(&a, ta);
+            assert_eq!(pa.shape(), (m, k));
+            gemm_packed(alpha, &pa, &b, tb, beta, &mut c_big.view_mut((1, 2), (m, n)));
+        }
+    }
+    let (a64, b64) = (op(&a, ta), op(&b, tb));
+    let c0 = before.view((1, 2), (m, n)).map(|v| v as f64);
+    let (al, be) = (alpha as f64, beta as f64);
+    for j in 0..n {
+        for i in 0..m {
+            let (mut sum, mut mag) = (0.0, 0.0);
+            for p in 0..k {
+                sum += a64[(i, p)] * b64[(p, j)];
+                mag += (a64[(i, p)] * b64[(p, j)]).abs();
+            }
+            let prev = if beta == 0.0 { 0.0 } else { be * c0[(i, j)] };
+            let want = al * sum + prev;
+            let scale = al.abs() * mag + prev.abs();
+            let got = c_big[(i + 1, j + 2)] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * scale + 1e-30,
+                "{route:?} {m}x{k}x{n} {ta:?} {tb:?} alpha {alpha} beta {beta}: C[{i},{j}] = {got}, want {want} (scale {scale})"
+            );
+        }
+    }
+    for j in 0..n + 4 {
+        for i in 0..m + 3 {
+            let inside = (1..m + 1).contains(&i) && (2..n + 2).contains(&j);
+            if !inside {
+                assert_eq!(
+                    c_big[(i, j)].to_bits(),
+                    before[(i, j)].to_bits(),
+                    "{route:?}: wrote C[{i},{j}] outside the block"
+                );
+            }
+        }
+    }
+}
+
+/// Shapes with every tail: m around strips of 32, n around panels of 12 (and one column),
+/// k = 1 and k across blocks of 256, n across column blocks of 264 (through `gemm_packed`),
+/// and m across groups of 8 strips (300 × 300 × 100, whose `A` `gemm` packs group by group).
+fn shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
+    let mut v = vec![
+        (1, 1, 2),
+        (32, 1, 12),
+        (33, 7, 13),
+        (31, 300, 11),
+        (64, 256, 24),
+        (65, 257, 25),
+        (100, 520, 1),
+        (5, 40, 300),
+        (300, 300, 100),
+    ];
+    for _ in 0..6 {
+        v.push((1 + rng.below(100), 1 + rng.below(600), 1 + rng.below(40)));
+    }
+    v
+}
+
+fn check_all(route: Route, seed: u64) {
+    let mut rng = Rng::seed_from(seed);
+    for (idx, (m, k, n)) in shapes(&mut rng).into_iter().enumerate() {
+        let ta = if idx % 2 == 0 { Trans::No } else { Trans::Yes };
+        let tb = if idx % 3 == 0 { Trans::Yes } else { Trans::No };
+        for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.7, 1.3)] {
+            check(&mut rng, route, m, k, n, ta, tb, alpha, beta);
+        }
+    }
+}
+
+#[test]
+fn packed_products_match_f64() {
+    check_all(Route::Packed, 21);
+}
+
+#[test]
+fn gemm_f32_products_match_f64() {
+    check_all(Route::Gemm, 22);
+}
+
+#[test]
+fn portable_route_matches_f64() {
+    PORTABLE.set(true);
+    let mut pa = PackedLhs::<f32>::new();
+    pa.pack(&Mat::<f32>::zeros(40, 3), Trans::No);
+    assert_eq!(pa.layout, Layout::ColMajor, "the portable route packs column-major");
+    check_all(Route::Packed, 23);
+    check_all(Route::Gemm, 24);
+    PORTABLE.set(false);
+}
+
+#[test]
+fn f64_packed_products_are_exact_enough() {
+    // f64 keeps the column-major copy and matrixmultiply: within 1e-13 of the naive product.
+    let mut rng = Rng::seed_from(25);
+    let a = Mat::from_fn(70, 50, |_, _| rng.uniform(-1.0, 1.0));
+    let b = Mat::from_fn(70, 9, |_, _| rng.uniform(-1.0, 1.0));
+    let mut pa = PackedLhs::new();
+    pa.pack(&a, Trans::Yes);
+    assert_eq!(pa.layout, Layout::ColMajor);
+    let mut c = Mat::from_element(50, 9, f64::NAN);
+    gemm_packed(2.0, &pa, &b, Trans::No, 0.0, &mut c);
+    let want = a.transpose() * &b * 2.0;
+    assert!((c - want).abs().max() < 1e-13);
+}
+
+/// The AVX-512 routes' products are the same bits whether computed whole, by column halves
+/// (as two threads splitting a batch do), by row halves, transposed (`Cᵀ = Bᵀ·Aᵀ`), through
+/// `gemm_packed` or `gemm`, and with one or two threads.
+#[test]
+fn split_products_are_bit_identical() {
+    if !f32_avx512::<f32>() {
+        println!("no AVX-512: the portable route's splits are matrixmultiply's business");
+        return;
+    }
+    let mut rng = Rng::seed_from(26);
+    // The last two are above kernel::THREAD_MACS, so `gemm` splits them across two threads,
+    // by rows and by columns.
+    const { assert!(1024 * 256 * 272 > kernel::THREAD_MACS && 64 * 1100 * 1000 > kernel::THREAD_MACS) };
+    for &(m, k, n, split_m, split_n) in &[
+        (100, 600, 40, 40, 17),
+        (65, 256, 300, 33, 150),
+        (300, 300, 100, 150, 50),
+        (1024, 256, 272, 512, 32),
+        (64, 1100, 1000, 40, 500),
+    ] {
+        let a = rand(&mut rng, m, k);
+        let b = rand(&mut rng, k, n);
+        let c0 = rand(&mut rng, m, n);
+        let (alpha, beta) = (0.9, 1.1);
+        let run = |f: &dyn Fn(&mut Mat<f32>)| {
+            let mut c = c0.clone();
+            f(&mut c);
+            c
+        };
+        let mut pa = PackedLhs::new();
+        pa.pack(&a, Trans::No);
+        let whole = run(&|c| gemm_packed(alpha, &pa, &b, Trans::No, beta, c));
+        let by_cols = run(&|c| {
+            gemm_packed(alpha, &pa, &b.columns(0, split_n), Trans::No, beta, &mut c.columns_mut(0, split_n));
+            gemm_packed(
+                alpha,
+                &pa,
+                &b.columns(split_n, n - split_n),
+                Trans::No,
+                beta,
+                &mut c.columns_mut(split_n, n - split_n),
+            );
+        });
+        let by_rows = run(&|c| {
+            for (r0, len) in [(0, split_m), (split_m, m - split_m)] {
+                let mut ph = PackedLhs::new();
+                ph.pack(&a.rows(r0, len), Trans::No);
+                gemm_packed(alpha, &ph, &b, Trans::No, beta, &mut c.rows_mut(r0, len));
+            }
+        });
+        let via_gemm = run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c));
+        let gemm_cols = run(&|c| {
+            for (j0, len) in [(0, split_n), (split_n, n - split_n)] {
+                gemm(alpha, &a, Trans::No, &b.columns(j0, len), Trans::No, beta, &mut c.columns_mut(j0, len));
+            }
+        });
+        // Cᵀ = Bᵀ·Aᵀ, packed with Aᵀ's strips taken from B.
+        let transposed = {
+            let mut ct = c0.transpose();
+            let mut pb = PackedLhs::new();
+            pb.pack(&b, Trans::Yes);
+            gemm_packed(alpha, &pb, &a, Trans::Yes, beta, &mut ct);
+            ct.transpose()
+        };
+        let threads = parallel::num_threads();
+        let mut per_threads = Vec::new();
+        for t in [1, 2] {
+            parallel::set_num_threads(t);
+            per_threads.push(run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c)));
+        }
+        parallel::set_num_threads(threads);
+        let want = bits(&whole);
+        for (name, c) in [
+            ("column halves", &by_cols),
+            ("row halves", &by_rows),
+            ("gemm", &via_gemm),
+            ("gemm column halves", &gemm_cols),
+            ("transposed", &transposed),
+            ("gemm, 1 thread", &per_threads[0]),
+            ("gemm, 2 threads", &per_threads[1]),
+        ] {
+            assert!(bits(c) == want, "{m}x{k}x{n}: {name} differs from the whole product");
+        }
+    }
+}
+
+#[test]
+fn empty_inner_dimension_scales_c() {
+    // k = 0: C = beta·C (beta = 0 writes zeros over NaN), through both routes.
+    let b = Mat::<f32>::zeros(0, 5);
+    for beta in [0.0f32, 2.0] {
+        let mut pa = PackedLhs::new();
+        pa.pack(&Mat::<f32>::zeros(40, 0), Trans::No);
+        let c0 = Mat::from_element(40, 5, if beta == 0.0 { f32::NAN } else { 1.5 });
+        let (mut c1, mut c2) = (c0.clone(), c0.clone());
+        gemm_packed(1.0, &pa, &b, Trans::No, beta, &mut c1);
+        gemm(1.0, &Mat::<f32>::zeros(40, 0), Trans::No, &b, Trans::No, beta, &mut c2);
+        let want = if beta == 0.0 { 0.0 } else { 3.0 };
+        assert!(c1.iter().chain(c2.iter()).all(|&v| v == want), "beta {beta}");
+    }
+}
+
+#[test]
+fn clones_multiply_like_the_original() {
+    // A clone lives in a buffer of its own: its strips must be realigned (the kernel's loads
+    // require 64 bytes). Clone a few times so that some copies start mid-line.
+    let mut rng = Rng::seed_from(27);
+    let a = rand(&mut rng, 70, 40);
+    let b = rand(&mut rng, 40, 13);
+    let mut pa = PackedLhs::new();
+    pa.pack(&a, Trans::No);
+    let mut want = Mat::zeros(70, 13);
+    gemm_packed(1.0, &pa, &b, Trans::No, 0.0, &mut want);
+    let mut keep = Vec::new();
+    for _ in 0..8 {
+        keep.push(vec![0u8; 4 * keep.len() + 4]);
+        let copy = pa.clone();
+        let mut c = Mat::zeros(70, 13);
+        gemm_packed(1.0, &copy, &b, Trans::No, 0.0, &mut c);
+        assert_eq!(bits(&c), bits(&want));
+    }
+}
