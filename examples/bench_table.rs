@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - `--threads N` (1 or 2): the threads matrixmultiply may use (it reads `MATMUL_NUM_THREADS`
-//!   once, before its first product; this program sets it). Results are deterministic for a
+//!   once, before its first product; this program sets it) and those of `rnn_tensor::parallel`
+//!   (`set_num_threads`). Results are deterministic for a
 //!   given thread count: each thread computes its own blocks of the product.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
@@ -280,6 +281,7 @@ fn main() {
     }
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    rnn::tensor::parallel::set_num_threads(threads);
     if gemm_mode {
         run_gemm();
     } else {

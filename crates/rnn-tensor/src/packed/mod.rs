@@ -11,6 +11,8 @@
 
 mod gemv;
 
+pub use gemv::{gemv_strips_f32, PREFETCH_AHEAD};
+
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 use crate::{gemm, Scalar, Trans};
