@@ -3,13 +3,13 @@
 //! At batch 1 a step is a GEMV with `W_hh` (`4H × H`; 4 MB for `H = 512`) and a pointwise pass
 //! over `H` units; the GEMV streams `W_hh` from memory on every step. Here the hidden units are
 //! split between the parts of [`for_each_part`]: part `j` owns units `u0..u1` and packs, in the
-//! strip layout of [`gemv_strips_f32`], its four row blocks of `W_hh` (gates i, f, g, o of its
+//! strip layout of [`gemv_strips_f32_ordered`], its four row blocks of `W_hh` (gates i, f, g, o of its
 //! units, in that order), so each core reads only its share of the weights. Per step `t`, each
 //! part:
 //!
 //! ```text
 //! a   = [A_i; A_f; A_g; A_o][u0..u1, t]        (the input projection W_ih·x_t, done before the loop)
-//! a  += W_hh[rows of u0..u1] · h_{t-1}          (gemv_strips_f32, beta = 1)
+//! a  += W_hh[rows of u0..u1] · h_{t-1}          (gemv_strips_f32_ordered, beta = 1, strips in alternating order)
 //! c_t, tanh c_t, h_t [u0..u1], gates [u0..u1]  (the pointwise pass of `lstm.rs` on its 4·(u1-u0) values)
 //! barrier                                      (h_t complete before any part starts step t+1)
 //! ```
@@ -25,7 +25,7 @@
 use std::any::Any;
 use std::sync::Mutex;
 
-use rnn_tensor::packed::{gemv_strips_f32, MR};
+use rnn_tensor::packed::{gemv_strips_f32_ordered, MR};
 use rnn_tensor::parallel::for_each_part;
 use rnn_tensor::{Mat, Scalar};
 
@@ -131,8 +131,9 @@ fn run_f32(lstm: &Lstm<f32>, cache: &mut LstmCache<f32>) {
                 for g in 0..4 {
                     a[g * nu..(g + 1) * nu].copy_from_slice(gates.slice(4 * hid * t + g * hid + u0, nu));
                 }
-                // a_t += W_hh · h_{t-1}  (this part's rows)
-                gemv_strips_f32(4 * nu, hid, w, 1.0, h_prev, 1.0, a);
+                // a_t += W_hh · h_{t-1}  (this part's rows; every other step read backwards, so
+                // that it starts with the strips the last step read last, still in L2)
+                gemv_strips_f32_ordered(4 * nu, hid, w, 1.0, h_prev, 1.0, a, t % 2 == 1);
                 let c_t = c.slice(t * hid + u0, nu);
                 if t == 0 {
                     c_t.copy_from_slice(&c0[u0..u0 + nu]);

@@ -11,7 +11,7 @@
 
 mod gemv;
 
-pub use gemv::{gemv_strips_f32, PREFETCH_AHEAD};
+pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
