@@ -178,8 +178,8 @@ mod avx512 {
                 (_mm512_mul_ps(vb, ylo), _mm512_mul_ps(vb, yhi))
             };
             let strip = a.wrapping_add(s * MR * k);
-            let bx = |p: usize| {
-                let v = _mm512_set1_ps(x[p]);
+            let bx = |v: f32| {
+                let v = _mm512_set1_ps(v);
                 if SCALE {
                     _mm512_mul_ps(va, v)
                 } else {
@@ -200,8 +200,10 @@ mod avx512 {
                 }
                 let mut el = [_mm512_setzero_ps(); P];
                 let mut eh = [_mm512_setzero_ps(); P];
+                // One bounds check per panel, not one per column.
+                let xq: &[f32; P] = x[q * P..(q + 1) * P].try_into().expect("a panel of x");
                 for l in 0..P {
-                    let xv = bx(q * P + l);
+                    let xv = bx(xq[l]);
                     // SAFETY: column q·P + l of strip s lies inside `data` (checked lengths).
                     unsafe {
                         el[l] = _mm512_mul_ps(xv, _mm512_loadu_ps(base.add(l * MR)));
@@ -213,7 +215,7 @@ mod avx512 {
                 hi = _mm512_add_ps(hi, tree(&eh));
             }
             for p in panels * P..k {
-                let xv = bx(p);
+                let xv = bx(x[p]);
                 let col = strip.wrapping_add(p * MR);
                 // SAFETY: column p of strip s lies inside `data`.
                 unsafe {
