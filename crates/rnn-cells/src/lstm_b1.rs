@@ -34,6 +34,12 @@ use rnn_tensor::{Mat, Scalar};
 
 use super::{pointwise_forward, Lstm, LstmCache};
 
+/// `W_hh` is split between threads only from this many weights on (`H ≥ 256`, 1 MB of `f32`):
+/// below, it fits in one core's L2 and a step takes a few µs, about what a meeting of two
+/// threads costs (0.2 µs spinning, 20 µs through `std::sync::Barrier`, measured). The tests
+/// split every size.
+const MIN_SPLIT_WEIGHTS: usize = if cfg!(test) { 1 } else { 4 * 256 * 256 };
+
 /// One part's buffers, kept in the cache and reused across calls.
 #[derive(Debug, Default)]
 struct PartBuffers {
@@ -108,7 +114,11 @@ fn run_f32(lstm: &Lstm<f32>, cache: &mut LstmCache<f32>) {
     let hid = lstm.params.weight_hh.ncols();
     let steps = cache.h.ncols();
     let w_hh = lstm.params.weight_hh.as_slice();
-    let parts = rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR));
+    let parts = if 4 * hid * hid < MIN_SPLIT_WEIGHTS {
+        1
+    } else {
+        rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR))
+    };
     cache.b1.parts.resize_with(parts, Default::default);
     let (h0, c0, bias) = (cache.h0.as_slice(), cache.c0.as_slice(), &cache.bias[..]);
     let (gates, c, tanh_c, h) = (
