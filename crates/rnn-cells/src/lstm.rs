@@ -31,6 +31,9 @@
 
 use std::cell::RefCell;
 
+#[path = "lstm_b1.rs"]
+mod b1;
+
 use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, PackedLhs, Rng, Scalar, Trans};
 
@@ -107,6 +110,8 @@ pub struct LstmCache<T: Scalar> {
     /// Backward's buffers. Backward reads the cache through a shared reference (the trait's
     /// contract), so its own scratch space sits behind a `RefCell`.
     scratch: RefCell<LstmScratch<T>>,
+    /// The batch-1 loop's buffers (`lstm_b1.rs`).
+    b1: b1::B1Scratch,
 }
 
 #[derive(Debug)]
@@ -141,6 +146,7 @@ impl<T: Scalar> Default for LstmCache<T> {
                 w_hh_packed: PackedLhs::new(),
                 w_ih_t: e(),
             }),
+            b1: Default::default(),
         }
     }
 }
@@ -442,6 +448,13 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
         summed_bias(&self.params, &mut cache.bias);
         // A = W_ih · X for every step at once (or the gather of W_ih columns).
         project_input(&self.params.weight_ih, x, &mut cache.gates);
+        // Batch 1 in f32: the loop of lstm_b1.rs (hidden units split over the threads).
+        if batch == 1 && steps > 0 && b1::run(self, cache) {
+            return LstmState {
+                h: cache.h.columns(n - 1, 1).into_owned(),
+                c: cache.c.columns(n - 1, 1).into_owned(),
+            };
+        }
         // The time loop, split by batch columns: each part owns columns `cols` of every step
         // block (gates, c, tanh c, h) for the whole loop, so the parts never touch the same memory
         // and each column is computed exactly as without the split.

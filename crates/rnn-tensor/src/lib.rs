@@ -24,7 +24,7 @@
 mod error;
 mod fastmath;
 mod linalg;
-mod packed;
+pub mod packed;
 mod params;
 mod scalar;
 

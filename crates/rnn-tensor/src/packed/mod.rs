@@ -27,6 +27,8 @@ mod tests;
 
 use std::any::TypeId;
 
+pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
+
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 use crate::linalg::{RawGemm, Strided};
