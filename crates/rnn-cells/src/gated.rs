@@ -346,10 +346,20 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     if n == 0 {
         return;
     }
-    weight_grad_product(d, dp, 0, h0, dw_hh);
+    // A zero initial state (the usual one) adds nothing: skip its product.
+    if !all_zero(h0) {
+        weight_grad_product(d, dp, 0, h0, dw_hh);
+    }
     if n > b {
         weight_grad_product(d, dp, b, &outputs.columns(0, n - b), dw_hh);
     }
+}
+
+/// Whether every value of `m` is zero (a product with it adds only zeros, which the callers
+/// skip: `x + 0 = x` for every `x` but `-0`, which becomes `+0`, and with a zero state the
+/// skipped product's other operand reaches the results through the other steps anyway).
+pub(crate) fn all_zero<T: Scalar>(m: &Mat<T>) -> bool {
+    m.as_slice().iter().all(|&v| v == T::ZERO)
 }
 
 /// `dw += D[:, k0..k0 + kn] · xᵀ` (`x` has `kn` columns), reading `D` from `dp` when given: a

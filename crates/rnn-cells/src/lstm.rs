@@ -38,8 +38,8 @@ use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, PackedLhs, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad, input_backward,
-    project_input, summed_bias, GatedConfig, RecurrentParams, SharedCols, StepWeight,
+    add_column_sums, all_zero, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad,
+    input_backward, project_input, summed_bias, GatedConfig, RecurrentParams, SharedCols, StepWeight,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -509,6 +509,8 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
             SharedCols::new(&mut cache.h),
         );
         let (h0m, c0m, bias) = (&cache.h0, &cache.c0, &cache.bias[..]);
+        // A zero initial state (the usual one) adds nothing: skip its product (a_0 + 0 = a_0).
+        let h0_zero = all_zero(h0m);
         for_each_batch_part(batch, 4 * hid * hid, |cols| {
             let nb = cols.len();
             for t in 0..steps {
@@ -518,7 +520,9 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
                 let mut a_t = unsafe { gates.cols_mut(col, nb) };
                 // a_t += W_hh · h_{t-1}
                 if t == 0 {
-                    w_hh.gemm(&h0m.columns(cols.start, nb), T::ONE, &mut a_t);
+                    if !h0_zero {
+                        w_hh.gemm(&h0m.columns(cols.start, nb), T::ONE, &mut a_t);
+                    }
                 } else {
                     w_hh.gemm(&unsafe { h.cols_mut(col - batch, nb) }, T::ONE, &mut a_t);
                 }
