@@ -19,7 +19,9 @@
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
 //! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
-//! place with masked loads. Each micro-kernel call prefetches its block of `C` before its loop.
+//! place with masked loads. `B` is packed per `k` block, or, when it is itself a strip packing
+//! (`gemm_packed_pair`), read in place (its column `j` holds 32 consecutive values of `k` per
+//! strip). Each micro-kernel call prefetches its block of `C` before its loop.
 //!
 //! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
 //! packed, against a 250 GFLOP/s FMA peak.
@@ -542,9 +544,8 @@ unsafe fn micro(
 /// element, in order of `p`), then combined with `C` as `out` says.
 ///
 /// `B` is a packed panel (`B[p, j] = b[p·N + j]`) or, with `B_STRIPS`, the columns of a strip
-/// packing read in place (`B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`, the layout of a
-/// [`PackedLhs`](super::PackedLhs) of `op(B)ᵀ`'s transpose: column `j` of `B` holds `MR`
-/// consecutive values per strip).
+/// packing read in place (`B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`: `B` itself packed as a
+/// [`PackedLhs`](super::PackedLhs), column `j` holding `MR` consecutive values per strip).
 ///
 /// # Safety
 /// AVX-512F; `a` holds `kc` columns of `MR` values `lda` apart (64-byte aligned unless

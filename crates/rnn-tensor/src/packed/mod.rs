@@ -9,6 +9,11 @@
 //! is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`, starting on a 64-byte
 //! boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use [`gemm`].
 //!
+//! A packing can also be filled column by column by the pass that computes its values
+//! ([`PackedLhs::reset`], [`PackedLhs::columns_writer`]), multiplied over a range of its columns
+//! ([`gemm_packed_cols`]), and serve as the right operand, read in place
+//! ([`gemm_packed_pair`]): the LSTM's backward keeps `dA` so, for every product that reads it.
+//!
 //! With the strip layout, products with one column go to a GEMV over the strips
 //! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs` (a 32 × 12
 //! FMA micro-kernel), whose arithmetic does not depend on the shape of the call: each element of
