@@ -16,7 +16,10 @@ use std::ops::Range;
 
 use rnn_tensor::init::Init;
 use rnn_tensor::nalgebra::{DMatrixViewMut, Dyn, Matrix, RawStorage, RawStorageMut};
-use rnn_tensor::{gemm, gemm_packed, parallel, Mat, PackedLhs, Parameters, Rng, Scalar, Trans};
+use rnn_tensor::{
+    gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, parallel, Mat, PackedColumns, PackedLhs,
+    Parameters, Rng, Scalar, Trans,
+};
 
 use crate::{CellError, SeqInput};
 
@@ -253,24 +256,37 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
 /// (`G·H × N`): `dW_ih += d · Xᵀ` or the scatter-add `dW_ih[:, x_k] += d[:, k]`, and, if asked
 /// and the input is dense, `d_x = W_ihᵀ · d`, through an explicit copy of `W_ihᵀ` in `wt_buf`
 /// (read through its transpose, matrixmultiply packs `W_ih` with a strided gather: 113 against
-/// 170 GFLOP/s for the 2-layer LSTM's `d_x`).
+/// 170 GFLOP/s for the 2-layer LSTM's `d_x`). `dp`, if given, holds `d` packed (see
+/// [`weight_grad_product`]); if it is in strips, `d` itself is not read (it may hold anything),
+/// and `d_x` is a product of both operands packed (`W_ihᵀ` into `wt_packed`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn input_backward<T: Scalar>(
     w_ih: &Mat<T>,
     x: SeqInput<'_, T>,
     d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
     dw_ih: &mut Mat<T>,
     d_x: Option<&mut Mat<T>>,
     wt_buf: &mut Mat<T>,
+    wt_packed: &mut PackedLhs<T>,
 ) {
     match x {
         SeqInput::Dense(xm) => {
             // dW_ih += D · Xᵀ
-            gemm(T::ONE, d, Trans::No, xm, Trans::Yes, T::ONE, dw_ih);
+            weight_grad_product(d, dp, 0, xm, dw_ih);
             if let Some(dx) = d_x {
                 // d_x = W_ihᵀ · D
                 ensure_shape(dx, w_ih.ncols(), d.ncols());
-                transpose_into(w_ih, wt_buf);
-                gemm(T::ONE, &*wt_buf, Trans::No, d, Trans::No, T::ZERO, dx);
+                match dp {
+                    Some(p) if p.is_strips() => {
+                        wt_packed.pack(w_ih, Trans::Yes);
+                        gemm_packed_pair(T::ONE, wt_packed, p, 0, T::ZERO, dx);
+                    }
+                    _ => {
+                        transpose_into(w_ih, wt_buf);
+                        gemm(T::ONE, &*wt_buf, Trans::No, d, Trans::No, T::ZERO, dx);
+                    }
+                }
             }
         }
         SeqInput::Index(ix) => {
@@ -317,15 +333,48 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
 }
 
 /// `dW_hh += Σ_t D_t · h_{t-1}ᵀ` as (at most) two GEMMs over the whole buffer: the first step
-/// against `h0`, the rest against the outputs `h_1..h_{T-1}` stored contiguously.
-pub(crate) fn hidden_weight_grad<T: Scalar>(d: &Mat<T>, h0: &Mat<T>, outputs: &Mat<T>, dw_hh: &mut Mat<T>) {
+/// against `h0`, the rest against the outputs `h_1..h_{T-1}` stored contiguously. `dp`, if
+/// given, holds `d` packed (see [`weight_grad_product`]).
+pub(crate) fn hidden_weight_grad<T: Scalar>(
+    d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
+    h0: &Mat<T>,
+    outputs: &Mat<T>,
+    dw_hh: &mut Mat<T>,
+) {
     let (b, n) = (h0.ncols(), d.ncols());
     if n == 0 {
         return;
     }
-    gemm(T::ONE, &d.columns(0, b), Trans::No, h0, Trans::Yes, T::ONE, dw_hh);
+    // A zero initial state (the usual one) adds nothing: skip its product.
+    if !all_zero(h0) {
+        weight_grad_product(d, dp, 0, h0, dw_hh);
+    }
     if n > b {
-        gemm(T::ONE, &d.columns(b, n - b), Trans::No, &outputs.columns(0, n - b), Trans::Yes, T::ONE, dw_hh);
+        weight_grad_product(d, dp, b, &outputs.columns(0, n - b), dw_hh);
+    }
+}
+
+/// Whether every value of `m` is zero (a product with it adds only zeros, which the callers
+/// skip: `x + 0 = x` for every `x` but `-0`, which becomes `+0`, and with a zero state the
+/// skipped product's other operand reaches the results through the other steps anyway).
+pub(crate) fn all_zero<T: Scalar>(m: &Mat<T>) -> bool {
+    m.as_slice().iter().all(|&v| v == T::ZERO)
+}
+
+/// `dw += D[:, k0..k0 + kn] · xᵀ` (`x` has `kn` columns), reading `D` from `dp` when given: a
+/// copy of `d` packed while the time loop wrote it, which spares the product packing `D` (the
+/// bits are the same either way).
+pub(crate) fn weight_grad_product<T: Scalar, S: RawStorage<T, Dyn, Dyn>>(
+    d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
+    k0: usize,
+    x: &Matrix<T, Dyn, Dyn, S>,
+    dw: &mut Mat<T>,
+) {
+    match dp {
+        Some(p) => gemm_packed_cols(T::ONE, p, k0, x, Trans::Yes, T::ONE, dw),
+        None => gemm(T::ONE, &d.columns(k0, x.ncols()), Trans::No, x, Trans::Yes, T::ONE, dw),
     }
 }
 
@@ -359,6 +408,31 @@ impl<'a, T: Scalar> StepWeight<'a, T> {
         match *self {
             StepWeight::Packed(p) => gemm_packed(T::ONE, p, b, Trans::No, beta, c),
             StepWeight::Plain(w, t) => gemm(T::ONE, w, t, b, Trans::No, beta, c),
+        }
+    }
+
+    /// `c = op(W)·b + beta·c` where `b` is also columns `j0..` of `bp`, a packing being written
+    /// by the time loop: with `op(W)` packed and two columns or more, the product reads `b` from
+    /// `bp`'s strips in place instead of packing it (the same bits).
+    ///
+    /// # Safety
+    /// As [`PackedColumns::gemm_pair`]: those columns of `bp` hold `b`, and nothing writes them
+    /// during the call.
+    pub(crate) unsafe fn gemm_from<SB, SC>(
+        &self,
+        bp: &PackedColumns<'_, T>,
+        j0: usize,
+        b: &Matrix<T, Dyn, Dyn, SB>,
+        beta: T,
+        c: &mut Matrix<T, Dyn, Dyn, SC>,
+    ) where
+        SB: RawStorage<T, Dyn, Dyn>,
+        SC: RawStorageMut<T, Dyn, Dyn>,
+    {
+        match *self {
+            // SAFETY: the caller's contract.
+            StepWeight::Packed(p) if b.ncols() >= 2 => unsafe { bp.gemm_pair(T::ONE, p, j0, beta, c) },
+            _ => self.gemm(b, beta, c),
         }
     }
 }
@@ -545,7 +619,16 @@ mod tests {
             add_column_sums(&d, &mut a, Some(&mut b));
             assert!(a == a_ref && b == b_ref, "{threads} threads: bias sums");
             let mut unused = Mat::zeros(0, 0);
-            input_backward(&w0, SeqInput::Index(&ix), &d, &mut w, None, &mut unused);
+            input_backward(
+                &w0,
+                SeqInput::Index(&ix),
+                &d,
+                None,
+                &mut w,
+                None,
+                &mut unused,
+                &mut PackedLhs::new(),
+            );
             assert!(w == w_ref, "{threads} threads: scatter-add");
             let mut t = Mat::zeros(0, 0);
             transpose_into(&d, &mut t);

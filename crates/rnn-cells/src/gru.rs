@@ -328,14 +328,23 @@ impl<T: Scalar> Gru<T> {
         });
         // After the loop, one product each over the whole buffers:
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dv, &cache.h0, &cache.h, &mut grads.weight_hh);
+        hidden_weight_grad(&s.dv, None, &cache.h0, &cache.h, &mut grads.weight_hh);
         // db_ih += Σ_columns dU;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             add_column_sums(&s.du, bi, None);
             add_column_sums(&s.dv, bh, None);
         }
         // dW_ih += dU · Xᵀ (or scatter-add);  d_x = W_ihᵀ · dU
-        input_backward(&self.params.weight_ih, x, &s.du, &mut grads.weight_ih, d_x, &mut s.w_ih_t);
+        input_backward(
+            &self.params.weight_ih,
+            x,
+            &s.du,
+            None,
+            &mut grads.weight_ih,
+            d_x,
+            &mut s.w_ih_t,
+            &mut PackedLhs::new(),
+        );
         init_grad.then(|| s.dh.clone())
     }
 }

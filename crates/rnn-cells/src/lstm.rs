@@ -38,8 +38,8 @@ use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{gemm, Mat, PackedLhs, Rng, Scalar, Trans};
 
 use crate::gated::{
-    add_column_sums, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad, input_backward,
-    project_input, summed_bias, GatedConfig, RecurrentParams, SharedCols, StepWeight,
+    add_column_sums, all_zero, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad,
+    input_backward, project_input, summed_bias, GatedConfig, RecurrentParams, SharedCols, StepWeight,
 };
 use crate::{CellError, Recurrence, SeqInput, Stack};
 
@@ -118,6 +118,13 @@ pub struct LstmCache<T: Scalar> {
 struct LstmScratch<T: Scalar> {
     /// Pre-activation gate gradients `dA`, `4H × T·B`.
     dgates: Mat<T>,
+    /// `dA` in strips (f32 on CPUs with AVX-512, dense input), written column by column by the
+    /// time loop: the operand of every product that reads `dA` (the step's `W_hhᵀ·da_t`, `dW_ih`,
+    /// `dW_hh`, `d_x`) without a packing per product, and of the bias sums. `dgates` then only
+    /// holds each part's current step (step 0's columns, reused).
+    dgates_packed: PackedLhs<T>,
+    /// `W_ihᵀ` in strips, for `d_x` from `dgates_packed`.
+    w_ih_t_packed: PackedLhs<T>,
     dh: Mat<T>,
     dc: Mat<T>,
     /// `W_hhᵀ`, packed for the time loop of sequences of more than one step.
@@ -141,6 +148,8 @@ impl<T: Scalar> Default for LstmCache<T> {
             w_hh_packed: PackedLhs::new(),
             scratch: RefCell::new(LstmScratch {
                 dgates: e(),
+                dgates_packed: PackedLhs::new(),
+                w_ih_t_packed: PackedLhs::new(),
                 dh: e(),
                 dc: e(),
                 w_hh_packed: PackedLhs::new(),
@@ -325,6 +334,13 @@ impl<T: Scalar> Lstm<T> {
         // of dA's step blocks and of dh, dc for the whole loop.
         let (dgates, dh, dc) =
             (SharedCols::new(&mut s.dgates), SharedCols::new(&mut s.dh), SharedCols::new(&mut s.dc));
+        // dA in strips only (see `LstmScratch::dgates_packed`); a one-hot input's scatter-add
+        // reads the plain dA.
+        let strips_only = matches!(x, SeqInput::Dense(_)) && {
+            s.dgates_packed.reset(4 * hid, n);
+            s.dgates_packed.is_strips()
+        };
+        let dgates_packed = s.dgates_packed.columns_writer();
         let c0 = cache.c0.as_slice();
         for_each_batch_part(batch, 4 * hid * hid, |cols| {
             let nb = cols.len();
@@ -336,6 +352,10 @@ impl<T: Scalar> Lstm<T> {
                 // SAFETY (dA, dh, dc, here and below): this part alone reads and writes columns
                 // `cols` of dh, dc and of each step block of dA, and the matrices outlive the call.
                 let (dh_p, dc_p) = unsafe { (dh.slice_mut(cols.start, nb), dc.slice_mut(cols.start, nb)) };
+                // Where this step's da_t goes: its own columns of dA, or, with strips only, the
+                // part's columns of step 0 (reused as scratch) and then the strips.
+                let dcol = if strips_only { cols.start } else { col };
+                let da_t = unsafe { dgates.slice_mut(dcol, nb) };
                 pointwise_backward(
                     hid,
                     &gates[4 * blk_lo..4 * blk_hi],
@@ -344,24 +364,47 @@ impl<T: Scalar> Lstm<T> {
                     &d_out.as_slice()[blk_lo..blk_hi],
                     dh_p,
                     dc_p,
-                    unsafe { dgates.slice_mut(col, nb) },
+                    da_t,
                 );
+                if strips_only {
+                    // SAFETY: as above, the same columns of the strips.
+                    unsafe { dgates_packed.write(col, da_t) };
+                }
                 // dh_{t-1} = W_hhᵀ · da_t
                 if t > 0 || init_grad {
-                    let da_t = unsafe { dgates.cols_mut(col, nb) };
-                    w_hh_t.gemm(&da_t, T::ZERO, &mut unsafe { dh.cols_mut(cols.start, nb) });
+                    let da_t = unsafe { dgates.cols_mut(dcol, nb) };
+                    let mut dh_p = unsafe { dh.cols_mut(cols.start, nb) };
+                    if strips_only {
+                        // SAFETY: this part wrote these columns of the strips above.
+                        unsafe { w_hh_t.gemm_from(&dgates_packed, col, &da_t, T::ZERO, &mut dh_p) };
+                    } else {
+                        w_hh_t.gemm(&da_t, T::ZERO, &mut dh_p);
+                    }
                 }
             }
         });
         // After the loop, each one product over the whole dA buffer:
         // dW_hh += Σ_t da_t · h_{t-1}ᵀ
-        hidden_weight_grad(&s.dgates, &cache.h0, &cache.h, &mut grads.weight_hh);
+        let dp = strips_only.then_some(&s.dgates_packed);
+        hidden_weight_grad(&s.dgates, dp, &cache.h0, &cache.h, &mut grads.weight_hh);
         // db_ih += Σ_columns dA, db_hh += Σ_columns dA
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            add_column_sums(&s.dgates, bi, Some(bh));
+            match dp {
+                Some(p) => p.add_row_sums(bi.as_mut_slice(), Some(bh.as_mut_slice())),
+                None => add_column_sums(&s.dgates, bi, Some(bh)),
+            }
         }
         // dW_ih += dA · Xᵀ (or scatter-add), d_x = W_ihᵀ · dA
-        input_backward(&self.params.weight_ih, x, &s.dgates, &mut grads.weight_ih, d_x, &mut s.w_ih_t);
+        input_backward(
+            &self.params.weight_ih,
+            x,
+            &s.dgates,
+            dp,
+            &mut grads.weight_ih,
+            d_x,
+            &mut s.w_ih_t,
+            &mut s.w_ih_t_packed,
+        );
         init_grad.then(|| LstmState { h: s.dh.clone(), c: s.dc.clone() })
     }
 }
@@ -466,6 +509,8 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
             SharedCols::new(&mut cache.h),
         );
         let (h0m, c0m, bias) = (&cache.h0, &cache.c0, &cache.bias[..]);
+        // A zero initial state (the usual one) adds nothing: skip its product (a_0 + 0 = a_0).
+        let h0_zero = all_zero(h0m);
         for_each_batch_part(batch, 4 * hid * hid, |cols| {
             let nb = cols.len();
             for t in 0..steps {
@@ -475,7 +520,9 @@ impl<T: Scalar> Recurrence<T> for Lstm<T> {
                 let mut a_t = unsafe { gates.cols_mut(col, nb) };
                 // a_t += W_hh · h_{t-1}
                 if t == 0 {
-                    w_hh.gemm(&h0m.columns(cols.start, nb), T::ONE, &mut a_t);
+                    if !h0_zero {
+                        w_hh.gemm(&h0m.columns(cols.start, nb), T::ONE, &mut a_t);
+                    }
                 } else {
                     w_hh.gemm(&unsafe { h.cols_mut(col - batch, nb) }, T::ONE, &mut a_t);
                 }
@@ -554,6 +601,45 @@ mod tests {
         c32.forward(SeqInput::Index(&ix), 2, &c32.zero_state(2), &mut cache32);
         let out32: Vec<f64> = cache32.h.iter().map(|&v| v as f64).collect();
         assert!(rel_error(cache64.h.as_slice(), &out32) < 1e-5);
+    }
+
+    /// The f32 backward with dense input keeps `dA` in strips only (AVX-512 CPUs); with the same
+    /// input as indices it keeps the plain `dA`. The forward values are the same bits (a
+    /// one-hot product adds exact zeros), so `dW_hh`, the biases' gradients and the initial-state
+    /// gradients must be the same bits too (tolerance: none), with one thread and with two
+    /// (the time loop split into two batch parts). `4H = 160` is not a multiple of the
+    /// 32-row strips.
+    #[test]
+    fn strips_backward_matches_plain_backward() {
+        let (inp, hid, batch, steps) = (30, 40, 24, 5);
+        let lstm = LstmConfig::new(inp, hid).build::<f32>(&mut Rng::seed_from(3)).unwrap();
+        let mut rng = Rng::seed_from(4);
+        let ix: Vec<usize> = (0..steps * batch).map(|_| rng.below(inp)).collect();
+        let onehot = Mat::from_fn(inp, ix.len(), |i, k| if ix[k] == i { 1.0f32 } else { 0.0 });
+        let d_out = Mat::from_fn(hid, ix.len(), |_, _| rng.uniform(-1.0, 1.0) as f32);
+        let h0 = LstmState {
+            h: Mat::from_fn(hid, batch, |_, _| rng.uniform(-1.0, 1.0) as f32),
+            c: Mat::from_fn(hid, batch, |_, _| rng.uniform(-1.0, 1.0) as f32),
+        };
+        let d_fin = LstmState { h: h0.c.clone(), c: h0.h.clone() };
+        let run = |x: SeqInput<'_, f32>| {
+            let mut cache = LstmCache::default();
+            lstm.forward(x, batch, &h0, &mut cache);
+            let mut g = lstm.zero_grads();
+            let d0 = lstm.backward(x, &cache, &d_out, &d_fin, &mut g, None);
+            (g, d0)
+        };
+        let threads = rnn_tensor::parallel::num_threads();
+        for t in [1, 2] {
+            rnn_tensor::parallel::set_num_threads(t);
+            let (gd, dd) = run(SeqInput::Dense(&onehot));
+            let (gi, di) = run(SeqInput::Index(&ix));
+            assert!(gd.weight_hh == gi.weight_hh, "{t} threads: dW_hh");
+            assert!(gd.bias_ih == gi.bias_ih && gd.bias_hh == gi.bias_hh, "{t} threads: db");
+            assert!(dd == di, "{t} threads: initial-state gradients");
+            assert!(rel_error(gd.weight_ih.as_slice(), gi.weight_ih.as_slice()) < 1e-6, "{t} threads: dW_ih");
+        }
+        rnn_tensor::parallel::set_num_threads(threads);
     }
 
     #[test]

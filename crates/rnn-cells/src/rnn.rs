@@ -488,7 +488,16 @@ impl<T: Scalar> Rnn<T> {
         }
         // dW_ih += dA·Xᵀ (Index input: the scatter-add dW_ih[:, x_c] += dA[:, c]), and
         // dX = W_ihᵀ·dA through an explicit W_ihᵀ
-        input_backward(&self.params.weight_ih, x, da, &mut grads.weight_ih, d_x, w_ih_t);
+        input_backward(
+            &self.params.weight_ih,
+            x,
+            da,
+            None,
+            &mut grads.weight_ih,
+            d_x,
+            w_ih_t,
+            &mut PackedLhs::new(),
+        );
     }
 }
 

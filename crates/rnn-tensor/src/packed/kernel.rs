@@ -19,7 +19,9 @@
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
 //! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
-//! place with masked loads. Each micro-kernel call prefetches its block of `C` before its loop.
+//! place with masked loads. `B` is packed per `k` block, or, when it is itself a strip packing
+//! (`gemm_packed_pair`), read in place (its column `j` holds 32 consecutive values of `k` per
+//! strip). Each micro-kernel call prefetches its block of `C` before its loop.
 //!
 //! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
 //! packed, against a 250 GFLOP/s FMA peak.
@@ -81,8 +83,9 @@ thread_local! {
 /// The left operand of [`gemm_f32`].
 #[derive(Clone, Copy)]
 pub(crate) enum Lhs<'a> {
-    /// Already in strips (`data[s·MR·k + p·MR + r] = A[s·MR + r, p]`, zero-padded).
-    Strips(&'a [f32]),
+    /// Already in strips, zero-padded: `A[s·MR + r, p] = data[s·stride + p·MR + r]` (the
+    /// second field is `stride`; `MR·k` for a whole packing, more for a range of its columns).
+    Strips(&'a [f32], usize),
     /// Any strides; each `k` block is packed into strips per call.
     Strided(Strided<*const f32>),
 }
@@ -91,10 +94,13 @@ pub(crate) enum Lhs<'a> {
 ///
 /// # Safety
 /// The CPU has AVX-512F; the pointers are valid for the shapes and strides; `C` does not alias
-/// `A` or `B`; a `Strips` slice holds `⌈m/MR⌉·MR·k` values.
+/// `A` or `B`; a `Strips` slice holds `(⌈m/MR⌉ - 1)·stride + MR·k` values. With `bsb > 0`,
+/// `B` is read in place from strips `bsb` apart: `B[p, j] = b.ptr[(p / MR)·bsb + j·b.cs + p % MR]`
+/// with `b.cs = MR` (the columns of a strip packing; `b.rs` is unused).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
+pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
+    debug_assert!(bsb == 0 || b.cs == MR as isize);
     let Strided { ptr: b, rs: rsb, cs: csb } = b;
     let Strided { ptr: c, rs: rsc, cs: csc } = c;
     if m == 0 || n == 0 {
@@ -124,10 +130,10 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
                 // in L2 for C across the k blocks.
                 let per_group = matches!(a, Lhs::Strided(_)) && n <= NC;
                 let (ablk, sa, lda, in_place) = match a {
-                    Lhs::Strips(data) => {
-                        debug_assert_eq!(data.len(), strips * MR * k);
+                    Lhs::Strips(data, stride) => {
+                        debug_assert!(data.len() >= (strips - 1) * stride + MR * k);
                         // SAFETY: offset kb·MR is inside strip 0.
-                        (unsafe { data.as_ptr().add(kb * MR) }, MR * k, MR, false)
+                        (unsafe { data.as_ptr().add(kb * MR) }, stride, MR, false)
                     }
                     // Contiguous columns of A and few columns of B: read A in place (the kernel
                     // masks rows past m); packing it would cost a sizeable part of the product.
@@ -146,9 +152,18 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
                 let per_group = per_group && !in_place;
                 for jc in (0..n).step_by(NC) {
                     let nc = NC.min(n - jc);
-                    let bpk = bbuf.get(nc.div_ceil(NR) * NR * kc);
-                    // SAFETY: the block (kb.., jc..) of B is inside B.
-                    unsafe { pack_b(kc, nc, b.offset(kb as isize * rsb + jc as isize * csb), rsb, csb, bpk) };
+                    // Panel j0 of the block (kb.., jc..) of B at `bblk + j0·bpj`.
+                    let (bblk, bpj) = if bsb > 0 {
+                        // In place (kb is a multiple of KC, so of MR).
+                        (b.wrapping_add(kb / MR * bsb + jc * MR), MR)
+                    } else {
+                        let bpk = bbuf.get(nc.div_ceil(NR) * NR * kc);
+                        // SAFETY: the block (kb.., jc..) of B is inside B.
+                        unsafe {
+                            pack_b(kc, nc, b.offset(kb as isize * rsb + jc as isize * csb), rsb, csb, bpk)
+                        };
+                        (bpk.as_ptr(), kc)
+                    };
                     for s0 in (0..strips).step_by(MC_STRIPS) {
                         let s1 = strips.min(s0 + MC_STRIPS);
                         // Strip s at `gblk + (s - gs0)·sa`.
@@ -177,7 +192,7 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>) {
                                         kc,
                                         gblk.add((s - gs0) * sa),
                                         (lda, in_place),
-                                        bpk.as_ptr().add(j0 * kc),
+                                        (bblk.wrapping_add(j0 * bpj), bsb),
                                         Out {
                                             c: c.offset((s * MR) as isize * rsc + (jc + j0) as isize * csc),
                                             rsc,
@@ -231,6 +246,17 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
     let (m, n) = (g.m, g.n);
     let flip = 10 * n.div_ceil(MR) * MR * m < 8 * m.div_ceil(MR) * MR * n;
     let g = if flip { RawGemm { m: n, n: m, a: g.b.t(), b: g.a.t(), c: g.c.t(), ..g } } else { g };
+    let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
+    // SAFETY: the caller's contract.
+    unsafe { gemm_parts(RawGemm { m, k, n, alpha, a: Lhs::Strided(a), b, beta, c }, 0) };
+}
+
+/// [`gemm_f32`], split across [`parallel::num_threads`] threads by strips of rows or panels of
+/// columns when larger than [`THREAD_MACS`] (the same bits for any split, see the module docs).
+///
+/// # Safety
+/// As [`gemm_f32`].
+pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
     let (m, k, n) = (g.m, g.k, g.n);
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
@@ -242,19 +268,28 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
             return;
         }
         let (i0, j0) = (rows.start as isize, cols.start as isize);
+        let a = match g.a {
+            // SAFETY: row i0 is inside A.
+            Lhs::Strided(a) => Lhs::Strided(Strided { ptr: unsafe { a.ptr.offset(i0 * a.rs) }, ..a }),
+            // Parts by rows start on strip boundaries (`part.range(m, MR)`).
+            Lhs::Strips(data, stride) => Lhs::Strips(&data[rows.start / MR * stride..], stride),
+        };
         // SAFETY: the block (rows, cols) of C and the matching rows of A and columns of B are
         // inside them; the parts' blocks of C are disjoint. The caller checked AVX-512F.
         unsafe {
-            gemm_f32(RawGemm {
-                m: rows.len(),
-                k,
-                n: cols.len(),
-                alpha: g.alpha,
-                a: Lhs::Strided(Strided { ptr: g.a.ptr.offset(i0 * g.a.rs), ..g.a }),
-                b: Strided { ptr: g.b.ptr.offset(j0 * g.b.cs), ..g.b },
-                beta: g.beta,
-                c: Strided { ptr: g.c.ptr.offset(i0 * g.c.rs + j0 * g.c.cs), ..g.c },
-            })
+            gemm_f32(
+                RawGemm {
+                    m: rows.len(),
+                    k,
+                    n: cols.len(),
+                    alpha: g.alpha,
+                    a,
+                    b: Strided { ptr: g.b.ptr.offset(j0 * g.b.cs), ..g.b },
+                    beta: g.beta,
+                    c: Strided { ptr: g.c.ptr.offset(i0 * g.c.rs + j0 * g.c.cs), ..g.c },
+                },
+                bsb,
+            )
         };
     });
 }
@@ -458,40 +493,49 @@ struct Out {
     prev: Prev,
 }
 
-/// `kernel::<IN_PLACE, w>(args)` for a width `w` known at run time (`1 ≤ w ≤ NR`).
+/// `kernel::<IN_PLACE, B_STRIPS, w>(args)` for a width `w` known at run time (`1 ≤ w ≤ NR`).
 macro_rules! kernel_of_width {
-    ($in_place:literal, $w:expr, $($arg:expr),*) => {
+    ($in_place:literal, $bs:literal, $w:expr, $($arg:expr),*) => {
         match $w {
-            12 => kernel::<$in_place, 12>($($arg),*),
-            11 => kernel::<$in_place, 11>($($arg),*),
-            10 => kernel::<$in_place, 10>($($arg),*),
-            9 => kernel::<$in_place, 9>($($arg),*),
-            8 => kernel::<$in_place, 8>($($arg),*),
-            7 => kernel::<$in_place, 7>($($arg),*),
-            6 => kernel::<$in_place, 6>($($arg),*),
-            5 => kernel::<$in_place, 5>($($arg),*),
-            4 => kernel::<$in_place, 4>($($arg),*),
-            3 => kernel::<$in_place, 3>($($arg),*),
-            2 => kernel::<$in_place, 2>($($arg),*),
-            1 => kernel::<$in_place, 1>($($arg),*),
+            12 => kernel::<$in_place, $bs, 12>($($arg),*),
+            11 => kernel::<$in_place, $bs, 11>($($arg),*),
+            10 => kernel::<$in_place, $bs, 10>($($arg),*),
+            9 => kernel::<$in_place, $bs, 9>($($arg),*),
+            8 => kernel::<$in_place, $bs, 8>($($arg),*),
+            7 => kernel::<$in_place, $bs, 7>($($arg),*),
+            6 => kernel::<$in_place, $bs, 6>($($arg),*),
+            5 => kernel::<$in_place, $bs, 5>($($arg),*),
+            4 => kernel::<$in_place, $bs, 4>($($arg),*),
+            3 => kernel::<$in_place, $bs, 3>($($arg),*),
+            2 => kernel::<$in_place, $bs, 2>($($arg),*),
+            1 => kernel::<$in_place, $bs, 1>($($arg),*),
             w => unreachable!("micro-kernel width {w}"),
         }
     };
 }
 
 /// The micro-kernel for a panel `w` columns wide (`1 ≤ w ≤ NR`), `A`'s columns `lda` apart,
-/// packed (aligned, zero-padded) or read in place (masked).
+/// packed (aligned, zero-padded) or read in place (masked), `B` a packed panel (`bsb = 0`) or
+/// in strips `bsb` apart (see [`kernel`]).
 ///
 /// # Safety
 /// As [`kernel`].
 #[target_feature(enable = "avx512f")]
-unsafe fn micro(w: usize, kc: usize, a: *const f32, (lda, in_place): (usize, bool), b: *const f32, out: Out) {
+unsafe fn micro(
+    w: usize,
+    kc: usize,
+    a: *const f32,
+    (lda, in_place): (usize, bool),
+    (b, bsb): (*const f32, usize),
+    out: Out,
+) {
     // SAFETY: the caller's contract.
     unsafe {
-        if in_place {
-            kernel_of_width!(true, w, kc, a, lda, b, out)
-        } else {
-            kernel_of_width!(false, w, kc, a, lda, b, out)
+        match (in_place, bsb > 0) {
+            (true, false) => kernel_of_width!(true, false, w, kc, a, lda, b, bsb, out),
+            (false, false) => kernel_of_width!(false, false, w, kc, a, lda, b, bsb, out),
+            (false, true) => kernel_of_width!(false, true, w, kc, a, lda, b, bsb, out),
+            (true, true) => kernel_of_width!(true, true, w, kc, a, lda, b, bsb, out),
         }
     }
 }
@@ -499,17 +543,22 @@ unsafe fn micro(w: usize, kc: usize, a: *const f32, (lda, in_place): (usize, boo
 /// `MR × N` block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA chain per
 /// element, in order of `p`), then combined with `C` as `out` says.
 ///
+/// `B` is a packed panel (`B[p, j] = b[p·N + j]`) or, with `B_STRIPS`, the columns of a strip
+/// packing read in place (`B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`: `B` itself packed as a
+/// [`PackedLhs`](super::PackedLhs), column `j` holding `MR` consecutive values per strip).
+///
 /// # Safety
 /// AVX-512F; `a` holds `kc` columns of `MR` values `lda` apart (64-byte aligned unless
-/// `IN_PLACE`, when only the first `out.rows` of each column are read), `b` holds `kc·N`;
-/// `out.c` is valid for `out.rows × N` with its strides.
+/// `IN_PLACE`, when only the first `out.rows` of each column are read), `b` holds the `kc × N`
+/// values of its layout; `out.c` is valid for `out.rows × N` with its strides.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
+unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
+    bsb: usize,
     out: Out,
 ) {
     let (m0, m1) = (lane_mask(out.rows), lane_mask(out.rows.saturating_sub(16)));
@@ -524,23 +573,40 @@ unsafe fn kernel<const IN_PLACE: bool, const N: usize>(
     }
     let mut lo = [_mm512_setzero_ps(); N];
     let mut hi = [_mm512_setzero_ps(); N];
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: the loads read column p of the strip block (in place: only its first `rows`
-        // values, the masks) and row p of the panel; the pointers advance with wrapping
-        // arithmetic, as after the last step they may point past the operands, unread.
-        unsafe {
-            let (a0, a1) = if IN_PLACE {
-                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
-            } else {
-                (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
-            };
-            for j in 0..N {
-                let bj = _mm512_set1_ps(*bp.add(j));
-                lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
-                hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
+    let mut ap = a;
+    // One step p: column p of the strip block, row p of B (`B[p, j]` at `bp + j·bj`); the
+    // pointers advance with wrapping arithmetic, as after the last step they may point past the
+    // operands, unread.
+    macro_rules! step {
+        ($bp:expr, $bj:expr) => {
+            // SAFETY: the loads read column p of the strip block (in place: only its first
+            // `rows` values, the masks) and row p of B.
+            unsafe {
+                let (a0, a1) = if IN_PLACE {
+                    (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
+                } else {
+                    (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
+                };
+                for j in 0..N {
+                    let bj = _mm512_set1_ps(*$bp.add(j * $bj));
+                    lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
+                    hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
+                }
+                ap = ap.wrapping_add(lda);
             }
-            ap = ap.wrapping_add(lda);
+        };
+    }
+    if B_STRIPS {
+        // One loop over p (a loop over strips around one over rows kept the accumulators in
+        // memory).
+        for p in 0..kc {
+            let bp = b.wrapping_add(p / MR * bsb + p % MR);
+            step!(bp, MR);
+        }
+    } else {
+        let mut bp = b;
+        for _ in 0..kc {
+            step!(bp, 1);
             bp = bp.wrapping_add(N);
         }
     }

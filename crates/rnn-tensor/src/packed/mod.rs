@@ -9,6 +9,11 @@
 //! is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`, starting on a 64-byte
 //! boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use [`gemm`].
 //!
+//! A packing can also be filled column by column by the pass that computes its values
+//! ([`PackedLhs::reset`], [`PackedLhs::columns_writer`]), multiplied over a range of its columns
+//! ([`gemm_packed_cols`]), and serve as the right operand, read in place
+//! ([`gemm_packed_pair`]): the LSTM's backward keeps `dA` so, for every product that reads it.
+//!
 //! With the strip layout, products with one column go to a GEMV over the strips
 //! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs` (a 32 × 12
 //! FMA micro-kernel), whose arithmetic does not depend on the shape of the call: each element of
@@ -178,6 +183,100 @@ impl<T: Scalar> PackedLhs<T> {
         }
     }
 
+    /// Makes this an `m×k` packing to be filled column by column through
+    /// [`columns_writer`](Self::columns_writer) (for example by the pass that computes those
+    /// columns, instead of packing a finished matrix with [`pack`](Self::pack)), reusing the
+    /// buffer. The values are unspecified until written, except the strips' padding rows, which
+    /// are zero.
+    pub fn reset(&mut self, m: usize, k: usize) {
+        self.m = m;
+        self.k = k;
+        self.off = 0;
+        #[cfg(target_arch = "x86_64")]
+        if f32_avx512::<T>() {
+            let len = m.div_ceil(MR) * MR * k;
+            if self.data.len() < len + 16 {
+                self.data.resize(len + 16, T::ZERO);
+            }
+            self.off = kernel::cache_line_offset(self.data.as_ptr() as *const f32);
+            self.layout = Layout::Strips;
+            if !m.is_multiple_of(MR) {
+                // The last strip, padding rows included.
+                let last = self.off + (m / MR) * MR * k;
+                self.data[last..last + MR * k].fill(T::ZERO);
+            }
+            return;
+        }
+        self.layout = Layout::ColMajor;
+        self.data.resize(m * k, T::ZERO);
+    }
+
+    /// A handle through which the parts of a parallel pass each write their own columns of
+    /// `op(A)` (after [`reset`](Self::reset)).
+    pub fn columns_writer(&mut self) -> PackedColumns<'_, T> {
+        let base = self.off;
+        PackedColumns {
+            ptr: self.data[base..].as_mut_ptr(),
+            m: self.m,
+            k: self.k,
+            layout: self.layout,
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// Whether the values are in strips (f32 on CPUs with AVX-512), where [`gemm_packed_pair`]
+    /// reads the right operand in place; otherwise they are a column-major copy.
+    pub fn is_strips(&self) -> bool {
+        self.layout == Layout::Strips
+    }
+
+    /// `a[i] += Σ_p op(A)[i, p]` for each row `i` (`a` holds `m` values), and the same for `b`
+    /// if given, each sum in order of `p`: the bits of adding the columns one after another.
+    ///
+    /// # Panics
+    /// If `a` or `b` does not hold `m` values.
+    pub fn add_row_sums(&self, a: &mut [T], mut b: Option<&mut [T]>) {
+        let (m, k) = (self.m, self.k);
+        assert!(
+            a.len() == m && b.as_ref().is_none_or(|b| b.len() == m),
+            "PackedLhs::add_row_sums: {} and {:?} sums for {m} rows",
+            a.len(),
+            b.as_ref().map(|b| b.len())
+        );
+        let v = self.values();
+        match self.layout {
+            Layout::ColMajor => {
+                for col in v.chunks_exact(m.max(1)).take(k) {
+                    a.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+                    if let Some(b) = b.as_deref_mut() {
+                        b.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+                    }
+                }
+            }
+            Layout::Strips => {
+                for (s, strip) in v.chunks_exact((MR * k).max(1)).enumerate().take(m.div_ceil(MR)) {
+                    let rows = s * MR..m.min(s * MR + MR);
+                    let n = rows.len();
+                    let (mut acc_a, mut acc_b) = ([T::ZERO; MR], [T::ZERO; MR]);
+                    acc_a[..n].copy_from_slice(&a[rows.clone()]);
+                    if let Some(b) = b.as_deref() {
+                        acc_b[..n].copy_from_slice(&b[rows.clone()]);
+                    }
+                    for col in strip.chunks_exact(MR) {
+                        acc_a.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+                        if b.is_some() {
+                            acc_b.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+                        }
+                    }
+                    a[rows.clone()].copy_from_slice(&acc_a[..n]);
+                    if let Some(b) = b.as_deref_mut() {
+                        b[rows].copy_from_slice(&acc_b[..n]);
+                    }
+                }
+            }
+        }
+    }
+
     /// The packed values.
     fn values(&self) -> &[T] {
         let len = match self.layout {
@@ -190,6 +289,91 @@ impl<T: Scalar> PackedLhs<T> {
     /// `(m, k)`: the shape of `op(A)`.
     pub fn shape(&self) -> (usize, usize) {
         (self.m, self.k)
+    }
+}
+
+/// Columns of a [`PackedLhs`] being filled by the parts of a parallel pass (see
+/// [`PackedLhs::columns_writer`]); holds the packing's buffer mutably borrowed.
+pub struct PackedColumns<'a, T> {
+    ptr: *mut T,
+    m: usize,
+    k: usize,
+    layout: Layout,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the parts write disjoint columns (the contract of `write`); T values move between
+// threads as in any `Vec<T>` (Scalar: Send + Sync).
+unsafe impl<T: Send> Send for PackedColumns<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for PackedColumns<'_, T> {}
+
+impl<T: Scalar> PackedColumns<'_, T> {
+    /// [`gemm_packed_pair`] with `op(P)` this packing: `C = alpha·op(A)·op(P)[:, j0..j0 + n] +
+    /// beta·C` for `C` `m×n`.
+    ///
+    /// # Safety
+    /// Columns `j0..j0 + n` have been written and no part writes them during the call.
+    ///
+    /// # Panics
+    /// If the shapes do not agree.
+    pub unsafe fn gemm_pair<SC: RawStorageMut<T, Dyn, Dyn>>(
+        &self,
+        alpha: T,
+        a: &PackedLhs<T>,
+        j0: usize,
+        beta: T,
+        c: &mut Matrix<T, Dyn, Dyn, SC>,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { pair_raw(alpha, a, (self.ptr, self.m, self.k, self.layout), j0, beta, c) };
+    }
+
+    /// Writes columns `start..start + src.len() / m` of `op(A)` from `src`, column-major
+    /// (`m` values per column).
+    ///
+    /// # Safety
+    /// No other part writes these columns meanwhile.
+    ///
+    /// # Panics
+    /// If `src` is not whole columns or they run past `k`.
+    pub unsafe fn write(&self, start: usize, src: &[T]) {
+        let (m, k) = (self.m, self.k);
+        let cols = src.len().checked_div(m).unwrap_or(0);
+        assert!(
+            cols * m == src.len() && start + cols <= k,
+            "PackedColumns::write: {} values from column {start} of an {m}x{k} packing",
+            src.len()
+        );
+        for (q, col) in src.chunks_exact(m.max(1)).enumerate() {
+            let p = start + q;
+            match self.layout {
+                // SAFETY: column p is inside the buffer (m·k values); the caller's contract
+                // keeps other writers off it.
+                Layout::ColMajor => unsafe {
+                    std::slice::from_raw_parts_mut(self.ptr.add(p * m), m).copy_from_slice(col)
+                },
+                Layout::Strips => {
+                    let whole = col.chunks_exact(MR);
+                    let tail = whole.remainder();
+                    for (s, part) in whole.enumerate() {
+                        // SAFETY: rows s·MR.. of column p of strip s, inside the ⌈m/MR⌉·MR·k
+                        // values; as above. (A fixed-size copy: inline moves, not a memmove call.)
+                        unsafe {
+                            let dst = self.ptr.add(s * MR * k + p * MR) as *mut [T; MR];
+                            *dst = *(part.as_ptr() as *const [T; MR]);
+                        }
+                    }
+                    if !tail.is_empty() {
+                        // SAFETY: as above, the last strip's first rows.
+                        unsafe {
+                            std::slice::from_raw_parts_mut(self.ptr.add(m / MR * MR * k + p * MR), tail.len())
+                                .copy_from_slice(tail)
+                        };
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -210,24 +394,134 @@ pub fn gemm_packed<T, SB, SC>(
     SB: RawStorage<T, Dyn, Dyn>,
     SC: RawStorageMut<T, Dyn, Dyn>,
 {
+    let kb = if tb == Trans::No { b.nrows() } else { b.ncols() };
+    assert!(kb == a.k, "gemm_packed: op(A) is {}x{}, op(B) has {kb} rows", a.m, a.k);
+    gemm_packed_cols(alpha, a, 0, b, tb, beta, c);
+}
+
+/// `C = alpha·op(A)·op(P)[:, j0..j0 + n] + beta·C` with both operands packed: `op(P)` is the
+/// right operand, read in place from its strips (no per-call packing of it). `C` is `m×n` for
+/// `op(A)` `m×k` and `op(P)` `k×·`. The bits are those of [`gemm_packed`] with `op(P)`'s columns
+/// as a plain matrix, for `n ≥ 2` (one column goes to the kernel, not to [`gemm_packed`]'s
+/// GEMV).
+///
+/// # Panics
+/// If the shapes do not agree; the message names them.
+pub fn gemm_packed_pair<T, SC>(
+    alpha: T,
+    a: &PackedLhs<T>,
+    p: &PackedLhs<T>,
+    j0: usize,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+) where
+    T: Scalar,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+{
+    let v = p.values();
+    // SAFETY: `v` is p's packing, borrowed for the call.
+    unsafe { pair_raw(alpha, a, (v.as_ptr(), p.m, p.k, p.layout), j0, beta, c) };
+}
+
+/// [`gemm_packed_pair`] with `op(P)` given by its first packed value, shape and layout.
+///
+/// # Safety
+/// `p` holds an `m×k` packing of the layout; columns `j0..j0 + n` of it are not written during
+/// the call (others may be).
+unsafe fn pair_raw<T, SC>(
+    alpha: T,
+    a: &PackedLhs<T>,
+    (p, pm, pk, layout): (*const T, usize, usize, Layout),
+    j0: usize,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+) where
+    T: Scalar,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+{
+    let n = c.ncols();
+    assert!(
+        a.k == pm && j0 + n <= pk && c.nrows() == a.m,
+        "gemm_packed_pair: op(A) is {}x{}, op(P) is {pm}x{pk} from column {j0}, C is {}x{n}",
+        a.m,
+        a.k,
+        c.nrows()
+    );
+    match (a.layout, layout) {
+        #[cfg(target_arch = "x86_64")]
+        (Layout::Strips, Layout::Strips) => {
+            let (rsc, csc) = c.strides();
+            // The layout is only produced when T is f32 (`f32_avx512`), so these casts are
+            // identities.
+            debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>());
+            let da = a.values();
+            // SAFETY: T is f32 (above).
+            let da = unsafe { std::slice::from_raw_parts(da.as_ptr() as *const f32, da.len()) };
+            let g = RawGemm {
+                m: a.m,
+                k: a.k,
+                n,
+                alpha: alpha.to_f64() as f32,
+                a: kernel::Lhs::Strips(da, MR * a.k),
+                b: Strided { ptr: (p as *const f32).wrapping_add(j0 * MR), rs: 1, cs: MR as isize },
+                beta: beta.to_f64() as f32,
+                c: Strided { ptr: c.as_mut_ptr() as *mut f32, rs: rsc as isize, cs: csc as isize },
+            };
+            // SAFETY: the layouts exist only where AVX-512F was detected; op(P)'s strips hold
+            // rows 0..k of columns j0..j0+n, `MR·pk` apart (the caller's contract); C is
+            // borrowed mutably.
+            unsafe { kernel::gemm_parts(g, MR * pk) };
+        }
+        _ => {
+            // SAFETY: columns j0..j0+n of a column-major packing (the caller's contract).
+            let cols = unsafe { std::slice::from_raw_parts(p.add(j0 * pm), n * pm) };
+            let pv = nalgebra::DMatrixView::from_slice(cols, pm, n);
+            gemm_packed(alpha, a, &pv, Trans::No, beta, c);
+        }
+    }
+}
+
+/// `C = alpha·op(A)[:, k0..k0 + kb]·op(B) + beta·C` with `op(A)` from `a` and `kb` the rows of
+/// `op(B)`: [`gemm_packed`] on a range of `op(A)`'s columns. Its `k` blocks start at `k0`, so the
+/// bits are those of [`gemm`] on `op(A).columns(k0, kb)`. (Both functions split products of
+/// more than about 0.3 ms of work across [`parallel`](crate::parallel)'s threads, as [`gemm`]
+/// does; a call from inside a part runs on that part's thread.)
+///
+/// # Panics
+/// If the shapes do not agree; the message names them.
+pub fn gemm_packed_cols<T, SB, SC>(
+    alpha: T,
+    a: &PackedLhs<T>,
+    k0: usize,
+    b: &Matrix<T, Dyn, Dyn, SB>,
+    tb: Trans,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+) where
+    T: Scalar,
+    SB: RawStorage<T, Dyn, Dyn>,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+{
+    let (kb, n) = match tb {
+        Trans::No => b.shape(),
+        Trans::Yes => (b.ncols(), b.nrows()),
+    };
+    assert!(
+        k0 + kb <= a.k && c.shape() == (a.m, n),
+        "gemm_packed: op(A) is {}x{}, columns {k0}.. of it times op(B) {kb}x{n}, C is {}x{}",
+        a.m,
+        a.k,
+        c.nrows(),
+        c.ncols()
+    );
     match a.layout {
         Layout::ColMajor => {
             let av = nalgebra::DMatrixView::from_slice(a.values(), a.m, a.k);
-            gemm(alpha, &av, Trans::No, b, tb, beta, c);
+            gemm(alpha, &av.columns(k0, kb), Trans::No, b, tb, beta, c);
         }
         #[cfg(target_arch = "x86_64")]
         Layout::Strips => {
-            let (m, k) = (a.m, a.k);
-            let (kb, n) = match tb {
-                Trans::No => b.shape(),
-                Trans::Yes => (b.ncols(), b.nrows()),
-            };
-            assert!(
-                k == kb && c.shape() == (m, n),
-                "gemm_packed: op(A) is {m}x{k}, op(B) is {kb}x{n}, C is {}x{}",
-                c.nrows(),
-                c.ncols()
-            );
+            let (m, k, whole) = (a.m, kb, k0 == 0 && kb == a.k);
             let (rsb, csb) = b.strides();
             let (rsb, csb) = match tb {
                 Trans::No => (rsb as isize, csb as isize),
@@ -237,12 +531,12 @@ pub fn gemm_packed<T, SB, SC>(
             // The layout is only produced when T is f32 (`f32_avx512`), so these casts are
             // identities.
             debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>());
-            let data = a.values();
+            let data = &a.values()[k0 * MR..];
             // SAFETY: T is f32 (above).
             let data = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, data.len()) };
             let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
             let (bp, cp) = (b.as_ptr() as *const f32, c.as_mut_ptr() as *mut f32);
-            if n == 1 && (rsb == 1 || k == 1) && (rsc == 1 || m == 1) {
+            if whole && n == 1 && (rsb == 1 || k == 1) && (rsc == 1 || m == 1) {
                 // SAFETY: one column of k contiguous values in B, of m in C, which is borrowed
                 // mutably and so cannot alias B.
                 let (x, y) =
@@ -254,14 +548,14 @@ pub fn gemm_packed<T, SB, SC>(
                     k,
                     n,
                     alpha,
-                    a: kernel::Lhs::Strips(data),
+                    a: kernel::Lhs::Strips(data, MR * a.k),
                     b: Strided { ptr: bp, rs: rsb, cs: csb },
                     beta,
                     c: Strided { ptr: cp, rs: rsc as isize, cs: csc as isize },
                 };
                 // SAFETY: the layout exists only where AVX-512F was detected; shapes and strides
                 // come from live storage; C is borrowed mutably.
-                unsafe { kernel::gemm_f32(g) };
+                unsafe { kernel::gemm_parts(g, 0) };
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -298,3 +298,69 @@ fn clones_multiply_like_the_original() {
         assert_eq!(bits(&c), bits(&want));
     }
 }
+
+/// A packing filled column by column (`reset` + `columns_writer`, in two pieces as two parts of
+/// a time loop would) against `gemm` on the plain matrix, bit for bit (tolerance: none, the
+/// kernel's arithmetic does not depend on where its operands come from): as the left operand
+/// over a range of its columns (`gemm_packed_cols`, `k0` not a multiple of the 256 block), as
+/// the right operand read in place (`gemm_packed_pair`, with the left one packed), its row sums
+/// (`add_row_sums` against adding the columns one by one), with one and two threads, on both
+/// routes (strips, and the portable column-major copy). Sizes: rows not a multiple of 32 (the
+/// padding rows), products above `kernel::THREAD_MACS` so that two threads split them.
+#[test]
+fn column_filled_packings_match_gemm() {
+    let mut rng = Rng::seed_from(28);
+    for portable in [false, true] {
+        PORTABLE.set(portable);
+        for &(m, k, split, k0, n, mw) in &[(70, 90, 33, 11, 40, 20), (1000, 600, 300, 260, 300, 256)] {
+            let a = rand(&mut rng, m, k);
+            let mut pa = PackedLhs::new();
+            pa.reset(m, k);
+            {
+                let w = pa.columns_writer();
+                // SAFETY: the two calls write disjoint columns, one after the other.
+                unsafe {
+                    w.write(split, a.columns(split, k - split).into_owned().as_slice());
+                    w.write(0, a.columns(0, split).into_owned().as_slice());
+                }
+            }
+            assert_eq!(pa.is_strips(), !portable && f32_avx512::<f32>());
+            let x = rand(&mut rng, n, k - k0);
+            let w = rand(&mut rng, mw, m);
+            let mut pw = PackedLhs::new();
+            pw.pack(&w, Trans::No);
+            let c0 = rand(&mut rng, m, n);
+            let d0 = rand(&mut rng, mw, k - k0);
+            let threads = parallel::num_threads();
+            for t in [1, 2] {
+                parallel::set_num_threads(t);
+                // dW += A[:, k0..]·Xᵀ
+                let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                gemm_packed_cols(1.0, &pa, k0, &x, Trans::Yes, 1.0, &mut c1);
+                gemm(1.0, &a.columns(k0, k - k0), Trans::No, &x, Trans::Yes, 1.0, &mut c2);
+                assert!(bits(&c1) == bits(&c2), "{m}x{k} from {k0}, {t} threads: gemm_packed_cols");
+                // D = W·A[:, k0..], through the packing and through the writer.
+                let (mut d1, mut d2, mut d3) = (d0.clone(), d0.clone(), d0.clone());
+                gemm_packed_pair(0.7, &pw, &pa, k0, 0.0, &mut d1);
+                // SAFETY: nothing writes the packing meanwhile.
+                unsafe { pa.columns_writer().gemm_pair(0.7, &pw, k0, 0.0, &mut d3) };
+                gemm_packed(0.7, &pw, &a.columns(k0, k - k0), Trans::No, 0.0, &mut d2);
+                assert!(bits(&d1) == bits(&d2), "{m}x{k} from {k0}, {t} threads: gemm_packed_pair");
+                assert!(bits(&d3) == bits(&d2), "{m}x{k} from {k0}, {t} threads: gemm_pair");
+            }
+            parallel::set_num_threads(threads);
+            let (s0, s1) = (rand(&mut rng, m, 1), rand(&mut rng, m, 1));
+            let (mut r0, mut r1) = (s0.clone(), s1.clone());
+            pa.add_row_sums(r0.as_mut_slice(), Some(r1.as_mut_slice()));
+            let (mut w0, mut w1) = (s0.clone(), s1.clone());
+            for p in 0..k {
+                for i in 0..m {
+                    w0[i] += a[(i, p)];
+                    w1[i] += a[(i, p)];
+                }
+            }
+            assert!(bits(&r0) == bits(&w0) && bits(&r1) == bits(&w1), "{m}x{k}: add_row_sums");
+        }
+        PORTABLE.set(false);
+    }
+}
