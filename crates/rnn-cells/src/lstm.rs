@@ -603,6 +603,57 @@ mod tests {
         assert!(rel_error(cache64.h.as_slice(), &out32) < 1e-5);
     }
 
+    /// Every gradient of the f32 backward with dense input (on AVX-512 CPUs the route that
+    /// keeps `dA` in strips: the step products, `dW_ih`, `dW_hh`, `d_x` and the bias sums read
+    /// it in place) against the f64 backward on the same weights and inputs, with one thread
+    /// and with the batch split in two. Tolerance: rel_error < 1e-4 per gradient (f32 rounding
+    /// over 6 steps; a wrong column or strip gives errors of order 1).
+    #[test]
+    fn f32_dense_backward_matches_f64() {
+        let (inp, hid, batch, steps) = (37, 40, 24, 6);
+        let l64 = LstmConfig::new(inp, hid).build::<f64>(&mut Rng::seed_from(8)).unwrap();
+        let l32 = LstmConfig::new(inp, hid).build::<f32>(&mut Rng::seed_from(8)).unwrap();
+        let mut rng = Rng::seed_from(9);
+        let n = steps * batch;
+        let x64 = Mat::from_fn(inp, n, |_, _| rng.uniform(-1.0, 1.0));
+        let d64 = Mat::from_fn(hid, n, |_, _| rng.uniform(-1.0, 1.0));
+        let (x32, d32) = (x64.map(|v| v as f32), d64.map(|v| v as f32));
+        let mut c64 = LstmCache::default();
+        l64.forward(SeqInput::Dense(&x64), batch, &l64.zero_state(batch), &mut c64);
+        let mut g64 = l64.zero_grads();
+        let mut dx64 = Mat::zeros(inp, n);
+        l64.backward(SeqInput::Dense(&x64), &c64, &d64, &l64.zero_state(batch), &mut g64, Some(&mut dx64));
+        for threads in [1, 2] {
+            let before = rnn_tensor::parallel::num_threads();
+            rnn_tensor::parallel::set_num_threads(threads);
+            let mut c32 = LstmCache::default();
+            l32.forward(SeqInput::Dense(&x32), batch, &l32.zero_state(batch), &mut c32);
+            let mut g32 = l32.zero_grads();
+            let mut dx32 = Mat::zeros(inp, n);
+            l32.backward(
+                SeqInput::Dense(&x32),
+                &c32,
+                &d32,
+                &l32.zero_state(batch),
+                &mut g32,
+                Some(&mut dx32),
+            );
+            rnn_tensor::parallel::set_num_threads(before);
+            let widen = |m: &Mat<f32>| m.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            let pairs = [
+                ("d_x", dx64.as_slice(), widen(&dx32)),
+                ("weight_ih", g64.weight_ih.as_slice(), widen(&g32.weight_ih)),
+                ("weight_hh", g64.weight_hh.as_slice(), widen(&g32.weight_hh)),
+                ("bias_ih", g64.bias_ih.as_ref().unwrap().as_slice(), widen(g32.bias_ih.as_ref().unwrap())),
+                ("bias_hh", g64.bias_hh.as_ref().unwrap().as_slice(), widen(g32.bias_hh.as_ref().unwrap())),
+            ];
+            for (name, a, b) in pairs {
+                let e = rel_error(a, &b);
+                assert!(e < 1e-4, "{name} with {threads} thread(s): f32 against f64, rel_error {e:e}");
+            }
+        }
+    }
+
     /// The f32 backward with dense input keeps `dA` in strips only (AVX-512 CPUs); with the same
     /// input as indices it keeps the plain `dA`. The forward values are the same bits (a
     /// one-hot product adds exact zeros), so `dW_hh`, the biases' gradients and the initial-state
