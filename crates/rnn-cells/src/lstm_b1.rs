@@ -30,9 +30,10 @@ use std::sync::Mutex;
 
 use rnn_tensor::packed::{gemv_strips_f32_ordered, MR};
 use rnn_tensor::parallel::for_each_part;
-use rnn_tensor::{Mat, Scalar};
+use rnn_tensor::Scalar;
 
 use super::{pointwise_forward, Lstm, LstmCache};
+use crate::gated::SharedCols;
 
 /// `W_hh` is split between threads only from this many weights on (`H ≥ 256`, 1 MB of `f32`):
 /// below, it fits in one core's L2 and a step takes a few µs, about what a meeting of two
@@ -87,29 +88,6 @@ pub(super) fn run<T: Scalar>(lstm: &Lstm<T>, cache: &mut LstmCache<T>) -> bool {
     }
 }
 
-/// A raw view of a buffer written by several parts at disjoint places.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-
-// SAFETY: the parts write disjoint ranges and read the others' writes only after a barrier.
-unsafe impl Sync for Shared {}
-// SAFETY: as above.
-unsafe impl Send for Shared {}
-
-impl Shared {
-    fn new(m: &mut Mat<f32>) -> Self {
-        Shared(m.as_mut_ptr())
-    }
-
-    /// # Safety
-    /// `start..start+len` inside the buffer, and no other part accesses it meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        // SAFETY: the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
-    }
-}
-
 fn run_f32(lstm: &Lstm<f32>, cache: &mut LstmCache<f32>) {
     let hid = lstm.params.weight_hh.ncols();
     let steps = cache.h.ncols();
@@ -122,10 +100,10 @@ fn run_f32(lstm: &Lstm<f32>, cache: &mut LstmCache<f32>) {
     cache.b1.parts.resize_with(parts, Default::default);
     let (h0, c0, bias) = (cache.h0.as_slice(), cache.c0.as_slice(), &cache.bias[..]);
     let (gates, c, tanh_c, h) = (
-        Shared::new(&mut cache.gates),
-        Shared::new(&mut cache.c),
-        Shared::new(&mut cache.tanh_c),
-        Shared::new(&mut cache.h),
+        SharedCols::new(&mut cache.gates),
+        SharedCols::new(&mut cache.c),
+        SharedCols::new(&mut cache.tanh_c),
+        SharedCols::new(&mut cache.h),
     );
     let bufs = &cache.b1.parts;
     for_each_part(parts, |part| {
@@ -148,22 +126,29 @@ fn run_f32(lstm: &Lstm<f32>, cache: &mut LstmCache<f32>) {
             // nobody writes it any more; this part writes only its units of column t of gates,
             // c, tanh_c and h.
             unsafe {
-                let h_prev = if t == 0 { h0 } else { &*h.slice((t - 1) * hid, hid) };
+                let h_prev = if t == 0 { h0 } else { &*h.elems_mut((t - 1) * hid, hid) };
                 for g in 0..4 {
-                    a[g * nu..(g + 1) * nu].copy_from_slice(gates.slice(4 * hid * t + g * hid + u0, nu));
+                    a[g * nu..(g + 1) * nu].copy_from_slice(gates.elems_mut(4 * hid * t + g * hid + u0, nu));
                 }
                 // a_t += W_hh · h_{t-1}  (this part's rows; every other step read backwards, so
                 // that it starts with the strips the last step read last, still in L2)
                 gemv_strips_f32_ordered(4 * nu, hid, w, 1.0, h_prev, 1.0, a, t % 2 == 1);
-                let c_t = c.slice(t * hid + u0, nu);
+                let c_t = c.elems_mut(t * hid + u0, nu);
                 if t == 0 {
                     c_t.copy_from_slice(&c0[u0..u0 + nu]);
                 } else {
-                    c_t.copy_from_slice(c.slice((t - 1) * hid + u0, nu));
+                    c_t.copy_from_slice(c.elems_mut((t - 1) * hid + u0, nu));
                 }
-                pointwise_forward(nu, a, b, c_t, tanh_c.slice(t * hid + u0, nu), h.slice(t * hid + u0, nu));
+                pointwise_forward(
+                    nu,
+                    a,
+                    b,
+                    c_t,
+                    tanh_c.elems_mut(t * hid + u0, nu),
+                    h.elems_mut(t * hid + u0, nu),
+                );
                 for g in 0..4 {
-                    gates.slice(4 * hid * t + g * hid + u0, nu).copy_from_slice(&a[g * nu..(g + 1) * nu]);
+                    gates.elems_mut(4 * hid * t + g * hid + u0, nu).copy_from_slice(&a[g * nu..(g + 1) * nu]);
                 }
             }
             if t + 1 < steps {
