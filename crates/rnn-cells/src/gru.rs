@@ -128,7 +128,7 @@ impl<T: Scalar> Default for GruCache<T> {
 /// holds `h_{t-1}`, on exit `h_t`; `v_n` (if given) receives `W_hn·h_{t-1} + b_hn`.
 ///
 /// The biases are added in their own passes so that the fused gate loop is branch-free and
-/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX2 build where available.
+/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX-512 or AVX2 build where available.
 #[inline(always)]
 fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
@@ -173,7 +173,7 @@ fn pointwise_forward_impl<T: Scalar>(
 }
 
 rnn_tensor::dispatch_avx2! {
-    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    /// [`pointwise_forward_impl`], in its AVX-512 or AVX2 build where available.
     fn pointwise_forward<T>(
         hid: usize,
         u: &mut [T],
@@ -246,7 +246,7 @@ fn pointwise_backward_impl<T: Scalar>(
 }
 
 rnn_tensor::dispatch_avx2! {
-    /// [`pointwise_backward_impl`], in its AVX2 build where available.
+    /// [`pointwise_backward_impl`], in its AVX-512 or AVX2 build where available.
     fn pointwise_backward<T>(
         hid: usize,
         gates: &[T],

@@ -165,7 +165,7 @@ impl<T: Scalar> Default for LstmCache<T> {
 /// overwritten with the activated gates, `h` with `h_t`, `tanh_c` with `tanh(c_t)`.
 ///
 /// One fused pass per column, branch-free (the vectorisable [`Scalar::exp_v`]/[`Scalar::tanh_v`])
-/// and in its AVX2 build where the CPU has it.
+/// and in its AVX-512 or AVX2 build where the CPU has it.
 #[inline(always)]
 fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
@@ -213,7 +213,7 @@ fn pointwise_forward_impl<T: Scalar>(
 }
 
 rnn_tensor::dispatch_avx2! {
-    /// [`pointwise_forward_impl`], in its AVX2 build where available.
+    /// [`pointwise_forward_impl`], in its AVX-512 or AVX2 build where available.
     fn pointwise_forward<T>(hid: usize, a: &mut [T], bias: &[T], c: &mut [T], tanh_c: &mut [T], h: &mut [T]) => pointwise_forward_impl
 }
 
@@ -274,7 +274,7 @@ fn pointwise_backward_impl<T: Scalar>(
 }
 
 rnn_tensor::dispatch_avx2! {
-    /// [`pointwise_backward_impl`], in its AVX2 build where available.
+    /// [`pointwise_backward_impl`], in its AVX-512 or AVX2 build where available.
     fn pointwise_backward<T>(
         hid: usize,
         gates: &[T],

@@ -107,7 +107,7 @@ fn exp_shifted_impl<T: Scalar>(z: &[T], m: T, out: &mut [T]) -> T {
 }
 
 rnn_tensor::dispatch_avx2! {
-    /// [`exp_shifted_impl`], in its AVX2 build where available.
+    /// [`exp_shifted_impl`], in its AVX-512 or AVX2 build where available.
     fn exp_shifted<T>(z: &[T], m: T, out: &mut [T]) -> T => exp_shifted_impl
 }
 

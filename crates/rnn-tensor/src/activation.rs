@@ -97,7 +97,7 @@ fn forward_inplace_impl<T: Scalar>(act: Activation, x: &mut [T]) {
 }
 
 crate::dispatch_avx2! {
-    /// [`Activation::forward_inplace`] in its AVX2 build where available.
+    /// [`Activation::forward_inplace`] in its AVX-512 or AVX2 build where available.
     fn forward_inplace_dispatch<T>(act: Activation, x: &mut [T]) => forward_inplace_impl
 }
 
