@@ -1,11 +1,20 @@
 use std::fmt::{Debug, Display};
 
+mod sealed {
+    /// Seals [`Scalar`](super::Scalar): the kernels rely on it being `f32` or `f64` only.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
 /// The floating-point type every layer and optimizer is generic over: `f32` or `f64`.
 ///
 /// It is `nalgebra::RealField` (so `exp`, `tanh`, `sqrt`, ... are available in generic code)
-/// plus conversions and the raw GEMM kernel for the type.
+/// plus conversions and the raw GEMM kernel for the type. The trait is sealed: the kernels choose
+/// their route per type at compile time through it ([`Scalar::as_f32_ptr`]: the AVX-512 f32
+/// route for `f32`, matrixmultiply for `f64`), never by inspecting types at run time.
 pub trait Scalar:
-    nalgebra::RealField + Copy + Default + Debug + Display + Send + Sync + PartialOrd + 'static
+    sealed::Sealed + nalgebra::RealField + Copy + Default + Debug + Display + Send + Sync + PartialOrd + 'static
 {
     /// `"f32"` or `"f64"`, as used in checkpoints and on the command line.
     const NAME: &'static str;
@@ -31,6 +40,13 @@ pub trait Scalar:
     /// `tanh(x)`, vectorisable as [`Scalar::exp_v`]: for `f32` within 2 ulp, for `f64` libm.
     fn tanh_v(self) -> Self;
 
+    /// `Some(p)` as a pointer to `f32` when `Self` is `f32` (the identity), `None` for `f64`:
+    /// how the f32-only kernels (strips, the AVX-512 micro-kernel, the strip GEMV) reach their
+    /// operands from generic code. Resolved at compile time per type.
+    fn as_f32_ptr(p: *const Self) -> Option<*const f32>;
+    /// [`Scalar::as_f32_ptr`] for a mutable pointer.
+    fn as_f32_mut_ptr(p: *mut Self) -> Option<*mut f32>;
+
     /// Raw column-major GEMM with arbitrary strides: `C = alpha·A·B + beta·C`,
     /// `A` is `m×k`, `B` is `k×n`, `C` is `m×n`.
     ///
@@ -55,7 +71,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $name:literal, $gemm:path, $exp:path, $tanh:path) => {
+    ($t:ty, $name:literal, $gemm:path, $exp:path, $tanh:path, $f32:expr) => {
         impl Scalar for $t {
             const NAME: &'static str = $name;
             const ZERO: Self = 0.0;
@@ -77,6 +93,16 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn tanh_v(self) -> Self {
                 $tanh(self)
+            }
+            #[inline(always)]
+            fn as_f32_ptr(p: *const Self) -> Option<*const f32> {
+                #[allow(clippy::redundant_closure_call)]
+                ($f32)(p)
+            }
+            #[inline(always)]
+            fn as_f32_mut_ptr(p: *mut Self) -> Option<*mut f32> {
+                #[allow(clippy::redundant_closure_call)]
+                ($f32)(p as *const Self).map(|q| q as *mut f32)
             }
             #[inline]
             unsafe fn gemm_raw(
@@ -102,5 +128,12 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, "f32", matrixmultiply::sgemm, crate::fastmath::exp_f32, crate::fastmath::tanh_f32);
-impl_scalar!(f64, "f64", matrixmultiply::dgemm, f64::exp, f64::tanh);
+impl_scalar!(
+    f32,
+    "f32",
+    matrixmultiply::sgemm,
+    crate::fastmath::exp_f32,
+    crate::fastmath::tanh_f32,
+    |p: *const f32| Some(p)
+);
+impl_scalar!(f64, "f64", matrixmultiply::dgemm, f64::exp, f64::tanh, |_: *const f64| None::<*const f32>);

@@ -30,8 +30,6 @@ pub(crate) mod kernel;
 #[cfg(test)]
 mod tests;
 
-use std::any::TypeId;
-
 pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
@@ -45,19 +43,35 @@ pub const MR: usize = 32;
 /// Whether `T` is `f32` and the CPU has AVX-512F: the condition for the strip layout and the
 /// AVX-512 kernel (the feature check is a cached load; the type check folds at compile time).
 #[inline]
-pub(crate) fn f32_avx512<T: 'static>() -> bool {
+pub(crate) fn f32_avx512<T: Scalar>() -> bool {
     #[cfg(test)]
     if tests::PORTABLE.get() {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx512f")
+        T::as_f32_ptr(std::ptr::null()).is_some() && std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
+}
+
+/// `p` as the `f32` pointer it is: for the strip layout and the AVX-512 routes, which exist only
+/// for `T = f32` ([`f32_avx512`]).
+///
+/// # Panics
+/// If `T` is not `f32` (a route taken for the wrong type: a bug, not a user error).
+#[inline(always)]
+pub(crate) fn f32_ptr<T: Scalar>(p: *const T) -> *const f32 {
+    T::as_f32_ptr(p).expect("an f32-only kernel route taken for f64")
+}
+
+/// [`f32_ptr`] for a mutable pointer.
+#[inline(always)]
+pub(crate) fn f32_mut_ptr<T: Scalar>(p: *mut T) -> *mut f32 {
+    T::as_f32_mut_ptr(p).expect("an f32-only kernel route taken for f64")
 }
 
 /// `C = alpha·A·B + beta·C` through the AVX-512 kernel with per-call packing, for `T = f32`.
@@ -68,7 +82,7 @@ pub(crate) fn f32_avx512<T: 'static>() -> bool {
 pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
     #[cfg(target_arch = "x86_64")]
     if f32_avx512::<T>() {
-        let f = |x: Strided<*const T>| Strided { ptr: x.ptr as *const f32, rs: x.rs, cs: x.cs };
+        let f = |x: Strided<*const T>| Strided { ptr: f32_ptr(x.ptr), rs: x.rs, cs: x.cs };
         let g = RawGemm {
             m: g.m,
             k: g.k,
@@ -77,15 +91,81 @@ pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
             a: f(g.a),
             b: f(g.b),
             beta: g.beta.to_f64() as f32,
-            c: Strided { ptr: g.c.ptr as *mut f32, rs: g.c.rs, cs: g.c.cs },
+            c: Strided { ptr: f32_mut_ptr(g.c.ptr), rs: g.c.rs, cs: g.c.cs },
         };
-        // SAFETY: T is f32, so the casts are identities; AVX-512F is present; the rest is the
-        // caller's contract.
+        // SAFETY: AVX-512F is present; the pointers are the caller's, as f32 (T is f32); the rest
+        // is the caller's contract.
         unsafe { kernel::gemm_strided(g) };
         return true;
     }
     let _ = g;
     false
+}
+
+/// Rows of a matrix packed in the strip layout for repeated GEMVs, the batch-1 route of the
+/// recurrent layers: each thread packs the rows of `W_hh` that belong to its hidden units once
+/// ([`PackedRows::pack`]) and multiplies them by `h_{t-1}` at every step ([`PackedRows::gemv`]).
+/// Exists only for `f32` on CPUs with AVX-512 ([`PackedRows::available`]); the layers take their
+/// general route otherwise.
+#[derive(Debug, Default)]
+pub struct PackedRows<T> {
+    m: usize,
+    k: usize,
+    data: Vec<T>,
+}
+
+impl<T: Scalar> PackedRows<T> {
+    /// Whether the route exists for `T` on this CPU (`f32` with AVX-512F).
+    pub fn available() -> bool {
+        f32_avx512::<T>()
+    }
+
+    /// Packs rows `row(0..m)` of the column-major `rows × k` matrix `w` (values `w[p·rows + i]`),
+    /// reusing the buffer.
+    ///
+    /// # Panics
+    /// If [`PackedRows::available`] is false, or a row index is out of range.
+    pub fn pack(&mut self, w: &[T], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize) {
+        assert!(Self::available(), "PackedRows::pack: no strip layout for {} on this CPU", T::NAME);
+        assert!(w.len() == rows * k, "PackedRows::pack: {} values for {rows}x{k}", w.len());
+        (self.m, self.k) = (m, k);
+        self.data.resize(m.div_ceil(MR) * MR * k, T::ZERO);
+        // SAFETY: T is f32 (`available`); the same values, reinterpreted as the f32 they are.
+        let (w, out) = unsafe {
+            (
+                std::slice::from_raw_parts(f32_ptr(w.as_ptr()), w.len()),
+                std::slice::from_raw_parts_mut(f32_mut_ptr(self.data.as_mut_ptr()), self.data.len()),
+            )
+        };
+        gemv::pack_rows(w, rows, k, m, row, out);
+    }
+
+    /// `y = alpha·R·x + beta·y` for the packed rows `R` (`m × k`), reading the strips in reverse
+    /// order when `reverse` (the sum of each row is the same either way, see
+    /// [`gemv_strips_f32_ordered`]).
+    ///
+    /// # Panics
+    /// If the lengths do not match the packing.
+    pub fn gemv(&self, alpha: T, x: &[T], beta: T, y: &mut [T], reverse: bool) {
+        assert!(
+            x.len() == self.k && y.len() == self.m,
+            "PackedRows::gemv: {}x{} rows, x has {}, y {}",
+            self.m,
+            self.k,
+            x.len(),
+            y.len()
+        );
+        // SAFETY: a packing exists only for f32 (`pack`); the same values as f32.
+        let (w, x, y) = unsafe {
+            (
+                std::slice::from_raw_parts(f32_ptr(self.data.as_ptr()), self.data.len()),
+                std::slice::from_raw_parts(f32_ptr(x.as_ptr()), x.len()),
+                std::slice::from_raw_parts_mut(f32_mut_ptr(y.as_mut_ptr()), y.len()),
+            )
+        };
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        gemv_strips_f32_ordered(self.m, self.k, w, alpha, x, beta, y, reverse);
+    }
 }
 
 /// How the data of a [`PackedLhs`] is laid out.
@@ -117,7 +197,7 @@ impl<T: Scalar> Clone for PackedLhs<T> {
         let off = match self.layout {
             Layout::ColMajor => 0,
             #[cfg(target_arch = "x86_64")]
-            Layout::Strips => kernel::cache_line_offset(data.as_ptr() as *const f32),
+            Layout::Strips => kernel::cache_line_offset(f32_ptr(data.as_ptr())),
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Strips => 0,
         };
@@ -158,14 +238,14 @@ impl<T: Scalar> PackedLhs<T> {
             let len = m.div_ceil(MR) * MR * k;
             // 16 spare values (64 bytes of f32) to start the strips on a cache line.
             self.data.resize(len + 16, T::ZERO);
-            self.off = kernel::cache_line_offset(self.data.as_ptr() as *const f32);
+            self.off = kernel::cache_line_offset(f32_ptr(self.data.as_ptr()));
             self.layout = Layout::Strips;
             // SAFETY: T is f32 (`f32_avx512`) and the CPU has AVX-512F; the strides were read
             // from `a`'s storage; the slice holds `len` values.
             unsafe {
                 let out = &mut self.data[self.off..self.off + len];
-                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, len);
-                kernel::pack_strips(m, k, a.as_ptr() as *const f32, rs, cs, out)
+                let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
+                kernel::pack_strips(m, k, f32_ptr(a.as_ptr()), rs, cs, out)
             };
             return;
         }
@@ -198,7 +278,7 @@ impl<T: Scalar> PackedLhs<T> {
             if self.data.len() < len + 16 {
                 self.data.resize(len + 16, T::ZERO);
             }
-            self.off = kernel::cache_line_offset(self.data.as_ptr() as *const f32);
+            self.off = kernel::cache_line_offset(f32_ptr(self.data.as_ptr()));
             self.layout = Layout::Strips;
             if !m.is_multiple_of(MR) {
                 // The last strip, padding rows included.
@@ -451,21 +531,19 @@ unsafe fn pair_raw<T, SC>(
         #[cfg(target_arch = "x86_64")]
         (Layout::Strips, Layout::Strips) => {
             let (rsc, csc) = c.strides();
-            // The layout is only produced when T is f32 (`f32_avx512`), so these casts are
-            // identities.
-            debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>());
+            // The layout is only produced when T is f32 (`f32_avx512`).
             let da = a.values();
-            // SAFETY: T is f32 (above).
-            let da = unsafe { std::slice::from_raw_parts(da.as_ptr() as *const f32, da.len()) };
+            // SAFETY: the same values, as the f32 they are.
+            let da = unsafe { std::slice::from_raw_parts(f32_ptr(da.as_ptr()), da.len()) };
             let g = RawGemm {
                 m: a.m,
                 k: a.k,
                 n,
                 alpha: alpha.to_f64() as f32,
                 a: kernel::Lhs::Strips(da, MR * a.k),
-                b: Strided { ptr: (p as *const f32).wrapping_add(j0 * MR), rs: 1, cs: MR as isize },
+                b: Strided { ptr: f32_ptr(p).wrapping_add(j0 * MR), rs: 1, cs: MR as isize },
                 beta: beta.to_f64() as f32,
-                c: Strided { ptr: c.as_mut_ptr() as *mut f32, rs: rsc as isize, cs: csc as isize },
+                c: Strided { ptr: f32_mut_ptr(c.as_mut_ptr()), rs: rsc as isize, cs: csc as isize },
             };
             // SAFETY: the layouts exist only where AVX-512F was detected; op(P)'s strips hold
             // rows 0..k of columns j0..j0+n, `MR·pk` apart (the caller's contract); C is
@@ -528,14 +606,12 @@ pub fn gemm_packed_cols<T, SB, SC>(
                 Trans::Yes => (csb as isize, rsb as isize),
             };
             let (rsc, csc) = c.strides();
-            // The layout is only produced when T is f32 (`f32_avx512`), so these casts are
-            // identities.
-            debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>());
+            // The layout is only produced when T is f32 (`f32_avx512`).
             let data = &a.values()[k0 * MR..];
-            // SAFETY: T is f32 (above).
-            let data = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, data.len()) };
+            // SAFETY: the same values, as the f32 they are.
+            let data = unsafe { std::slice::from_raw_parts(f32_ptr(data.as_ptr()), data.len()) };
             let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
-            let (bp, cp) = (b.as_ptr() as *const f32, c.as_mut_ptr() as *mut f32);
+            let (bp, cp) = (f32_ptr(b.as_ptr()), f32_mut_ptr(c.as_mut_ptr()));
             if whole && n == 1 && (rsb == 1 || k == 1) && (rsc == 1 || m == 1) {
                 // SAFETY: one column of k contiguous values in B, of m in C, which is borrowed
                 // mutably and so cannot alias B.
