@@ -20,6 +20,7 @@
 //! | [`gru`] | GRU, gates r, z, n | `nn.GRU` |
 //! | [`stack`] | `L` layers of any cell, dropout between them | `num_layers`, `dropout` |
 //! | [`affine`] | the temporal linear head | `nn.Linear` over time |
+//! | [`reference`] | plain RNN, LSTM and GRU from their equations: the spec and the tests' oracle | — |
 //! | [`softmax_ce`], [`loss`] | softmax cross-entropy over time; binary losses | `F.cross_entropy`, ... |
 //!
 //! Input is dense ([`SeqInput::Dense`]) or by index ([`SeqInput::Index`]: the layer-0 input
@@ -34,6 +35,7 @@ pub mod gru;
 pub mod linear;
 pub mod loss;
 pub mod lstm;
+pub mod reference;
 pub mod rnn;
 pub mod softmax_ce;
 pub mod stack;
