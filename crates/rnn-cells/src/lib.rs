@@ -19,7 +19,7 @@
 //! | [`lstm`] | LSTM, gates i, f, g, o | `nn.LSTM` |
 //! | [`gru`] | GRU, gates r, z, n | `nn.GRU` |
 //! | [`stack`] | `L` layers of any cell, dropout between them | `num_layers`, `dropout` |
-//! | [`reference`] | plain RNN, LSTM and GRU from their equations: the spec and the tests' oracle | — |
+//! | [`reference`](mod@reference) | plain RNN, LSTM and GRU from their equations: the spec and the tests' oracle | — |
 //! | [`affine`] | the temporal linear head | `nn.Linear` over time |
 //! | [`softmax_ce`], [`loss`] | softmax cross-entropy over time; binary losses | `F.cross_entropy`, ... |
 //!

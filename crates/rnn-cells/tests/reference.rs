@@ -323,7 +323,7 @@ fn any_activation() -> impl Strategy<Value = Activation> {
 proptest! {
     // A fixed seed and no persistence file: the same cases on every run.
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: 32,
         rng_seed: RngSeed::Fixed(0x0e1a_c1e0),
         failure_persistence: None,
         ..ProptestConfig::default()

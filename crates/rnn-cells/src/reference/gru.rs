@@ -25,7 +25,7 @@
 use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{Mat, Parameters, Scalar};
 
-use super::{add_step_grads, affine, block, concat_steps, set_step, stack_blocks, step};
+use super::{add_column_sums, affine, block, concat_steps, set_step, stack_blocks, step};
 use crate::RecurrentParams;
 
 /// What [`forward`] computed: the outputs and every state, for [`backward`].
@@ -93,7 +93,7 @@ pub fn backward<T: Scalar>(
     for t in (1..=steps).rev() {
         let (x_t, h_prev) = (step(x, t, batch), &trace.h[t - 1]);
         let [r, z, n, v_n] = gates(p, &x_t, h_prev);
-        dh += step(d_out, t, batch); // dh_t = δ_t + dh_t (from step t+1)
+        dh += step(d_out, t, batch); // dh_t = δ_t + (what step t+1 passed back)
         let dn = dh.zip_map(&z, |d, z| d * (one - z)); // dn = dh ⊙ (1 - z)
         let dz = dh.component_mul(&(h_prev - &n)); // dz = dh ⊙ (h_{t-1} - n)
         let du_n = dn.zip_map(&n, |d, n| d * (one - n * n)); // du_n = dn ⊙ (1 - n²)
@@ -102,7 +102,10 @@ pub fn backward<T: Scalar>(
         let du_z = dz.zip_map(&z, |d, z| d * z * (one - z)); // du_z = dz ⊙ z(1-z)
         let du = stack_blocks(&[&du_r, &du_z, &du_n]);
         let dv = stack_blocks(&[&du_r, &du_z, &dv_n]); // dv_r = du_r, dv_z = du_z
-        add_step_grads(&mut grads, &du, &dv, &x_t, h_prev); // dW_ih, dW_hh, db_ih, db_hh += ..
+        grads.weight_ih += &du * x_t.transpose(); // dW_ih += du_t·x_tᵀ
+        grads.weight_hh += &dv * h_prev.transpose(); // dW_hh += dv_t·h_{t-1}ᵀ
+        add_column_sums(&mut grads.bias_ih, &du); // db_ih += Σ_b du_t
+        add_column_sums(&mut grads.bias_hh, &dv); // db_hh += Σ_b dv_t
         set_step(&mut d_x, t, batch, &(p.weight_ih.transpose() * &du)); // d_x_t = W_ihᵀ·du_t
         dh = dh.component_mul(&z) + p.weight_hh.transpose() * &dv; // dh_{t-1} = dh ⊙ z + W_hhᵀ·dv_t
     }

@@ -26,7 +26,7 @@
 use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{Mat, Parameters, Scalar};
 
-use super::{add_step_grads, affine, block, concat_steps, set_step, stack_blocks, step};
+use super::{add_column_sums, affine, block, concat_steps, set_step, stack_blocks, step};
 use crate::RecurrentParams;
 
 /// What [`forward`] computed: the outputs and every state, for [`backward`].
@@ -105,14 +105,17 @@ pub fn backward<T: Scalar>(
         let (x_t, h_prev, c_prev) = (step(x, t, batch), &trace.h[t - 1], &trace.c[t - 1]);
         let [i, f, g, o] = gates(p, &x_t, h_prev);
         let tanh_c = trace.c[t].map(|v| v.tanh());
-        dh += step(d_out, t, batch); // dh_t = δ_t + dh_t (from step t+1)
+        dh += step(d_out, t, batch); // dh_t = δ_t + (what step t+1 passed back)
         dc += dh.component_mul(&o).zip_map(&tanh_c, |d, th| d * (one - th * th)); // dc += dh ⊙ o ⊙ (1 - tanh²c_t)
         let da_i = dc.component_mul(&g).zip_map(&i, |d, i| d * i * (one - i)); // da_i = dc ⊙ g ⊙ i(1-i)
         let da_f = dc.component_mul(c_prev).zip_map(&f, |d, f| d * f * (one - f)); // da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
         let da_g = dc.component_mul(&i).zip_map(&g, |d, g| d * (one - g * g)); // da_g = dc ⊙ i ⊙ (1-g²)
         let da_o = dh.component_mul(&tanh_c).zip_map(&o, |d, o| d * o * (one - o)); // da_o = dh ⊙ tanh c_t ⊙ o(1-o)
         let da = stack_blocks(&[&da_i, &da_f, &da_g, &da_o]);
-        add_step_grads(&mut grads, &da, &da, &x_t, h_prev); // dW_ih, dW_hh, db_ih, db_hh += ..
+        grads.weight_ih += &da * x_t.transpose(); // dW_ih += da_t·x_tᵀ
+        grads.weight_hh += &da * h_prev.transpose(); // dW_hh += da_t·h_{t-1}ᵀ
+        add_column_sums(&mut grads.bias_ih, &da); // db_ih += Σ_b da_t
+        add_column_sums(&mut grads.bias_hh, &da); // db_hh += Σ_b da_t
         set_step(&mut d_x, t, batch, &(p.weight_ih.transpose() * &da)); // d_x_t = W_ihᵀ·da_t
         dc = dc.component_mul(&f); // dc_{t-1} = dc ⊙ f_t
         dh = p.weight_hh.transpose() * &da; // dh_{t-1} = W_hhᵀ·da_t

@@ -16,7 +16,7 @@
 //! matrices, no `unsafe`. It is slow, and meant to be.
 //!
 //! Conventions, the same in the three files:
-//! - parameters are a [`RecurrentParams`] (`weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
+//! - parameters are a [`RecurrentParams`](crate::RecurrentParams) (`weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
 //!   biases `G·H × 1` or `None`, gate blocks in PyTorch's order); a missing bias is a zero bias;
 //! - a sequence of `T` steps over a batch of `B` is an `I × (T·B)` matrix, column `t·B + b`
 //!   holding sample `b` at step `t` (steps are numbered `1..=T` in the equations, and `x_t` is the
@@ -34,8 +34,6 @@ pub mod lstm;
 pub mod rnn;
 
 use rnn_tensor::{Mat, Scalar};
-
-use crate::RecurrentParams;
 
 /// `x_t`: the `B` columns of step `t` (`1..=T`) of a `rows × (T·B)` sequence.
 fn step<T: Scalar>(seq: &Mat<T>, t: usize, batch: usize) -> Mat<T> {
@@ -83,22 +81,9 @@ fn stack_blocks<T: Scalar>(blocks: &[&Mat<T>]) -> Mat<T> {
     out
 }
 
-/// Adds the gradients of one step's `a = W_ih·x_t + b_ih + W_hh·h_{t-1} + b_hh` to `g`, given
-/// `du = dL/d(W_ih·x_t + b_ih)` and `dv = dL/d(W_hh·h_{t-1} + b_hh)` (the same matrix `da` for
-/// every cell but the GRU, whose `n` block differs).
-fn add_step_grads<T: Scalar>(
-    g: &mut RecurrentParams<T>,
-    du: &Mat<T>,
-    dv: &Mat<T>,
-    x_t: &Mat<T>,
-    h_prev: &Mat<T>,
-) {
-    g.weight_ih += du * x_t.transpose(); // dW_ih += du_t · x_tᵀ
-    g.weight_hh += dv * h_prev.transpose(); // dW_hh += dv_t · h_{t-1}ᵀ
-    if let Some(b) = &mut g.bias_ih {
-        *b += du.column_sum(); // db_ih += Σ_b du_t
-    }
-    if let Some(b) = &mut g.bias_hh {
-        *b += dv.column_sum(); // db_hh += Σ_b dv_t
+/// `db += Σ_b d`: the sum of `d`'s columns added to the bias gradient (if the layer has a bias).
+fn add_column_sums<T: Scalar>(db: &mut Option<Mat<T>>, d: &Mat<T>) {
+    if let Some(db) = db {
+        *db += d.column_sum();
     }
 }

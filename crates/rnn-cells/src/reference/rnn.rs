@@ -22,7 +22,7 @@
 use rnn_tensor::activation::Activation;
 use rnn_tensor::{Mat, Parameters, Scalar};
 
-use super::{add_step_grads, affine, concat_steps, set_step, step};
+use super::{add_column_sums, affine, concat_steps, set_step, step};
 use crate::RecurrentParams;
 
 /// What [`forward`] computed: the outputs and every state, for [`backward`].
@@ -77,17 +77,20 @@ pub fn backward<T: Scalar>(
     d_h_final: &Mat<T>,
 ) -> RnnGrads<T> {
     let (batch, steps) = (trace.batch, trace.h.len() - 1);
-    let mut g = p.clone();
-    g.zero();
+    let mut grads = p.clone();
+    grads.zero();
     let mut d_x = Mat::zeros(x.nrows(), x.ncols());
     let mut dh = d_h_final.clone(); // dh_T
     for t in (1..=steps).rev() {
         let (x_t, h_prev, h_t) = (step(x, t, batch), &trace.h[t - 1], &trace.h[t]);
-        dh += step(d_out, t, batch); // dh_t = δ_t + dh_t (from step t+1)
+        dh += step(d_out, t, batch); // dh_t = δ_t + (what step t+1 passed back)
         let da = dh.zip_map(h_t, |d, y| d * f.grad_from_output(y)); // da_t = dh_t ⊙ f'(a_t)
-        add_step_grads(&mut g, &da, &da, &x_t, h_prev); // dW_ih, dW_hh, db_ih, db_hh += ..
+        grads.weight_ih += &da * x_t.transpose(); // dW_ih += da_t·x_tᵀ
+        grads.weight_hh += &da * h_prev.transpose(); // dW_hh += da_t·h_{t-1}ᵀ
+        add_column_sums(&mut grads.bias_ih, &da); // db_ih += Σ_b da_t
+        add_column_sums(&mut grads.bias_hh, &da); // db_hh += Σ_b da_t
         set_step(&mut d_x, t, batch, &(p.weight_ih.transpose() * &da)); // d_x_t = W_ihᵀ·da_t
         dh = p.weight_hh.transpose() * &da; // dh_{t-1} = W_hhᵀ·da_t
     }
-    RnnGrads { params: g, d_x, d_h0: dh }
+    RnnGrads { params: grads, d_x, d_h0: dh }
 }
