@@ -19,6 +19,7 @@
 //! | [`lstm`] | LSTM, gates i, f, g, o | `nn.LSTM` |
 //! | [`gru`] | GRU, gates r, z, n | `nn.GRU` |
 //! | [`stack`] | `L` layers of any cell, dropout between them | `num_layers`, `dropout` |
+//! | [`reference`](mod@reference) | plain RNN, LSTM and GRU from their equations: the spec and the tests' oracle | — |
 //! | [`affine`] | the temporal linear head | `nn.Linear` over time |
 //! | [`softmax_ce`], [`loss`] | softmax cross-entropy over time; binary losses | `F.cross_entropy`, ... |
 //!
@@ -34,6 +35,7 @@ pub mod gru;
 pub mod linear;
 pub mod loss;
 pub mod lstm;
+pub mod reference;
 pub mod rnn;
 pub mod softmax_ce;
 pub mod stack;
