@@ -57,7 +57,7 @@ fn loss<R: Recurrence<f64>>(
     .expect("the toy targets fit the head");
     if let Some((g_model, g_head)) = grads {
         let dh = head.backward(h, &d_logits, g_head);
-        model.backward(SeqInput::Dense(&toy.x), &cache, &dh, &h0, g_model, None);
+        model.backward(SeqInput::Dense(&toy.x), &mut cache, &dh, &h0, g_model, None);
     }
     l
 }

@@ -56,7 +56,7 @@ fn lstm_stack_learns_a_periodic_text_with_carried_state() {
         let mut g = stack.zero_grads();
         // Truncated BPTT: the carried state is treated as a constant (no gradient into the
         // previous window), so the final-state gradient is zero.
-        stack.backward(SeqInput::Index(&x), &cache, &dh, &zero_final, &mut g, None);
+        stack.backward(SeqInput::Index(&x), &mut cache, &dh, &zero_final, &mut g, None);
         step_model(&mut opt_stack, stack.params_mut(), &g).unwrap();
         step_model(&mut opt_head, &mut head.params, &g_head).unwrap();
         state = next;

@@ -11,7 +11,7 @@
 use std::error::Error;
 
 use rnn::cells::loss::{bce_with_logits, sigmoid_squared_error, Reduction};
-use rnn::cells::{Affine, AffineParams, Recurrence, Rnn, RnnCache, RnnConfig, RnnParams, SeqInput};
+use rnn::cells::{Affine, AffineParams, Recurrence, Rnn, RnnCache, RnnConfig, RnnParams, RnnState, SeqInput};
 use rnn::data::{from_bits_lsb_first, AdditionBatch, AdditionProblem, BinaryAddition};
 use rnn::optim::{Optimizer, ParamMut, Sgd, SgdConfig};
 use rnn::tensor::activation::{sigmoid, Activation};
@@ -86,12 +86,12 @@ pub struct Adder<T: Scalar> {
     opt_head: Sgd<T>,
     data: AdditionBatch<T>,
     cache: RnnCache<T>,
-    zeros: Mat<T>,
-    h_final: Mat<T>,
+    zeros: RnnState<T>,
+    h_final: RnnState<T>,
     logits: Mat<T>,
     d_logits: Mat<T>,
     d_h: Mat<T>,
-    d_h0: Mat<T>,
+    d_h0: RnnState<T>,
     rnn_grads: RnnParams<T>,
     head_grads: AffineParams<T>,
     /// The tensors' names in update order (cell, then head), built once.
@@ -130,12 +130,12 @@ impl<T: Scalar> Adder<T> {
             opt_head: sgd.build()?,
             data: AdditionBatch::default(),
             cache: RnnCache::default(),
-            zeros: Mat::zeros(cfg.hidden, 1),
-            h_final: Mat::zeros(cfg.hidden, 1),
+            zeros: RnnState { h: Mat::zeros(cfg.hidden, 1) },
+            h_final: RnnState { h: Mat::zeros(cfg.hidden, 1) },
             logits: Mat::zeros(1, 0),
             d_logits: Mat::zeros(1, 0),
             d_h: Mat::zeros(cfg.hidden, 0),
-            d_h0: Mat::zeros(cfg.hidden, 1),
+            d_h0: RnnState { h: Mat::zeros(cfg.hidden, 1) },
             rnn_grads,
             head_grads,
             names,
@@ -173,7 +173,7 @@ impl<T: Scalar> Adder<T> {
         }
         self.rnn.backward_into(
             x,
-            &self.cache,
+            &mut self.cache,
             &self.d_h,
             &self.zeros,
             &mut self.rnn_grads,
@@ -216,12 +216,12 @@ impl<T: Scalar> Adder<T> {
     pub fn count_exact(&self, problems: &[AdditionProblem]) -> Result<usize, Box<dyn Error>> {
         let mut data = AdditionBatch::<T>::default();
         let mut cache = RnnCache::default();
-        let (mut h_final, mut logits) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
+        let (mut h_final, mut logits) = (RnnState { h: Mat::zeros(0, 0) }, Mat::zeros(0, 0));
         let mut correct = 0;
         for chunk in problems.chunks(1024) {
             let b = chunk.len();
             data.fill(chunk)?;
-            let h0 = Mat::zeros(self.cfg.hidden, b);
+            let h0 = RnnState { h: Mat::zeros(self.cfg.hidden, b) };
             self.rnn.forward_into(SeqInput::Dense(&data.inputs), b, &h0, &mut cache, &mut h_final);
             self.head.forward_into(self.rnn.outputs(&cache), &mut logits);
             let bits = chunk[0].bits as usize;

@@ -18,7 +18,8 @@
 //! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
 
 use rnn::cells::{
-    softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
+    softmax_cross_entropy, Affine, GruConfig, GruState, LstmConfig, Recurrence, Reduction, RnnConfig,
+    SeqInput, Stack,
 };
 use std::cell::Cell;
 use std::rc::Rc;
@@ -145,7 +146,7 @@ pub fn build(name: &str) -> Option<Case> {
         }
         "cell_gru_fwdbwd_i256_h256_b64" => {
             let gru = GruConfig::new(256, 256).build::<f32>(rng).unwrap();
-            let h0 = randn(256, 64, rng);
+            let h0 = GruState { h: randn(256, 64, rng) };
             fwd_bwd_case(name, gru, h0, 3, 256, 64, 1, rng)
         }
         "cell_rnn_fwdbwd_i256_h256_b64" => {
@@ -184,7 +185,7 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
         run: Box::new(move || {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
             grads.zero();
-            cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads, None);
+            cell.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut grads, None);
             if digest.get().is_some() {
                 digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
             }
@@ -237,7 +238,7 @@ where
             grads.zero();
             g_head.zero();
             head.backward_into(out, &d_logits, &mut g_head, &mut dh);
-            stack.backward_detached(SeqInput::Index(&x), &cache, &dh, &states, &mut grads, None);
+            stack.backward_detached(SeqInput::Index(&x), &mut cache, &dh, &states, &mut grads, None);
             if digest.get().is_some() {
                 let (gs, gh) = (grads.named_params(), g_head.named_params());
                 let loss = Mat::from_element(1, 1, loss);

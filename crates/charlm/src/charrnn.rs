@@ -14,101 +14,13 @@
 //! final-state gradient (truncated BPTT: the batch's final state is carried forward as a value).
 
 use rnn_cells::{
-    softmax_cross_entropy, Affine, Gru, GruConfig, Lstm, LstmConfig, LstmState, Recurrence, Reduction, Rnn,
-    RnnConfig, RnnState, SeqInput, Stack, StackCache,
+    softmax_cross_entropy, Affine, Cell, Layer, Recurrence, RecurrentConfig, RecurrentState, Reduction,
+    SeqInput, Stack, StackCache,
 };
 use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
 use crate::model::LanguageModel;
 use crate::{CellKind, CharLmError, ModelConfig};
-
-/// The matrices of a cell's state, for saving the carried state.
-pub trait StateMats<T: Scalar> {
-    /// The matrices, in a fixed order.
-    fn mats(&self) -> Vec<&Mat<T>>;
-    /// The same, mutably.
-    fn mats_mut(&mut self) -> Vec<&mut Mat<T>>;
-}
-
-impl<T: Scalar> StateMats<T> for Mat<T> {
-    fn mats(&self) -> Vec<&Mat<T>> {
-        vec![self]
-    }
-    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
-        vec![self]
-    }
-}
-
-impl<T: Scalar> StateMats<T> for LstmState<T> {
-    fn mats(&self) -> Vec<&Mat<T>> {
-        vec![&self.h, &self.c]
-    }
-    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
-        vec![&mut self.h, &mut self.c]
-    }
-}
-
-impl<T: Scalar> StateMats<T> for RnnState<T> {
-    fn mats(&self) -> Vec<&Mat<T>> {
-        vec![&self.h]
-    }
-    fn mats_mut(&mut self) -> Vec<&mut Mat<T>> {
-        vec![&mut self.h]
-    }
-}
-
-/// A cell the model can stack: built per layer from the model's configuration.
-pub trait StackableCell<T: Scalar>: Recurrence<T> + Clone + std::fmt::Debug
-where
-    Self::State: StateMats<T>,
-{
-    /// The cell kind.
-    const KIND: CellKind;
-    /// `L` layers of `V → H → … → H`, as the PyTorch module.
-    fn build_stack(
-        vocab: usize,
-        hidden: usize,
-        layers: usize,
-        rng: &mut Rng,
-    ) -> Result<Stack<Self>, CharLmError>;
-}
-
-impl<T: Scalar> StackableCell<T> for Lstm<T> {
-    const KIND: CellKind = CellKind::Lstm;
-    fn build_stack(
-        vocab: usize,
-        hidden: usize,
-        layers: usize,
-        rng: &mut Rng,
-    ) -> Result<Stack<Self>, CharLmError> {
-        Ok(LstmConfig::new(vocab, hidden).build_stack(layers, rng)?)
-    }
-}
-
-impl<T: Scalar> StackableCell<T> for Gru<T> {
-    const KIND: CellKind = CellKind::Gru;
-    fn build_stack(
-        vocab: usize,
-        hidden: usize,
-        layers: usize,
-        rng: &mut Rng,
-    ) -> Result<Stack<Self>, CharLmError> {
-        Ok(GruConfig::new(vocab, hidden).build_stack(layers, rng)?)
-    }
-}
-
-impl<T: Scalar> StackableCell<T> for Rnn<T> {
-    const KIND: CellKind = CellKind::Rnn;
-    fn build_stack(
-        vocab: usize,
-        hidden: usize,
-        layers: usize,
-        rng: &mut Rng,
-    ) -> Result<Stack<Self>, CharLmError> {
-        // tanh, PyTorch's default nonlinearity for nn.RNN.
-        Ok(RnnConfig::new(vocab, hidden).build_stack(layers, rng)?)
-    }
-}
 
 /// The parameters of a [`CharRnn`] (and, as the same type, its gradients): the stack, whose
 /// tensors are named `rnn.weight_ih_l0`, …, and the head, `head.weight` and `head.bias`.
@@ -164,23 +76,29 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
     }
 }
 
-impl<T: Scalar, C> LanguageModel<T> for CharRnn<T, C>
+/// The model's cell kind for a layer's cell (by the cell's name: `"LSTM"` is `lstm`, ...).
+fn kind_of<T: Scalar, K: Cell<T>>() -> Option<CellKind> {
+    CellKind::from_name(&K::NAME.to_lowercase())
+}
+
+impl<T: Scalar, K> LanguageModel<T> for CharRnn<T, Layer<T, K>>
 where
-    C: StackableCell<T>,
-    C::State: StateMats<T>,
+    K: Cell<T>,
 {
-    type Params = CharRnnParams<T, C>;
-    type State = Vec<C::State>;
+    type Params = CharRnnParams<T, Layer<T, K>>;
+    type State = Vec<K::State>;
 
     fn build(config: &ModelConfig, rng: &mut Rng) -> Result<Self, CharLmError> {
         config.check()?;
-        if config.cell != C::KIND {
+        if kind_of::<T, K>() != Some(config.cell) {
             return Err(CharLmError::arg(
                 "--cell",
-                format!("this model is a {}, the configuration asks for {}", C::KIND, config.cell),
+                format!("this model is a {}, the configuration asks for {}", K::NAME, config.cell),
             ));
         }
-        let rnn = C::build_stack(config.vocab_size, config.hidden, config.layers, rng)?
+        // The vanilla RNN's default cell is tanh, PyTorch's default nonlinearity for nn.RNN.
+        let rnn = RecurrentConfig::<K>::new(config.vocab_size, config.hidden)
+            .build_stack(config.layers, rng)?
             .with_dropout(config.dropout)?;
         let head = Affine::new(config.hidden, config.vocab_size, rng)?.with_prefix("head.");
         Ok(Self {
@@ -257,16 +175,16 @@ where
 
     fn step_logits(&self, input: usize, state: &mut Self::State, logits: &mut Mat<T>) {
         self.params.rnn.step(SeqInput::Index(&[input]), state);
-        self.params.head.forward_into(Stack::<C>::state_output(state), logits);
+        self.params.head.forward_into(Stack::<Layer<T, K>>::state_output(state), logits);
     }
 
     fn state_to_mats(state: &Self::State) -> Vec<Mat<f64>> {
-        state.iter().flat_map(|s| s.mats()).map(|m| m.map(|v| v.to_f64())).collect()
+        state.parts().into_iter().map(|m| m.map(|v| v.to_f64())).collect()
     }
 
     fn state_from_mats(&self, mats: &[Mat<f64>], batch: usize) -> Result<Self::State, String> {
         let mut state = self.zero_state(batch);
-        let mut slots: Vec<&mut Mat<T>> = state.iter_mut().flat_map(|s| s.mats_mut()).collect();
+        let mut slots = state.parts_mut();
         if slots.len() != mats.len() {
             return Err(format!(
                 "the saved state has {} matrices, the model needs {}",

@@ -28,7 +28,7 @@ fn main() -> Result<(), CellError> {
         let d_out = Mat::zeros(1, steps * batch);
         let d_s0 = cell.backward(
             SeqInput::Dense(&x),
-            &cache,
+            &mut cache,
             &d_out,
             &LinearState { s: d_last },
             &mut grads,

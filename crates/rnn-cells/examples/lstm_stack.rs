@@ -40,7 +40,7 @@ fn main() -> Result<(), rnn_cells::CellError> {
         let mut g_head = head.zero_grads();
         let dh = head.backward(h, &d_logits, &mut g_head);
         let mut g = stack.zero_grads();
-        stack.backward(SeqInput::Index(inputs), &cache, &dh, &h0, &mut g, None);
+        stack.backward(SeqInput::Index(inputs), &mut cache, &dh, &h0, &mut g, None);
         // Plain gradient descent, pairing parameters and gradients by their position (= name).
         for ((_, p), (_, dp)) in stack.params_mut().named_params_mut().into_iter().zip(g.named_params()) {
             *p -= dp * lr;

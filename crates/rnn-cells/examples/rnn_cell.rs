@@ -39,7 +39,7 @@ fn main() -> Result<(), CellError> {
     let mut grads = cell.zero_grads();
     let mut d_x = Mat::zeros(input, steps * batch);
     let d_final = cell.zero_state(batch);
-    let d_h0 = cell.backward(SeqInput::Dense(&x), &cache, &d_h, &d_final, &mut grads, Some(&mut d_x));
+    let d_h0 = cell.backward(SeqInput::Dense(&x), &mut cache, &d_h, &d_final, &mut grads, Some(&mut d_x));
     println!("BCE loss {loss:.6}");
     for (name, g) in grads.named_params() {
         println!("  |d {name}| = {:.6}", g.norm());

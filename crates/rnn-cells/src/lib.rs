@@ -27,10 +27,12 @@
 //! product becomes a gather of `weight_ih` columns and its gradient a scatter-add).
 
 mod error;
-mod gated;
+mod params;
 mod recurrence;
+mod state;
 
 pub mod affine;
+pub mod engine;
 pub mod gru;
 pub mod linear;
 pub mod loss;
@@ -41,12 +43,14 @@ pub mod softmax_ce;
 pub mod stack;
 
 pub use affine::{Affine, AffineParams};
+pub use engine::{Cell, Layer, LayerCache};
 pub use error::CellError;
-pub use gated::{GatedConfig, RecurrentParams};
-pub use gru::{Gru, GruCache, GruConfig, GruKind, GruParams};
+pub use gru::{Gru, GruCache, GruCell, GruConfig, GruParams, GruState};
 pub use linear::{last_state_mse, LinearCache, LinearCell, LinearConfig, LinearParams, LinearState};
-pub use lstm::{Lstm, LstmCache, LstmConfig, LstmKind, LstmParams, LstmState};
+pub use lstm::{Lstm, LstmCache, LstmCell, LstmConfig, LstmParams, LstmState};
+pub use params::{RecurrentConfig, RecurrentParams};
 pub use recurrence::{Recurrence, SeqInput};
-pub use rnn::{Rnn, RnnCache, RnnConfig, RnnParams, RnnState};
+pub use rnn::{Rnn, RnnCache, RnnCell, RnnConfig, RnnParams, RnnState};
 pub use softmax_ce::{softmax_cross_entropy, Reduction};
 pub use stack::{Stack, StackCache, StackParams};
+pub use state::RecurrentState;

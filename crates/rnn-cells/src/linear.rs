@@ -75,6 +75,7 @@ pub struct LinearState<T: Scalar> {
     /// `s`, `1 × B`.
     pub s: Mat<T>,
 }
+crate::state::impl_state!(LinearState { s });
 
 /// What [`LinearCell::forward`] keeps for backward.
 #[derive(Clone, Debug, Default)]
@@ -290,7 +291,7 @@ impl<T: Scalar> Recurrence<T> for LinearCell<T> {
     fn backward(
         &self,
         x: SeqInput<'_, T>,
-        cache: &LinearCache<T>,
+        cache: &mut LinearCache<T>,
         d_out: &Mat<T>,
         d_final: &LinearState<T>,
         grads: &mut LinearParams<T>,
@@ -429,7 +430,7 @@ mod tests {
             cell.forward(SeqInput::Dense(&x), batch, &LinearState { s: s0.clone() }, &mut cache);
             let mut grads = cell.zero_grads();
             let mut dx = Mat::zeros(0, 0);
-            let ds0 = cell.backward(SeqInput::Dense(&x), &cache, &w_out, &LinearState { s: w_fin.clone() }, &mut grads, Some(&mut dx));
+            let ds0 = cell.backward(SeqInput::Dense(&x), &mut cache, &w_out, &LinearState { s: w_fin.clone() }, &mut grads, Some(&mut dx));
 
             let mut w = [wx, wrec];
             let num = numeric_gradient(|v| {

@@ -2,8 +2,8 @@
 
 use rnn_tensor::{Mat, Parameters, Scalar};
 
-use crate::gated::{check_seq, check_state_part};
-use crate::CellError;
+use crate::engine::ops::{check_seq, check_state_part};
+use crate::{CellError, RecurrentState};
 
 /// The input of one step or one sequence.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +37,7 @@ impl<T> SeqInput<'_, T> {
 /// parameters by name for the optimizers.
 pub trait Recurrence<T: Scalar> {
     /// The recurrent state, for example `LstmState { h, c }`.
-    type State: Clone + std::fmt::Debug;
+    type State: RecurrentState<T>;
     /// The parameters (and, as the same type, their gradients).
     type Params: Parameters<T> + Clone + std::fmt::Debug;
     /// What the forward pass keeps for backward; reused between calls so the time loop
@@ -101,7 +101,7 @@ pub trait Recurrence<T: Scalar> {
     fn backward(
         &self,
         x: SeqInput<'_, T>,
-        cache: &Self::Cache,
+        cache: &mut Self::Cache,
         d_out: &Mat<T>,
         d_final: &Self::State,
         grads: &mut Self::Params,
@@ -116,7 +116,7 @@ pub trait Recurrence<T: Scalar> {
     fn backward_detached(
         &self,
         x: SeqInput<'_, T>,
-        cache: &Self::Cache,
+        cache: &mut Self::Cache,
         d_out: &Mat<T>,
         d_final: &Self::State,
         grads: &mut Self::Params,

@@ -16,11 +16,9 @@
 //! state is the `Vec` of layer states), so it carries state across truncated-BPTT windows like a
 //! single cell, and its `forward` and `step` are evaluation-mode passes (no dropout).
 
-use std::cell::RefCell;
-
 use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
-use crate::gated::ensure_shape;
+use crate::engine::ops::ensure_shape;
 use crate::{CellError, Recurrence, SeqInput};
 
 /// The parameters of a [`Stack`] (and, as the same type, its gradients): the layers themselves,
@@ -59,8 +57,10 @@ pub struct StackCache<T: Scalar, C: Recurrence<T>> {
     inputs: Vec<Mat<T>>,
     /// `masks[k]`: the scaled mask `m` applied to layer k's input.
     masks: Vec<Mat<T>>,
-    /// Backward's two gradient buffers (read through `&self`, as the trait's backward does).
-    scratch: RefCell<(Mat<T>, Mat<T>)>,
+    /// Backward's two gradient buffers: the output gradient of the layer being run and the
+    /// input gradient it writes.
+    d_cur: Mat<T>,
+    d_in: Mat<T>,
 }
 
 impl<T: Scalar, C: Recurrence<T>> Default for StackCache<T, C> {
@@ -71,7 +71,8 @@ impl<T: Scalar, C: Recurrence<T>> Default for StackCache<T, C> {
             dropped: false,
             inputs: Vec::new(),
             masks: Vec::new(),
-            scratch: RefCell::new((Mat::zeros(0, 0), Mat::zeros(0, 0))),
+            d_cur: Mat::zeros(0, 0),
+            d_in: Mat::zeros(0, 0),
         }
     }
 }
@@ -215,7 +216,7 @@ impl<C> Stack<C> {
     fn backward_layers<T: Scalar>(
         &self,
         x: SeqInput<'_, T>,
-        cache: &StackCache<T, C>,
+        cache: &mut StackCache<T, C>,
         d_out: &Mat<T>,
         d_final: &[C::State],
         grads: &mut StackParams<C>,
@@ -233,14 +234,13 @@ impl<C> Stack<C> {
             grads.layers.len(),
             cache.layers.len()
         );
-        let mut guard = cache.scratch.borrow_mut();
-        let (d_cur, d_in) = &mut *guard;
+        let StackCache { layers: caches, dropped, inputs, masks, d_cur, d_in, .. } = cache;
         let mut d_init: Vec<Option<C::State>> = vec![None; l];
         // One layer's backward, with or without its initial-state gradient.
         fn run<T: Scalar, C: Recurrence<T>>(
             layer: &C,
             x: SeqInput<'_, T>,
-            cache: &C::Cache,
+            cache: &mut C::Cache,
             dy: &Mat<T>,
             d_fin: &C::State,
             g: &mut C::Params,
@@ -260,29 +260,27 @@ impl<C> Stack<C> {
             // gradient of layer k+1 (now in d_cur).
             let dy = if k == l - 1 { d_out } else { &*d_cur };
             let g = grads.layers[k].params_mut();
+            let (below, here) = caches.split_at_mut(k);
             let d0 = if k == 0 {
-                run(layer, x, &cache.layers[0], dy, &d_final[0], g, d_x.take(), init_grad)
+                run(layer, x, &mut here[0], dy, &d_final[0], g, d_x.take(), init_grad)
             } else {
-                let input = if cache.dropped {
-                    &cache.inputs[k]
-                } else {
-                    self.params.layers[k - 1].outputs(&cache.layers[k - 1])
-                };
+                let input =
+                    if *dropped { &inputs[k] } else { self.params.layers[k - 1].outputs(&below[k - 1]) };
                 // Sized here: a cell may expect d_x already shaped like its input.
                 ensure_shape(d_in, input.nrows(), input.ncols());
                 let d0 = run(
                     layer,
                     SeqInput::Dense(input),
-                    &cache.layers[k],
+                    &mut here[0],
                     dy,
                     &d_final[k],
                     g,
                     Some(d_in),
                     init_grad,
                 );
-                if cache.dropped {
+                if *dropped {
                     // d yᵏ = d(input of layer k) ⊙ m
-                    d_in.component_mul_assign(&cache.masks[k]);
+                    d_in.component_mul_assign(&masks[k]);
                 }
                 std::mem::swap(d_cur, d_in);
                 d0
@@ -391,7 +389,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
     fn backward(
         &self,
         x: SeqInput<'_, T>,
-        cache: &Self::Cache,
+        cache: &mut Self::Cache,
         d_out: &Mat<T>,
         d_final: &Vec<C::State>,
         grads: &mut Self::Params,
@@ -404,7 +402,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
     fn backward_detached(
         &self,
         x: SeqInput<'_, T>,
-        cache: &Self::Cache,
+        cache: &mut Self::Cache,
         d_out: &Mat<T>,
         d_final: &Vec<C::State>,
         grads: &mut Self::Params,

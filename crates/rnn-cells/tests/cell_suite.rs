@@ -18,7 +18,7 @@ macro_rules! suite {
         mod $name {
             use super::*;
 
-            fn make(i: usize, h: usize, seed: u64) -> impl rnn_cells::Recurrence<f64, State: FlatState> + Clone {
+            fn make(i: usize, h: usize, seed: u64) -> impl rnn_cells::Recurrence<f64, State: rnn_cells::RecurrentState<f64>> + Clone {
                 let mut rng = Rng::seed_from(seed);
                 ($make)(i, h, &mut rng)
             }

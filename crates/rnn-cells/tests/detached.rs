@@ -18,8 +18,8 @@ fn check<R: Recurrence<f64>>(cell: &R, h0: &R::State, batch: usize, steps: usize
     g1.zero();
     g2.zero();
     let (mut dx1, mut dx2) = (Mat::zeros(i, steps * batch), Mat::zeros(i, steps * batch));
-    cell.backward(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut g1, Some(&mut dx1));
-    cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut g2, Some(&mut dx2));
+    cell.backward(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut g1, Some(&mut dx1));
+    cell.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut g2, Some(&mut dx2));
     for ((name, a), (_, b)) in g1.named_params().into_iter().zip(g2.named_params()) {
         assert_eq!(a, b, "{what}: {name} differs between backward and backward_detached");
     }
@@ -35,7 +35,7 @@ fn detached_backward_gives_the_same_gradients() {
         s.h = Init::Normal { mean: 0.0, std: 1.0 }.matrix(5, 2, &mut rng);
         check(&lstm, &s, 2, steps, &mut rng, "LSTM");
         let gru = GruConfig::new(3, 5).build::<f64>(&mut rng).unwrap();
-        let h0 = Init::Normal { mean: 0.0, std: 1.0 }.matrix(5, 2, &mut rng);
+        let h0 = rnn_cells::GruState { h: Init::Normal { mean: 0.0, std: 1.0 }.matrix(5, 2, &mut rng) };
         check(&gru, &h0, 2, steps, &mut rng, "GRU");
         let rnn = RnnConfig::new(3, 5).build::<f64>(&mut rng).unwrap();
         let s = rnn.zero_state(1);

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::FlatState;
+use rnn_cells::RecurrentState;
 use rnn_cells::{
     softmax_cross_entropy, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
 };
@@ -50,7 +50,7 @@ fn layer_states(f: &Value, keys: &[&str]) -> Vec<f64> {
 /// Checks a model (a lone cell for 1-layer fixtures, a stack for 3) against a fixture.
 fn check<R: Recurrence<f64>>(mut model: R, name: &str)
 where
-    R::State: FlatState,
+    R::State: RecurrentState<f64>,
 {
     let f = fixture(name);
     let (i, h, b, t) = (size(&f, "input"), size(&f, "hidden"), size(&f, "batch"), size(&f, "steps"));
@@ -83,14 +83,14 @@ where
     let fin = model.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
     let err = rel_error(model.outputs(&cache).as_slice(), &nums(&f["out"]));
     assert!(err < TOL, "{name}: output differs by {err:e}");
-    let err = rel_error(&fin.flat(), &layer_states(&f, &["h_n", "c_n"]));
+    let err = rel_error(&fin.to_flat(), &layer_states(&f, &["h_n", "c_n"]));
     assert!(err < TOL, "{name}: final state differs by {err:e}");
 
     let w_out = Mat::from_column_slice(h, t * b, &nums(&f["w_out"]));
     let mut grads = model.params().clone();
     grads.zero();
     let mut d_x = Mat::zeros(i, t * b);
-    let d_h0 = model.backward(SeqInput::Dense(&x), &cache, &w_out, &d_fin, &mut grads, Some(&mut d_x));
+    let d_h0 = model.backward(SeqInput::Dense(&x), &mut cache, &w_out, &d_fin, &mut grads, Some(&mut d_x));
     for (pname, g) in grads.named_params() {
         let err = rel_error(
             g.as_slice(),
@@ -100,7 +100,7 @@ where
     }
     let err = rel_error(d_x.as_slice(), &nums(&f["d_x"]));
     assert!(err < TOL, "{name}: input gradient differs by {err:e}");
-    let err = rel_error(&d_h0.flat(), &layer_states(&f, &["d_h0", "d_c0"]));
+    let err = rel_error(&d_h0.to_flat(), &layer_states(&f, &["d_h0", "d_c0"]));
     assert!(err < TOL, "{name}: initial-state gradient differs by {err:e}");
 }
 

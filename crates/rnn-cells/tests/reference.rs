@@ -36,7 +36,7 @@ static THREADS: Mutex<()> = Mutex::new(());
 
 /// The GRU's state from its `h` (the one line to change when the state type changes).
 fn gru_state<T: Scalar>(h: Mat<T>) -> <Gru<T> as Recurrence<T>>::State {
-    h
+    rnn_cells::GruState { h }
 }
 
 /// A fast cell and its reference, with states as lists of matrices (`[h]` or `[h, c]`).
@@ -240,7 +240,7 @@ fn compare<T: Scalar, C: Oracle<T>>(cell: &C, case: &Case, tol: f64) -> Vec<Stri
         let mut g = cell.params().zeros_like();
         let mut d_x = Mat::zeros(i, n);
         let d_x_arg = (!case.index).then_some(&mut d_x);
-        let ds0 = cell.backward(x, &cache, &d_out, &d_fin_state, &mut g, d_x_arg);
+        let ds0 = cell.backward(x, &mut cache, &d_out, &d_fin_state, &mut g, d_x_arg);
         check_parts(&mut errors, &at("initial-state gradient"), &C::parts(&ds0), &ref_ds0, tol);
         if !case.index {
             check(&mut errors, &at("d_x"), &d_x, &ref_dx, tol);
@@ -249,7 +249,7 @@ fn compare<T: Scalar, C: Oracle<T>>(cell: &C, case: &Case, tol: f64) -> Vec<Stri
         let mut d_x_det = Mat::zeros(i, n);
         cell.backward_detached(
             x,
-            &cache,
+            &mut cache,
             &d_out,
             &d_fin_state,
             &mut g_det,

@@ -87,7 +87,7 @@ fn rnn_matches_torch() {
         let d_final = RnnState { h: seq(&c["w_final"], h) };
         let d_h0 = cell.backward(
             SeqInput::Dense(&x),
-            &cache,
+            &mut cache,
             &seq(&c["w_out"], h),
             &d_final,
             &mut grads,

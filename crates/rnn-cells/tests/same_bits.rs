@@ -48,10 +48,10 @@ fn run<S: Scalar, C: Recurrence<S>>(cell: &C, threads: usize) -> Vec<u64> {
     let mut grads = cell.params().clone();
     grads.zero();
     let mut d_x = Mat::zeros(0, 0);
-    let d_h0 = cell.backward(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads, Some(&mut d_x));
+    let d_h0 = cell.backward(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut grads, Some(&mut d_x));
     let mut grads2 = grads.clone();
     grads2.zero();
-    cell.backward_detached(SeqInput::Dense(&x), &cache, &d_out, &d_final, &mut grads2, None);
+    cell.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut grads2, None);
     let mut bits = Vec::new();
     let mut push = |m: &Mat<S>| bits.extend(m.iter().map(|v| v.to_f64().to_bits()));
     push(cell.outputs(&cache));

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{rand_mat, rand_state, FlatState, GRAD_TOL};
+use common::{rand_mat, rand_state, GRAD_TOL};
+use rnn_cells::RecurrentState;
 use rnn_cells::{GruConfig, Lstm, LstmConfig, Recurrence, SeqInput, Stack};
 use rnn_tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn_tensor::{Mat, Parameters, Rng};
@@ -31,7 +32,7 @@ fn dropout_gradients_match_numeric_with_fixed_masks() {
     stack.forward_train(SeqInput::Dense(&x), b, &h0, &mut cache, Some(&mut Rng::seed_from(9)));
     let mut grads = stack.zero_grads();
     let zero = stack.zero_state(b);
-    stack.backward(SeqInput::Dense(&x), &cache, &w, &zero, &mut grads, None);
+    stack.backward(SeqInput::Dense(&x), &mut cache, &w, &zero, &mut grads, None);
     let names: Vec<String> = grads.named_params().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 12);
     assert_eq!(names[4], "weight_ih_l1");
@@ -79,7 +80,7 @@ fn truncated_bptt_with_carried_state_matches_full_sequence() {
     let mut full = Default::default();
     let fin_full = stack.forward(SeqInput::Dense(&x), b, &h0, &mut full);
     let mut g_full = stack.zero_grads();
-    let d0_full = stack.backward(SeqInput::Dense(&x), &full, &w, &d_fin, &mut g_full, None);
+    let d0_full = stack.backward(SeqInput::Dense(&x), &mut full, &w, &d_fin, &mut g_full, None);
 
     let (x1, x2) = (x.columns(0, 3 * b).into_owned(), x.columns(3 * b, 3 * b).into_owned());
     let (w1, w2) = (w.columns(0, 3 * b).into_owned(), w.columns(3 * b, 3 * b).into_owned());
@@ -89,12 +90,12 @@ fn truncated_bptt_with_carried_state_matches_full_sequence() {
     let mut joined = stack.outputs(&c1).clone().resize_horizontally(6 * b, 0.0);
     joined.columns_mut(3 * b, 3 * b).copy_from(stack.outputs(&c2));
     assert!(rel_error(joined.as_slice(), stack.outputs(&full).as_slice()) < 1e-12);
-    assert!(rel_error(&fin.flat(), &fin_full.flat()) < 1e-12);
+    assert!(rel_error(&fin.to_flat(), &fin_full.to_flat()) < 1e-12);
 
     let mut g = stack.zero_grads();
-    let d_mid = stack.backward(SeqInput::Dense(&x2), &c2, &w2, &d_fin, &mut g, None);
-    let d0 = stack.backward(SeqInput::Dense(&x1), &c1, &w1, &d_mid, &mut g, None);
-    assert!(rel_error(&d0.flat(), &d0_full.flat()) < 1e-12);
+    let d_mid = stack.backward(SeqInput::Dense(&x2), &mut c2, &w2, &d_fin, &mut g, None);
+    let d0 = stack.backward(SeqInput::Dense(&x1), &mut c1, &w1, &d_mid, &mut g, None);
+    assert!(rel_error(&d0.to_flat(), &d0_full.to_flat()) < 1e-12);
     for ((name, a), (_, b)) in g.named_params().into_iter().zip(g_full.named_params()) {
         assert!(rel_error(a.as_slice(), b.as_slice()) < 1e-12, "{name}");
     }

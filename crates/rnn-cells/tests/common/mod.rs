@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use rnn_cells::{LinearState, LstmState, Recurrence, RnnState, SeqInput};
+use rnn_cells::{Recurrence, RecurrentState, SeqInput};
 use rnn_tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn_tensor::{Mat, Parameters, Rng};
 
@@ -20,67 +20,6 @@ pub const GRAD_TOL: f64 = 1e-8;
 /// the `±2H` stencil of its kink, where no difference quotient matches the one-sided derivative.
 /// The property tests use a fixed seed, so such a case cannot appear by chance.
 pub const H: f64 = 1e-4;
-
-/// A state as a flat vector of numbers, so perturbations and weights are generic.
-pub trait FlatState: Sized {
-    /// All numbers of the state, in a fixed order.
-    fn flat(&self) -> Vec<f64>;
-    /// A state shaped like `self` holding `v`.
-    fn with_flat(&self, v: &[f64]) -> Self;
-}
-
-impl FlatState for Mat<f64> {
-    fn flat(&self) -> Vec<f64> {
-        self.as_slice().to_vec()
-    }
-    fn with_flat(&self, v: &[f64]) -> Self {
-        Mat::from_column_slice(self.nrows(), self.ncols(), v)
-    }
-}
-
-impl FlatState for LstmState<f64> {
-    fn flat(&self) -> Vec<f64> {
-        [self.h.as_slice(), self.c.as_slice()].concat()
-    }
-    fn with_flat(&self, v: &[f64]) -> Self {
-        let n = self.h.len();
-        LstmState { h: self.h.with_flat(&v[..n]), c: self.c.with_flat(&v[n..]) }
-    }
-}
-
-impl FlatState for LinearState<f64> {
-    fn flat(&self) -> Vec<f64> {
-        self.s.flat()
-    }
-    fn with_flat(&self, v: &[f64]) -> Self {
-        LinearState { s: self.s.with_flat(v) }
-    }
-}
-
-impl FlatState for RnnState<f64> {
-    fn flat(&self) -> Vec<f64> {
-        self.h.flat()
-    }
-    fn with_flat(&self, v: &[f64]) -> Self {
-        RnnState { h: self.h.with_flat(v) }
-    }
-}
-
-impl<S: FlatState> FlatState for Vec<S> {
-    fn flat(&self) -> Vec<f64> {
-        self.iter().flat_map(|s| s.flat()).collect()
-    }
-    fn with_flat(&self, v: &[f64]) -> Self {
-        let mut at = 0;
-        self.iter()
-            .map(|s| {
-                let n = s.flat().len();
-                at += n;
-                s.with_flat(&v[at - n..at])
-            })
-            .collect()
-    }
-}
 
 /// `max |numeric - analytic| / max(scale, 1e-2)` with `scale = max(|numeric| + |analytic|)`:
 /// [`rel_error`] with its floor raised from 1e-8 to 1e-2. A gradient that is exactly zero (all
@@ -99,10 +38,10 @@ pub fn rand_mat(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f64> {
 /// A random state: `zero_state` with every number redrawn.
 pub fn rand_state<C: Recurrence<f64>>(cell: &C, batch: usize, rng: &mut Rng) -> C::State
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let z = cell.zero_state(batch);
-    let v: Vec<f64> = z.flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let v: Vec<f64> = z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
     z.with_flat(&v)
 }
 
@@ -120,11 +59,11 @@ fn loss<C: Recurrence<f64>>(
     w_fin: &[f64],
 ) -> f64
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let mut cache = C::Cache::default();
     let fin = cell.forward(x, batch, h0, &mut cache);
-    dot(cell.outputs(&cache).as_slice(), w_out.as_slice()) + dot(&fin.flat(), w_fin)
+    dot(cell.outputs(&cache).as_slice(), w_out.as_slice()) + dot(&fin.to_flat(), w_fin)
 }
 
 /// The worst relative error between the backward pass and numeric gradients, over every
@@ -136,20 +75,20 @@ pub fn gradient_errors<C: Recurrence<f64> + Clone>(
     seed: u64,
 ) -> Vec<(String, f64)>
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let mut rng = Rng::seed_from(seed);
     let n = x.columns();
     let h0 = rand_state(cell, batch, &mut rng);
     let w_out = rand_mat(cell.hidden_size(), n, &mut rng);
-    let w_fin: Vec<f64> = h0.flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let w_fin: Vec<f64> = h0.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
 
     let mut cache = C::Cache::default();
     cell.forward(x, batch, &h0, &mut cache);
     let mut grads = cell.params().clone();
     grads.zero();
     let mut d_x = Mat::zeros(cell.input_size(), n);
-    let d_h0 = cell.backward(x, &cache, &w_out, &h0.with_flat(&w_fin), &mut grads, Some(&mut d_x));
+    let d_h0 = cell.backward(x, &mut cache, &w_out, &h0.with_flat(&w_fin), &mut grads, Some(&mut d_x));
 
     let mut errors = Vec::new();
     let names: Vec<String> = grads.named_params().into_iter().map(|(s, _)| s).collect();
@@ -169,22 +108,31 @@ where
     if let SeqInput::Dense(xm) = x {
         let mut flat = xm.as_slice().to_vec();
         let num = numeric_gradient(
-            |v| loss(cell, SeqInput::Dense(&xm.with_flat(v)), batch, &h0, &w_out, &w_fin),
+            |v| {
+                loss(
+                    cell,
+                    SeqInput::Dense(&Mat::from_column_slice(xm.nrows(), xm.ncols(), v)),
+                    batch,
+                    &h0,
+                    &w_out,
+                    &w_fin,
+                )
+            },
             &mut flat,
             H,
         );
         errors.push(("input".into(), grad_error(&num, d_x.as_slice())));
     }
-    let mut flat = h0.flat();
+    let mut flat = h0.to_flat();
     let num = numeric_gradient(|v| loss(cell, x, batch, &h0.with_flat(v), &w_out, &w_fin), &mut flat, H);
-    errors.push(("initial state".into(), grad_error(&num, &d_h0.flat())));
+    errors.push(("initial state".into(), grad_error(&num, &d_h0.to_flat())));
     errors
 }
 
 /// Asserts every gradient error is below [`GRAD_TOL`].
 pub fn assert_gradients<C: Recurrence<f64> + Clone>(cell: &C, x: SeqInput<'_, f64>, batch: usize, seed: u64)
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     for (name, err) in gradient_errors(cell, x, batch, seed) {
         assert!(err < GRAD_TOL, "{name}: relative error {err:e} (tolerance {GRAD_TOL:e})");
@@ -199,7 +147,7 @@ pub fn assert_step_matches_forward<C: Recurrence<f64>>(
     batch: usize,
     seed: u64,
 ) where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let mut rng = Rng::seed_from(seed);
     let h0 = rand_state(cell, batch, &mut rng);
@@ -218,7 +166,7 @@ pub fn assert_step_matches_forward<C: Recurrence<f64>>(
             rel_error(C::state_output(&s).as_slice(), out.columns(t * batch, batch).into_owned().as_slice());
         assert!(err < 1e-12, "step {t}: step and forward outputs differ by {err:e}");
     }
-    let err = rel_error(&s.flat(), &fin.flat());
+    let err = rel_error(&s.to_flat(), &fin.to_flat());
     assert!(err < 1e-12, "final state: step and forward differ by {err:e}");
 }
 
@@ -226,7 +174,7 @@ pub fn assert_step_matches_forward<C: Recurrence<f64>>(
 /// gradients (tolerance 1e-13: a gather is the product with a one-hot column).
 pub fn assert_index_matches_one_hot<C: Recurrence<f64>>(cell: &C, batch: usize, steps: usize, seed: u64)
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let mut rng = Rng::seed_from(seed);
     let i = cell.input_size();
@@ -240,8 +188,8 @@ where
         let fin = cell.forward(x, batch, &h0, &mut cache);
         let mut g = cell.params().clone();
         g.zero();
-        let dh0 = cell.backward(x, &cache, &w_out, &d_fin, &mut g, None);
-        (cell.outputs(&cache).clone(), fin.flat(), g, dh0.flat())
+        let dh0 = cell.backward(x, &mut cache, &w_out, &d_fin, &mut g, None);
+        (cell.outputs(&cache).clone(), fin.to_flat(), g, dh0.to_flat())
     };
     let (oa, fa, ga, da) = run(SeqInput::Index(&ix));
     let (ob, fb, gb, db) = run(SeqInput::Dense(&one_hot));
@@ -259,7 +207,7 @@ where
 /// parameter gradient.
 pub fn assert_shape_errors_and_empty_sequence<C: Recurrence<f64>>(cell: &C)
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let (i, h) = (cell.input_size(), cell.hidden_size());
     let s2 = cell.zero_state(2);
@@ -281,20 +229,20 @@ where
     let empty = Mat::zeros(i, 0);
     let mut cache = C::Cache::default();
     let fin = cell.forward(SeqInput::Dense(&empty), 2, &h0, &mut cache);
-    assert_eq!(fin.flat(), h0.flat());
+    assert_eq!(fin.to_flat(), h0.to_flat());
     assert_eq!(cell.outputs(&cache).shape(), (h, 0));
     let mut g = cell.params().clone();
     g.zero();
     let d_fin = rand_state(cell, 2, &mut rng);
-    let d0 = cell.backward(SeqInput::Dense(&empty), &cache, &Mat::zeros(h, 0), &d_fin, &mut g, None);
-    assert_eq!(d0.flat(), d_fin.flat());
+    let d0 = cell.backward(SeqInput::Dense(&empty), &mut cache, &Mat::zeros(h, 0), &d_fin, &mut g, None);
+    assert_eq!(d0.to_flat(), d_fin.to_flat());
     assert!(g.named_params().iter().all(|(_, m)| m.iter().all(|&v| v == 0.0)));
 }
 
 /// A cache reused across calls of different shapes gives bit-identical results to a fresh one.
 pub fn assert_cache_reuse_is_exact<C: Recurrence<f64>>(cell: &C, seed: u64)
 where
-    C::State: FlatState,
+    C::State: RecurrentState<f64>,
 {
     let mut rng = Rng::seed_from(seed);
     let i = cell.input_size();
@@ -305,7 +253,7 @@ where
         let mut dx = Mat::zeros(i, x.ncols());
         let d0 = cell.backward(SeqInput::Dense(x), cache, w, h0, &mut g, Some(&mut dx));
         let gflat: Vec<f64> = g.named_params().iter().flat_map(|(_, m)| m.iter().copied()).collect();
-        (cell.outputs(cache).clone(), fin.flat(), d0.flat(), gflat, dx)
+        (cell.outputs(cache).clone(), fin.to_flat(), d0.to_flat(), gflat, dx)
     };
     let (xa, ha, wa) = (
         rand_mat(i, 12, &mut rng),

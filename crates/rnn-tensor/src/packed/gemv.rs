@@ -92,7 +92,14 @@ pub fn gemv_strips_f32_ordered(
 /// sequential streams. Reading one strip's 128 bytes from every column (a stride of `4·rows`
 /// bytes, which the hardware prefetchers do not follow) or writing one column into all strips
 /// (64 streams 64 KB apart, all in the same cache sets) took 1.5 to 3 times as long.
-pub(crate) fn pack_rows(w: &[f32], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize, out: &mut [f32]) {
+pub(crate) fn pack_rows(
+    w: &[f32],
+    rows: usize,
+    k: usize,
+    m: usize,
+    row: impl Fn(usize) -> usize,
+    out: &mut [f32],
+) {
     const GROUP: usize = 8;
     let strips = m.div_ceil(MR);
     assert_eq!(out.len(), strips * MR * k, "pack_rows: {} values for {m}x{k} in strips", out.len());

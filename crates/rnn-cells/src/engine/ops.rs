@@ -1,9 +1,6 @@
-//! What the recurrent layers share: their parameter struct (RNN, LSTM, GRU), the gated cells'
-//! configuration, and the two products that touch the input, done once per sequence outside the
-//! time loop.
-//!
-//! A cell with `G` gates keeps PyTorch's tensors: `weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
-//! `bias_ih` and `bias_hh` `[G·H]` (stored as `G·H × 1`), gate blocks stacked in PyTorch's order.
+//! The engine's building blocks: the products that touch the input, done once per sequence
+//! outside the time loop, the weight-gradient products, the split of a pass over the threads and
+//! the matrix its parts share.
 //!
 //! - Forward input projection, all steps at once: `P = W_ih · X` (`G·H × T·B`, one GEMM), or, for
 //!   [`SeqInput::Index`], `P[:, k] = W_ih[:, x_k]` (a gather of columns; no one-hot matrix).
@@ -11,168 +8,15 @@
 //!   `dW_ih += D · Xᵀ` (one GEMM) or `dW_ih[:, x_k] += D[:, k]` (a scatter-add),
 //!   `d_x = W_ihᵀ · D` (one GEMM), `db += Σ_columns D`.
 
-use std::marker::PhantomData;
 use std::ops::Range;
 
-use rnn_tensor::init::Init;
 use rnn_tensor::nalgebra::{DMatrixViewMut, Dyn, Matrix, RawStorage, RawStorageMut};
 use rnn_tensor::{
-    gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, parallel, Mat, PackedColumns, PackedLhs,
-    Parameters, Rng, Scalar, Trans,
+    gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, parallel, Mat, PackedColumns, PackedLhs, Scalar,
+    Trans,
 };
 
 use crate::{CellError, SeqInput};
-
-/// The tensors of one recurrent layer with `G` gates (1 for the vanilla RNN, 4 for the LSTM, 3 for
-/// the GRU) and, as the same type, their gradients,
-/// under PyTorch's names `weight_ih_l{layer}`, `weight_hh_l{layer}`, `bias_ih_l{layer}`,
-/// `bias_hh_l{layer}`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecurrentParams<T: Scalar> {
-    /// `[G·H, I]`.
-    pub weight_ih: Mat<T>,
-    /// `[G·H, H]`.
-    pub weight_hh: Mat<T>,
-    /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
-    pub bias_ih: Option<Mat<T>>,
-    /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
-    pub bias_hh: Option<Mat<T>>,
-    /// The layer index `k` in the names' `_l{k}` suffix (0 for a lone cell).
-    pub layer: usize,
-}
-
-impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
-    fn named_params(&self) -> Vec<(String, &Mat<T>)> {
-        let k = self.layer;
-        let mut v =
-            vec![(format!("weight_ih_l{k}"), &self.weight_ih), (format!("weight_hh_l{k}"), &self.weight_hh)];
-        if let Some(b) = &self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
-        }
-        if let Some(b) = &self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
-        }
-        v
-    }
-    fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
-        let k = self.layer;
-        let mut v = vec![
-            (format!("weight_ih_l{k}"), &mut self.weight_ih),
-            (format!("weight_hh_l{k}"), &mut self.weight_hh),
-        ];
-        if let Some(b) = &mut self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
-        }
-        if let Some(b) = &mut self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
-        }
-        v
-    }
-    /// Clears every tensor without building the names (called once per training step).
-    fn zero(&mut self) {
-        // Through the flat slices: a memset (nalgebra's fill walks element by element).
-        self.weight_ih.as_mut_slice().fill(T::ZERO);
-        self.weight_hh.as_mut_slice().fill(T::ZERO);
-        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
-            b.as_mut_slice().fill(T::ZERO);
-        }
-    }
-}
-
-impl<T: Scalar> RecurrentParams<T> {
-    /// The hidden size `H` (`weight_hh` has `H` columns).
-    pub fn hidden_size(&self) -> usize {
-        self.weight_hh.ncols()
-    }
-
-    /// The input size `I`.
-    pub fn input_size(&self) -> usize {
-        self.weight_ih.ncols()
-    }
-
-    /// A copy with every tensor zero: the starting point for gradients.
-    pub fn zeros_like(&self) -> Self {
-        let mut g = self.clone();
-        g.zero();
-        g
-    }
-}
-
-/// How to build a gated cell; used as [`LstmConfig`](crate::LstmConfig) and
-/// [`GruConfig`](crate::GruConfig), whose kind `K` selects what `build` makes.
-#[derive(Debug, PartialEq)]
-pub struct GatedConfig<K> {
-    input: usize,
-    hidden: usize,
-    bias: bool,
-    init: Option<Init>,
-    layer: usize,
-    kind: PhantomData<K>,
-}
-
-impl<K> Clone for GatedConfig<K> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<K> Copy for GatedConfig<K> {}
-
-impl<K> GatedConfig<K> {
-    /// A cell from `input` features to `hidden` units.
-    pub fn new(input: usize, hidden: usize) -> Self {
-        Self { input, hidden, bias: true, init: None, layer: 0, kind: PhantomData }
-    }
-
-    /// Whether the layer has `bias_ih` and `bias_hh`. Default: `true`.
-    pub fn with_bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-
-    /// The initialiser of every tensor. Default: PyTorch's `U(-1/sqrt(H), 1/sqrt(H))`.
-    pub fn with_init(mut self, init: Init) -> Self {
-        self.init = Some(init);
-        self
-    }
-
-    /// The layer index in the parameter names (`weight_ih_l{layer}`). Default: 0.
-    pub fn with_layer(mut self, layer: usize) -> Self {
-        self.layer = layer;
-        self
-    }
-
-    /// The configuration of layer `k` of a stack: input `hidden` above layer 0, suffix `_l{k}`.
-    pub(crate) fn for_layer(&self, k: usize) -> Self {
-        Self { input: if k == 0 { self.input } else { self.hidden }, layer: k, ..*self }
-    }
-
-    /// Checks the sizes and draws the tensors of a cell with `gates` gates.
-    pub(crate) fn build_params<T: Scalar>(
-        &self,
-        gates: usize,
-        cell: &str,
-        rng: &mut Rng,
-    ) -> Result<RecurrentParams<T>, CellError> {
-        if self.input == 0 || self.hidden == 0 {
-            return Err(CellError::InvalidConfig(format!(
-                "an {cell} needs input size > 0 and hidden size > 0, got input {} and hidden {}",
-                self.input, self.hidden
-            )));
-        }
-        let init = self.init.unwrap_or(Init::TorchRecurrent { hidden: self.hidden });
-        init.check().map_err(|e| CellError::InvalidConfig(format!("{cell} initialiser: {e}")))?;
-        let gh = gates * self.hidden;
-        // Drawn in PyTorch's parameter order: weight_ih, weight_hh, bias_ih, bias_hh.
-        let weight_ih = init.matrix(gh, self.input, rng);
-        let weight_hh = init.matrix(gh, self.hidden, rng);
-        let (bias_ih, bias_hh) = if self.bias {
-            (Some(init.matrix(gh, 1, rng)), Some(init.matrix(gh, 1, rng)))
-        } else {
-            (None, None)
-        };
-        Ok(RecurrentParams { weight_ih, weight_hh, bias_ih, bias_hh, layer: self.layer })
-    }
-}
 
 /// Makes `m` a `rows × cols` matrix, reallocating only when the shape changes. The contents are
 /// unspecified afterwards: callers overwrite them.
@@ -577,17 +421,24 @@ pub(crate) fn transpose_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
     });
 }
 
-/// `b_ih + b_hh` into `out` (empty if the cell has no bias).
-pub(crate) fn summed_bias<T: Scalar>(p: &RecurrentParams<T>, out: &mut Vec<T>) {
-    out.clear();
-    if let (Some(bi), Some(bh)) = (&p.bias_ih, &p.bias_hh) {
-        out.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));
+/// `a += Σ_columns d` and, if given, `b += Σ_columns d`, reading `d` from `dp` when given (its
+/// copy packed while the time loop wrote it; `d` itself is then not read): the bias gradients.
+pub(crate) fn add_sums<T: Scalar>(
+    d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
+    a: &mut Mat<T>,
+    b: Option<&mut Mat<T>>,
+) {
+    match dp {
+        Some(p) => p.add_row_sums(a.as_mut_slice(), b.map(|b| b.as_mut_slice())),
+        None => add_column_sums(d, a, b),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rnn_tensor::Rng;
 
     fn random(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
         Mat::from_fn(rows, cols, |_, _| rng.uniform(-1.0, 1.0) as f32)

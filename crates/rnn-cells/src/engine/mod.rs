@@ -1,0 +1,668 @@
+//! The layer engine: one time loop, forward and backward, for every recurrent cell.
+//!
+//! A cell ([`Cell`]: the LSTM's, the GRU's, the vanilla RNN's) supplies only what is its own:
+//! its gate count, the parts of its state, what it keeps per step for backward, and its
+//! pointwise step, forward and backward, with the equations in its file. [`Layer`] runs any cell
+//! over a sequence and owns everything else, once:
+//!
+//! - the input projection `P = W_ih·X` of all steps as one product (or, for input by index, a
+//!   gather of `W_ih` columns), before the loop;
+//! - `W_hh` packed once per sequence (`W_hhᵀ` once per backward) for the `T` step products;
+//! - the split of the batch over the library's threads: each part owns a range of batch columns
+//!   for the whole sequence, so every value is computed as without the split (the same bits for
+//!   any thread count);
+//! - the step product `W_hh·h_{t-1}`, added to the step's block of `P` or, for a cell whose
+//!   hidden product stays apart ([`Cell::HIDDEN_APART`], the GRU's `r ⊙ (W_hn·h + b_hn)`), into
+//!   a block of its own;
+//! - the all-zero initial state skip (no product with `h_0 = 0`, forward or backward);
+//! - backward: the gate gradients of the whole sequence kept in the strip layout that every
+//!   product reading them takes in place (the step's `W_hhᵀ·dv_t`, `dW_hh`, `dW_ih`, `d_x`, the
+//!   bias sums), the detached backward that skips the initial state's product, and `dW_ih`,
+//!   `dW_hh`, `d_x` as one product each after the loop;
+//! - batch 1 in `f32` on CPUs with AVX-512 (`batch1.rs`): a GEMV over `W_hh`'s rows packed once,
+//!   with the hidden units split over the threads;
+//! - the scratch buffers, in [`LayerCache`], reused from call to call.
+//!
+//! Per step `t`, over the step's block of `B` columns:
+//!
+//! ```text
+//! a_t = P_t + W_hh·h_{t-1}        (or a_t = P_t and v_t = W_hh·h_{t-1} apart)
+//! cell.forward:  gates_t, saved_t, h_t  from  a_t (v_t), h_{t-1}, saved_{t-1}, biases
+//! ```
+//!
+//! and backward, for `t = T..1`:
+//!
+//! ```text
+//! cell.backward: da_t (dv_t), the pointwise part of dh_{t-1}, d(carried parts)_{t-1}
+//! dh_{t-1} (+)= W_hhᵀ·dv_t                                   (dv_t = da_t unless apart)
+//! after the loop: dW_ih += dA·Xᵀ, d_x = W_ihᵀ·dA, dW_hh += Σ_t dv_t·h_{t-1}ᵀ,
+//!                 db_ih += Σ_columns dA, db_hh += Σ_columns dV
+//! ```
+//!
+//! Layout: column `t·B + b` of every `· × T·B` buffer is sample `b` at step `t`. A cell's step
+//! record `saved_t` holds [`Cell::SAVED`] blocks of `H` rows per column, the first
+//! [`Cell::CARRIED`] of them the state parts after `h` (the LSTM's `c`), so that the state at step
+//! `t` is `h_t` and those blocks of `saved_t`.
+//!
+//! Adding a cell: implement [`Cell`] (see docs/03 for the walk-through); `Layer<T, YourCell>` is
+//! then a [`Recurrence`] with every route above, and stacks, the language model and the shared
+//! test suite take it as they are.
+
+mod batch1;
+pub(crate) mod ops;
+
+use std::fmt::Debug;
+
+use rnn_tensor::{Mat, MatView, MatViewMut, PackedLhs, Scalar, Trans};
+
+use crate::params::{check_params, RecurrentParams};
+use crate::{CellError, Recurrence, RecurrentState, SeqInput};
+use ops::{
+    add_sums, all_zero, check_seq, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad,
+    input_backward, project_input, SharedCols, StepWeight,
+};
+
+/// The biases of one step, as the cell's pointwise pass receives them: each empty for a layer
+/// without biases, else `G·H` values (`G·nu` on the batch-1 route, for a part's units).
+#[derive(Clone, Copy, Debug)]
+pub struct Biases<'a, T> {
+    /// `b_ih + b_hh`.
+    pub sum: &'a [T],
+    /// `b_ih`.
+    pub ih: &'a [T],
+    /// `b_hh`.
+    pub hh: &'a [T],
+}
+
+/// One forward step of a cell over `nb` columns (each slice holds `nb` columns of the given
+/// number of rows, column after column). `H` is the `hid` the cell is called with.
+pub struct ForwardStep<'a, T> {
+    /// `G·H` rows: on entry the pre-activations without biases (`W_ih·x_t + W_hh·h_{t-1}`, or
+    /// `W_ih·x_t` alone for a cell whose hidden product stays apart); on exit whatever the cell's
+    /// backward reads as `gates` (usually the activated gates).
+    pub a: &'a mut [T],
+    /// `G·H` rows of `W_hh·h_{t-1}` without bias for a cell whose hidden product stays apart
+    /// ([`Cell::HIDDEN_APART`]); empty otherwise. Scratch: not kept.
+    pub v: &'a mut [T],
+    /// The biases.
+    pub bias: Biases<'a, T>,
+    /// `h_{t-1}`, `H` rows.
+    pub h_prev: &'a [T],
+    /// The record of step `t-1` ([`Cell::SAVED`]`·H` rows; at `t = 1` the initial state's carried
+    /// parts, the other blocks zero).
+    pub saved_prev: &'a [T],
+    /// This step's record, written by the cell.
+    pub saved: &'a mut [T],
+    /// `h_t`, written by the cell.
+    pub h: &'a mut [T],
+}
+
+/// One backward step of a cell over `nb` columns (slices as in [`ForwardStep`]).
+pub struct BackwardStep<'a, T> {
+    /// What the forward left in [`ForwardStep::a`].
+    pub gates: &'a [T],
+    /// The records of steps `t` and `t-1`.
+    pub saved: &'a [T],
+    /// See [`BackwardStep::saved`].
+    pub saved_prev: &'a [T],
+    /// `h_t`.
+    pub h: &'a [T],
+    /// `h_{t-1}`.
+    pub h_prev: &'a [T],
+    /// `δ_t`, the loss gradient with respect to the output `h_t`.
+    pub d_out: &'a [T],
+    /// On entry the gradient with respect to `h_t` from the steps after `t` (without `δ_t`);
+    /// on exit, for a cell with [`Cell::DIRECT_H`], the pointwise part of the gradient with
+    /// respect to `h_{t-1}` (the engine adds `W_hhᵀ·dv_t`); otherwise left for the engine to
+    /// overwrite.
+    pub dh: &'a mut [T],
+    /// The gradient with respect to the carried parts ([`Cell::CARRIED`]`·H` rows): on entry at
+    /// step `t`, on exit at step `t-1`.
+    pub d_carried: &'a mut [T],
+    /// Written: the gradient with respect to the input-side pre-activations (`G·H` rows), the
+    /// operand of `dW_ih`, `d_x` and `db_ih` (and, unless the hidden product is apart, of the
+    /// step product, `dW_hh` and `db_hh` too).
+    pub da: &'a mut [T],
+    /// Written, for a cell whose hidden product stays apart: the gradient with respect to
+    /// `W_hh·h_{t-1} + b_hh` (`G·H` rows), the operand of the step product, `dW_hh` and `db_hh`.
+    /// Empty otherwise.
+    pub dv: &'a mut [T],
+}
+
+/// What a recurrent cell supplies to the engine: its shape constants and its pointwise step,
+/// forward and backward. Implemented by the LSTM's, the GRU's and the vanilla RNN's cells; a
+/// [`Layer`] runs it over sequences.
+pub trait Cell<T: Scalar>: Copy + Default + Debug + PartialEq + Send + Sync + 'static {
+    /// The cell's state, its parts `h` first and then the [`Cell::CARRIED`] carried parts.
+    type State: RecurrentState<T>;
+    /// Its name in messages (`"LSTM"`).
+    const NAME: &'static str;
+    /// Gates `G`: the tensors are `[G·H, ·]`.
+    const GATES: usize;
+    /// State parts after `h` carried from step to step (the LSTM's `c`: 1).
+    const CARRIED: usize;
+    /// Blocks of `H` rows kept per column and step for backward (at least [`Cell::CARRIED`]; the
+    /// first blocks are the carried parts).
+    const SAVED: usize;
+    /// Whether `W_hh·h_{t-1}` stays apart from `W_ih·x_t` (the GRU, whose reset gate multiplies
+    /// the hidden side of `n`), so that the input side and the hidden side have their own
+    /// gradients.
+    const HIDDEN_APART: bool;
+    /// Whether `h_{t-1}` reaches `h_t` pointwise (the GRU's `z ⊙ h_{t-1}`), so that the gradient
+    /// with respect to `h_{t-1}` has a pointwise part besides `W_hhᵀ·dv_t`.
+    const DIRECT_H: bool;
+
+    /// A state from its parts, `h` first.
+    fn state_from_parts(parts: Vec<Mat<T>>) -> Self::State;
+    /// One forward step (`hid` = `H`, or a part's units on the batch-1 route).
+    fn forward(&self, hid: usize, step: ForwardStep<'_, T>);
+    /// One backward step.
+    fn backward(&self, hid: usize, step: BackwardStep<'_, T>);
+}
+
+/// A recurrent layer: cell `C` run over sequences by the engine, with PyTorch's tensors.
+/// [`Lstm`](crate::Lstm), [`Gru`](crate::Gru) and [`Rnn`](crate::Rnn) are its instances.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer<T: Scalar, C> {
+    /// The tensors, under PyTorch's names.
+    pub params: RecurrentParams<T>,
+    cell: C,
+}
+
+/// What a [`Layer`]'s forward keeps for backward, and the scratch buffers of both directions.
+/// Buffers grow to the largest sequence seen and are reused, so a second call of the same shape
+/// allocates nothing.
+#[derive(Debug, Default)]
+pub struct LayerCache<T: Scalar> {
+    batch: usize,
+    /// What the cell left in `a`, `G·H × T·B`.
+    gates: Mat<T>,
+    /// The cell's records, `SAVED·H × T·B`.
+    saved: Mat<T>,
+    /// The outputs `h_1..h_T`, `H × T·B`.
+    h: Mat<T>,
+    h0: Mat<T>,
+    /// The initial record (carried parts of the initial state, other blocks zero), `SAVED·H × B`.
+    saved0: Mat<T>,
+    /// One step's hidden product for cells that keep it apart, `G·H × B`.
+    v: Mat<T>,
+    bias_sum: Vec<T>,
+    /// `W_hh` packed for the forward's loop, `W_hhᵀ` for the backward's.
+    w_hh_packed: PackedLhs<T>,
+    w_hh_t_packed: PackedLhs<T>,
+    /// Backward: `dA`, `dV` (apart only), each plain and in strips.
+    da: Mat<T>,
+    dv: Mat<T>,
+    da_packed: PackedLhs<T>,
+    dv_packed: PackedLhs<T>,
+    dh: Mat<T>,
+    d_carried: Mat<T>,
+    /// `W_ihᵀ`, plain and packed, for `d_x`.
+    w_ih_t: Mat<T>,
+    w_ih_t_packed: PackedLhs<T>,
+    b1: batch1::Scratch<T>,
+}
+
+impl<T: Scalar> LayerCache<T> {
+    /// The batch size of the last forward (0 before any).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// The carried parts of `state` (parts `1..`, each `H × B`) interleaved into `out` (`rows × B`):
+/// column `b` of `out` is column `b` of each part in turn, zero past them.
+fn interleave<T: Scalar, S: RecurrentState<T>>(
+    state: &S,
+    rows: usize,
+    hid: usize,
+    batch: usize,
+    out: &mut Mat<T>,
+) {
+    ensure_shape(out, rows, batch);
+    out.as_mut_slice().fill(T::ZERO);
+    for k in 1..state.num_parts() {
+        let p = state.part(k).as_slice();
+        for b in 0..batch {
+            out.as_mut_slice()[b * rows + (k - 1) * hid..][..hid].copy_from_slice(&p[b * hid..][..hid]);
+        }
+    }
+}
+
+/// The inverse of [`interleave`]: the first blocks of `H` rows of `batch` columns of `rows`
+/// values (from `src[0]`) into the carried parts of `state`, each made `H × B`.
+fn deinterleave<T: Scalar, S: RecurrentState<T>>(
+    src: &[T],
+    rows: usize,
+    hid: usize,
+    batch: usize,
+    state: &mut S,
+) {
+    for k in 1..state.num_parts() {
+        let p = state.part_mut(k);
+        ensure_shape(p, hid, batch);
+        for b in 0..batch {
+            p.as_mut_slice()[b * hid..][..hid].copy_from_slice(&src[b * rows + (k - 1) * hid..][..hid]);
+        }
+    }
+}
+
+/// `dst = src`, reallocating only when the shape changes (`clone_from` would allocate).
+fn copy_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
+    ensure_shape(dst, src.nrows(), src.ncols());
+    dst.copy_from(src);
+}
+
+/// Makes `state` a copy of `h` and the carried parts held interleaved in `carried`.
+fn write_state<T: Scalar, S: RecurrentState<T>>(
+    h: &[T],
+    carried: &[T],
+    rows: usize,
+    hid: usize,
+    batch: usize,
+    state: &mut S,
+) {
+    let p = state.part_mut(0);
+    ensure_shape(p, hid, batch);
+    p.as_mut_slice().copy_from_slice(h);
+    deinterleave(carried, rows, hid, batch, state);
+}
+
+impl<T: Scalar, C: Cell<T>> Layer<T, C> {
+    /// A layer of cell `cell` from existing tensors, checking every shape (the error names the
+    /// tensor and both shapes).
+    pub fn new(params: RecurrentParams<T>, cell: C) -> Result<Self, CellError> {
+        check_params(&params, C::GATES, C::NAME)?;
+        Ok(Self { params, cell })
+    }
+
+    /// The cell (its settings).
+    pub fn cell(&self) -> &C {
+        &self.cell
+    }
+
+    /// Whether the layer has biases.
+    pub fn has_bias(&self) -> bool {
+        self.params.bias_ih.is_some()
+    }
+
+    /// All-zero gradients shaped (and named) like the parameters.
+    pub fn zero_grads(&self) -> RecurrentParams<T> {
+        self.params.zeros_like()
+    }
+
+    /// [`Recurrence::forward`], writing the final state into `fin` (its parts are reshaped if
+    /// needed): allocates nothing once the cache and `fin` have their shapes.
+    ///
+    /// # Panics
+    /// If [`Recurrence::check_input`] rejects the arguments (the message is its error).
+    pub fn forward_into(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &C::State,
+        cache: &mut LayerCache<T>,
+        fin: &mut C::State,
+    ) {
+        if let Err(e) = self.check_input(x, batch, h0) {
+            panic!("{} forward: {e}", C::NAME);
+        }
+        let (hid, n) = (self.hidden_size(), x.columns());
+        let (steps, rows) = (n / batch, C::SAVED * hid);
+        cache.batch = batch;
+        ensure_shape(&mut cache.gates, C::GATES * hid, n);
+        ensure_shape(&mut cache.saved, rows, n);
+        ensure_shape(&mut cache.h, hid, n);
+        copy_into(h0.part(0), &mut cache.h0);
+        interleave(h0, rows, hid, batch, &mut cache.saved0);
+        if steps > 0 {
+            // P = W_ih · X for every step at once (or the gather of W_ih columns).
+            project_input(&self.params.weight_ih, x, &mut cache.gates);
+            if batch == 1 && steps > 1 && batch1::available::<T>() {
+                batch1::forward(self, steps, cache);
+            } else {
+                self.forward_loop(steps, cache);
+            }
+        }
+        let (h, saved) = if steps == 0 {
+            (cache.h0.as_slice(), cache.saved0.as_slice())
+        } else {
+            (&cache.h.as_slice()[(n - batch) * hid..], &cache.saved.as_slice()[(n - batch) * rows..])
+        };
+        write_state(h, saved, rows, hid, batch, fin);
+    }
+
+    /// [`Recurrence::backward`], writing the initial-state gradient into `d_h0` (its parts are
+    /// reshaped if needed): allocates nothing once the cache and `d_h0` have their shapes.
+    pub fn backward_into(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        d_h0: &mut C::State,
+    ) {
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(d_h0));
+    }
+
+    /// The general forward loop (any batch, any element type), on a cache set up by `forward`.
+    fn forward_loop(&self, steps: usize, cache: &mut LayerCache<T>) {
+        let (hid, batch) = (self.hidden_size(), cache.batch);
+        let (g, rows) = (C::GATES * hid, C::SAVED * hid);
+        let LayerCache { gates, saved, h, h0, saved0, v, bias_sum, w_hh_packed, .. } = cache;
+        ensure_shape(v, if C::HIDDEN_APART { g } else { 0 }, batch);
+        let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed);
+        let bias = self.biases(bias_sum);
+        let (gates, saved, h, v) =
+            (SharedCols::new(gates), SharedCols::new(saved), SharedCols::new(h), SharedCols::new(v));
+        let (h0, saved0) = (&*h0, &*saved0);
+        // A zero initial state (the usual one) adds nothing: skip its product.
+        let h0_zero = all_zero(h0);
+        for_each_batch_part(batch, g * hid, |cols| {
+            let nb = cols.len();
+            for t in 0..steps {
+                let col = t * batch + cols.start;
+                // SAFETY: this part alone reads and writes columns `cols` of each step block of
+                // gates, saved and h and of v, and the matrices outlive the call; the step's
+                // columns and step t-1's are distinct, so the slices below do not overlap.
+                let (a_t, saved_t, h_t) =
+                    unsafe { (gates.slice_mut(col, nb), saved.slice_mut(col, nb), h.slice_mut(col, nb)) };
+                // SAFETY: as above (step t-1's columns, only read).
+                let (h_prev, saved_prev): (&[T], &[T]) = if t == 0 {
+                    (
+                        &h0.as_slice()[cols.start * hid..cols.end * hid],
+                        &saved0.as_slice()[cols.start * rows..cols.end * rows],
+                    )
+                } else {
+                    unsafe { (&*h.slice_mut(col - batch, nb), &*saved.slice_mut(col - batch, nb)) }
+                };
+                // SAFETY: as above (this part's columns of the one-step buffer v).
+                let v_t: &mut [T] =
+                    if C::HIDDEN_APART { unsafe { v.slice_mut(cols.start, nb) } } else { &mut [] };
+                let skip = t == 0 && h0_zero;
+                let h_prev_m = MatView::from_slice(h_prev, hid, nb);
+                if C::HIDDEN_APART {
+                    // v_t = W_hh·h_{t-1}
+                    if skip {
+                        v_t.fill(T::ZERO);
+                    } else {
+                        w_hh.gemm(&h_prev_m, T::ZERO, &mut MatViewMut::from_slice(v_t, g, nb));
+                    }
+                } else if !skip {
+                    // a_t += W_hh·h_{t-1}
+                    w_hh.gemm(&h_prev_m, T::ONE, &mut MatViewMut::from_slice(a_t, g, nb));
+                }
+                let step = ForwardStep { a: a_t, v: v_t, bias, h_prev, saved_prev, saved: saved_t, h: h_t };
+                self.cell.forward(hid, step);
+            }
+        });
+    }
+
+    /// The biases as the cell receives them; `sum` is filled with `b_ih + b_hh`.
+    fn biases<'a>(&'a self, sum: &'a mut Vec<T>) -> Biases<'a, T> {
+        sum.clear();
+        match (&self.params.bias_ih, &self.params.bias_hh) {
+            (Some(bi), Some(bh)) => {
+                sum.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));
+                Biases { sum, ih: bi.as_slice(), hh: bh.as_slice() }
+            }
+            _ => Biases { sum, ih: &[], hh: &[] },
+        }
+    }
+
+    /// Backpropagation through time, writing the initial-state gradient into `d_h0`; without
+    /// it, the last step product, needed only for that gradient, is skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_impl(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        d_h0: Option<&mut C::State>,
+    ) {
+        let init_grad = d_h0.is_some();
+        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        assert!(batch > 0, "{} backward: the cache holds no forward pass; call forward first", C::NAME);
+        assert!(
+            d_out.shape() == (hid, n) && x.columns() == n,
+            "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+            C::NAME,
+            d_out.shape(),
+            x.columns()
+        );
+        assert!(
+            d_final.num_parts() == 1 + C::CARRIED
+                && (0..=C::CARRIED).all(|k| d_final.part(k).shape() == (hid, batch)),
+            "{} backward: d_final has parts {:?}, expected {} of {hid}×{batch}",
+            C::NAME,
+            d_final.parts().iter().map(|m| m.shape()).collect::<Vec<_>>(),
+            1 + C::CARRIED
+        );
+        let (steps, g, rows, crows) = (n / batch, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
+        let LayerCache {
+            gates,
+            saved,
+            h,
+            h0,
+            saved0,
+            da,
+            dv,
+            da_packed,
+            dv_packed,
+            dh,
+            d_carried,
+            w_hh_t_packed,
+            w_ih_t,
+            w_ih_t_packed,
+            ..
+        } = cache;
+        ensure_shape(da, g, n);
+        ensure_shape(dv, if C::HIDDEN_APART { g } else { 0 }, n);
+        copy_into(d_final.part(0), dh);
+        interleave(d_final, crows, hid, batch, d_carried);
+        // W_hhᵀ packed once (a one-step sequence reads it as stored).
+        let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, w_hh_t_packed);
+        // dA in strips only where every reader takes strips: not for a one-hot input, whose
+        // scatter-add reads the plain dA. dV (apart) is read by products only.
+        let da_strips = matches!(x, SeqInput::Dense(_)) && {
+            da_packed.reset(g, n);
+            da_packed.is_strips()
+        };
+        let dv_strips = C::HIDDEN_APART && {
+            dv_packed.reset(g, n);
+            dv_packed.is_strips()
+        };
+        let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
+        let da_writer = da_packed.columns_writer();
+        let dv_writer = dv_packed.columns_writer();
+        let step_writer = if C::HIDDEN_APART { &dv_writer } else { &da_writer };
+        let (gs, ss, hs) = (gates.as_slice(), saved.as_slice(), h.as_slice());
+        let (h0s, s0s) = (h0.as_slice(), saved0.as_slice());
+        let (da_m, dv_m, dh_m, dc_m) =
+            (SharedCols::new(da), SharedCols::new(dv), SharedCols::new(dh), SharedCols::new(d_carried));
+        let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
+        for_each_batch_part(batch, g * hid, |cols| {
+            let nb = cols.len();
+            for t in (0..steps).rev() {
+                let col = t * batch + cols.start;
+                let blk = |r: usize, c: usize| c * r..(c + nb) * r;
+                let (h_prev, saved_prev) = if t == 0 {
+                    (&h0s[blk(hid, cols.start)], &s0s[blk(rows, cols.start)])
+                } else {
+                    (&hs[blk(hid, col - batch)], &ss[blk(rows, col - batch)])
+                };
+                // Where this step's gradients go: their own columns of dA and dV or, kept in
+                // strips, this part's columns of step 0 (reused as scratch) and then the strips.
+                let a_col = if da_strips { cols.start } else { col };
+                let v_col = if dv_strips { cols.start } else { col };
+                // SAFETY: this part alone reads and writes columns `cols` of dh and d_carried
+                // and of each step block of dA and dV, and the matrices outlive the call.
+                let (dh_p, dc_p, da_t) = unsafe {
+                    (
+                        dh_m.slice_mut(cols.start, nb),
+                        dc_m.slice_mut(cols.start, nb),
+                        da_m.slice_mut(a_col, nb),
+                    )
+                };
+                // SAFETY: as above.
+                let dv_t: &mut [T] =
+                    if C::HIDDEN_APART { unsafe { dv_m.slice_mut(v_col, nb) } } else { &mut [] };
+                let step = BackwardStep {
+                    gates: &gs[blk(g, col)],
+                    saved: &ss[blk(rows, col)],
+                    saved_prev,
+                    h: &hs[blk(hid, col)],
+                    h_prev,
+                    d_out: &d_out.as_slice()[blk(hid, col)],
+                    dh: dh_p,
+                    d_carried: dc_p,
+                    da: da_t,
+                    dv: dv_t,
+                };
+                self.cell.backward(hid, step);
+                if da_strips {
+                    // SAFETY: this part's columns of the strips, nobody else's.
+                    unsafe { da_writer.write(col, da_m.slice_mut(a_col, nb)) };
+                }
+                if dv_strips {
+                    // SAFETY: as above.
+                    unsafe { dv_writer.write(col, dv_m.slice_mut(v_col, nb)) };
+                }
+                // dh_{t-1} (+)= W_hhᵀ · dv_t
+                if t > 0 || init_grad {
+                    let (op, op_col) = if C::HIDDEN_APART { (&dv_m, v_col) } else { (&da_m, a_col) };
+                    // SAFETY: this part's columns, as above; the cell's slices are gone.
+                    let (op_t, mut dh_t) =
+                        unsafe { (op.cols_mut(op_col, nb), dh_m.cols_mut(cols.start, nb)) };
+                    if step_strips {
+                        // SAFETY: this part wrote these columns of the strips above, and nothing
+                        // writes them during the product.
+                        unsafe { w_hh_t.gemm_from(step_writer, col, &op_t, beta, &mut dh_t) };
+                    } else {
+                        w_hh_t.gemm(&op_t, beta, &mut dh_t);
+                    }
+                }
+            }
+        });
+        // After the loop, one product each over the whole buffers.
+        let (da, dv, da_packed, dv_packed) = (&*da, &*dv, &*da_packed, &*dv_packed);
+        let dap = da_strips.then_some(da_packed);
+        let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
+        // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
+        hidden_weight_grad(step_m, step_p, h0, h, &mut grads.weight_hh);
+        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            if C::HIDDEN_APART {
+                add_sums(da, dap, bi, None);
+                add_sums(dv, step_p, bh, None);
+            } else {
+                add_sums(da, dap, bi, Some(bh));
+            }
+        }
+        // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
+        input_backward(&self.params.weight_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed);
+        if let Some(d_h0) = d_h0 {
+            write_state(dh.as_slice(), d_carried.as_slice(), crows, hid, batch, d_h0);
+        }
+    }
+}
+
+impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
+    type State = C::State;
+    type Params = RecurrentParams<T>;
+    type Cache = LayerCache<T>;
+
+    fn input_size(&self) -> usize {
+        self.params.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.params.hidden_size()
+    }
+    fn params(&self) -> &RecurrentParams<T> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut RecurrentParams<T> {
+        &mut self.params
+    }
+    fn zero_state(&self, batch: usize) -> C::State {
+        let hid = self.hidden_size();
+        C::state_from_parts((0..=C::CARRIED).map(|_| Mat::zeros(hid, batch)).collect())
+    }
+    fn state_output(state: &C::State) -> &Mat<T> {
+        state.part(0)
+    }
+
+    fn check_input(&self, x: SeqInput<'_, T>, batch: usize, h0: &C::State) -> Result<(), CellError> {
+        check_seq(&x, batch, self.input_size())?;
+        if h0.num_parts() != 1 + C::CARRIED {
+            return Err(CellError::InvalidInput(format!(
+                "the initial state has {} parts, an {} state has {}",
+                h0.num_parts(),
+                C::NAME,
+                1 + C::CARRIED
+            )));
+        }
+        (0..h0.num_parts()).try_for_each(|k| {
+            check_state_part(if k == 0 { "h" } else { "c" }, h0.part(k), self.hidden_size(), batch)
+        })
+    }
+
+    fn step(&self, x: SeqInput<'_, T>, state: &mut C::State) {
+        let batch = Self::state_output(state).ncols();
+        assert_eq!(
+            x.columns(),
+            batch,
+            "{} step: {} input columns for a state of batch {batch}",
+            C::NAME,
+            x.columns()
+        );
+        *state = self.forward(x, batch, state, &mut LayerCache::default());
+    }
+
+    fn forward(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &C::State,
+        cache: &mut LayerCache<T>,
+    ) -> C::State {
+        let mut fin = h0.clone();
+        self.forward_into(x, batch, h0, cache, &mut fin);
+        fin
+    }
+
+    fn outputs<'c>(&self, cache: &'c LayerCache<T>) -> &'c Mat<T> {
+        &cache.h
+    }
+
+    fn backward(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) -> C::State {
+        let mut d_h0 = d_final.clone();
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(&mut d_h0));
+        d_h0
+    }
+
+    fn backward_detached(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The layer engine's routes, for every cell: f32 against f64 (the strips route of the backward
+//! on AVX-512 CPUs), dense one-hot input against input by index (strips against the plain
+//! gradient buffers, bit for bit), and the configuration convention's errors.
+
+use std::sync::Mutex;
+
+use rnn_cells::{
+    Cell, GruCell, Layer, LayerCache, LstmCell, LstmConfig, Recurrence, RecurrentConfig, RecurrentParams,
+    RecurrentState, RnnCell, SeqInput,
+};
+use rnn_tensor::activation::Activation;
+use rnn_tensor::gradcheck::rel_error;
+use rnn_tensor::init::Init;
+use rnn_tensor::{Mat, Parameters, Rng};
+
+/// Thread counts are global: the tests that set them run one at a time.
+static THREADS: Mutex<()> = Mutex::new(());
+
+/// One of the engine's cells, so that one generic test body runs over all of them.
+#[derive(Clone, Copy)]
+enum AnyCell {
+    Lstm,
+    Gru,
+    Rnn(Activation),
+}
+
+const ALL: [(&str, AnyCell); 5] = [
+    ("LSTM", AnyCell::Lstm),
+    ("GRU", AnyCell::Gru),
+    ("RNN tanh", AnyCell::Rnn(Activation::Tanh)),
+    ("RNN relu", AnyCell::Rnn(Activation::Relu)),
+    ("RNN sigmoid", AnyCell::Rnn(Activation::Sigmoid)),
+];
+
+/// Runs `f` on the cell `c` as the concrete type the engine instantiates.
+macro_rules! with_cell {
+    ($c:expr, $f:ident($($arg:expr),*)) => {
+        match $c {
+            AnyCell::Lstm => $f(LstmCell, $($arg),*),
+            AnyCell::Gru => $f(GruCell, $($arg),*),
+            AnyCell::Rnn(activation) => $f(RnnCell { activation }, $($arg),*),
+        }
+    };
+}
+
+fn widen(m: &Mat<f32>) -> Vec<f64> {
+    m.iter().map(|&v| v as f64).collect()
+}
+
+/// The same seed gives the same weights in f32 and f64 (draws are made in f64), so the two
+/// precisions agree to f32 rounding: tolerance 1e-5 on the outputs after 5 steps of batch 2.
+fn f32_and_f64_agree<C: Cell<f32> + Cell<f64>>(cell: C, name: &str) {
+    let cfg = RecurrentConfig::<C>::new(4, 5).with_cell(cell);
+    let c64 = cfg.build::<f64>(&mut Rng::seed_from(1)).unwrap();
+    let c32 = cfg.build::<f32>(&mut Rng::seed_from(1)).unwrap();
+    let ix: Vec<usize> = (0..10).map(|k| k % 4).collect();
+    let (mut k64, mut k32) = (LayerCache::default(), LayerCache::default());
+    c64.forward(SeqInput::Index(&ix), 2, &c64.zero_state(2), &mut k64);
+    c32.forward(SeqInput::Index(&ix), 2, &c32.zero_state(2), &mut k32);
+    let e = rel_error(c64.outputs(&k64).as_slice(), &widen(c32.outputs(&k32)));
+    assert!(e < 1e-5, "{name}: f32 against f64, rel_error {e:e}");
+}
+
+#[test]
+fn f32_and_f64_agree_for_every_cell() {
+    for (name, c) in ALL {
+        with_cell!(c, f32_and_f64_agree(name));
+    }
+}
+
+/// Every gradient of the f32 backward with dense input (on AVX-512 CPUs the route that keeps the
+/// gate gradients in strips: the step products, `dW_ih`, `dW_hh`, `d_x` and the bias sums read
+/// them in place) against the f64 backward on the same weights and inputs, from a non-zero
+/// initial state, with one thread and with the batch split in two. Tolerance: rel_error < 1e-4
+/// per gradient (f32 rounding over 6 steps; a wrong column or strip gives errors of order 1).
+fn f32_dense_backward_matches_f64<C: Cell<f32> + Cell<f64>>(cell: C, name: &str) {
+    let (inp, hid, batch, steps) = (37, 40, 24, 6);
+    let cfg = RecurrentConfig::<C>::new(inp, hid).with_cell(cell);
+    let l64 = cfg.build::<f64>(&mut Rng::seed_from(8)).unwrap();
+    let l32 = cfg.build::<f32>(&mut Rng::seed_from(8)).unwrap();
+    let mut rng = Rng::seed_from(9);
+    let n = steps * batch;
+    let x64 = Mat::from_fn(inp, n, |_, _| rng.uniform(-1.0, 1.0));
+    let d64 = Mat::from_fn(hid, n, |_, _| rng.uniform(-1.0, 1.0));
+    let s64 = l64.zero_state(batch);
+    let flat: Vec<f64> = s64.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let s64 = s64.with_flat(&flat);
+    let s32 = l32.zero_state(batch).with_flat(&flat);
+    let (x32, d32) = (x64.map(|v| v as f32), d64.map(|v| v as f32));
+    let mut c64 = LayerCache::default();
+    l64.forward(SeqInput::Dense(&x64), batch, &s64, &mut c64);
+    let mut g64 = l64.zero_grads();
+    let mut dx64 = Mat::zeros(inp, n);
+    let ds64 = l64.backward(SeqInput::Dense(&x64), &mut c64, &d64, &s64, &mut g64, Some(&mut dx64));
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    for threads in [1, 2] {
+        let before = rnn_tensor::parallel::num_threads();
+        rnn_tensor::parallel::set_num_threads(threads);
+        let mut c32 = LayerCache::default();
+        l32.forward(SeqInput::Dense(&x32), batch, &s32, &mut c32);
+        let mut g32 = l32.zero_grads();
+        let mut dx32 = Mat::zeros(inp, n);
+        let ds32 = l32.backward(SeqInput::Dense(&x32), &mut c32, &d32, &s32, &mut g32, Some(&mut dx32));
+        rnn_tensor::parallel::set_num_threads(before);
+        let mut pairs = vec![("d_x".to_string(), dx64.as_slice().to_vec(), widen(&dx32))];
+        pairs.push(("initial state".into(), ds64.to_flat(), ds32.to_flat()));
+        for ((n64, m64), (_, m32)) in g64.named_params().into_iter().zip(g32.named_params()) {
+            pairs.push((n64, m64.as_slice().to_vec(), widen(m32)));
+        }
+        for (what, a, b) in pairs {
+            let e = rel_error(&a, &b);
+            assert!(e < 1e-4, "{name} {what} with {threads} thread(s): f32 against f64, rel_error {e:e}");
+        }
+    }
+}
+
+#[test]
+fn f32_dense_backward_matches_f64_for_every_cell() {
+    for (name, c) in ALL {
+        with_cell!(c, f32_dense_backward_matches_f64(name));
+    }
+}
+
+/// With dense input the f32 backward keeps the input-side gradients in strips (AVX-512 CPUs);
+/// with the same input as indices it keeps them plain (the scatter-add reads them). The forward
+/// values are the same bits (a one-hot product adds exact zeros), so `dW_hh`, the biases'
+/// gradients and the initial-state gradients must be the same bits too (tolerance: none), with
+/// one thread and with two (the time loop split into two batch parts); `dW_ih` agrees to 1e-6.
+/// `H = 40`: `G·H` is not a multiple of the 32-row strips for any cell.
+fn strips_backward_matches_plain_backward<C: Cell<f32>>(cell: C, name: &str) {
+    let (inp, hid, batch, steps) = (30, 40, 24, 5);
+    let layer =
+        RecurrentConfig::<C>::new(inp, hid).with_cell(cell).build::<f32>(&mut Rng::seed_from(3)).unwrap();
+    let mut rng = Rng::seed_from(4);
+    let ix: Vec<usize> = (0..steps * batch).map(|_| rng.below(inp)).collect();
+    let onehot = Mat::from_fn(inp, ix.len(), |i, k| if ix[k] == i { 1.0f32 } else { 0.0 });
+    let d_out = Mat::from_fn(hid, ix.len(), |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let z = layer.zero_state(batch);
+    let h0 = z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>());
+    let d_fin = z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>());
+    let run = |x: SeqInput<'_, f32>| {
+        let mut cache = LayerCache::default();
+        layer.forward(x, batch, &h0, &mut cache);
+        let mut g = layer.zero_grads();
+        let d0 = layer.backward(x, &mut cache, &d_out, &d_fin, &mut g, None);
+        (g, d0)
+    };
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let threads = rnn_tensor::parallel::num_threads();
+    for t in [1, 2] {
+        rnn_tensor::parallel::set_num_threads(t);
+        let (gd, dd) = run(SeqInput::Dense(&onehot));
+        let (gi, di) = run(SeqInput::Index(&ix));
+        assert!(gd.weight_hh == gi.weight_hh, "{name}, {t} threads: dW_hh");
+        assert!(gd.bias_ih == gi.bias_ih && gd.bias_hh == gi.bias_hh, "{name}, {t} threads: db");
+        assert!(dd == di, "{name}, {t} threads: initial-state gradients");
+        let e = rel_error(&widen(&gd.weight_ih), &widen(&gi.weight_ih));
+        assert!(e < 1e-6, "{name}, {t} threads: dW_ih, rel_error {e:e}");
+    }
+    rnn_tensor::parallel::set_num_threads(threads);
+}
+
+#[test]
+fn strips_backward_matches_plain_backward_for_every_cell() {
+    for (name, c) in ALL {
+        with_cell!(c, strips_backward_matches_plain_backward(name));
+    }
+}
+
+/// A change that makes a layer's tensors wrong.
+type Spoil = fn(&mut RecurrentParams<f64>);
+
+/// The configuration convention: sizes and initialisers are checked at `build`, and
+/// `from_params` names the tensor and both shapes.
+fn configuration_errors<C: Cell<f64>>(cell: C, name: &str) {
+    let mut rng = Rng::seed_from(0);
+    let e = RecurrentConfig::<C>::new(0, 3).with_cell(cell).build::<f64>(&mut rng).unwrap_err();
+    assert!(e.to_string().contains("input size > 0"), "{name}: {e}");
+    assert!(RecurrentConfig::<C>::new(2, 0).with_cell(cell).build::<f64>(&mut rng).is_err());
+    let bad = Init::Uniform { lo: 1.0, hi: -1.0 };
+    assert!(RecurrentConfig::<C>::new(2, 3).with_cell(cell).with_init(bad).build::<f64>(&mut rng).is_err());
+    let layer =
+        RecurrentConfig::<C>::new(3, 16).with_cell(cell).with_layer(1).build::<f64>(&mut rng).unwrap();
+    // PyTorch's bound: every weight within 1/sqrt(H).
+    assert!(layer.params.weight_hh.iter().all(|v| v.abs() <= 0.25), "{name}");
+    assert_eq!(layer.params.weight_ih.shape(), (C::GATES * 16, 3), "{name}");
+    let good = layer.params.clone();
+    let cases: [(&str, Spoil, &str); 3] = [
+        ("weight_hh_l1", |p| p.weight_hh = Mat::zeros(p.weight_hh.nrows(), 15), "expected ["),
+        ("bias_ih_l1", |p| p.bias_ih = Some(Mat::zeros(7, 1)), "expected ["),
+        ("bias", |p| p.bias_hh = None, "neither"),
+    ];
+    for (tensor, spoil, says) in cases {
+        let mut p = good.clone();
+        spoil(&mut p);
+        let e = Layer::new(p, cell).unwrap_err().to_string();
+        assert!(e.contains(tensor) && e.contains(says) && e.contains(name), "{name}, {tensor}: {e}");
+    }
+    assert!(Layer::new(good, cell).is_ok());
+}
+
+#[test]
+fn configuration_errors_name_the_tensor() {
+    for (_, c) in ALL {
+        let name = match c {
+            AnyCell::Lstm => "LSTM",
+            AnyCell::Gru => "GRU",
+            AnyCell::Rnn(_) => "RNN",
+        };
+        with_cell!(c, configuration_errors(name));
+    }
+    // The aliases keep their names: an LSTM built by LstmConfig is a Layer of LstmCell.
+    let lstm = LstmConfig::new(2, 3).build::<f32>(&mut Rng::seed_from(1)).unwrap();
+    assert_eq!(*lstm.cell(), LstmCell);
+}
