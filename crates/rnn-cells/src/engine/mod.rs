@@ -461,8 +461,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             w_ih_t_packed,
             ..
         } = cache;
-        ensure_shape(da, g, n);
-        ensure_shape(dv, if C::HIDDEN_APART { g } else { 0 }, n);
         copy_into(d_final.part(0), dh);
         interleave(d_final, crows, hid, batch, d_carried);
         // W_hhᵀ packed once (a one-step sequence reads it as stored).
@@ -478,6 +476,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             dv_packed.is_strips()
         };
         let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
+        // A buffer kept in strips needs plain columns for one step only (each part's step 0
+        // columns, reused as scratch by every step).
+        ensure_shape(da, g, if da_strips { batch } else { n });
+        ensure_shape(dv, if C::HIDDEN_APART { g } else { 0 }, if dv_strips { batch } else { n });
         let da_writer = da_packed.columns_writer();
         let dv_writer = dv_packed.columns_writer();
         let step_writer = if C::HIDDEN_APART { &dv_writer } else { &da_writer };

@@ -101,8 +101,9 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
 /// and the input is dense, `d_x = W_ihᵀ · d`, through an explicit copy of `W_ihᵀ` in `wt_buf`
 /// (read through its transpose, matrixmultiply packs `W_ih` with a strided gather: 113 against
 /// 170 GFLOP/s for the 2-layer LSTM's `d_x`). `dp`, if given, holds `d` packed (see
-/// [`weight_grad_product`]); if it is in strips, `d` itself is not read (it may hold anything),
-/// and `d_x` is a product of both operands packed (`W_ihᵀ` into `wt_packed`).
+/// [`weight_grad_product`]); if it is in strips, `d` itself is not read (it may hold anything,
+/// and have any number of columns), and `d_x` is a product of both operands packed (`W_ihᵀ` into
+/// `wt_packed`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_backward<T: Scalar>(
     w_ih: &Mat<T>,
@@ -120,7 +121,7 @@ pub(crate) fn input_backward<T: Scalar>(
             weight_grad_product(d, dp, 0, xm, dw_ih);
             if let Some(dx) = d_x {
                 // d_x = W_ihᵀ · D
-                ensure_shape(dx, w_ih.ncols(), d.ncols());
+                ensure_shape(dx, w_ih.ncols(), xm.ncols());
                 match dp {
                     Some(p) if p.is_strips() => {
                         wt_packed.pack(w_ih, Trans::Yes);
@@ -178,7 +179,7 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
 
 /// `dW_hh += Σ_t D_t · h_{t-1}ᵀ` as (at most) two GEMMs over the whole buffer: the first step
 /// against `h0`, the rest against the outputs `h_1..h_{T-1}` stored contiguously. `dp`, if
-/// given, holds `d` packed (see [`weight_grad_product`]).
+/// given, holds `d` packed (see [`weight_grad_product`]), and `d` is not read.
 pub(crate) fn hidden_weight_grad<T: Scalar>(
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
@@ -186,7 +187,7 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     outputs: &Mat<T>,
     dw_hh: &mut Mat<T>,
 ) {
-    let (b, n) = (h0.ncols(), d.ncols());
+    let (b, n) = (h0.ncols(), outputs.ncols());
     if n == 0 {
         return;
     }
