@@ -134,7 +134,7 @@ def main():
     parser.add_argument("cases", nargs="*", help="case names (default: every case)")
     parser.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU clock")
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # flags may come before, between or after the names
     if args.list:
         print("\n".join(CASES))
         return
