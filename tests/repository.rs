@@ -107,3 +107,35 @@ fn torch_ref_py_times_every_bench_table_case_in_order() {
         .collect();
     assert_eq!(keys, torch_cases::NAMES, "tools/torch_ref.py's CASES and torch_cases::NAMES differ");
 }
+
+#[test]
+fn every_crate_has_a_readme_that_is_its_documentation() {
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    crates.push(root().to_path_buf());
+    assert!(crates.len() >= 6, "{crates:?}");
+    let mut missing = Vec::new();
+    for dir in &crates {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let (readme, manifest, lib) = (read("README.md"), read("Cargo.toml"), read("src/lib.rs"));
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !manifest.lines().any(|l| l.trim() == r#"readme = "README.md""#) {
+            missing.push(format!("{name}: Cargo.toml has no readme = \"README.md\""));
+        }
+        if !lib.contains(r#"#![doc = include_str!("../README.md")]"#) {
+            missing.push(format!("{name}: src/lib.rs does not take its docs from README.md"));
+        }
+        // A Rust block, which `cargo test --doc` compiles and runs as part of the crate's docs.
+        if !readme.contains("```rust\n") {
+            missing.push(format!("{name}: README.md has no Rust example"));
+        }
+        if dir.as_path() != root() && !readme.contains("](../../README.md)") {
+            missing.push(format!("{name}: README.md does not link to the project's README"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
