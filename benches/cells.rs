@@ -1,4 +1,4 @@
-//! Criterion benches of every case of `../shared/bench/torch_ref.py`, under the same names, so
+//! Criterion benches of every case of `tools/torch_ref.py` (PyTorch), under the same names, so
 //! the numbers sit beside PyTorch's (f32, seeded inputs, buffers reused across iterations as in
 //! training). The cases are defined once in `examples/common/torch_cases.rs`, which
 //! `examples/bench_table.rs` also runs; groups by topic:
@@ -7,7 +7,7 @@
 //! - `seq`: a 24-step LSTM forward + backward, and the batch-1 inference forward;
 //! - `cell`: one LSTM / GRU / RNN step forward + backward.
 //!
-//! `cargo bench --bench cells [-- NAME]` (the harness keeps the name it had when it held only
+//! `cargo bench --bench cells`, or `cargo bench --bench cells -- NAME` for one case (the harness keeps the name it had when it held only
 //! the cell and sequence cases).
 
 #[path = "../examples/common/torch_cases.rs"]

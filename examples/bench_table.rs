@@ -1,4 +1,4 @@
-//! Times every case of `../shared/bench/torch_ref.py` with the same protocol (median of 30 runs
+//! Times every case of `tools/torch_ref.py` (PyTorch's side) with the same protocol (median of 30 runs
 //! after 5 warm-up runs) and prints one line per case:
 //!
 //! ```text

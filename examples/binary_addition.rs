@@ -6,7 +6,8 @@
 //! 7-bit operands, then random 32- and 64-bit problems it never saw (trained on 8 bits only,
 //! the net has to have learned the carry rule itself).
 //!
-//! Run with `cargo run --release --example binary_addition [-- --seed N]`.
+//! Run with `cargo run --release --example binary_addition`, or with another seed:
+//! `cargo run --release --example binary_addition -- --seed 3`.
 
 #[path = "common/adder.rs"]
 mod adder;

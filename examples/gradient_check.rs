@@ -9,7 +9,8 @@
 //! status 1 if any error exceeds 1e-7.
 //!
 //! ```text
-//! cargo run --example gradient_check [-- --seed N]
+//! cargo run --example gradient_check                # the tutorial's seed
+//! cargo run --example gradient_check -- --seed 3      # other random weights and data
 //! ```
 
 use rnn::cells::{

@@ -1,16 +1,12 @@
-//! # rnn: recurrent neural networks from scratch
+#![doc = include_str!("../README.md")]
 //!
-//! A thin umbrella over the workspace's crates; each tutorial stage is one layer of the stack:
+//! ## This crate
 //!
-//! | crate | what it holds | the stage's example |
-//! |---|---|---|
-//! | [`tensor`] (`rnn-tensor`) | scalars, matrices, GEMM/GEMV, activations, init, RNG, gradient checks | `cargo run -p rnn-tensor --example tensor_tour` |
-//! | [`cells`] (`rnn-cells`) | the recurrence trait, linear/vanilla/LSTM/GRU cells, stacks, heads, losses | stage 1 `count_ones`, stage 2 `binary_addition`, stage 3 `gradient_check` |
-//! | [`optim`] (`rnn-optim`) | optimizers with PyTorch's semantics, clipping, schedules | `cargo run -p rnn-optim --example compare_optimizers` |
-//! | [`data`] (`rnn-data`) | binary streams, binary addition, text corpora | `cargo run -p rnn-data --example binary_streams` |
-//! | [`charlm`] | the character-level language model, trainer, sampler, checkpoints | stage 4 `char_lm` |
-//!
-//! Run a stage with `cargo run --release --example NAME` from the workspace root.
+//! A thin umbrella over the workspace's crates: [`tensor`] (`rnn-tensor`), [`cells`]
+//! (`rnn-cells`), [`optim`] (`rnn-optim`), [`data`] (`rnn-data`) and [`charlm`], re-exported under
+//! those names, with a [`prelude`] of the names most programs need. The tutorial examples
+//! (`examples/`), the benches and the end-to-end tests live in this package; run a stage with
+//! `cargo run --release --example NAME` from the workspace root.
 
 #[doc(inline)]
 pub use charlm;

@@ -1,5 +1,5 @@
-//! The benchmark cases of `../shared/bench/torch_ref.py`, built once here and run both by the
-//! criterion harness (`benches/torch_ref.rs`) and by `examples/bench_table.rs`.
+//! The benchmark cases of `tools/torch_ref.py` (PyTorch's side), built once here and run both by
+//! the criterion harness (`benches/cells.rs`) and by `examples/bench_table.rs`.
 //!
 //! Every case does the work its PyTorch twin does, in f32, with seeded inputs:
 //!

@@ -25,9 +25,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("model.safetensors");
     let crc = save_model(&path, &config, corpus.vocab(), &model.params().named_params())?;
-    println!("wrote {} (CRC-32 {crc:08x}); tensors:", path.display());
-    for (name, m) in model.params().named_params() {
-        println!("  {name:<16} [{}, {}]", m.nrows(), m.ncols());
+    println!("wrote {} (CRC-32 {crc:08x}); the tensors it stores, as PyTorch sees them:", path.display());
+    // The shapes from the file's own header: PyTorch's, row-major (biases are 1-D), not the
+    // column-major matrices the model holds in memory (a bias is a `G·H × 1` column there).
+    let bytes = std::fs::read(&path)?;
+    let stored = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut names = stored.names();
+    names.sort();
+    for name in names {
+        let view = stored.tensor(name)?;
+        println!("  {name:<20} {:?} {:?}", view.dtype(), view.shape());
     }
 
     let file = load_model(&path)?;

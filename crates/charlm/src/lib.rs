@@ -1,4 +1,6 @@
-//! # charlm: a character-level language model
+#![doc = include_str!("../README.md")]
+//!
+//! ## charlm: a character-level language model
 //!
 //! The final stage of the tutorial (seed 002): one-hot characters feed `L` recurrent layers
 //! (LSTM, GRU or vanilla RNN), a linear head maps the top layer's `h_t` to `V` logits, and the

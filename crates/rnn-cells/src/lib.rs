@@ -1,4 +1,6 @@
-//! # rnn-cells: recurrent cells with hand-written backward passes
+#![doc = include_str!("../README.md")]
+//!
+//! ## rnn-cells: recurrent cells with hand-written backward passes
 //!
 //! Every cell implements one trait, [`Recurrence`]: a zero state, a single [`Recurrence::step`]
 //! for inference, a whole-sequence [`Recurrence::forward`] that keeps what backward needs, and a

@@ -1,4 +1,6 @@
-//! # rnn-data: datasets for every tutorial stage
+#![doc = include_str!("../README.md")]
+//!
+//! ## rnn-data: datasets for every tutorial stage
 //!
 //! Seeded and deterministic: every generator takes an explicit [`rnn_tensor::Rng`].
 //! Sequences come in the project's layout, `features × (T·B)` with column `t·B + b` holding

@@ -1,4 +1,6 @@
-//! # rnn-optim: optimizers, gradient clipping and learning-rate schedules
+#![doc = include_str!("../README.md")]
+//!
+//! ## rnn-optim: optimizers, gradient clipping and learning-rate schedules
 //!
 //! The optimizers know nothing of cells: they see [`ParamMut`] views (a name, the values, the
 //! gradient) and keep their per-parameter state by name. Every optimizer is configured the same

@@ -1,4 +1,6 @@
-//! # rnn-tensor: the math layer
+#![doc = include_str!("../README.md")]
+//!
+//! ## rnn-tensor: the math layer
 //!
 //! Everything the recurrent cells and optimizers build on, and nothing that knows about them:
 //!

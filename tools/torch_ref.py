@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""PyTorch's side of `examples/bench_table.rs`: the same cases, shapes and timing protocol.
+
+    python3 tools/torch_ref.py THREADS [CASE ...]
+    python3 tools/torch_ref.py THREADS --cpu-time [CASE ...]
+    python3 tools/torch_ref.py --list
+
+THREADS is given to torch.set_num_threads (bench_table's --threads). Each case is run 5 times to
+warm up, then timed 30 times; the line printed is the case name and the median in milliseconds,
+`NAME MEDIAN_MS`, which `cargo run --release --example bench_table -- --table ...` reads. Without
+CASE arguments every case runs, in bench_table's order (examples/common/torch_cases.rs, NAMES).
+
+--cpu-time times with this thread's CPU clock (time.thread_time) instead of the wall clock, as
+bench_table's --cpu-time does; it only means something with THREADS = 1.
+
+The cases, all in float32 on the CPU, inputs drawn from a generator seeded with 0:
+  lm_<cell>_<L>x<H>_b<B>_t<T>_v<V>     one training step of a character model: one-hot input of
+                                        B sequences of T characters, an L-layer nn.LSTM/GRU/RNN of
+                                        H units, a linear head to V logits, cross-entropy summed
+                                        over all predictions and divided by B, backward
+  seq_lstm_fwdbwd_i<I>_h<H>_b<B>_t<T>   nn.LSTM over T steps of random input, backward of the
+                                        sum of its outputs (the input needs no gradient)
+  seq_lstm_fwd_i<I>_h<H>_b1_t<T>        nn.LSTM forward only, batch 1, under torch.no_grad()
+  cell_<cell>_fwdbwd_i<I>_h<H>_b<B>     one step of nn.LSTMCell/GRUCell/RNNCell from a random
+                                        state, backward of the sum of the new h
+Every initial state is a constant (zero or random) that needs no gradient, and gradients are
+released (set to None) before each backward, so no run accumulates into the last one's.
+"""
+import argparse
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WARMUP_RUNS = 5
+TIMED_RUNS = 30
+
+
+def language_model_step(cell, vocab, hidden, layers, batch, steps):
+    """One forward and backward of the character model; returns the closure to time."""
+    recurrent = getattr(nn, cell)(vocab, hidden, num_layers=layers, batch_first=True)
+    head = nn.Linear(hidden, vocab)
+    text = torch.randint(0, vocab, (batch, steps + 1))
+    inputs = F.one_hot(text[:, :steps], vocab).to(torch.float32)
+    targets = text[:, 1:].reshape(-1)
+    weights = [*recurrent.parameters(), *head.parameters()]
+
+    def run():
+        outputs, _ = recurrent(inputs)
+        logits = head(outputs).reshape(batch * steps, vocab)
+        loss = F.cross_entropy(logits, targets, reduction="sum") / batch
+        for w in weights:
+            w.grad = None
+        loss.backward()
+
+    return run
+
+
+def sequence_forward_backward(inputs, hidden, batch, steps):
+    lstm = nn.LSTM(inputs, hidden, batch_first=True)
+    x = torch.randn(batch, steps, inputs)
+
+    def run():
+        outputs, _ = lstm(x)
+        for w in lstm.parameters():
+            w.grad = None
+        outputs.sum().backward()
+
+    return run
+
+
+def sequence_inference(inputs, hidden, steps):
+    lstm = nn.LSTM(inputs, hidden, batch_first=True)
+    x = torch.randn(1, steps, inputs)
+
+    def run():
+        with torch.no_grad():
+            lstm(x)
+
+    return run
+
+
+def single_step(cell, inputs, hidden, batch):
+    unit = getattr(nn, cell + "Cell")(inputs, hidden)
+    x = torch.randn(batch, inputs)
+    if cell == "LSTM":
+        state = (torch.randn(batch, hidden), torch.randn(batch, hidden))
+    else:
+        state = torch.randn(batch, hidden)
+
+    def run():
+        new_state = unit(x, state)
+        h = new_state[0] if cell == "LSTM" else new_state
+        for w in unit.parameters():
+            w.grad = None
+        h.sum().backward()
+
+    return run
+
+
+# name -> (builder, arguments), in bench_table's order. The names spell out the shapes.
+CASES = {
+    "lm_lstm_2x256_b64_t24_v65": (language_model_step, ("LSTM", 65, 256, 2, 64, 24)),
+    "lm_lstm_1x128_b32_t50_v65": (language_model_step, ("LSTM", 65, 128, 1, 32, 50)),
+    "lm_gru_2x256_b64_t24_v65": (language_model_step, ("GRU", 65, 256, 2, 64, 24)),
+    "lm_rnn_1x256_b64_t24_v65": (language_model_step, ("RNN", 65, 256, 1, 64, 24)),
+    "seq_lstm_fwdbwd_i256_h256_b64_t24": (sequence_forward_backward, (256, 256, 64, 24)),
+    "seq_lstm_fwd_i65_h512_b1_t100": (sequence_inference, (65, 512, 100)),
+    "cell_lstm_fwdbwd_i256_h256_b64": (single_step, ("LSTM", 256, 256, 64)),
+    "cell_gru_fwdbwd_i256_h256_b64": (single_step, ("GRU", 256, 256, 64)),
+    "cell_rnn_fwdbwd_i256_h256_b64": (single_step, ("RNN", 256, 256, 64)),
+}
+
+
+def median_ms(run, clock):
+    for _ in range(WARMUP_RUNS):
+        run()
+    times = []
+    for _ in range(TIMED_RUNS):
+        start = clock()
+        run()
+        times.append(clock() - start)
+    times.sort()
+    return times[TIMED_RUNS // 2] * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description="Time bench_table's cases in PyTorch: one 'NAME MEDIAN_MS' line per case."
+    )
+    parser.add_argument("threads", type=int, nargs="?", help="torch.set_num_threads (1 or more)")
+    parser.add_argument("cases", nargs="*", help="case names (default: every case)")
+    parser.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU clock")
+    parser.add_argument("--list", action="store_true", help="print the case names and exit")
+    args = parser.parse_intermixed_args()  # flags may come before, between or after the names
+    if args.list:
+        print("\n".join(CASES))
+        return
+    if args.threads is None or args.threads < 1:
+        parser.error("THREADS must be a positive integer")
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; the cases are: {', '.join(CASES)}")
+
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    for name, (builder, shape) in CASES.items():
+        if args.cases and name not in args.cases:
+            continue
+        torch.manual_seed(0)
+        print(f"{name} {median_ms(builder(*shape), clock):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
