@@ -129,19 +129,40 @@ fn pointwise_forward_impl<T: Scalar>(
         let (gf, rest) = rest.split_at_mut(hid);
         let (gg, go) = rest.split_at_mut(hid);
         let (cb, tb) = r.split_at_mut(hid);
-        for j in 0..hid {
-            let i = sigmoid(gi[j]);
-            let f = sigmoid(gf[j]);
-            let g = gg[j].tanh_v();
-            let o = sigmoid(go[j]);
-            (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
-            // c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
-            let ct = f * rp[j] + i * g;
-            let tc = ct.tanh_v();
-            cb[j] = ct;
-            tb[j] = tc;
-            hb[j] = o * tc;
-        }
+        column_forward(gi, gf, gg, go, &rp[..hid], cb, tb, hb);
+    }
+}
+
+/// One column of [`pointwise_forward_impl`]: each slice holds the column's `H` values of one
+/// gate or state. Separate arguments, so the compiler knows that none overlaps another (within
+/// one function, slices split from one buffer need run-time overlap checks, and the scalar
+/// fallback those checks select ran a quarter of this pass).
+#[inline(always)]
+fn column_forward<T: Scalar>(
+    gi: &mut [T],
+    gf: &mut [T],
+    gg: &mut [T],
+    go: &mut [T],
+    c_prev: &[T],
+    c: &mut [T],
+    tanh_c: &mut [T],
+    h: &mut [T],
+) {
+    let n = h.len();
+    let (gi, gf, gg, go) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n]);
+    let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
+    for j in 0..n {
+        let i = sigmoid(gi[j]);
+        let f = sigmoid(gf[j]);
+        let g = gg[j].tanh_v();
+        let o = sigmoid(go[j]);
+        (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
+        // c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
+        let ct = f * c_prev[j] + i * g;
+        let tc = ct.tanh_v();
+        c[j] = ct;
+        tanh_c[j] = tc;
+        h[j] = o * tc;
     }
 }
 
@@ -189,7 +210,8 @@ fn pointwise_backward_impl<T: Scalar>(
         let (di, rest) = dg4.split_at_mut(hid);
         let (df, rest) = rest.split_at_mut(hid);
         let (dgg, dgo) = rest.split_at_mut(hid);
-        let (tc, cp) = (&r[hid..], &rp[..hid]);
+        // Every slice cut to H values, so that the loop below has no bounds checks and vectorises.
+        let (tc, cp, go, dgo) = (&r[hid..2 * hid], &rp[..hid], &go[..hid], &mut dgo[..hid]);
         let (dout, dhb) = (&d_out[col.clone()], &dh[col.clone()]);
         let dcb = &mut dc[col];
         for j in 0..hid {
