@@ -86,17 +86,35 @@ pub(super) fn available<T: Scalar>() -> bool {
     PackedRows::<T>::available()
 }
 
-/// `dst[k·nu..(k+1)·nu] = src[k·hid + u0..][..nu]` for each of the `k` blocks.
-fn gather<T: Copy>(src: &[T], hid: usize, u0: usize, nu: usize, dst: &mut [T]) {
+/// `dst[k·nu..(k+1)·nu]` = units `u0..u0+nu` of block `k` of the `blocks·H` values of column
+/// `col` of `m`, for each block.
+///
+/// # Safety
+/// Nobody writes those values during the call, and `m` outlives it.
+unsafe fn gather<T: Scalar>(m: &SharedCols<T>, col: usize, hid: usize, u0: usize, nu: usize, dst: &mut [T]) {
+    let rows = dst.len() / nu.max(1) * hid;
+    for (k, d) in dst.chunks_exact_mut(nu).enumerate() {
+        // SAFETY: the caller's contract.
+        d.copy_from_slice(unsafe { m.elems(col * rows + k * hid + u0, nu) });
+    }
+}
+
+/// [`gather`] from a plain slice of `blocks·H` values (the biases, the initial record).
+fn gather_units<T: Copy>(src: &[T], hid: usize, u0: usize, nu: usize, dst: &mut [T]) {
     for (k, d) in dst.chunks_exact_mut(nu).enumerate() {
         d.copy_from_slice(&src[k * hid + u0..][..nu]);
     }
 }
 
 /// The inverse of [`gather`].
-fn scatter<T: Copy>(src: &[T], hid: usize, u0: usize, nu: usize, dst: &mut [T]) {
+///
+/// # Safety
+/// Nobody else reads or writes those values during the call, and `m` outlives it.
+unsafe fn scatter<T: Scalar>(src: &[T], m: &SharedCols<T>, col: usize, hid: usize, u0: usize, nu: usize) {
+    let rows = src.len() / nu.max(1) * hid;
     for (k, s) in src.chunks_exact(nu).enumerate() {
-        dst[k * hid + u0..][..nu].copy_from_slice(s);
+        // SAFETY: the caller's contract.
+        unsafe { m.elems_mut(col * rows + k * hid + u0, nu) }.copy_from_slice(s);
     }
 }
 
@@ -139,7 +157,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
         for (dst, full) in b.iter_mut().zip([bias.sum, bias.ih, bias.hh]) {
             dst.resize(if full.is_empty() { 0 } else { g * nu }, T::ZERO);
             if !full.is_empty() {
-                gather(full, hid, u0, nu, dst);
+                gather_units(full, hid, u0, nu, dst);
             }
         }
         let part_bias = Biases { sum: &b[0], ih: &b[1], hh: &b[2] };
@@ -148,19 +166,18 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
         saved_prev.resize(sv * nu, T::ZERO);
         saved_t.resize(sv * nu, T::ZERO);
         for t in 0..steps {
-            // SAFETY: column t-1 of h and saved was completed by every part before the last
-            // barrier and nobody writes it any more; this part writes only its units of column t
-            // of gates, saved and h.
-            let (h_prev, rec_prev) = if t == 0 {
-                (h0, saved0)
+            // SAFETY (h_prev, the records of step t-1): column t-1 of h and saved was completed by
+            // every part before the last barrier and nobody writes it any more.
+            let h_prev = if t == 0 { h0 } else { unsafe { h.elems((t - 1) * hid, hid) } };
+            if t == 0 {
+                gather_units(saved0, hid, u0, nu, saved_prev);
             } else {
-                unsafe {
-                    (&*h.elems_mut((t - 1) * hid, hid), &*saved.elems_mut((t - 1) * sv * hid, sv * hid))
-                }
-            };
-            // SAFETY: this part's units of column t of gates (see above).
-            gather(unsafe { gates.elems_mut(t * g * hid, g * hid) }, hid, u0, nu, a);
-            gather(rec_prev, hid, u0, nu, saved_prev);
+                // SAFETY: column t-1 of saved was completed by every part before the last
+                // barrier and nobody writes it any more.
+                unsafe { gather(&saved, t - 1, hid, u0, nu, saved_prev) };
+            }
+            // SAFETY: this part alone touches its units of column t of gates.
+            unsafe { gather(&gates, t, hid, u0, nu, a) };
             // a += W_hh · h_{t-1} (or v = W_hh · h_{t-1}), this part's rows; every other step
             // reads the strips backwards, starting with those the last step read last (in L2).
             let skip = t == 0 && h0_zero;
@@ -173,7 +190,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
             } else if !skip {
                 w.gemv(T::ONE, h_prev, T::ONE, a, t % 2 == 1);
             }
-            // SAFETY: this part's units of column t of h (see above).
+            // SAFETY: this part alone touches its units of column t of h.
             let h_t = unsafe { h.elems_mut(t * hid + u0, nu) };
             let step = ForwardStep {
                 a,
@@ -185,10 +202,10 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                 h: h_t,
             };
             cell.forward(nu, step);
-            // SAFETY: this part's units of column t of gates and saved (see above).
+            // SAFETY: this part alone touches its units of column t of gates and saved.
             unsafe {
-                scatter(a, hid, u0, nu, gates.elems_mut(t * g * hid, g * hid));
-                scatter(saved_t, hid, u0, nu, saved.elems_mut(t * sv * hid, sv * hid));
+                scatter(a, &gates, t, hid, u0, nu);
+                scatter(saved_t, &saved, t, hid, u0, nu);
             }
             if t + 1 < steps {
                 part.barrier();

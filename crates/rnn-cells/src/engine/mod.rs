@@ -369,7 +369,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // columns and step t-1's are distinct, so the slices below do not overlap.
                 let (a_t, saved_t, h_t) =
                     unsafe { (gates.slice_mut(col, nb), saved.slice_mut(col, nb), h.slice_mut(col, nb)) };
-                // SAFETY: as above (step t-1's columns, only read).
+                // SAFETY: step t-1's columns `cols` of h and saved: this part's alone (it wrote
+                // them last step), only read here, distinct from step t's; the matrices outlive
+                // the call.
                 let (h_prev, saved_prev): (&[T], &[T]) = if t == 0 {
                     (
                         &h0.as_slice()[cols.start * hid..cols.end * hid],
@@ -378,7 +380,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 } else {
                     unsafe { (&*h.slice_mut(col - batch, nb), &*saved.slice_mut(col - batch, nb)) }
                 };
-                // SAFETY: as above (this part's columns of the one-step buffer v).
+                // SAFETY: columns `cols` of the one-step buffer v are this part's alone, and v
+                // outlives the call.
                 let v_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { v.slice_mut(cols.start, nb) } } else { &mut [] };
                 let skip = t == 0 && h0_zero;
@@ -511,7 +514,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                         da_m.slice_mut(a_col, nb),
                     )
                 };
-                // SAFETY: as above.
+                // SAFETY: this part alone reads and writes columns `cols` of each step block of
+                // dV (or its scratch step), and dV outlives the call.
                 let dv_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { dv_m.slice_mut(v_col, nb) } } else { &mut [] };
                 let step = BackwardStep {
@@ -528,17 +532,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 };
                 self.cell.backward(hid, step);
                 if da_strips {
-                    // SAFETY: this part's columns of the strips, nobody else's.
+                    // SAFETY: columns `col..col + nb` of the strips and the columns of dA just
+                    // written are this part's alone; the cell's borrow of them has ended.
                     unsafe { da_writer.write(col, da_m.slice_mut(a_col, nb)) };
                 }
                 if dv_strips {
-                    // SAFETY: as above.
+                    // SAFETY: columns `col..col + nb` of dV's strips and the columns of dV just
+                    // written are this part's alone; the cell's borrow of them has ended.
                     unsafe { dv_writer.write(col, dv_m.slice_mut(v_col, nb)) };
                 }
                 // dh_{t-1} (+)= W_hhᵀ · dv_t
                 if t > 0 || init_grad {
                     let (op, op_col) = if C::HIDDEN_APART { (&dv_m, v_col) } else { (&da_m, a_col) };
-                    // SAFETY: this part's columns, as above; the cell's slices are gone.
+                    // SAFETY: this step's columns of dA or dV and columns `cols` of dh are this
+                    // part's alone, and the cell's borrows of them have ended.
                     let (op_t, mut dh_t) =
                         unsafe { (op.cols_mut(op_col, nb), dh_m.cols_mut(cols.start, nb)) };
                     if step_strips {

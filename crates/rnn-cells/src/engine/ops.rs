@@ -388,6 +388,21 @@ impl<T: Scalar> SharedCols<T> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), n) }
     }
 
+    /// `n` values from value `start`, to read.
+    ///
+    /// # Safety
+    /// Nothing may write these values while the slice is alive (other parts may read them too),
+    /// and the matrix must still be alive.
+    pub(crate) unsafe fn elems(&self, start: usize, n: usize) -> &[T] {
+        assert!(
+            start + n <= self.rows * self.cols,
+            "SharedCols: values {start}+{n} of {}",
+            self.rows * self.cols
+        );
+        // SAFETY: in bounds (checked); no writer is the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(start), n) }
+    }
+
     /// Columns `start..start + n` as a matrix view.
     ///
     /// # Safety
