@@ -1,3 +1,8 @@
+//! The kernel layer: packed operands and the products and GEMVs on them, which the recurrent
+//! layer engine (`rnn-cells`' `engine`) is built on. A user of the library needs [`gemm`] alone;
+//! what is here is public so that the engine, in another crate, can reach it, and it is the one
+//! place (with `kernel.rs` and `gemv.rs` beside it) where this crate's `unsafe` arithmetic lives.
+//!
 //! A left operand packed once and multiplied many times: `C = alpha·op(A)·B + beta·C` where
 //! `op(A)` is fixed across calls, as `W_hh` is across the `T` steps of a recurrent layer.
 //!
