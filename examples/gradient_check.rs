@@ -14,7 +14,8 @@
 //! ```
 
 use rnn::cells::{
-    softmax_cross_entropy, Affine, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput,
+    softmax_cross_entropy, Affine, AffineConfig, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig,
+    SeqInput,
 };
 use rnn::tensor::gradcheck::{numeric_gradient, rel_error};
 use rnn::tensor::init::Init;
@@ -131,7 +132,7 @@ fn main() {
     println!(
         "gradient check (seed {seed}): batch {BATCH}, {STEPS} timesteps, hidden {HIDDEN}, input {INPUT}, output {OUTPUT}, f64"
     );
-    let head = Affine::new(HIDDEN, OUTPUT, &mut rng).expect("valid sizes").with_prefix("head.");
+    let head = AffineConfig::new(HIDDEN, OUTPUT).with_prefix("head.").build(&mut rng).expect("valid sizes");
     let build = "valid sizes";
     let mut worst = 0.0f64;
     worst = worst.max(check(

@@ -3,7 +3,7 @@
 //! across windows, and Adam stepping the stack's and the head's parameters through
 //! `step_model` (which pairs parameters and gradients by name). f32, seeded.
 
-use rnn::cells::{softmax_cross_entropy, Affine, LstmConfig, Recurrence, Reduction, SeqInput};
+use rnn::cells::{softmax_cross_entropy, AffineConfig, LstmConfig, Recurrence, Reduction, SeqInput};
 use rnn::optim::{step_model, AdamConfig};
 use rnn::tensor::{Mat, Rng};
 
@@ -33,7 +33,7 @@ fn lstm_stack_learns_a_periodic_text_with_carried_state() {
     let mut rng = Rng::seed_from(3);
     let mut stack =
         LstmConfig::new(v, hidden).build_stack::<f32>(2, &mut rng).unwrap().with_dropout(0.1).unwrap();
-    let mut head = Affine::<f32>::new(hidden, v, &mut rng).unwrap().with_prefix("head.");
+    let mut head = AffineConfig::new(hidden, v).with_prefix("head.").build::<f32>(&mut rng).unwrap();
     let mut opt_stack = AdamConfig::new(0.01).build::<f32>().unwrap();
     let mut opt_head = AdamConfig::new(0.01).build::<f32>().unwrap();
     let mut cache = Default::default();

@@ -11,7 +11,9 @@
 use std::error::Error;
 
 use rnn::cells::loss::{bce_with_logits, sigmoid_squared_error, Reduction};
-use rnn::cells::{Affine, AffineParams, Recurrence, Rnn, RnnCache, RnnConfig, RnnParams, RnnState, SeqInput};
+use rnn::cells::{
+    Affine, AffineConfig, AffineParams, Recurrence, Rnn, RnnCache, RnnConfig, RnnParams, RnnState, SeqInput,
+};
 use rnn::data::{from_bits_lsb_first, AdditionBatch, AdditionProblem, BinaryAddition};
 use rnn::optim::{Optimizer, ParamMut, Sgd, SgdConfig};
 use rnn::tensor::activation::{sigmoid, Activation};
@@ -107,7 +109,7 @@ impl<T: Scalar> Adder<T> {
             .with_bias(cfg.cell_bias)
             .with_init(init)
             .build::<T>(rng)?;
-        let mut head = Affine::with_init(cfg.hidden, 1, init, rng)?.with_prefix("head.");
+        let mut head = AffineConfig::new(cfg.hidden, 1).with_init(init).with_prefix("head.").build(rng)?;
         if !cfg.head_bias {
             head.params.bias.fill(T::ZERO);
         }

@@ -18,7 +18,7 @@
 //! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
 
 use rnn::cells::{
-    softmax_cross_entropy, Affine, GruConfig, GruState, LstmConfig, Recurrence, Reduction, RnnConfig,
+    softmax_cross_entropy, AffineConfig, GruConfig, GruState, LstmConfig, Recurrence, Reduction, RnnConfig,
     SeqInput, Stack,
 };
 use std::cell::Cell;
@@ -208,7 +208,7 @@ fn lm_case<C>(
 where
     C: Recurrence<f32> + Clone + std::fmt::Debug + 'static,
 {
-    let head = Affine::<f32>::new(h, v, rng).unwrap();
+    let head = AffineConfig::new(h, v).build::<f32>(rng).unwrap();
     // torch_ref draws B sequences of T+1 characters: input the first T, target the last T.
     let chars: Vec<Vec<usize>> = (0..b).map(|_| (0..=t).map(|_| rng.below(v)).collect()).collect();
     let x: Vec<usize> = (0..t * b).map(|k| chars[k % b][k / b]).collect();

@@ -14,8 +14,8 @@
 //! final-state gradient (truncated BPTT: the batch's final state is carried forward as a value).
 
 use rnn_cells::{
-    softmax_cross_entropy, Affine, Cell, Layer, Recurrence, RecurrentConfig, RecurrentState, Reduction,
-    SeqInput, Stack, StackCache,
+    softmax_cross_entropy, Affine, AffineConfig, Cell, Layer, Recurrence, RecurrentConfig, RecurrentState,
+    Reduction, SeqInput, Stack, StackCache,
 };
 use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
@@ -100,7 +100,7 @@ where
         let rnn = RecurrentConfig::<K>::new(config.vocab_size, config.hidden)
             .build_stack(config.layers, rng)?
             .with_dropout(config.dropout)?;
-        let head = Affine::new(config.hidden, config.vocab_size, rng)?.with_prefix("head.");
+        let head = AffineConfig::new(config.hidden, config.vocab_size).with_prefix("head.").build(rng)?;
         Ok(Self {
             config: config.clone(),
             params: CharRnnParams { rnn, head },

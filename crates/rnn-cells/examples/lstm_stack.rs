@@ -9,7 +9,7 @@
 //! cargo run -p rnn-cells --example lstm_stack
 //! ```
 
-use rnn_cells::{softmax_cross_entropy, Affine, LstmConfig, Recurrence, Reduction, SeqInput};
+use rnn_cells::{softmax_cross_entropy, AffineConfig, LstmConfig, Recurrence, Reduction, SeqInput};
 use rnn_tensor::{Mat, Parameters, Rng};
 
 fn main() -> Result<(), rnn_cells::CellError> {
@@ -24,7 +24,7 @@ fn main() -> Result<(), rnn_cells::CellError> {
 
     let mut rng = Rng::seed_from(7);
     let mut stack = LstmConfig::new(v, hidden).build_stack::<f64>(2, &mut rng)?.with_dropout(0.1)?;
-    let mut head = Affine::new(hidden, v, &mut rng)?.with_prefix("head.");
+    let mut head = AffineConfig::new(hidden, v).with_prefix("head.").build(&mut rng)?;
     let names: Vec<String> = stack.params().named_params().into_iter().map(|(n, _)| n).collect();
     println!("vocabulary {v}, parameters: {}", names.join(", "));
 

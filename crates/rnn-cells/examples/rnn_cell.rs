@@ -4,7 +4,7 @@
 //! Run with `cargo run -p rnn-cells --example rnn_cell`.
 
 use rnn_cells::loss::{bce_with_logits, Reduction};
-use rnn_cells::{Affine, CellError, Recurrence, RnnCache, RnnConfig, SeqInput};
+use rnn_cells::{AffineConfig, CellError, Recurrence, RnnCache, RnnConfig, SeqInput};
 use rnn_tensor::activation::Activation;
 use rnn_tensor::init::Init;
 use rnn_tensor::{Mat, Parameters, Rng};
@@ -15,7 +15,7 @@ fn main() -> Result<(), CellError> {
 
     // nn.RNN(3, 5, nonlinearity='tanh') with PyTorch's default U(-1/sqrt(5), 1/sqrt(5)).
     let cell = RnnConfig::new(input, hidden).with_activation(Activation::Tanh).build::<f64>(&mut rng)?;
-    let head = Affine::new(hidden, 1, &mut rng)?.with_prefix("head.");
+    let head = AffineConfig::new(hidden, 1).with_prefix("head.").build(&mut rng)?;
     println!("parameters:");
     for (name, m) in cell.params().named_params() {
         println!("  {name:<14} {:?}", m.shape());

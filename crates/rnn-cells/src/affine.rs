@@ -45,33 +45,81 @@ pub struct Affine<T: Scalar> {
     pub params: AffineParams<T>,
 }
 
-impl<T: Scalar> Affine<T> {
-    /// A layer initialised as `torch.nn.Linear`: weight and bias `U(-1/sqrt(in), 1/sqrt(in))`.
-    pub fn new(input: usize, output: usize, rng: &mut Rng) -> Result<Self, CellError> {
-        if input == 0 || output == 0 {
+/// How to build an [`Affine`] layer, as every layer of this crate is built:
+/// `AffineConfig::new(input, output).with_init(..).with_prefix(..).build(rng)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AffineConfig {
+    input: usize,
+    output: usize,
+    init: Option<Init>,
+    prefix: String,
+}
+
+impl AffineConfig {
+    /// A layer from `input` to `output` features, initialised as `torch.nn.Linear`.
+    pub fn new(input: usize, output: usize) -> Self {
+        Self { input, output, init: None, prefix: String::new() }
+    }
+
+    /// The initialiser of the weight and the bias. Default: `torch.nn.Linear`'s
+    /// `U(-1/sqrt(in), 1/sqrt(in))`.
+    pub fn with_init(mut self, init: Init) -> Self {
+        self.init = Some(init);
+        self
+    }
+
+    /// The name prefix (`"head."` gives `head.weight`, `head.bias`). Default: none.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    /// Checks the sizes and the initialiser.
+    pub fn check(&self) -> Result<(), CellError> {
+        if self.input == 0 || self.output == 0 {
             return Err(CellError::InvalidConfig(format!(
-                "an affine layer needs input > 0 and output > 0, got {input} -> {output}"
+                "an affine layer needs input > 0 and output > 0, got {} -> {}",
+                self.input, self.output
             )));
         }
-        let init = Init::TorchRecurrent { hidden: input };
-        let weight = init.matrix(output, input, rng);
-        let bias = init.matrix(output, 1, rng);
-        Ok(Self { params: AffineParams { weight, bias, prefix: String::new() } })
+        if let Some(init) = self.init {
+            init.check().map_err(|e| CellError::InvalidConfig(format!("affine layer initialiser: {e}")))?;
+        }
+        Ok(())
     }
 
-    /// A layer with the given initialiser for both weight and bias.
-    pub fn with_init(input: usize, output: usize, init: Init, rng: &mut Rng) -> Result<Self, CellError> {
-        let mut layer = Self::new(input, output, rng)?;
-        init.check().map_err(|e| CellError::InvalidConfig(e.to_string()))?;
-        layer.params.weight = init.matrix(output, input, rng);
-        layer.params.bias = init.matrix(output, 1, rng);
-        Ok(layer)
+    /// Checks the configuration and draws the weight, then the bias.
+    pub fn build<T: Scalar>(&self, rng: &mut Rng) -> Result<Affine<T>, CellError> {
+        self.check()?;
+        let init = self.init.unwrap_or(Init::TorchRecurrent { hidden: self.input });
+        let weight = init.matrix(self.output, self.input, rng);
+        let bias = init.matrix(self.output, 1, rng);
+        Ok(Affine { params: AffineParams { weight, bias, prefix: self.prefix.clone() } })
     }
+}
 
-    /// Sets the name prefix (`"head."`).
-    pub fn with_prefix(mut self, prefix: &str) -> Self {
-        self.params.prefix = prefix.to_string();
-        self
+impl<T: Scalar> Affine<T> {
+    /// A layer from existing tensors (for example loaded from PyTorch), checking their shapes:
+    /// `weight` `[out, in]` and `bias` `[out]`.
+    pub fn from_params(params: AffineParams<T>) -> Result<Self, CellError> {
+        let (out, inp) = params.weight.shape();
+        if out == 0 || inp == 0 {
+            return Err(CellError::InvalidConfig(format!(
+                "affine parameters: {}weight is [{out}, {inp}], expected [out, in] with both > 0",
+                params.prefix
+            )));
+        }
+        if params.bias.shape() != (out, 1) {
+            return Err(CellError::InvalidConfig(format!(
+                "affine parameters: {}bias has {} values ({}x{}), expected [{out}] to match {}weight [{out}, {inp}]",
+                params.prefix,
+                params.bias.len(),
+                params.bias.nrows(),
+                params.bias.ncols(),
+                params.prefix
+            )));
+        }
+        Ok(Self { params })
     }
 
     /// Input size.
@@ -157,7 +205,7 @@ mod tests {
     #[test]
     fn gradients_match_numeric() {
         let mut rng = Rng::seed_from(11);
-        let layer = Affine::<f64>::new(5, 3, &mut rng).unwrap().with_prefix("head.");
+        let layer = AffineConfig::new(5, 3).with_prefix("head.").build::<f64>(&mut rng).unwrap();
         let h: Mat<f64> = Init::Normal { mean: 0.0, std: 1.0 }.matrix(5, 7, &mut rng);
         let w: Mat<f64> = Init::Normal { mean: 0.0, std: 1.0 }.matrix(3, 7, &mut rng);
         // loss = Σ w ⊙ y, so dy = w.
@@ -199,6 +247,6 @@ mod tests {
     #[test]
     fn zero_sizes_are_rejected() {
         let mut rng = Rng::seed_from(0);
-        assert!(Affine::<f32>::new(0, 3, &mut rng).is_err());
+        assert!(AffineConfig::new(0, 3).build::<f32>(&mut rng).is_err());
     }
 }

@@ -44,7 +44,7 @@ pub mod rnn;
 pub mod softmax_ce;
 pub mod stack;
 
-pub use affine::{Affine, AffineParams};
+pub use affine::{Affine, AffineConfig, AffineParams};
 pub use engine::{Cell, Layer, LayerCache};
 pub use error::CellError;
 pub use gru::{Gru, GruCache, GruCell, GruConfig, GruParams, GruState};

@@ -2,7 +2,7 @@
 //! zero sizes, non-finite or inverted initialisations, non-finite weights, a bad dropout,
 //! mismatched or empty stacks.
 
-use rnn_cells::{Affine, GruConfig, LinearConfig, LstmConfig, RnnConfig, Stack};
+use rnn_cells::{Affine, AffineConfig, GruConfig, LinearConfig, LstmConfig, RnnConfig, Stack};
 use rnn_tensor::init::Init;
 use rnn_tensor::Rng;
 
@@ -24,13 +24,19 @@ fn cell_configs_reject_bad_values() {
         assert!(RnnConfig::new(i, h).build::<f64>(&mut rng).is_err(), "rnn {i}x{h}");
         assert!(LstmConfig::new(i, h).build::<f64>(&mut rng).is_err(), "lstm {i}x{h}");
         assert!(GruConfig::new(i, h).build::<f32>(&mut rng).is_err(), "gru {i}x{h}");
-        assert!(Affine::<f64>::new(i, h, &mut rng).is_err(), "affine {i}x{h}");
+        assert!(AffineConfig::new(i, h).build::<f64>(&mut rng).is_err(), "affine {i}x{h}");
     }
     for init in bad_inits() {
         assert!(RnnConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "rnn {init:?}");
         assert!(LstmConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "lstm {init:?}");
         assert!(GruConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "gru {init:?}");
+        assert!(AffineConfig::new(2, 3).with_init(init).build::<f64>(&mut rng).is_err(), "affine {init:?}");
     }
+    // Existing tensors are checked too: a bias of the wrong length is named, with both shapes.
+    let mut p = AffineConfig::new(2, 3).with_prefix("head.").build::<f64>(&mut rng).unwrap().params;
+    p.bias = rnn_tensor::Mat::zeros(2, 1);
+    let e = Affine::from_params(p).unwrap_err().to_string();
+    assert!(e.contains("head.bias") && e.contains("[3]") && e.contains("[3, 2]"), "{e}");
     for (wx, wr) in [(f64::NAN, 1.0), (1.0, f64::INFINITY)] {
         assert!(LinearConfig::new().with_weights(wx, wr).build::<f64>(&mut rng).is_err(), "{wx} {wr}");
     }
