@@ -4,7 +4,8 @@
 //! `examples/bench_table.rs` also runs; groups by topic:
 //!
 //! - `lm`: full training steps of a character model (stack → head → softmax CE → backward);
-//! - `seq`: a 24-step LSTM forward + backward, and the batch-1 inference forward;
+//! - `seq`: a 24-step LSTM forward + backward, the batch-1 inference forward, and bidirectional
+//!   LSTM and GRU layers forward + backward;
 //! - `cell`: one LSTM / GRU / RNN step forward + backward.
 //!
 //! `cargo bench --bench cells`, or `cargo bench --bench cells -- NAME` for one case (the harness keeps the name it had when it held only

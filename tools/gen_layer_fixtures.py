@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch reference values for the recurrent layers (torch.nn.LSTM, GRU, RNN tanh/relu, 1 and 3
-layers) and for the softmax cross-entropy (F.cross_entropy, both reductions), read by
+layers, and bidirectional with 1 and 2 layers) and for the softmax cross-entropy (F.cross_entropy, both reductions), read by
 crates/rnn-cells/tests/parity.rs.
 
 Generated with torch 2.15.0 (CPU, float64), seed 20261123 + case number:
 
     python3 tools/gen_layer_fixtures.py
+
+(A rerun on another CPU reproduces the committed files to about 4e-15 relative, PyTorch's own
+rounding differences between machines; the bidirectional cases were added on an Intel Xeon, the
+others written on an AMD EPYC, and the committed files were kept as they were.)
 
 Each case draws PyTorch's own initial weights, then an input x (T, B, I), initial states (L, B, H)
 and loss weights, all rounded to 12 significant digits *before* the computation so the Rust side
@@ -30,7 +34,7 @@ SEED = 20261123
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'crates', 'rnn-cells', 'tests',
                        'fixtures', 'layers')
 
-# name, module kind, nonlinearity, num_layers, input, hidden, batch, steps, bias
+# name, module kind, nonlinearity, num_layers, input, hidden, batch, steps, bias[, bidirectional]
 CASES = [
     ('lstm_l1', 'LSTM', None, 1, 3, 3, 2, 3, True),
     ('lstm_l3', 'LSTM', None, 3, 2, 2, 2, 3, True),
@@ -41,6 +45,13 @@ CASES = [
     ('rnn_tanh_l3', 'RNN', 'tanh', 3, 2, 3, 2, 3, True),
     ('rnn_relu_l1', 'RNN', 'relu', 1, 3, 4, 2, 3, True),
     ('rnn_relu_l3', 'RNN', 'relu', 3, 2, 3, 2, 3, True),
+    ('lstm_bi_l1', 'LSTM', None, 1, 3, 3, 2, 4, True, True),
+    ('lstm_bi_l2', 'LSTM', None, 2, 2, 3, 3, 3, True, True),
+    ('lstm_bi_l2_nobias', 'LSTM', None, 2, 2, 2, 2, 3, False, True),
+    ('gru_bi_l1', 'GRU', None, 1, 3, 4, 2, 3, True, True),
+    ('gru_bi_l2', 'GRU', None, 2, 2, 3, 2, 4, True, True),
+    ('rnn_tanh_bi_l2', 'RNN', 'tanh', 2, 3, 3, 2, 3, True, True),
+    ('rnn_relu_bi_l1', 'RNN', 'relu', 1, 3, 4, 2, 3, True, True),
 ]
 
 
@@ -53,22 +64,24 @@ def flat(t):
     return [float(f'{v:.15g}') for v in t.detach().flatten().tolist()]
 
 
-def case(num, name, kind, nonlin, layers, i, h, b, t, bias):
+def case(num, name, kind, nonlin, layers, i, h, b, t, bias, bidirectional=False):
     torch.manual_seed(SEED + num)
     kw = {'nonlinearity': nonlin} if kind == 'RNN' else {}
-    m = getattr(torch.nn, kind)(i, h, num_layers=layers, bias=bias, batch_first=False, **kw).double()
+    m = getattr(torch.nn, kind)(i, h, num_layers=layers, bias=bias, batch_first=False,
+                                bidirectional=bidirectional, **kw).double()
+    d = 2 if bidirectional else 1
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(r12(p))
     x = r12(torch.randn(t, b, i, dtype=torch.float64)).requires_grad_()
-    h0 = r12(torch.randn(layers, b, h, dtype=torch.float64)).requires_grad_()
-    w_out = r12(torch.randn(t, b, h, dtype=torch.float64))
-    w_hn = r12(torch.randn(layers, b, h, dtype=torch.float64))
+    h0 = r12(torch.randn(layers * d, b, h, dtype=torch.float64)).requires_grad_()
+    w_out = r12(torch.randn(t, b, h * d, dtype=torch.float64))
+    w_hn = r12(torch.randn(layers * d, b, h, dtype=torch.float64))
     rec = {'kind': kind.lower(), 'nonlinearity': nonlin or '', 'num_layers': layers, 'input': i,
-           'hidden': h, 'batch': b, 'steps': t, 'bias': bias}
+           'hidden': h, 'batch': b, 'steps': t, 'bias': bias, 'directions': d}
     if kind == 'LSTM':
-        c0 = r12(torch.randn(layers, b, h, dtype=torch.float64)).requires_grad_()
-        w_cn = r12(torch.randn(layers, b, h, dtype=torch.float64))
+        c0 = r12(torch.randn(layers * d, b, h, dtype=torch.float64)).requires_grad_()
+        w_cn = r12(torch.randn(layers * d, b, h, dtype=torch.float64))
         out, (hn, cn) = m(x, (h0, c0))
         loss = (w_out * out).sum() + (w_hn * hn).sum() + (w_cn * cn).sum()
     else:

@@ -71,6 +71,19 @@ def sequence_forward_backward(inputs, hidden, batch, steps):
     return run
 
 
+def bidirectional_forward_backward(cell, inputs, hidden, batch, steps):
+    rnn = getattr(nn, cell)(inputs, hidden, batch_first=True, bidirectional=True)
+    x = torch.randn(batch, steps, inputs)
+
+    def run():
+        outputs, _ = rnn(x)
+        for w in rnn.parameters():
+            w.grad = None
+        outputs.sum().backward()
+
+    return run
+
+
 def sequence_inference(inputs, hidden, steps):
     lstm = nn.LSTM(inputs, hidden, batch_first=True)
     x = torch.randn(1, steps, inputs)
@@ -111,6 +124,8 @@ CASES = {
     "cell_lstm_fwdbwd_i256_h256_b64": (single_step, ("LSTM", 256, 256, 64)),
     "cell_gru_fwdbwd_i256_h256_b64": (single_step, ("GRU", 256, 256, 64)),
     "cell_rnn_fwdbwd_i256_h256_b64": (single_step, ("RNN", 256, 256, 64)),
+    "seq_bilstm_fwdbwd_i256_h256_b64_t24": (bidirectional_forward_backward, ("LSTM", 256, 256, 64, 24)),
+    "seq_bigru_fwdbwd_i256_h256_b64_t24": (bidirectional_forward_backward, ("GRU", 256, 256, 64, 24)),
 }
 
 

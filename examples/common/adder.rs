@@ -109,6 +109,10 @@ impl<T: Scalar> Adder<T> {
             .with_bias(cfg.cell_bias)
             .with_init(init)
             .build::<T>(rng)?;
+        // The recorded runs of this stage (docs/02, tests/binary_addition.rs) drew a default head
+        // first and then replaced it (the head's old constructor did): the same draws keep them
+        // reproducible.
+        AffineConfig::new(cfg.hidden, 1).build::<T>(rng)?;
         let mut head = AffineConfig::new(cfg.hidden, 1).with_init(init).with_prefix("head.").build(rng)?;
         if !cfg.head_bias {
             head.params.bias.fill(T::ZERO);

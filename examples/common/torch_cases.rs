@@ -11,7 +11,9 @@
 //! - `seq_lstm_fwdbwd_*`: forward over `T` steps and backward of `sum(outputs)` (the input has no
 //!   gradient, as in PyTorch where `x` does not require it);
 //! - `seq_lstm_fwd_*_b1_*`: forward only, batch 1 (inference);
-//! - `cell_*`: one step from a random state and backward of `sum(h_1)`.
+//! - `cell_*`: one step from a random state and backward of `sum(h_1)`;
+//! - `seq_bi*_fwdbwd_*`: a bidirectional layer (`bidirectional=True`), forward and backward of
+//!   `sum(outputs)`.
 //!
 //! The initial states need no gradient (in PyTorch they do not require it), so backward is
 //! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
@@ -62,7 +64,7 @@ fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
 }
 
 /// The names of every case, in torch_ref.py's order.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 11] = [
     "lm_lstm_2x256_b64_t24_v65",
     "lm_lstm_1x128_b32_t50_v65",
     "lm_gru_2x256_b64_t24_v65",
@@ -72,6 +74,8 @@ pub const NAMES: [&str; 9] = [
     "cell_lstm_fwdbwd_i256_h256_b64",
     "cell_gru_fwdbwd_i256_h256_b64",
     "cell_rnn_fwdbwd_i256_h256_b64",
+    "seq_bilstm_fwdbwd_i256_h256_b64_t24",
+    "seq_bigru_fwdbwd_i256_h256_b64_t24",
 ];
 
 fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
@@ -155,6 +159,16 @@ pub fn build(name: &str) -> Option<Case> {
             h0.h = randn(256, 64, rng);
             fwd_bwd_case(name, cell, h0, 1, 256, 64, 1, rng)
         }
+        "seq_bilstm_fwdbwd_i256_h256_b64_t24" => {
+            let lstm = LstmConfig::new(256, 256).build_bidirectional::<f32>(rng).unwrap();
+            let h0 = lstm.zero_state(64);
+            fwd_bwd_case(name, lstm, h0, 4, 256, 64, 24, rng)
+        }
+        "seq_bigru_fwdbwd_i256_h256_b64_t24" => {
+            let gru = GruConfig::new(256, 256).build_bidirectional::<f32>(rng).unwrap();
+            let h0 = gru.zero_state(64);
+            fwd_bwd_case(name, gru, h0, 3, 256, 64, 24, rng)
+        }
         _ => return None,
     };
     Some(case)
@@ -174,13 +188,15 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
     let i = cell.input_size();
     let x = randn(i, steps * b, rng);
     let mut cache = R::Cache::default();
-    let d_out = Mat::from_element(h, steps * b, 1.0f32);
+    // A bidirectional layer outputs 2H rows and does the work of two layers.
+    let directions = cell.hidden_size() / h;
+    let d_out = Mat::from_element(cell.hidden_size(), steps * b, 1.0f32);
     let d_final = cell.zero_state(b);
     let mut grads = cell.params().clone();
     let digest = Rc::new(Cell::new(None));
     Case {
         name: NAMES.iter().find(|n| **n == name).expect("a known case"),
-        flops: layer_flops(g, i, h, steps * b, b, false, false),
+        flops: directions as f64 * layer_flops(g, i, h, steps * b, b, false, false),
         digest: digest.clone(),
         run: Box::new(move || {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);

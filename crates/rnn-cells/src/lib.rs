@@ -34,6 +34,7 @@ mod recurrence;
 mod state;
 
 pub mod affine;
+pub mod bidirectional;
 pub mod engine;
 pub mod gru;
 pub mod linear;
@@ -45,6 +46,7 @@ pub mod softmax_ce;
 pub mod stack;
 
 pub use affine::{Affine, AffineConfig, AffineParams};
+pub use bidirectional::{Bidirectional, BidirectionalCache, BidirectionalParams};
 pub use engine::{Cell, Layer, LayerCache};
 pub use error::CellError;
 pub use gru::{Gru, GruCache, GruCell, GruConfig, GruParams, GruState};

@@ -14,12 +14,13 @@ use rnn_tensor::init::Init;
 use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
 use crate::engine::{Cell, Layer};
-use crate::{CellError, Stack};
+use crate::{Bidirectional, CellError, Stack};
 
 /// The tensors of one recurrent layer with `G` gates (1 for the vanilla RNN, 4 for the LSTM, 3 for
 /// the GRU) and, as the same type, their gradients,
 /// under PyTorch's names `weight_ih_l{layer}`, `weight_hh_l{layer}`, `bias_ih_l{layer}`,
-/// `bias_hh_l{layer}`.
+/// `bias_hh_l{layer}` (with `_reverse` after them for the reverse direction of a bidirectional
+/// layer, which runs from the last step to the first).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentParams<T: Scalar> {
     /// `[G·H, I]`.
@@ -32,32 +33,42 @@ pub struct RecurrentParams<T: Scalar> {
     pub bias_hh: Option<Mat<T>>,
     /// The layer index `k` in the names' `_l{k}` suffix (0 for a lone cell).
     pub layer: usize,
+    /// Whether the layer runs backwards in time (the reverse direction of a bidirectional
+    /// layer; its names end in `_reverse`).
+    pub reverse: bool,
+}
+
+impl<T: Scalar> RecurrentParams<T> {
+    /// The suffix of this layer's names: `_l{k}`, or `_l{k}_reverse`.
+    pub fn suffix(&self) -> String {
+        format!("_l{}{}", self.layer, if self.reverse { "_reverse" } else { "" })
+    }
 }
 
 impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
     fn named_params(&self) -> Vec<(String, &Mat<T>)> {
-        let k = self.layer;
+        let k = self.suffix();
         let mut v =
-            vec![(format!("weight_ih_l{k}"), &self.weight_ih), (format!("weight_hh_l{k}"), &self.weight_hh)];
+            vec![(format!("weight_ih{k}"), &self.weight_ih), (format!("weight_hh{k}"), &self.weight_hh)];
         if let Some(b) = &self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
+            v.push((format!("bias_ih{k}"), b));
         }
         if let Some(b) = &self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
+            v.push((format!("bias_hh{k}"), b));
         }
         v
     }
     fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
-        let k = self.layer;
+        let k = self.suffix();
         let mut v = vec![
-            (format!("weight_ih_l{k}"), &mut self.weight_ih),
-            (format!("weight_hh_l{k}"), &mut self.weight_hh),
+            (format!("weight_ih{k}"), &mut self.weight_ih),
+            (format!("weight_hh{k}"), &mut self.weight_hh),
         ];
         if let Some(b) = &mut self.bias_ih {
-            v.push((format!("bias_ih_l{k}"), b));
+            v.push((format!("bias_ih{k}"), b));
         }
         if let Some(b) = &mut self.bias_hh {
-            v.push((format!("bias_hh_l{k}"), b));
+            v.push((format!("bias_hh{k}"), b));
         }
         v
     }
@@ -101,13 +112,14 @@ pub struct RecurrentConfig<C> {
     bias: bool,
     init: Option<Init>,
     layer: usize,
+    reverse: bool,
     cell: C,
 }
 
 impl<C: Default> RecurrentConfig<C> {
     /// A layer from `input` features to `hidden` units, with PyTorch's defaults.
     pub fn new(input: usize, hidden: usize) -> Self {
-        Self { input, hidden, bias: true, init: None, layer: 0, cell: C::default() }
+        Self { input, hidden, bias: true, init: None, layer: 0, reverse: false, cell: C::default() }
     }
 }
 
@@ -127,6 +139,13 @@ impl<C: Copy> RecurrentConfig<C> {
     /// The layer index in the parameter names (`weight_ih_l{layer}`). Default: 0.
     pub fn with_layer(mut self, layer: usize) -> Self {
         self.layer = layer;
+        self
+    }
+
+    /// Whether the layer runs backwards in time, from the last step to the first (the reverse
+    /// direction of a bidirectional layer; its names end in `_reverse`). Default: `false`.
+    pub fn with_reverse(mut self, reverse: bool) -> Self {
+        self.reverse = reverse;
         self
     }
 
@@ -191,7 +210,17 @@ impl<C: Copy> RecurrentConfig<C> {
         } else {
             (None, None)
         };
-        Layer::new(RecurrentParams { weight_ih, weight_hh, bias_ih, bias_hh, layer: self.layer }, self.cell)
+        Layer::new(
+            RecurrentParams {
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                layer: self.layer,
+                reverse: self.reverse,
+            },
+            self.cell,
+        )
     }
 
     /// A stack of `num_layers` layers, as `torch.nn.LSTM(input, hidden, num_layers)` (or `GRU`,
@@ -209,6 +238,39 @@ impl<C: Copy> RecurrentConfig<C> {
     }
 }
 
+impl<C: Copy> RecurrentConfig<C> {
+    /// A bidirectional layer, as `bidirectional=True`: the forward direction, then the reverse
+    /// one (tensors `..._reverse`), each drawn in PyTorch's order.
+    pub fn build_bidirectional<T: Scalar>(
+        &self,
+        rng: &mut Rng,
+    ) -> Result<Bidirectional<Layer<T, C>>, CellError>
+    where
+        C: Cell<T>,
+    {
+        let forward = self.with_reverse(false).build(rng)?;
+        let reverse = self.with_reverse(true).build(rng)?;
+        Bidirectional::new(forward, reverse)
+    }
+
+    /// A stack of `num_layers` bidirectional layers, as
+    /// `torch.nn.LSTM(input, hidden, num_layers, bidirectional=True)`: layer 0 reads `input`
+    /// features, the others the `2·hidden` outputs of the layer below (forward direction first).
+    pub fn build_bidirectional_stack<T: Scalar>(
+        &self,
+        num_layers: usize,
+        rng: &mut Rng,
+    ) -> Result<Stack<Bidirectional<Layer<T, C>>>, CellError>
+    where
+        C: Cell<T>,
+    {
+        Stack::from_fn(num_layers, |k| {
+            let input = if k == 0 { self.input } else { 2 * self.hidden };
+            Self { input, layer: k, ..*self }.build_bidirectional(rng)
+        })
+    }
+}
+
 /// Checks that `p` are the tensors of a layer of `gates` gates (the message names the tensor and
 /// both shapes).
 pub(crate) fn check_params<T: Scalar>(
@@ -221,13 +283,16 @@ pub(crate) fn check_params<T: Scalar>(
     let h = gh / gates;
     if gh == 0 || i == 0 || gh != gates * h {
         return bad(format!(
-            "weight_ih_l{} is [{gh}, {i}], expected [{gates}·hidden, input] with both > 0",
-            p.layer
+            "weight_ih{} is [{gh}, {i}], expected [{gates}·hidden, input] with both > 0",
+            p.suffix()
         ));
     }
     if p.weight_hh.shape() != (gh, h) {
         let (r, c) = p.weight_hh.shape();
-        return bad(format!("weight_hh_l{} is [{r}, {c}], expected [{gh}, {h}] to match weight_ih", p.layer));
+        return bad(format!(
+            "weight_hh{} is [{r}, {c}], expected [{gh}, {h}] to match weight_ih",
+            p.suffix()
+        ));
     }
     match (&p.bias_ih, &p.bias_hh) {
         (None, None) => Ok(()),
@@ -235,8 +300,8 @@ pub(crate) fn check_params<T: Scalar>(
             for (name, m) in [("bias_ih", a), ("bias_hh", b)] {
                 if m.shape() != (gh, 1) {
                     return bad(format!(
-                        "{name}_l{} has {} values ({}x{}), expected [{gh}]",
-                        p.layer,
+                        "{name}{} has {} values ({}x{}), expected [{gh}]",
+                        p.suffix(),
                         m.len(),
                         m.nrows(),
                         m.ncols()

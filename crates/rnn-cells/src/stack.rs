@@ -99,8 +99,12 @@ impl<C> Stack<C> {
                 )));
             }
             let suffix = format!("_l{k}");
-            if let Some((name, _)) =
-                layer.params().named_params().into_iter().find(|(n, _)| !n.ends_with(&suffix))
+            let reverse = format!("_l{k}_reverse");
+            if let Some((name, _)) = layer
+                .params()
+                .named_params()
+                .into_iter()
+                .find(|(n, _)| !n.ends_with(&suffix) && !n.ends_with(&reverse))
             {
                 return Err(CellError::InvalidConfig(format!(
                     "layer {k}'s parameter {name} does not end in {suffix}; build layer {k} with .with_layer({k})"

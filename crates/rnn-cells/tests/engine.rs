@@ -213,3 +213,61 @@ fn configuration_errors_name_the_tensor() {
     let lstm = LstmConfig::new(2, 3).build::<f32>(&mut Rng::seed_from(1)).unwrap();
     assert_eq!(*lstm.cell(), LstmCell);
 }
+
+/// A reverse layer over a sequence is the forward layer, with the same tensors, over the
+/// sequence reversed in time: outputs reversed, the same final state, and the same gradients,
+/// from a non-zero initial state, in f64 (rel_error < 1e-12: only the order of the weight
+/// gradients' sums differs).
+fn reverse_is_forward_on_reversed_time<C: Cell<f64>>(cell: C, name: &str) {
+    let (inp, hid, batch, steps) = (5, 6, 3, 4);
+    let mut rng = Rng::seed_from(21);
+    let rev = RecurrentConfig::<C>::new(inp, hid)
+        .with_cell(cell)
+        .with_reverse(true)
+        .build::<f64>(&mut rng)
+        .unwrap();
+    let mut p = rev.params.clone();
+    p.reverse = false;
+    let fwd = Layer::new(p, cell).unwrap();
+    let n = steps * batch;
+    let x = Mat::from_fn(inp, n, |_, _| rng.uniform(-1.0, 1.0));
+    let d_out = Mat::from_fn(hid, n, |_, _| rng.uniform(-1.0, 1.0));
+    // Column t·B + b goes to (T-1-t)·B + b.
+    let flip =
+        |m: &Mat<f64>| Mat::from_fn(m.nrows(), n, |i, c| m[(i, (steps - 1 - c / batch) * batch + c % batch)]);
+    let z = rev.zero_state(batch);
+    let h0 = z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>());
+    let d_fin = z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>());
+    let run = |layer: &Layer<f64, C>, x: &Mat<f64>, d_out: &Mat<f64>| {
+        let mut cache = LayerCache::default();
+        let fin = layer.forward(SeqInput::Dense(x), batch, &h0, &mut cache);
+        let out = layer.outputs(&cache).clone();
+        let mut g = layer.zero_grads();
+        let mut d_x = Mat::zeros(0, 0);
+        let d0 = layer.backward(SeqInput::Dense(x), &mut cache, d_out, &d_fin, &mut g, Some(&mut d_x));
+        (out, fin, g, d_x, d0)
+    };
+    let (out_r, fin_r, g_r, dx_r, d0_r) = run(&rev, &x, &d_out);
+    let (out_f, fin_f, g_f, dx_f, d0_f) = run(&fwd, &flip(&x), &flip(&d_out));
+    let mut pairs = vec![
+        ("outputs", out_r.as_slice().to_vec(), flip(&out_f).as_slice().to_vec()),
+        ("final state", fin_r.to_flat(), fin_f.to_flat()),
+        ("d_x", dx_r.as_slice().to_vec(), flip(&dx_f).as_slice().to_vec()),
+        ("initial state", d0_r.to_flat(), d0_f.to_flat()),
+    ];
+    for ((n, a), (_, b)) in g_r.named_params().into_iter().zip(g_f.named_params()) {
+        assert!(n.ends_with("_reverse"), "{name}: {n}");
+        pairs.push(("a gradient", a.as_slice().to_vec(), b.as_slice().to_vec()));
+    }
+    for (what, a, b) in pairs {
+        let e = rel_error(&a, &b);
+        assert!(e < 1e-12, "{name} {what}: reverse against forward on reversed time, rel_error {e:e}");
+    }
+}
+
+#[test]
+fn reverse_layers_are_forward_layers_on_reversed_time() {
+    for (name, c) in ALL {
+        with_cell!(c, reverse_is_forward_on_reversed_time(name));
+    }
+}

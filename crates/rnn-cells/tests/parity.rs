@@ -1,4 +1,5 @@
 //! Parity with PyTorch's `nn.LSTM`, `nn.GRU` and `nn.RNN` (tanh, relu), 1 and 3 layers, and
+//! bidirectional (`bidirectional=True`, 1 and 2 layers, with and without bias), and
 //! `F.cross_entropy` (both reductions): outputs,
 //! final states, and the gradients of every parameter, of the input and of the initial states,
 //! within a relative error of 1e-10 in f64 (the fixtures hold 15 significant digits).
@@ -37,12 +38,14 @@ fn size(f: &Value, key: &str) -> usize {
     f[key].as_u64().unwrap() as usize
 }
 
-/// The per-layer slices `[k·B·H, (k+1)·B·H)` of each listed (L, B, H) tensor, concatenated per
-/// layer: the flat order of `Vec<state>` (h then c for an LSTM).
+/// The per-layer slices `[k·B·H, (k+1)·B·H)` of each listed (L·D, B, H) tensor, concatenated per
+/// layer and direction: the flat order of `Vec<state>` (h then c for an LSTM; a bidirectional
+/// layer's state is its forward direction's, then its reverse direction's).
 fn layer_states(f: &Value, keys: &[&str]) -> Vec<f64> {
     let n = size(f, "batch") * size(f, "hidden");
     let parts: Vec<Vec<f64>> = keys.iter().filter(|k| !f[**k].is_null()).map(|k| nums(&f[*k])).collect();
-    (0..size(f, "num_layers"))
+    let directions = f["directions"].as_u64().unwrap_or(1) as usize;
+    (0..size(f, "num_layers") * directions)
         .flat_map(|k| parts.iter().flat_map(move |p| p[k * n..(k + 1) * n].to_vec()))
         .collect()
 }
@@ -53,7 +56,9 @@ where
     R::State: RecurrentState<f64>,
 {
     let f = fixture(name);
-    let (i, h, b, t) = (size(&f, "input"), size(&f, "hidden"), size(&f, "batch"), size(&f, "steps"));
+    let (i, b, t) = (size(&f, "input"), size(&f, "batch"), size(&f, "steps"));
+    // The output size: H, or 2H for a bidirectional model.
+    let h = model.hidden_size();
     let mut loaded = 0;
     for (pname, m) in model.params_mut().named_params_mut() {
         let p = &f["params"][&pname];
@@ -179,4 +184,32 @@ fn rnn_relu_one_layer() {
 #[test]
 fn rnn_relu_three_layers() {
     check(rnn_stack(2, 3, Activation::Relu), "rnn_relu_l3");
+}
+
+#[test]
+fn lstm_bidirectional() {
+    check(LstmConfig::new(3, 3).build_bidirectional::<f64>(&mut rng()).unwrap(), "lstm_bi_l1");
+    check(LstmConfig::new(2, 3).build_bidirectional_stack::<f64>(2, &mut rng()).unwrap(), "lstm_bi_l2");
+    check(
+        LstmConfig::new(2, 2).with_bias(false).build_bidirectional_stack::<f64>(2, &mut rng()).unwrap(),
+        "lstm_bi_l2_nobias",
+    );
+}
+
+#[test]
+fn gru_bidirectional() {
+    check(GruConfig::new(3, 4).build_bidirectional::<f64>(&mut rng()).unwrap(), "gru_bi_l1");
+    check(GruConfig::new(2, 3).build_bidirectional_stack::<f64>(2, &mut rng()).unwrap(), "gru_bi_l2");
+}
+
+#[test]
+fn rnn_bidirectional() {
+    check(RnnConfig::new(3, 3).build_bidirectional_stack::<f64>(2, &mut rng()).unwrap(), "rnn_tanh_bi_l2");
+    check(
+        RnnConfig::new(3, 4)
+            .with_activation(Activation::Relu)
+            .build_bidirectional::<f64>(&mut rng())
+            .unwrap(),
+        "rnn_relu_bi_l1",
+    );
 }

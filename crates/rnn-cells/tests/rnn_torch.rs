@@ -71,6 +71,7 @@ fn rnn_matches_torch() {
             bias_ih: bias.then(|| mat(&p["bias_ih_l0"])),
             bias_hh: bias.then(|| mat(&p["bias_hh_l0"])),
             layer: 0,
+            reverse: false,
         };
         let cell = Rnn::from_params(params, act).unwrap();
         let what = |s: &str| format!("case {n} ({act:?}, bias {bias}): {s}");

@@ -15,7 +15,7 @@
 //! time; without FMA contraction all three give the same bits. On a CPU without AVX-512 (or
 //! AVX2) the capped and uncapped runs take the same build and the test compares less.
 
-use rnn_cells::{GruConfig, LstmConfig, Recurrence, RnnConfig, SeqInput};
+use rnn_cells::{GruConfig, LstmConfig, Recurrence, RecurrentState, RnnConfig, SeqInput};
 use rnn_tensor::simd::{self, Level};
 use rnn_tensor::{parallel, Mat, Parameters, Rng, Scalar};
 
@@ -55,8 +55,9 @@ fn run<S: Scalar, C: Recurrence<S>>(cell: &C, threads: usize) -> Vec<u64> {
     let mut bits = Vec::new();
     let mut push = |m: &Mat<S>| bits.extend(m.iter().map(|v| v.to_f64().to_bits()));
     push(cell.outputs(&cache));
-    push(C::state_output(&fin));
-    push(C::state_output(&d_h0));
+    for m in fin.parts().into_iter().chain(d_h0.parts()) {
+        push(m);
+    }
     push(&d_x);
     for (_, g) in grads.named_params().into_iter().chain(grads2.named_params()) {
         push(g);
@@ -93,6 +94,17 @@ fn rnn_split_is_bit_identical() {
     let cfg = RnnConfig::new(I, 2 * H);
     same_bits_for_any_thread_count(&cfg.build::<f32>(&mut rng).unwrap(), "RNN f32");
     same_bits_for_any_thread_count(&cfg.build::<f64>(&mut rng).unwrap(), "RNN f64");
+}
+
+/// Bidirectional layers run their two directions side by side on two threads (each direction
+/// unsplit) and one after the other on one: the same bits.
+#[test]
+fn bidirectional_is_bit_identical() {
+    let mut rng = Rng::seed_from(4);
+    let lstm = LstmConfig::new(I, H).build_bidirectional::<f32>(&mut rng).unwrap();
+    same_bits_for_any_thread_count(&lstm, "bidirectional LSTM f32");
+    let gru = GruConfig::new(I, H).build_bidirectional_stack::<f64>(2, &mut rng).unwrap();
+    same_bits_for_any_thread_count(&gru, "bidirectional 2-layer GRU f64");
 }
 
 /// LSTM, GRU and RNN (tanh) in f32 with H = 37 (so the vector loops have ragged tails): the

@@ -165,30 +165,34 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
         v.resize(if C::HIDDEN_APART { g * nu } else { 0 }, T::ZERO);
         saved_prev.resize(sv * nu, T::ZERO);
         saved_t.resize(sv * nu, T::ZERO);
-        for t in 0..steps {
-            // SAFETY (h_prev, the records of step t-1): column t-1 of h and saved was completed by
-            // every part before the last barrier and nobody writes it any more.
-            let h_prev = if t == 0 { h0 } else { unsafe { h.elems((t - 1) * hid, hid) } };
-            if t == 0 {
+        for s in 0..steps {
+            // Step s of the visit is step t of the sequence (t = s, or T-1-s in reverse), and it
+            // starts from step tp's state.
+            let (t, tp) =
+                if layer.params.reverse { (steps - 1 - s, steps - s) } else { (s, s.wrapping_sub(1)) };
+            // SAFETY (h_prev): column tp of h was completed by every part before the last
+            // barrier and nobody writes it any more.
+            let h_prev = if s == 0 { h0 } else { unsafe { h.elems(tp * hid, hid) } };
+            if s == 0 {
                 gather_units(saved0, hid, u0, nu, saved_prev);
             } else {
-                // SAFETY: column t-1 of saved was completed by every part before the last
+                // SAFETY: column tp of saved was completed by every part before the last
                 // barrier and nobody writes it any more.
-                unsafe { gather(&saved, t - 1, hid, u0, nu, saved_prev) };
+                unsafe { gather(&saved, tp, hid, u0, nu, saved_prev) };
             }
             // SAFETY: this part alone touches its units of column t of gates.
             unsafe { gather(&gates, t, hid, u0, nu, a) };
             // a += W_hh · h_{t-1} (or v = W_hh · h_{t-1}), this part's rows; every other step
             // reads the strips backwards, starting with those the last step read last (in L2).
-            let skip = t == 0 && h0_zero;
+            let skip = s == 0 && h0_zero;
             if C::HIDDEN_APART {
                 if skip {
                     v.fill(T::ZERO);
                 } else {
-                    w.gemv(T::ONE, h_prev, T::ZERO, v, t % 2 == 1);
+                    w.gemv(T::ONE, h_prev, T::ZERO, v, s % 2 == 1);
                 }
             } else if !skip {
-                w.gemv(T::ONE, h_prev, T::ONE, a, t % 2 == 1);
+                w.gemv(T::ONE, h_prev, T::ONE, a, s % 2 == 1);
             }
             // SAFETY: this part alone touches its units of column t of h.
             let h_t = unsafe { h.elems_mut(t * hid + u0, nu) };
@@ -207,7 +211,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                 scatter(a, &gates, t, hid, u0, nu);
                 scatter(saved_t, &saved, t, hid, u0, nu);
             }
-            if t + 1 < steps {
+            if s + 1 < steps {
                 part.barrier();
             }
         }

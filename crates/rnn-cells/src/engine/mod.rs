@@ -210,6 +210,25 @@ impl<T: Scalar> LayerCache<T> {
     }
 }
 
+/// The order in which a layer visits its steps: `t = 0..T` forward in time, `t = T-1..=0` for a
+/// reverse layer. Step `s` of the visit is step [`Order::t`]`(s)` of the sequence; the state it
+/// starts from is the initial one for `s = 0`, else the one left at step `t(s - 1)`.
+#[derive(Clone, Copy)]
+struct Order {
+    steps: usize,
+    reverse: bool,
+}
+
+impl Order {
+    fn t(self, s: usize) -> usize {
+        if self.reverse {
+            self.steps - 1 - s
+        } else {
+            s
+        }
+    }
+}
+
 /// The carried parts of `state` (parts `1..`, each `H × B`) interleaved into `out` (`rows × B`):
 /// column `b` of `out` is column `b` of each part in turn, zero past them.
 fn interleave<T: Scalar, S: RecurrentState<T>>(
@@ -327,7 +346,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (h, saved) = if steps == 0 {
             (cache.h0.as_slice(), cache.saved0.as_slice())
         } else {
-            (&cache.h.as_slice()[(n - batch) * hid..], &cache.saved.as_slice()[(n - batch) * rows..])
+            // The last step visited: T-1, or 0 in reverse.
+            let last = Order { steps, reverse: self.params.reverse }.t(steps - 1) * batch;
+            (
+                &cache.h.as_slice()[last * hid..][..batch * hid],
+                &cache.saved.as_slice()[last * rows..][..batch * rows],
+            )
         };
         write_state(h, saved, rows, hid, batch, fin);
     }
@@ -360,9 +384,11 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (h0, saved0) = (&*h0, &*saved0);
         // A zero initial state (the usual one) adds nothing: skip its product.
         let h0_zero = all_zero(h0);
+        let order = Order { steps, reverse: self.params.reverse };
         for_each_batch_part(batch, g * hid, |cols| {
             let nb = cols.len();
-            for t in 0..steps {
+            for s in 0..steps {
+                let t = order.t(s);
                 let col = t * batch + cols.start;
                 // SAFETY: this part alone reads and writes columns `cols` of each step block of
                 // gates, saved and h and of v, and the matrices outlive the call; the step's
@@ -372,19 +398,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // SAFETY: step t-1's columns `cols` of h and saved: this part's alone (it wrote
                 // them last step), only read here, distinct from step t's; the matrices outlive
                 // the call.
-                let (h_prev, saved_prev): (&[T], &[T]) = if t == 0 {
+                let (h_prev, saved_prev): (&[T], &[T]) = if s == 0 {
                     (
                         &h0.as_slice()[cols.start * hid..cols.end * hid],
                         &saved0.as_slice()[cols.start * rows..cols.end * rows],
                     )
                 } else {
-                    unsafe { (&*h.slice_mut(col - batch, nb), &*saved.slice_mut(col - batch, nb)) }
+                    let prev = order.t(s - 1) * batch + cols.start;
+                    unsafe { (&*h.slice_mut(prev, nb), &*saved.slice_mut(prev, nb)) }
                 };
                 // SAFETY: columns `cols` of the one-step buffer v are this part's alone, and v
                 // outlives the call.
                 let v_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { v.slice_mut(cols.start, nb) } } else { &mut [] };
-                let skip = t == 0 && h0_zero;
+                let skip = s == 0 && h0_zero;
                 let h_prev_m = MatView::from_slice(h_prev, hid, nb);
                 if C::HIDDEN_APART {
                     // v_t = W_hh·h_{t-1}
@@ -491,15 +518,19 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (da_m, dv_m, dh_m, dc_m) =
             (SharedCols::new(da), SharedCols::new(dv), SharedCols::new(dh), SharedCols::new(d_carried));
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
+        let order = Order { steps, reverse: self.params.reverse };
         for_each_batch_part(batch, g * hid, |cols| {
             let nb = cols.len();
-            for t in (0..steps).rev() {
+            // The steps in the reverse of the forward's visit.
+            for s in (0..steps).rev() {
+                let t = order.t(s);
                 let col = t * batch + cols.start;
                 let blk = |r: usize, c: usize| c * r..(c + nb) * r;
-                let (h_prev, saved_prev) = if t == 0 {
+                let (h_prev, saved_prev) = if s == 0 {
                     (&h0s[blk(hid, cols.start)], &s0s[blk(rows, cols.start)])
                 } else {
-                    (&hs[blk(hid, col - batch)], &ss[blk(rows, col - batch)])
+                    let prev = order.t(s - 1) * batch + cols.start;
+                    (&hs[blk(hid, prev)], &ss[blk(rows, prev)])
                 };
                 // Where this step's gradients go: their own columns of dA and dV or, kept in
                 // strips, this part's columns of step 0 (reused as scratch) and then the strips.
@@ -541,8 +572,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     // written are this part's alone; the cell's borrow of them has ended.
                     unsafe { dv_writer.write(col, dv_m.slice_mut(v_col, nb)) };
                 }
-                // dh_{t-1} (+)= W_hhᵀ · dv_t
-                if t > 0 || init_grad {
+                // dh_prev (+)= W_hhᵀ · dv_t
+                if s > 0 || init_grad {
                     let (op, op_col) = if C::HIDDEN_APART { (&dv_m, v_col) } else { (&da_m, a_col) };
                     // SAFETY: this step's columns of dA or dV and columns `cols` of dh are this
                     // part's alone, and the cell's borrows of them have ended.
@@ -563,7 +594,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let dap = da_strips.then_some(da_packed);
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(step_m, step_p, h0, h, &mut grads.weight_hh);
+        hidden_weight_grad(step_m, step_p, h0, h, &mut grads.weight_hh, self.params.reverse);
         // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             if C::HIDDEN_APART {

@@ -177,26 +177,30 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
     });
 }
 
-/// `dW_hh += Σ_t D_t · h_{t-1}ᵀ` as (at most) two GEMMs over the whole buffer: the first step
-/// against `h0`, the rest against the outputs `h_1..h_{T-1}` stored contiguously. `dp`, if
-/// given, holds `d` packed (see [`weight_grad_product`]), and `d` is not read.
+/// `dW_hh += Σ_t D_t · h_prev(t)ᵀ` as (at most) two GEMMs over the whole buffer. Forward in
+/// time `h_prev(t) = h_{t-1}`: the first step against `h0`, the rest against the outputs
+/// `h_1..h_{T-1}` stored contiguously; in reverse (`reverse`) `h_prev(t) = h_{t+1}`: the last
+/// step against `h0`, the others against the outputs of steps `2..T`. `dp`, if given, holds `d`
+/// packed (see [`weight_grad_product`]), and `d` is not read.
 pub(crate) fn hidden_weight_grad<T: Scalar>(
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
     h0: &Mat<T>,
     outputs: &Mat<T>,
     dw_hh: &mut Mat<T>,
+    reverse: bool,
 ) {
     let (b, n) = (h0.ncols(), outputs.ncols());
     if n == 0 {
         return;
     }
+    let (first, rest, rest_prev) = if reverse { (n - b, 0, b) } else { (0, b, 0) };
     // A zero initial state (the usual one) adds nothing: skip its product.
     if !all_zero(h0) {
-        weight_grad_product(d, dp, 0, h0, dw_hh);
+        weight_grad_product(d, dp, first, h0, dw_hh);
     }
     if n > b {
-        weight_grad_product(d, dp, b, &outputs.columns(0, n - b), dw_hh);
+        weight_grad_product(d, dp, rest, &outputs.columns(rest_prev, n - b), dw_hh);
     }
 }
 
