@@ -89,7 +89,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CharLmError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| CharLmError::write(path, "not a file name"))?;
+    let name =
+        path.file_name().ok_or_else(|| CharLmError::write(path, std::io::Error::other("not a file name")))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -389,7 +390,8 @@ pub fn decode_model(path: &Path, bytes: &[u8]) -> Result<ModelFile, CharLmError>
     Ok(ModelFile { config, dtype, vocab, tensors: file })
 }
 
-fn parse_vocab(json: &str) -> Result<Vocab, String> {
+/// The vocabulary of a model file's `vocab` metadata (a JSON array of one-character strings).
+pub fn parse_vocab(json: &str) -> Result<Vocab, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let arr = v.as_array().ok_or("not a JSON array")?;
     let mut chars = Vec::with_capacity(arr.len());

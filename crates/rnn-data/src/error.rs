@@ -86,7 +86,8 @@ pub(crate) const MAX_LISTED_CHARS: usize = 10;
 /// Lists characters readably: printable ones quoted, others as escapes (`'\n'`, `'\u{7}'`); the
 /// first [`MAX_LISTED_CHARS`], then how many more, so that the message stays one short line.
 pub(crate) fn format_chars(chars: &[char]) -> String {
-    let mut s = chars.iter().take(MAX_LISTED_CHARS).map(|c| format!("{:?}", c)).collect::<Vec<_>>().join(", ");
+    let mut s =
+        chars.iter().take(MAX_LISTED_CHARS).map(|c| format!("{:?}", c)).collect::<Vec<_>>().join(", ");
     if chars.len() > MAX_LISTED_CHARS {
         s.push_str(&format!(" and {} more", chars.len() - MAX_LISTED_CHARS));
     }

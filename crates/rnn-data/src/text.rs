@@ -221,7 +221,11 @@ impl Corpus {
     }
 
     /// A corpus from a UTF-8 file of at most `max_bytes` ([`read_text_limited`]).
-    pub fn from_file_limited(path: impl AsRef<Path>, val_frac: f64, max_bytes: u64) -> Result<Self, DataError> {
+    pub fn from_file_limited(
+        path: impl AsRef<Path>,
+        val_frac: f64,
+        max_bytes: u64,
+    ) -> Result<Self, DataError> {
         let path = path.as_ref();
         let text = read_text_limited(path, max_bytes)?;
         Self::build(&text, val_frac, &path.display().to_string())
