@@ -483,18 +483,16 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         Some(dir) if !resume_in_place => Some(RunLock::acquire(dir, "--resume")?),
         _ => None,
     };
-    if !resume_in_place && rundir::holds_run(&cfg.out) {
-        if !args.overwrite {
-            return Err(CharLmError::arg(
-                "--out",
-                format!(
-                    "{} already holds a run; continue it with --resume {}, or pass --overwrite to discard it \
-                     and start over",
-                    cfg.out.display(),
-                    cfg.out.display()
-                ),
-            ));
-        }
+    if !resume_in_place && !args.overwrite && rundir::holds_run(&cfg.out) {
+        return Err(CharLmError::arg(
+            "--out",
+            format!(
+                "{} already holds a run; continue it with --resume {}, or pass --overwrite to discard it and \
+                 start over",
+                cfg.out.display(),
+                cfg.out.display()
+            ),
+        ));
     }
     let config = args.model_config(corpus.vocab().len());
     config.check()?;

@@ -124,9 +124,9 @@ fn thread_variables_are_checked_like_the_flag() {
     ];
     for (var, value, want) in cases {
         let commands = [
-            train_args(&corpus(), &dir.join("t"), 2, &["--overwrite"]),
             strings(&["sample", "--checkpoint", &ck, "--length", "5"]),
             strings(&["eval", "--checkpoint", &ck, "--text", &s(&corpus())]),
+            train_args(&corpus(), &dir.join("t"), 2, &[]),
         ];
         for args in commands {
             let out =
@@ -170,11 +170,12 @@ fn one_trainer_per_run_directory() {
     }
     let pid = first.id();
     let holder = format!("in use by another `charlm train` (process {pid})");
+    // Short runs, so that a trainer that is not refused ends soon (and fails the test).
     let seconds = [
-        train_args(&corpus(), &run, 1_000_000, &["--resume", &s(&run)]),
+        train_args(&corpus(), &run, 10, &["--resume", &s(&run)]),
         train_args(&corpus(), &run, 10, &[]),
         train_args(&corpus(), &run, 10, &["--overwrite"]),
-        train_args(&corpus(), &dir.join("other"), 1_000_000, &["--resume", &s(&run)]),
+        train_args(&corpus(), &dir.join("other"), 10, &["--resume", &s(&run)]),
     ];
     for args in seconds {
         let out = charlm(&args);
@@ -466,6 +467,22 @@ fn endless_input_stops_at_the_limit() {
         .unwrap();
     let out = charlm(&train_args(&fifo, &dir.join("f"), 2, &["--max-input-mib", "2"]));
     assert_clean_failure(&out, "is larger than the limit of 2 MiB");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    // Checkpoints are read as far as their header says: `/dev/zero` has a header of 0 bytes, the
+    // endless FIFO one of 0x0a790a790a790a79 ("y\ny\n...") bytes.
+    let out = charlm(&strings(&["sample", "--checkpoint", "/dev/zero"]));
+    assert_clean_failure(&out, "not a valid safetensors file");
+    let out = charlm(&train_args(&corpus(), &dir.join("i"), 2, &["--init", "/dev/zero"]));
+    assert_clean_failure(&out, "not a valid safetensors file");
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec yes > {}", s(&fifo)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = charlm(&strings(&["sample", "--checkpoint", &s(&fifo)]));
+    assert_clean_failure(&out, "its header would be 754645927544294009 bytes");
     writer.kill().unwrap();
     writer.wait().unwrap();
     // A regular file over the limit, for eval; and the limit's own range.
