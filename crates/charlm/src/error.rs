@@ -126,3 +126,22 @@ impl CharLmError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    /// The advice follows the cause: a full disk or a closed pipe is not a directory problem.
+    #[test]
+    fn write_errors_advise_by_cause() {
+        let p = std::path::Path::new("run/model.safetensors");
+        let full = CharLmError::write(p, Error::from(ErrorKind::StorageFull)).to_string();
+        assert!(full.contains("the disk (or quota) is full") && !full.contains("directory"), "{full}");
+        let missing = CharLmError::write(p, Error::from(ErrorKind::NotFound)).to_string();
+        assert!(missing.ends_with("check that the directory exists and is writable"), "{missing}");
+        assert!(matches!(CharLmError::stdout(Error::from(ErrorKind::BrokenPipe)), CharLmError::OutputClosed));
+        let out = CharLmError::stdout(Error::from(ErrorKind::StorageFull)).to_string();
+        assert!(out.starts_with("cannot write to standard output") && !out.contains("directory"), "{out}");
+    }
+}

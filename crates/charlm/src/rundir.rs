@@ -11,6 +11,9 @@
 //! - **Leftovers**: the temporary files of a checkpoint commit (see [`crate::resume`]) and of
 //!   the loss plot that a killed run left behind are removed once the lock is held
 //!   ([`remove_leftovers`]): no other process is writing them then.
+//!
+//! The `charlm` program applies these ([`crate::cli::run_train`]); a library caller of
+//! [`crate::train::train`] owns its directory and may take the same [`RunLock`].
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -64,7 +67,8 @@ impl RunLock {
             }
             Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
                 // A file system without locks: run unguarded rather than not at all.
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "warning: cannot lock {} (the file system does not support locks); do not start \
                      two trainers on it",
                     dir.display()
