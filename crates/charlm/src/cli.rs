@@ -19,7 +19,7 @@ use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
 /// The most threads `charlm train --threads` accepts.
-pub const MAX_THREADS: usize = 256;
+pub const MAX_THREADS: usize = rnn_tensor::parallel::MAX_THREADS;
 
 /// Train, sample from and evaluate character-level language models.
 #[derive(Debug, Parser)]
@@ -569,7 +569,17 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         config.num_params(),
         T::NAME
     ));
-    train(&mut model, &corpus, &cfg, resume, log)
+    let resumed_step = resume.as_ref().map(|s| s.step);
+    match train(&mut model, &corpus, &cfg, resume, log) {
+        // Continuing into another directory: the resumed checkpoint is in the source, not in
+        // --out, until this run writes one.
+        Err(CharLmError::Diverged { step, what, value, checkpoint })
+            if !resume_in_place && checkpoint.is_some() && checkpoint == resumed_step =>
+        {
+            Err(CharLmError::Diverged { step, what, value, checkpoint: None })
+        }
+        other => other,
+    }
 }
 
 /// `charlm sample` on a model file already read: returns the prime followed by the generated
