@@ -89,7 +89,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CharLmError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| CharLmError::write(path, "not a file name"))?;
+    let name =
+        path.file_name().ok_or_else(|| CharLmError::write(path, std::io::Error::other("not a file name")))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -217,12 +218,56 @@ pub fn save_model<T: Scalar>(
     Ok(crc32fast::hash(&bytes))
 }
 
+/// The largest header a safetensors file may have (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads a safetensors file's bytes. A regular file is read whole (its size is known); anything
+/// else (a FIFO, a device such as `/dev/zero`) is read as far as its header says the file goes,
+/// within the format's header limit and the largest model ([`crate::config::MAX_PARAMS`] f64
+/// values), so an endless input is an error instead of exhausting memory.
+pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, CharLmError> {
+    use std::io::Read;
+    let bad = |m: String| CharLmError::checkpoint(path, m);
+    let cannot = |e: std::io::Error| bad(format!("cannot read it: {e}"));
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    let meta = f.metadata().map_err(cannot)?;
+    if meta.is_file() || meta.is_dir() {
+        return std::fs::read(path).map_err(cannot);
+    }
+    let invalid =
+        |what: String| bad(format!("not a valid safetensors file (truncated or corrupted?): {what}"));
+    let mut len8 = [0u8; 8];
+    f.read_exact(&mut len8).map_err(|_| invalid("it ends within the first 8 bytes".into()))?;
+    let n = u64::from_le_bytes(len8);
+    if n > MAX_HEADER_BYTES {
+        return Err(invalid(format!("its header would be {n} bytes, more than {MAX_HEADER_BYTES}")));
+    }
+    let mut bytes = len8.to_vec();
+    (&mut f).take(n).read_to_end(&mut bytes).map_err(cannot)?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..])
+        .map_err(|_| invalid("its header is not JSON (or it ends within it)".into()))?;
+    let data_len = header
+        .as_object()
+        .map(|m| m.values().filter_map(|t| t["data_offsets"][1].as_u64()).max().unwrap_or(0))
+        .ok_or_else(|| invalid("its header is not a JSON object".into()))?;
+    let max_data = crate::config::MAX_PARAMS as u64 * 8;
+    if data_len > max_data {
+        return Err(invalid(format!(
+            "its header describes {data_len} bytes of tensors, more than {max_data}"
+        )));
+    }
+    (&mut f).take(data_len).read_to_end(&mut bytes).map_err(cannot)?;
+    let mut extra = [0u8; 1];
+    if f.read(&mut extra).map_err(cannot)? > 0 {
+        return Err(invalid("it goes on past the tensors its header describes".into()));
+    }
+    Ok(bytes)
+}
+
 /// Reads any safetensors file of `F32` or `F64` tensors (all of one dtype), checking its CRC
 /// when it has one and that every value is finite.
 pub fn read_tensors(path: &Path) -> Result<TensorFile, CharLmError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CharLmError::checkpoint(path, format!("cannot read it: {e}")))?;
-    decode_tensors(path, &bytes)
+    decode_tensors(path, &read_file_bytes(path)?)
 }
 
 /// [`read_tensors`] on bytes already read; `path` names them in errors.
@@ -336,9 +381,7 @@ fn meta_usize(path: &Path, m: &HashMap<String, String>, key: &str) -> Result<usi
 
 /// Reads and checks a model file (see the module docs for what is checked).
 pub fn load_model(path: &Path) -> Result<ModelFile, CharLmError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CharLmError::checkpoint(path, format!("cannot read it: {e}")))?;
-    decode_model(path, &bytes)
+    decode_model(path, &read_file_bytes(path)?)
 }
 
 /// [`load_model`] on bytes already read.
@@ -389,7 +432,8 @@ pub fn decode_model(path: &Path, bytes: &[u8]) -> Result<ModelFile, CharLmError>
     Ok(ModelFile { config, dtype, vocab, tensors: file })
 }
 
-fn parse_vocab(json: &str) -> Result<Vocab, String> {
+/// The vocabulary of a model file's `vocab` metadata (a JSON array of one-character strings).
+pub fn parse_vocab(json: &str) -> Result<Vocab, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let arr = v.as_array().ok_or("not a JSON array")?;
     let mut chars = Vec::with_capacity(arr.len());

@@ -5,20 +5,21 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rnn_cells::{Gru, Lstm, Rnn};
-use rnn_data::text::{read_text, DEFAULT_VAL_FRAC};
-use rnn_data::Corpus;
+use rnn_data::text::{read_text_limited, DEFAULT_VAL_FRAC};
+use rnn_data::{Corpus, Vocab};
 use rnn_tensor::{Parameters, Rng, Scalar};
 
 use crate::charrnn::CharRnn;
-use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile};
-use crate::model::{evaluate, generate, LanguageModel};
-use crate::resume::{load_checkpoint, MODEL_FILE};
+use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile, TensorFile};
+use crate::model::{evaluate, generate_with, LanguageModel};
+use crate::resume::{load_checkpoint, read_checkpoint, MODEL_FILE};
+use crate::rundir::{self, RunLock};
 use crate::sample::{encode_prime, SamplingConfig};
 use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
 /// The most threads `charlm train --threads` accepts.
-pub const MAX_THREADS: usize = 256;
+pub const MAX_THREADS: usize = rnn_tensor::parallel::MAX_THREADS;
 
 /// Train, sample from and evaluate character-level language models.
 #[derive(Debug, Parser)]
@@ -150,12 +151,23 @@ pub struct TrainArgs {
     /// Start from the weights in this safetensors file (PyTorch state_dict names).
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
-    /// Continue the run saved in this directory (give the original options again).
+    /// Continue the run saved in this directory (give the original options again). It is
+    /// continued in place, or into --out if that names another directory (this one is then only
+    /// read).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// The run directory: model.safetensors, train_state.json, loss.png.
-    #[arg(long, default_value = "charlm-out")]
-    pub out: PathBuf,
+    /// The run directory: model.safetensors, train_state.json, loss.png [default: the --resume
+    /// directory, else charlm-out]. A directory that already holds a run is refused unless
+    /// --resume continues it there or --overwrite is given.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Discard the run already in the --out directory and start over.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The largest corpus to read, in MiB (the file is checked while it is read, so a FIFO or
+    /// a device that never ends stops there).
+    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_MAX_INPUT_MIB)]
+    pub max_input_mib: u64,
     /// The precision.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DTypeArg,
@@ -204,6 +216,25 @@ pub struct EvalArgs {
     /// The text (UTF-8), read as one stream from a zero state.
     #[arg(long)]
     pub text: PathBuf,
+    /// The largest text to read, in MiB.
+    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_MAX_INPUT_MIB)]
+    pub max_input_mib: u64,
+}
+
+/// The default of `--max-input-mib` (256 MiB, [`rnn_data::text::DEFAULT_MAX_TEXT_BYTES`]).
+pub const DEFAULT_MAX_INPUT_MIB: u64 = rnn_data::text::DEFAULT_MAX_TEXT_BYTES >> 20;
+/// The largest `--max-input-mib`: 1 TiB.
+pub const MAX_INPUT_MIB: u64 = 1 << 20;
+
+/// `--max-input-mib` checked, in bytes.
+pub fn max_input_bytes(mib: u64) -> Result<u64, CharLmError> {
+    if !(1..=MAX_INPUT_MIB).contains(&mib) {
+        return Err(CharLmError::arg(
+            "--max-input-mib",
+            format!("must be in 1..={MAX_INPUT_MIB}, got {mib}"),
+        ));
+    }
+    Ok(mib << 20)
 }
 
 /// The largest `--length` of `sample`.
@@ -257,16 +288,32 @@ impl TrainArgs {
             sample_every: self.sample_every,
             sample_length: 200,
             seed: self.seed,
-            out: self.resume.clone().unwrap_or_else(|| self.out.clone()),
+            out: self.out_dir(),
             progress: !self.no_progress,
         };
         cfg.check()?;
         Ok(cfg)
     }
 
+    /// The run directory: `--out`, else the `--resume` directory, else `charlm-out`.
+    pub fn out_dir(&self) -> PathBuf {
+        match (&self.out, &self.resume) {
+            (Some(out), _) => out.clone(),
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => PathBuf::from("charlm-out"),
+        }
+    }
+
     /// Checks every option that does not need the corpus (so mistakes surface before it is
     /// read).
     pub fn check(&self) -> Result<(), CharLmError> {
+        max_input_bytes(self.max_input_mib)?;
+        if self.overwrite && self.resume.is_some() && self.out.is_none() {
+            return Err(CharLmError::arg(
+                "--overwrite",
+                "would discard the run --resume continues; give --out a new directory to continue into",
+            ));
+        }
         self.model_config(1).check()?;
         self.train_config()?;
         rnn_data::text::train_len(0, self.val_frac).map_err(|_| {
@@ -320,20 +367,137 @@ pub fn model_from_file<T: Scalar, M: LanguageModel<T>>(
     Ok(model)
 }
 
+/// Checks a `--resume` path: an existing directory (not a file).
+fn check_resume_dir(dir: &Path) -> Result<(), CharLmError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Err(CharLmError::arg(
+                "--resume",
+                format!(
+                    "{} is a file; --resume takes the run directory (the --out of the run to continue), \
+                     here perhaps {}",
+                    dir.display(),
+                    parent.display()
+                ),
+            ))
+        }
+        Err(e) => Err(CharLmError::arg(
+            "--resume",
+            format!(
+                "cannot open {} ({e}); --resume takes the run directory (the --out of the run to continue)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// Whether two existing paths are the same directory.
+fn same_dir(a: &Path, b: &Path) -> Result<bool, CharLmError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).map_err(|e| CharLmError::write(p, e));
+    Ok(canon(a)? == canon(b)?)
+}
+
+/// The vocabulary in the metadata of an `--init` file (`None` for a weights-only file).
+fn init_vocab(path: &Path, file: &TensorFile) -> Result<Option<Vocab>, CharLmError> {
+    match file.metadata.get("vocab") {
+        None => Ok(None),
+        Some(json) => crate::checkpoint::parse_vocab(json)
+            .map(Some)
+            .map_err(|e| CharLmError::checkpoint(path, format!("bad vocabulary in the metadata: {e}"))),
+    }
+}
+
+/// Rewrites the tensors of an `--init` file trained on vocabulary `from` for the corpus's
+/// vocabulary `to`: the input columns of `rnn.weight_ih_l0` and the rows of `head.weight` and
+/// `head.bias` are taken by character; a character the file does not know keeps the fresh
+/// weights of `fresh` (the model built from the seed). Returns the line that says so.
+fn map_init_vocab<T: Scalar>(
+    file: &mut TensorFile,
+    from: &Vocab,
+    to: &Vocab,
+    fresh: &[(String, &rnn_tensor::Mat<T>)],
+) -> String {
+    let source: Vec<Option<usize>> = to.chars().iter().map(|&c| from.index_of(c)).collect();
+    let fresh_of = |name: &str| {
+        fresh.iter().find(|(n, _)| n == name).map(|(_, m)| m.map(|v| v.to_f64())).expect("the model has it")
+    };
+    for name in ["rnn.weight_ih_l0", "head.weight", "head.bias"] {
+        let Some(t) = file.tensors.get_mut(name) else { continue };
+        let mut m = fresh_of(name);
+        let by_column = name == "rnn.weight_ih_l0";
+        for (dst, src) in source.iter().enumerate() {
+            let Some(src) = *src else { continue };
+            if by_column {
+                for r in 0..m.nrows() {
+                    m[(r, dst)] = t.values[(r, src)];
+                }
+            } else {
+                for c in 0..m.ncols() {
+                    m[(dst, c)] = t.values[(src, c)];
+                }
+            }
+        }
+        t.shape = if t.shape.len() == 1 { vec![m.nrows()] } else { vec![m.nrows(), m.ncols()] };
+        t.values = m;
+    }
+    let kept = source.iter().filter(|s| s.is_some()).count();
+    let new = to.len() - kept;
+    let dropped = from.len() - kept;
+    format!(
+        "--init: the checkpoint's vocabulary ({} characters) differs from the corpus's ({}): weights mapped by \
+         character, {kept} kept, {new} new to the checkpoint start fresh, {dropped} not in the corpus dropped",
+        from.len(),
+        to.len()
+    )
+}
+
 /// `charlm train`: returns the report; `log` receives progress lines.
+///
+/// The run directory is locked for the whole run ([`crate::rundir`]); a directory that holds a
+/// run is continued (`--resume` of itself), replaced (`--overwrite`) or refused; the temporary
+/// files of killed runs are removed. `--resume A --out B` reads A without changing it.
 pub fn run_train<T: Scalar, M: LanguageModel<T>>(
     args: &TrainArgs,
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, CharLmError> {
     args.check()?;
     let cfg = args.train_config()?;
-    let corpus = Corpus::from_file(&args.corpus, args.val_frac)?;
+    if let Some(dir) = &args.resume {
+        check_resume_dir(dir)?;
+    }
+    let corpus =
+        Corpus::from_file_limited(&args.corpus, args.val_frac, max_input_bytes(args.max_input_mib)?)?;
     cfg.check_corpus(&corpus)?;
     crate::train::prepare_out(&cfg.out)?;
+    let out_flag = if args.out.is_none() && args.resume.is_some() { "--resume" } else { "--out" };
+    let _lock = RunLock::acquire(&cfg.out, out_flag)?;
+    // The source of a resume into another directory is locked too: it must not change while
+    // it is read.
+    let resume_in_place = match &args.resume {
+        Some(dir) => same_dir(dir, &cfg.out)?,
+        None => false,
+    };
+    let _source_lock = match &args.resume {
+        Some(dir) if !resume_in_place => Some(RunLock::acquire(dir, "--resume")?),
+        _ => None,
+    };
+    if !resume_in_place && !args.overwrite && rundir::holds_run(&cfg.out) {
+        return Err(CharLmError::arg(
+            "--out",
+            format!(
+                "{} already holds a run; continue it with --resume {}, or pass --overwrite to discard it and \
+                 start over",
+                cfg.out.display(),
+                cfg.out.display()
+            ),
+        ));
+    }
     let config = args.model_config(corpus.vocab().len());
     config.check()?;
     let (model, resume) = if let Some(dir) = &args.resume {
-        let (bytes, state) = load_checkpoint(dir)?;
+        let (bytes, state) = if resume_in_place { load_checkpoint(dir)? } else { read_checkpoint(dir)? };
         let path = dir.join(MODEL_FILE);
         let file = decode_model(&path, &bytes)?;
         if file.config != config {
@@ -354,15 +518,43 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         }
         (model_from_file::<T, M>(&path, &file)?, Some(state))
     } else if let Some(init) = &args.init {
-        let file = read_tensors(init)?;
+        let mut file = read_tensors(init)?;
         check_dtype::<T>(init, file.dtype)?;
-        check_tensors(init, &file, &config)?;
         let mut model = M::build(&config, &mut Rng::seed_from(args.seed))?;
+        match init_vocab(init, &file)? {
+            Some(from) if from != *corpus.vocab() => {
+                check_tensors(init, &file, &ModelConfig { vocab_size: from.len(), ..config.clone() })?;
+                let line = map_init_vocab(&mut file, &from, corpus.vocab(), &model.params().named_params());
+                log(&line);
+            }
+            Some(_) => check_tensors(init, &file, &config)?,
+            None => {
+                check_tensors(init, &file, &config)?;
+                log(&format!(
+                    "--init: {} has no vocabulary; its rows and columns are taken to be the corpus's characters \
+                     in code-point order",
+                    init.display()
+                ));
+            }
+        }
         assign_tensors(init, &file, model.params_mut().named_params_mut())?;
         (model, None)
     } else {
         (M::build(&config, &mut Rng::seed_from(args.seed))?, None)
     };
+    // Everything is ready: only now is a run replaced.
+    if !resume_in_place && args.overwrite && rundir::holds_run(&cfg.out) {
+        rundir::discard_run(&cfg.out)?;
+        log(&format!("--overwrite: discarded the run in {}", cfg.out.display()));
+    }
+    let removed = rundir::remove_leftovers(&cfg.out)?;
+    if !removed.is_empty() {
+        log(&format!(
+            "removed {} temporary file(s) a killed run left in {}",
+            removed.len(),
+            cfg.out.display()
+        ));
+    }
     let mut model = model;
     log(&format!(
         "corpus {}: {} characters ({} training, {} validation), vocabulary {}; model {}x{} {} ({} parameters, {})",
@@ -377,7 +569,17 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         config.num_params(),
         T::NAME
     ));
-    train(&mut model, &corpus, &cfg, resume, log)
+    let resumed_step = resume.as_ref().map(|s| s.step);
+    match train(&mut model, &corpus, &cfg, resume, log) {
+        // Continuing into another directory: the resumed checkpoint is in the source, not in
+        // --out, until this run writes one.
+        Err(CharLmError::Diverged { step, what, value, checkpoint })
+            if !resume_in_place && checkpoint.is_some() && checkpoint == resumed_step =>
+        {
+            Err(CharLmError::Diverged { step, what, value, checkpoint: None })
+        }
+        other => other,
+    }
 }
 
 /// `charlm sample` on a model file already read: returns the prime followed by the generated
@@ -387,11 +589,32 @@ pub fn run_sample<T: Scalar, M: LanguageModel<T>>(
     path: &Path,
     file: &ModelFile,
 ) -> Result<String, CharLmError> {
+    let mut text = String::new();
+    run_sample_to::<T, M>(args, path, file, &mut |s| {
+        text.push_str(s);
+        Ok(())
+    })?;
+    Ok(text)
+}
+
+/// `charlm sample`, handing the prime and then each generated character to `out` as it is
+/// drawn: an error from `out` (its reader went away) stops at once. A byte-order mark at the
+/// start of the prime is not a character (it is dropped, as from a text file).
+pub fn run_sample_to<T: Scalar, M: LanguageModel<T>>(
+    args: &SampleArgs,
+    path: &Path,
+    file: &ModelFile,
+    out: &mut dyn FnMut(&str) -> Result<(), CharLmError>,
+) -> Result<(), CharLmError> {
     let cfg = args.sampling()?;
-    let prime = encode_prime(&file.vocab, &args.prime)?;
+    let prime_text = args.prime.strip_prefix(rnn_data::text::BOM).unwrap_or(&args.prime);
+    let prime = encode_prime(&file.vocab, prime_text)?;
     let model: M = model_from_file(path, file)?;
-    let text = generate(&model, &file.vocab, &prime, args.length, &cfg, &mut Rng::seed_from(args.seed))?;
-    Ok(format!("{}{}", args.prime, text))
+    out(prime_text)?;
+    let mut buf = [0u8; 4];
+    generate_with(&model, &file.vocab, &prime, args.length, &cfg, &mut Rng::seed_from(args.seed), &mut |c| {
+        out(c.encode_utf8(&mut buf))
+    })
 }
 
 /// `charlm eval` on a model file already read: the mean loss in nats per character of
@@ -401,7 +624,7 @@ pub fn run_eval<T: Scalar, M: LanguageModel<T>>(
     path: &Path,
     file: &ModelFile,
 ) -> Result<f64, CharLmError> {
-    let text = read_text(&args.text)?;
+    let text = read_text_limited(&args.text, max_input_bytes(args.max_input_mib)?)?;
     let data = file.vocab.encode(&text)?;
     if data.len() < 2 {
         return Err(CharLmError::arg("--text", "needs at least 2 characters"));
@@ -424,16 +647,30 @@ macro_rules! with_model {
     };
 }
 
+/// Sets the library's thread count from `--threads`, else `RNN_NUM_THREADS`, after checking
+/// both thread variables (`MATMUL_NUM_THREADS` too): a bad value is an error naming it.
+pub fn apply_threads(flag: Option<usize>) -> Result<(), CharLmError> {
+    let env = rnn_tensor::parallel::check_thread_env().map_err(CharLmError::Environment)?;
+    if let Some(n) = flag.or(env) {
+        rnn_tensor::parallel::set_num_threads(n);
+    }
+    Ok(())
+}
+
 /// Runs a command, printing its results to `out` and progress lines to standard error.
+///
+/// Standard error is written without failing: a closed log does not end training. A write to
+/// `out` that fails is [`CharLmError::OutputClosed`] when its reader went away (the caller stops
+/// quietly), else [`CharLmError::Stdout`].
 pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLmError> {
-    let mut log = |s: &str| eprintln!("{s}");
-    let io = |e: std::io::Error| CharLmError::write(Path::new("<stdout>"), e);
+    let mut log = |s: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{s}");
+    };
     match command {
         Command::Train(args) => {
             args.check()?;
-            if let Some(n) = args.threads {
-                rnn_tensor::parallel::set_num_threads(n);
-            }
+            apply_threads(args.threads)?;
             let cell = args.model_config(1).cell;
             let r = with_model!(args.dtype(), cell, run_train(args, &mut log))?;
             let epochs = r.steps as f64 / r.batches_per_epoch as f64;
@@ -448,18 +685,28 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
                 r.last_train_loss,
                 r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
             )
-            .map_err(io)?;
+            .map_err(CharLmError::stdout)?;
         }
         Command::Sample(args) => {
             args.sampling()?;
+            apply_threads(None)?;
             let file = crate::checkpoint::load_model(&args.checkpoint)?;
-            let text = with_model!(file.dtype, file.config.cell, run_sample(args, &args.checkpoint, &file))?;
-            writeln!(out, "{text}").map_err(io)?;
+            let mut emit = |s: &str| out.write_all(s.as_bytes()).map_err(CharLmError::stdout);
+            with_model!(
+                file.dtype,
+                file.config.cell,
+                run_sample_to(args, &args.checkpoint, &file, &mut emit)
+            )?;
+            writeln!(out).and_then(|()| out.flush()).map_err(CharLmError::stdout)?;
         }
         Command::Eval(args) => {
+            max_input_bytes(args.max_input_mib)?;
+            apply_threads(None)?;
             let file = crate::checkpoint::load_model(&args.checkpoint)?;
             let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &args.checkpoint, &file))?;
-            writeln!(out, "loss_nats_per_char: {loss}").map_err(io)?;
+            writeln!(out, "loss_nats_per_char: {loss}")
+                .and_then(|()| out.flush())
+                .map_err(CharLmError::stdout)?;
         }
     }
     Ok(())

@@ -19,13 +19,31 @@ pub enum CharLmError {
         message: String,
     },
     /// A file that cannot be written.
-    #[error("cannot write {path}: {message}; check that the directory exists and is writable")]
+    #[error("cannot write {path}: {message}; {}", write_hint(*.kind))]
     Write {
         /// The file.
         path: PathBuf,
         /// The operating system's reason.
         message: String,
+        /// Its kind, which chooses the advice.
+        kind: std::io::ErrorKind,
     },
+    /// Standard output cannot be written (other than its reader going away, which is
+    /// [`CharLmError::OutputClosed`]).
+    #[error("cannot write to standard output: {message}; {}", write_hint(*.kind))]
+    Stdout {
+        /// The operating system's reason.
+        message: String,
+        /// Its kind, which chooses the advice.
+        kind: std::io::ErrorKind,
+    },
+    /// The reader of standard output went away (`charlm sample | head`): the program stops
+    /// quietly.
+    #[error("the reader of standard output went away")]
+    OutputClosed,
+    /// A setting from the environment (`RNN_NUM_THREADS`, `MATMUL_NUM_THREADS`).
+    #[error("{0}")]
+    Environment(String),
     /// A command-line option or configuration value out of range.
     #[error("invalid {name}: {message}")]
     InvalidArgument {
@@ -62,6 +80,20 @@ pub enum CharLmError {
     Sample(String),
 }
 
+/// The advice for a failed write, by its cause: a full disk and a closed pipe are not problems
+/// of the directory.
+fn write_hint(kind: std::io::ErrorKind) -> &'static str {
+    use std::io::ErrorKind::*;
+    match kind {
+        StorageFull | QuotaExceeded | FileTooLarge => "the disk (or quota) is full: free some space",
+        BrokenPipe => "the reader went away",
+        NotFound | PermissionDenied | ReadOnlyFilesystem | NotADirectory | IsADirectory | AlreadyExists => {
+            "check that the directory exists and is writable"
+        }
+        _ => "check the disk and the directory",
+    }
+}
+
 fn kept_checkpoint(step: Option<u64>) -> String {
     match step {
         Some(s) => format!("the checkpoint of step {s} is kept"),
@@ -81,7 +113,35 @@ impl CharLmError {
     }
 
     /// A [`CharLmError::Write`] from an I/O error.
-    pub fn write(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
-        Self::Write { path: path.to_owned(), message: e.to_string() }
+    pub fn write(path: &std::path::Path, e: std::io::Error) -> Self {
+        Self::Write { path: path.to_owned(), message: e.to_string(), kind: e.kind() }
+    }
+
+    /// The error of a write to standard output: [`CharLmError::OutputClosed`] for a broken
+    /// pipe, else [`CharLmError::Stdout`].
+    pub fn stdout(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Self::OutputClosed,
+            kind => Self::Stdout { message: e.to_string(), kind },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    /// The advice follows the cause: a full disk or a closed pipe is not a directory problem.
+    #[test]
+    fn write_errors_advise_by_cause() {
+        let p = std::path::Path::new("run/model.safetensors");
+        let full = CharLmError::write(p, Error::from(ErrorKind::StorageFull)).to_string();
+        assert!(full.contains("the disk (or quota) is full") && !full.contains("directory"), "{full}");
+        let missing = CharLmError::write(p, Error::from(ErrorKind::NotFound)).to_string();
+        assert!(missing.ends_with("check that the directory exists and is writable"), "{missing}");
+        assert!(matches!(CharLmError::stdout(Error::from(ErrorKind::BrokenPipe)), CharLmError::OutputClosed));
+        let out = CharLmError::stdout(Error::from(ErrorKind::StorageFull)).to_string();
+        assert!(out.starts_with("cannot write to standard output") && !out.contains("directory"), "{out}");
     }
 }

@@ -13,6 +13,7 @@
 //! - [`config`]: the model's sizes and the PyTorch tensor layout they imply;
 //! - [`checkpoint`]: the model as a safetensors file PyTorch's `load_state_dict` accepts;
 //! - [`resume`]: the training state beside it, for bit-identical resume;
+//! - [`rundir`]: the run directory's lock, and the checks that keep runs from being replaced;
 //! - [`sample`]: temperature, top-k and argmax over a column of logits;
 //! - [`charrnn`]: the model on the cells ([`charrnn::CharRnn`]);
 //! - [`model`]: the [`model::LanguageModel`] trait, evaluation and generation;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod model;
 pub mod plot;
 pub mod resume;
+pub mod rundir;
 pub mod sample;
 pub mod train;
 

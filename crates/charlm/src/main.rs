@@ -10,7 +10,10 @@
 
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use charlm::cli::{run, Cli};
+use charlm::CharLmError;
 use clap::error::ErrorKind;
 use clap::Parser;
 
@@ -18,24 +21,26 @@ fn main() -> ExitCode {
     // A panic would be a bug; still, report it on one line without a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info.to_string().replace('\n', " ");
-        eprintln!("charlm: internal error (please report): {msg}");
+        let _ = writeln!(std::io::stderr(), "charlm: internal error (please report): {msg}");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            print!("{e}");
+            let _ = write!(std::io::stdout(), "{e}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
             let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            let _ = writeln!(std::io::stderr(), "{}", text.lines().next().unwrap_or("error: bad arguments"));
             return ExitCode::from(2);
         }
     };
     match run(&cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
+        // `charlm sample | head`: the reader has what it wanted; stop quietly, as `cat` would.
+        Err(CharLmError::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -118,15 +118,46 @@ pub fn generate<T: Scalar, M: LanguageModel<T>>(
     cfg: &crate::sample::SamplingConfig,
     rng: &mut Rng,
 ) -> Result<String, CharLmError> {
+    let mut out = String::with_capacity(length);
+    generate_with(model, vocab, prime, length, cfg, rng, &mut |c| {
+        out.push(c);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`generate`], handing each character to `emit` as soon as it is drawn; an error from `emit`
+/// (standard output closed, say) stops generation at once and is returned.
+pub fn generate_with<T: Scalar, M: LanguageModel<T>>(
+    model: &M,
+    vocab: &Vocab,
+    prime: &[usize],
+    length: usize,
+    cfg: &crate::sample::SamplingConfig,
+    rng: &mut Rng,
+    emit: &mut dyn FnMut(char) -> Result<(), CharLmError>,
+) -> Result<(), CharLmError> {
     cfg.check()?;
+    if let Some(&bad) = prime.iter().find(|&&i| i >= vocab.len()) {
+        return Err(rnn_data::DataError::BadIndex { index: bad, size: vocab.len() }.into());
+    }
+    let decode = |i: usize| {
+        vocab
+            .char_at(i)
+            .ok_or(CharLmError::from(rnn_data::DataError::BadIndex { index: i, size: vocab.len() }))
+    };
+    if length == 0 {
+        return Ok(());
+    }
     let mut state = model.zero_state(1);
     let mut logits = Mat::zeros(vocab.len(), 1);
     let mut weights = Vec::new();
-    let mut out = Vec::with_capacity(length);
+    let mut produced = 0;
     let mut next = match prime.split_last() {
         None => {
             let first = rng.below(vocab.len());
-            out.push(first);
+            emit(decode(first)?)?;
+            produced += 1;
             first
         }
         Some((&last, head)) => {
@@ -136,10 +167,11 @@ pub fn generate<T: Scalar, M: LanguageModel<T>>(
             last
         }
     };
-    while out.len() < length {
+    while produced < length {
         model.step_logits(next, &mut state, &mut logits);
         next = crate::sample::pick(logits.as_slice(), cfg, rng, &mut weights)?;
-        out.push(next);
+        emit(decode(next)?)?;
+        produced += 1;
     }
-    Ok(vocab.decode(&out)?)
+    Ok(())
 }

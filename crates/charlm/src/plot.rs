@@ -19,21 +19,34 @@ fn register_font() {
     });
 }
 
+/// The plot's size in pixels.
+const SIZE: (u32, u32) = (900, 540);
+
 /// Draws the training and validation losses (nats per character) against the step into
-/// `path`, writing a temporary PNG and renaming it.
+/// `path`. The image is drawn in memory, encoded as PNG and written atomically
+/// ([`crate::checkpoint::write_atomic`]), so a failure is an I/O error with a plain message.
 pub fn plot_losses(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), CharLmError> {
     register_font();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".loss-{}.tmp.png", std::process::id()));
-    let result = draw(&tmp, train, val).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CharLmError::write(path, e));
-    }
-    Ok(())
+    let bad = |e: String| CharLmError::write(path, std::io::Error::other(e));
+    let mut pixels = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw(BitMapBackend::with_buffer(&mut pixels, SIZE), train, val).map_err(bad)?;
+    let png = encode_png(&pixels, SIZE).map_err(|e| bad(e.to_string()))?;
+    crate::checkpoint::write_atomic(path, &png)
 }
 
-fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), String> {
+/// RGB pixels as a PNG file's bytes.
+fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+fn draw(backend: BitMapBackend<'_>, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), String> {
     let all = train.iter().chain(val).filter(|(_, l)| l.is_finite());
     let (mut lo, mut hi, mut last) = (f64::INFINITY, f64::NEG_INFINITY, 1u64);
     for &(s, l) in all {
@@ -45,7 +58,7 @@ fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), Str
         (lo, hi) = (0.0, 1.0);
     }
     let pad = ((hi - lo) * 0.05).max(1e-3);
-    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption("charlm loss", ("sans-serif", 24))
@@ -96,9 +109,11 @@ mod tests {
         plot_losses(&path, &train, &[(10, 1.6), (50, 0.9)]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        // An unwritable target is a clean error, and no temporary file is left behind.
-        let e = plot_losses(&dir.join("no/such/dir/loss.png"), &train, &[]).unwrap_err();
-        assert!(e.to_string().starts_with("cannot write"), "{e}");
+        // An unwritable target is a clean error (the operating system's words, no Debug
+        // structure), and no temporary file is left behind.
+        let e = plot_losses(&dir.join("no/such/dir/loss.png"), &train, &[]).unwrap_err().to_string();
+        assert!(e.starts_with("cannot write") && e.contains("No such file or directory (os error 2)"), "{e}");
+        assert!(!e.contains("Os {") && !e.contains("kind:"), "{e}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

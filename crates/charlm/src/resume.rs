@@ -55,7 +55,8 @@ pub const STATE_VERSION: u64 = 1;
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The training state's name in a run directory.
 pub const STATE_FILE: &str = "train_state.json";
-const STATE_NEXT: &str = "train_state.json.next";
+/// The pending training state of a commit in progress (see the module docs).
+pub const STATE_NEXT: &str = "train_state.json.next";
 
 /// Everything besides the weights that an exact resume needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -262,8 +263,19 @@ pub fn save_checkpoint(dir: &Path, model_bytes: &[u8], state: &mut TrainState) -
 }
 
 /// Loads the checkpoint in `dir`: the model file's bytes and the training state that belongs to
-/// it (finishing an interrupted commit, see the module docs).
+/// it (finishing an interrupted commit, see the module docs). It renames or removes a pending
+/// state, so the caller must own the directory (hold its [`crate::rundir::RunLock`]).
 pub fn load_checkpoint(dir: &Path) -> Result<(Vec<u8>, TrainState), CharLmError> {
+    load(dir, true)
+}
+
+/// [`load_checkpoint`] without writing anything: the directory is left as it is (the source of
+/// `--resume A --out B`).
+pub fn read_checkpoint(dir: &Path) -> Result<(Vec<u8>, TrainState), CharLmError> {
+    load(dir, false)
+}
+
+fn load(dir: &Path, settle: bool) -> Result<(Vec<u8>, TrainState), CharLmError> {
     let model_path = dir.join(MODEL_FILE);
     let model = std::fs::read(&model_path).map_err(|e| {
         CharLmError::checkpoint(
@@ -277,12 +289,16 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Vec<u8>, TrainState), CharLmError>
     if let Ok(text) = std::fs::read_to_string(&next) {
         match TrainState::from_json(&text) {
             Ok(s) if s.model_crc32 == crc => {
-                std::fs::rename(&next, &state_path).map_err(|e| CharLmError::write(&state_path, e))?;
+                if settle {
+                    std::fs::rename(&next, &state_path).map_err(|e| CharLmError::write(&state_path, e))?;
+                }
                 return Ok((model, s));
             }
             _ => {
                 // A commit that never reached the model's rename: the old pair stands.
-                let _ = std::fs::remove_file(&next);
+                if settle {
+                    let _ = std::fs::remove_file(&next);
+                }
             }
         }
     }

@@ -383,6 +383,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     // from), named if training diverges.
     let mut last_checkpoint = (step > 0).then_some(step);
     let mut step_seconds = 0.0;
+    let mut plot_warned = false;
     while step < total {
         let t0 = Instant::now();
         batcher.next_batch(&mut batch);
@@ -471,7 +472,15 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             };
             save_checkpoint(&cfg.out, &bytes, &mut ts)?;
             last_checkpoint = Some(step);
-            crate::plot::plot_losses(&cfg.out.join("loss.png"), &train_loss, &val_loss)?;
+            // The plot is a convenience: failing to draw it does not end training.
+            let plot = cfg.out.join(crate::rundir::PLOT_FILE);
+            match crate::plot::plot_losses(&plot, &train_loss, &val_loss) {
+                Err(e) if !plot_warned => {
+                    say(&format!("warning: the loss plot is not drawn (training goes on): {e}"));
+                    plot_warned = true;
+                }
+                _ => {}
+            }
         }
     }
     bar.finish();

@@ -130,6 +130,8 @@ fn the_binary_from_init_matches_pytorch() {
                 "--val-frac",
                 "0",
                 "--no-progress",
+                // The second optimizer replaces the first one's run in the same directory.
+                "--overwrite",
                 "--out",
             ])
             .arg(&out)

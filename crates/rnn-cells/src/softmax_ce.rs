@@ -2,7 +2,9 @@
 //! as everywhere) with one integer target per column.
 //!
 //! For column `k` with target `y_k`, `p_k = softmax(z_k)` and the per-prediction loss is
-//! `ℓ_k = -ln p_k[y_k] = logsumexp(z_k) - z_k[y_k]`. Two reductions:
+//! `ℓ_k = -ln p_k[y_k] = logsumexp(z_k) - z_k[y_k]`, computed as
+//! `ln Σ_i exp(z_k[i] - m_k) - (z_k[y_k] - m_k)` with `m_k = max_i z_k[i]` (safe in f32 for any
+//! finite logits). Two reductions:
 //!
 //! ```text
 //! Mean            L = (1 / (T·B)) Σ_k ℓ_k    (PyTorch's F.cross_entropy default)
@@ -85,8 +87,10 @@ pub fn softmax_cross_entropy<T: Scalar>(
             }
         };
         let sum = exp_shifted(z, m, e);
-        // ℓ_k = logsumexp(z) - z[y]
-        total += m + sum.ln() - z[y];
+        // ℓ_k = logsumexp(z) - z[y] = ln Σ exp(z - m) - (z[y] - m): never the difference of two
+        // large numbers (with every logit near 1e10, `m + ln Σ` rounds to `m` in f32 and the
+        // loss would come out as 0 instead of ln V).
+        total += sum.ln() - (z[y] - m);
         if want_grad {
             // dL/dz = (softmax(z) - onehot(y)) / D
             let inv = scale / sum;
@@ -146,6 +150,20 @@ mod tests {
         let z = Mat::<f64>::from_element(4, 6, 1000.0);
         let l = softmax_cross_entropy(&z, &[0, 1, 2, 3, 0, 1], 2, Reduction::Mean, None).unwrap();
         assert!((l - 4f64.ln()).abs() < 1e-12, "{l}");
+    }
+
+    /// Logits near 1e10 in f32 (ulp 1024): the log-softmax must not subtract two large numbers.
+    /// Equal logits give ln V (where `m + ln Σ - z_y` gave 0), and a gap of 2048 between two
+    /// large logits gives the exact loss of each class.
+    #[test]
+    fn huge_logits_in_f32_give_the_exact_loss() {
+        let z = Mat::<f32>::from_element(5, 2, 1e10);
+        let l = softmax_cross_entropy(&z, &[0, 3], 1, Reduction::Mean, None).unwrap();
+        assert!((l - 5f32.ln()).abs() < 1e-6, "{l}");
+        let z = Mat::<f32>::from_column_slice(2, 2, &[1e10, 1e10 + 2048.0, 1e10, 1e10 + 2048.0]);
+        let l = softmax_cross_entropy(&z, &[0, 1], 2, Reduction::SumTimeMeanBatch, None).unwrap();
+        // (2048 + ln(1 + e^-2048)) + ln(1 + e^-2048), averaged over the batch of 2
+        assert!((l - 1024.0).abs() < 1e-3, "{l}");
     }
 
     #[test]

@@ -58,9 +58,18 @@ pub enum DataError {
         /// What it was needed for ("one batch of 50 x 50").
         purpose: String,
     },
-    /// Characters that are not in the vocabulary.
+    /// Characters that are not in the vocabulary (all of them; the message lists the first
+    /// ten and the count).
     #[error("{} character(s) not in the vocabulary: {}; use only characters of the training corpus", .0.len(), format_chars(.0))]
     UnknownChars(Vec<char>),
+    /// A text file larger than the limit (or one that never ends: a FIFO, `/dev/zero`).
+    #[error("{origin} is larger than the limit of {}; pass a smaller file, or raise the limit (charlm: --max-input-mib)", format_bytes(*.limit))]
+    TooLarge {
+        /// The file name.
+        origin: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// An index that is not in the vocabulary.
     #[error("index {index} is outside the vocabulary of {size} characters")]
     BadIndex {
@@ -71,7 +80,25 @@ pub enum DataError {
     },
 }
 
-/// Lists characters readably: printable ones quoted, others as escapes (`'\n'`, `'\u{7}'`).
+/// The most characters an error message lists.
+pub(crate) const MAX_LISTED_CHARS: usize = 10;
+
+/// Lists characters readably: printable ones quoted, others as escapes (`'\n'`, `'\u{7}'`); the
+/// first [`MAX_LISTED_CHARS`], then how many more, so that the message stays one short line.
 pub(crate) fn format_chars(chars: &[char]) -> String {
-    chars.iter().map(|c| format!("{:?}", c)).collect::<Vec<_>>().join(", ")
+    let mut s =
+        chars.iter().take(MAX_LISTED_CHARS).map(|c| format!("{:?}", c)).collect::<Vec<_>>().join(", ");
+    if chars.len() > MAX_LISTED_CHARS {
+        s.push_str(&format!(" and {} more", chars.len() - MAX_LISTED_CHARS));
+    }
+    s
+}
+
+/// `n` bytes in MiB (or bytes when smaller than one).
+fn format_bytes(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
 }

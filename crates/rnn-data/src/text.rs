@@ -5,6 +5,13 @@
 //! ordered by code point); a character's index is its rank in that set. It is built from the
 //! whole text, so the held-out part never meets an unknown character.
 //!
+//! ## Text files
+//! A text is UTF-8 without NUL bytes. A byte-order mark (`EF BB BF`) at its start is not a
+//! character: it is dropped when the text is read ([`text_from_bytes`]), so it never enters the
+//! vocabulary. Files are read up to a size limit ([`DEFAULT_MAX_TEXT_BYTES`] unless another is
+//! given, [`read_text_limited`]), checked while reading, so a FIFO that never ends or
+//! `/dev/zero` is an error instead of exhausting memory.
+//!
 //! ## Training and validation split
 //! For a text of `len` characters and a fraction `f` (default [`DEFAULT_VAL_FRAC`] = 0.1), the
 //! last `⌊len·f⌋` characters are held out for validation and the first `len - ⌊len·f⌋` are the
@@ -101,8 +108,8 @@ impl Vocab {
         unknown
     }
 
-    /// The indices of the characters of `text`; an error lists every character not in the
-    /// vocabulary.
+    /// The indices of the characters of `text`; the error holds every character not in the
+    /// vocabulary (its message lists the first ten and the count).
     pub fn encode(&self, text: &str) -> Result<Vec<usize>, DataError> {
         let mut out = Vec::with_capacity(text.len());
         for c in text.chars() {
@@ -123,23 +130,56 @@ impl Vocab {
     }
 }
 
+/// The UTF-8 byte-order mark, dropped from the start of a text.
+pub const BOM: &str = "\u{feff}";
+
+/// The default size limit of a text file: 256 MiB. Training needs about 25 bytes of memory per
+/// character of corpus (the text, its encoding, the batcher's copy), so this keeps a run well
+/// inside a machine of a few tens of GiB; [`read_text_limited`] takes another limit.
+pub const DEFAULT_MAX_TEXT_BYTES: u64 = 256 << 20;
+
 /// Checks that `bytes` are UTF-8 text without NUL bytes (which mark a binary file, even one that
-/// happens to be valid UTF-8) and returns the text; the error names the first bad byte.
+/// happens to be valid UTF-8) and returns the text without a leading byte-order mark; the error
+/// names the first bad byte (its offset in `bytes`).
 pub fn text_from_bytes(bytes: &[u8], origin: &str) -> Result<String, DataError> {
     match std::str::from_utf8(bytes) {
         Ok(s) => match s.bytes().position(|b| b == 0) {
             Some(offset) => Err(DataError::Binary { origin: origin.to_owned(), offset }),
-            None => Ok(s.to_owned()),
+            None => Ok(s.strip_prefix(BOM).unwrap_or(s).to_owned()),
         },
         Err(e) => Err(DataError::NotUtf8 { origin: origin.to_owned(), offset: e.valid_up_to() }),
     }
 }
 
-/// Reads a UTF-8 text file.
+/// Reads a UTF-8 text file of at most [`DEFAULT_MAX_TEXT_BYTES`].
 pub fn read_text(path: &Path) -> Result<String, DataError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| DataError::Io { path: path.to_owned(), message: e.to_string() })?;
-    text_from_bytes(&bytes, &path.display().to_string())
+    read_text_limited(path, DEFAULT_MAX_TEXT_BYTES)
+}
+
+/// Reads a UTF-8 text file of at most `max_bytes`, checking the size while reading (a FIFO or a
+/// device need not say how large it is, and may never end).
+pub fn read_text_limited(path: &Path, max_bytes: u64) -> Result<String, DataError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| DataError::Io { path: path.to_owned(), message: e.to_string() };
+    let origin = path.display().to_string();
+    let too_large = || DataError::TooLarge { origin: origin.clone(), limit: max_bytes };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(io(std::io::Error::other("it is a directory")));
+    }
+    if meta.is_file() && meta.len() > max_bytes {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    if meta.is_file() {
+        bytes.reserve_exact(meta.len() as usize);
+    }
+    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large());
+    }
+    text_from_bytes(&bytes, &origin)
 }
 
 /// The number of training characters of a text of `len` characters when the last
@@ -175,10 +215,19 @@ impl Corpus {
         Self::build(&text, val_frac, origin)
     }
 
-    /// A corpus from a UTF-8 file.
+    /// A corpus from a UTF-8 file of at most [`DEFAULT_MAX_TEXT_BYTES`].
     pub fn from_file(path: impl AsRef<Path>, val_frac: f64) -> Result<Self, DataError> {
+        Self::from_file_limited(path, val_frac, DEFAULT_MAX_TEXT_BYTES)
+    }
+
+    /// A corpus from a UTF-8 file of at most `max_bytes` ([`read_text_limited`]).
+    pub fn from_file_limited(
+        path: impl AsRef<Path>,
+        val_frac: f64,
+        max_bytes: u64,
+    ) -> Result<Self, DataError> {
         let path = path.as_ref();
-        let text = read_text(path)?;
+        let text = read_text_limited(path, max_bytes)?;
         Self::build(&text, val_frac, &path.display().to_string())
     }
 
@@ -488,6 +537,41 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("'\\t', 'x', 'z'"), "{msg}");
         assert_eq!(v.decode(&[0, 3]).unwrap_err(), DataError::BadIndex { index: 3, size: 3 });
+    }
+
+    /// Thousands of unknown characters give one short message: the first ten and the count.
+    #[test]
+    fn many_unknown_characters_are_counted_not_all_listed() {
+        let v = Vocab::from_text("abc");
+        let text: String = (0..20_000u32).filter_map(|i| char::from_u32(0x4e00 + i)).collect();
+        let msg = v.encode(&text).unwrap_err().to_string();
+        assert!(msg.starts_with("20000 character(s) not in the vocabulary: '一', '丁'"), "{msg}");
+        assert!(msg.contains(" and 19990 more; use only"), "{msg}");
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+    }
+
+    /// A byte-order mark at the start of a text is not a character; elsewhere it is one.
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped() {
+        let c = Corpus::from_bytes("\u{feff}abab".as_bytes(), "bom.txt", 0.0).unwrap();
+        assert_eq!((c.len(), c.vocab().chars()), (4, &['a', 'b'][..]));
+        assert_eq!(text_from_bytes("\u{feff}x\u{feff}".as_bytes(), "t").unwrap(), "x\u{feff}");
+    }
+
+    /// Files are read up to a limit, checked while reading: `/dev/zero` never ends.
+    #[test]
+    fn reading_stops_at_the_size_limit() {
+        let dir = std::env::temp_dir().join(format!("rnn-data-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t.txt");
+        std::fs::write(&f, "hello").unwrap();
+        assert_eq!(read_text_limited(&f, 5).unwrap(), "hello");
+        let e = read_text_limited(&f, 4).unwrap_err();
+        assert!(matches!(e, DataError::TooLarge { limit: 4, .. }), "{e}");
+        assert!(e.to_string().contains("larger than the limit of 4 bytes"), "{e}");
+        let e = read_text_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err().to_string();
+        assert!(e.starts_with("/dev/zero is larger than the limit of 1 MiB"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

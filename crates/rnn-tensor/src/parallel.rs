@@ -3,7 +3,11 @@
 //! one thread, so results are bit-identical for any thread count.
 //!
 //! The count is [`num_threads`]: `RNN_NUM_THREADS` if set, else the machine's available
-//! parallelism; [`set_num_threads`] changes it at run time.
+//! parallelism; [`set_num_threads`] changes it at run time. Counts are in `1..=`[`MAX_THREADS`].
+//! A program should check the environment at start-up with [`env_thread_count`] (or
+//! [`check_thread_env`], which also checks `MATMUL_NUM_THREADS`) and report its error: the lazy
+//! default never panics, but it can only fall back (to the cores for a value that does not
+//! parse or is 0, to [`MAX_THREADS`] for a larger one).
 //!
 //! [`for_each_part`] runs on a persistent pool: worker threads are started on first use (more
 //! when the count grows) and live for the rest of the process. Between calls a worker spins for
@@ -24,15 +28,65 @@ use std::time::{Duration, Instant};
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// The number of threads [`for_each_part`] uses (at least 1).
+/// The most threads a count may ask for (`RNN_NUM_THREADS`, [`set_num_threads`]).
+pub const MAX_THREADS: usize = 256;
+
+/// The environment variable of the library's thread count.
+pub const THREADS_ENV: &str = "RNN_NUM_THREADS";
+
+/// The environment variable matrixmultiply reads for its own threads (f64 products).
+pub const MATMUL_THREADS_ENV: &str = "MATMUL_NUM_THREADS";
+
+/// Parses a thread count: a decimal integer in `1..=`[`MAX_THREADS`] (surrounding spaces
+/// allowed). The error says what is wrong and the allowed range, without naming the source.
+pub fn parse_thread_count(value: &str) -> Result<usize, String> {
+    let v = value.trim();
+    match v.parse::<u128>() {
+        Ok(n) if (1..=MAX_THREADS as u128).contains(&n) => Ok(n as usize),
+        Ok(n) => Err(format!("must be in 1..={MAX_THREADS}, got {n}")),
+        Err(_) => Err(format!("must be a whole number in 1..={MAX_THREADS}, got {value:?}")),
+    }
+}
+
+/// The thread count set by the environment variable `var`: `Ok(None)` when it is unset or
+/// empty, `Ok(Some(n))` for a valid count, and an error naming the variable otherwise (a value
+/// that does not parse, 0, more than [`MAX_THREADS`], or not Unicode).
+pub fn env_thread_count(var: &str) -> Result<Option<usize>, String> {
+    match std::env::var(var) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{var} is not valid Unicode; set it to a number in 1..={MAX_THREADS} or unset it"))
+        }
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => parse_thread_count(&v)
+            .map(Some)
+            .map_err(|e| format!("{var} {e}; set it to a number in 1..={MAX_THREADS} or unset it")),
+    }
+}
+
+/// Checks both thread variables, `RNN_NUM_THREADS` and `MATMUL_NUM_THREADS`, and returns the
+/// library's count from the first (`None` when unset). A program calls this at start-up so that
+/// a bad value is an error instead of a silent fallback (matrixmultiply itself ignores a value it
+/// cannot parse and caps large ones).
+pub fn check_thread_env() -> Result<Option<usize>, String> {
+    let n = env_thread_count(THREADS_ENV)?;
+    env_thread_count(MATMUL_THREADS_ENV)?;
+    Ok(n)
+}
+
+/// The number of threads [`for_each_part`] uses, in `1..=`[`MAX_THREADS`].
+///
+/// Unless [`set_num_threads`] was called, the first call reads `RNN_NUM_THREADS`; a value that
+/// is not a count falls back to the machine's available parallelism, and one above
+/// [`MAX_THREADS`] is capped (never a panic: [`env_thread_count`] reports such values).
 pub fn num_threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {
         0 => {
-            let n = std::env::var("RNN_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let cores = || std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+            let n = match std::env::var(THREADS_ENV).ok().map(|v| v.trim().parse::<u128>()) {
+                Some(Ok(n)) if n > 0 => n.min(MAX_THREADS as u128) as usize,
+                _ => cores(),
+            };
             THREADS.store(n, Ordering::Relaxed);
             n
         }
@@ -40,9 +94,10 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// Sets the number of threads [`for_each_part`] uses (0 is taken as 1).
+/// Sets the number of threads [`for_each_part`] uses (0 is taken as 1, more than
+/// [`MAX_THREADS`] as [`MAX_THREADS`]).
 pub fn set_num_threads(n: usize) {
-    THREADS.store(n.max(1), Ordering::Relaxed);
+    THREADS.store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
 }
 
 /// How long an idle worker spins, waiting for the next call, before it parks.
@@ -310,6 +365,31 @@ mod tests {
 
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Thread counts from the environment are checked like `--threads`: the error names the
+    /// variable and the range; absurd values never reach the pool (which caps them anyway).
+    #[test]
+    fn thread_counts_are_checked() {
+        assert_eq!(parse_thread_count(" 4 "), Ok(4));
+        assert_eq!(parse_thread_count("256"), Ok(256));
+        for bad in ["0", "257", "100000", "18446744073709551616000", "abc", "-1", "2.5", ""] {
+            let e = parse_thread_count(bad).unwrap_err();
+            assert!(e.contains("1..=256"), "{bad}: {e}");
+        }
+        // (Setting variables here would race with other tests reading the environment; the
+        // program's tests in crates/charlm/tests/reliability.rs set them in child processes.)
+        assert_eq!(env_thread_count("RNN_TEST_THREADS_VAR_NEVER_SET_17"), Ok(None));
+    }
+
+    #[test]
+    fn set_num_threads_caps_the_count() {
+        let _serial = serial();
+        set_num_threads(1_000_000);
+        assert_eq!(num_threads(), MAX_THREADS);
+        set_num_threads(0);
+        assert_eq!(num_threads(), 1);
+        set_num_threads(2);
     }
 
     #[test]
