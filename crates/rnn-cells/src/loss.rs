@@ -30,21 +30,29 @@
 use rnn_tensor::activation::sigmoid;
 use rnn_tensor::{Mat, Scalar};
 
-/// How the per-element losses are combined.
+/// How per-prediction losses are combined, for every loss of this crate (one enum for the
+/// binary losses here and [`softmax_cross_entropy`](crate::softmax_cross_entropy)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Reduction {
-    /// The sum over every element (the tutorial's choice). Default.
+    /// The sum over every prediction (PyTorch's `reduction='sum'`; the binary-addition
+    /// tutorial's choice). Default.
     #[default]
     Sum,
-    /// The sum divided by the number of elements.
+    /// The sum divided by the number of predictions (PyTorch's `reduction='mean'`).
     Mean,
+    /// The sum over time, averaged over the batch: the mean over `B` of each sequence's total
+    /// loss (the character-model tutorial's loss). The binary losses of this module see no
+    /// batch (every element is one prediction), so for them it is `Sum`, a batch of one.
+    SumTimeMeanBatch,
 }
 
 impl Reduction {
-    fn factor<T: Scalar>(self, n: usize) -> T {
+    /// The factor the summed loss is multiplied by, for `n` predictions over a batch of `batch`.
+    pub fn scale<T: Scalar>(self, n: usize, batch: usize) -> T {
         match self {
             Reduction::Sum => T::ONE,
             Reduction::Mean => T::ONE / T::cast(n.max(1) as f64),
+            Reduction::SumTimeMeanBatch => T::ONE / T::cast(batch.max(1) as f64),
         }
     }
 }
@@ -71,7 +79,7 @@ pub fn sigmoid_squared_error<T: Scalar>(
     d_logits: &mut Mat<T>,
 ) -> T {
     check_shapes("sigmoid squared error", logits, targets, d_logits);
-    let s: T = reduction.factor(logits.len());
+    let s: T = reduction.scale(logits.len(), 1);
     let half = T::cast(0.5);
     let mut loss = T::ZERO;
     for ((d, &z), &y) in d_logits.iter_mut().zip(logits.iter()).zip(targets.iter()) {
@@ -94,7 +102,7 @@ pub fn bce_with_logits<T: Scalar>(
     d_logits: &mut Mat<T>,
 ) -> T {
     check_shapes("binary cross-entropy", logits, targets, d_logits);
-    let s: T = reduction.factor(logits.len());
+    let s: T = reduction.scale(logits.len(), 1);
     let mut loss = T::ZERO;
     for ((d, &z), &y) in d_logits.iter_mut().zip(logits.iter()).zip(targets.iter()) {
         let pos = if z > T::ZERO { z } else { T::ZERO };

@@ -15,17 +15,7 @@
 
 use rnn_tensor::{Mat, Scalar};
 
-use crate::CellError;
-
-/// How the per-prediction losses are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reduction {
-    /// The mean over all `T·B` predictions (PyTorch's `reduction='mean'`).
-    Mean,
-    /// The sum over time, averaged over the batch: the mean over `B` of each sequence's total
-    /// loss (the tutorial's loss).
-    SumTimeMeanBatch,
-}
+use crate::{CellError, Reduction};
 
 /// The loss of `logits` (`V × N`, `N = T·B`) against `targets` (`N` indices below `V`), and, if
 /// `d_logits` is given, its gradient written there (resized to `V × N` if needed).
@@ -62,11 +52,7 @@ pub fn softmax_cross_entropy<T: Scalar>(
         }
         return Ok(T::ZERO);
     }
-    let scale = T::ONE
-        / <T as Scalar>::from_usize(match reduction {
-            Reduction::Mean => n,
-            Reduction::SumTimeMeanBatch => batch,
-        });
+    let scale: T = reduction.scale(n, batch);
     let mut total = T::ZERO;
     let mut d_logits = d_logits;
     if let Some(d) = d_logits.as_deref_mut() {
@@ -143,6 +129,9 @@ mod tests {
         let mean = softmax_cross_entropy(&z, &y, b, Reduction::Mean, None).unwrap();
         let sum = softmax_cross_entropy(&z, &y, b, Reduction::SumTimeMeanBatch, None).unwrap();
         assert!((sum - mean * t as f64).abs() < 1e-12);
+        // Sum: every prediction's loss added (PyTorch's reduction='sum').
+        let all = softmax_cross_entropy(&z, &y, b, Reduction::Sum, None).unwrap();
+        assert!((all - mean * (t * b) as f64).abs() < 1e-12);
     }
 
     #[test]
