@@ -6,7 +6,8 @@
 //! - `lm`: full training steps of a character model (stack → head → softmax CE → backward);
 //! - `seq`: a 24-step LSTM forward + backward, the batch-1 inference forward, and bidirectional
 //!   LSTM and GRU layers forward + backward;
-//! - `cell`: one LSTM / GRU / RNN step forward + backward.
+//! - `cell`: one LSTM / GRU / RNN step forward + backward;
+//! - `stream`: streaming inference, 100 one-step calls at batch 1 with the state carried.
 //!
 //! `cargo bench --bench cells`, or `cargo bench --bench cells -- NAME` for one case (the harness keeps the name it had when it held only
 //! the cell and sequence cases).
@@ -32,7 +33,7 @@ fn topic(c: &mut Criterion, topic: &str) {
 }
 
 fn benches(c: &mut Criterion) {
-    for t in ["lm", "seq", "cell"] {
+    for t in ["lm", "seq", "cell", "stream"] {
         topic(c, t);
     }
 }

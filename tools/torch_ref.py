@@ -84,6 +84,20 @@ def bidirectional_forward_backward(cell, inputs, hidden, batch, steps):
     return run
 
 
+def streaming(cell, inputs, hidden, steps):
+    rnn = getattr(nn, cell)(inputs, hidden, batch_first=True)
+    xs = torch.randn(steps, 1, 1, inputs)
+
+    def run():
+        # One call per step at batch 1, the state carried from call to call.
+        with torch.no_grad():
+            state = None
+            for t in range(steps):
+                _, state = rnn(xs[t], state)
+
+    return run
+
+
 def sequence_inference(inputs, hidden, steps):
     lstm = nn.LSTM(inputs, hidden, batch_first=True)
     x = torch.randn(1, steps, inputs)
@@ -126,6 +140,8 @@ CASES = {
     "cell_rnn_fwdbwd_i256_h256_b64": (single_step, ("RNN", 256, 256, 64)),
     "seq_bilstm_fwdbwd_i256_h256_b64_t24": (bidirectional_forward_backward, ("LSTM", 256, 256, 64, 24)),
     "seq_bigru_fwdbwd_i256_h256_b64_t24": (bidirectional_forward_backward, ("GRU", 256, 256, 64, 24)),
+    "stream_lstm_i64_h256_t100": (streaming, ("LSTM", 64, 256, 100)),
+    "stream_gru_i64_h256_t100": (streaming, ("GRU", 64, 256, 100)),
 }
 
 

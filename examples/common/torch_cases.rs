@@ -13,15 +13,17 @@
 //! - `seq_lstm_fwd_*_b1_*`: forward only, batch 1 (inference);
 //! - `cell_*`: one step from a random state and backward of `sum(h_1)`;
 //! - `seq_bi*_fwdbwd_*`: a bidirectional layer (`bidirectional=True`), forward and backward of
-//!   `sum(outputs)`.
+//!   `sum(outputs)`;
+//! - `stream_*`: streaming inference, 100 calls of one step at batch 1 with the state carried
+//!   (PyTorch under `no_grad`, calling the module with the state it returned).
 //!
 //! The initial states need no gradient (in PyTorch they do not require it), so backward is
 //! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
 //! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
 
 use rnn::cells::{
-    softmax_cross_entropy, AffineConfig, GruConfig, GruState, LstmConfig, Recurrence, Reduction, RnnConfig,
-    SeqInput, Stack,
+    softmax_cross_entropy, AffineConfig, GruConfig, GruState, LstmConfig, Recurrence, RecurrentState,
+    Reduction, RnnConfig, SeqInput, Stack, Stream,
 };
 use std::cell::Cell;
 use std::rc::Rc;
@@ -64,7 +66,7 @@ fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
 }
 
 /// The names of every case, in torch_ref.py's order.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 13] = [
     "lm_lstm_2x256_b64_t24_v65",
     "lm_lstm_1x128_b32_t50_v65",
     "lm_gru_2x256_b64_t24_v65",
@@ -76,6 +78,8 @@ pub const NAMES: [&str; 11] = [
     "cell_rnn_fwdbwd_i256_h256_b64",
     "seq_bilstm_fwdbwd_i256_h256_b64_t24",
     "seq_bigru_fwdbwd_i256_h256_b64_t24",
+    "stream_lstm_i64_h256_t100",
+    "stream_gru_i64_h256_t100",
 ];
 
 fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
@@ -169,9 +173,46 @@ pub fn build(name: &str) -> Option<Case> {
             let h0 = gru.zero_state(64);
             fwd_bwd_case(name, gru, h0, 3, 256, 64, 24, rng)
         }
+        "stream_lstm_i64_h256_t100" => {
+            let lstm = LstmConfig::new(64, 256).build::<f32>(rng).unwrap();
+            stream_case(name, lstm, 4, 100, rng)
+        }
+        "stream_gru_i64_h256_t100" => {
+            let gru = GruConfig::new(64, 256).build::<f32>(rng).unwrap();
+            stream_case(name, gru, 3, 100, rng)
+        }
         _ => return None,
     };
     Some(case)
+}
+
+/// `steps` calls of one step at batch 1 through a [`Stream`], the state carried from call to call
+/// and reset before each run (PyTorch starts each run from no state).
+fn stream_case<R: Recurrence<f32> + 'static>(
+    name: &str,
+    cell: R,
+    g: usize,
+    steps: usize,
+    rng: &mut Rng,
+) -> Case {
+    let (i, h) = (cell.input_size(), cell.hidden_size());
+    let xs: Vec<Mat<f32>> = (0..steps).map(|_| randn(i, 1, rng)).collect();
+    let mut stream = Stream::new(cell, 1).unwrap();
+    let digest = Rc::new(Cell::new(None));
+    Case {
+        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        flops: 2.0 * (g * h * (i + h) * steps) as f64,
+        digest: digest.clone(),
+        run: Box::new(move || {
+            stream.reset();
+            for x in &xs {
+                std::hint::black_box(stream.step(SeqInput::Dense(x)).unwrap());
+            }
+            if digest.get().is_some() {
+                digest.set(Some(fnv(stream.state().parts())));
+            }
+        }),
+    }
 }
 
 /// Forward over `steps` steps from `h0` and backward of `sum(outputs)`, no input gradient.

@@ -44,6 +44,7 @@ pub mod reference;
 pub mod rnn;
 pub mod softmax_ce;
 pub mod stack;
+pub mod stream;
 
 pub use affine::{Affine, AffineConfig, AffineParams};
 pub use bidirectional::{Bidirectional, BidirectionalCache, BidirectionalParams};
@@ -59,3 +60,4 @@ pub use rnn::{Rnn, RnnCache, RnnCell, RnnConfig, RnnParams, RnnState};
 pub use softmax_ce::softmax_cross_entropy;
 pub use stack::{Stack, StackCache, StackParams};
 pub use state::RecurrentState;
+pub use stream::Stream;

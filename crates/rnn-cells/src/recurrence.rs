@@ -85,6 +85,23 @@ pub trait Recurrence<T: Scalar> {
         cache: &mut Self::Cache,
     ) -> Self::State;
 
+    /// [`Recurrence::forward`], writing the final state into `fin` (its parts are reshaped if
+    /// needed). The layers and stacks of this crate allocate nothing in it once the cache and
+    /// `fin` have their shapes (a streaming loop relies on it); the default calls `forward`.
+    ///
+    /// # Panics
+    /// As [`Recurrence::forward`].
+    fn forward_into(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &Self::State,
+        cache: &mut Self::Cache,
+        fin: &mut Self::State,
+    ) {
+        *fin = self.forward(x, batch, h0, cache);
+    }
+
     /// The outputs `h_1..h_T` of the last forward, `H × (T·B)`.
     fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T>;
 

@@ -173,9 +173,27 @@ impl<C> Stack<C> {
         batch: usize,
         states: &[C::State],
         cache: &mut StackCache<T, C>,
-        mut train_rng: Option<&mut Rng>,
+        train_rng: Option<&mut Rng>,
     ) -> Vec<C::State>
     where
+        C: Recurrence<T>,
+    {
+        let mut finals = states.to_vec();
+        self.forward_layers(x, batch, states, cache, train_rng, &mut finals);
+        finals
+    }
+
+    /// [`Stack::forward_train`], writing each layer's final state into `finals` (one entry per
+    /// layer, each reshaped as needed): allocates nothing once the buffers have their shapes.
+    fn forward_layers<T: Scalar>(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        states: &[C::State],
+        cache: &mut StackCache<T, C>,
+        mut train_rng: Option<&mut Rng>,
+        finals: &mut [C::State],
+    ) where
         C: Recurrence<T>,
     {
         if let Err(e) = self.check_states(x, batch, states) {
@@ -190,11 +208,11 @@ impl<C> Stack<C> {
         let drop = self.dropout > 0.0 && train_rng.is_some();
         cache.dropped = drop;
         let keep = T::cast(1.0 / (1.0 - self.dropout));
-        let mut finals = Vec::with_capacity(l);
         for (k, layer) in layers.iter().enumerate() {
             let (below, here) = cache.layers.split_at_mut(k);
-            let fin = if k == 0 {
-                layer.forward(x, batch, &states[0], &mut here[0])
+            let fin = &mut finals[k];
+            if k == 0 {
+                layer.forward_into(x, batch, &states[0], &mut here[0], fin)
             } else if let (true, Some(rng)) = (drop, train_rng.as_deref_mut()) {
                 let y = layers[k - 1].outputs(&below[k - 1]);
                 let (inp, mask) = (&mut cache.inputs[k], &mut cache.masks[k]);
@@ -205,14 +223,12 @@ impl<C> Stack<C> {
                     *m = if rng.next_f64() < self.dropout { T::ZERO } else { keep };
                     *v = yv * *m;
                 }
-                layer.forward(SeqInput::Dense(&cache.inputs[k]), batch, &states[k], &mut here[0])
+                layer.forward_into(SeqInput::Dense(&cache.inputs[k]), batch, &states[k], &mut here[0], fin)
             } else {
                 let y = layers[k - 1].outputs(&below[k - 1]);
-                layer.forward(SeqInput::Dense(y), batch, &states[k], &mut here[0])
-            };
-            finals.push(fin);
+                layer.forward_into(SeqInput::Dense(y), batch, &states[k], &mut here[0], fin)
+            }
         }
-        finals
     }
 
     /// Backward through the layers top-down (see [`Recurrence::backward`]); with `init_grad`
@@ -383,6 +399,20 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         cache: &mut Self::Cache,
     ) -> Vec<C::State> {
         self.forward_train(x, batch, h0, cache, None)
+    }
+
+    fn forward_into(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &Vec<C::State>,
+        cache: &mut Self::Cache,
+        fin: &mut Vec<C::State>,
+    ) {
+        if fin.len() != h0.len() {
+            fin.clone_from(h0);
+        }
+        self.forward_layers(x, batch, h0, cache, None, fin);
     }
 
     fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T> {

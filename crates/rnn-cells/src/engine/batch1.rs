@@ -219,22 +219,23 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
 }
 
 /// Whether the part's rows of `w_hh` (`G·H × H`, units `u0..u0+nu` of each gate) are bitwise
-/// those in `src`. Reads both once, front to back; stops at the first difference (after a
-/// training step, in the first column).
+/// those in `src`. Reads both once, front to back, comparing bytes (a `memcmp` per block of `nu`
+/// values: -0 against +0 counts as a change); stops at the first difference (after a training
+/// step, in the first column).
 fn same_rows<T: Scalar>(w_hh: &[T], g: usize, hid: usize, u0: usize, nu: usize, src: &[T]) -> bool {
     if src.len() != g * nu * hid {
         return false;
     }
     src.chunks_exact(g * nu).enumerate().all(|(p, col)| {
-        // Bitwise (-0 against +0 counts as a change), without branches in the inner loop.
-        let diff = (0..g).fold(0u64, |acc, k| {
-            let w = &w_hh[p * g * hid + k * hid + u0..][..nu];
-            w.iter()
-                .zip(&col[k * nu..(k + 1) * nu])
-                .fold(acc, |d, (a, b)| d | (a.to_f64().to_bits() ^ b.to_f64().to_bits()))
-        });
-        diff == 0
+        (0..g).all(|k| bytes(&w_hh[p * g * hid + k * hid + u0..][..nu]) == bytes(&col[k * nu..(k + 1) * nu]))
     })
+}
+
+/// The bytes of `v`.
+fn bytes<T: Scalar>(v: &[T]) -> &[u8] {
+    // SAFETY: `T` is `f32` or `f64` (Scalar is sealed): plain values without padding, every byte
+    // initialised; the slice covers exactly `v`'s memory, borrowed for as long as `v` is.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// Copies the part's rows of `w_hh` into `src`, column by column (the layout [`same_rows`] reads).

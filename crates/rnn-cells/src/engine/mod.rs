@@ -310,52 +310,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         self.params.zeros_like()
     }
 
-    /// [`Recurrence::forward`], writing the final state into `fin` (its parts are reshaped if
-    /// needed): allocates nothing once the cache and `fin` have their shapes.
-    ///
-    /// # Panics
-    /// If [`Recurrence::check_input`] rejects the arguments (the message is its error).
-    pub fn forward_into(
-        &self,
-        x: SeqInput<'_, T>,
-        batch: usize,
-        h0: &C::State,
-        cache: &mut LayerCache<T>,
-        fin: &mut C::State,
-    ) {
-        if let Err(e) = self.check_input(x, batch, h0) {
-            panic!("{} forward: {e}", C::NAME);
-        }
-        let (hid, n) = (self.hidden_size(), x.columns());
-        let (steps, rows) = (n / batch, C::SAVED * hid);
-        cache.batch = batch;
-        ensure_shape(&mut cache.gates, C::GATES * hid, n);
-        ensure_shape(&mut cache.saved, rows, n);
-        ensure_shape(&mut cache.h, hid, n);
-        copy_into(h0.part(0), &mut cache.h0);
-        interleave(h0, rows, hid, batch, &mut cache.saved0);
-        if steps > 0 {
-            // P = W_ih · X for every step at once (or the gather of W_ih columns).
-            project_input(&self.params.weight_ih, x, &mut cache.gates);
-            if batch == 1 && steps > 1 && batch1::available::<T>() {
-                batch1::forward(self, steps, cache);
-            } else {
-                self.forward_loop(steps, cache);
-            }
-        }
-        let (h, saved) = if steps == 0 {
-            (cache.h0.as_slice(), cache.saved0.as_slice())
-        } else {
-            // The last step visited: T-1, or 0 in reverse.
-            let last = Order { steps, reverse: self.params.reverse }.t(steps - 1) * batch;
-            (
-                &cache.h.as_slice()[last * hid..][..batch * hid],
-                &cache.saved.as_slice()[last * rows..][..batch * rows],
-            )
-        };
-        write_state(h, saved, rows, hid, batch, fin);
-    }
-
     /// [`Recurrence::backward`], writing the initial-state gradient into `d_h0` (its parts are
     /// reshaped if needed): allocates nothing once the cache and `d_h0` have their shapes.
     pub fn backward_into(
@@ -674,6 +628,47 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         let mut fin = h0.clone();
         self.forward_into(x, batch, h0, cache, &mut fin);
         fin
+    }
+
+    fn forward_into(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        h0: &C::State,
+        cache: &mut LayerCache<T>,
+        fin: &mut C::State,
+    ) {
+        if let Err(e) = self.check_input(x, batch, h0) {
+            panic!("{} forward: {e}", C::NAME);
+        }
+        let (hid, n) = (self.hidden_size(), x.columns());
+        let (steps, rows) = (n / batch, C::SAVED * hid);
+        cache.batch = batch;
+        ensure_shape(&mut cache.gates, C::GATES * hid, n);
+        ensure_shape(&mut cache.saved, rows, n);
+        ensure_shape(&mut cache.h, hid, n);
+        copy_into(h0.part(0), &mut cache.h0);
+        interleave(h0, rows, hid, batch, &mut cache.saved0);
+        if steps > 0 {
+            // P = W_ih · X for every step at once (or the gather of W_ih columns).
+            project_input(&self.params.weight_ih, x, &mut cache.gates);
+            if batch == 1 && steps > 1 && batch1::available::<T>() {
+                batch1::forward(self, steps, cache);
+            } else {
+                self.forward_loop(steps, cache);
+            }
+        }
+        let (h, saved) = if steps == 0 {
+            (cache.h0.as_slice(), cache.saved0.as_slice())
+        } else {
+            // The last step visited: T-1, or 0 in reverse.
+            let last = Order { steps, reverse: self.params.reverse }.t(steps - 1) * batch;
+            (
+                &cache.h.as_slice()[last * hid..][..batch * hid],
+                &cache.saved.as_slice()[last * rows..][..batch * rows],
+            )
+        };
+        write_state(h, saved, rows, hid, batch, fin);
     }
 
     fn outputs<'c>(&self, cache: &'c LayerCache<T>) -> &'c Mat<T> {
