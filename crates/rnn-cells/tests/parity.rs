@@ -12,8 +12,11 @@
 mod common;
 
 use rnn_cells::RecurrentState;
+use std::collections::BTreeMap;
+
 use rnn_cells::{
-    softmax_cross_entropy, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig, SeqInput, Stack,
+    softmax_cross_entropy, with_torch_module, GruConfig, LstmConfig, Recurrence, Reduction, RnnConfig,
+    SeqInput, Stack, TorchRecurrent, TorchTensor,
 };
 use rnn_tensor::activation::Activation;
 use rnn_tensor::gradcheck::rel_error;
@@ -212,4 +215,115 @@ fn rnn_bidirectional() {
             .unwrap(),
         "rnn_relu_bi_l1",
     );
+}
+
+/// A `state_dict`: tensors by name.
+type StateDict = BTreeMap<String, TorchTensor<f64>>;
+
+/// A fixture's parameters as PyTorch's `state_dict`: names, shapes and row-major values.
+fn state_dict(f: &Value) -> StateDict {
+    f["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, p)| {
+            let shape = p["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            (k.clone(), TorchTensor { shape, data: nums(&p["data"]) })
+        })
+        .collect()
+}
+
+/// The forward of `model`, loaded from the fixture's state_dict alone, against PyTorch's outputs
+/// and final states (1e-10).
+fn forward_matches<R: Recurrence<f64>>(model: &R, f: &Value, name: &str) {
+    let (i, b, t) = (size(f, "input"), size(f, "batch"), size(f, "steps"));
+    let zero = model.zero_state(b);
+    let h0 = zero.with_flat(&layer_states(f, &["h0", "c0"]));
+    let x = Mat::from_column_slice(i, t * b, &nums(&f["x"]));
+    let mut cache = R::Cache::default();
+    let fin = model.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
+    let err = rel_error(model.outputs(&cache).as_slice(), &nums(&f["out"]));
+    assert!(err < TOL, "{name}: output differs by {err:e}");
+    let err = rel_error(&fin.to_flat(), &layer_states(f, &["h_n", "c_n"]));
+    assert!(err < TOL, "{name}: final state differs by {err:e}");
+}
+
+/// Every module fixture (LSTM, GRU, RNN tanh and relu; 1 to 3 layers; one and two directions;
+/// with and without bias) loaded by `TorchRecurrent::from_state_dict` from its tensors alone:
+/// the kind, sizes, layers and directions it infers are PyTorch's, and so are the outputs and
+/// final states (1e-10).
+#[test]
+fn state_dicts_load_as_they_are() {
+    let names = [
+        "lstm_l1",
+        "lstm_l3",
+        "lstm_l1_nobias",
+        "gru_l1",
+        "gru_l3",
+        "rnn_tanh_l1",
+        "rnn_tanh_l3",
+        "rnn_relu_l1",
+        "rnn_relu_l3",
+        "lstm_bi_l1",
+        "lstm_bi_l2",
+        "lstm_bi_l2_nobias",
+        "gru_bi_l1",
+        "gru_bi_l2",
+        "rnn_tanh_bi_l2",
+        "rnn_relu_bi_l1",
+    ];
+    for name in names {
+        let f = fixture(name);
+        let act = Activation::from_name(f["nonlinearity"].as_str().unwrap()).unwrap_or(Activation::Tanh);
+        let tensors = state_dict(&f);
+        let shape = rnn_cells::torch::module_shape(&tensors).unwrap();
+        let directions = f["directions"].as_u64().unwrap_or(1) as usize;
+        assert_eq!(shape.kind.to_lowercase(), f["kind"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            (shape.input, shape.hidden, shape.layers, shape.bidirectional, shape.bias),
+            (
+                size(&f, "input"),
+                size(&f, "hidden"),
+                size(&f, "num_layers"),
+                directions == 2,
+                f["bias"].as_bool().unwrap()
+            ),
+            "{name}"
+        );
+        let module = TorchRecurrent::from_state_dict(&tensors, act).unwrap();
+        assert_eq!(module.output_size(), directions * size(&f, "hidden"), "{name}");
+        with_torch_module!(&module, |m| forward_matches(m, &f, name));
+    }
+}
+
+/// What does not fit is an error naming the tensor (and the shapes), never a panic.
+#[test]
+fn state_dicts_that_do_not_fit_are_errors() {
+    let good = state_dict(&fixture("lstm_bi_l2"));
+    let err = |edit: &dyn Fn(&mut StateDict)| {
+        let mut t = good.clone();
+        edit(&mut t);
+        TorchRecurrent::from_state_dict(&t, Activation::Tanh).unwrap_err().to_string()
+    };
+    let e = err(&|t| {
+        t.remove("weight_hh_l1_reverse");
+    });
+    assert!(e.contains("weight_hh_l1_reverse"), "{e}");
+    let e = err(&|t| t.get_mut("weight_ih_l1").unwrap().shape = vec![12, 3]);
+    assert!(e.contains("weight_ih_l1") && e.contains("[12, 3]") && e.contains("[12, 6]"), "{e}");
+    let e = err(&|t| {
+        t.insert("weight_hr_l0".into(), TorchTensor { shape: vec![2, 3], data: vec![0.0; 6] });
+    });
+    assert!(e.contains("weight_hr_l0") && e.contains("proj_size"), "{e}");
+    let e = err(&|t| {
+        t.insert("running_mean".into(), TorchTensor { shape: vec![3], data: vec![0.0; 3] });
+    });
+    assert!(e.contains("unknown tensor running_mean"), "{e}");
+    let e = err(&|t| {
+        t.insert("bias_ih_l5".into(), TorchTensor { shape: vec![12], data: vec![0.0; 12] });
+    });
+    // A tensor of a sixth layer makes the module six layers deep: layer 2's tensors are missing.
+    assert!(e.contains("the state_dict has no bias_ih_l2"), "{e}");
+    let e = err(&|t| t.get_mut("weight_hh_l0").unwrap().shape = vec![10, 3]);
+    assert!(e.contains("weight_hh_l0") && e.contains("[10, 3]"), "{e}");
 }

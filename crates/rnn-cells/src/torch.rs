@@ -1,0 +1,241 @@
+//! Any PyTorch recurrent module from its `state_dict`: `nn.LSTM`, `nn.GRU` or `nn.RNN`, any
+//! number of layers, one or two directions, with or without biases, built from the tensors as
+//! they are (PyTorch's names, shapes and row-major values).
+//!
+//! The module's kind, layers, directions and biases are read off the names and shapes:
+//! `weight_hh_l0` is `[G·H, H]`, so `G` gives the cell (4 LSTM, 3 GRU, 1 RNN) and `H` the hidden
+//! size; `weight_ih_l0` is `[G·H, I]`; the highest `_l{k}` gives the layers; a `_reverse` tensor
+//! makes the module bidirectional. The vanilla RNN's nonlinearity is not in a `state_dict` and is
+//! given. Anything that does not fit (an unknown name, a missing tensor, a shape that disagrees
+//! with the others) is an error naming the tensor and both shapes.
+
+use std::collections::BTreeMap;
+
+use rnn_tensor::activation::Activation;
+use rnn_tensor::{Mat, Scalar};
+
+use crate::{
+    Bidirectional, Cell, CellError, GruCell, Layer, LstmCell, Recurrence, RecurrentParams, RnnCell, Stack,
+};
+
+/// One tensor of a `state_dict`: its shape and its values, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorchTensor<T> {
+    /// The shape, as PyTorch gives it.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<T>,
+}
+
+/// A recurrent module loaded from PyTorch: a stack of one of the three cells, one direction or
+/// two. Use [`with_torch_module!`](crate::with_torch_module) to run the same code on whichever it
+/// is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TorchRecurrent<T: Scalar> {
+    /// `nn.LSTM`.
+    Lstm(Stack<Layer<T, LstmCell>>),
+    /// `nn.GRU`.
+    Gru(Stack<Layer<T, GruCell>>),
+    /// `nn.RNN`.
+    Rnn(Stack<Layer<T, RnnCell>>),
+    /// `nn.LSTM(bidirectional=True)`.
+    BiLstm(Stack<Bidirectional<Layer<T, LstmCell>>>),
+    /// `nn.GRU(bidirectional=True)`.
+    BiGru(Stack<Bidirectional<Layer<T, GruCell>>>),
+    /// `nn.RNN(bidirectional=True)`.
+    BiRnn(Stack<Bidirectional<Layer<T, RnnCell>>>),
+}
+
+/// Runs `$body` with `$m` bound to the stack inside a [`TorchRecurrent`], whichever it is.
+#[macro_export]
+macro_rules! with_torch_module {
+    ($module:expr, |$m:ident| $body:expr) => {
+        match $module {
+            $crate::torch::TorchRecurrent::Lstm($m) => $body,
+            $crate::torch::TorchRecurrent::Gru($m) => $body,
+            $crate::torch::TorchRecurrent::Rnn($m) => $body,
+            $crate::torch::TorchRecurrent::BiLstm($m) => $body,
+            $crate::torch::TorchRecurrent::BiGru($m) => $body,
+            $crate::torch::TorchRecurrent::BiRnn($m) => $body,
+        }
+    };
+}
+
+/// What a `state_dict` says about its module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TorchModuleShape {
+    /// `"LSTM"`, `"GRU"` or `"RNN"`.
+    pub kind: &'static str,
+    /// `input_size`.
+    pub input: usize,
+    /// `hidden_size`.
+    pub hidden: usize,
+    /// `num_layers`.
+    pub layers: usize,
+    /// Whether `bidirectional=True`.
+    pub bidirectional: bool,
+    /// Whether `bias=True`.
+    pub bias: bool,
+}
+
+/// One parsed tensor name: `weight_ih_l2_reverse` is `("weight", "ih", 2, true)`.
+fn parse_name(name: &str) -> Option<(&str, &str, usize, bool)> {
+    let (name, reverse) = match name.strip_suffix("_reverse") {
+        Some(n) => (n, true),
+        None => (name, false),
+    };
+    let (head, layer) = name.rsplit_once("_l")?;
+    let layer: usize = layer.parse().ok().filter(|_| layer.chars().all(|c| c.is_ascii_digit()))?;
+    let (what, side) = head.split_once('_')?;
+    matches!(what, "weight" | "bias").then_some(())?;
+    matches!(side, "ih" | "hh" | "hr").then_some((what, side, layer, reverse))
+}
+
+/// Reads the module's shape off the tensors' names and shapes (see the module docs).
+pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<TorchModuleShape, CellError> {
+    let bad = |m: String| Err(CellError::InvalidConfig(m));
+    let mut layers = 0;
+    let (mut bidirectional, mut bias) = (false, false);
+    for name in tensors.keys() {
+        let Some((what, side, k, reverse)) = parse_name(name) else {
+            return bad(format!(
+                "unknown tensor {name}: a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}} (and _reverse)"
+            ));
+        };
+        if side == "hr" {
+            return bad(format!(
+                "{name}: LSTM projections (proj_size) are not supported yet; load a module without proj_size"
+            ));
+        }
+        layers = layers.max(k + 1);
+        bidirectional |= reverse;
+        bias |= what == "bias";
+    }
+    let w_hh = tensors.get("weight_hh_l0").ok_or_else(|| {
+        CellError::InvalidConfig("the state_dict has no weight_hh_l0: it is not a recurrent module's".into())
+    })?;
+    let (kind, hidden) = match w_hh.shape[..] {
+        [gh, h] if h > 0 && gh == 4 * h => ("LSTM", h),
+        [gh, h] if h > 0 && gh == 3 * h => ("GRU", h),
+        [gh, h] if h > 0 && gh == h => ("RNN", h),
+        _ => {
+            return bad(format!(
+                "weight_hh_l0 is {:?}, expected [G·H, H] with G = 4 (LSTM), 3 (GRU) or 1 (RNN)",
+                w_hh.shape
+            ))
+        }
+    };
+    let input = match tensors.get("weight_ih_l0").map(|t| &t.shape[..]) {
+        Some(&[_, i]) => i,
+        Some(s) => return bad(format!("weight_ih_l0 is {s:?}, expected [{}, input]", w_hh.shape[0])),
+        None => return bad("the state_dict has no weight_ih_l0".into()),
+    };
+    Ok(TorchModuleShape { kind, input, hidden, layers, bidirectional, bias })
+}
+
+/// The tensors of layer `k`, direction `reverse`, checked against the shapes the module needs.
+fn layer_params<T: Scalar>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+    s: &TorchModuleShape,
+    gates: usize,
+    k: usize,
+    reverse: bool,
+) -> Result<RecurrentParams<T>, CellError> {
+    let suffix = format!("_l{k}{}", if reverse { "_reverse" } else { "" });
+    let gh = gates * s.hidden;
+    let input = if k == 0 { s.input } else { s.hidden * if s.bidirectional { 2 } else { 1 } };
+    let get = |base: &str, want: &[usize]| -> Result<Mat<T>, CellError> {
+        let name = format!("{base}{suffix}");
+        let t = tensors.get(&name).ok_or_else(|| {
+            CellError::InvalidConfig(format!("the state_dict has no {name} (expected {want:?})"))
+        })?;
+        if t.shape != want || t.data.len() != want.iter().product::<usize>() {
+            return Err(CellError::InvalidConfig(format!(
+                "{name} is {:?} with {} values, expected {want:?}",
+                t.shape,
+                t.data.len()
+            )));
+        }
+        Ok(Mat::from_row_slice(want[0], *want.get(1).unwrap_or(&1), &t.data))
+    };
+    let (bias_ih, bias_hh) =
+        if s.bias { (Some(get("bias_ih", &[gh])?), Some(get("bias_hh", &[gh])?)) } else { (None, None) };
+    Ok(RecurrentParams {
+        weight_ih: get("weight_ih", &[gh, input])?,
+        weight_hh: get("weight_hh", &[gh, s.hidden])?,
+        bias_ih,
+        bias_hh,
+        layer: k,
+        reverse,
+    })
+}
+
+/// A stack of cell `C` (one direction) from the tensors.
+fn uni<T: Scalar, C: Cell<T>>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+    s: &TorchModuleShape,
+    cell: C,
+) -> Result<Stack<Layer<T, C>>, CellError> {
+    Stack::from_fn(s.layers, |k| Layer::new(layer_params(tensors, s, C::GATES, k, false)?, cell))
+}
+
+/// A stack of bidirectional layers of cell `C` from the tensors.
+fn bi<T: Scalar, C: Cell<T>>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+    s: &TorchModuleShape,
+    cell: C,
+) -> Result<Stack<Bidirectional<Layer<T, C>>>, CellError> {
+    Stack::from_fn(s.layers, |k| {
+        let f = Layer::new(layer_params(tensors, s, C::GATES, k, false)?, cell)?;
+        let r = Layer::new(layer_params(tensors, s, C::GATES, k, true)?, cell)?;
+        Bidirectional::new(f, r)
+    })
+}
+
+impl<T: Scalar> TorchRecurrent<T> {
+    /// The module the tensors of a `state_dict` describe (see the module docs); `nonlinearity`
+    /// is the vanilla RNN's (`nn.RNN`'s `nonlinearity`, tanh by default), unused by the others.
+    /// Every tensor must be used: a name that belongs to no layer is an error.
+    pub fn from_state_dict(
+        tensors: &BTreeMap<String, TorchTensor<T>>,
+        nonlinearity: Activation,
+    ) -> Result<Self, CellError> {
+        let s = module_shape(tensors)?;
+        let module = match (s.kind, s.bidirectional) {
+            ("LSTM", false) => Self::Lstm(uni(tensors, &s, LstmCell)?),
+            ("GRU", false) => Self::Gru(uni(tensors, &s, GruCell)?),
+            ("LSTM", true) => Self::BiLstm(bi(tensors, &s, LstmCell)?),
+            ("GRU", true) => Self::BiGru(bi(tensors, &s, GruCell)?),
+            (_, false) => Self::Rnn(uni(tensors, &s, RnnCell { activation: nonlinearity })?),
+            (_, true) => Self::BiRnn(bi(tensors, &s, RnnCell { activation: nonlinearity })?),
+        };
+        // Every tensor went into a layer: the counts agree.
+        let used =
+            crate::with_torch_module!(&module, |m| rnn_tensor::Parameters::named_params(m.params()).len());
+        if used != tensors.len() {
+            let names: Vec<String> =
+                crate::with_torch_module!(&module, |m| rnn_tensor::Parameters::named_params(m.params())
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect());
+            let extra = tensors.keys().find(|k| !names.contains(k)).cloned().unwrap_or_default();
+            return Err(CellError::InvalidConfig(format!(
+                "{extra} belongs to no layer of a {}-layer {}{} module",
+                s.layers,
+                if s.bidirectional { "bidirectional " } else { "" },
+                s.kind
+            )));
+        }
+        Ok(module)
+    }
+
+    /// The input size `I`.
+    pub fn input_size(&self) -> usize {
+        crate::with_torch_module!(self, |m| m.input_size())
+    }
+
+    /// The size of each step's output: `H`, or `2H` for a bidirectional module.
+    pub fn output_size(&self) -> usize {
+        crate::with_torch_module!(self, |m| m.hidden_size())
+    }
+}
