@@ -32,6 +32,11 @@
 //!   `--cpu-time` and two threads only the calling thread's time counts, so use the wall clock).
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
 //!   threads) and prints the Markdown table of docs/PERFORMANCE.md.
+//! - `--compare ROUNDS [CASE ...]`: the protocol of the project's comparisons, in one command:
+//!   `ROUNDS` rounds, each running this program and `tools/torch_ref.py` (with `$PYTHON`, default
+//!   `python3`) one after the other, with one thread and then two, each in a process of its own;
+//!   prints per case and thread count the median over the rounds of PyTorch's time over ours, with
+//!   the range. Only ratios from the same sitting mean anything on a shared machine.
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -291,10 +296,86 @@ fn print_table(files: &[String]) {
     }
 }
 
+/// `NAME MEDIAN_MS` lines of a child's standard output.
+fn parse_times(out: &[u8]) -> HashMap<String, f64> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs `cmd` and returns its times, or exits with a one-line error naming it.
+fn run_child(mut cmd: std::process::Command, what: &str) -> HashMap<String, f64> {
+    match cmd.output() {
+        Ok(o) if o.status.success() => parse_times(&o.stdout),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            eprintln!("{what} failed: {}", err.lines().last().unwrap_or("no message"));
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("cannot run {what}: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `--compare ROUNDS`: interleaved rounds of ours and PyTorch's (see the module docs).
+fn compare(rounds: usize, names: &[String]) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("cannot find this program's path: {e}");
+        std::process::exit(1)
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // ratios[(threads, case)] = PyTorch / ours, one per round.
+    let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    for round in 1..=rounds {
+        for threads in [1usize, 2] {
+            let mut ours = std::process::Command::new(&exe);
+            ours.arg("--threads").arg(threads.to_string()).args(names);
+            let ours = run_child(ours, "bench_table");
+            let mut torch = std::process::Command::new(&python);
+            torch.arg(script).arg(threads.to_string()).args(names);
+            let torch = run_child(torch, &format!("{python} {script} (needs torch: pip install torch)"));
+            for (name, t) in &torch {
+                if let Some(o) = ours.get(name) {
+                    ratios.entry((threads, name.clone())).or_default().push(t / o);
+                }
+            }
+        }
+        eprintln!("round {round} of {rounds} done");
+    }
+    println!("| case | threads | PyTorch / ours, median | range | rounds |");
+    println!("|---|---:|---:|---|---:|");
+    for threads in [1usize, 2] {
+        for name in torch_cases::NAMES {
+            if let Some(v) = ratios.get_mut(&(threads, name.to_string())) {
+                v.sort_by(f64::total_cmp);
+                let med = if v.len() % 2 == 1 {
+                    v[v.len() / 2]
+                } else {
+                    (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+                };
+                println!(
+                    "| `{name}` | {threads} | {med:.2}× | {:.2}-{:.2} | {} |",
+                    v[0],
+                    v[v.len() - 1],
+                    v.len()
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = 1usize;
-    let (mut gemm_mode, mut names, mut table) = (false, Vec::new(), None);
+    let (mut gemm_mode, mut names, mut table, mut compare_rounds) = (false, Vec::new(), None, None);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -311,9 +392,18 @@ fn main() {
             "--cpu-time" => CPU_TIME.store(1, Relaxed),
             "--digest" => DIGEST.store(1, Relaxed),
             "--table" => table = Some(it.by_ref().collect::<Vec<_>>()),
+            "--compare" => {
+                compare_rounds =
+                    Some(it.next().and_then(|v| v.parse::<usize>().ok()).filter(|r| *r >= 1).unwrap_or_else(
+                        || {
+                            eprintln!("--compare takes a number of rounds, 1 or more (5 for a table)");
+                            std::process::exit(2)
+                        },
+                    ))
+            }
             "--help" | "-h" => {
                 println!(
-                    "bench_table [--threads 1|2] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2"
+                    "bench_table [--threads 1|2] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [CASE ...]"
                 );
                 return;
             }
@@ -331,6 +421,10 @@ fn main() {
     if let Some(bad) = names.iter().find(|n| !torch_cases::NAMES.contains(&n.as_str())) {
         eprintln!("unknown case {bad}; the cases are {:?}", torch_cases::NAMES);
         std::process::exit(2);
+    }
+    if let Some(rounds) = compare_rounds {
+        compare(rounds, &names);
+        return;
     }
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     // An explicit MATMUL_NUM_THREADS in the environment is kept (to compare splits).
