@@ -1,0 +1,291 @@
+//! The work of `examples/torch_module.rs`, shared with its test (`tests/torch_module.rs`): runs a PyTorch recurrent module (`nn.LSTM`, `nn.GRU`, `nn.RNN`; any layers, one or two
+//! directions, with or without bias) from its `state_dict`, forward and, when asked, backward, on
+//! tensors as PyTorch stores them:
+//!
+//! ```text
+//! cargo run --release --example torch_module -- --module M.safetensors --input IN.safetensors \
+//!     --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
+//! ```
+//!
+//! - `M` holds the module's `state_dict` under PyTorch's names (`weight_ih_l0`,
+//!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64.
+//! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and
+//!   `c0` for an LSTM), `[L·D, B, H]` as PyTorch's; for the backward pass `d_output` (shaped like
+//!   `output`), and optionally `d_h_n` (and `d_c_n`): the gradients of a loss with respect to each
+//!   output. `lengths` (int64 `[B]`) is accepted when every length is `T`; shorter sequences are
+//!   not supported yet and are an error.
+//! - `OUT` gets `output`, `h_n` (and `c_n`), and with `d_output` also `grad.` + every parameter's
+//!   name, `grad.x`, and `grad.h0`, `grad.c0` when those were given. Everything is computed in
+//!   `x`'s dtype.
+//!
+//! Bad input of any kind is one line on standard error and exit code 1.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rnn::cells::{
+    from_torch, to_torch, with_torch_module, Recurrence, RecurrentState, SeqInput, SeqOrder, TorchRecurrent,
+    TorchTensor,
+};
+use rnn::tensor::activation::Activation;
+use rnn::tensor::{Mat, Parameters, Scalar};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// A tensor read from a file: shape and values (as `f64`, or the integers of `lengths`).
+struct Loaded {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    values: Vec<f64>,
+}
+
+/// A result whose error is the one-line message the program prints.
+pub type Result<T> = std::result::Result<T, String>;
+
+fn read(path: &PathBuf) -> Result<BTreeMap<String, Loaded>> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let d = view.data();
+        let values: Vec<f64> = match view.dtype() {
+            Dtype::F32 => {
+                d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
+            }
+            Dtype::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            Dtype::I64 => {
+                d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect()
+            }
+            other => {
+                return Err(format!(
+                    "{}: tensor {name} is {other:?}; use float32, float64 (or int64 lengths)",
+                    path.display()
+                ))
+            }
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "{}: tensor {name} holds a non-finite value at flat index {i}",
+                path.display()
+            ));
+        }
+        out.insert(name, Loaded { dtype: view.dtype(), shape: view.shape().to_vec(), values });
+    }
+    Ok(out)
+}
+
+/// What the run writes: name → (shape, values).
+type Outputs = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
+/// The states of a module (`[L·D, B, H]` tensors `h` and, for an LSTM, `c`) as our state.
+fn state_from<T: Scalar, S: RecurrentState<T>>(
+    zero: &S,
+    h: Option<&Loaded>,
+    c: Option<&Loaded>,
+    want: &[usize],
+    lstm: bool,
+) -> Result<S> {
+    let mut s = zero.clone();
+    let per = if lstm { 2 } else { 1 };
+    let block = want[1] * want[2];
+    for (name, t, offset) in [("h", h, 0), ("c", c, 1)] {
+        let Some(t) = t else { continue };
+        if t.shape != want {
+            return Err(format!("{name}0 (or d_{name}_n) is {:?}, expected {want:?}", t.shape));
+        }
+        for j in 0..want[0] {
+            let part = s.part_mut(per * j + offset);
+            for (d, &v) in part.as_mut_slice().iter_mut().zip(&t.values[j * block..(j + 1) * block]) {
+                *d = T::cast(v);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Our state as PyTorch's `[L·D, B, H]` tensors `h` (and `c`).
+fn state_to<T: Scalar, S: RecurrentState<T>>(
+    s: &S,
+    lstm: bool,
+    out: &mut Outputs,
+    h: &str,
+    c: &str,
+    shape: &[usize],
+) {
+    let per = if lstm { 2 } else { 1 };
+    for (name, offset) in [(h, 0), (c, 1)].into_iter().take(per) {
+        let values =
+            (0..shape[0]).flat_map(|j| s.part(per * j + offset).iter().map(|v| v.to_f64())).collect();
+        out.insert(name.to_string(), (shape.to_vec(), values));
+    }
+}
+
+fn run<T: Scalar, M: Recurrence<T>>(
+    model: &M,
+    inputs: &BTreeMap<String, Loaded>,
+    order: SeqOrder,
+    layers_dirs: usize,
+    lstm: bool,
+) -> Result<Outputs> {
+    let x = inputs.get("x").ok_or("the input file has no tensor x")?;
+    let xs: Vec<T> = x.values.iter().map(|&v| T::cast(v)).collect();
+    let (xm, b) = from_torch(&xs, &x.shape, order).map_err(|e| format!("x: {e}"))?;
+    let (t, _, i) = order.steps_batch_features(&x.shape).map_err(|e| e.to_string())?;
+    if i != model.input_size() {
+        return Err(format!("x has {i} features per step, the module reads {}", model.input_size()));
+    }
+    if b == 0 || t == 0 {
+        return Err(format!("x is {:?}: it needs at least one step of one sequence", x.shape));
+    }
+    if let Some(l) = inputs.get("lengths") {
+        if l.shape != [b] || l.values.iter().any(|&v| v < 1.0 || v > t as f64) {
+            return Err(format!(
+                "lengths must be int64 [{b}] with each length in 1..={t}, got shape {:?}",
+                l.shape
+            ));
+        }
+        if l.values.iter().any(|&v| v != t as f64) {
+            return Err(
+                "sequences shorter than T (lengths below T) are not supported yet; pad them to T".into()
+            );
+        }
+    }
+    let zero = model.zero_state(b);
+    let h_shape = [layers_dirs, b, zero.part(0).nrows()];
+    let h0 = state_from(&zero, inputs.get("h0"), inputs.get("c0"), &h_shape, lstm)?;
+    let mut cache = M::Cache::default();
+    let fin = model.forward(SeqInput::Dense(&xm), b, &h0, &mut cache);
+    let mut out = Outputs::new();
+    let (data, shape) = to_torch(model.outputs(&cache), b, order);
+    out.insert("output".into(), (shape.to_vec(), data.iter().map(|v| v.to_f64()).collect()));
+    state_to(&fin, lstm, &mut out, "h_n", "c_n", &h_shape);
+    let Some(dy) = inputs.get("d_output") else { return Ok(out) };
+    if dy.shape != shape {
+        return Err(format!("d_output is {:?}, expected {shape:?} (the output's shape)", dy.shape));
+    }
+    let dys: Vec<T> = dy.values.iter().map(|&v| T::cast(v)).collect();
+    let (d_out, _) = from_torch(&dys, &dy.shape, order).map_err(|e| e.to_string())?;
+    let d_fin = state_from(&zero, inputs.get("d_h_n"), inputs.get("d_c_n"), &h_shape, lstm)?;
+    let mut grads = model.params().clone();
+    grads.zero();
+    let mut d_x = Mat::zeros(0, 0);
+    let d_h0 = model.backward(SeqInput::Dense(&xm), &mut cache, &d_out, &d_fin, &mut grads, Some(&mut d_x));
+    for (name, g) in grads.named_params() {
+        // Our column-major matrix as PyTorch's row-major tensor; a bias is a vector.
+        let values: Vec<f64> =
+            (0..g.nrows()).flat_map(|r| g.row(r).iter().map(|v| v.to_f64()).collect::<Vec<_>>()).collect();
+        let shape = if g.ncols() == 1 { vec![g.nrows()] } else { vec![g.nrows(), g.ncols()] };
+        out.insert(format!("grad.{name}"), (shape, values));
+    }
+    let (gx, gx_shape) = to_torch(&d_x, b, order);
+    out.insert("grad.x".into(), (gx_shape.to_vec(), gx.iter().map(|v| v.to_f64()).collect()));
+    let mut states = Outputs::new();
+    state_to(&d_h0, lstm, &mut states, "grad.h0", "grad.c0", &h_shape);
+    for (name, given) in [("grad.h0", "h0"), ("grad.c0", "c0")] {
+        if inputs.contains_key(given) {
+            if let Some(v) = states.remove(name) {
+                out.insert(name.into(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write(path: &PathBuf, outputs: &Outputs, dtype: Dtype) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = outputs
+        .iter()
+        .map(|(n, (shape, v))| {
+            let b = match dtype {
+                Dtype::F32 => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+                _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+            };
+            (n.clone(), shape.clone(), b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((n.clone(), TensorView::new(dtype, s.clone(), b).map_err(|e| format!("{n}: {e}"))?))
+        })
+        .collect::<Result<_>>()?;
+    let data = safetensors::serialize(views, None).map_err(|e| format!("cannot encode the outputs: {e}"))?;
+    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The program with its arguments (without the program's name); an error is one line.
+pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let (mut module, mut input, mut output, mut order, mut act) =
+        (None, None, None, SeqOrder::SeqFirst, Activation::Tanh);
+    while let Some(a) = args.next() {
+        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+        match a.as_str() {
+            "--module" => module = Some(PathBuf::from(value("--module")?)),
+            "--input" => input = Some(PathBuf::from(value("--input")?)),
+            "--output" => output = Some(PathBuf::from(value("--output")?)),
+            "--batch-first" => order = SeqOrder::BatchFirst,
+            "--nonlinearity" => {
+                act = match value("--nonlinearity")?.as_str() {
+                    "tanh" => Activation::Tanh,
+                    "relu" => Activation::Relu,
+                    other => return Err(format!("--nonlinearity takes tanh or relu, got {other}")),
+                }
+            }
+            "--help" | "-h" => {
+                println!("torch_module --module M.safetensors --input IN.safetensors --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}; see --help")),
+        }
+    }
+    let (module, input, output) = (
+        module.ok_or("--module M.safetensors is required")?,
+        input.ok_or("--input IN.safetensors is required")?,
+        output.ok_or("--output OUT.safetensors is required")?,
+    );
+    let m = read(&module)?;
+    let inputs = read(&input)?;
+    if let Some((n, _)) = inputs
+        .iter()
+        .find(|(n, _)| !["x", "lengths", "h0", "c0", "d_output", "d_h_n", "d_c_n"].contains(&n.as_str()))
+    {
+        return Err(format!(
+            "{}: unknown tensor {n}; the inputs are x, lengths, h0, c0, d_output, d_h_n, d_c_n",
+            input.display()
+        ));
+    }
+    let dtype = inputs.get("x").ok_or(format!("{}: no tensor x", input.display()))?.dtype;
+    let as_f64: BTreeMap<String, TorchTensor<f64>> = m
+        .iter()
+        .map(|(n, t)| (n.clone(), TorchTensor { shape: t.shape.clone(), data: t.values.clone() }))
+        .collect();
+    let shape = rnn::cells::torch::module_shape(&as_f64).map_err(|e| format!("{}: {e}", module.display()))?;
+    let layers_dirs = shape.layers * if shape.bidirectional { 2 } else { 1 };
+    let lstm = shape.kind == "LSTM";
+    let outputs = match dtype {
+        Dtype::F32 => {
+            let t: BTreeMap<String, TorchTensor<f32>> = as_f64
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        n.clone(),
+                        TorchTensor {
+                            shape: t.shape.clone(),
+                            data: t.data.iter().map(|&v| v as f32).collect(),
+                        },
+                    )
+                })
+                .collect();
+            let module =
+                TorchRecurrent::from_state_dict(&t, act).map_err(|e| format!("{}: {e}", module.display()))?;
+            with_torch_module!(&module, |model| run(model, &inputs, order, layers_dirs, lstm))?
+        }
+        Dtype::F64 => {
+            let module = TorchRecurrent::from_state_dict(&as_f64, act)
+                .map_err(|e| format!("{}: {e}", module.display()))?;
+            with_torch_module!(&module, |model| run(model, &inputs, order, layers_dirs, lstm))?
+        }
+        other => return Err(format!("x is {other:?}; use float32 or float64")),
+    };
+    write(&output, &outputs, dtype)?;
+    Ok(())
+}

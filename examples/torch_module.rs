@@ -1,0 +1,18 @@
+//! Runs a PyTorch recurrent module (`nn.LSTM`, `nn.GRU`, `nn.RNN`; any layers, one or two
+//! directions, with or without bias) from its `state_dict`, forward and, when asked, backward, on
+//! tensors as PyTorch stores them; see `common/torch_module.rs` for the files it reads and writes.
+//!
+//! ```text
+//! cargo run --release --example torch_module -- --module M.safetensors --input IN.safetensors \
+//!     --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
+//! ```
+
+#[path = "common/torch_module.rs"]
+mod torch_module;
+
+fn main() {
+    if let Err(e) = torch_module::cli(std::env::args().skip(1)) {
+        eprintln!("torch_module: {e}");
+        std::process::exit(1);
+    }
+}

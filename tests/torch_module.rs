@@ -1,0 +1,107 @@
+//! `examples/torch_module.rs` against PyTorch: each case of `tests/fixtures/torch_module/` (from
+//! `tools/gen_torch_module_fixtures.py`) holds a module's `state_dict`, its inputs and what
+//! PyTorch computed; the program must write the same tensors, within a relative error of 1e-10
+//! in float64 and 1e-4 in float32. Bad input is one line (the program prints it and exits with
+//! code 1) and writes nothing. The program's code runs in-process, from the file the example
+//! includes.
+
+#[path = "../examples/common/torch_module.rs"]
+mod torch_module;
+
+use std::path::{Path, PathBuf};
+
+use rnn::tensor::gradcheck::rel_error;
+use safetensors::tensor::{Dtype, SafeTensors};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_module").join(case)
+}
+
+/// A file's tensors, by name: dtype, shape, values as f64.
+type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<f64>)>;
+
+fn read(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let d = t.data();
+            let vals = match t.dtype() {
+                Dtype::F32 => {
+                    d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
+                }
+                _ => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            };
+            (n, t.dtype(), t.shape().to_vec(), vals)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Runs the program on `args`.
+fn cli(args: &[&str]) -> torch_module::Result<()> {
+    torch_module::cli(args.iter().map(|s| s.to_string()))
+}
+
+/// Runs one case and compares every tensor written with PyTorch's.
+fn run(case: &str, flags: &[&str]) {
+    let dir = fixture(case);
+    let out =
+        std::env::temp_dir().join(format!("rnn_torch_module_{case}_{}.safetensors", std::process::id()));
+    let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
+    let mut args = vec![
+        "--module",
+        m.to_str().unwrap(),
+        "--input",
+        i.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    cli(&args).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let (got, want) = (read(&out), read(&dir.join("expected.safetensors")));
+    std::fs::remove_file(&out).ok();
+    let names = |v: &Tensors| v.iter().map(|t| t.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&got), names(&want), "{case}: the tensors written");
+    for ((n, dt, shape, g), (_, wdt, wshape, w)) in got.iter().zip(&want) {
+        assert_eq!((dt, shape), (wdt, wshape), "{case}: {n}'s dtype and shape");
+        let tol = if *dt == Dtype::F64 { 1e-10 } else { 1e-4 };
+        let e = rel_error(w, g);
+        assert!(e < tol, "{case}: {n} differs from PyTorch's by {e:e}");
+    }
+}
+
+#[test]
+fn matches_pytorch_on_every_case() {
+    run("bigru_l2_batch_first", &["--batch-first"]);
+    run("lstm_l2", &[]);
+    run("rnn_relu_nobias_f32", &["--nonlinearity", "relu"]);
+    run("bilstm_f32_forward", &["--batch-first"]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_writes_nothing() {
+    let dir = fixture("lstm_l2");
+    let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
+    let (m, i) = (m.to_str().unwrap(), i.to_str().unwrap());
+    let out = std::env::temp_dir().join(format!("rnn_torch_module_bad_{}.safetensors", std::process::id()));
+    let o = out.to_str().unwrap();
+    let fail = |args: &[&str], says: &str| {
+        let e = cli(args).expect_err("bad input must fail");
+        assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+        assert!(e.contains(says), "{args:?}: {e}");
+    };
+    fail(&["--module", m, "--output", o], "--input");
+    // The module file as the input: its tensors are not inputs.
+    fail(&["--module", m, "--input", m, "--output", o], "unknown tensor");
+    // The input file as the module: x is not a recurrent module's tensor.
+    fail(&["--module", i, "--input", i, "--output", o], "unknown tensor");
+    // Batch-first reading of a sequence-first x: the shapes no longer fit the state.
+    fail(&["--module", m, "--input", i, "--output", o, "--batch-first"], "expected");
+    fail(&["--nonlinearity", "sigmoid"], "tanh or relu");
+    fail(&["--module", "/nonexistent/m.safetensors", "--input", i, "--output", o], "cannot read");
+    assert!(!out.exists(), "nothing written on bad input");
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""PyTorch reference files for examples/torch_module.rs, read by tests/torch_module.rs.
+
+    python3 tools/gen_torch_module_fixtures.py
+
+For each case, in tests/fixtures/torch_module/CASE/: module.safetensors (the module's
+state_dict as PyTorch names it), input.safetensors (x, and as the case has them h0, c0, lengths,
+d_output, d_h_n, d_c_n) and expected.safetensors (output, h_n, c_n, and with d_output the
+gradients grad.NAME of every parameter, grad.x, grad.h0, grad.c0), computed by the module in the
+input's dtype. The loss whose gradients these are is
+sum(d_output * output) + sum(d_h_n * h_n) [+ sum(d_c_n * c_n)].
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'fixtures', 'torch_module')
+
+# name, kind, nonlinearity, layers, bidirectional, bias, batch_first, dtype, I, H, B, T, h0, backward, lengths
+CASES = [
+    ('bigru_l2_batch_first', 'GRU', 'tanh', 2, True, True, True, torch.float64, 3, 4, 2, 5, True, True, False),
+    ('lstm_l2', 'LSTM', 'tanh', 2, False, True, False, torch.float64, 4, 3, 3, 4, True, True, False),
+    ('rnn_relu_nobias_f32', 'RNN', 'relu', 1, False, False, False, torch.float32, 5, 6, 2, 3, False, True, False),
+    ('bilstm_f32_forward', 'LSTM', 'tanh', 1, True, True, True, torch.float32, 3, 5, 2, 4, False, False, True),
+]
+
+
+def main():
+    for num, (name, kind, nl, layers, bi, bias, bf, dt, i, h, b, t, with_h0, backward, lengths) in enumerate(CASES):
+        torch.manual_seed(20261201 + num)
+        kw = {'nonlinearity': nl} if kind == 'RNN' else {}
+        m = getattr(torch.nn, kind)(i, h, num_layers=layers, bias=bias, batch_first=bf, bidirectional=bi, **kw).to(dt)
+        d = 2 if bi else 1
+        x = torch.randn((b, t, i) if bf else (t, b, i), dtype=dt, requires_grad=True)
+        inp = {'x': x}
+        states = {}
+        if with_h0:
+            states['h0'] = torch.randn(layers * d, b, h, dtype=dt, requires_grad=True)
+            if kind == 'LSTM':
+                states['c0'] = torch.randn(layers * d, b, h, dtype=dt, requires_grad=True)
+            inp.update(states)
+        if lengths:
+            inp['lengths'] = torch.full((b,), t, dtype=torch.int64)
+        if kind == 'LSTM':
+            hx = (states['h0'], states['c0']) if with_h0 else None
+            out, (hn, cn) = m(x, hx)
+        else:
+            out, hn = m(x, states.get('h0'))
+            cn = None
+        exp = {'output': out, 'h_n': hn}
+        if cn is not None:
+            exp['c_n'] = cn
+        if backward:
+            inp['d_output'] = torch.randn_like(out)
+            inp['d_h_n'] = torch.randn_like(hn)
+            loss = (inp['d_output'] * out).sum() + (inp['d_h_n'] * hn).sum()
+            if cn is not None:
+                inp['d_c_n'] = torch.randn_like(cn)
+                loss = loss + (inp['d_c_n'] * cn).sum()
+            loss.backward()
+            for n, p in m.named_parameters():
+                exp['grad.' + n] = p.grad
+            exp['grad.x'] = x.grad
+            for k, v in states.items():
+                exp['grad.' + k] = v.grad
+        folder = os.path.join(OUT, name)
+        os.makedirs(folder, exist_ok=True)
+        meta = {'generator': f'tools/gen_torch_module_fixtures.py, torch {torch.__version__}',
+                'batch_first': str(bf).lower(), 'nonlinearity': nl}
+        save_file({k: v.detach().contiguous() for k, v in m.state_dict().items()}, os.path.join(folder, 'module.safetensors'), metadata=meta)
+        save_file({k: v.detach().contiguous() for k, v in inp.items()}, os.path.join(folder, 'input.safetensors'), metadata=meta)
+        save_file({k: v.detach().contiguous() for k, v in exp.items()}, os.path.join(folder, 'expected.safetensors'), metadata=meta)
+        print(name, sorted(exp))
+
+
+if __name__ == '__main__':
+    main()
