@@ -221,21 +221,18 @@ where
         h0: &Vec<C::State>,
         cache: &mut Self::Cache,
     ) -> Vec<C::State> {
-        if let Err(e) = self.check_input(x, batch, h0) {
-            panic!("bidirectional forward: {e}");
-        }
-        let dirs = [&self.params.forward, &self.params.reverse];
-        let caches: [Mutex<&mut C::Cache>; 2] = {
-            let [a, b] = &mut cache.caches;
-            [Mutex::new(a), Mutex::new(b)]
-        };
-        let finals = both(|d| {
-            let mut c = caches[d].lock().unwrap_or_else(|e| e.into_inner());
-            dirs[d].forward(x, batch, &h0[d], &mut c)
-        });
-        let [f, r] = &cache.caches;
-        stack_rows(dirs[0].outputs(f), dirs[1].outputs(r), &mut cache.out);
-        finals.into()
+        self.forward_both(x, batch, None, h0, cache)
+    }
+
+    fn forward_lengths(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: &[usize],
+        h0: &Vec<C::State>,
+        cache: &mut Self::Cache,
+    ) -> Vec<C::State> {
+        self.forward_both(x, batch, Some(lengths), h0, cache)
     }
 
     fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T> {
@@ -265,6 +262,43 @@ where
         d_x: Option<&mut Mat<T>>,
     ) {
         self.backward_both(x, cache, d_out, d_final, grads, d_x, false);
+    }
+}
+
+impl<C> Bidirectional<C> {
+    /// Both directions' forward, side by side, with or without per-sample lengths.
+    fn forward_both<T>(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: Option<&[usize]>,
+        h0: &Vec<C::State>,
+        cache: &mut BidirectionalCache<T, C>,
+    ) -> Vec<C::State>
+    where
+        T: Scalar,
+        C: Recurrence<T> + Clone + std::fmt::Debug + Sync,
+        C::Cache: Send,
+        C::Params: Send,
+    {
+        if let Err(e) = self.check_input(x, batch, h0) {
+            panic!("bidirectional forward: {e}");
+        }
+        let dirs = [&self.params.forward, &self.params.reverse];
+        let caches: [Mutex<&mut C::Cache>; 2] = {
+            let [a, b] = &mut cache.caches;
+            [Mutex::new(a), Mutex::new(b)]
+        };
+        let finals = both(|d| {
+            let mut c = caches[d].lock().unwrap_or_else(|e| e.into_inner());
+            match lengths {
+                Some(l) => dirs[d].forward_lengths(x, batch, l, &h0[d], &mut c),
+                None => dirs[d].forward(x, batch, &h0[d], &mut c),
+            }
+        });
+        let [f, r] = &cache.caches;
+        stack_rows(dirs[0].outputs(f), dirs[1].outputs(r), &mut cache.out);
+        finals.into()
     }
 }
 

@@ -102,6 +102,33 @@ pub trait Recurrence<T: Scalar> {
         *fin = self.forward(x, batch, h0, cache);
     }
 
+    /// [`Recurrence::forward`] over a batch whose sequences have their own lengths (`lengths[b]`
+    /// in `1..=T` for sample `b`), as PyTorch's `pack_padded_sequence` then `pad_packed_sequence`
+    /// give: sample `b` runs steps `0..L_b` (a reverse layer from its own last step), its outputs
+    /// past `L_b` are zero, and its final state is the one after its last real step. The next
+    /// [`Recurrence::backward`] follows the same lengths (gradients at padded positions are
+    /// zero). The layers, stacks and bidirectional layers of this crate implement it; the
+    /// default accepts only lengths that are all `T`.
+    ///
+    /// # Panics
+    /// As [`Recurrence::forward`], and if the lengths do not fit
+    /// ([`check_lengths`](crate::engine::check_lengths) says why).
+    fn forward_lengths(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: &[usize],
+        h0: &Self::State,
+        cache: &mut Self::Cache,
+    ) -> Self::State {
+        let steps = x.columns() / batch.max(1);
+        assert!(
+            lengths.len() == batch && lengths.iter().all(|&l| l == steps),
+            "this model runs whole sequences only: every length must be {steps}"
+        );
+        self.forward(x, batch, h0, cache)
+    }
+
     /// The outputs `h_1..h_T` of the last forward, `H × (T·B)`.
     fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T>;
 

@@ -179,16 +179,37 @@ impl<C> Stack<C> {
         C: Recurrence<T>,
     {
         let mut finals = states.to_vec();
-        self.forward_layers(x, batch, states, cache, train_rng, &mut finals);
+        self.forward_layers(x, batch, None, states, cache, train_rng, &mut finals);
+        finals
+    }
+
+    /// [`Stack::forward_train`] over sequences of their own lengths (see
+    /// [`Recurrence::forward_lengths`]): every layer follows the same lengths.
+    pub fn forward_train_lengths<T: Scalar>(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: &[usize],
+        states: &[C::State],
+        cache: &mut StackCache<T, C>,
+        train_rng: Option<&mut Rng>,
+    ) -> Vec<C::State>
+    where
+        C: Recurrence<T>,
+    {
+        let mut finals = states.to_vec();
+        self.forward_layers(x, batch, Some(lengths), states, cache, train_rng, &mut finals);
         finals
     }
 
     /// [`Stack::forward_train`], writing each layer's final state into `finals` (one entry per
     /// layer, each reshaped as needed): allocates nothing once the buffers have their shapes.
+    #[allow(clippy::too_many_arguments)]
     fn forward_layers<T: Scalar>(
         &self,
         x: SeqInput<'_, T>,
         batch: usize,
+        lengths: Option<&[usize]>,
         states: &[C::State],
         cache: &mut StackCache<T, C>,
         mut train_rng: Option<&mut Rng>,
@@ -208,11 +229,18 @@ impl<C> Stack<C> {
         let drop = self.dropout > 0.0 && train_rng.is_some();
         cache.dropped = drop;
         let keep = T::cast(1.0 / (1.0 - self.dropout));
+        // One layer's forward, with or without lengths.
+        let run = |layer: &C, x: SeqInput<'_, T>, h0: &C::State, c: &mut C::Cache, fin: &mut C::State| {
+            match lengths {
+                Some(l) => *fin = layer.forward_lengths(x, batch, l, h0, c),
+                None => layer.forward_into(x, batch, h0, c, fin),
+            }
+        };
         for (k, layer) in layers.iter().enumerate() {
             let (below, here) = cache.layers.split_at_mut(k);
             let fin = &mut finals[k];
             if k == 0 {
-                layer.forward_into(x, batch, &states[0], &mut here[0], fin)
+                run(layer, x, &states[0], &mut here[0], fin)
             } else if let (true, Some(rng)) = (drop, train_rng.as_deref_mut()) {
                 let y = layers[k - 1].outputs(&below[k - 1]);
                 let (inp, mask) = (&mut cache.inputs[k], &mut cache.masks[k]);
@@ -223,10 +251,10 @@ impl<C> Stack<C> {
                     *m = if rng.next_f64() < self.dropout { T::ZERO } else { keep };
                     *v = yv * *m;
                 }
-                layer.forward_into(SeqInput::Dense(&cache.inputs[k]), batch, &states[k], &mut here[0], fin)
+                run(layer, SeqInput::Dense(&cache.inputs[k]), &states[k], &mut here[0], fin)
             } else {
                 let y = layers[k - 1].outputs(&below[k - 1]);
-                layer.forward_into(SeqInput::Dense(y), batch, &states[k], &mut here[0], fin)
+                run(layer, SeqInput::Dense(y), &states[k], &mut here[0], fin)
             }
         }
     }
@@ -412,7 +440,18 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         if fin.len() != h0.len() {
             fin.clone_from(h0);
         }
-        self.forward_layers(x, batch, h0, cache, None, fin);
+        self.forward_layers(x, batch, None, h0, cache, None, fin);
+    }
+
+    fn forward_lengths(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: &[usize],
+        h0: &Vec<C::State>,
+        cache: &mut Self::Cache,
+    ) -> Vec<C::State> {
+        self.forward_train_lengths(x, batch, lengths, h0, cache, None)
     }
 
     fn outputs<'c>(&self, cache: &'c Self::Cache) -> &'c Mat<T> {

@@ -49,7 +49,10 @@
 //! test suite take it as they are.
 
 mod batch1;
+mod lengths;
 pub(crate) mod ops;
+
+pub use lengths::check_lengths;
 
 use std::fmt::Debug;
 
@@ -201,6 +204,8 @@ pub struct LayerCache<T: Scalar> {
     w_ih_t: Mat<T>,
     w_ih_t_packed: PackedLhs<T>,
     b1: batch1::Scratch<T>,
+    /// The last forward's per-sample lengths and the buffers of their loops (`lengths.rs`).
+    var: lengths::Lengths<T>,
 }
 
 impl<T: Scalar> LayerCache<T> {
@@ -409,6 +414,22 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
+        if !cache.var.lengths.is_empty() {
+            let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+            assert!(
+                d_out.shape() == (hid, n) && x.columns() == n,
+                "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+                C::NAME,
+                d_out.shape(),
+                x.columns()
+            );
+            assert!(
+                (0..=C::CARRIED).all(|k| d_final.part(k).shape() == (hid, batch)),
+                "{} backward: d_final's parts are not {hid}×{batch}",
+                C::NAME
+            );
+            return self.backward_lengths(x, cache, d_out, d_final, grads, d_x, d_h0);
+        }
         let init_grad = d_h0.is_some();
         let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
         assert!(batch > 0, "{} backward: the cache holds no forward pass; call forward first", C::NAME);
@@ -644,6 +665,7 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         let (hid, n) = (self.hidden_size(), x.columns());
         let (steps, rows) = (n / batch, C::SAVED * hid);
         cache.batch = batch;
+        cache.var.lengths.clear();
         ensure_shape(&mut cache.gates, C::GATES * hid, n);
         ensure_shape(&mut cache.saved, rows, n);
         ensure_shape(&mut cache.h, hid, n);
@@ -672,7 +694,34 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
     }
 
     fn outputs<'c>(&self, cache: &'c LayerCache<T>) -> &'c Mat<T> {
-        &cache.h
+        if cache.var.lengths.is_empty() {
+            &cache.h
+        } else {
+            &cache.var.out
+        }
+    }
+
+    fn forward_lengths(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        lengths: &[usize],
+        h0: &C::State,
+        cache: &mut LayerCache<T>,
+    ) -> C::State {
+        if let Err(e) =
+            self.check_input(x, batch, h0).and_then(|_| check_lengths(lengths, batch, x.columns() / batch))
+        {
+            panic!("{} forward: {e}", C::NAME);
+        }
+        let (hid, n) = (self.hidden_size(), x.columns());
+        cache.batch = batch;
+        ensure_shape(&mut cache.gates, C::GATES * hid, n);
+        ensure_shape(&mut cache.saved, C::SAVED * hid, n);
+        ensure_shape(&mut cache.h, hid, n);
+        let mut fin = h0.clone();
+        self.forward_lengths_loop(x, lengths, h0, cache, &mut fin);
+        fin
     }
 
     fn backward(

@@ -1,0 +1,315 @@
+//! The engine's loops for a batch whose sequences have their own lengths `L_b ≤ T`, as PyTorch's
+//! `pack_padded_sequence` then `pad_packed_sequence` give: sample `b` takes steps `0..L_b` (a
+//! reverse layer starts at its own last step `L_b - 1`), its outputs past `L_b` are zero, and its
+//! final state is the state after its last real step.
+//!
+//! The samples are ordered by length once, longest first (a permutation `perm`, undone at the
+//! boundary: inputs, states and gradients come and go in the caller's order), so that at step `t`
+//! the samples still running are the first `n_t`: every product and pointwise pass of step `t`
+//! covers `n_t` columns, and the cost follows the number of real steps, not `B × T`.
+//!
+//! Per step, the state each running sample starts from is gathered into one block (`hprev`,
+//! `sprev`): the previous step's, or for a reverse layer's samples whose first step this is, the
+//! initial state. `dW_hh` is summed step by step against those blocks. The loops run on one
+//! thread (the products still split themselves when large), so the results do not depend on the
+//! thread count: each product's shape is fixed by the lengths alone.
+
+use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Scalar, Trans};
+
+use super::ops::{add_column_sums, ensure_shape, input_backward, project_input, StepWeight};
+use super::{interleave, write_state, BackwardStep, Cell, ForwardStep, Layer, LayerCache, Order};
+use crate::{CellError, Recurrence, RecurrentParams, RecurrentState, SeqInput};
+
+/// Checks per-sample lengths against a batch of `batch` sequences of `steps` steps.
+pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<(), CellError> {
+    if lengths.len() != batch {
+        return Err(CellError::InvalidInput(format!(
+            "{} lengths for a batch of {batch}: give one length per sequence",
+            lengths.len()
+        )));
+    }
+    if let Some((b, &l)) = lengths.iter().enumerate().find(|(_, &l)| l == 0 || l > steps) {
+        return Err(CellError::InvalidInput(format!(
+            "sequence {b} has length {l}; every length must be in 1..={steps} (the steps of the input)"
+        )));
+    }
+    Ok(())
+}
+
+/// What the variable-length loops keep in the cache.
+#[derive(Debug, Default)]
+pub(super) struct Lengths<T: Scalar> {
+    /// The lengths, in the caller's order (empty: no lengths).
+    pub(super) lengths: Vec<usize>,
+    /// `perm[p]` is the caller's sample at sorted position `p` (longest first).
+    perm: Vec<usize>,
+    /// `active[t]` = `n_t`, the samples still running at step `t`.
+    active: Vec<usize>,
+    /// The input, by sorted position (dense) or its indices.
+    x: Mat<T>,
+    ix: Vec<usize>,
+    /// The outputs in the caller's order (padded positions zero).
+    pub(super) out: Mat<T>,
+    /// One step's starting states: `H × B` and `SAVED·H × B`; one step's hidden product.
+    hprev: Mat<T>,
+    sprev: Mat<T>,
+    /// The gradients of the outputs, by sorted position.
+    d_out: Mat<T>,
+    d_x: Mat<T>,
+}
+
+/// `dst` column `t·B + p` = `src` column `t·B + perm[p]` (or the inverse with `inverse`), for
+/// every step.
+fn permute_cols<T: Scalar>(src: &Mat<T>, perm: &[usize], inverse: bool, dst: &mut Mat<T>) {
+    let (rows, n) = src.shape();
+    let b = perm.len();
+    ensure_shape(dst, rows, n);
+    for t in 0..n / b.max(1) {
+        for (p, &u) in perm.iter().enumerate() {
+            let (from, to) = if inverse { (t * b + p, t * b + u) } else { (t * b + u, t * b + p) };
+            dst.as_mut_slice()[to * rows..(to + 1) * rows]
+                .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
+        }
+    }
+}
+
+impl<T: Scalar, C: Cell<T>> Layer<T, C> {
+    /// Fills `hprev`/`sprev` with the starting states of step `t`'s `n` running samples: the
+    /// state left at step `tp` for those that ran it, else the initial state.
+    fn gather_prev(&self, cache: &mut LayerCache<T>, order: Order, s: usize) {
+        let (hid, b) = (self.hidden_size(), cache.batch);
+        let rows = C::SAVED * hid;
+        let t = order.t(s);
+        let n = cache.var.active[t];
+        // The previous step visited, and how many samples ran it.
+        let (tp, ran) = if s == 0 { (0, 0) } else { (order.t(s - 1), cache.var.active[order.t(s - 1)]) };
+        let LayerCache { h, saved, h0, saved0, var, .. } = cache;
+        ensure_shape(&mut var.hprev, hid, b);
+        ensure_shape(&mut var.sprev, rows, b);
+        for p in 0..n {
+            let (hs, ss, col) = if p < ran { (&*h, &*saved, tp * b + p) } else { (&*h0, &*saved0, p) };
+            var.hprev.as_mut_slice()[p * hid..(p + 1) * hid]
+                .copy_from_slice(&hs.as_slice()[col * hid..(col + 1) * hid]);
+            var.sprev.as_mut_slice()[p * rows..(p + 1) * rows]
+                .copy_from_slice(&ss.as_slice()[col * rows..(col + 1) * rows]);
+        }
+    }
+
+    /// The forward with per-sample lengths (see the module docs), on a cache whose shapes are
+    /// set; writes the final state into `fin` in the caller's order.
+    pub(super) fn forward_lengths_loop(
+        &self,
+        x: SeqInput<'_, T>,
+        lengths: &[usize],
+        h0: &C::State,
+        cache: &mut LayerCache<T>,
+        fin: &mut C::State,
+    ) {
+        let (hid, b, n) = (self.hidden_size(), cache.batch, x.columns());
+        let (steps, g, rows) = (n / b, C::GATES * hid, C::SAVED * hid);
+        let order = Order { steps, reverse: self.params.reverse };
+        let var = &mut cache.var;
+        var.lengths.clear();
+        var.lengths.extend_from_slice(lengths);
+        var.perm.clear();
+        var.perm.extend(0..b);
+        // Longest first; ties keep the caller's order.
+        var.perm.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
+        var.active.clear();
+        var.active.extend((0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()));
+        // The input and the initial state, by sorted position.
+        let xs = match x {
+            SeqInput::Dense(m) => {
+                permute_cols(m, &var.perm, false, &mut var.x);
+                SeqInput::Dense(&var.x)
+            }
+            SeqInput::Index(ix) => {
+                var.ix.clear();
+                var.ix.extend((0..n).map(|c| ix[(c / b) * b + var.perm[c % b]]));
+                SeqInput::Index(&var.ix)
+            }
+        };
+        project_input(&self.params.weight_ih, xs, &mut cache.gates);
+        let mut h0m = Mat::zeros(hid, b);
+        permute_cols(h0.part(0), &var.perm, false, &mut h0m);
+        cache.h0 = h0m;
+        let mut s0 = Mat::zeros(0, 0);
+        interleave(h0, rows, hid, b, &mut s0);
+        permute_cols(&s0, &var.perm, false, &mut cache.saved0);
+        cache.h.as_mut_slice().fill(T::ZERO);
+        cache.saved.as_mut_slice().fill(T::ZERO);
+        let mut bias_sum = std::mem::take(&mut cache.bias_sum);
+        let mut w_packed = std::mem::take(&mut cache.w_hh_packed);
+        let mut v = Mat::zeros(if C::HIDDEN_APART { g } else { 0 }, b);
+        {
+            let bias = self.biases(&mut bias_sum);
+            let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
+            for s in 0..steps {
+                let t = order.t(s);
+                let na = cache.var.active[t];
+                if na == 0 {
+                    continue;
+                }
+                self.gather_prev(cache, order, s);
+                let LayerCache { gates, saved, h, var, .. } = &mut *cache;
+                let col = t * b;
+                let hprev = &var.hprev.as_slice()[..na * hid];
+                let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
+                let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
+                let hp = MatView::from_slice(hprev, hid, na);
+                if C::HIDDEN_APART {
+                    w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
+                } else {
+                    w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
+                }
+                let step = ForwardStep {
+                    a: a_t,
+                    v: v_t,
+                    bias,
+                    h_prev: hprev,
+                    saved_prev: &var.sprev.as_slice()[..na * rows],
+                    saved: &mut saved.as_mut_slice()[col * rows..(col + na) * rows],
+                    h: &mut h.as_mut_slice()[col * hid..(col + na) * hid],
+                };
+                self.cell.forward(hid, step);
+            }
+        }
+        cache.bias_sum = bias_sum;
+        cache.w_hh_packed = w_packed;
+        // The final state of each sample: after its last step (L_b - 1), or step 0 in reverse.
+        let mut last_h = Mat::zeros(hid, b);
+        let mut last_s = Mat::zeros(rows, b);
+        for (p, &u) in cache.var.perm.iter().enumerate() {
+            let t = if self.params.reverse { 0 } else { lengths[u] - 1 };
+            let c = t * b + p;
+            last_h.as_mut_slice()[u * hid..(u + 1) * hid]
+                .copy_from_slice(&cache.h.as_slice()[c * hid..(c + 1) * hid]);
+            last_s.as_mut_slice()[u * rows..(u + 1) * rows]
+                .copy_from_slice(&cache.saved.as_slice()[c * rows..(c + 1) * rows]);
+        }
+        write_state(last_h.as_slice(), last_s.as_slice(), rows, hid, b, fin);
+        let LayerCache { h, var, .. } = cache;
+        permute_cols(h, &var.perm, true, &mut var.out);
+    }
+
+    /// Backpropagation through time for a forward with lengths; as `backward_impl`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward_lengths(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+        d_h0: Option<&mut C::State>,
+    ) {
+        let (hid, b, n) = (self.hidden_size(), cache.batch, cache.h.ncols());
+        let (steps, g, rows, crows) = (n / b, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
+        let order = Order { steps, reverse: self.params.reverse };
+        let init_grad = d_h0.is_some();
+        {
+            let var = &mut cache.var;
+            permute_cols(d_out, &var.perm, false, &mut var.d_out);
+        }
+        let mut dh = Mat::zeros(hid, b);
+        permute_cols(d_final.part(0), &cache.var.perm, false, &mut dh);
+        let mut dc0 = Mat::zeros(0, 0);
+        interleave(d_final, crows, hid, b, &mut dc0);
+        let mut dc = Mat::zeros(crows, b);
+        permute_cols(&dc0, &cache.var.perm, false, &mut dc);
+        let mut da = std::mem::take(&mut cache.da);
+        let mut dv = std::mem::take(&mut cache.dv);
+        ensure_shape(&mut da, g, n);
+        da.as_mut_slice().fill(T::ZERO);
+        ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, n);
+        dv.as_mut_slice().fill(T::ZERO);
+        let mut w_packed = std::mem::take(&mut cache.w_hh_t_packed);
+        let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
+        {
+            let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
+            for s in (0..steps).rev() {
+                let t = order.t(s);
+                let na = cache.var.active[t];
+                if na == 0 {
+                    continue;
+                }
+                self.gather_prev(cache, order, s);
+                let LayerCache { gates, saved, h, var, .. } = &*cache;
+                let col = t * b;
+                let hprev = &var.hprev.as_slice()[..na * hid];
+                let da_t = &mut da.as_mut_slice()[col * g..(col + na) * g];
+                let dv_t: &mut [T] =
+                    if C::HIDDEN_APART { &mut dv.as_mut_slice()[col * g..(col + na) * g] } else { &mut [] };
+                let step = BackwardStep {
+                    gates: &gates.as_slice()[col * g..(col + na) * g],
+                    saved: &saved.as_slice()[col * rows..(col + na) * rows],
+                    saved_prev: &var.sprev.as_slice()[..na * rows],
+                    h: &h.as_slice()[col * hid..(col + na) * hid],
+                    h_prev: hprev,
+                    d_out: &var.d_out.as_slice()[col * hid..(col + na) * hid],
+                    dh: &mut dh.as_mut_slice()[..na * hid],
+                    d_carried: &mut dc.as_mut_slice()[..na * crows],
+                    da: da_t,
+                    dv: dv_t,
+                };
+                self.cell.backward(hid, step);
+                let op = if C::HIDDEN_APART { &dv } else { &da };
+                let op_t = op.columns(col, na);
+                // dW_hh += dv_t · hprev_tᵀ
+                gemm(
+                    T::ONE,
+                    &op_t,
+                    Trans::No,
+                    &MatView::from_slice(hprev, hid, na),
+                    Trans::Yes,
+                    T::ONE,
+                    &mut grads.weight_hh,
+                );
+                // dh_prev (+)= W_hhᵀ · dv_t
+                if s > 0 || init_grad {
+                    let mut dh_t = MatViewMut::from_slice(&mut dh.as_mut_slice()[..na * hid], hid, na);
+                    w_hh_t.gemm(&op_t, beta, &mut dh_t);
+                }
+            }
+        }
+        cache.w_hh_t_packed = w_packed;
+        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV  (padded columns are zero)
+        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
+            if C::HIDDEN_APART {
+                add_column_sums(&da, bi, None);
+                add_column_sums(&dv, bh, None);
+            } else {
+                add_column_sums(&da, bi, Some(bh));
+            }
+        }
+        // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
+        let LayerCache { var, w_ih_t, w_ih_t_packed, .. } = &mut *cache;
+        let xs = match x {
+            SeqInput::Dense(_) => SeqInput::Dense(&var.x),
+            SeqInput::Index(_) => SeqInput::Index(&var.ix),
+        };
+        let want_dx = d_x.is_some() && matches!(x, SeqInput::Dense(_));
+        input_backward(
+            &self.params.weight_ih,
+            xs,
+            &da,
+            None,
+            &mut grads.weight_ih,
+            want_dx.then_some(&mut var.d_x),
+            w_ih_t,
+            w_ih_t_packed,
+        );
+        if let (Some(dx), true) = (d_x, want_dx) {
+            permute_cols(&var.d_x, &var.perm, true, dx);
+        }
+        if let Some(d_h0) = d_h0 {
+            let (mut uh, mut uc) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
+            permute_cols(&dh, &var.perm, true, &mut uh);
+            permute_cols(&dc, &var.perm, true, &mut uc);
+            write_state(uh.as_slice(), uc.as_slice(), crows, hid, b, d_h0);
+        }
+        cache.da = da;
+        cache.dv = dv;
+    }
+}

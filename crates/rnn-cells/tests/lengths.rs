@@ -1,0 +1,178 @@
+//! Variable-length batches: a batch whose sequences have their own lengths gives, for every
+//! sample, exactly what that sample alone gives over its own steps (outputs, zero past its
+//! length; final state; input and initial-state gradients), and parameter gradients that are the
+//! sum of the samples' own. Checked for every cell, reverse and bidirectional layers, and stacks,
+//! dense and index input, in f64 (relative error ≤ 1e-12), and bit for bit for 1, 2 and 3
+//! threads.
+
+use std::sync::Mutex;
+
+use rnn_cells::{GruConfig, LstmConfig, Recurrence, RecurrentState, RnnConfig, SeqInput};
+use rnn_tensor::activation::Activation;
+use rnn_tensor::gradcheck::rel_error;
+use rnn_tensor::{Mat, Parameters, Rng};
+
+/// Thread counts are global: the tests that set them run one at a time.
+static THREADS: Mutex<()> = Mutex::new(());
+
+const TOL: f64 = 1e-12;
+
+/// Column `b` of every part of `s`, as a batch-1 state shaped like `one`.
+fn column<S: RecurrentState<f64>>(s: &S, b: usize, one: &S) -> S {
+    let mut c = one.clone();
+    for k in 0..s.num_parts() {
+        c.part_mut(k).copy_from(&s.part(k).columns(b, 1));
+    }
+    c
+}
+
+fn random_state<S: RecurrentState<f64>>(z: &S, rng: &mut Rng) -> S {
+    z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>())
+}
+
+/// The batch with `lengths` against each sample alone (see the module docs).
+fn matches_samples_alone<M: Recurrence<f64>>(model: &M, lengths: &[usize], index: bool, name: &str) {
+    let (b, t) = (lengths.len(), *lengths.iter().max().unwrap() + 1);
+    let (i, h) = (model.input_size(), model.hidden_size());
+    let mut rng = Rng::seed_from(17);
+    let ix: Vec<usize> = (0..t * b).map(|_| rng.below(i)).collect();
+    let x = if index {
+        Mat::from_fn(i, t * b, |r, c| if ix[c] == r { 1.0 } else { 0.0 })
+    } else {
+        Mat::from_fn(i, t * b, |_, _| rng.uniform(-1.0, 1.0))
+    };
+    let d_out = Mat::from_fn(h, t * b, |_, _| rng.uniform(-1.0, 1.0));
+    let h0 = random_state(&model.zero_state(b), &mut rng);
+    let d_fin = random_state(&model.zero_state(b), &mut rng);
+    let xin = if index { SeqInput::Index(&ix) } else { SeqInput::Dense(&x) };
+    let mut cache = M::Cache::default();
+    let fin = model.forward_lengths(xin, b, lengths, &h0, &mut cache);
+    let out = model.outputs(&cache).clone();
+    let mut grads = model.params().clone();
+    grads.zero();
+    let mut d_x = Mat::zeros(0, 0);
+    let d_h0 = model.backward(xin, &mut cache, &d_out, &d_fin, &mut grads, (!index).then_some(&mut d_x));
+
+    let one = model.zero_state(1);
+    let mut want_grads = model.params().clone();
+    want_grads.zero();
+    let mut want_out = Mat::zeros(h, t * b);
+    let mut want_dx = Mat::zeros(i, t * b);
+    for (s, &len) in lengths.iter().enumerate() {
+        let cols: Vec<usize> = (0..len).map(|step| step * b + s).collect();
+        let xs = Mat::from_fn(i, len, |r, c| x[(r, cols[c])]);
+        let ixs: Vec<usize> = cols.iter().map(|&c| ix[c]).collect();
+        let ds = Mat::from_fn(h, len, |r, c| d_out[(r, cols[c])]);
+        let xin_s = if index { SeqInput::Index(&ixs) } else { SeqInput::Dense(&xs) };
+        let mut c = M::Cache::default();
+        let fin_s = model.forward(xin_s, 1, &column(&h0, s, &one), &mut c);
+        for (k, &col) in cols.iter().enumerate() {
+            want_out.set_column(col, &model.outputs(&c).column(k));
+        }
+        let e = rel_error(&fin_s.to_flat(), &column(&fin, s, &one).to_flat());
+        assert!(e <= TOL, "{name}: sample {s}'s final state, rel_error {e:e}");
+        let mut dxs = Mat::zeros(0, 0);
+        let d0 = model.backward(
+            xin_s,
+            &mut c,
+            &ds,
+            &column(&d_fin, s, &one),
+            &mut want_grads,
+            (!index).then_some(&mut dxs),
+        );
+        let e = rel_error(&d0.to_flat(), &column(&d_h0, s, &one).to_flat());
+        assert!(e <= TOL, "{name}: sample {s}'s initial-state gradient, rel_error {e:e}");
+        if !index {
+            for (k, &col) in cols.iter().enumerate() {
+                want_dx.set_column(col, &dxs.column(k));
+            }
+        }
+    }
+    let e = rel_error(out.as_slice(), want_out.as_slice());
+    assert!(e <= TOL, "{name}: outputs (zero past each length), rel_error {e:e}");
+    if !index {
+        let e = rel_error(d_x.as_slice(), want_dx.as_slice());
+        assert!(e <= TOL, "{name}: input gradient, rel_error {e:e}");
+    }
+    for ((n, g), (_, w)) in grads.named_params().into_iter().zip(want_grads.named_params()) {
+        let e = rel_error(g.as_slice(), w.as_slice());
+        assert!(e <= TOL, "{name}: {n}, rel_error {e:e}");
+    }
+}
+
+/// Unsorted lengths with ties, one sequence of the full length and one of a single step.
+const LENGTHS: [usize; 5] = [3, 5, 1, 5, 4];
+
+#[test]
+fn every_cell_matches_its_samples_alone() {
+    let mut rng = Rng::seed_from(1);
+    let lstm = LstmConfig::new(4, 5).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&lstm, &LENGTHS, false, "LSTM");
+    matches_samples_alone(&lstm, &LENGTHS, true, "LSTM, index input");
+    let gru = GruConfig::new(4, 6).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&gru, &LENGTHS, false, "GRU");
+    let rnn = RnnConfig::new(4, 3).with_activation(Activation::Relu).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&rnn, &LENGTHS, false, "RNN relu");
+    let rnn = RnnConfig::new(4, 3).with_bias(false).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&rnn, &[2, 2], false, "RNN tanh, no bias, equal lengths");
+}
+
+#[test]
+fn reverse_bidirectional_and_stacks_match_their_samples_alone() {
+    let mut rng = Rng::seed_from(2);
+    let rev = LstmConfig::new(4, 5).with_reverse(true).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&rev, &LENGTHS, false, "reverse LSTM");
+    let bigru = GruConfig::new(4, 3).build_bidirectional::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&bigru, &LENGTHS, false, "bidirectional GRU");
+    let stack = LstmConfig::new(4, 3).build_bidirectional_stack::<f64>(2, &mut rng).unwrap();
+    matches_samples_alone(&stack, &LENGTHS, false, "2-layer bidirectional LSTM");
+    matches_samples_alone(&stack, &LENGTHS, true, "2-layer bidirectional LSTM, index input");
+    let stack = RnnConfig::new(4, 3).build_stack::<f64>(3, &mut rng).unwrap();
+    matches_samples_alone(&stack, &[1, 4, 2], false, "3-layer RNN");
+}
+
+/// The same bits for 1, 2 and 3 threads (the loops do not split by threads; the products do,
+/// keeping their bits), in f32, with shapes large enough for the products to split.
+#[test]
+fn lengths_give_the_same_bits_for_any_thread_count() {
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::seed_from(3);
+    let model = LstmConfig::new(64, 128).build_bidirectional::<f32>(&mut rng).unwrap();
+    let (b, t) = (40, 6);
+    let lengths: Vec<usize> = (0..b).map(|s| 1 + (7 * s) % t).collect();
+    let x = Mat::from_fn(64, t * b, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let d_out = Mat::from_fn(256, t * b, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let run = |threads: usize| {
+        rnn_tensor::parallel::set_num_threads(threads);
+        let mut cache = Default::default();
+        let h0 = model.zero_state(b);
+        let fin = model.forward_lengths(SeqInput::Dense(&x), b, &lengths, &h0, &mut cache);
+        let mut g = model.zero_grads();
+        let mut d_x = Mat::zeros(0, 0);
+        let d0 = model.backward(SeqInput::Dense(&x), &mut cache, &d_out, &h0, &mut g, Some(&mut d_x));
+        let mut bits: Vec<u32> = model.outputs(&cache).iter().map(|v| v.to_bits()).collect();
+        for m in fin.parts().into_iter().chain(d0.parts()).chain(g.named_params().into_iter().map(|(_, m)| m))
+        {
+            bits.extend(m.iter().map(|v| v.to_bits()));
+        }
+        bits.extend(d_x.iter().map(|v| v.to_bits()));
+        bits
+    };
+    let threads = rnn_tensor::parallel::num_threads();
+    let one = run(1);
+    for n in [2, 3] {
+        assert!(run(n) == one, "{n} threads differ from one");
+    }
+    rnn_tensor::parallel::set_num_threads(threads);
+}
+
+#[test]
+fn lengths_that_do_not_fit_are_errors() {
+    use rnn_cells::engine::check_lengths;
+    assert!(check_lengths(&[1, 2], 2, 3).is_ok());
+    let e = check_lengths(&[1, 2, 3], 2, 3).unwrap_err().to_string();
+    assert!(e.contains("3 lengths for a batch of 2"), "{e}");
+    let e = check_lengths(&[0, 2], 2, 3).unwrap_err().to_string();
+    assert!(e.contains("sequence 0 has length 0") && e.contains("1..=3"), "{e}");
+    assert!(check_lengths(&[4, 2], 2, 3).is_err());
+}
