@@ -80,6 +80,8 @@ fn matches_pytorch_on_every_case() {
     run("lstm_l2", &[]);
     run("rnn_relu_nobias_f32", &["--nonlinearity", "relu"]);
     run("bilstm_f32_forward", &["--batch-first"]);
+    run("bilstm_l2_lengths", &[]);
+    run("gru_lengths_batch_first", &["--batch-first"]);
 }
 
 #[test]

@@ -17,12 +17,16 @@ from safetensors.torch import save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'fixtures', 'torch_module')
 
-# name, kind, nonlinearity, layers, bidirectional, bias, batch_first, dtype, I, H, B, T, h0, backward, lengths
+# name, kind, nonlinearity, layers, bidirectional, bias, batch_first, dtype, I, H, B, T, h0, backward,
+# lengths (False: none; True: all T; a list: per sample, through pack_padded_sequence(enforce_sorted=False)
+# and pad_packed_sequence(total_length=T))
 CASES = [
     ('bigru_l2_batch_first', 'GRU', 'tanh', 2, True, True, True, torch.float64, 3, 4, 2, 5, True, True, False),
     ('lstm_l2', 'LSTM', 'tanh', 2, False, True, False, torch.float64, 4, 3, 3, 4, True, True, False),
     ('rnn_relu_nobias_f32', 'RNN', 'relu', 1, False, False, False, torch.float32, 5, 6, 2, 3, False, True, False),
     ('bilstm_f32_forward', 'LSTM', 'tanh', 1, True, True, True, torch.float32, 3, 5, 2, 4, False, False, True),
+    ('bilstm_l2_lengths', 'LSTM', 'tanh', 2, True, True, False, torch.float64, 3, 4, 4, 6, True, True, [4, 6, 1, 3]),
+    ('gru_lengths_batch_first', 'GRU', 'tanh', 1, False, True, True, torch.float64, 2, 3, 3, 5, False, True, [2, 5, 5]),
 ]
 
 
@@ -40,14 +44,21 @@ def main():
             if kind == 'LSTM':
                 states['c0'] = torch.randn(layers * d, b, h, dtype=dt, requires_grad=True)
             inp.update(states)
-        if lengths:
+        if lengths is True:
             inp['lengths'] = torch.full((b,), t, dtype=torch.int64)
+        elif lengths:
+            inp['lengths'] = torch.tensor(lengths, dtype=torch.int64)
+        seq = x
+        if isinstance(lengths, list):
+            seq = torch.nn.utils.rnn.pack_padded_sequence(x, inp['lengths'], batch_first=bf, enforce_sorted=False)
         if kind == 'LSTM':
             hx = (states['h0'], states['c0']) if with_h0 else None
-            out, (hn, cn) = m(x, hx)
+            out, (hn, cn) = m(seq, hx)
         else:
-            out, hn = m(x, states.get('h0'))
+            out, hn = m(seq, states.get('h0'))
             cn = None
+        if isinstance(lengths, list):
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bf, total_length=t)
         exp = {'output': out, 'h_n': hn}
         if cn is not None:
             exp['c_n'] = cn

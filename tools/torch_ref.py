@@ -84,6 +84,22 @@ def bidirectional_forward_backward(cell, inputs, hidden, batch, steps):
     return run
 
 
+def variable_lengths(inputs, hidden, batch, steps):
+    lstm = nn.LSTM(inputs, hidden, batch_first=True)
+    x = torch.randn(batch, steps, inputs)
+    lengths = torch.tensor([10 + (37 * b) % 91 for b in range(batch)])
+
+    def run():
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
+        for w in lstm.parameters():
+            w.grad = None
+        out.sum().backward()
+
+    return run
+
+
 def streaming(cell, inputs, hidden, steps):
     rnn = getattr(nn, cell)(inputs, hidden, batch_first=True)
     xs = torch.randn(steps, 1, 1, inputs)
@@ -142,6 +158,7 @@ CASES = {
     "seq_bigru_fwdbwd_i256_h256_b64_t24": (bidirectional_forward_backward, ("GRU", 256, 256, 64, 24)),
     "stream_lstm_i64_h256_t100": (streaming, ("LSTM", 64, 256, 100)),
     "stream_gru_i64_h256_t100": (streaming, ("GRU", 64, 256, 100)),
+    "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100": (variable_lengths, (256, 256, 64, 100)),
 }
 
 

@@ -15,7 +15,10 @@
 //! - `seq_bi*_fwdbwd_*`: a bidirectional layer (`bidirectional=True`), forward and backward of
 //!   `sum(outputs)`;
 //! - `stream_*`: streaming inference, 100 calls of one step at batch 1 with the state carried
-//!   (PyTorch under `no_grad`, calling the module with the state it returned).
+//!   (PyTorch under `no_grad`, calling the module with the state it returned);
+//! - `seq_lstm_varlen_*`: 64 sequences of `10 + (37·b mod 91)` steps padded to 100, forward and
+//!   backward of `sum(outputs)` (PyTorch through `pack_padded_sequence(enforce_sorted=False)` and
+//!   `pad_packed_sequence(total_length=100)`).
 //!
 //! The initial states need no gradient (in PyTorch they do not require it), so backward is
 //! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
@@ -66,7 +69,7 @@ fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
 }
 
 /// The names of every case, in torch_ref.py's order.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "lm_lstm_2x256_b64_t24_v65",
     "lm_lstm_1x128_b32_t50_v65",
     "lm_gru_2x256_b64_t24_v65",
@@ -80,6 +83,7 @@ pub const NAMES: [&str; 13] = [
     "seq_bigru_fwdbwd_i256_h256_b64_t24",
     "stream_lstm_i64_h256_t100",
     "stream_gru_i64_h256_t100",
+    "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100",
 ];
 
 fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
@@ -180,6 +184,33 @@ pub fn build(name: &str) -> Option<Case> {
         "stream_gru_i64_h256_t100" => {
             let gru = GruConfig::new(64, 256).build::<f32>(rng).unwrap();
             stream_case(name, gru, 3, 100, rng)
+        }
+        "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100" => {
+            let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let (b, t) = (64, 100);
+            let lengths: Vec<usize> = (0..b).map(|s| 10 + (37 * s) % 91).collect();
+            let real: usize = lengths.iter().sum();
+            let x = randn(256, t * b, rng);
+            let h0 = lstm.zero_state(b);
+            let d_out = Mat::from_element(256, t * b, 1.0f32);
+            let mut cache = Default::default();
+            let mut grads = lstm.zero_grads();
+            let digest = Rc::new(Cell::new(None));
+            Case {
+                name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+                // The work of the real steps only.
+                flops: layer_flops(4, 256, 256, real, b, false, false),
+                digest: digest.clone(),
+                run: Box::new(move || {
+                    lstm.forward_lengths(SeqInput::Dense(&x), b, &lengths, &h0, &mut cache);
+                    grads.zero();
+                    lstm.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &h0, &mut grads, None);
+                    if digest.get().is_some() {
+                        digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
+                    }
+                    std::hint::black_box(&grads);
+                }),
+            }
         }
         _ => return None,
     };

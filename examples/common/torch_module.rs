@@ -12,9 +12,10 @@
 //! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and
 //!   `c0` for an LSTM), `[L·D, B, H]` as PyTorch's; for the backward pass `d_output` (shaped like
 //!   `output`), and optionally `d_h_n` (and `d_c_n`): the gradients of a loss with respect to each
-//!   output. `lengths` (int64 `[B]`) is accepted when every length is `T`; shorter sequences are
-//!   not supported yet and are an error.
-//! - `OUT` gets `output`, `h_n` (and `c_n`), and with `d_output` also `grad.` + every parameter's
+//!   output; and `lengths` (int64 `[B]`, each in `1..=T`): each sequence's own length, as
+//!   `pack_padded_sequence(..., enforce_sorted=False)` takes them.
+//! - `OUT` gets `output` (zero past each length, as `pad_packed_sequence(..., total_length=T)`
+//!   gives), `h_n` (and `c_n`), and with `d_output` also `grad.` + every parameter's
 //!   name, `grad.x`, and `grad.h0`, `grad.c0` when those were given. Everything is computed in
 //!   `x`'s dtype.
 //!
@@ -137,24 +138,26 @@ fn run<T: Scalar, M: Recurrence<T>>(
     if b == 0 || t == 0 {
         return Err(format!("x is {:?}: it needs at least one step of one sequence", x.shape));
     }
-    if let Some(l) = inputs.get("lengths") {
-        if l.shape != [b] || l.values.iter().any(|&v| v < 1.0 || v > t as f64) {
-            return Err(format!(
-                "lengths must be int64 [{b}] with each length in 1..={t}, got shape {:?}",
-                l.shape
-            ));
+    let lengths: Option<Vec<usize>> = match inputs.get("lengths") {
+        Some(l) if l.dtype != Dtype::I64 => {
+            return Err(format!("lengths is {:?}; it must be int64 [{b}]", l.dtype))
         }
-        if l.values.iter().any(|&v| v != t as f64) {
-            return Err(
-                "sequences shorter than T (lengths below T) are not supported yet; pad them to T".into()
-            );
+        Some(l) if l.shape != [b] => return Err(format!("lengths is {:?}, expected [{b}]", l.shape)),
+        Some(l) => {
+            let v: Vec<usize> = l.values.iter().map(|&v| v.max(0.0) as usize).collect();
+            rnn::cells::engine::check_lengths(&v, b, t).map_err(|e| format!("lengths: {e}"))?;
+            Some(v)
         }
-    }
+        None => None,
+    };
     let zero = model.zero_state(b);
     let h_shape = [layers_dirs, b, zero.part(0).nrows()];
     let h0 = state_from(&zero, inputs.get("h0"), inputs.get("c0"), &h_shape, lstm)?;
     let mut cache = M::Cache::default();
-    let fin = model.forward(SeqInput::Dense(&xm), b, &h0, &mut cache);
+    let fin = match &lengths {
+        Some(l) => model.forward_lengths(SeqInput::Dense(&xm), b, l, &h0, &mut cache),
+        None => model.forward(SeqInput::Dense(&xm), b, &h0, &mut cache),
+    };
     let mut out = Outputs::new();
     let (data, shape) = to_torch(model.outputs(&cache), b, order);
     out.insert("output".into(), (shape.to_vec(), data.iter().map(|v| v.to_f64()).collect()));
