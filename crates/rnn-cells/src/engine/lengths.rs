@@ -5,8 +5,10 @@
 //!
 //! The samples are ordered by length once, longest first (a permutation `perm`, undone at the
 //! boundary: inputs, states and gradients come and go in the caller's order), so that at step `t`
-//! the samples still running are the first `n_t`: every product and pointwise pass of step `t`
-//! covers `n_t` columns, and the cost follows the number of real steps, not `B × T`.
+//! the samples still running are the first `n_t`. Every buffer holds the real steps only, step
+//! after step (step `t`'s `n_t` columns from column `off_t = n_0 + … + n_{t-1}`), so that every
+//! product, the whole-sequence ones included, and every pointwise pass covers real steps only: the
+//! cost follows the number of real steps, not `B × T`.
 //!
 //! Per step, the state each running sample starts from is gathered into one block (`hprev`,
 //! `sprev`): the previous step's, or for a reverse layer's samples whose first step this is, the
@@ -43,8 +45,12 @@ pub(super) struct Lengths<T: Scalar> {
     pub(super) lengths: Vec<usize>,
     /// `perm[p]` is the caller's sample at sorted position `p` (longest first).
     perm: Vec<usize>,
-    /// `active[t]` = `n_t`, the samples still running at step `t`.
+    /// `active[t]` = `n_t`, the samples still running at step `t`, and `off[t]` = the column of
+    /// step `t`'s first in the compact buffers (`off[T]` = the real steps).
     active: Vec<usize>,
+    off: Vec<usize>,
+    /// `T`.
+    pub(super) steps: usize,
     /// The input, by sorted position (dense) or its indices.
     x: Mat<T>,
     ix: Vec<usize>,
@@ -53,9 +59,10 @@ pub(super) struct Lengths<T: Scalar> {
     /// One step's starting states: `H × B` and `SAVED·H × B`; one step's hidden product.
     hprev: Mat<T>,
     sprev: Mat<T>,
-    /// The gradients of the outputs, by sorted position.
+    /// The gradients of the outputs, compact; the starting states of every step, compact.
     d_out: Mat<T>,
     d_x: Mat<T>,
+    hprev_all: Mat<T>,
 }
 
 /// `dst` column `t·B + p` = `src` column `t·B + perm[p]` (or the inverse with `inverse`), for
@@ -67,6 +74,35 @@ fn permute_cols<T: Scalar>(src: &Mat<T>, perm: &[usize], inverse: bool, dst: &mu
     for t in 0..n / b.max(1) {
         for (p, &u) in perm.iter().enumerate() {
             let (from, to) = if inverse { (t * b + p, t * b + u) } else { (t * b + u, t * b + p) };
+            dst.as_mut_slice()[to * rows..(to + 1) * rows]
+                .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
+        }
+    }
+}
+
+/// The compact columns (step `t`'s running samples, by sorted position) of a padded
+/// `rows × T·B` matrix in the caller's order: `dst[off_t + p] = src[t·B + perm[p]]`.
+fn gather_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
+    let (rows, b) = (src.nrows(), var.perm.len());
+    ensure_shape(dst, rows, var.off[var.steps]);
+    for t in 0..var.steps {
+        for p in 0..var.active[t] {
+            let (from, to) = (t * b + var.perm[p], var.off[t] + p);
+            dst.as_mut_slice()[to * rows..(to + 1) * rows]
+                .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
+        }
+    }
+}
+
+/// The inverse of [`gather_real`]: the padded `rows × T·B` matrix in the caller's order, zero at
+/// the padded positions.
+fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
+    let (rows, b) = (src.nrows(), var.perm.len());
+    ensure_shape(dst, rows, var.steps * b);
+    dst.as_mut_slice().fill(T::ZERO);
+    for t in 0..var.steps {
+        for p in 0..var.active[t] {
+            let (from, to) = (var.off[t] + p, t * b + var.perm[p]);
             dst.as_mut_slice()[to * rows..(to + 1) * rows]
                 .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
         }
@@ -87,7 +123,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(&mut var.hprev, hid, b);
         ensure_shape(&mut var.sprev, rows, b);
         for p in 0..n {
-            let (hs, ss, col) = if p < ran { (&*h, &*saved, tp * b + p) } else { (&*h0, &*saved0, p) };
+            let (hs, ss, col) = if p < ran { (&*h, &*saved, var.off[tp] + p) } else { (&*h0, &*saved0, p) };
             var.hprev.as_mut_slice()[p * hid..(p + 1) * hid]
                 .copy_from_slice(&hs.as_slice()[col * hid..(col + 1) * hid]);
             var.sprev.as_mut_slice()[p * rows..(p + 1) * rows]
@@ -117,18 +153,33 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         var.perm.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
         var.active.clear();
         var.active.extend((0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()));
-        // The input and the initial state, by sorted position.
+        var.off.clear();
+        var.off.push(0);
+        for t in 0..steps {
+            let next = var.off[t] + var.active[t];
+            var.off.push(next);
+        }
+        var.steps = steps;
+        let real = var.off[steps];
+        // The input of the real steps, compact.
         let xs = match x {
             SeqInput::Dense(m) => {
-                permute_cols(m, &var.perm, false, &mut var.x);
+                let mut xc = std::mem::take(&mut var.x);
+                gather_real(m, var, &mut xc);
+                var.x = xc;
                 SeqInput::Dense(&var.x)
             }
             SeqInput::Index(ix) => {
                 var.ix.clear();
-                var.ix.extend((0..n).map(|c| ix[(c / b) * b + var.perm[c % b]]));
+                for t in 0..steps {
+                    var.ix.extend((0..var.active[t]).map(|p| ix[t * b + var.perm[p]]));
+                }
                 SeqInput::Index(&var.ix)
             }
         };
+        ensure_shape(&mut cache.gates, g, real);
+        ensure_shape(&mut cache.saved, rows, real);
+        ensure_shape(&mut cache.h, hid, real);
         project_input(&self.params.weight_ih, xs, &mut cache.gates);
         let mut h0m = Mat::zeros(hid, b);
         permute_cols(h0.part(0), &var.perm, false, &mut h0m);
@@ -136,8 +187,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let mut s0 = Mat::zeros(0, 0);
         interleave(h0, rows, hid, b, &mut s0);
         permute_cols(&s0, &var.perm, false, &mut cache.saved0);
-        cache.h.as_mut_slice().fill(T::ZERO);
-        cache.saved.as_mut_slice().fill(T::ZERO);
         let mut bias_sum = std::mem::take(&mut cache.bias_sum);
         let mut w_packed = std::mem::take(&mut cache.w_hh_packed);
         let mut v = Mat::zeros(if C::HIDDEN_APART { g } else { 0 }, b);
@@ -152,7 +201,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 }
                 self.gather_prev(cache, order, s);
                 let LayerCache { gates, saved, h, var, .. } = &mut *cache;
-                let col = t * b;
+                let col = var.off[t];
                 let hprev = &var.hprev.as_slice()[..na * hid];
                 let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
                 let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
@@ -181,7 +230,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let mut last_s = Mat::zeros(rows, b);
         for (p, &u) in cache.var.perm.iter().enumerate() {
             let t = if self.params.reverse { 0 } else { lengths[u] - 1 };
-            let c = t * b + p;
+            let c = cache.var.off[t] + p;
             last_h.as_mut_slice()[u * hid..(u + 1) * hid]
                 .copy_from_slice(&cache.h.as_slice()[c * hid..(c + 1) * hid]);
             last_s.as_mut_slice()[u * rows..(u + 1) * rows]
@@ -189,7 +238,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         }
         write_state(last_h.as_slice(), last_s.as_slice(), rows, hid, b, fin);
         let LayerCache { h, var, .. } = cache;
-        permute_cols(h, &var.perm, true, &mut var.out);
+        let mut out = std::mem::take(&mut var.out);
+        scatter_real(h, var, &mut out);
+        var.out = out;
     }
 
     /// Backpropagation through time for a forward with lengths; as `backward_impl`.
@@ -204,13 +255,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
-        let (hid, b, n) = (self.hidden_size(), cache.batch, cache.h.ncols());
-        let (steps, g, rows, crows) = (n / b, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
+        let (hid, b) = (self.hidden_size(), cache.batch);
+        let (steps, g, rows, crows) = (cache.var.steps, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
+        let real = cache.var.off[steps];
         let order = Order { steps, reverse: self.params.reverse };
         let init_grad = d_h0.is_some();
         {
             let var = &mut cache.var;
-            permute_cols(d_out, &var.perm, false, &mut var.d_out);
+            let mut dc = std::mem::take(&mut var.d_out);
+            gather_real(d_out, var, &mut dc);
+            var.d_out = dc;
+            ensure_shape(&mut var.hprev_all, hid, real);
         }
         let mut dh = Mat::zeros(hid, b);
         permute_cols(d_final.part(0), &cache.var.perm, false, &mut dh);
@@ -220,10 +275,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         permute_cols(&dc0, &cache.var.perm, false, &mut dc);
         let mut da = std::mem::take(&mut cache.da);
         let mut dv = std::mem::take(&mut cache.dv);
-        ensure_shape(&mut da, g, n);
-        da.as_mut_slice().fill(T::ZERO);
-        ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, n);
-        dv.as_mut_slice().fill(T::ZERO);
+        ensure_shape(&mut da, g, real);
+        ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, real);
         let mut w_packed = std::mem::take(&mut cache.w_hh_t_packed);
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
         {
@@ -235,8 +288,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     continue;
                 }
                 self.gather_prev(cache, order, s);
-                let LayerCache { gates, saved, h, var, .. } = &*cache;
-                let col = t * b;
+                let LayerCache { gates, saved, h, var, .. } = &mut *cache;
+                let col = var.off[t];
+                // Kept for dW_hh, one product after the loop.
+                let (hp_all, hp) = (&mut var.hprev_all, &var.hprev);
+                hp_all.as_mut_slice()[col * hid..(col + na) * hid]
+                    .copy_from_slice(&hp.as_slice()[..na * hid]);
                 let hprev = &var.hprev.as_slice()[..na * hid];
                 let da_t = &mut da.as_mut_slice()[col * g..(col + na) * g];
                 let dv_t: &mut [T] =
@@ -256,16 +313,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 self.cell.backward(hid, step);
                 let op = if C::HIDDEN_APART { &dv } else { &da };
                 let op_t = op.columns(col, na);
-                // dW_hh += dv_t · hprev_tᵀ
-                gemm(
-                    T::ONE,
-                    &op_t,
-                    Trans::No,
-                    &MatView::from_slice(hprev, hid, na),
-                    Trans::Yes,
-                    T::ONE,
-                    &mut grads.weight_hh,
-                );
                 // dh_prev (+)= W_hhᵀ · dv_t
                 if s > 0 || init_grad {
                     let mut dh_t = MatViewMut::from_slice(&mut dh.as_mut_slice()[..na * hid], hid, na);
@@ -274,7 +321,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             }
         }
         cache.w_hh_t_packed = w_packed;
-        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV  (padded columns are zero)
+        // dW_hh += Σ_t dv_t · hprev_tᵀ, over the real steps at once
+        let op = if C::HIDDEN_APART { &dv } else { &da };
+        gemm(T::ONE, op, Trans::No, &cache.var.hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             if C::HIDDEN_APART {
                 add_column_sums(&da, bi, None);
@@ -301,7 +351,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             w_ih_t_packed,
         );
         if let (Some(dx), true) = (d_x, want_dx) {
-            permute_cols(&var.d_x, &var.perm, true, dx);
+            scatter_real(&var.d_x, var, dx);
         }
         if let Some(d_h0) = d_h0 {
             let (mut uh, mut uc) = (Mat::zeros(0, 0), Mat::zeros(0, 0));

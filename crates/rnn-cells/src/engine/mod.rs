@@ -415,7 +415,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_h0: Option<&mut C::State>,
     ) {
         if !cache.var.lengths.is_empty() {
-            let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+            let (hid, batch) = (self.hidden_size(), cache.batch);
+            let n = cache.var.steps * batch;
             assert!(
                 d_out.shape() == (hid, n) && x.columns() == n,
                 "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
@@ -714,11 +715,8 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         {
             panic!("{} forward: {e}", C::NAME);
         }
-        let (hid, n) = (self.hidden_size(), x.columns());
         cache.batch = batch;
-        ensure_shape(&mut cache.gates, C::GATES * hid, n);
-        ensure_shape(&mut cache.saved, C::SAVED * hid, n);
-        ensure_shape(&mut cache.h, hid, n);
+        // The loop sizes the buffers to the real steps.
         let mut fin = h0.clone();
         self.forward_lengths_loop(x, lengths, h0, cache, &mut fin);
         fin
