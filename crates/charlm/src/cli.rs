@@ -12,7 +12,7 @@ use rnn_tensor::{Parameters, Rng, Scalar};
 use crate::charrnn::CharRnn;
 use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile, TensorFile};
 use crate::model::{evaluate, generate_with, LanguageModel};
-use crate::resume::{load_checkpoint, read_checkpoint, MODEL_FILE};
+use crate::resume::{load_checkpoint, read_checkpoint, BEST_FILE, MODEL_FILE};
 use crate::rundir::{self, RunLock};
 use crate::sample::{encode_prime, SamplingConfig};
 use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
@@ -156,7 +156,8 @@ pub struct TrainArgs {
     /// read).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// The run directory: model.safetensors, train_state.json, loss.png [default: the --resume
+    /// The run directory: model.safetensors (the last model), best.safetensors (the lowest
+    /// validation loss), train_state.json, loss.png [default: the --resume
     /// directory, else charlm-out]. A directory that already holds a run is refused unless
     /// --resume continues it there or --overwrite is given.
     #[arg(long)]
@@ -184,7 +185,8 @@ pub struct TrainArgs {
 /// `charlm sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// The model file.
+    /// The model file, or a run directory (the --out of `charlm train`): then its
+    /// best.safetensors, the model of the lowest validation loss.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Text to condition on (every character must be in the vocabulary).
@@ -210,7 +212,8 @@ pub struct SampleArgs {
 /// `charlm eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model file.
+    /// The model file, or a run directory (the --out of `charlm train`): then its
+    /// best.safetensors, the model of the lowest validation loss.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The text (UTF-8), read as one stream from a zero state.
@@ -365,6 +368,26 @@ pub fn model_from_file<T: Scalar, M: LanguageModel<T>>(
     let mut model = M::build(&file.config, &mut Rng::seed_from(0))?;
     assign_tensors(path, &file.tensors, model.params_mut().named_params_mut())?;
     Ok(model)
+}
+
+/// The model file `--checkpoint` names: the path itself, or `best.safetensors` in it when it is
+/// a directory (a run directory), which must then hold one.
+pub fn checkpoint_file(path: &Path) -> Result<PathBuf, CharLmError> {
+    if !path.is_dir() {
+        return Ok(path.to_owned());
+    }
+    let best = path.join(BEST_FILE);
+    if best.exists() {
+        return Ok(best);
+    }
+    Err(CharLmError::arg(
+        "--checkpoint",
+        format!(
+            "{} is a directory without {BEST_FILE} (written when a run validates: it needs validation text);              pass a model file, e.g. {}",
+            path.display(),
+            path.join(MODEL_FILE).display()
+        ),
+    ))
 }
 
 /// Checks a `--resume` path: an existing directory (not a file).
@@ -547,6 +570,16 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         rundir::discard_run(&cfg.out)?;
         log(&format!("--overwrite: discarded the run in {}", cfg.out.display()));
     }
+    // Continuing into another directory: the best model so far comes along, so that the new
+    // run's best.safetensors is the one its state records.
+    if let (Some(dir), false) = (&args.resume, resume_in_place) {
+        let best = dir.join(BEST_FILE);
+        if best.exists() {
+            let bytes = crate::checkpoint::read_file_bytes(&best)?;
+            decode_model(&best, &bytes)?;
+            crate::checkpoint::write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
+        }
+    }
     let removed = rundir::remove_leftovers(&cfg.out)?;
     if !removed.is_empty() {
         log(&format!(
@@ -690,20 +723,18 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
         Command::Sample(args) => {
             args.sampling()?;
             apply_threads(None)?;
-            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let path = checkpoint_file(&args.checkpoint)?;
+            let file = crate::checkpoint::load_model(&path)?;
             let mut emit = |s: &str| out.write_all(s.as_bytes()).map_err(CharLmError::stdout);
-            with_model!(
-                file.dtype,
-                file.config.cell,
-                run_sample_to(args, &args.checkpoint, &file, &mut emit)
-            )?;
+            with_model!(file.dtype, file.config.cell, run_sample_to(args, &path, &file, &mut emit))?;
             writeln!(out).and_then(|()| out.flush()).map_err(CharLmError::stdout)?;
         }
         Command::Eval(args) => {
             max_input_bytes(args.max_input_mib)?;
             apply_threads(None)?;
-            let file = crate::checkpoint::load_model(&args.checkpoint)?;
-            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &args.checkpoint, &file))?;
+            let path = checkpoint_file(&args.checkpoint)?;
+            let file = crate::checkpoint::load_model(&path)?;
+            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &path, &file))?;
             writeln!(out, "loss_nats_per_char: {loss}")
                 .and_then(|()| out.flush())
                 .map_err(CharLmError::stdout)?;

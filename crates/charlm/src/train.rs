@@ -11,7 +11,10 @@
 //!
 //! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
 //! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
-//! ([`crate::resume::save_checkpoint`]) with the loss plot. Randomness comes from four
+//! ([`crate::resume::save_checkpoint`]) with the loss plot. When the validation loss is below
+//! every earlier one (strictly), the same model is first written to `best.safetensors`; both
+//! files carry `step` and `val_loss` in their metadata, and the best so far is in the training
+//! state, so a resumed run keeps replacing it only on a real improvement. Randomness comes from four
 //! generators derived from the seed: initial weights (`seed`), window starts (`seed + 1`),
 //! dropout (`seed + 2`), and each printed sample (`seed + 3 + step`, so printing samples does not
 //! change training). The batcher, dropout and optimizer states and the carried recurrent state
@@ -30,9 +33,9 @@ use rnn_optim::{
 };
 use rnn_tensor::{Parameters, Rng, Scalar};
 
-use crate::checkpoint::encode_model;
+use crate::checkpoint::{encode_checkpoint, write_atomic};
 use crate::model::{evaluate, generate, LanguageModel};
-use crate::resume::{save_checkpoint, TrainState, MODEL_FILE};
+use crate::resume::{save_checkpoint, TrainState, BEST_FILE, MODEL_FILE};
 use crate::sample::SamplingConfig;
 use crate::{CharLmError, DType};
 
@@ -268,6 +271,8 @@ pub struct TrainReport {
     pub last_train_loss: f64,
     /// The last validation loss, if there is validation text.
     pub last_val_loss: Option<f64>,
+    /// `(step, validation loss)` of the best model, in `best.safetensors`.
+    pub best: Option<(u64, f64)>,
     /// Wall time of this process's part of the run.
     pub seconds: f64,
     /// The part of it spent on training steps (batch, forward, backward, clipping, update):
@@ -326,6 +331,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
     let mut state = model.zero_state(bs);
     let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
+    let (mut best, mut since_best) = (None::<(u64, f64)>, 0u64);
     if let Some(saved) = resume {
         let differ: Vec<String> = settings
             .iter()
@@ -350,6 +356,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             state = model.state_from_mats(&saved.carry, bs).map_err(|e| CharLmError::arg("--resume", e))?;
         }
         (step, train_loss, val_loss) = (saved.step, saved.train_loss, saved.val_loss);
+        (best, since_best) = (saved.best, saved.since_best);
         if step >= total {
             return Err(CharLmError::arg(
                 "--steps/--epochs",
@@ -437,6 +444,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         }
         if step % cfg.val_every == 0 || step == total {
             check_finite_params(model.params(), step, last_checkpoint)?;
+            let mut checked = None;
             if corpus.val().len() >= 2 {
                 let v = evaluate(model, corpus.val(), bs, sl)?;
                 if !v.is_finite() {
@@ -452,12 +460,28 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 }
                 val_loss.push((step, v));
                 last_val = Some(v);
+                checked = Some(v);
                 say(&format!(
                     "step {step}/{total} epoch {:.2}: train loss {loss:.4}, validation loss {v:.4}",
                     step as f64 / per_epoch as f64
                 ));
             }
-            let bytes = encode_model(model.config(), corpus.vocab(), &model.params().named_params())?;
+            let bytes = encode_checkpoint(
+                model.config(),
+                corpus.vocab(),
+                &model.params().named_params(),
+                step,
+                checked,
+            )?;
+            if let Some(v) = checked {
+                if best.is_none_or(|(_, b)| v < b) {
+                    // Before the commit that records it (see crate::resume).
+                    write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
+                    (best, since_best) = (Some((step, v)), 0);
+                } else {
+                    since_best += 1;
+                }
+            }
             let mut ts = TrainState {
                 model_crc32: 0,
                 step,
@@ -469,6 +493,8 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 settings: settings.clone(),
                 train_loss: train_loss.clone(),
                 val_loss: val_loss.clone(),
+                best,
+                since_best,
             };
             save_checkpoint(&cfg.out, &bytes, &mut ts)?;
             last_checkpoint = Some(step);
@@ -485,11 +511,15 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     }
     bar.finish();
     say(&format!("checkpoint: {}", cfg.out.join(MODEL_FILE).display()));
+    if let Some((s, v)) = best {
+        say(&format!("best: {} (step {s}, validation loss {v:.4})", cfg.out.join(BEST_FILE).display()));
+    }
     Ok(TrainReport {
         steps: step,
         batches_per_epoch: per_epoch,
         last_train_loss: last_loss,
         last_val_loss: last_val,
+        best,
         seconds: started.elapsed().as_secs_f64(),
         step_seconds,
         steps_run: step - first,

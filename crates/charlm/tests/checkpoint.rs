@@ -193,6 +193,8 @@ fn state(step: u64) -> TrainState {
         settings: [("seq_len".to_string(), "50".to_string())].into(),
         train_loss: vec![(1, 4.1), (2, 3.9)],
         val_loss: vec![(2, 3.95)],
+        best: Some((2, 3.950000000000001)),
+        since_best: 3,
     }
 }
 
@@ -205,9 +207,21 @@ fn train_state_round_trips_exactly() {
     let b = &back.optimizer.buffers["head.bias/exp_avg"];
     assert_eq!(b[1].to_bits(), (-0.0f64).to_bits());
     assert_eq!(b[2].to_bits(), 1);
-    for bad in ["", "{}", &s.to_json()[..50], &s.to_json().replace("\"version\":1", "\"version\":2")] {
+    assert_eq!(back.best.unwrap().1.to_bits(), 3.950000000000001f64.to_bits());
+    for bad in [
+        "",
+        "{}",
+        &s.to_json()[..50],
+        &s.to_json().replace("\"version\":2", "\"version\":3"),
+        &s.to_json().replace("\"since_best\":3", "\"since_best\":-1"),
+    ] {
         assert!(TrainState::from_json(bad).is_err(), "{bad}");
     }
+    // Version 1 (before the best model was kept) is read, with no best known.
+    let v1 = s.to_json().replace("\"version\":2", "\"version\":1");
+    let old = TrainState::from_json(&v1).unwrap();
+    assert_eq!((old.best, old.since_best), (None, 0));
+    assert_eq!(TrainState { best: s.best, since_best: 3, ..old }, s);
 }
 
 #[test]

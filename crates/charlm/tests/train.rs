@@ -225,10 +225,18 @@ fn resume_is_bit_identical() {
             let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "{} {n} differs after resume", batching.name());
         }
-        // The same weights give the same file, byte for byte.
-        assert!(
-            std::fs::read(full_dir.join(MODEL_FILE)).unwrap()
-                == std::fs::read(cut_dir.join(MODEL_FILE)).unwrap()
+        // The same weights give the same file, byte for byte; the best model and the best so far
+        // survive the resume.
+        for f in [MODEL_FILE, charlm::resume::BEST_FILE] {
+            assert!(
+                std::fs::read(full_dir.join(f)).unwrap() == std::fs::read(cut_dir.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        let (a, b) = (load_checkpoint(&full_dir).unwrap().1, load_checkpoint(&cut_dir).unwrap().1);
+        assert_eq!(
+            (a.best.map(|p| (p.0, p.1.to_bits())), a.since_best),
+            (b.best.map(|p| (p.0, p.1.to_bits())), b.since_best)
         );
         std::fs::remove_dir_all(&full_dir).unwrap();
         std::fs::remove_dir_all(&cut_dir).unwrap();
@@ -286,4 +294,71 @@ fn evaluation_predicts_every_character_once_with_one_stream() {
     let l = evaluate(&mut m, c.train(), 1, 7).unwrap();
     assert!((l - (c.vocab().len() as f64).ln()).abs() < 1e-12, "{l}");
     assert!(evaluate(&mut m, &c.train()[..1], 1, 7).is_err());
+}
+
+/// The metadata of a safetensors file's bytes.
+fn metadata(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    safetensors::SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap()
+}
+
+/// `best.safetensors` is the model of the lowest validation loss (the first, on ties), the
+/// state records that loss exactly, and every checkpoint names its step and validation loss.
+#[test]
+fn the_best_model_is_kept() {
+    let c = corpus();
+    let out = out_dir("best");
+    let mut m = model(&c);
+    // A learning rate far too large: the validation loss goes down, then up and down again.
+    let mut cfg = config(out.clone(), 70, Batching::Streams);
+    (cfg.lr, cfg.lr_decay, cfg.clip_value, cfg.clip_norm) = (60.0, 1.0, None, None);
+    train(&mut m, &c, &cfg, None, &mut |_| {}).unwrap();
+    let (bytes, state) = load_checkpoint(&out).unwrap();
+    let (&(best_step, best_loss), last) =
+        (state.val_loss.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap(), *state.val_loss.last().unwrap());
+    assert!(
+        best_step < 70,
+        "the last model is the best; the test needs one that is not: {:?}",
+        state.val_loss
+    );
+    let exact = state.best.unwrap();
+    assert_eq!(exact.0, best_step);
+    // The history is stored as decimals (for the plot), the best exactly: 1e-12 relative.
+    assert!((exact.1 - best_loss).abs() <= 1e-12 * best_loss, "{exact:?} vs {best_loss}");
+    let later = state.val_loss.iter().filter(|p| p.0 > best_step).count() as u64;
+    assert_eq!(state.since_best, later);
+    let best = std::fs::read(out.join(charlm::resume::BEST_FILE)).unwrap();
+    let (bm, mm) = (metadata(&best), metadata(&bytes));
+    assert_eq!(bm["step"], best_step.to_string());
+    assert_eq!(bm["val_loss"].parse::<f64>().unwrap().to_bits(), exact.1.to_bits());
+    assert_eq!((mm["step"].as_str(), mm["val_loss"].parse::<f64>().unwrap()), ("70", last.1));
+    // The best file is a valid file (CRC checked) and is not the last one.
+    charlm::checkpoint::decode_tensors(&out, &best).unwrap();
+    assert!(best != bytes);
+
+    // Stopped after the best (step 42 with these settings) and resumed: the later, worse
+    // validations do not replace it.
+    let cut = out_dir("best-cut");
+    let mut first = model(&c);
+    train(
+        &mut first,
+        &c,
+        &TrainConfig { stop: Stop::Steps(49), out: cut.clone(), ..cfg.clone() },
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let (bytes, saved) = load_checkpoint(&cut).unwrap();
+    assert!(saved.best.unwrap().0 < 49 && saved.since_best > 0, "{saved:?}");
+    let file = charlm::checkpoint::decode_tensors(&cut, &bytes).unwrap();
+    let mut resumed = model(&c);
+    assign_tensors(&cut, &file, resumed.params_mut().named_params_mut()).unwrap();
+    train(&mut resumed, &c, &TrainConfig { out: cut.clone(), ..cfg }, Some(saved), &mut |_| {}).unwrap();
+    let again = load_checkpoint(&cut).unwrap().1;
+    assert_eq!(
+        (again.best.map(|b| b.1.to_bits()), again.since_best),
+        (Some(exact.1.to_bits()), state.since_best)
+    );
+    assert!(std::fs::read(cut.join(charlm::resume::BEST_FILE)).unwrap() == best);
+    std::fs::remove_dir_all(&cut).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
 }
