@@ -15,7 +15,7 @@ use crate::model::{evaluate, generate_with, LanguageModel};
 use crate::resume::{load_checkpoint, read_checkpoint, BEST_FILE, MODEL_FILE};
 use crate::rundir::{self, RunLock};
 use crate::sample::{encode_prime, SamplingConfig};
-use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
+use crate::train::{train, Batching, EarlyStop, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
 /// The most threads `charlm train --threads` accepts.
@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 /// The commands.
+// Parsed once per process: the size of the training options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model on a UTF-8 text file.
@@ -142,6 +144,14 @@ pub struct TrainArgs {
     /// Print a sample every N steps (0: never).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub sample_every: u64,
+    /// Stop after N validations in a row without improvement of the validation loss (both
+    /// checkpoints are written; a resume may raise or drop it).
+    #[arg(long, allow_negative_numbers = true)]
+    pub patience: Option<u64>,
+    /// Stop after this many minutes of training (fractions allowed, > 0), at a checkpoint: the
+    /// run resumes exactly. Counted for this process alone.
+    #[arg(long, allow_negative_numbers = true, value_name = "MINUTES")]
+    pub time_limit: Option<f64>,
     /// The fraction of the text held out for validation, in [0, 1).
     #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_VAL_FRAC)]
     pub val_frac: f64,
@@ -293,6 +303,8 @@ impl TrainArgs {
             seed: self.seed,
             out: self.out_dir(),
             progress: !self.no_progress,
+            patience: self.patience,
+            time_limit: self.time_limit,
         };
         cfg.check()?;
         Ok(cfg)
@@ -719,6 +731,15 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
                 r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
             )
             .map_err(CharLmError::stdout)?;
+            let why = match r.early_stop {
+                Some(EarlyStop::Patience) => Some("--patience"),
+                Some(EarlyStop::TimeLimit) => Some("--time-limit"),
+                None => None,
+            };
+            if let Some(flag) = why {
+                writeln!(out, "stopped early ({flag}); continue with --resume {}", args.out_dir().display())
+                    .map_err(CharLmError::stdout)?;
+            }
         }
         Command::Sample(args) => {
             args.sampling()?;

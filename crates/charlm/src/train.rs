@@ -14,7 +14,15 @@
 //! ([`crate::resume::save_checkpoint`]) with the loss plot. When the validation loss is below
 //! every earlier one (strictly), the same model is first written to `best.safetensors`; both
 //! files carry `step` and `val_loss` in their metadata, and the best so far is in the training
-//! state, so a resumed run keeps replacing it only on a real improvement. Randomness comes from four
+//! state, so a resumed run keeps replacing it only on a real improvement.
+//!
+//! Two limits end a run before `--steps`/`--epochs`: `patience` (after that many validations in
+//! a row without improvement) and `time_limit` (once this process has trained that long, wall
+//! time since its first step, validations and checkpoints included; checked after every step).
+//! Either way the run ends on a validation and a checkpoint, so both model files are written and
+//! the run resumes bit-identically. A time-limit stop validates at the step where it stops (like
+//! the last step of a run), which adds one entry to the validation history. Neither limit is
+//! part of the options a resume must repeat: a resumed run may change or drop them. Randomness comes from four
 //! generators derived from the seed: initial weights (`seed`), window starts (`seed + 1`),
 //! dropout (`seed + 2`), and each printed sample (`seed + 3 + step`, so printing samples does not
 //! change training). The batcher, dropout and optimizer states and the carried recurrent state
@@ -108,6 +116,15 @@ pub enum Stop {
     Steps(u64),
 }
 
+/// Why a run ended before its `--steps`/`--epochs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyStop {
+    /// `patience` validations in a row without improvement.
+    Patience,
+    /// The time limit was reached.
+    TimeLimit,
+}
+
 /// Upper bound on `--seq-len` and `--batch`.
 pub const MAX_SEQ_OR_BATCH: usize = 1 << 20;
 
@@ -144,6 +161,10 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// Show a progress bar. Default true.
     pub progress: bool,
+    /// Stop after this many validations in a row without improvement. Default none.
+    pub patience: Option<u64>,
+    /// Stop after this many minutes of training (this process's). Default none.
+    pub time_limit: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -164,6 +185,8 @@ impl Default for TrainConfig {
             seed: 0,
             out: PathBuf::from("charlm-out"),
             progress: true,
+            patience: None,
+            time_limit: None,
         }
     }
 }
@@ -202,6 +225,17 @@ impl TrainConfig {
         if self.val_every == 0 {
             return Err(CharLmError::arg("--val-every", "must be at least 1"));
         }
+        if self.patience == Some(0) {
+            return Err(CharLmError::arg("--patience", "must be at least 1 validation"));
+        }
+        if let Some(t) = self.time_limit {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(CharLmError::arg(
+                    "--time-limit",
+                    format!("must be a positive finite number of minutes, got {t}"),
+                ));
+            }
+        }
         if self.sample_length == 0 {
             return Err(CharLmError::arg("--sample-length", "must be at least 1"));
         }
@@ -209,8 +243,15 @@ impl TrainConfig {
     }
 
     /// Checks that the training text of `corpus` holds at least one batch (the batchers'
-    /// own checks, run before anything is built or printed).
+    /// own checks, run before anything is built or printed), and that `patience` has
+    /// validation text to count.
     pub fn check_corpus(&self, corpus: &Corpus) -> Result<(), CharLmError> {
+        if self.patience.is_some() && corpus.val().len() < 2 {
+            return Err(CharLmError::arg(
+                "--patience",
+                "counts validations, but the corpus has no validation text; raise --val-frac or leave --patience out",
+            ));
+        }
         match self.batching {
             Batching::Streams => drop(StreamBatcher::new(corpus.train(), self.batch, self.seq_len)?),
             Batching::Windows => {
@@ -280,6 +321,8 @@ pub struct TrainReport {
     pub step_seconds: f64,
     /// Steps this process took.
     pub steps_run: u64,
+    /// Why the run ended early, if it did.
+    pub early_stop: Option<EarlyStop>,
 }
 
 fn check_finite_params<T: Scalar, P: Parameters<T>>(
@@ -311,6 +354,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, CharLmError> {
     cfg.check()?;
+    cfg.check_corpus(corpus)?;
     let dtype = DType::of::<T>();
     let settings = cfg.settings(dtype, corpus);
     prepare_out(&cfg.out)?;
@@ -357,6 +401,15 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         }
         (step, train_loss, val_loss) = (saved.step, saved.train_loss, saved.val_loss);
         (best, since_best) = (saved.best, saved.since_best);
+        if let Some(p) = cfg.patience.filter(|&p| since_best >= p) {
+            return Err(CharLmError::arg(
+                "--patience",
+                format!(
+                    "the saved run has had {since_best} validations without improvement, the patience is {p}; \
+                     raise --patience or leave it out to continue"
+                ),
+            ));
+        }
         if step >= total {
             return Err(CharLmError::arg(
                 "--steps/--epochs",
@@ -391,6 +444,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     let mut last_checkpoint = (step > 0).then_some(step);
     let mut step_seconds = 0.0;
     let mut plot_warned = false;
+    let mut early_stop = None;
     while step < total {
         let t0 = Instant::now();
         batcher.next_batch(&mut batch);
@@ -442,7 +496,8 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 generate(model, corpus.vocab(), &[], cfg.sample_length, &SamplingConfig::new(), &mut srng)?;
             say(&format!("--- sample at step {step} ---\n{text}\n---"));
         }
-        if step % cfg.val_every == 0 || step == total {
+        let timed_out = cfg.time_limit.is_some_and(|m| started.elapsed().as_secs_f64() >= m * 60.0);
+        if step % cfg.val_every == 0 || step == total || timed_out {
             check_finite_params(model.params(), step, last_checkpoint)?;
             let mut checked = None;
             if corpus.val().len() >= 2 {
@@ -507,6 +562,19 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 }
                 _ => {}
             }
+            if timed_out && step < total {
+                early_stop = Some(EarlyStop::TimeLimit);
+                say(&format!(
+                    "stopped at step {step}: the time limit of {} min is reached",
+                    cfg.time_limit.unwrap_or(0.0)
+                ));
+                break;
+            }
+            if let Some(p) = cfg.patience.filter(|&p| checked.is_some() && since_best >= p && step < total) {
+                early_stop = Some(EarlyStop::Patience);
+                say(&format!("stopped at step {step}: {p} validations without improvement (--patience {p})"));
+                break;
+            }
         }
     }
     bar.finish();
@@ -523,5 +591,6 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         seconds: started.elapsed().as_secs_f64(),
         step_seconds,
         steps_run: step - first,
+        early_stop,
     })
 }

@@ -542,3 +542,39 @@ fn run_directories_serve_their_best_model() {
     assert!(!best.exists() && run.join("model.safetensors").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--time-limit` (0.001 minutes on a run of a million steps) ends `charlm train` early and
+/// successfully, saying so, with both models written; `--resume` continues it to the same model
+/// file, byte for byte, as a run that never stopped. `--patience` without validation text is a
+/// one-line error.
+#[test]
+fn time_limit_stops_cleanly_and_resumes() {
+    let dir = tmp("time");
+    let run = dir.join("run");
+    let out = charlm(&train_args(&corpus(), &run, 1_000_000, &["--time-limit", "0.001"]));
+    assert_ok(&out, "a time-limited run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped early (--time-limit); continue with --resume"), "{stdout}");
+    let (_, state) = charlm::resume::load_checkpoint(&run).unwrap();
+    assert!(state.step < 1_000_000 && run.join("best.safetensors").exists(), "{}", state.step);
+    let end = state.step + 3;
+    let mut resume = train_args(&corpus(), &run, end, &["--resume", &s(&run)]);
+    let i = resume.iter().position(|a| a == "--steps").unwrap();
+    resume[i + 1] = end.to_string();
+    assert_ok(&charlm(&resume), "resume");
+    let whole = dir.join("whole");
+    assert_ok(&charlm(&train_args(&corpus(), &whole, end, &[])), "whole run");
+    assert!(
+        std::fs::read(whole.join("model.safetensors")).unwrap()
+            == std::fs::read(run.join("model.safetensors")).unwrap()
+    );
+    // Refused before anything is replaced, even with --overwrite.
+    let before = snapshot(&run);
+    let out = charlm(&train_args(&corpus(), &run, 4, &["--patience", "2", "--val-frac", "0", "--overwrite"]));
+    assert_clean_failure(
+        &out,
+        "invalid --patience: counts validations, but the corpus has no validation text",
+    );
+    assert!(snapshot(&run) == before, "a refused run changed the directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -161,6 +161,8 @@ fn config(out: PathBuf, steps: u64, batching: Batching) -> TrainConfig {
         seed: 3,
         out,
         progress: false,
+        patience: None,
+        time_limit: None,
     }
 }
 
@@ -309,8 +311,7 @@ fn the_best_model_is_kept() {
     let out = out_dir("best");
     let mut m = model(&c);
     // A learning rate far too large: the validation loss goes down, then up and down again.
-    let mut cfg = config(out.clone(), 70, Batching::Streams);
-    (cfg.lr, cfg.lr_decay, cfg.clip_value, cfg.clip_norm) = (60.0, 1.0, None, None);
+    let cfg = wild(out.clone(), 70);
     train(&mut m, &c, &cfg, None, &mut |_| {}).unwrap();
     let (bytes, state) = load_checkpoint(&out).unwrap();
     let (&(best_step, best_loss), last) =
@@ -361,4 +362,82 @@ fn the_best_model_is_kept() {
     assert!(std::fs::read(cut.join(charlm::resume::BEST_FILE)).unwrap() == best);
     std::fs::remove_dir_all(&cut).unwrap();
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The settings of `the_best_model_is_kept`: validation losses at steps 7, 14, ..., 70 of
+/// 7.13, 5.17, 4.93, 5.22, 8.11, 4.56, 5.63, 7.47, 6.72, 5.45.
+fn wild(out: PathBuf, steps: u64) -> TrainConfig {
+    let mut cfg = config(out, steps, Batching::Streams);
+    (cfg.lr, cfg.lr_decay, cfg.clip_value, cfg.clip_norm) = (60.0, 1.0, None, None);
+    cfg
+}
+
+/// Resumes the run in `dir` with `cfg`.
+fn resume(
+    dir: &std::path::Path,
+    cfg: &TrainConfig,
+) -> Result<(Bigram<f64>, charlm::train::TrainReport), CharLmError> {
+    let c = corpus();
+    let (bytes, state) = load_checkpoint(dir).unwrap();
+    let file = charlm::checkpoint::decode_tensors(&dir.join(MODEL_FILE), &bytes).unwrap();
+    let mut m = model(&c);
+    assign_tensors(dir, &file, m.params_mut().named_params_mut()).unwrap();
+    let r = train(&mut m, &c, cfg, Some(state), &mut |_| {})?;
+    Ok((m, r))
+}
+
+/// `patience`: the run ends at the validation that makes `patience` in a row without
+/// improvement, with both models written; resuming with the same patience is refused, and
+/// without it the run goes on bit-identically to one that never stopped.
+#[test]
+fn patience_stops_and_resumes() {
+    let c = corpus();
+    let (full, cut) = (out_dir("pat-full"), out_dir("pat-cut"));
+    train(&mut model(&c), &c, &wild(full.clone(), 70), None, &mut |_| {}).unwrap();
+    let mut lines = Vec::new();
+    let cfg = TrainConfig { patience: Some(2), ..wild(cut.clone(), 70) };
+    let r = train(&mut model(&c), &c, &cfg, None, &mut |s| lines.push(s.to_string())).unwrap();
+    // Best at 21; 28 and 35 are worse.
+    assert_eq!(
+        (r.steps, r.early_stop, r.best.map(|b| b.0)),
+        (35, Some(charlm::train::EarlyStop::Patience), Some(21))
+    );
+    assert!(lines.iter().any(|l| l.contains("2 validations without improvement")), "{lines:?}");
+    assert!(cut.join(MODEL_FILE).exists() && cut.join(charlm::resume::BEST_FILE).exists());
+    let e = resume(&cut, &cfg).unwrap_err().to_string();
+    assert!(
+        e.starts_with("invalid --patience: the saved run has had 2 validations without improvement"),
+        "{e}"
+    );
+    let (_, r) = resume(&cut, &wild(cut.clone(), 70)).unwrap();
+    assert_eq!((r.steps, r.early_stop), (70, None));
+    for f in [MODEL_FILE, charlm::resume::BEST_FILE] {
+        assert!(std::fs::read(full.join(f)).unwrap() == std::fs::read(cut.join(f)).unwrap(), "{f}");
+    }
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}
+
+/// `time_limit`: a limit of 0.001 minutes (60 ms) on a run of a million steps (minutes of work
+/// even for this model) ends it early, cleanly, on a checkpoint with both models; the resumed
+/// run ends bit-identical to one that never stopped. Nothing depends on how fast the steps are,
+/// only on a million of them taking more than 60 ms.
+#[test]
+fn time_limit_stops_and_resumes() {
+    let c = corpus();
+    let cut = out_dir("time-cut");
+    let cfg = TrainConfig { time_limit: Some(0.001), ..config(cut.clone(), 1_000_000, Batching::Streams) };
+    let r = train(&mut model(&c), &c, &cfg, None, &mut |_| {}).unwrap();
+    assert!(r.steps < 1_000_000 && r.early_stop == Some(charlm::train::EarlyStop::TimeLimit), "{r:?}");
+    let (_, state) = load_checkpoint(&cut).unwrap();
+    assert_eq!((state.step, state.val_loss.last().unwrap().0), (r.steps, r.steps));
+    assert!(cut.join(charlm::resume::BEST_FILE).exists());
+    let end = r.steps + 10;
+    let (_, r2) = resume(&cut, &config(cut.clone(), end, Batching::Streams)).unwrap();
+    assert_eq!((r2.steps, r2.early_stop), (end, None));
+    let full = out_dir("time-full");
+    train(&mut model(&c), &c, &config(full.clone(), end, Batching::Streams), None, &mut |_| {}).unwrap();
+    assert!(std::fs::read(full.join(MODEL_FILE)).unwrap() == std::fs::read(cut.join(MODEL_FILE)).unwrap());
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
 }
