@@ -15,7 +15,7 @@ use crate::model::{evaluate, generate_with, LanguageModel};
 use crate::resume::{load_checkpoint, read_checkpoint, BEST_FILE, MODEL_FILE};
 use crate::rundir::{self, RunLock};
 use crate::sample::{encode_prime, SamplingConfig};
-use crate::train::{train, Batching, EarlyStop, OptimKind, Stop, TrainConfig, TrainReport};
+use crate::train::{train, Batching, EarlyStop, LrScheduleKind, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
 /// The most threads `charlm train --threads` accepts.
@@ -78,6 +78,15 @@ pub enum OptimArg {
     Rprop,
 }
 
+/// The learning-rate schedule on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// The learning rate, decayed per epoch by --lr-decay.
+    Constant,
+    /// Cosine decay to --lr-min over the run.
+    Cosine,
+}
+
 /// The precision on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DTypeArg {
@@ -120,9 +129,23 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, allow_negative_numbers = true, default_value_t = 2e-3)]
     pub lr: f64,
-    /// Learning-rate factor applied at each new epoch, in (0, 1].
+    /// Learning-rate factor applied at each new epoch, in (0, 1] (the constant schedule).
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub lr_decay: f64,
+    /// Epochs at the full learning rate before --lr-decay applies (char-rnn's
+    /// learning_rate_decay_after; 1 decays from the second epoch on).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
+    pub lr_decay_after: u64,
+    /// Optimizer steps of linear warmup, from lr/N up to lr (PyTorch's LinearLR).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// The learning rate after the warmup: constant (decayed per epoch by --lr-decay), or a
+    /// cosine from --lr down to --lr-min at the run's last step (PyTorch's CosineAnnealingLR).
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: LrScheduleArg,
+    /// The floor of --lr-schedule cosine, in [0, --lr].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_min: Option<f64>,
     /// Clip the global gradient norm to this.
     #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     pub clip_norm: f64,
@@ -290,6 +313,13 @@ impl TrainArgs {
             },
             lr: self.lr,
             lr_decay: self.lr_decay,
+            lr_decay_after: self.lr_decay_after,
+            warmup_steps: self.warmup_steps,
+            lr_schedule: match self.lr_schedule {
+                LrScheduleArg::Constant => LrScheduleKind::Constant,
+                LrScheduleArg::Cosine => LrScheduleKind::Cosine,
+            },
+            lr_min: self.lr_min.unwrap_or(0.0),
             clip_norm: if self.no_clip_norm { None } else { Some(self.clip_norm) },
             clip_value: self.clip_value,
             stop: match (self.epochs, self.steps) {
@@ -395,7 +425,7 @@ pub fn checkpoint_file(path: &Path) -> Result<PathBuf, CharLmError> {
     Err(CharLmError::arg(
         "--checkpoint",
         format!(
-            "{} is a directory without {BEST_FILE} (written when a run validates: it needs validation text);              pass a model file, e.g. {}",
+            "{} is a directory without {BEST_FILE} (written when a run validates: it needs validation text); pass a model file, e.g. {}",
             path.display(),
             path.join(MODEL_FILE).display()
         ),

@@ -4,7 +4,12 @@
 //! One optimizer step per batch. With the streams batcher the recurrent state of batch `j` is
 //! the final state of batch `j - 1` (no gradient flows back across the boundary) and zero at
 //! the start of an epoch. The learning rate of a step in epoch `e` (from 0) is
-//! `lr · lr_decay^e` ([`rnn_optim::ExponentialLr`]). Gradients are clipped first by value
+//! `lr · lr_decay^max(0, e + 1 − lr_decay_after)` ([`rnn_optim::DecayAfterLr`]; with the default
+//! `lr_decay_after = 1`, `lr · lr_decay^e`), after `warmup_steps` steps of linear warmup from
+//! `lr / warmup_steps` ([`rnn_optim::LinearLr`], torch's `LinearLR`). With the cosine schedule
+//! it is instead torch's `SequentialLR(LinearLR, CosineAnnealingLR)`: the warmup, then a cosine
+//! from `lr` down to `lr_min` at the run's last step ([`rnn_optim::SequentialLr`],
+//! [`rnn_optim::CosineAnnealingLr`]; the step counts from 0 for the first optimizer step). Gradients are clipped first by value
 //! (`g ← clamp(g, -c, c)`, [`rnn_optim::clip_grad_value`]) and then by global norm
 //! (`g ← g · min(1, c / (‖g‖₂ + 1e-6))`, the norm over every tensor together, as PyTorch's
 //! `clip_grad_norm_`, [`rnn_optim::clip_grad_norm`]).
@@ -36,8 +41,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rnn_data::{Batch, Batcher, Corpus, StreamBatcher, WindowBatcher};
 use rnn_optim::{
-    build_optimizer, clip_grad_norm, clip_grad_value, step_model, ExponentialLr, LrSchedule, OptimError,
-    OptimizerKind,
+    build_optimizer, clip_grad_norm, clip_grad_value, step_model, CosineAnnealingLr, DecayAfterLr, LinearLr,
+    LrCursor, LrSchedule, OptimError, OptimizerKind, SequentialLr,
 };
 use rnn_tensor::{Parameters, Rng, Scalar};
 
@@ -125,6 +130,25 @@ pub enum EarlyStop {
     TimeLimit,
 }
 
+/// The learning-rate schedule over the optimizer steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrScheduleKind {
+    /// `lr` (after the warmup), decayed per epoch by `lr_decay` (the default).
+    Constant,
+    /// After the warmup, a cosine from `lr` to `lr_min` over the rest of the run.
+    Cosine,
+}
+
+impl LrScheduleKind {
+    /// `"constant"` or `"cosine"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LrScheduleKind::Constant => "constant",
+            LrScheduleKind::Cosine => "cosine",
+        }
+    }
+}
+
 /// Upper bound on `--seq-len` and `--batch`.
 pub const MAX_SEQ_OR_BATCH: usize = 1 << 20;
 
@@ -143,6 +167,14 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Learning-rate factor per epoch, in `(0, 1]`. Default 1 (none).
     pub lr_decay: f64,
+    /// Epochs at the full rate before `lr_decay` applies (char-rnn's), at least 1. Default 1.
+    pub lr_decay_after: u64,
+    /// Steps of linear warmup. Default 0.
+    pub warmup_steps: u64,
+    /// Default constant.
+    pub lr_schedule: LrScheduleKind,
+    /// The floor of the cosine schedule, in `[0, lr]`. Default 0.
+    pub lr_min: f64,
     /// Clip the global gradient norm to this. Default 5.
     pub clip_norm: Option<f64>,
     /// Clip every gradient value to `[-c, c]`. Default none.
@@ -176,6 +208,10 @@ impl Default for TrainConfig {
             optimizer: OptimKind::Adam,
             lr: 2e-3,
             lr_decay: 1.0,
+            lr_decay_after: 1,
+            warmup_steps: 0,
+            lr_schedule: LrScheduleKind::Constant,
+            lr_min: 0.0,
             clip_norm: Some(5.0),
             clip_value: None,
             stop: Stop::Epochs(1),
@@ -210,6 +246,24 @@ impl TrainConfig {
         positive_finite("--lr", self.lr)?;
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return Err(CharLmError::arg("--lr-decay", format!("must be in (0, 1], got {}", self.lr_decay)));
+        }
+        if self.lr_decay_after == 0 {
+            return Err(CharLmError::arg("--lr-decay-after", "must be at least 1 epoch"));
+        }
+        if !(self.lr_min.is_finite() && self.lr_min >= 0.0 && self.lr_min <= self.lr) {
+            return Err(CharLmError::arg(
+                "--lr-min",
+                format!("must be in [0, --lr = {}], got {}", self.lr, self.lr_min),
+            ));
+        }
+        if self.lr_schedule == LrScheduleKind::Cosine && self.lr_decay != 1.0 {
+            return Err(CharLmError::arg(
+                "--lr-decay",
+                "decays the constant schedule per epoch; with --lr-schedule cosine leave it out",
+            ));
+        }
+        if self.lr_schedule == LrScheduleKind::Constant && self.lr_min != 0.0 {
+            return Err(CharLmError::arg("--lr-min", "is the floor of --lr-schedule cosine; pass that too"));
         }
         if let Some(c) = self.clip_norm {
             positive_finite("--clip-norm", c)?;
@@ -289,7 +343,31 @@ impl TrainConfig {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.schedule_settings().map(|(k, v)| (k.to_string(), v)))
         .collect()
+    }
+
+    /// The schedule's settings that differ from the defaults (so that runs saved before they
+    /// existed still resume): the cosine schedule's length is the run's, so a resume must ask
+    /// for the same `--steps`/`--epochs`.
+    fn schedule_settings(&self) -> impl Iterator<Item = (&'static str, String)> {
+        let mut v = Vec::new();
+        if self.lr_decay_after != 1 {
+            v.push(("lr_decay_after", self.lr_decay_after.to_string()));
+        }
+        if self.warmup_steps != 0 {
+            v.push(("warmup_steps", self.warmup_steps.to_string()));
+        }
+        if self.lr_schedule == LrScheduleKind::Cosine {
+            v.push(("lr_schedule", "cosine".to_string()));
+            v.push(("lr_min", self.lr_min.to_string()));
+            let total = match self.stop {
+                Stop::Steps(s) => format!("{s} steps"),
+                Stop::Epochs(e) => format!("{e} epochs"),
+            };
+            v.push(("lr_schedule_length", total));
+        }
+        v.into_iter()
     }
 }
 
@@ -323,6 +401,52 @@ pub struct TrainReport {
     pub steps_run: u64,
     /// Why the run ended early, if it did.
     pub early_stop: Option<EarlyStop>,
+}
+
+/// The learning rate of every step (see the module docs).
+enum StepSchedule {
+    Constant { warmup: Option<LrCursor<LinearLr>>, steps: u64, epochs: DecayAfterLr },
+    Cosine(LrCursor<SequentialLr<LinearLr, CosineAnnealingLr>>),
+    CosineOnly(LrCursor<CosineAnnealingLr>),
+}
+
+impl StepSchedule {
+    fn new(cfg: &TrainConfig, total: u64) -> Result<Self, CharLmError> {
+        let w = cfg.warmup_steps;
+        let warmup = if w > 0 { Some(LinearLr::new(cfg.lr, 1.0 / w as f64, 1.0, w)?) } else { None };
+        Ok(match cfg.lr_schedule {
+            LrScheduleKind::Constant => StepSchedule::Constant {
+                warmup: warmup.map(LrCursor::new),
+                steps: w,
+                epochs: DecayAfterLr::new(cfg.lr, cfg.lr_decay, cfg.lr_decay_after)?,
+            },
+            LrScheduleKind::Cosine => {
+                if w >= total {
+                    return Err(CharLmError::arg(
+                        "--warmup-steps",
+                        format!(
+                            "with --lr-schedule cosine it must be below the run's {total} steps, got {w}"
+                        ),
+                    ));
+                }
+                let cosine = CosineAnnealingLr::new(cfg.lr, total - w, cfg.lr_min)?;
+                match warmup {
+                    Some(l) => StepSchedule::Cosine(LrCursor::new(SequentialLr::new(l, cosine, w)?)),
+                    None => StepSchedule::CosineOnly(LrCursor::new(cosine)),
+                }
+            }
+        })
+    }
+
+    /// The learning rate of optimizer step `step` (0 for the first), in epoch `epoch`.
+    fn lr(&mut self, step: u64, epoch: u64) -> f64 {
+        match self {
+            StepSchedule::Constant { warmup: Some(c), steps, .. } if step < *steps => c.lr_at(step),
+            StepSchedule::Constant { epochs, .. } => epochs.lr_at(epoch),
+            StepSchedule::Cosine(c) => c.lr_at(step),
+            StepSchedule::CosineOnly(c) => c.lr_at(step),
+        }
+    }
 }
 
 fn check_finite_params<T: Scalar, P: Parameters<T>>(
@@ -371,7 +495,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         Stop::Epochs(e) => e.saturating_mul(per_epoch as u64),
     };
     let mut opt = build_optimizer::<T>(cfg.optimizer.kind(), cfg.lr)?;
-    let schedule = ExponentialLr::new(cfg.lr, cfg.lr_decay)?;
+    let mut schedule = StepSchedule::new(cfg, total)?;
     let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
     let mut state = model.zero_state(bs);
     let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
@@ -451,7 +575,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         if batch.reset_state {
             state = model.zero_state(bs);
         }
-        schedule.apply(opt.as_mut(), batch.epoch);
+        opt.set_lr(schedule.lr(step, batch.epoch));
         grads.zero();
         let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
         step += 1;

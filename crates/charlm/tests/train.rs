@@ -163,6 +163,7 @@ fn config(out: PathBuf, steps: u64, batching: Batching) -> TrainConfig {
         progress: false,
         patience: None,
         time_limit: None,
+        ..TrainConfig::default()
     }
 }
 
@@ -438,6 +439,102 @@ fn time_limit_stops_and_resumes() {
     let full = out_dir("time-full");
     train(&mut model(&c), &c, &config(full.clone(), end, Batching::Streams), None, &mut |_| {}).unwrap();
     assert!(std::fs::read(full.join(MODEL_FILE)).unwrap() == std::fs::read(cut.join(MODEL_FILE)).unwrap());
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}
+
+/// The learning rate the optimizer used for the last step of a run (the state saves it).
+fn last_lr(dir: &std::path::Path) -> f64 {
+    load_checkpoint(dir).unwrap().1.optimizer.scalars["lr"]
+}
+
+/// Warmup, char-rnn's decay after N epochs, and warmup then cosine: the learning rate of a
+/// run's last step is the rnn-optim schedule's (PyTorch's, bit for bit) at that step.
+#[test]
+fn schedules_set_every_steps_learning_rate() {
+    use charlm::train::LrScheduleKind;
+    use rnn_optim::{CosineAnnealingLr, DecayAfterLr, LinearLr, LrSchedule, SequentialLr};
+    let c = corpus();
+    let per_epoch = 19; // 633 training characters, 4 streams of 158, 8 steps per batch
+    let dir = out_dir("sched");
+    let base = TrainConfig {
+        warmup_steps: 5,
+        lr_decay: 0.9,
+        lr_decay_after: 2,
+        ..config(dir.clone(), 1, Batching::Streams)
+    };
+    let warm = LinearLr::new(2.0, 0.2, 1.0, 5).unwrap();
+    let decay = DecayAfterLr::new(2.0, 0.9, 2).unwrap();
+    for n in [1, 3, 5, 6, 2 * per_epoch + 1, 3 * per_epoch + 1] {
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = train(
+            &mut model(&c),
+            &c,
+            &TrainConfig { stop: Stop::Steps(n), ..base.clone() },
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(r.batches_per_epoch as u64, per_epoch);
+        let s = n - 1;
+        let want = if s < 5 { warm.lr_at(s) } else { decay.lr_at(s / per_epoch) };
+        assert_eq!(last_lr(&dir).to_bits(), want.to_bits(), "step {s}");
+    }
+    assert_eq!(decay.lr_at(3), 2.0 * 0.9 * 0.9);
+    for warmup in [0, 5] {
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = TrainConfig {
+            lr_schedule: LrScheduleKind::Cosine,
+            lr_min: 0.1,
+            lr_decay: 1.0,
+            warmup_steps: warmup,
+            ..config(dir.clone(), 30, Batching::Streams)
+        };
+        train(&mut model(&c), &c, &cfg, None, &mut |_| {}).unwrap();
+        let cosine = CosineAnnealingLr::new(2.0, 30 - warmup, 0.1).unwrap();
+        let want = match warmup {
+            0 => cosine.lr_at(29),
+            w => SequentialLr::new(LinearLr::new(2.0, 1.0 / w as f64, 1.0, w).unwrap(), cosine, w)
+                .unwrap()
+                .lr_at(29),
+        };
+        assert_eq!(last_lr(&dir).to_bits(), want.to_bits(), "warmup {warmup}");
+        assert!(want < 0.11, "{want}");
+    }
+    // A run with the default schedule saves no new settings: runs saved before they existed resume.
+    let keys = TrainConfig::default().settings(charlm::DType::F64, &c);
+    assert!(
+        !keys.keys().any(|k| k.contains("warmup") || k.contains("lr_schedule") || k.contains("after")),
+        "{keys:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Warmup then cosine, stopped early by patience and resumed without it: bit-identical to the
+/// run that never stopped. A resume asking for another length is refused (the cosine's length
+/// is the run's).
+#[test]
+fn cosine_runs_resume_bit_identically() {
+    use charlm::train::LrScheduleKind;
+    let c = corpus();
+    let (full, cut) = (out_dir("cos-full"), out_dir("cos-cut"));
+    let cfg = |out: PathBuf| TrainConfig {
+        lr_schedule: LrScheduleKind::Cosine,
+        lr_min: 1.0,
+        warmup_steps: 5,
+        ..wild(out, 70)
+    };
+    train(&mut model(&c), &c, &cfg(full.clone()), None, &mut |_| {}).unwrap();
+    let r =
+        train(&mut model(&c), &c, &TrainConfig { patience: Some(1), ..cfg(cut.clone()) }, None, &mut |_| {})
+            .unwrap();
+    assert!(r.steps < 70, "patience did not stop the run: {r:?}");
+    let e = resume(&cut, &TrainConfig { stop: Stop::Steps(80), ..cfg(cut.clone()) }).unwrap_err().to_string();
+    assert!(e.contains("lr_schedule_length is 80 steps here but 70 steps in the saved run"), "{e}");
+    resume(&cut, &cfg(cut.clone())).unwrap();
+    for f in [MODEL_FILE, charlm::resume::BEST_FILE] {
+        assert!(std::fs::read(full.join(f)).unwrap() == std::fs::read(cut.join(f)).unwrap(), "{f}");
+    }
     std::fs::remove_dir_all(&full).unwrap();
     std::fs::remove_dir_all(&cut).unwrap();
 }
