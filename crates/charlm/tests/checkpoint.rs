@@ -304,3 +304,21 @@ fn pytorch_loads_the_checkpoint_strictly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CRC-32"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fuzz seeds of the training-state loader (versions 1 and 2) load and round-trip, so the
+/// fuzzer starts from valid states of both versions.
+#[test]
+fn fuzz_seeds_of_both_state_versions_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/train_state");
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = TrainState::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(TrainState::from_json(&s.to_json()).unwrap(), s);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        versions.push((v["version"].as_u64().unwrap(), s.best.is_some()));
+    }
+    versions.sort();
+    assert_eq!(versions, [(1, false), (1, false), (2, true), (2, true)]);
+}
