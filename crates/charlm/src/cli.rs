@@ -612,16 +612,6 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         rundir::discard_run(&cfg.out)?;
         log(&format!("--overwrite: discarded the run in {}", cfg.out.display()));
     }
-    // Continuing into another directory: the best model so far comes along, so that the new
-    // run's best.safetensors is the one its state records.
-    if let (Some(dir), false) = (&args.resume, resume_in_place) {
-        let best = dir.join(BEST_FILE);
-        if best.exists() {
-            let bytes = crate::checkpoint::read_file_bytes(&best)?;
-            decode_model(&best, &bytes)?;
-            crate::checkpoint::write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
-        }
-    }
     let removed = rundir::remove_leftovers(&cfg.out)?;
     if !removed.is_empty() {
         log(&format!(
@@ -629,6 +619,17 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
             removed.len(),
             cfg.out.display()
         ));
+    }
+    // Continuing into another directory: the best model so far comes along, so that the new
+    // run's best.safetensors is the one its state records (after the leftovers are removed: a
+    // best model without a run is one of them).
+    if let (Some(dir), false) = (&args.resume, resume_in_place) {
+        let best = dir.join(BEST_FILE);
+        if best.exists() {
+            let bytes = crate::checkpoint::read_file_bytes(&best)?;
+            decode_model(&best, &bytes)?;
+            crate::checkpoint::write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
+        }
     }
     let mut model = model;
     log(&format!(
