@@ -45,7 +45,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
-# The metadata keys a charlm model file carries besides data_crc32 (crates/charlm/src/checkpoint.rs).
+# The metadata keys every charlm model file carries besides data_crc32 (crates/charlm/src/checkpoint.rs);
+# training checkpoints also carry step and val_loss, which describe their weights and are not kept here.
 MODEL_KEYS = ("format", "format_version", "cell", "vocab_size", "hidden_size", "num_layers", "dropout", "dtype", "vocab")
 
 

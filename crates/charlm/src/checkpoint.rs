@@ -206,6 +206,23 @@ pub fn encode_model<T: Scalar>(
     encode_tensors(tensors, model_metadata(config, DType::of::<T>(), vocab))
 }
 
+/// The bytes of a training checkpoint: [`encode_model`] with the metadata `step` and, when the
+/// run has validation text, `val_loss` (decimal strings).
+pub fn encode_checkpoint<T: Scalar>(
+    config: &ModelConfig,
+    vocab: &Vocab,
+    tensors: &[(String, &Mat<T>)],
+    step: u64,
+    val_loss: Option<f64>,
+) -> Result<Vec<u8>, CharLmError> {
+    let mut metadata = model_metadata(config, DType::of::<T>(), vocab);
+    metadata.insert("step".into(), step.to_string());
+    if let Some(v) = val_loss {
+        metadata.insert("val_loss".into(), v.to_string());
+    }
+    encode_tensors(tensors, metadata)
+}
+
 /// Writes a model file atomically and returns the CRC-32 of the whole file.
 pub fn save_model<T: Scalar>(
     path: &Path,

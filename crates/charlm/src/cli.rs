@@ -12,10 +12,10 @@ use rnn_tensor::{Parameters, Rng, Scalar};
 use crate::charrnn::CharRnn;
 use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile, TensorFile};
 use crate::model::{evaluate, generate_with, LanguageModel};
-use crate::resume::{load_checkpoint, read_checkpoint, MODEL_FILE};
+use crate::resume::{load_checkpoint, read_checkpoint, BEST_FILE, MODEL_FILE};
 use crate::rundir::{self, RunLock};
 use crate::sample::{encode_prime, SamplingConfig};
-use crate::train::{train, Batching, OptimKind, Stop, TrainConfig, TrainReport};
+use crate::train::{train, Batching, EarlyStop, LrScheduleKind, OptimKind, Stop, TrainConfig, TrainReport};
 use crate::{CellKind, CharLmError, DType, ModelConfig};
 
 /// The most threads `charlm train --threads` accepts.
@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 /// The commands.
+// Parsed once per process: the size of the training options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model on a UTF-8 text file.
@@ -76,6 +78,15 @@ pub enum OptimArg {
     Rprop,
 }
 
+/// The learning-rate schedule on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LrScheduleArg {
+    /// The learning rate, decayed per epoch by --lr-decay.
+    Constant,
+    /// Cosine decay to --lr-min over the run.
+    Cosine,
+}
+
 /// The precision on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DTypeArg {
@@ -118,9 +129,23 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, allow_negative_numbers = true, default_value_t = 2e-3)]
     pub lr: f64,
-    /// Learning-rate factor applied at each new epoch, in (0, 1].
+    /// Learning-rate factor applied at each new epoch, in (0, 1] (the constant schedule).
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub lr_decay: f64,
+    /// Epochs at the full learning rate before --lr-decay applies (char-rnn's
+    /// learning_rate_decay_after; 1 decays from the second epoch on).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
+    pub lr_decay_after: u64,
+    /// Optimizer steps of linear warmup, from lr/N up to lr (PyTorch's LinearLR).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// The learning rate after the warmup: constant (decayed per epoch by --lr-decay), or a
+    /// cosine from --lr down to --lr-min at the run's last step (PyTorch's CosineAnnealingLR).
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: LrScheduleArg,
+    /// The floor of --lr-schedule cosine, in [0, --lr].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_min: Option<f64>,
     /// Clip the global gradient norm to this.
     #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     pub clip_norm: f64,
@@ -142,6 +167,14 @@ pub struct TrainArgs {
     /// Print a sample every N steps (0: never).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub sample_every: u64,
+    /// Stop after N validations in a row without improvement of the validation loss (both
+    /// checkpoints are written; a resume may raise or drop it).
+    #[arg(long, allow_negative_numbers = true)]
+    pub patience: Option<u64>,
+    /// Stop after this many minutes of training (fractions allowed, > 0), at a checkpoint: the
+    /// run resumes exactly. Counted for this process alone.
+    #[arg(long, allow_negative_numbers = true, value_name = "MINUTES")]
+    pub time_limit: Option<f64>,
     /// The fraction of the text held out for validation, in [0, 1).
     #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_VAL_FRAC)]
     pub val_frac: f64,
@@ -156,7 +189,8 @@ pub struct TrainArgs {
     /// read).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// The run directory: model.safetensors, train_state.json, loss.png [default: the --resume
+    /// The run directory: model.safetensors (the last model), best.safetensors (the lowest
+    /// validation loss), train_state.json, loss.png [default: the --resume
     /// directory, else charlm-out]. A directory that already holds a run is refused unless
     /// --resume continues it there or --overwrite is given.
     #[arg(long)]
@@ -184,7 +218,8 @@ pub struct TrainArgs {
 /// `charlm sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// The model file.
+    /// The model file, or a run directory (the --out of `charlm train`): then its
+    /// best.safetensors, the model of the lowest validation loss.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Text to condition on (every character must be in the vocabulary).
@@ -210,7 +245,8 @@ pub struct SampleArgs {
 /// `charlm eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model file.
+    /// The model file, or a run directory (the --out of `charlm train`): then its
+    /// best.safetensors, the model of the lowest validation loss.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The text (UTF-8), read as one stream from a zero state.
@@ -277,6 +313,13 @@ impl TrainArgs {
             },
             lr: self.lr,
             lr_decay: self.lr_decay,
+            lr_decay_after: self.lr_decay_after,
+            warmup_steps: self.warmup_steps,
+            lr_schedule: match self.lr_schedule {
+                LrScheduleArg::Constant => LrScheduleKind::Constant,
+                LrScheduleArg::Cosine => LrScheduleKind::Cosine,
+            },
+            lr_min: self.lr_min.unwrap_or(0.0),
             clip_norm: if self.no_clip_norm { None } else { Some(self.clip_norm) },
             clip_value: self.clip_value,
             stop: match (self.epochs, self.steps) {
@@ -290,6 +333,8 @@ impl TrainArgs {
             seed: self.seed,
             out: self.out_dir(),
             progress: !self.no_progress,
+            patience: self.patience,
+            time_limit: self.time_limit,
         };
         cfg.check()?;
         Ok(cfg)
@@ -365,6 +410,26 @@ pub fn model_from_file<T: Scalar, M: LanguageModel<T>>(
     let mut model = M::build(&file.config, &mut Rng::seed_from(0))?;
     assign_tensors(path, &file.tensors, model.params_mut().named_params_mut())?;
     Ok(model)
+}
+
+/// The model file `--checkpoint` names: the path itself, or `best.safetensors` in it when it is
+/// a directory (a run directory), which must then hold one.
+pub fn checkpoint_file(path: &Path) -> Result<PathBuf, CharLmError> {
+    if !path.is_dir() {
+        return Ok(path.to_owned());
+    }
+    let best = path.join(BEST_FILE);
+    if best.exists() {
+        return Ok(best);
+    }
+    Err(CharLmError::arg(
+        "--checkpoint",
+        format!(
+            "{} is a directory without {BEST_FILE} (written when a run validates: it needs validation text); pass a model file, e.g. {}",
+            path.display(),
+            path.join(MODEL_FILE).display()
+        ),
+    ))
 }
 
 /// Checks a `--resume` path: an existing directory (not a file).
@@ -555,6 +620,17 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
             cfg.out.display()
         ));
     }
+    // Continuing into another directory: the best model so far comes along, so that the new
+    // run's best.safetensors is the one its state records (after the leftovers are removed: a
+    // best model without a run is one of them).
+    if let (Some(dir), false) = (&args.resume, resume_in_place) {
+        let best = dir.join(BEST_FILE);
+        if best.exists() {
+            let bytes = crate::checkpoint::read_file_bytes(&best)?;
+            decode_model(&best, &bytes)?;
+            crate::checkpoint::write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
+        }
+    }
     let mut model = model;
     log(&format!(
         "corpus {}: {} characters ({} training, {} validation), vocabulary {}; model {}x{} {} ({} parameters, {})",
@@ -686,24 +762,31 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
                 r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
             )
             .map_err(CharLmError::stdout)?;
+            let why = match r.early_stop {
+                Some(EarlyStop::Patience) => Some("--patience"),
+                Some(EarlyStop::TimeLimit) => Some("--time-limit"),
+                None => None,
+            };
+            if let Some(flag) = why {
+                writeln!(out, "stopped early ({flag}); continue with --resume {}", args.out_dir().display())
+                    .map_err(CharLmError::stdout)?;
+            }
         }
         Command::Sample(args) => {
             args.sampling()?;
             apply_threads(None)?;
-            let file = crate::checkpoint::load_model(&args.checkpoint)?;
+            let path = checkpoint_file(&args.checkpoint)?;
+            let file = crate::checkpoint::load_model(&path)?;
             let mut emit = |s: &str| out.write_all(s.as_bytes()).map_err(CharLmError::stdout);
-            with_model!(
-                file.dtype,
-                file.config.cell,
-                run_sample_to(args, &args.checkpoint, &file, &mut emit)
-            )?;
+            with_model!(file.dtype, file.config.cell, run_sample_to(args, &path, &file, &mut emit))?;
             writeln!(out).and_then(|()| out.flush()).map_err(CharLmError::stdout)?;
         }
         Command::Eval(args) => {
             max_input_bytes(args.max_input_mib)?;
             apply_threads(None)?;
-            let file = crate::checkpoint::load_model(&args.checkpoint)?;
-            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &args.checkpoint, &file))?;
+            let path = checkpoint_file(&args.checkpoint)?;
+            let file = crate::checkpoint::load_model(&path)?;
+            let loss = with_model!(file.dtype, file.config.cell, run_eval(args, &path, &file))?;
             writeln!(out, "loss_nats_per_char: {loss}")
                 .and_then(|()| out.flush())
                 .map_err(CharLmError::stdout)?;

@@ -3,14 +3,16 @@
 //!
 //! ## Layout of a run directory (`--out DIR`)
 //! - `model.safetensors`: the model ([`crate::checkpoint`]), loadable by PyTorch;
+//! - `best.safetensors`: the model of the lowest validation loss so far, in the same format
+//!   (written only when the validation loss improves; none without validation text);
 //! - `train_state.json`: everything else an exact resume needs ([`TrainState`]);
 //! - `loss.png`: the loss curves.
 //!
-//! ## `train_state.json`, format version 1
+//! ## `train_state.json`, format version 2
 //! A JSON object:
 //!
 //! ```text
-//! { "format": "charlm-train-state", "version": 1,
+//! { "format": "charlm-train-state", "version": 2,
 //!   "model_crc32": "1a2b3c4d",              CRC-32 of the whole model.safetensors it belongs to
 //!   "step": 500,                            optimizer steps taken
 //!   "batcher": { "kind": "streams", "epoch": 1, "batch": 99, "rng": null | RNG },
@@ -19,8 +21,13 @@
 //!                  "scalars": { "lr": F64 }, "buffers": { "rnn.weight_ih_l0/exp_avg": F64S } },
 //!   "carry": [ { "rows": 256, "cols": 50, "data": F64S } ],   recurrent state carried to the next batch
 //!   "settings": { "seq_len": "50", ... },   the run's options, compared on resume
-//!   "train_loss": [[1, 4.17], ...], "val_loss": [[100, 2.9], ...] }
+//!   "train_loss": [[1, 4.17], ...], "val_loss": [[100, 2.9], ...],
+//!   "best": null | { "step": 400, "val_loss": F64 },   the lowest validation loss so far
+//!   "since_best": 2 }                       validations since it (for --patience)
 //! ```
+//!
+//! Version 1 (without `best` and `since_best`) is still read: its run resumes with no best
+//! known, so the first validation after the resume writes `best.safetensors`.
 //!
 //! `RNG` is `{ "seed": 64 hex digits, "stream": decimal string, "word_pos": decimal string }`
 //! (ChaCha8's whole state). Exact floats are written as the hex of their IEEE-754 bits, 16 digits
@@ -29,6 +36,11 @@
 //! histories are plain decimals: they are only plotted.
 //!
 //! ## The commit
+//! When a validation improves on the best, the trainer first writes `best.safetensors`
+//! (atomically), then commits the checkpoint whose state records that best. A kill in between
+//! leaves the older state, and the resumed run, bit-identical, reaches the same validation
+//! and writes the same best file again.
+//!
 //! [`save_checkpoint`] writes the new state to `train_state.json.next` (atomically), then the
 //! model (atomically: this rename is the commit point), then renames `.next` over
 //! `train_state.json`. [`load_checkpoint`] takes `.next` if its `model_crc32` matches the model
@@ -49,8 +61,10 @@ use crate::CharLmError;
 
 /// The `format` value of a training state file.
 pub const STATE_FORMAT: &str = "charlm-train-state";
-/// The version this code writes and reads.
-pub const STATE_VERSION: u64 = 1;
+/// The version this code writes (it reads this one and version 1).
+pub const STATE_VERSION: u64 = 2;
+/// The best model's name in a run directory.
+pub const BEST_FILE: &str = "best.safetensors";
 /// The model file's name in a run directory.
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The training state's name in a run directory.
@@ -81,6 +95,11 @@ pub struct TrainState {
     pub train_loss: Vec<(u64, f64)>,
     /// `(step, validation loss)`.
     pub val_loss: Vec<(u64, f64)>,
+    /// `(step, validation loss)` of the lowest validation loss so far (the model in
+    /// `best.safetensors`), exact.
+    pub best: Option<(u64, f64)>,
+    /// Validations since the best one (0 right after an improvement).
+    pub since_best: u64,
 }
 
 /// Hex of the bits of each value, 16 digits each.
@@ -184,6 +203,8 @@ impl TrainState {
             "settings": self.settings,
             "train_loss": losses_to_json(&self.train_loss),
             "val_loss": losses_to_json(&self.val_loss),
+            "best": self.best.map(|(s, l)| json!({ "step": s, "val_loss": f64s_to_hex(&[l]) })),
+            "since_best": self.since_best,
         })
         .to_string()
     }
@@ -196,8 +217,10 @@ impl TrainState {
             return Err(format!("format is not {STATE_FORMAT:?}"));
         }
         let version = u64_field(&v, "version")?;
-        if version != STATE_VERSION {
-            return Err(format!("version {version} is not supported (this charlm reads {STATE_VERSION})"));
+        if !(1..=STATE_VERSION).contains(&version) {
+            return Err(format!(
+                "version {version} is not supported (this charlm reads 1 to {STATE_VERSION})"
+            ));
         }
         let crc_s = str_field(&v, "model_crc32")?;
         let model_crc32 =
@@ -235,7 +258,21 @@ impl TrainState {
         for (k, x) in v["settings"].as_object().ok_or("settings missing")? {
             settings.insert(k.clone(), x.as_str().ok_or("a setting is not a string")?.to_owned());
         }
+        let (best, since_best) = if version == 1 {
+            (None, 0)
+        } else {
+            let b = &v["best"];
+            let best = if b.is_null() {
+                None
+            } else {
+                let l = one_f64(str_field(b, "val_loss").map_err(|e| format!("best.{e}"))?)?;
+                Some((u64_field(b, "step").map_err(|e| format!("best.{e}"))?, l))
+            };
+            (best, u64_field(&v, "since_best")?)
+        };
         Ok(Self {
+            best,
+            since_best,
             model_crc32,
             step: u64_field(&v, "step")?,
             batcher_kind: str_field(b, "kind")?.to_owned(),

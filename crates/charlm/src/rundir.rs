@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::resume::{MODEL_FILE, STATE_FILE, STATE_NEXT};
+use crate::resume::{BEST_FILE, MODEL_FILE, STATE_FILE, STATE_NEXT};
 
 /// The loss plot's name in a run directory.
 pub const PLOT_FILE: &str = "loss.png";
@@ -91,7 +91,8 @@ impl RunLock {
     }
 }
 
-/// Whether `dir` holds a run: a model file or a training state file.
+/// Whether `dir` holds a run: a model file or a training state file. (A best model alone is
+/// what a run killed before its first commit leaves: [`remove_leftovers`] removes it.)
 pub fn holds_run(dir: &Path) -> bool {
     dir.join(MODEL_FILE).exists() || dir.join(STATE_FILE).exists()
 }
@@ -111,11 +112,18 @@ pub fn is_leftover(name: &str) -> bool {
     let probe = name
         .strip_prefix(".charlm-probe-")
         .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-    temp_of(MODEL_FILE) || temp_of(STATE_FILE) || temp_of(STATE_NEXT) || temp_of(PLOT_FILE) || plot || probe
+    temp_of(MODEL_FILE)
+        || temp_of(BEST_FILE)
+        || temp_of(STATE_FILE)
+        || temp_of(STATE_NEXT)
+        || temp_of(PLOT_FILE)
+        || plot
+        || probe
 }
 
 /// Removes the temporary files killed runs left in `dir` ([`is_leftover`]) and, when the
-/// directory holds no model, a pending training state (a commit that never reached its model).
+/// directory holds no model, a pending training state (a commit that never reached its model)
+/// and a best model (written just before a first commit that never happened).
 /// Call it holding the directory's lock, after [`crate::resume::load_checkpoint`] has settled a
 /// pending state for a resumed run. Returns the names removed.
 pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
@@ -124,7 +132,8 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let pending_without_model = name == STATE_NEXT && !dir.join(MODEL_FILE).exists();
-        if is_leftover(&name) || pending_without_model {
+        let best_without_run = name == BEST_FILE && !holds_run(dir);
+        if is_leftover(&name) || pending_without_model || best_without_run {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| CharLmError::write(&path, e))?;
             removed.push(name);
@@ -134,10 +143,10 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
     Ok(removed)
 }
 
-/// Removes the run in `dir` (`--overwrite`): its training state first, then its model and plot,
+/// Removes the run in `dir` (`--overwrite`): its training state first, then its models and plot,
 /// so that a kill in between never leaves a state without its model.
 pub fn discard_run(dir: &Path) -> Result<(), CharLmError> {
-    for name in [STATE_NEXT, STATE_FILE, MODEL_FILE, PLOT_FILE] {
+    for name in [STATE_NEXT, STATE_FILE, MODEL_FILE, BEST_FILE, PLOT_FILE] {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -156,6 +165,7 @@ mod tests {
     fn leftover_names() {
         for n in [
             ".model.safetensors.tmp-123",
+            ".best.safetensors.tmp-8",
             ".train_state.json.next.tmp-9",
             ".train_state.json.tmp-77",
             ".loss-4242.tmp.png",

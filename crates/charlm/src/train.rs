@@ -4,14 +4,30 @@
 //! One optimizer step per batch. With the streams batcher the recurrent state of batch `j` is
 //! the final state of batch `j - 1` (no gradient flows back across the boundary) and zero at
 //! the start of an epoch. The learning rate of a step in epoch `e` (from 0) is
-//! `lr · lr_decay^e` ([`rnn_optim::ExponentialLr`]). Gradients are clipped first by value
+//! `lr · lr_decay^max(0, e + 1 − lr_decay_after)` ([`rnn_optim::DecayAfterLr`]; with the default
+//! `lr_decay_after = 1`, `lr · lr_decay^e`), after `warmup_steps` steps of linear warmup from
+//! `lr / warmup_steps` ([`rnn_optim::LinearLr`], torch's `LinearLR`). With the cosine schedule
+//! it is instead torch's `SequentialLR(LinearLR, CosineAnnealingLR)`: the warmup, then a cosine
+//! from `lr` down to `lr_min` at the run's last step ([`rnn_optim::SequentialLr`],
+//! [`rnn_optim::CosineAnnealingLr`]; the step counts from 0 for the first optimizer step). Gradients are clipped first by value
 //! (`g ← clamp(g, -c, c)`, [`rnn_optim::clip_grad_value`]) and then by global norm
 //! (`g ← g · min(1, c / (‖g‖₂ + 1e-6))`, the norm over every tensor together, as PyTorch's
 //! `clip_grad_norm_`, [`rnn_optim::clip_grad_norm`]).
 //!
 //! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
 //! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
-//! ([`crate::resume::save_checkpoint`]) with the loss plot. Randomness comes from four
+//! ([`crate::resume::save_checkpoint`]) with the loss plot. When the validation loss is below
+//! every earlier one (strictly), the same model is first written to `best.safetensors`; both
+//! files carry `step` and `val_loss` in their metadata, and the best so far is in the training
+//! state, so a resumed run keeps replacing it only on a real improvement.
+//!
+//! Two limits end a run before `--steps`/`--epochs`: `patience` (after that many validations in
+//! a row without improvement) and `time_limit` (once this process has trained that long, wall
+//! time since its first step, validations and checkpoints included; checked after every step).
+//! Either way the run ends on a validation and a checkpoint, so both model files are written and
+//! the run resumes bit-identically. A time-limit stop validates at the step where it stops (like
+//! the last step of a run), which adds one entry to the validation history. Neither limit is
+//! part of the options a resume must repeat: a resumed run may change or drop them. Randomness comes from four
 //! generators derived from the seed: initial weights (`seed`), window starts (`seed + 1`),
 //! dropout (`seed + 2`), and each printed sample (`seed + 3 + step`, so printing samples does not
 //! change training). The batcher, dropout and optimizer states and the carried recurrent state
@@ -25,14 +41,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rnn_data::{Batch, Batcher, Corpus, StreamBatcher, WindowBatcher};
 use rnn_optim::{
-    build_optimizer, clip_grad_norm, clip_grad_value, step_model, ExponentialLr, LrSchedule, OptimError,
-    OptimizerKind,
+    build_optimizer, clip_grad_norm, clip_grad_value, step_model, CosineAnnealingLr, DecayAfterLr, LinearLr,
+    LrCursor, LrSchedule, OptimError, OptimizerKind, SequentialLr,
 };
 use rnn_tensor::{Parameters, Rng, Scalar};
 
-use crate::checkpoint::encode_model;
+use crate::checkpoint::{encode_checkpoint, write_atomic};
 use crate::model::{evaluate, generate, LanguageModel};
-use crate::resume::{save_checkpoint, TrainState, MODEL_FILE};
+use crate::resume::{save_checkpoint, TrainState, BEST_FILE, MODEL_FILE};
 use crate::sample::SamplingConfig;
 use crate::{CharLmError, DType};
 
@@ -105,6 +121,34 @@ pub enum Stop {
     Steps(u64),
 }
 
+/// Why a run ended before its `--steps`/`--epochs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyStop {
+    /// `patience` validations in a row without improvement.
+    Patience,
+    /// The time limit was reached.
+    TimeLimit,
+}
+
+/// The learning-rate schedule over the optimizer steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrScheduleKind {
+    /// `lr` (after the warmup), decayed per epoch by `lr_decay` (the default).
+    Constant,
+    /// After the warmup, a cosine from `lr` to `lr_min` over the rest of the run.
+    Cosine,
+}
+
+impl LrScheduleKind {
+    /// `"constant"` or `"cosine"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LrScheduleKind::Constant => "constant",
+            LrScheduleKind::Cosine => "cosine",
+        }
+    }
+}
+
 /// Upper bound on `--seq-len` and `--batch`.
 pub const MAX_SEQ_OR_BATCH: usize = 1 << 20;
 
@@ -123,6 +167,14 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Learning-rate factor per epoch, in `(0, 1]`. Default 1 (none).
     pub lr_decay: f64,
+    /// Epochs at the full rate before `lr_decay` applies (char-rnn's), at least 1. Default 1.
+    pub lr_decay_after: u64,
+    /// Steps of linear warmup. Default 0.
+    pub warmup_steps: u64,
+    /// Default constant.
+    pub lr_schedule: LrScheduleKind,
+    /// The floor of the cosine schedule, in `[0, lr]`. Default 0.
+    pub lr_min: f64,
     /// Clip the global gradient norm to this. Default 5.
     pub clip_norm: Option<f64>,
     /// Clip every gradient value to `[-c, c]`. Default none.
@@ -141,6 +193,10 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// Show a progress bar. Default true.
     pub progress: bool,
+    /// Stop after this many validations in a row without improvement. Default none.
+    pub patience: Option<u64>,
+    /// Stop after this many minutes of training (this process's). Default none.
+    pub time_limit: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -152,6 +208,10 @@ impl Default for TrainConfig {
             optimizer: OptimKind::Adam,
             lr: 2e-3,
             lr_decay: 1.0,
+            lr_decay_after: 1,
+            warmup_steps: 0,
+            lr_schedule: LrScheduleKind::Constant,
+            lr_min: 0.0,
             clip_norm: Some(5.0),
             clip_value: None,
             stop: Stop::Epochs(1),
@@ -161,6 +221,8 @@ impl Default for TrainConfig {
             seed: 0,
             out: PathBuf::from("charlm-out"),
             progress: true,
+            patience: None,
+            time_limit: None,
         }
     }
 }
@@ -185,6 +247,24 @@ impl TrainConfig {
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return Err(CharLmError::arg("--lr-decay", format!("must be in (0, 1], got {}", self.lr_decay)));
         }
+        if self.lr_decay_after == 0 {
+            return Err(CharLmError::arg("--lr-decay-after", "must be at least 1 epoch"));
+        }
+        if !(self.lr_min.is_finite() && self.lr_min >= 0.0 && self.lr_min <= self.lr) {
+            return Err(CharLmError::arg(
+                "--lr-min",
+                format!("must be in [0, --lr = {}], got {}", self.lr, self.lr_min),
+            ));
+        }
+        if self.lr_schedule == LrScheduleKind::Cosine && self.lr_decay != 1.0 {
+            return Err(CharLmError::arg(
+                "--lr-decay",
+                "decays the constant schedule per epoch; with --lr-schedule cosine leave it out",
+            ));
+        }
+        if self.lr_schedule == LrScheduleKind::Constant && self.lr_min != 0.0 {
+            return Err(CharLmError::arg("--lr-min", "is the floor of --lr-schedule cosine; pass that too"));
+        }
         if let Some(c) = self.clip_norm {
             positive_finite("--clip-norm", c)?;
         }
@@ -199,6 +279,17 @@ impl TrainConfig {
         if self.val_every == 0 {
             return Err(CharLmError::arg("--val-every", "must be at least 1"));
         }
+        if self.patience == Some(0) {
+            return Err(CharLmError::arg("--patience", "must be at least 1 validation"));
+        }
+        if let Some(t) = self.time_limit {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(CharLmError::arg(
+                    "--time-limit",
+                    format!("must be a positive finite number of minutes, got {t}"),
+                ));
+            }
+        }
         if self.sample_length == 0 {
             return Err(CharLmError::arg("--sample-length", "must be at least 1"));
         }
@@ -206,8 +297,15 @@ impl TrainConfig {
     }
 
     /// Checks that the training text of `corpus` holds at least one batch (the batchers'
-    /// own checks, run before anything is built or printed).
+    /// own checks, run before anything is built or printed), and that `patience` has
+    /// validation text to count.
     pub fn check_corpus(&self, corpus: &Corpus) -> Result<(), CharLmError> {
+        if self.patience.is_some() && corpus.val().len() < 2 {
+            return Err(CharLmError::arg(
+                "--patience",
+                "counts validations, but the corpus has no validation text; raise --val-frac or leave --patience out",
+            ));
+        }
         match self.batching {
             Batching::Streams => drop(StreamBatcher::new(corpus.train(), self.batch, self.seq_len)?),
             Batching::Windows => {
@@ -245,7 +343,31 @@ impl TrainConfig {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.schedule_settings().map(|(k, v)| (k.to_string(), v)))
         .collect()
+    }
+
+    /// The schedule's settings that differ from the defaults (so that runs saved before they
+    /// existed still resume): the cosine schedule's length is the run's, so a resume must ask
+    /// for the same `--steps`/`--epochs`.
+    fn schedule_settings(&self) -> impl Iterator<Item = (&'static str, String)> {
+        let mut v = Vec::new();
+        if self.lr_decay_after != 1 {
+            v.push(("lr_decay_after", self.lr_decay_after.to_string()));
+        }
+        if self.warmup_steps != 0 {
+            v.push(("warmup_steps", self.warmup_steps.to_string()));
+        }
+        if self.lr_schedule == LrScheduleKind::Cosine {
+            v.push(("lr_schedule", "cosine".to_string()));
+            v.push(("lr_min", self.lr_min.to_string()));
+            let total = match self.stop {
+                Stop::Steps(s) => format!("{s} steps"),
+                Stop::Epochs(e) => format!("{e} epochs"),
+            };
+            v.push(("lr_schedule_length", total));
+        }
+        v.into_iter()
     }
 }
 
@@ -268,6 +390,8 @@ pub struct TrainReport {
     pub last_train_loss: f64,
     /// The last validation loss, if there is validation text.
     pub last_val_loss: Option<f64>,
+    /// `(step, validation loss)` of the best model, in `best.safetensors`.
+    pub best: Option<(u64, f64)>,
     /// Wall time of this process's part of the run.
     pub seconds: f64,
     /// The part of it spent on training steps (batch, forward, backward, clipping, update):
@@ -275,6 +399,54 @@ pub struct TrainReport {
     pub step_seconds: f64,
     /// Steps this process took.
     pub steps_run: u64,
+    /// Why the run ended early, if it did.
+    pub early_stop: Option<EarlyStop>,
+}
+
+/// The learning rate of every step (see the module docs).
+enum StepSchedule {
+    Constant { warmup: Option<LrCursor<LinearLr>>, steps: u64, epochs: DecayAfterLr },
+    Cosine(LrCursor<SequentialLr<LinearLr, CosineAnnealingLr>>),
+    CosineOnly(LrCursor<CosineAnnealingLr>),
+}
+
+impl StepSchedule {
+    fn new(cfg: &TrainConfig, total: u64) -> Result<Self, CharLmError> {
+        let w = cfg.warmup_steps;
+        let warmup = if w > 0 { Some(LinearLr::new(cfg.lr, 1.0 / w as f64, 1.0, w)?) } else { None };
+        Ok(match cfg.lr_schedule {
+            LrScheduleKind::Constant => StepSchedule::Constant {
+                warmup: warmup.map(LrCursor::new),
+                steps: w,
+                epochs: DecayAfterLr::new(cfg.lr, cfg.lr_decay, cfg.lr_decay_after)?,
+            },
+            LrScheduleKind::Cosine => {
+                if w >= total {
+                    return Err(CharLmError::arg(
+                        "--warmup-steps",
+                        format!(
+                            "with --lr-schedule cosine it must be below the run's {total} steps, got {w}"
+                        ),
+                    ));
+                }
+                let cosine = CosineAnnealingLr::new(cfg.lr, total - w, cfg.lr_min)?;
+                match warmup {
+                    Some(l) => StepSchedule::Cosine(LrCursor::new(SequentialLr::new(l, cosine, w)?)),
+                    None => StepSchedule::CosineOnly(LrCursor::new(cosine)),
+                }
+            }
+        })
+    }
+
+    /// The learning rate of optimizer step `step` (0 for the first), in epoch `epoch`.
+    fn lr(&mut self, step: u64, epoch: u64) -> f64 {
+        match self {
+            StepSchedule::Constant { warmup: Some(c), steps, .. } if step < *steps => c.lr_at(step),
+            StepSchedule::Constant { epochs, .. } => epochs.lr_at(epoch),
+            StepSchedule::Cosine(c) => c.lr_at(step),
+            StepSchedule::CosineOnly(c) => c.lr_at(step),
+        }
+    }
 }
 
 fn check_finite_params<T: Scalar, P: Parameters<T>>(
@@ -306,6 +478,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, CharLmError> {
     cfg.check()?;
+    cfg.check_corpus(corpus)?;
     let dtype = DType::of::<T>();
     let settings = cfg.settings(dtype, corpus);
     prepare_out(&cfg.out)?;
@@ -322,10 +495,11 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         Stop::Epochs(e) => e.saturating_mul(per_epoch as u64),
     };
     let mut opt = build_optimizer::<T>(cfg.optimizer.kind(), cfg.lr)?;
-    let schedule = ExponentialLr::new(cfg.lr, cfg.lr_decay)?;
+    let mut schedule = StepSchedule::new(cfg, total)?;
     let mut rng = Rng::seed_from(cfg.seed.wrapping_add(2));
     let mut state = model.zero_state(bs);
     let (mut step, mut train_loss, mut val_loss) = (0u64, Vec::new(), Vec::new());
+    let (mut best, mut since_best) = (None::<(u64, f64)>, 0u64);
     if let Some(saved) = resume {
         let differ: Vec<String> = settings
             .iter()
@@ -350,6 +524,16 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             state = model.state_from_mats(&saved.carry, bs).map_err(|e| CharLmError::arg("--resume", e))?;
         }
         (step, train_loss, val_loss) = (saved.step, saved.train_loss, saved.val_loss);
+        (best, since_best) = (saved.best, saved.since_best);
+        if let Some(p) = cfg.patience.filter(|&p| since_best >= p) {
+            return Err(CharLmError::arg(
+                "--patience",
+                format!(
+                    "the saved run has had {since_best} validations without improvement, the patience is {p}; \
+                     raise --patience or leave it out to continue"
+                ),
+            ));
+        }
         if step >= total {
             return Err(CharLmError::arg(
                 "--steps/--epochs",
@@ -384,13 +568,14 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     let mut last_checkpoint = (step > 0).then_some(step);
     let mut step_seconds = 0.0;
     let mut plot_warned = false;
+    let mut early_stop = None;
     while step < total {
         let t0 = Instant::now();
         batcher.next_batch(&mut batch);
         if batch.reset_state {
             state = model.zero_state(bs);
         }
-        schedule.apply(opt.as_mut(), batch.epoch);
+        opt.set_lr(schedule.lr(step, batch.epoch));
         grads.zero();
         let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
         step += 1;
@@ -435,8 +620,10 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 generate(model, corpus.vocab(), &[], cfg.sample_length, &SamplingConfig::new(), &mut srng)?;
             say(&format!("--- sample at step {step} ---\n{text}\n---"));
         }
-        if step % cfg.val_every == 0 || step == total {
+        let timed_out = cfg.time_limit.is_some_and(|m| started.elapsed().as_secs_f64() >= m * 60.0);
+        if step % cfg.val_every == 0 || step == total || timed_out {
             check_finite_params(model.params(), step, last_checkpoint)?;
+            let mut checked = None;
             if corpus.val().len() >= 2 {
                 let v = evaluate(model, corpus.val(), bs, sl)?;
                 if !v.is_finite() {
@@ -452,12 +639,28 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 }
                 val_loss.push((step, v));
                 last_val = Some(v);
+                checked = Some(v);
                 say(&format!(
                     "step {step}/{total} epoch {:.2}: train loss {loss:.4}, validation loss {v:.4}",
                     step as f64 / per_epoch as f64
                 ));
             }
-            let bytes = encode_model(model.config(), corpus.vocab(), &model.params().named_params())?;
+            let bytes = encode_checkpoint(
+                model.config(),
+                corpus.vocab(),
+                &model.params().named_params(),
+                step,
+                checked,
+            )?;
+            if let Some(v) = checked {
+                if best.is_none_or(|(_, b)| v < b) {
+                    // Before the commit that records it (see crate::resume).
+                    write_atomic(&cfg.out.join(BEST_FILE), &bytes)?;
+                    (best, since_best) = (Some((step, v)), 0);
+                } else {
+                    since_best += 1;
+                }
+            }
             let mut ts = TrainState {
                 model_crc32: 0,
                 step,
@@ -469,6 +672,8 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 settings: settings.clone(),
                 train_loss: train_loss.clone(),
                 val_loss: val_loss.clone(),
+                best,
+                since_best,
             };
             save_checkpoint(&cfg.out, &bytes, &mut ts)?;
             last_checkpoint = Some(step);
@@ -481,17 +686,35 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 }
                 _ => {}
             }
+            if timed_out && step < total {
+                early_stop = Some(EarlyStop::TimeLimit);
+                say(&format!(
+                    "stopped at step {step}: the time limit of {} min is reached",
+                    cfg.time_limit.unwrap_or(0.0)
+                ));
+                break;
+            }
+            if let Some(p) = cfg.patience.filter(|&p| checked.is_some() && since_best >= p && step < total) {
+                early_stop = Some(EarlyStop::Patience);
+                say(&format!("stopped at step {step}: {p} validations without improvement (--patience {p})"));
+                break;
+            }
         }
     }
     bar.finish();
     say(&format!("checkpoint: {}", cfg.out.join(MODEL_FILE).display()));
+    if let Some((s, v)) = best {
+        say(&format!("best: {} (step {s}, validation loss {v:.4})", cfg.out.join(BEST_FILE).display()));
+    }
     Ok(TrainReport {
         steps: step,
         batches_per_epoch: per_epoch,
         last_train_loss: last_loss,
         last_val_loss: last_val,
+        best,
         seconds: started.elapsed().as_secs_f64(),
         step_seconds,
         steps_run: step - first,
+        early_stop,
     })
 }

@@ -193,6 +193,8 @@ fn state(step: u64) -> TrainState {
         settings: [("seq_len".to_string(), "50".to_string())].into(),
         train_loss: vec![(1, 4.1), (2, 3.9)],
         val_loss: vec![(2, 3.95)],
+        best: Some((2, 3.950000000000001)),
+        since_best: 3,
     }
 }
 
@@ -205,9 +207,21 @@ fn train_state_round_trips_exactly() {
     let b = &back.optimizer.buffers["head.bias/exp_avg"];
     assert_eq!(b[1].to_bits(), (-0.0f64).to_bits());
     assert_eq!(b[2].to_bits(), 1);
-    for bad in ["", "{}", &s.to_json()[..50], &s.to_json().replace("\"version\":1", "\"version\":2")] {
+    assert_eq!(back.best.unwrap().1.to_bits(), 3.950000000000001f64.to_bits());
+    for bad in [
+        "",
+        "{}",
+        &s.to_json()[..50],
+        &s.to_json().replace("\"version\":2", "\"version\":3"),
+        &s.to_json().replace("\"since_best\":3", "\"since_best\":-1"),
+    ] {
         assert!(TrainState::from_json(bad).is_err(), "{bad}");
     }
+    // Version 1 (before the best model was kept) is read, with no best known.
+    let v1 = s.to_json().replace("\"version\":2", "\"version\":1");
+    let old = TrainState::from_json(&v1).unwrap();
+    assert_eq!((old.best, old.since_best), (None, 0));
+    assert_eq!(TrainState { best: s.best, since_best: 3, ..old }, s);
 }
 
 #[test]
@@ -289,4 +303,22 @@ fn pytorch_loads_the_checkpoint_strictly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CRC-32"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fuzz seeds of the training-state loader (versions 1 and 2) load and round-trip, so the
+/// fuzzer starts from valid states of both versions.
+#[test]
+fn fuzz_seeds_of_both_state_versions_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/train_state");
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = TrainState::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(TrainState::from_json(&s.to_json()).unwrap(), s);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        versions.push((v["version"].as_u64().unwrap(), s.best.is_some()));
+    }
+    versions.sort();
+    assert_eq!(versions, [(1, false), (1, false), (2, true), (2, true)]);
 }

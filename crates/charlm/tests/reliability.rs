@@ -383,14 +383,22 @@ fn killed_runs_leave_no_leftovers() {
     let left = names(&run);
     assert!(planted.iter().all(|p| !left.contains(&p.to_string())), "{left:?}");
     // A directory where a first run was killed before its first checkpoint: a pending state
-    // with no model, temporary files; a fresh run takes it and cleans it.
+    // with no model, a best model written just before, temporary files; a fresh run takes it
+    // and cleans it.
     let fresh = dir.join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
-    for p in ["train_state.json.next", ".model.safetensors.tmp-999996", ".loss.png.tmp-999995"] {
+    for p in [
+        "train_state.json.next",
+        "best.safetensors",
+        ".best.safetensors.tmp-999994",
+        ".model.safetensors.tmp-999996",
+        ".loss.png.tmp-999995",
+    ] {
         std::fs::write(fresh.join(p), b"partial").unwrap();
     }
-    assert_ok(&charlm(&train_args(&corpus(), &fresh, 2, &[])), "fresh run");
+    assert_ok(&charlm(&train_args(&corpus(), &fresh, 2, &["--val-frac", "0"])), "fresh run");
     let left = names(&fresh);
+    // Without validation text the run writes no best model: the planted one is gone.
     let allowed = [".charlm.lock", "loss.png", "model.safetensors", "train_state.json"];
     assert!(left.iter().all(|n| allowed.contains(&n.as_str())), "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -495,5 +503,87 @@ fn endless_input_stops_at_the_limit() {
     assert_clean_failure(&out, "big.txt is larger than the limit of 1 MiB");
     let out = charlm(&strings(&["eval", "--checkpoint", &ck, "--text", &s(&big), "--max-input-mib", "0"]));
     assert_clean_failure(&out, "invalid --max-input-mib: must be in 1..=1048576, got 0");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 16: `--checkpoint` of `sample` and `eval` takes a run directory and then uses its
+/// `best.safetensors`; a directory without one is a one-line error naming the model file to
+/// pass instead. `--resume A --out B` brings A's best model into B; `--overwrite` discards it.
+#[test]
+fn run_directories_serve_their_best_model() {
+    let dir = tmp("best");
+    let run = dir.join("run");
+    assert_ok(&charlm(&train_args(&corpus(), &run, 6, &[])), "train");
+    let best = run.join("best.safetensors");
+    let meta = load_model(&best).unwrap().tensors.metadata;
+    assert!(meta["step"].parse::<u64>().unwrap() <= 6 && meta["val_loss"].parse::<f64>().is_ok(), "{meta:?}");
+    for cmd in [&["eval", "--text", &s(&corpus())][..], &["sample", "--length", "40", "--seed", "5"]] {
+        let via_dir = charlm(&[strings(cmd), strings(&["--checkpoint", &s(&run)])].concat());
+        let via_file = charlm(&[strings(cmd), strings(&["--checkpoint", &s(&best)])].concat());
+        assert_ok(&via_dir, cmd[0]);
+        assert!(!via_dir.stdout.is_empty() && via_dir.stdout == via_file.stdout, "{}", cmd[0]);
+    }
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for cmd in [&["eval", "--text", &s(&corpus())][..], &["sample"]] {
+        let out = charlm(&[strings(cmd), strings(&["--checkpoint", &s(&empty)])].concat());
+        let line = assert_clean_failure(&out, "is a directory without best.safetensors");
+        assert!(line.contains("model.safetensors") && !line.contains("  "), "{line}");
+    }
+    // Into another directory, the best model comes along. SGD with a learning rate far below
+    // f32's resolution: the weights, hence the validation loss, never change, so no later
+    // validation improves on the first and B's best model can only be A's, copied.
+    let frozen = ["--optimizer", "sgd", "--lr", "1e-30", "--no-clip-norm"];
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    assert_ok(&charlm(&train_args(&corpus(), &a, 4, &frozen)), "run A");
+    let a_dir = s(&a);
+    let b_args = [&frozen[..], &["--resume", &a_dir]].concat();
+    assert_ok(&charlm(&train_args(&corpus(), &b, 8, &b_args)), "resume A into B");
+    let (_, state) = charlm::resume::load_checkpoint(&b).unwrap();
+    assert_eq!((state.best.unwrap().0, state.since_best), (2, 3));
+    assert!(
+        std::fs::read(a.join("best.safetensors")).unwrap()
+            == std::fs::read(b.join("best.safetensors")).unwrap()
+    );
+    // --overwrite starts over without the old best model (this run has no validation text, so
+    // it writes none).
+    assert_ok(&charlm(&train_args(&corpus(), &run, 1, &["--overwrite", "--val-frac", "0"])), "overwrite");
+    assert!(!best.exists() && run.join("model.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--time-limit` (0.001 minutes on a run of a million steps) ends `charlm train` early and
+/// successfully, saying so, with both models written; `--resume` continues it to the same model
+/// file, byte for byte, as a run that never stopped. `--patience` without validation text is a
+/// one-line error.
+#[test]
+fn time_limit_stops_cleanly_and_resumes() {
+    let dir = tmp("time");
+    let run = dir.join("run");
+    let out = charlm(&train_args(&corpus(), &run, 1_000_000, &["--time-limit", "0.001"]));
+    assert_ok(&out, "a time-limited run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped early (--time-limit); continue with --resume"), "{stdout}");
+    let (_, state) = charlm::resume::load_checkpoint(&run).unwrap();
+    assert!(state.step < 1_000_000 && run.join("best.safetensors").exists(), "{}", state.step);
+    let end = state.step + 3;
+    let mut resume = train_args(&corpus(), &run, end, &["--resume", &s(&run)]);
+    let i = resume.iter().position(|a| a == "--steps").unwrap();
+    resume[i + 1] = end.to_string();
+    assert_ok(&charlm(&resume), "resume");
+    let whole = dir.join("whole");
+    assert_ok(&charlm(&train_args(&corpus(), &whole, end, &[])), "whole run");
+    assert!(
+        std::fs::read(whole.join("model.safetensors")).unwrap()
+            == std::fs::read(run.join("model.safetensors")).unwrap()
+    );
+    // Refused before anything is replaced, even with --overwrite.
+    let before = snapshot(&run);
+    let out = charlm(&train_args(&corpus(), &run, 4, &["--patience", "2", "--val-frac", "0", "--overwrite"]));
+    assert_clean_failure(
+        &out,
+        "invalid --patience: counts validations, but the corpus has no validation text",
+    );
+    assert!(snapshot(&run) == before, "a refused run changed the directory");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -81,6 +81,9 @@ fn ten_steps_match<M: LanguageModel<f64>>(cell: CellKind, opt: OptimKind, lr: f6
         seed: 0,
         out: out.clone(),
         progress: false,
+        patience: None,
+        time_limit: None,
+        ..TrainConfig::default()
     };
     train(&mut model, &c, &cfg, None, &mut |_| {}).unwrap();
     std::fs::remove_dir_all(&out).unwrap();

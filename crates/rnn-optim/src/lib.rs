@@ -23,7 +23,9 @@
 //!
 //! Gradient clipping ([`Clip`], [`clip_grad_norm`], [`clip_grad_norm_per_param`],
 //! [`clip_grad_value`]) and learning-rate schedules ([`LrSchedule`]: [`ConstantLr`],
-//! [`ExponentialLr`], [`StepLr`]) complete a training loop:
+//! [`ExponentialLr`], [`StepLr`], [`DecayAfterLr`], and in PyTorch's chained form
+//! ([`ChainedLr`], [`LrCursor`]) [`LinearLr`], [`CosineAnnealingLr`], [`SequentialLr`])
+//! complete a training loop:
 //!
 //! ```
 //! use rnn_optim::{clip_norm_slices, AdamConfig, ExponentialLr, LrSchedule, Optimizer, ParamMut};
@@ -68,6 +70,9 @@ pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use rnn_tensor::ParamMut;
 pub use rprop::{Rprop, RpropConfig};
 pub use rprop_basic::{BasicRprop, BasicRpropConfig};
-pub use schedule::{ConstantLr, ExponentialLr, LrSchedule, StepLr};
+pub use schedule::{
+    ChainedLr, ConstantLr, CosineAnnealingLr, DecayAfterLr, ExponentialLr, LinearLr, LrCursor, LrSchedule,
+    SequentialLr, StepLr,
+};
 pub use sgd::{Sgd, SgdConfig};
 pub use stateful::{Stateful, UpdateRule};

@@ -1,7 +1,8 @@
 //! Every optimizer, clipping mode and schedule against PyTorch 2.15 (float64, the single-tensor
 //! `foreach=False` code paths), over 20 steps of a fixed, seeded gradient sequence.
 //!
-//! Fixtures: `tests/fixtures/*.json`, written by `python3 tools/gen_optim_fixtures.py`.
+//! Fixtures: `tests/fixtures/*.json`, written by `python3 tools/gen_optim_fixtures.py` (the
+//! chained schedules' `schedules_chained.json` by `python3 tools/gen_schedule_fixtures.py`).
 //! `BasicRprop` and per-parameter clipping have no torch counterpart; their references are the
 //! independent plain-Python/numpy implementations in the same script.
 //!
@@ -247,4 +248,65 @@ fn schedules_match_torch() {
             assert_eq!(schedule.lr_at(epoch as u64), *w, "{case} epoch {epoch}");
         }
     }
+}
+
+/// `LinearLR`, `CosineAnnealingLR` (past `T_max` too) and `SequentialLR` (linear warmup, then
+/// cosine) over 30 scheduler steps, from `tools/gen_schedule_fixtures.py`: compared exactly
+/// (tolerance 0, the bits), by `lr_at` and by an [`LrCursor`] walking forward.
+#[test]
+fn chained_schedules_match_torch() {
+    let fx = fixture("schedules_chained.json");
+    let mut cases = 0;
+    for case in fx["cases"].as_array().unwrap() {
+        let base = case["base_lr"].as_f64().unwrap();
+        let cfg = &case["config"];
+        let u = |k: &str| cfg[k].as_u64().unwrap();
+        let x = |k: &str| cfg[k].as_f64().unwrap();
+        let lrs: Vec<f64> = match case["schedule"].as_str().unwrap() {
+            "linear" => {
+                let s = LinearLr::new(base, x("start_factor"), x("end_factor"), u("total_iters")).unwrap();
+                let mut cur = LrCursor::new(s);
+                (0..=30)
+                    .map(|t| (s.lr_at(t), cur.lr_at(t)))
+                    .map(|(a, b)| if a == b { a } else { f64::NAN })
+                    .collect()
+            }
+            "cosine" => {
+                let s = CosineAnnealingLr::new(base, u("t_max"), x("eta_min")).unwrap();
+                let mut cur = LrCursor::new(s);
+                (0..=30)
+                    .map(|t| (s.lr_at(t), cur.lr_at(t)))
+                    .map(|(a, b)| if a == b { a } else { f64::NAN })
+                    .collect()
+            }
+            "warmup_cosine" => {
+                let w = LinearLr::new(base, x("start_factor"), 1.0, u("warmup")).unwrap();
+                let c = CosineAnnealingLr::new(base, u("t_max"), x("eta_min")).unwrap();
+                let s = SequentialLr::new(w, c, u("warmup")).unwrap();
+                let mut cur = LrCursor::new(s);
+                (0..=30)
+                    .map(|t| (s.lr_at(t), cur.lr_at(t)))
+                    .map(|(a, b)| if a == b { a } else { f64::NAN })
+                    .collect()
+            }
+            other => panic!("unknown schedule {other}"),
+        };
+        let want: Vec<f64> = case["lrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| f64::from_bits(u64::from_str_radix(h.as_str().unwrap(), 16).unwrap()))
+            .collect();
+        assert_eq!(want.len(), 31);
+        for (t, (got, w)) in lrs.iter().zip(&want).enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                w.to_bits(),
+                "{} {cfg} t={t}: {got:e} vs torch {w:e}",
+                case["schedule"]
+            );
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 11);
 }
