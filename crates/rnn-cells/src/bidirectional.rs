@@ -300,9 +300,7 @@ impl<C> Bidirectional<C> {
         stack_rows(dirs[0].outputs(f), dirs[1].outputs(r), &mut cache.out);
         finals.into()
     }
-}
 
-impl<C> Bidirectional<C> {
     /// Both directions' backward; `init_grad` false runs the detached backward of each.
     #[allow(clippy::too_many_arguments)]
     fn backward_both<T>(

@@ -414,25 +414,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
-        if !cache.var.lengths.is_empty() {
-            let (hid, batch) = (self.hidden_size(), cache.batch);
-            let n = cache.var.steps * batch;
-            assert!(
-                d_out.shape() == (hid, n) && x.columns() == n,
-                "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
-                C::NAME,
-                d_out.shape(),
-                x.columns()
-            );
-            assert!(
-                (0..=C::CARRIED).all(|k| d_final.part(k).shape() == (hid, batch)),
-                "{} backward: d_final's parts are not {hid}×{batch}",
-                C::NAME
-            );
-            return self.backward_lengths(x, cache, d_out, d_final, grads, d_x, d_h0);
-        }
-        let init_grad = d_h0.is_some();
-        let (hid, n, batch) = (self.hidden_size(), cache.h.ncols(), cache.batch);
+        let lengths = !cache.var.lengths.is_empty();
+        let (hid, batch) = (self.hidden_size(), cache.batch);
+        // The padded columns T·B (with lengths, `h` holds the real steps only).
+        let n = if lengths { cache.var.steps * batch } else { cache.h.ncols() };
         assert!(batch > 0, "{} backward: the cache holds no forward pass; call forward first", C::NAME);
         assert!(
             d_out.shape() == (hid, n) && x.columns() == n,
@@ -449,6 +434,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             d_final.parts().iter().map(|m| m.shape()).collect::<Vec<_>>(),
             1 + C::CARRIED
         );
+        if lengths {
+            return self.backward_lengths(x, cache, d_out, d_final, grads, d_x, d_h0);
+        }
+        let init_grad = d_h0.is_some();
         let (steps, g, rows, crows) = (n / batch, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
         let LayerCache {
             gates,
