@@ -79,6 +79,7 @@ impl<T: Scalar> Cell<T> for LstmCell {
     const SAVED: usize = 2;
     const HIDDEN_APART: bool = false;
     const DIRECT_H: bool = false;
+    const PROJECTION: bool = true;
 
     fn state_from_parts(parts: Vec<Mat<T>>) -> LstmState<T> {
         let [h, c]: [Mat<T>; 2] = parts.try_into().expect("an LSTM state has two parts");

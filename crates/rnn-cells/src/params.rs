@@ -2,6 +2,9 @@
 //!
 //! A cell with `G` gates keeps PyTorch's tensors: `weight_ih` `[G·H, I]`, `weight_hh` `[G·H, H]`,
 //! `bias_ih` and `bias_hh` `[G·H]` (stored as `G·H × 1`), gate blocks stacked in PyTorch's order.
+//! An LSTM with a projection (`proj_size = P`) also has `weight_hr` `[P, H]`: its output, and the
+//! `h` it carries to the next step, is `h_t = W_hr·(o_t ⊙ tanh(c_t))`, `P` values, so that
+//! `weight_hh` is `[4H, P]` (the cell state `c` keeps `H`).
 //! Every layer is built the same way:
 //!
 //! - `XConfig::new(input, hidden).with_bias(..).with_init(..).with_layer(..).build(rng)` draws
@@ -19,18 +22,21 @@ use crate::{Bidirectional, CellError, Stack};
 /// The tensors of one recurrent layer with `G` gates (1 for the vanilla RNN, 4 for the LSTM, 3 for
 /// the GRU) and, as the same type, their gradients,
 /// under PyTorch's names `weight_ih_l{layer}`, `weight_hh_l{layer}`, `bias_ih_l{layer}`,
-/// `bias_hh_l{layer}` (with `_reverse` after them for the reverse direction of a bidirectional
-/// layer, which runs from the last step to the first).
+/// `bias_hh_l{layer}`, `weight_hr_l{layer}` (with `_reverse` after them for the reverse direction
+/// of a bidirectional layer, which runs from the last step to the first).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentParams<T: Scalar> {
     /// `[G·H, I]`.
     pub weight_ih: Mat<T>,
-    /// `[G·H, H]`.
+    /// `[G·H, H]`, or `[G·H, P]` with a projection.
     pub weight_hh: Mat<T>,
     /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
     pub bias_ih: Option<Mat<T>>,
     /// `[G·H]` as a `G·H × 1` matrix; `None` for a layer built `with_bias(false)`.
     pub bias_hh: Option<Mat<T>>,
+    /// The projection `[P, H]` of an LSTM built `with_proj_size(P)` (PyTorch's `proj_size`);
+    /// `None` otherwise.
+    pub weight_hr: Option<Mat<T>>,
     /// The layer index `k` in the names' `_l{k}` suffix (0 for a lone cell).
     pub layer: usize,
     /// Whether the layer runs backwards in time (the reverse direction of a bidirectional
@@ -56,6 +62,9 @@ impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
         if let Some(b) = &self.bias_hh {
             v.push((format!("bias_hh{k}"), b));
         }
+        if let Some(w) = &self.weight_hr {
+            v.push((format!("weight_hr{k}"), w));
+        }
         v
     }
     fn named_params_mut(&mut self) -> Vec<(String, &mut Mat<T>)> {
@@ -70,6 +79,9 @@ impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
         if let Some(b) = &mut self.bias_hh {
             v.push((format!("bias_hh{k}"), b));
         }
+        if let Some(w) = &mut self.weight_hr {
+            v.push((format!("weight_hr{k}"), w));
+        }
         v
     }
     /// Clears every tensor without building the names (called once per training step).
@@ -77,16 +89,23 @@ impl<T: Scalar> Parameters<T> for RecurrentParams<T> {
         // Through the flat slices: a memset (nalgebra's fill walks element by element).
         self.weight_ih.as_mut_slice().fill(T::ZERO);
         self.weight_hh.as_mut_slice().fill(T::ZERO);
-        for b in [&mut self.bias_ih, &mut self.bias_hh].into_iter().flatten() {
+        for b in [&mut self.bias_ih, &mut self.bias_hh, &mut self.weight_hr].into_iter().flatten() {
             b.as_mut_slice().fill(T::ZERO);
         }
     }
 }
 
 impl<T: Scalar> RecurrentParams<T> {
-    /// The hidden size `H` (`weight_hh` has `H` columns).
+    /// The size of the output `h` (`weight_hh` has as many columns): the hidden size `H`, or the
+    /// projection's `P`.
     pub fn hidden_size(&self) -> usize {
         self.weight_hh.ncols()
+    }
+
+    /// The cell's units `H` (the size of the LSTM's `c`, a gate block's rows): `weight_hr` has
+    /// `H` columns; without a projection, the hidden size.
+    pub fn cell_size(&self) -> usize {
+        self.weight_hr.as_ref().map_or(self.weight_hh.ncols(), |w| w.ncols())
     }
 
     /// The input size `I`.
@@ -113,13 +132,14 @@ pub struct RecurrentConfig<C> {
     init: Option<Init>,
     layer: usize,
     reverse: bool,
+    proj: usize,
     cell: C,
 }
 
 impl<C: Default> RecurrentConfig<C> {
     /// A layer from `input` features to `hidden` units, with PyTorch's defaults.
     pub fn new(input: usize, hidden: usize) -> Self {
-        Self { input, hidden, bias: true, init: None, layer: 0, reverse: false, cell: C::default() }
+        Self { input, hidden, bias: true, init: None, layer: 0, reverse: false, proj: 0, cell: C::default() }
     }
 }
 
@@ -149,6 +169,14 @@ impl<C: Copy> RecurrentConfig<C> {
         self
     }
 
+    /// An LSTM's projection size `P` (PyTorch's `proj_size`): the output and the carried `h` are
+    /// `W_hr·(o ⊙ tanh c)`, `P` values, with `0 < P < hidden`. Default: 0, no projection. Only
+    /// cells that take one ([`Cell::PROJECTION`]: the LSTM) accept `P > 0`.
+    pub fn with_proj_size(mut self, proj: usize) -> Self {
+        self.proj = proj;
+        self
+    }
+
     /// The cell's own settings (the vanilla RNN's activation; the LSTM and GRU have none).
     pub fn with_cell(mut self, cell: C) -> Self {
         self.cell = cell;
@@ -165,14 +193,29 @@ impl<C: Copy> RecurrentConfig<C> {
         self.hidden
     }
 
+    /// The projection size `P` (0: none).
+    pub fn proj_size(&self) -> usize {
+        self.proj
+    }
+
+    /// The size of each output: `P` with a projection, else `H`.
+    pub fn output(&self) -> usize {
+        if self.proj > 0 {
+            self.proj
+        } else {
+            self.hidden
+        }
+    }
+
     /// The cell's settings.
     pub fn cell(&self) -> C {
         self.cell
     }
 
-    /// The configuration of layer `k` of a stack: input `hidden` above layer 0, suffix `_l{k}`.
+    /// The configuration of layer `k` of a stack: input `hidden` (or `P`) above layer 0, suffix
+    /// `_l{k}`.
     pub(crate) fn for_layer(&self, k: usize) -> Self {
-        Self { input: if k == 0 { self.input } else { self.hidden }, layer: k, ..*self }
+        Self { input: if k == 0 { self.input } else { self.output() }, layer: k, ..*self }
     }
 
     /// Checks the sizes and the initialiser.
@@ -188,6 +231,19 @@ impl<C: Copy> RecurrentConfig<C> {
                 self.hidden
             )));
         }
+        if self.proj > 0 && !C::PROJECTION {
+            return Err(CellError::InvalidConfig(format!(
+                "an {} has no projection (proj_size {}): only the LSTM takes one; use proj_size 0",
+                C::NAME,
+                self.proj
+            )));
+        }
+        if self.proj >= self.hidden {
+            return Err(CellError::InvalidConfig(format!(
+                "proj_size {} must be smaller than the hidden size {} (as in PyTorch)",
+                self.proj, self.hidden
+            )));
+        }
         if let Some(init) = self.init {
             init.check().map_err(|e| CellError::InvalidConfig(format!("{} initialiser: {e}", C::NAME)))?;
         }
@@ -195,7 +251,7 @@ impl<C: Copy> RecurrentConfig<C> {
     }
 
     /// Checks the configuration and draws the tensors in PyTorch's order (`weight_ih`,
-    /// `weight_hh`, `bias_ih`, `bias_hh`).
+    /// `weight_hh`, `bias_ih`, `bias_hh`, `weight_hr`).
     pub fn build<T: Scalar>(&self, rng: &mut Rng) -> Result<Layer<T, C>, CellError>
     where
         C: Cell<T>,
@@ -204,18 +260,20 @@ impl<C: Copy> RecurrentConfig<C> {
         let init = self.init.unwrap_or(Init::TorchRecurrent { hidden: self.hidden });
         let gh = C::GATES * self.hidden;
         let weight_ih = init.matrix(gh, self.input, rng);
-        let weight_hh = init.matrix(gh, self.hidden, rng);
+        let weight_hh = init.matrix(gh, self.output(), rng);
         let (bias_ih, bias_hh) = if self.bias {
             (Some(init.matrix(gh, 1, rng)), Some(init.matrix(gh, 1, rng)))
         } else {
             (None, None)
         };
+        let weight_hr = (self.proj > 0).then(|| init.matrix(self.proj, self.hidden, rng));
         Layer::new(
             RecurrentParams {
                 weight_ih,
                 weight_hh,
                 bias_ih,
                 bias_hh,
+                weight_hr,
                 layer: self.layer,
                 reverse: self.reverse,
             },
@@ -255,7 +313,8 @@ impl<C: Copy> RecurrentConfig<C> {
 
     /// A stack of `num_layers` bidirectional layers, as
     /// `torch.nn.LSTM(input, hidden, num_layers, bidirectional=True)`: layer 0 reads `input`
-    /// features, the others the `2·hidden` outputs of the layer below (forward direction first).
+    /// features, the others the `2·hidden` (`2·P`) outputs of the layer below (forward direction
+    /// first).
     pub fn build_bidirectional_stack<T: Scalar>(
         &self,
         num_layers: usize,
@@ -265,19 +324,16 @@ impl<C: Copy> RecurrentConfig<C> {
         C: Cell<T>,
     {
         Stack::from_fn(num_layers, |k| {
-            let input = if k == 0 { self.input } else { 2 * self.hidden };
+            let input = if k == 0 { self.input } else { 2 * self.output() };
             Self { input, layer: k, ..*self }.build_bidirectional(rng)
         })
     }
 }
 
-/// Checks that `p` are the tensors of a layer of `gates` gates (the message names the tensor and
-/// both shapes).
-pub(crate) fn check_params<T: Scalar>(
-    p: &RecurrentParams<T>,
-    gates: usize,
-    cell: &str,
-) -> Result<(), CellError> {
+/// Checks that `p` are the tensors of a layer of cell `C` (the message names the tensor and both
+/// shapes).
+pub(crate) fn check_params<T: Scalar, C: Cell<T>>(p: &RecurrentParams<T>) -> Result<(), CellError> {
+    let (gates, cell) = (C::GATES, C::NAME);
     let bad = |what: String| Err(CellError::InvalidConfig(format!("{cell} parameters: {what}")));
     let (gh, i) = p.weight_ih.shape();
     let h = gh / gates;
@@ -287,11 +343,31 @@ pub(crate) fn check_params<T: Scalar>(
             p.suffix()
         ));
     }
-    if p.weight_hh.shape() != (gh, h) {
+    // The output size: the projection's rows, or H.
+    let out = match &p.weight_hr {
+        None => h,
+        Some(_) if !C::PROJECTION => {
+            return bad(format!(
+                "weight_hr{}: an {cell} has no projection; only the LSTM takes one",
+                p.suffix()
+            ))
+        }
+        Some(w) if w.ncols() != h || w.nrows() == 0 || w.nrows() >= h => {
+            return bad(format!(
+                "weight_hr{} is [{}, {}], expected [proj_size, {h}] with 0 < proj_size < {h}",
+                p.suffix(),
+                w.nrows(),
+                w.ncols()
+            ))
+        }
+        Some(w) => w.nrows(),
+    };
+    if p.weight_hh.shape() != (gh, out) {
         let (r, c) = p.weight_hh.shape();
         return bad(format!(
-            "weight_hh{} is [{r}, {c}], expected [{gh}, {h}] to match weight_ih",
-            p.suffix()
+            "weight_hh{} is [{r}, {c}], expected [{gh}, {out}] to match weight_ih{}",
+            p.suffix(),
+            if p.weight_hr.is_some() { " and weight_hr" } else { "" }
         ));
     }
     match (&p.bias_ih, &p.bias_hh) {

@@ -2,10 +2,11 @@
 //! number of layers, one or two directions, with or without biases, built from the tensors as
 //! they are (PyTorch's names, shapes and row-major values).
 //!
-//! The module's kind, layers, directions and biases are read off the names and shapes:
-//! `weight_hh_l0` is `[G·H, H]`, so `G` gives the cell (4 LSTM, 3 GRU, 1 RNN) and `H` the hidden
-//! size; `weight_ih_l0` is `[G·H, I]`; the highest `_l{k}` gives the layers; a `_reverse` tensor
-//! makes the module bidirectional. The vanilla RNN's nonlinearity is not in a `state_dict` and is
+//! The module's kind, layers, directions, projection and biases are read off the names and
+//! shapes: `weight_hh_l0` is `[G·H, H]`, so `G` gives the cell (4 LSTM, 3 GRU, 1 RNN) and `H` the
+//! hidden size; with a `weight_hr_l0` (`[P, H]`, an LSTM's `proj_size = P`) it is `[4H, P]`;
+//! `weight_ih_l0` is `[G·H, I]`; the highest `_l{k}` gives the layers; a `_reverse` tensor makes
+//! the module bidirectional. The vanilla RNN's nonlinearity is not in a `state_dict` and is
 //! given. Anything that does not fit (an unknown name, a missing tensor, a shape that disagrees
 //! with the others) is an error naming the tensor and both shapes.
 
@@ -70,6 +71,8 @@ pub struct TorchModuleShape {
     pub input: usize,
     /// `hidden_size`.
     pub hidden: usize,
+    /// `proj_size` (0: none).
+    pub proj: usize,
     /// `num_layers`.
     pub layers: usize,
     /// Whether `bidirectional=True`.
@@ -99,13 +102,11 @@ pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<Tor
     for name in tensors.keys() {
         let Some((what, side, k, reverse)) = parse_name(name) else {
             return bad(format!(
-                "unknown tensor {name}: a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}} (and _reverse)"
+                "unknown tensor {name}: a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}}, weight_hr_l{{k}} (and _reverse)"
             ));
         };
-        if side == "hr" {
-            return bad(format!(
-                "{name}: LSTM projections (proj_size) are not supported yet; load a module without proj_size"
-            ));
+        if what == "bias" && side == "hr" {
+            return bad(format!("unknown tensor {name}: a projection has no bias"));
         }
         layers = layers.max(k + 1);
         bidirectional |= reverse;
@@ -114,10 +115,17 @@ pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<Tor
     let w_hh = tensors.get("weight_hh_l0").ok_or_else(|| {
         CellError::InvalidConfig("the state_dict has no weight_hh_l0: it is not a recurrent module's".into())
     })?;
-    let (kind, hidden) = match w_hh.shape[..] {
-        [gh, h] if h > 0 && gh == 4 * h => ("LSTM", h),
-        [gh, h] if h > 0 && gh == 3 * h => ("GRU", h),
-        [gh, h] if h > 0 && gh == h => ("RNN", h),
+    let (kind, hidden, proj) = match (&w_hh.shape[..], tensors.get("weight_hr_l0").map(|t| &t.shape[..])) {
+        (&[gh, p], Some(&[p2, h])) if p > 0 && p == p2 && p < h && gh == 4 * h => ("LSTM", h, p),
+        (_, Some(hr)) => {
+            return bad(format!(
+                "weight_hr_l0 is {hr:?} and weight_hh_l0 {:?}: an LSTM with proj_size P has weight_hr [P, H] and weight_hh [4H, P] with 0 < P < H",
+                w_hh.shape
+            ))
+        }
+        (&[gh, h], None) if h > 0 && gh == 4 * h => ("LSTM", h, 0),
+        (&[gh, h], None) if h > 0 && gh == 3 * h => ("GRU", h, 0),
+        (&[gh, h], None) if h > 0 && gh == h => ("RNN", h, 0),
         _ => {
             return bad(format!(
                 "weight_hh_l0 is {:?}, expected [G·H, H] with G = 4 (LSTM), 3 (GRU) or 1 (RNN)",
@@ -130,7 +138,7 @@ pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<Tor
         Some(s) => return bad(format!("weight_ih_l0 is {s:?}, expected [{}, input]", w_hh.shape[0])),
         None => return bad("the state_dict has no weight_ih_l0".into()),
     };
-    Ok(TorchModuleShape { kind, input, hidden, layers, bidirectional, bias })
+    Ok(TorchModuleShape { kind, input, hidden, proj, layers, bidirectional, bias })
 }
 
 /// The tensors of layer `k`, direction `reverse`, checked against the shapes the module needs.
@@ -143,7 +151,8 @@ fn layer_params<T: Scalar>(
 ) -> Result<RecurrentParams<T>, CellError> {
     let suffix = format!("_l{k}{}", if reverse { "_reverse" } else { "" });
     let gh = gates * s.hidden;
-    let input = if k == 0 { s.input } else { s.hidden * if s.bidirectional { 2 } else { 1 } };
+    let out = if s.proj > 0 { s.proj } else { s.hidden };
+    let input = if k == 0 { s.input } else { out * if s.bidirectional { 2 } else { 1 } };
     let get = |base: &str, want: &[usize]| -> Result<Mat<T>, CellError> {
         let name = format!("{base}{suffix}");
         let t = tensors.get(&name).ok_or_else(|| {
@@ -160,11 +169,13 @@ fn layer_params<T: Scalar>(
     };
     let (bias_ih, bias_hh) =
         if s.bias { (Some(get("bias_ih", &[gh])?), Some(get("bias_hh", &[gh])?)) } else { (None, None) };
+    let weight_hr = if s.proj > 0 { Some(get("weight_hr", &[s.proj, s.hidden])?) } else { None };
     Ok(RecurrentParams {
         weight_ih: get("weight_ih", &[gh, input])?,
-        weight_hh: get("weight_hh", &[gh, s.hidden])?,
+        weight_hh: get("weight_hh", &[gh, out])?,
         bias_ih,
         bias_hh,
+        weight_hr,
         layer: k,
         reverse,
     })
@@ -234,7 +245,8 @@ impl<T: Scalar> TorchRecurrent<T> {
         crate::with_torch_module!(self, |m| m.input_size())
     }
 
-    /// The size of each step's output: `H`, or `2H` for a bidirectional module.
+    /// The size of each step's output: `H` (`P` with a projection), twice that for a
+    /// bidirectional module.
     pub fn output_size(&self) -> usize {
         crate::with_torch_module!(self, |m| m.hidden_size())
     }

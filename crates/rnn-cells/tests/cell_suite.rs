@@ -119,6 +119,24 @@ suite!(rnn_stack3, |i, h, rng: &mut Rng| Stack::from_fn(3, |k| RnnConfig::new(
 .with_layer(k)
 .build::<f64>(rng))
 .unwrap());
+// Projections need H ≥ 2: the suite's `h` (from 1) becomes H = h + 1 and P = ⌈h / 2⌉.
+suite!(lstm_proj, |i, h: usize, rng: &mut Rng| LstmConfig::new(i, h + 1)
+    .with_proj_size(h.div_ceil(2))
+    .build::<f64>(rng)
+    .unwrap());
+suite!(lstm_proj_stack2, |i, h: usize, rng: &mut Rng| LstmConfig::new(i, h + 1)
+    .with_proj_size(h.div_ceil(2))
+    .with_bias(false)
+    .build_stack::<f64>(2, rng)
+    .unwrap());
+suite!(
+    lstm_proj_bidirectional_stack2,
+    |i, h: usize, rng: &mut Rng| LstmConfig::new(i, h + 1)
+        .with_proj_size(h.div_ceil(2))
+        .build_bidirectional_stack::<f64>(2, rng)
+        .unwrap(),
+    false
+);
 suite!(
     lstm_reverse,
     |i, h, rng: &mut Rng| LstmConfig::new(i, h).with_reverse(true).build::<f64>(rng).unwrap(),

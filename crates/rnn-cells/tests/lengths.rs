@@ -1,9 +1,9 @@
 //! Variable-length batches: a batch whose sequences have their own lengths gives, for every
 //! sample, exactly what that sample alone gives over its own steps (outputs, zero past its
 //! length; final state; input and initial-state gradients), and parameter gradients that are the
-//! sum of the samples' own. Checked for every cell, reverse and bidirectional layers, and stacks,
-//! dense and index input, in f64 (relative error ≤ 1e-12), and bit for bit for 1, 2 and 3
-//! threads.
+//! sum of the samples' own. Checked for every cell, reverse and bidirectional layers, stacks and
+//! LSTM projections, dense and index input, in f64 (relative error ≤ 1e-12), and bit for bit for
+//! 1, 2 and 3 threads.
 
 use std::sync::Mutex;
 
@@ -129,6 +129,17 @@ fn reverse_bidirectional_and_stacks_match_their_samples_alone() {
     matches_samples_alone(&stack, &LENGTHS, true, "2-layer bidirectional LSTM, index input");
     let stack = RnnConfig::new(4, 3).build_stack::<f64>(3, &mut rng).unwrap();
     matches_samples_alone(&stack, &[1, 4, 2], false, "3-layer RNN");
+}
+
+#[test]
+fn projected_lstms_match_their_samples_alone() {
+    let mut rng = Rng::seed_from(4);
+    let proj = LstmConfig::new(4, 5).with_proj_size(2);
+    matches_samples_alone(&proj.build::<f64>(&mut rng).unwrap(), &LENGTHS, false, "LSTM proj_size 2");
+    let rev = proj.with_reverse(true).build::<f64>(&mut rng).unwrap();
+    matches_samples_alone(&rev, &LENGTHS, true, "reverse LSTM proj_size 2, index input");
+    let stack = proj.build_bidirectional_stack::<f64>(2, &mut rng).unwrap();
+    matches_samples_alone(&stack, &LENGTHS, false, "2-layer bidirectional LSTM proj_size 2");
 }
 
 /// The same bits for 1, 2 and 3 threads (the loops do not split by threads; the products do,

@@ -163,7 +163,14 @@ impl<T: Scalar> Oracle<T> for Gru<T> {
 enum Kind {
     Rnn(Activation),
     Lstm,
+    /// The LSTM with a projection (`proj_size`, from 1 to `H - 1`, drawn from the seed).
+    LstmProj,
     Gru,
+}
+
+/// The projection size of a [`Kind::LstmProj`] case: in `1..hidden` (`hidden ≥ 2`).
+fn proj_size(hidden: usize, seed: u64) -> usize {
+    1 + (seed as usize) % (hidden - 1)
 }
 
 const ACTIVATIONS: [Activation; 4] =
@@ -207,7 +214,7 @@ fn check_parts<T: Scalar>(errors: &mut Vec<String>, what: &str, a: &[Mat<T>], b:
 
 /// The fast cell against the reference on `case`, with one and two threads: every mismatch, named.
 fn compare<T: Scalar, C: Oracle<T>>(cell: &C, case: &Case, tol: f64) -> Vec<String> {
-    let (i, h, b) = (case.input, case.hidden, case.batch);
+    let (i, b) = (case.input, case.batch);
     let n = case.steps * b;
     let mut rng = Rng::seed_from(case.seed);
     let ix: Vec<usize> = (0..n).map(|_| rng.below(i)).collect();
@@ -217,11 +224,14 @@ fn compare<T: Scalar, C: Oracle<T>>(cell: &C, case: &Case, tol: f64) -> Vec<Stri
         random::<T>(i, n, &mut rng)
     };
     let x = if case.index { SeqInput::Index(&ix) } else { SeqInput::Dense(&x_dense) };
-    let parts = C::parts(&cell.zero_state(b)).len();
-    let s0: Vec<Mat<T>> =
-        (0..parts).map(|_| if case.zero_state { Mat::zeros(h, b) } else { random(h, b, &mut rng) }).collect();
-    let d_out = random::<T>(h, n, &mut rng);
-    let d_fin: Vec<Mat<T>> = (0..parts).map(|_| random(h, b, &mut rng)).collect();
+    // The state's parts: h (P rows with a projection), then the carried ones (H rows).
+    let rows: Vec<usize> = C::parts(&cell.zero_state(b)).iter().map(|m| m.nrows()).collect();
+    let s0: Vec<Mat<T>> = rows
+        .iter()
+        .map(|&r| if case.zero_state { Mat::zeros(r, b) } else { random(r, b, &mut rng) })
+        .collect();
+    let d_out = random::<T>(cell.hidden_size(), n, &mut rng);
+    let d_fin: Vec<Mat<T>> = rows.iter().map(|&r| random(r, b, &mut rng)).collect();
 
     let (ref_out, ref_fin) = cell.ref_forward(cell.params(), &x_dense, b, &s0);
     let (ref_g, ref_dx, ref_ds0) = cell.ref_backward(&x_dense, b, &s0, &d_out, &d_fin);
@@ -291,6 +301,11 @@ fn compare_both(case: &Case) -> Vec<String> {
             Kind::Lstm => {
                 compare(&LstmConfig::new(i, h).with_bias(case.bias).build::<T>(&mut rng).unwrap(), case, tol)
             }
+            Kind::LstmProj => {
+                let config =
+                    LstmConfig::new(i, h).with_bias(case.bias).with_proj_size(proj_size(h, case.seed));
+                compare(&config.build::<T>(&mut rng).unwrap(), case, tol)
+            }
             Kind::Gru => {
                 compare(&GruConfig::new(i, h).with_bias(case.bias).build::<T>(&mut rng).unwrap(), case, tol)
             }
@@ -302,7 +317,18 @@ fn compare_both(case: &Case) -> Vec<String> {
 }
 
 fn small_case(kind: Kind) -> impl Strategy<Value = Case> {
-    (1usize..6, 1usize..9, 1usize..5, 1usize..5, any::<bool>(), any::<bool>(), any::<bool>(), 0u64..1_000_000)
+    // A projection needs H ≥ 2 (0 < P < H).
+    let min_hidden: usize = if matches!(kind, Kind::LstmProj) { 2 } else { 1 };
+    (
+        1usize..6,
+        min_hidden..9,
+        1usize..5,
+        1usize..5,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u64..1_000_000,
+    )
         .prop_map(move |(input, hidden, batch, steps, bias, zero_state, index, seed)| Case {
             kind,
             input,
@@ -342,6 +368,12 @@ proptest! {
     }
 
     #[test]
+    fn projected_lstm_matches_reference(case in small_case(Kind::LstmProj)) {
+        let errors = compare_both(&case);
+        prop_assert!(errors.is_empty(), "{:?}:\n{}", case, errors.join("\n"));
+    }
+
+    #[test]
     fn gru_matches_reference(case in small_case(Kind::Gru)) {
         let errors = compare_both(&case);
         prop_assert!(errors.is_empty(), "{:?}:\n{}", case, errors.join("\n"));
@@ -366,7 +398,7 @@ fn fixed_shapes_match_reference() {
         seed: (input * 1000 + hidden * 100 + batch * 10 + steps) as u64,
     };
     let mut cases = Vec::new();
-    for kind in ACTIVATIONS.map(Kind::Rnn).into_iter().chain([Kind::Lstm, Kind::Gru]) {
+    for kind in ACTIVATIONS.map(Kind::Rnn).into_iter().chain([Kind::Lstm, Kind::LstmProj, Kind::Gru]) {
         for (batch, steps) in [(1, 1), (1, 5), (3, 1), (3, 4)] {
             let c = case(kind, 4, 6, batch, steps);
             cases.push(c);
@@ -382,6 +414,8 @@ fn fixed_shapes_match_reference() {
     cases.push(case(Kind::Lstm, 8, 64, 16, 3));
     cases.push(Case { zero_state: true, ..case(Kind::Lstm, 8, 64, 17, 2) });
     cases.push(Case { index: true, ..case(Kind::Lstm, 8, 64, 16, 3) });
+    cases.push(case(Kind::LstmProj, 8, 64, 16, 3));
+    cases.push(Case { zero_state: true, ..case(Kind::LstmProj, 8, 96, 17, 2) });
     cases.push(case(Kind::Lstm, 8, 256, 1, 3));
     cases.push(Case { zero_state: true, ..case(Kind::Lstm, 8, 256, 1, 2) });
     let failures: Vec<String> = cases
@@ -400,8 +434,10 @@ fn fixed_shapes_match_reference() {
 fn reference_matches_numeric_gradients() {
     let mut rng = Rng::seed_from(0x9ad);
     for round in 0..3 {
-        for kind in ACTIVATIONS.map(Kind::Rnn).into_iter().chain([Kind::Lstm, Kind::Gru]) {
+        for kind in ACTIVATIONS.map(Kind::Rnn).into_iter().chain([Kind::Lstm, Kind::LstmProj, Kind::Gru]) {
             let (i, h, b, t) = (1 + rng.below(4), 1 + rng.below(4), 1 + rng.below(3), 1 + rng.below(4));
+            // A projection needs H ≥ 2 (0 < P < H).
+            let h = if matches!(kind, Kind::LstmProj) { h.max(2) } else { h };
             let bias = round != 1;
             let seed = rng.below(1 << 20) as u64;
             let errors = match kind {
@@ -415,6 +451,16 @@ fn reference_matches_numeric_gradients() {
                 }
                 Kind::Lstm => numeric_errors(
                     &LstmConfig::new(i, h).with_bias(bias).build(&mut rng).unwrap(),
+                    b,
+                    t,
+                    seed,
+                ),
+                Kind::LstmProj => numeric_errors(
+                    &LstmConfig::new(i, h)
+                        .with_bias(bias)
+                        .with_proj_size(proj_size(h, seed))
+                        .build(&mut rng)
+                        .unwrap(),
                     b,
                     t,
                     seed,
@@ -437,11 +483,11 @@ fn reference_matches_numeric_gradients() {
 fn numeric_errors<C: Oracle<f64>>(cell: &C, b: usize, t: usize, seed: u64) -> Vec<(String, f64)> {
     let mut rng = Rng::seed_from(seed);
     let (i, h, n) = (cell.input_size(), cell.hidden_size(), t * b);
-    let parts = C::parts(&cell.zero_state(b)).len();
+    let rows: Vec<usize> = C::parts(&cell.zero_state(b)).iter().map(|m| m.nrows()).collect();
     let x = random::<f64>(i, n, &mut rng);
-    let s0: Vec<Mat<f64>> = (0..parts).map(|_| random(h, b, &mut rng)).collect();
+    let s0: Vec<Mat<f64>> = rows.iter().map(|&r| random(r, b, &mut rng)).collect();
     let d_out = random::<f64>(h, n, &mut rng);
-    let d_fin: Vec<Mat<f64>> = (0..parts).map(|_| random(h, b, &mut rng)).collect();
+    let d_fin: Vec<Mat<f64>> = rows.iter().map(|&r| random(r, b, &mut rng)).collect();
     let dot = |a: &Mat<f64>, b: &Mat<f64>| a.dot(b);
     let loss = |p: &RecurrentParams<f64>, x: &Mat<f64>, s0: &[Mat<f64>]| {
         let (out, fin) = cell.ref_forward(p, x, b, s0);
@@ -473,7 +519,7 @@ fn numeric_errors<C: Oracle<f64>>(cell: &C, b: usize, t: usize, seed: u64) -> Ve
         let num = numeric_gradient(
             |v| {
                 let mut s = s0.clone();
-                s[k] = Mat::from_column_slice(h, b, v);
+                s[k] = Mat::from_column_slice(rows[k], b, v);
                 loss(&p, &x, &s)
             },
             &mut s0[k].as_slice().to_vec(),

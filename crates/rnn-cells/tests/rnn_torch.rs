@@ -70,6 +70,7 @@ fn rnn_matches_torch() {
             weight_hh: mat(&p["weight_hh_l0"]),
             bias_ih: bias.then(|| mat(&p["bias_ih_l0"])),
             bias_hh: bias.then(|| mat(&p["bias_hh_l0"])),
+            weight_hr: None,
             layer: 0,
             reverse: false,
         };

@@ -77,6 +77,21 @@ fn lstm_split_is_bit_identical() {
     let mut rng = Rng::seed_from(1);
     same_bits_for_any_thread_count(&LstmConfig::new(I, H).build::<f32>(&mut rng).unwrap(), "LSTM f32");
     same_bits_for_any_thread_count(&LstmConfig::new(I, H).build::<f64>(&mut rng).unwrap(), "LSTM f64");
+    // With a projection, the loop splits only when the projection's product per part (P·H per
+    // column) stays above the small-product route too: in f64 a part's small product rounds
+    // differently from the whole batch's. H = 64 and P = 32 must not split (split, it did
+    // differ); H = 128 and P = 96 split.
+    for (h, p) in [(H, 32), (2 * H, 96)] {
+        let proj = LstmConfig::new(I, h).with_proj_size(p);
+        same_bits_for_any_thread_count(
+            &proj.build::<f32>(&mut rng).unwrap(),
+            &format!("LSTM {h}, proj {p}, f32"),
+        );
+        same_bits_for_any_thread_count(
+            &proj.build::<f64>(&mut rng).unwrap(),
+            &format!("LSTM {h}, proj {p}, f64"),
+        );
+    }
 }
 
 #[test]

@@ -56,7 +56,7 @@ pub(super) struct Lengths<T: Scalar> {
     ix: Vec<usize>,
     /// The outputs in the caller's order (padded positions zero).
     pub(super) out: Mat<T>,
-    /// One step's starting states: `H × B` and `SAVED·H × B`; one step's hidden product.
+    /// One step's starting states: `H × B` (`P × B` with a projection) and `SAVED·H × B`.
     hprev: Mat<T>,
     sprev: Mat<T>,
     /// The gradients of the outputs, compact; the starting states of every step, compact.
@@ -113,19 +113,19 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
     /// Fills `hprev`/`sprev` with the starting states of step `t`'s `n` running samples: the
     /// state left at step `tp` for those that ran it, else the initial state.
     fn gather_prev(&self, cache: &mut LayerCache<T>, order: Order, s: usize) {
-        let (hid, b) = (self.hidden_size(), cache.batch);
-        let rows = C::SAVED * hid;
+        let (out, b) = (self.hidden_size(), cache.batch);
+        let rows = C::SAVED * self.cell_size();
         let t = order.t(s);
         let n = cache.var.active[t];
         // The previous step visited, and how many samples ran it.
         let (tp, ran) = if s == 0 { (0, 0) } else { (order.t(s - 1), cache.var.active[order.t(s - 1)]) };
         let LayerCache { h, saved, h0, saved0, var, .. } = cache;
-        ensure_shape(&mut var.hprev, hid, b);
+        ensure_shape(&mut var.hprev, out, b);
         ensure_shape(&mut var.sprev, rows, b);
         for p in 0..n {
             let (hs, ss, col) = if p < ran { (&*h, &*saved, var.off[tp] + p) } else { (&*h0, &*saved0, p) };
-            var.hprev.as_mut_slice()[p * hid..(p + 1) * hid]
-                .copy_from_slice(&hs.as_slice()[col * hid..(col + 1) * hid]);
+            var.hprev.as_mut_slice()[p * out..(p + 1) * out]
+                .copy_from_slice(&hs.as_slice()[col * out..(col + 1) * out]);
             var.sprev.as_mut_slice()[p * rows..(p + 1) * rows]
                 .copy_from_slice(&ss.as_slice()[col * rows..(col + 1) * rows]);
         }
@@ -141,7 +141,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         cache: &mut LayerCache<T>,
         fin: &mut C::State,
     ) {
-        let (hid, b, n) = (self.hidden_size(), cache.batch, x.columns());
+        let (hid, out, b, n) = (self.cell_size(), self.hidden_size(), cache.batch, x.columns());
         let (steps, g, rows) = (n / b, C::GATES * hid, C::SAVED * hid);
         let order = Order { steps, reverse: self.params.reverse };
         let var = &mut cache.var;
@@ -179,9 +179,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         };
         ensure_shape(&mut cache.gates, g, real);
         ensure_shape(&mut cache.saved, rows, real);
-        ensure_shape(&mut cache.h, hid, real);
+        ensure_shape(&mut cache.h, out, real);
+        ensure_shape(&mut cache.m, if self.params.weight_hr.is_some() { hid } else { 0 }, real);
         project_input(&self.params.weight_ih, xs, &mut cache.gates);
-        let mut h0m = Mat::zeros(hid, b);
+        let mut h0m = Mat::zeros(out, b);
         permute_cols(h0.part(0), &var.perm, false, &mut h0m);
         cache.h0 = h0m;
         let mut s0 = Mat::zeros(0, 0);
@@ -189,10 +190,13 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         permute_cols(&s0, &var.perm, false, &mut cache.saved0);
         let mut bias_sum = std::mem::take(&mut cache.bias_sum);
         let mut w_packed = std::mem::take(&mut cache.w_hh_packed);
+        let mut w_hr_packed = std::mem::take(&mut cache.w_hr_packed);
         let mut v = Mat::zeros(if C::HIDDEN_APART { g } else { 0 }, b);
         {
             let bias = self.biases(&mut bias_sum);
             let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
+            let w_hr =
+                self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::No, 2, &mut w_hr_packed));
             for s in 0..steps {
                 let t = order.t(s);
                 let na = cache.var.active[t];
@@ -200,17 +204,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     continue;
                 }
                 self.gather_prev(cache, order, s);
-                let LayerCache { gates, saved, h, var, .. } = &mut *cache;
+                let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
-                let hprev = &var.hprev.as_slice()[..na * hid];
+                let hprev = &var.hprev.as_slice()[..na * out];
                 let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
                 let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
-                let hp = MatView::from_slice(hprev, hid, na);
+                let hp = MatView::from_slice(hprev, out, na);
                 if C::HIDDEN_APART {
                     w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
                 } else {
                     w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
                 }
+                let h_t = &mut h.as_mut_slice()[col * out..(col + na) * out];
+                // With a projection the cell writes m_t, and h_t = W_hr·m_t.
+                let mut m_t = w_hr.is_some().then(|| &mut m.as_mut_slice()[col * hid..(col + na) * hid]);
                 let step = ForwardStep {
                     a: a_t,
                     v: v_t,
@@ -218,25 +225,30 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     h_prev: hprev,
                     saved_prev: &var.sprev.as_slice()[..na * rows],
                     saved: &mut saved.as_mut_slice()[col * rows..(col + na) * rows],
-                    h: &mut h.as_mut_slice()[col * hid..(col + na) * hid],
+                    h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
                 };
                 self.cell.forward(hid, step);
+                if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
+                    let m_t = MatView::from_slice(m_t, hid, na);
+                    w.gemm(&m_t, T::ZERO, &mut MatViewMut::from_slice(h_t, out, na));
+                }
             }
         }
         cache.bias_sum = bias_sum;
         cache.w_hh_packed = w_packed;
+        cache.w_hr_packed = w_hr_packed;
         // The final state of each sample: after its last step (L_b - 1), or step 0 in reverse.
-        let mut last_h = Mat::zeros(hid, b);
+        let mut last_h = Mat::zeros(out, b);
         let mut last_s = Mat::zeros(rows, b);
         for (p, &u) in cache.var.perm.iter().enumerate() {
             let t = if self.params.reverse { 0 } else { lengths[u] - 1 };
             let c = cache.var.off[t] + p;
-            last_h.as_mut_slice()[u * hid..(u + 1) * hid]
-                .copy_from_slice(&cache.h.as_slice()[c * hid..(c + 1) * hid]);
+            last_h.as_mut_slice()[u * out..(u + 1) * out]
+                .copy_from_slice(&cache.h.as_slice()[c * out..(c + 1) * out]);
             last_s.as_mut_slice()[u * rows..(u + 1) * rows]
                 .copy_from_slice(&cache.saved.as_slice()[c * rows..(c + 1) * rows]);
         }
-        write_state(last_h.as_slice(), last_s.as_slice(), rows, hid, b, fin);
+        write_state((last_h.as_slice(), out), last_s.as_slice(), rows, hid, b, fin);
         let LayerCache { h, var, .. } = cache;
         let mut out = std::mem::take(&mut var.out);
         scatter_real(h, var, &mut out);
@@ -255,8 +267,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
-        let (hid, b) = (self.hidden_size(), cache.batch);
+        let (hid, out, b) = (self.cell_size(), self.hidden_size(), cache.batch);
         let (steps, g, rows, crows) = (cache.var.steps, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
+        let proj = self.params.weight_hr.is_some();
         let real = cache.var.off[steps];
         let order = Order { steps, reverse: self.params.reverse };
         let init_grad = d_h0.is_some();
@@ -265,9 +278,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let mut dc = std::mem::take(&mut var.d_out);
             gather_real(d_out, var, &mut dc);
             var.d_out = dc;
-            ensure_shape(&mut var.hprev_all, hid, real);
+            ensure_shape(&mut var.hprev_all, out, real);
         }
-        let mut dh = Mat::zeros(hid, b);
+        let mut dh = Mat::zeros(out, b);
         permute_cols(d_final.part(0), &cache.var.perm, false, &mut dh);
         let mut dc0 = Mat::zeros(0, 0);
         interleave(d_final, crows, hid, b, &mut dc0);
@@ -278,9 +291,18 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(&mut da, g, real);
         ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, real);
         let mut w_packed = std::mem::take(&mut cache.w_hh_t_packed);
+        let mut w_hr_packed = std::mem::take(&mut cache.w_hr_t_packed);
+        // With a projection: the gradients of every h_t (compact, for dW_hr), one step's
+        // W_hrᵀ·dh_t (the cell's dh) and a zero d_out.
+        let mut dhs = std::mem::take(&mut cache.dhs);
+        ensure_shape(&mut dhs, out, if proj { real } else { 0 });
+        let (mut dm, zeros) =
+            if proj { (Mat::zeros(hid, b), Mat::zeros(hid, b)) } else { Default::default() };
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
         {
             let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
+            let w_hr_t =
+                self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::Yes, 2, &mut w_hr_packed));
             for s in (0..steps).rev() {
                 let t = order.t(s);
                 let na = cache.var.active[t];
@@ -288,24 +310,45 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     continue;
                 }
                 self.gather_prev(cache, order, s);
-                let LayerCache { gates, saved, h, var, .. } = &mut *cache;
+                let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
                 // Kept for dW_hh, one product after the loop.
                 let (hp_all, hp) = (&mut var.hprev_all, &var.hprev);
-                hp_all.as_mut_slice()[col * hid..(col + na) * hid]
-                    .copy_from_slice(&hp.as_slice()[..na * hid]);
-                let hprev = &var.hprev.as_slice()[..na * hid];
+                hp_all.as_mut_slice()[col * out..(col + na) * out]
+                    .copy_from_slice(&hp.as_slice()[..na * out]);
+                let hprev = &var.hprev.as_slice()[..na * out];
                 let da_t = &mut da.as_mut_slice()[col * g..(col + na) * g];
                 let dv_t: &mut [T] =
                     if C::HIDDEN_APART { &mut dv.as_mut_slice()[col * g..(col + na) * g] } else { &mut [] };
+                let d_out_t = &var.d_out.as_slice()[col * out..(col + na) * out];
+                // What the cell sees as its output h, its d_out and its dh: with a projection,
+                // m_t, zero and W_hrᵀ·(δ_t + dh_t).
+                let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
+                    // dh_t = δ_t + (what step t+1 passed back), kept for dW_hr;
+                    // dm_t = W_hrᵀ·dh_t, the gradient of what the cell wrote
+                    let g_t = &mut dhs.as_mut_slice()[col * out..(col + na) * out];
+                    g_t.iter_mut()
+                        .zip(&dh.as_slice()[..na * out])
+                        .zip(d_out_t)
+                        .for_each(|((g, &d), &o)| *g = d + o);
+                    let dm_t = &mut dm.as_mut_slice()[..na * hid];
+                    w.gemm(
+                        &MatView::from_slice(g_t, out, na),
+                        T::ZERO,
+                        &mut MatViewMut::from_slice(dm_t, hid, na),
+                    );
+                    (&m.as_slice()[col * hid..(col + na) * hid], &zeros.as_slice()[..na * hid], dm_t)
+                } else {
+                    (&h.as_slice()[col * out..(col + na) * out], d_out_t, &mut dh.as_mut_slice()[..na * out])
+                };
                 let step = BackwardStep {
                     gates: &gates.as_slice()[col * g..(col + na) * g],
                     saved: &saved.as_slice()[col * rows..(col + na) * rows],
                     saved_prev: &var.sprev.as_slice()[..na * rows],
-                    h: &h.as_slice()[col * hid..(col + na) * hid],
+                    h: h_cell,
                     h_prev: hprev,
-                    d_out: &var.d_out.as_slice()[col * hid..(col + na) * hid],
-                    dh: &mut dh.as_mut_slice()[..na * hid],
+                    d_out: d_out_cell,
+                    dh: dh_cell,
                     d_carried: &mut dc.as_mut_slice()[..na * crows],
                     da: da_t,
                     dv: dv_t,
@@ -315,12 +358,18 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 let op_t = op.columns(col, na);
                 // dh_prev (+)= W_hhᵀ · dv_t
                 if s > 0 || init_grad {
-                    let mut dh_t = MatViewMut::from_slice(&mut dh.as_mut_slice()[..na * hid], hid, na);
+                    let mut dh_t = MatViewMut::from_slice(&mut dh.as_mut_slice()[..na * out], out, na);
                     w_hh_t.gemm(&op_t, beta, &mut dh_t);
                 }
             }
         }
         cache.w_hh_t_packed = w_packed;
+        cache.w_hr_t_packed = w_hr_packed;
+        // dW_hr += Σ_t dh_t · m_tᵀ, over the real steps at once
+        if let Some(dw) = &mut grads.weight_hr {
+            gemm(T::ONE, &dhs, Trans::No, &cache.m, Trans::Yes, T::ONE, dw);
+        }
+        cache.dhs = dhs;
         // dW_hh += Σ_t dv_t · hprev_tᵀ, over the real steps at once
         let op = if C::HIDDEN_APART { &dv } else { &da };
         gemm(T::ONE, op, Trans::No, &cache.var.hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
@@ -357,7 +406,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let (mut uh, mut uc) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
             permute_cols(&dh, &var.perm, true, &mut uh);
             permute_cols(&dc, &var.perm, true, &mut uc);
-            write_state(uh.as_slice(), uc.as_slice(), crows, hid, b, d_h0);
+            write_state((uh.as_slice(), out), uc.as_slice(), crows, hid, b, d_h0);
         }
         cache.da = da;
         cache.dv = dv;

@@ -154,6 +154,12 @@ pub trait Cell<T: Scalar>: Copy + Default + Debug + PartialEq + Send + Sync + 's
     /// Whether `h_{t-1}` reaches `h_t` pointwise (the GRU's `z ⊙ h_{t-1}`), so that the gradient
     /// with respect to `h_{t-1}` has a pointwise part besides `W_hhᵀ·dv_t`.
     const DIRECT_H: bool;
+    /// Whether the cell takes a projection `weight_hr` (the LSTM's `proj_size`). With one, the
+    /// engine multiplies what the cell writes as `h` (`m_t`, `H` rows) by `W_hr` to get the output
+    /// and carried `h_t` (`P` rows), and backward hands the cell `W_hrᵀ·(δ_t + dh_t)` as `dh` with
+    /// a zero `d_out`. A cell that takes one must not read `h_prev` in its steps (it has `P` rows
+    /// there) nor have [`Cell::DIRECT_H`]. Default: `false`.
+    const PROJECTION: bool = false;
 
     /// A state from its parts, `h` first.
     fn state_from_parts(parts: Vec<Mat<T>>) -> Self::State;
@@ -182,8 +188,10 @@ pub struct LayerCache<T: Scalar> {
     gates: Mat<T>,
     /// The cell's records, `SAVED·H × T·B`.
     saved: Mat<T>,
-    /// The outputs `h_1..h_T`, `H × T·B`.
+    /// The outputs `h_1..h_T`, `H × T·B` (`P × T·B` with a projection).
     h: Mat<T>,
+    /// With a projection: what the cell wrote as `h`, `m_t = o_t ⊙ tanh(c_t)`, `H × T·B`.
+    m: Mat<T>,
     h0: Mat<T>,
     /// The initial record (carried parts of the initial state, other blocks zero), `SAVED·H × B`.
     saved0: Mat<T>,
@@ -193,6 +201,14 @@ pub struct LayerCache<T: Scalar> {
     /// `W_hh` packed for the forward's loop, `W_hhᵀ` for the backward's.
     w_hh_packed: PackedLhs<T>,
     w_hh_t_packed: PackedLhs<T>,
+    /// `W_hr` packed for the forward's loop, `W_hrᵀ` for the backward's (projection only).
+    w_hr_packed: PackedLhs<T>,
+    w_hr_t_packed: PackedLhs<T>,
+    /// Backward with a projection: the gradient with respect to every `h_t` (`P × T·B`, the
+    /// operand of `dW_hr`), one step's `W_hrᵀ·dh_t` and a zero block (`H × B` each).
+    dhs: Mat<T>,
+    dm: Mat<T>,
+    zeros: Mat<T>,
     /// Backward: `dA`, `dV` (apart only), each plain and in strips.
     da: Mat<T>,
     dv: Mat<T>,
@@ -277,9 +293,10 @@ fn copy_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
     dst.copy_from(src);
 }
 
-/// Makes `state` a copy of `h` and the carried parts held interleaved in `carried`.
+/// Makes `state` a copy of `h` (`out × batch`) and the carried parts held interleaved in
+/// `carried`.
 fn write_state<T: Scalar, S: RecurrentState<T>>(
-    h: &[T],
+    (h, out): (&[T], usize),
     carried: &[T],
     rows: usize,
     hid: usize,
@@ -287,7 +304,7 @@ fn write_state<T: Scalar, S: RecurrentState<T>>(
     state: &mut S,
 ) {
     let p = state.part_mut(0);
-    ensure_shape(p, hid, batch);
+    ensure_shape(p, out, batch);
     p.as_mut_slice().copy_from_slice(h);
     deinterleave(carried, rows, hid, batch, state);
 }
@@ -296,7 +313,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
     /// A layer of cell `cell` from existing tensors, checking every shape (the error names the
     /// tensor and both shapes).
     pub fn new(params: RecurrentParams<T>, cell: C) -> Result<Self, CellError> {
-        check_params(&params, C::GATES, C::NAME)?;
+        check_params::<T, C>(&params)?;
         Ok(Self { params, cell })
     }
 
@@ -308,6 +325,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
     /// Whether the layer has biases.
     pub fn has_bias(&self) -> bool {
         self.params.bias_ih.is_some()
+    }
+
+    /// The cell's units `H` (the size of the LSTM's `c`): the hidden size, or with a projection
+    /// the columns of `weight_hr` (the output then has `P` rows, [`Recurrence::hidden_size`]).
+    pub fn cell_size(&self) -> usize {
+        self.params.cell_size()
     }
 
     /// All-zero gradients shaped (and named) like the parameters.
@@ -332,19 +355,23 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
 
     /// The general forward loop (any batch, any element type), on a cache set up by `forward`.
     fn forward_loop(&self, steps: usize, cache: &mut LayerCache<T>) {
-        let (hid, batch) = (self.hidden_size(), cache.batch);
+        let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
         let (g, rows) = (C::GATES * hid, C::SAVED * hid);
-        let LayerCache { gates, saved, h, h0, saved0, v, bias_sum, w_hh_packed, .. } = cache;
+        let LayerCache { gates, saved, h, m, h0, saved0, v, bias_sum, w_hh_packed, w_hr_packed, .. } = cache;
         ensure_shape(v, if C::HIDDEN_APART { g } else { 0 }, batch);
         let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed);
+        // W_hr always packed: the parts' products take the packed kernel whatever their width,
+        // so that the bits do not depend on the split.
+        let w_hr = self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::No, 2, w_hr_packed));
         let bias = self.biases(bias_sum);
         let (gates, saved, h, v) =
             (SharedCols::new(gates), SharedCols::new(saved), SharedCols::new(h), SharedCols::new(v));
+        let m = SharedCols::new(m);
         let (h0, saved0) = (&*h0, &*saved0);
         // A zero initial state (the usual one) adds nothing: skip its product.
         let h0_zero = all_zero(h0);
         let order = Order { steps, reverse: self.params.reverse };
-        for_each_batch_part(batch, g * hid, |cols| {
+        for_each_batch_part(batch, self.part_macs(), |cols| {
             let nb = cols.len();
             for s in 0..steps {
                 let t = order.t(s);
@@ -359,7 +386,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // the call.
                 let (h_prev, saved_prev): (&[T], &[T]) = if s == 0 {
                     (
-                        &h0.as_slice()[cols.start * hid..cols.end * hid],
+                        &h0.as_slice()[cols.start * out..cols.end * out],
                         &saved0.as_slice()[cols.start * rows..cols.end * rows],
                     )
                 } else {
@@ -370,8 +397,11 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // outlives the call.
                 let v_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { v.slice_mut(cols.start, nb) } } else { &mut [] };
+                // SAFETY: columns `cols` of step t's block of m are this part's alone, and m
+                // outlives the call.
+                let mut m_t = w_hr.is_some().then(|| unsafe { m.slice_mut(col, nb) });
                 let skip = s == 0 && h0_zero;
-                let h_prev_m = MatView::from_slice(h_prev, hid, nb);
+                let h_prev_m = MatView::from_slice(h_prev, out, nb);
                 if C::HIDDEN_APART {
                     // v_t = W_hh·h_{t-1}
                     if skip {
@@ -383,10 +413,29 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     // a_t += W_hh·h_{t-1}
                     w_hh.gemm(&h_prev_m, T::ONE, &mut MatViewMut::from_slice(a_t, g, nb));
                 }
-                let step = ForwardStep { a: a_t, v: v_t, bias, h_prev, saved_prev, saved: saved_t, h: h_t };
+                // With a projection the cell writes m_t, and h_t = W_hr·m_t.
+                let cell_h = m_t.as_deref_mut().unwrap_or(&mut *h_t);
+                let step =
+                    ForwardStep { a: a_t, v: v_t, bias, h_prev, saved_prev, saved: saved_t, h: cell_h };
                 self.cell.forward(hid, step);
+                if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
+                    let m_t = MatView::from_slice(m_t, hid, nb);
+                    w.gemm(&m_t, T::ZERO, &mut MatViewMut::from_slice(h_t, out, nb));
+                }
             }
         });
+    }
+
+    /// The multiply-adds per column of the smallest product in a step (the step product, and the
+    /// projection's), which decides whether the time loops split the batch: every part's products
+    /// then stay above `gemm`'s small-product route, as the whole batch's are, so that in `f64`
+    /// (whose packed weights are plain matrices) both take the same route and give the same bits.
+    fn part_macs(&self) -> usize {
+        let (g, out) = (C::GATES * self.cell_size(), self.hidden_size());
+        match &self.params.weight_hr {
+            Some(w) => (g * out).min(w.len()),
+            None => g * out,
+        }
     }
 
     /// The biases as the cell receives them; `sum` is filled with `b_ih + b_hh`.
@@ -415,24 +464,25 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_h0: Option<&mut C::State>,
     ) {
         let lengths = !cache.var.lengths.is_empty();
-        let (hid, batch) = (self.hidden_size(), cache.batch);
+        let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
         // The padded columns T·B (with lengths, `h` holds the real steps only).
         let n = if lengths { cache.var.steps * batch } else { cache.h.ncols() };
         assert!(batch > 0, "{} backward: the cache holds no forward pass; call forward first", C::NAME);
         assert!(
-            d_out.shape() == (hid, n) && x.columns() == n,
-            "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {hid}×{n}",
+            d_out.shape() == (out, n) && x.columns() == n,
+            "{} backward: d_out is {:?} and x has {} columns, the forward had H×N = {out}×{n}",
             C::NAME,
             d_out.shape(),
             x.columns()
         );
         assert!(
             d_final.num_parts() == 1 + C::CARRIED
-                && (0..=C::CARRIED).all(|k| d_final.part(k).shape() == (hid, batch)),
-            "{} backward: d_final has parts {:?}, expected {} of {hid}×{batch}",
+                && (0..=C::CARRIED)
+                    .all(|k| d_final.part(k).shape() == (if k == 0 { out } else { hid }, batch)),
+            "{} backward: d_final has parts {:?}, expected h {out}×{batch} and {} of {hid}×{batch}",
             C::NAME,
             d_final.parts().iter().map(|m| m.shape()).collect::<Vec<_>>(),
-            1 + C::CARRIED
+            C::CARRIED
         );
         if lengths {
             return self.backward_lengths(x, cache, d_out, d_final, grads, d_x, d_h0);
@@ -443,6 +493,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             gates,
             saved,
             h,
+            m,
             h0,
             saved0,
             da,
@@ -452,6 +503,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             dh,
             d_carried,
             w_hh_t_packed,
+            w_hr_t_packed,
+            dhs,
+            dm,
+            zeros,
             w_ih_t,
             w_ih_t_packed,
             ..
@@ -460,6 +515,14 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         interleave(d_final, crows, hid, batch, d_carried);
         // W_hhᵀ packed once (a one-step sequence reads it as stored).
         let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, w_hh_t_packed);
+        // With a projection, W_hrᵀ (always packed, as in the forward), the gradients of every
+        // h_t, and the cell's dh (W_hrᵀ·(δ_t + dh_t)) beside a zero d_out.
+        let w_hr_t = self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::Yes, 2, w_hr_t_packed));
+        let proj_cols = |c: usize| if w_hr_t.is_some() { c } else { 0 };
+        ensure_shape(dhs, out, proj_cols(n));
+        ensure_shape(dm, hid, proj_cols(batch));
+        ensure_shape(zeros, hid, proj_cols(batch));
+        zeros.as_mut_slice().fill(T::ZERO);
         // dA in strips only where every reader takes strips: not for a one-hot input, whose
         // scatter-add reads the plain dA. dV (apart) is read by products only.
         let da_strips = matches!(x, SeqInput::Dense(_)) && {
@@ -478,13 +541,14 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let da_writer = da_packed.columns_writer();
         let dv_writer = dv_packed.columns_writer();
         let step_writer = if C::HIDDEN_APART { &dv_writer } else { &da_writer };
-        let (gs, ss, hs) = (gates.as_slice(), saved.as_slice(), h.as_slice());
-        let (h0s, s0s) = (h0.as_slice(), saved0.as_slice());
+        let (gs, ss, hs, ms) = (gates.as_slice(), saved.as_slice(), h.as_slice(), m.as_slice());
+        let (h0s, s0s, zs) = (h0.as_slice(), saved0.as_slice(), zeros.as_slice());
         let (da_m, dv_m, dh_m, dc_m) =
             (SharedCols::new(da), SharedCols::new(dv), SharedCols::new(dh), SharedCols::new(d_carried));
+        let (dhs_m, dm_m) = (SharedCols::new(dhs), SharedCols::new(dm));
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
         let order = Order { steps, reverse: self.params.reverse };
-        for_each_batch_part(batch, g * hid, |cols| {
+        for_each_batch_part(batch, self.part_macs(), |cols| {
             let nb = cols.len();
             // The steps in the reverse of the forward's visit.
             for s in (0..steps).rev() {
@@ -492,10 +556,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 let col = t * batch + cols.start;
                 let blk = |r: usize, c: usize| c * r..(c + nb) * r;
                 let (h_prev, saved_prev) = if s == 0 {
-                    (&h0s[blk(hid, cols.start)], &s0s[blk(rows, cols.start)])
+                    (&h0s[blk(out, cols.start)], &s0s[blk(rows, cols.start)])
                 } else {
                     let prev = order.t(s - 1) * batch + cols.start;
-                    (&hs[blk(hid, prev)], &ss[blk(rows, prev)])
+                    (&hs[blk(out, prev)], &ss[blk(rows, prev)])
                 };
                 // Where this step's gradients go: their own columns of dA and dV or, kept in
                 // strips, this part's columns of step 0 (reused as scratch) and then the strips.
@@ -514,14 +578,30 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // dV (or its scratch step), and dV outlives the call.
                 let dv_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { dv_m.slice_mut(v_col, nb) } } else { &mut [] };
+                let d_out_t = &d_out.as_slice()[blk(out, col)];
+                // What the cell sees as its output h, its d_out and its dh: with a projection,
+                // m_t, zero and W_hrᵀ·(δ_t + dh_t).
+                let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
+                    // SAFETY: columns `cols` of step t's block of dhs and of dm are this part's
+                    // alone, and the matrices outlive the call.
+                    let (g_t, dm_t) = unsafe { (dhs_m.slice_mut(col, nb), dm_m.slice_mut(cols.start, nb)) };
+                    // dh_t = δ_t + (what step t+1 passed back), kept for dW_hr;
+                    // dm_t = W_hrᵀ·dh_t, the gradient of what the cell wrote
+                    g_t.iter_mut().zip(&*dh_p).zip(d_out_t).for_each(|((g, &d), &o)| *g = d + o);
+                    let dm_v = &mut MatViewMut::from_slice(dm_t, hid, nb);
+                    w.gemm(&MatView::from_slice(g_t, out, nb), T::ZERO, dm_v);
+                    (&ms[blk(hid, col)], &zs[blk(hid, cols.start)], dm_t)
+                } else {
+                    (&hs[blk(out, col)], d_out_t, dh_p)
+                };
                 let step = BackwardStep {
                     gates: &gs[blk(g, col)],
                     saved: &ss[blk(rows, col)],
                     saved_prev,
-                    h: &hs[blk(hid, col)],
+                    h: h_cell,
                     h_prev,
-                    d_out: &d_out.as_slice()[blk(hid, col)],
-                    dh: dh_p,
+                    d_out: d_out_cell,
+                    dh: dh_cell,
                     d_carried: dc_p,
                     da: da_t,
                     dv: dv_t,
@@ -560,6 +640,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         hidden_weight_grad(step_m, step_p, h0, h, &mut grads.weight_hh, self.params.reverse);
+        // dW_hr += Σ_t dh_t · m_tᵀ
+        if let Some(dw) = &mut grads.weight_hr {
+            rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
+        }
         // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             if C::HIDDEN_APART {
@@ -572,7 +656,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
         input_backward(&self.params.weight_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed);
         if let Some(d_h0) = d_h0 {
-            write_state(dh.as_slice(), d_carried.as_slice(), crows, hid, batch, d_h0);
+            write_state((dh.as_slice(), out), d_carried.as_slice(), crows, hid, batch, d_h0);
         }
     }
 }
@@ -595,8 +679,10 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         &mut self.params
     }
     fn zero_state(&self, batch: usize) -> C::State {
-        let hid = self.hidden_size();
-        C::state_from_parts((0..=C::CARRIED).map(|_| Mat::zeros(hid, batch)).collect())
+        let (hid, out) = (self.cell_size(), self.hidden_size());
+        C::state_from_parts(
+            (0..=C::CARRIED).map(|k| Mat::zeros(if k == 0 { out } else { hid }, batch)).collect(),
+        )
     }
     fn state_output(state: &C::State) -> &Mat<T> {
         state.part(0)
@@ -613,7 +699,8 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             )));
         }
         (0..h0.num_parts()).try_for_each(|k| {
-            check_state_part(if k == 0 { "h" } else { "c" }, h0.part(k), self.hidden_size(), batch)
+            let (name, rows) = if k == 0 { ("h", self.hidden_size()) } else { ("c", self.cell_size()) };
+            check_state_part(name, h0.part(k), rows, batch)
         })
     }
 
@@ -652,19 +739,20 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         if let Err(e) = self.check_input(x, batch, h0) {
             panic!("{} forward: {e}", C::NAME);
         }
-        let (hid, n) = (self.hidden_size(), x.columns());
+        let (hid, out, n) = (self.cell_size(), self.hidden_size(), x.columns());
         let (steps, rows) = (n / batch, C::SAVED * hid);
         cache.batch = batch;
         cache.var.lengths.clear();
         ensure_shape(&mut cache.gates, C::GATES * hid, n);
         ensure_shape(&mut cache.saved, rows, n);
-        ensure_shape(&mut cache.h, hid, n);
+        ensure_shape(&mut cache.h, out, n);
+        ensure_shape(&mut cache.m, if self.params.weight_hr.is_some() { hid } else { 0 }, n);
         copy_into(h0.part(0), &mut cache.h0);
         interleave(h0, rows, hid, batch, &mut cache.saved0);
         if steps > 0 {
             // P = W_ih · X for every step at once (or the gather of W_ih columns).
             project_input(&self.params.weight_ih, x, &mut cache.gates);
-            if batch == 1 && steps > 1 && batch1::available::<T>() {
+            if batch == 1 && steps > 1 && batch1::available::<T>() && self.params.weight_hr.is_none() {
                 batch1::forward(self, steps, cache);
             } else {
                 self.forward_loop(steps, cache);
@@ -676,11 +764,11 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             // The last step visited: T-1, or 0 in reverse.
             let last = Order { steps, reverse: self.params.reverse }.t(steps - 1) * batch;
             (
-                &cache.h.as_slice()[last * hid..][..batch * hid],
+                &cache.h.as_slice()[last * out..][..batch * out],
                 &cache.saved.as_slice()[last * rows..][..batch * rows],
             )
         };
-        write_state(h, saved, rows, hid, batch, fin);
+        write_state((h, out), saved, rows, hid, batch, fin);
     }
 
     fn outputs<'c>(&self, cache: &'c LayerCache<T>) -> &'c Mat<T> {

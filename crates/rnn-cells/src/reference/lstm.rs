@@ -7,7 +7,8 @@
 //! a_t = W_ih·x_t + b_ih + W_hh·h_{t-1} + b_hh
 //! i_t = σ(a_i)   f_t = σ(a_f)   g_t = tanh(a_g)   o_t = σ(a_o)
 //! c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-//! h_t = o_t ⊙ tanh(c_t)
+//! m_t = o_t ⊙ tanh(c_t)
+//! h_t = m_t                       (with a projection, proj_size P: h_t = W_hr·m_t, P × B)
 //! ```
 //!
 //! Backward, from the output gradients `δ_t` and `dh_T`, `dc_T` (the final state's gradient),
@@ -15,9 +16,10 @@
 //!
 //! ```text
 //! dh_t  = δ_t + (W_hhᵀ·da_{t+1}, or dh_T at t = T)
-//! dc    = dc_t + dh_t ⊙ o_t ⊙ (1 - tanh²c_t)       (dc_t from step t+1, or dc_T)
+//! dm    = dh_t                        (with a projection: dW_hr += dh_t·m_tᵀ, dm = W_hrᵀ·dh_t)
+//! dc    = dc_t + dm ⊙ o_t ⊙ (1 - tanh²c_t)        (dc_t from step t+1, or dc_T)
 //! da_i  = dc ⊙ g_t ⊙ i_t(1-i_t)        da_f = dc ⊙ c_{t-1} ⊙ f_t(1-f_t)
-//! da_g  = dc ⊙ i_t ⊙ (1-g_t²)          da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1-o_t)
+//! da_g  = dc ⊙ i_t ⊙ (1-g_t²)          da_o = dm ⊙ tanh(c_t) ⊙ o_t(1-o_t)
 //! dW_ih += da_t·x_tᵀ      db_ih += Σ_b da_t      d_x_t = W_ihᵀ·da_t
 //! dW_hh += da_t·h_{t-1}ᵀ  db_hh += Σ_b da_t
 //! dc_{t-1} = dc ⊙ f_t     dh_{t-1} = W_hhᵀ·da_t
@@ -34,22 +36,23 @@ use crate::RecurrentParams;
 pub struct LstmTrace<T: Scalar> {
     /// `B`.
     pub batch: usize,
-    /// `h_0, h_1, ..., h_T`, each `H × B` (`h[0]` is the initial state, `h[T]` the final one).
+    /// `h_0, h_1, ..., h_T`, each `H × B` (`P × B` with a projection; `h[0]` is the initial state,
+    /// `h[T]` the final one).
     pub h: Vec<Mat<T>>,
     /// `c_0, c_1, ..., c_T`, each `H × B`.
     pub c: Vec<Mat<T>>,
-    /// `h_1..h_T` side by side, `H × (T·B)`.
+    /// `h_1..h_T` side by side, `H × (T·B)` (`P × (T·B)`).
     pub outputs: Mat<T>,
 }
 
 /// What [`backward`] returns.
 #[derive(Clone, Debug)]
 pub struct LstmGrads<T: Scalar> {
-    /// `dL/dW_ih`, `dL/dW_hh`, `dL/db_ih`, `dL/db_hh`.
+    /// `dL/dW_ih`, `dL/dW_hh`, `dL/db_ih`, `dL/db_hh` (and `dL/dW_hr`).
     pub params: RecurrentParams<T>,
     /// `dL/dx`, `I × (T·B)`.
     pub d_x: Mat<T>,
-    /// `dL/dh_0`, `H × B`.
+    /// `dL/dh_0`, `H × B` (`P × B`).
     pub d_h0: Mat<T>,
     /// `dL/dc_0`, `H × B`.
     pub d_c0: Mat<T>,
@@ -57,7 +60,7 @@ pub struct LstmGrads<T: Scalar> {
 
 /// The gates `(i_t, f_t, g_t, o_t)` of step `t`, each `H × B`.
 fn gates<T: Scalar>(p: &RecurrentParams<T>, x_t: &Mat<T>, h_prev: &Mat<T>) -> [Mat<T>; 4] {
-    let hid = p.hidden_size();
+    let hid = p.cell_size();
     let a = affine(&p.weight_ih, &p.bias_ih, x_t) + affine(&p.weight_hh, &p.bias_hh, h_prev);
     let i = block(&a, 0, hid).map(sigmoid);
     let f = block(&a, 1, hid).map(sigmoid);
@@ -66,7 +69,16 @@ fn gates<T: Scalar>(p: &RecurrentParams<T>, x_t: &Mat<T>, h_prev: &Mat<T>) -> [M
     [i, f, g, o]
 }
 
-/// Runs the LSTM over `x` (`I × (T·B)`) from `(h0, c0)` (each `H × B`).
+/// `h_t` from `m_t`: `W_hr·m_t` with a projection, else `m_t` itself.
+fn project<T: Scalar>(p: &RecurrentParams<T>, m: Mat<T>) -> Mat<T> {
+    match &p.weight_hr {
+        Some(w_hr) => w_hr * m,
+        None => m,
+    }
+}
+
+/// Runs the LSTM over `x` (`I × (T·B)`) from `(h0, c0)` (`H × B` each; `h0` is `P × B` with a
+/// projection).
 pub fn forward<T: Scalar>(
     p: &RecurrentParams<T>,
     x: &Mat<T>,
@@ -79,7 +91,8 @@ pub fn forward<T: Scalar>(
     for t in 1..=steps {
         let [i, f, g, o] = gates(p, &step(x, t, batch), &h[t - 1]);
         c.push(f.component_mul(&c[t - 1]) + i.component_mul(&g)); // c_t = f ⊙ c_{t-1} + i ⊙ g
-        h.push(o.component_mul(&c[t].map(|v| v.tanh()))); // h_t = o ⊙ tanh(c_t)
+        let m = o.component_mul(&c[t].map(|v| v.tanh())); // m_t = o ⊙ tanh(c_t)
+        h.push(project(p, m)); // h_t = m_t, or W_hr·m_t
     }
     let outputs = if steps > 0 { concat_steps(&h[1..]) } else { Mat::zeros(h0.nrows(), 0) };
     LstmTrace { batch, h, c, outputs }
@@ -106,11 +119,18 @@ pub fn backward<T: Scalar>(
         let [i, f, g, o] = gates(p, &x_t, h_prev);
         let tanh_c = trace.c[t].map(|v| v.tanh());
         dh += step(d_out, t, batch); // dh_t = δ_t + (what step t+1 passed back)
-        dc += dh.component_mul(&o).zip_map(&tanh_c, |d, th| d * (one - th * th)); // dc += dh ⊙ o ⊙ (1 - tanh²c_t)
+        let dm = match (&p.weight_hr, &mut grads.weight_hr) {
+            (Some(w_hr), Some(dw_hr)) => {
+                *dw_hr += &dh * o.component_mul(&tanh_c).transpose(); // dW_hr += dh_t·m_tᵀ
+                w_hr.transpose() * &dh // dm = W_hrᵀ·dh_t
+            }
+            _ => dh.clone(), // dm = dh_t
+        };
+        dc += dm.component_mul(&o).zip_map(&tanh_c, |d, th| d * (one - th * th)); // dc += dm ⊙ o ⊙ (1 - tanh²c_t)
         let da_i = dc.component_mul(&g).zip_map(&i, |d, i| d * i * (one - i)); // da_i = dc ⊙ g ⊙ i(1-i)
         let da_f = dc.component_mul(c_prev).zip_map(&f, |d, f| d * f * (one - f)); // da_f = dc ⊙ c_{t-1} ⊙ f(1-f)
         let da_g = dc.component_mul(&i).zip_map(&g, |d, g| d * (one - g * g)); // da_g = dc ⊙ i ⊙ (1-g²)
-        let da_o = dh.component_mul(&tanh_c).zip_map(&o, |d, o| d * o * (one - o)); // da_o = dh ⊙ tanh c_t ⊙ o(1-o)
+        let da_o = dm.component_mul(&tanh_c).zip_map(&o, |d, o| d * o * (one - o)); // da_o = dm ⊙ tanh c_t ⊙ o(1-o)
         let da = stack_blocks(&[&da_i, &da_f, &da_g, &da_o]);
         grads.weight_ih += &da * x_t.transpose(); // dW_ih += da_t·x_tᵀ
         grads.weight_hh += &da * h_prev.transpose(); // dW_hh += da_t·h_{t-1}ᵀ
