@@ -82,6 +82,12 @@ fn matches_pytorch_on_every_case() {
     run("bilstm_f32_forward", &["--batch-first"]);
     run("bilstm_l2_lengths", &[]);
     run("gru_lengths_batch_first", &["--batch-first"]);
+    run("lstm_proj_l3_lengths", &[]);
+    run("bilstm_proj_l2_nobias_batch_first", &["--batch-first"]);
+    run("bilstm_proj_lengths", &[]);
+    run("lstm_proj_f32", &[]);
+    run("gru_l3_nobias", &[]);
+    run("birnn_l3_lengths_batch_first", &["--batch-first"]);
 }
 
 #[test]

@@ -19,7 +19,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'f
 
 # name, kind, nonlinearity, layers, bidirectional, bias, batch_first, dtype, I, H, B, T, h0, backward,
 # lengths (False: none; True: all T; a list: per sample, through pack_padded_sequence(enforce_sorted=False)
-# and pad_packed_sequence(total_length=T))
+# and pad_packed_sequence(total_length=T)), and optionally the LSTM's proj_size (0: none)
 CASES = [
     ('bigru_l2_batch_first', 'GRU', 'tanh', 2, True, True, True, torch.float64, 3, 4, 2, 5, True, True, False),
     ('lstm_l2', 'LSTM', 'tanh', 2, False, True, False, torch.float64, 4, 3, 3, 4, True, True, False),
@@ -27,20 +27,30 @@ CASES = [
     ('bilstm_f32_forward', 'LSTM', 'tanh', 1, True, True, True, torch.float32, 3, 5, 2, 4, False, False, True),
     ('bilstm_l2_lengths', 'LSTM', 'tanh', 2, True, True, False, torch.float64, 3, 4, 4, 6, True, True, [4, 6, 1, 3]),
     ('gru_lengths_batch_first', 'GRU', 'tanh', 1, False, True, True, torch.float64, 2, 3, 3, 5, False, True, [2, 5, 5]),
+    # LSTM projections: uni and bidirectional, 1 to 3 layers, with and without bias, lengths, f32.
+    ('lstm_proj_l3_lengths', 'LSTM', 'tanh', 3, False, True, False, torch.float64, 4, 5, 3, 5, True, True, [5, 2, 4], 3),
+    ('bilstm_proj_l2_nobias_batch_first', 'LSTM', 'tanh', 2, True, False, True, torch.float64, 3, 6, 2, 4, True, True, False, 2),
+    ('bilstm_proj_lengths', 'LSTM', 'tanh', 1, True, True, False, torch.float64, 3, 4, 3, 5, True, True, [1, 5, 3], 1),
+    ('lstm_proj_f32', 'LSTM', 'tanh', 1, False, True, False, torch.float32, 5, 8, 2, 6, False, True, True, 4),
+    # The other cells over three layers: a GRU without bias, a bidirectional tanh RNN with lengths.
+    ('gru_l3_nobias', 'GRU', 'tanh', 3, False, False, False, torch.float64, 3, 4, 2, 3, True, True, False),
+    ('birnn_l3_lengths_batch_first', 'RNN', 'tanh', 3, True, True, True, torch.float64, 2, 3, 3, 4, True, True, [3, 4, 2]),
 ]
 
 
 def main():
-    for num, (name, kind, nl, layers, bi, bias, bf, dt, i, h, b, t, with_h0, backward, lengths) in enumerate(CASES):
+    for num, (name, kind, nl, layers, bi, bias, bf, dt, i, h, b, t, with_h0, backward, lengths, *proj) in enumerate(CASES):
         torch.manual_seed(20261201 + num)
         kw = {'nonlinearity': nl} if kind == 'RNN' else {}
+        if proj and proj[0]:
+            kw['proj_size'] = proj[0]
         m = getattr(torch.nn, kind)(i, h, num_layers=layers, bias=bias, batch_first=bf, bidirectional=bi, **kw).to(dt)
         d = 2 if bi else 1
         x = torch.randn((b, t, i) if bf else (t, b, i), dtype=dt, requires_grad=True)
         inp = {'x': x}
         states = {}
         if with_h0:
-            states['h0'] = torch.randn(layers * d, b, h, dtype=dt, requires_grad=True)
+            states['h0'] = torch.randn(layers * d, b, kw.get('proj_size', h), dtype=dt, requires_grad=True)
             if kind == 'LSTM':
                 states['c0'] = torch.randn(layers * d, b, h, dtype=dt, requires_grad=True)
             inp.update(states)

@@ -78,19 +78,27 @@ fn read(path: &PathBuf) -> Result<BTreeMap<String, Loaded>> {
 /// What the run writes: name → (shape, values).
 type Outputs = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
 
+/// The shape of PyTorch's `[L·D, B, rows]` tensor of state part `offset` (`h` 0, `c` 1): `h`
+/// has `P` rows with a projection, `c` always `H`.
+fn state_shape<T: Scalar, S: RecurrentState<T>>(zero: &S, layers_dirs: usize, offset: usize) -> [usize; 3] {
+    let part = zero.part(offset);
+    [layers_dirs, part.ncols(), part.nrows()]
+}
+
 /// The states of a module (`[L·D, B, H]` tensors `h` and, for an LSTM, `c`) as our state.
 fn state_from<T: Scalar, S: RecurrentState<T>>(
     zero: &S,
     h: Option<&Loaded>,
     c: Option<&Loaded>,
-    want: &[usize],
+    layers_dirs: usize,
     lstm: bool,
 ) -> Result<S> {
     let mut s = zero.clone();
     let per = if lstm { 2 } else { 1 };
-    let block = want[1] * want[2];
     for (name, t, offset) in [("h", h, 0), ("c", c, 1)] {
         let Some(t) = t else { continue };
+        let want = state_shape(zero, layers_dirs, offset);
+        let block = want[1] * want[2];
         if t.shape != want {
             return Err(format!("{name}0 (or d_{name}_n) is {:?}, expected {want:?}", t.shape));
         }
@@ -111,10 +119,11 @@ fn state_to<T: Scalar, S: RecurrentState<T>>(
     out: &mut Outputs,
     h: &str,
     c: &str,
-    shape: &[usize],
+    layers_dirs: usize,
 ) {
     let per = if lstm { 2 } else { 1 };
     for (name, offset) in [(h, 0), (c, 1)].into_iter().take(per) {
+        let shape = state_shape(s, layers_dirs, offset);
         let values =
             (0..shape[0]).flat_map(|j| s.part(per * j + offset).iter().map(|v| v.to_f64())).collect();
         out.insert(name.to_string(), (shape.to_vec(), values));
@@ -151,8 +160,7 @@ fn run<T: Scalar, M: Recurrence<T>>(
         None => None,
     };
     let zero = model.zero_state(b);
-    let h_shape = [layers_dirs, b, zero.part(0).nrows()];
-    let h0 = state_from(&zero, inputs.get("h0"), inputs.get("c0"), &h_shape, lstm)?;
+    let h0 = state_from(&zero, inputs.get("h0"), inputs.get("c0"), layers_dirs, lstm)?;
     let mut cache = M::Cache::default();
     let fin = match &lengths {
         Some(l) => model.forward_lengths(SeqInput::Dense(&xm), b, l, &h0, &mut cache),
@@ -161,14 +169,14 @@ fn run<T: Scalar, M: Recurrence<T>>(
     let mut out = Outputs::new();
     let (data, shape) = to_torch(model.outputs(&cache), b, order);
     out.insert("output".into(), (shape.to_vec(), data.iter().map(|v| v.to_f64()).collect()));
-    state_to(&fin, lstm, &mut out, "h_n", "c_n", &h_shape);
+    state_to(&fin, lstm, &mut out, "h_n", "c_n", layers_dirs);
     let Some(dy) = inputs.get("d_output") else { return Ok(out) };
     if dy.shape != shape {
         return Err(format!("d_output is {:?}, expected {shape:?} (the output's shape)", dy.shape));
     }
     let dys: Vec<T> = dy.values.iter().map(|&v| T::cast(v)).collect();
     let (d_out, _) = from_torch(&dys, &dy.shape, order).map_err(|e| e.to_string())?;
-    let d_fin = state_from(&zero, inputs.get("d_h_n"), inputs.get("d_c_n"), &h_shape, lstm)?;
+    let d_fin = state_from(&zero, inputs.get("d_h_n"), inputs.get("d_c_n"), layers_dirs, lstm)?;
     let mut grads = model.params().clone();
     grads.zero();
     let mut d_x = Mat::zeros(0, 0);
@@ -177,13 +185,13 @@ fn run<T: Scalar, M: Recurrence<T>>(
         // Our column-major matrix as PyTorch's row-major tensor; a bias is a vector.
         let values: Vec<f64> =
             (0..g.nrows()).flat_map(|r| g.row(r).iter().map(|v| v.to_f64()).collect::<Vec<_>>()).collect();
-        let shape = if g.ncols() == 1 { vec![g.nrows()] } else { vec![g.nrows(), g.ncols()] };
+        let shape = if name.starts_with("bias") { vec![g.nrows()] } else { vec![g.nrows(), g.ncols()] };
         out.insert(format!("grad.{name}"), (shape, values));
     }
     let (gx, gx_shape) = to_torch(&d_x, b, order);
     out.insert("grad.x".into(), (gx_shape.to_vec(), gx.iter().map(|v| v.to_f64()).collect()));
     let mut states = Outputs::new();
-    state_to(&d_h0, lstm, &mut states, "grad.h0", "grad.c0", &h_shape);
+    state_to(&d_h0, lstm, &mut states, "grad.h0", "grad.c0", layers_dirs);
     for (name, given) in [("grad.h0", "h0"), ("grad.c0", "c0")] {
         if inputs.contains_key(given) {
             if let Some(v) = states.remove(name) {

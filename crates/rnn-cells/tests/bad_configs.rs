@@ -60,3 +60,29 @@ fn stacks_reject_bad_layers_and_dropout() {
     }
     assert!(stack.with_dropout(0.5).is_ok());
 }
+
+/// A projection only on the LSTM, smaller than the hidden size, and shaped to match `weight_hh`.
+#[test]
+fn projections_that_do_not_fit_are_errors() {
+    let mut rng = Rng::seed_from(5);
+    let e = GruConfig::new(2, 4).with_proj_size(2).build::<f64>(&mut rng).unwrap_err().to_string();
+    assert!(e.contains("GRU") && e.contains("proj_size 2") && e.contains("only the LSTM"), "{e}");
+    let e = RnnConfig::new(2, 4).with_proj_size(1).build::<f64>(&mut rng).unwrap_err().to_string();
+    assert!(e.contains("only the LSTM"), "{e}");
+    for p in [4, 5] {
+        let e = LstmConfig::new(2, 4).with_proj_size(p).build::<f64>(&mut rng).unwrap_err().to_string();
+        assert!(e.contains(&format!("proj_size {p} must be smaller than the hidden size 4")), "{e}");
+    }
+    // Existing tensors: weight_hr on a GRU, or of the wrong shape, is named with both shapes.
+    let mut p = GruConfig::new(2, 4).build::<f64>(&mut rng).unwrap().params;
+    p.weight_hr = Some(rnn_tensor::Mat::zeros(2, 4));
+    let e = rnn_cells::Gru::from_params(p).unwrap_err().to_string();
+    assert!(e.contains("weight_hr_l0") && e.contains("only the LSTM"), "{e}");
+    let mut p = LstmConfig::new(2, 4).with_proj_size(2).build::<f64>(&mut rng).unwrap().params;
+    p.weight_hr = Some(rnn_tensor::Mat::zeros(3, 4));
+    let e = rnn_cells::Lstm::from_params(p.clone()).unwrap_err().to_string();
+    assert!(e.contains("weight_hh_l0 is [16, 2], expected [16, 3]"), "{e}");
+    p.weight_hr = Some(rnn_tensor::Mat::zeros(2, 5));
+    let e = rnn_cells::Lstm::from_params(p).unwrap_err().to_string();
+    assert!(e.contains("weight_hr_l0 is [2, 5], expected [proj_size, 4]"), "{e}");
+}
