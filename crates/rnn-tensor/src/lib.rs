@@ -31,6 +31,7 @@ mod params;
 mod scalar;
 
 pub mod activation;
+pub mod cache;
 pub mod gradcheck;
 pub mod init;
 pub mod parallel;

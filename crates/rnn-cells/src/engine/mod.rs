@@ -443,7 +443,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         sum.clear();
         match (&self.params.bias_ih, &self.params.bias_hh) {
             (Some(bi), Some(bh)) => {
-                sum.extend(bi.iter().zip(bh.iter()).map(|(&a, &b)| a + b));
+                // Over the plain slices (nalgebra's iterators add one value at a time: an eighth
+                // of a streaming GRU step went there).
+                sum.extend(bi.as_slice().iter().zip(bh.as_slice()).map(|(&a, &b)| a + b));
                 Biases { sum, ih: bi.as_slice(), hh: bh.as_slice() }
             }
             _ => Biases { sum, ih: &[], hh: &[] },

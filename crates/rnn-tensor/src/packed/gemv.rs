@@ -18,12 +18,16 @@
 //! batch-1 product gives the same bits through either route. The eight products of a panel are
 //! independent, so the only serial chain is one add per panel and strip.
 //!
-//! The product is bound by memory: `W_hh` of a 512-unit LSTM is 4 MB, four times the 1 MB L2 of
-//! this project's machine, so every step streams it from L3 (single-core read bandwidth
-//! measured here: 160-175 GB/s from L2, 87-93 GB/s from L3). The AVX-512 build prefetches each
-//! line [`PREFETCH_AHEAD`] bytes ahead in reading order (measured: 37-40 µs instead of 42-47 µs
-//! per 4 MB product, one core), and [`gemv_strips_f32_ordered`] reads the strips in either
-//! order, so that a loop alternating the direction finds the last strips read still in L2.
+//! The product is bound by memory. A matrix larger than the core's L2 (`W_hh` of a 512-unit LSTM
+//! is 4 MB; the AMD Zen 5 this was first tuned on has 1 MB of L2) is streamed from L3 on every
+//! step (single-core read bandwidth measured there: 160-175 GB/s from L2, 87-93 GB/s from L3):
+//! the AVX-512 build prefetches each line [`PREFETCH_AHEAD`] bytes ahead in reading order,
+//! non-temporally (measured: 37-40 µs instead of 42-47 µs per 4 MB product, one core), and
+//! [`gemv_strips_f32_ordered`] reads the strips in either order, so that a loop alternating the
+//! direction finds the last strips read still in L2. A matrix that fits in three quarters of the
+//! L2 ([`l2_bytes`](crate::cache::l2_bytes), read from the CPU) is prefetched into the caches
+//! instead, so it stays in L2 from step to step: a non-temporal prefetch evicts it, and on the
+//! Intel Xeon (2 MB L2) a 256-unit GRU's 0.75 MB step took 24 µs that way against 9 µs.
 
 use super::MR;
 
@@ -71,12 +75,17 @@ pub fn gemv_strips_f32_ordered(
     );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
+        // A matrix that fits in this core's L2 (with room for the rest of a step) stays there
+        // from product to product: prefetch into the caches. A larger one is streamed: a
+        // non-temporal prefetch keeps it from evicting everything else.
+        let resident = 4 * data.len() <= crate::cache::l2_bytes() / 4 * 3;
         // SAFETY: the CPU has AVX-512F; the lengths were checked above.
         unsafe {
-            if alpha == 1.0 {
-                avx512::kernel::<false>(k, data, alpha, x, beta, y, reverse);
-            } else {
-                avx512::kernel::<true>(k, data, alpha, x, beta, y, reverse);
+            match (alpha == 1.0, resident) {
+                (true, true) => avx512::kernel::<false, true>(k, data, alpha, x, beta, y, reverse),
+                (true, false) => avx512::kernel::<false, false>(k, data, alpha, x, beta, y, reverse),
+                (false, true) => avx512::kernel::<true, true>(k, data, alpha, x, beta, y, reverse),
+                (false, false) => avx512::kernel::<true, false>(k, data, alpha, x, beta, y, reverse),
             }
         }
         return;
@@ -177,13 +186,14 @@ mod avx512 {
 
     /// [`gemv_strips_f32_ordered`](super::gemv_strips_f32_ordered) with AVX-512; `SCALE`
     /// false skips the multiplications by `alpha` (for alpha = 1: `1·x = x` exactly, so the
-    /// result is the same).
+    /// result is the same); `RESIDENT` prefetches into the caches (`T0`, for a matrix that
+    /// stays in L2 from call to call), else non-temporally (`NTA`, for one streamed from L3).
     ///
     /// # Safety
     /// The CPU must support AVX-512F; lengths as checked by the caller.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn kernel<const SCALE: bool>(
+    pub(super) unsafe fn kernel<const SCALE: bool, const RESIDENT: bool>(
         k: usize,
         data: &[f32],
         alpha: f32,
@@ -238,7 +248,12 @@ mod avx512 {
                     let pf = a.wrapping_add(order(ia) * MR * k + qa * P * MR);
                     for l in 0..P * MR / LINE {
                         // A hint only: it never faults.
-                        _mm_prefetch::<_MM_HINT_NTA>(pf.wrapping_add(l * LINE) as *const i8);
+                        let line = pf.wrapping_add(l * LINE) as *const i8;
+                        if RESIDENT {
+                            _mm_prefetch::<_MM_HINT_T0>(line);
+                        } else {
+                            _mm_prefetch::<_MM_HINT_NTA>(line);
+                        }
                     }
                 }
                 let mut el = [_mm512_setzero_ps(); P];

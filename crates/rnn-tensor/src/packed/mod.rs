@@ -112,10 +112,16 @@ pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
 /// ([`PackedRows::pack`]) and multiplies them by `h_{t-1}` at every step ([`PackedRows::gemv`]).
 /// Exists only for `f32` on CPUs with AVX-512 ([`PackedRows::available`]); the layers take their
 /// general route otherwise.
+///
+/// The strips start on a 64-byte boundary, so that no 16-lane load of the kernel straddles two
+/// cache lines (a plain `Vec` starts 16 bytes into one: every load then touched two lines, and
+/// the product ran at half its speed from L2: 24 against 11 µs per step of a 256-unit GRU).
 #[derive(Debug, Default)]
 pub struct PackedRows<T> {
     m: usize,
     k: usize,
+    /// The packed values are `data[off..]` (`off` aligns the strips to 64 bytes).
+    off: usize,
     data: Vec<T>,
 }
 
@@ -134,12 +140,16 @@ impl<T: Scalar> PackedRows<T> {
         assert!(Self::available(), "PackedRows::pack: no strip layout for {} on this CPU", T::NAME);
         assert!(w.len() == rows * k, "PackedRows::pack: {} values for {rows}x{k}", w.len());
         (self.m, self.k) = (m, k);
-        self.data.resize(m.div_ceil(MR) * MR * k, T::ZERO);
+        let len = m.div_ceil(MR) * MR * k;
+        // 16 floats of slack for the alignment (the buffer may have moved: realign).
+        self.data.resize(len + 16, T::ZERO);
+        self.off = Self::aligned_offset(&self.data);
+        let data = &mut self.data[self.off..self.off + len];
         // SAFETY: T is f32 (`available`); the same values, reinterpreted as the f32 they are.
         let (w, out) = unsafe {
             (
                 std::slice::from_raw_parts(f32_ptr(w.as_ptr()), w.len()),
-                std::slice::from_raw_parts_mut(f32_mut_ptr(self.data.as_mut_ptr()), self.data.len()),
+                std::slice::from_raw_parts_mut(f32_mut_ptr(data.as_mut_ptr()), data.len()),
             )
         };
         gemv::pack_rows(w, rows, k, m, row, out);
@@ -160,16 +170,25 @@ impl<T: Scalar> PackedRows<T> {
             x.len(),
             y.len()
         );
+        let data = &self.data[self.off..self.off + self.m.div_ceil(MR) * MR * self.k];
         // SAFETY: a packing exists only for f32 (`pack`); the same values as f32.
         let (w, x, y) = unsafe {
             (
-                std::slice::from_raw_parts(f32_ptr(self.data.as_ptr()), self.data.len()),
+                std::slice::from_raw_parts(f32_ptr(data.as_ptr()), data.len()),
                 std::slice::from_raw_parts(f32_ptr(x.as_ptr()), x.len()),
                 std::slice::from_raw_parts_mut(f32_mut_ptr(y.as_mut_ptr()), y.len()),
             )
         };
         let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
         gemv_strips_f32_ordered(self.m, self.k, w, alpha, x, beta, y, reverse);
+    }
+
+    /// The index of the first value of `data` on a 64-byte boundary.
+    fn aligned_offset(data: &[T]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        return kernel::cache_line_offset(f32_ptr(data.as_ptr()));
+        #[cfg(not(target_arch = "x86_64"))]
+        return 0;
     }
 }
 
