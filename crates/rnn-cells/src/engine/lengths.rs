@@ -110,6 +110,14 @@ fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
 }
 
 impl<T: Scalar, C: Cell<T>> Layer<T, C> {
+    /// Whether the samples running at visit `s` all ran the previous visit, so that their
+    /// starting states are the first columns of that step's, in place: forward in time after
+    /// the first step (the running samples only shrink, longest first). A reverse layer's
+    /// samples join as it reaches their last steps, from the initial state: those are gathered.
+    fn starts_from_previous(&self, order: Order, s: usize) -> bool {
+        s > 0 && !order.reverse
+    }
+
     /// Fills `hprev`/`sprev` with the starting states of step `t`'s `n` running samples: the
     /// state left at step `tp` for those that ran it, else the initial state.
     fn gather_prev(&self, cache: &mut LayerCache<T>, order: Order, s: usize) {
@@ -203,10 +211,21 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 if na == 0 {
                     continue;
                 }
-                self.gather_prev(cache, order, s);
+                let direct = self.starts_from_previous(order, s);
+                if !direct {
+                    self.gather_prev(cache, order, s);
+                }
                 let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
-                let hprev = &var.hprev.as_slice()[..na * out];
+                // Step t's columns come after every earlier step's (forward in time).
+                let (h_done, h_rest) = h.as_mut_slice().split_at_mut(col * out);
+                let (s_done, s_rest) = saved.as_mut_slice().split_at_mut(col * rows);
+                let (hprev, sprev): (&[T], &[T]) = if direct {
+                    let pc = var.off[order.t(s - 1)];
+                    (&h_done[pc * out..(pc + na) * out], &s_done[pc * rows..(pc + na) * rows])
+                } else {
+                    (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows])
+                };
                 let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
                 let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
                 let hp = MatView::from_slice(hprev, out, na);
@@ -215,7 +234,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 } else {
                     w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
                 }
-                let h_t = &mut h.as_mut_slice()[col * out..(col + na) * out];
+                let h_t = &mut h_rest[..na * out];
                 // With a projection the cell writes m_t, and h_t = W_hr·m_t.
                 let mut m_t = w_hr.is_some().then(|| &mut m.as_mut_slice()[col * hid..(col + na) * hid]);
                 let step = ForwardStep {
@@ -223,8 +242,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     v: v_t,
                     bias,
                     h_prev: hprev,
-                    saved_prev: &var.sprev.as_slice()[..na * rows],
-                    saved: &mut saved.as_mut_slice()[col * rows..(col + na) * rows],
+                    saved_prev: sprev,
+                    saved: &mut s_rest[..na * rows],
                     h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
                 };
                 self.cell.forward(hid, step);
@@ -309,14 +328,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 if na == 0 {
                     continue;
                 }
-                self.gather_prev(cache, order, s);
+                let direct = self.starts_from_previous(order, s);
+                if !direct {
+                    self.gather_prev(cache, order, s);
+                }
                 let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
+                let (hprev, sprev): (&[T], &[T]) = if direct {
+                    let pc = var.off[order.t(s - 1)];
+                    (&h.as_slice()[pc * out..(pc + na) * out], &saved.as_slice()[pc * rows..(pc + na) * rows])
+                } else {
+                    (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows])
+                };
                 // Kept for dW_hh, one product after the loop.
-                let (hp_all, hp) = (&mut var.hprev_all, &var.hprev);
-                hp_all.as_mut_slice()[col * out..(col + na) * out]
-                    .copy_from_slice(&hp.as_slice()[..na * out]);
-                let hprev = &var.hprev.as_slice()[..na * out];
+                var.hprev_all.as_mut_slice()[col * out..(col + na) * out].copy_from_slice(hprev);
                 let da_t = &mut da.as_mut_slice()[col * g..(col + na) * g];
                 let dv_t: &mut [T] =
                     if C::HIDDEN_APART { &mut dv.as_mut_slice()[col * g..(col + na) * g] } else { &mut [] };
@@ -344,7 +369,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 let step = BackwardStep {
                     gates: &gates.as_slice()[col * g..(col + na) * g],
                     saved: &saved.as_slice()[col * rows..(col + na) * rows],
-                    saved_prev: &var.sprev.as_slice()[..na * rows],
+                    saved_prev: sprev,
                     h: h_cell,
                     h_prev: hprev,
                     d_out: d_out_cell,
