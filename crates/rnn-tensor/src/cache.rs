@@ -15,6 +15,32 @@ pub fn l2_bytes() -> usize {
     *L2.get_or_init(|| detect_l2().unwrap_or(DEFAULT_L2_BYTES))
 }
 
+/// Whether a matrix of `bytes` read once per step (a batch-1 GEMV's weights) is best prefetched
+/// non-temporally, so that it does not evict the rest of the working set: only on AMD CPUs, and
+/// only for a matrix larger than three quarters of the L2. Their L3 keeps the lines a
+/// non-temporal prefetch brought in (measured on a Zen 5 with 1 MB of L2: 37-40 µs instead of
+/// 42-47 µs per 4 MB product). On Intel's server cores a non-temporal line is not kept in the
+/// L2 or the L3, so every step would read the whole matrix from memory (measured on a Xeon with
+/// 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way against 142 µs, and a
+/// 256-unit GRU's, which fits in L2, 24 µs against 9 µs).
+pub fn stream_non_temporal(bytes: usize) -> bool {
+    static AMD: OnceLock<bool> = OnceLock::new();
+    *AMD.get_or_init(is_amd) && bytes > l2_bytes() / 4 * 3
+}
+
+#[cfg(target_arch = "x86_64")]
+fn is_amd() -> bool {
+    use std::arch::x86_64::__cpuid;
+    // Leaf 0: the vendor string in EBX, EDX, ECX ("AuthenticAMD").
+    let r = __cpuid(0);
+    [r.ebx, r.edx, r.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_amd() -> bool {
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect_l2() -> Option<usize> {
     use std::arch::x86_64::__cpuid;

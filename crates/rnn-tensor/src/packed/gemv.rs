@@ -24,10 +24,12 @@
 //! the AVX-512 build prefetches each line [`PREFETCH_AHEAD`] bytes ahead in reading order,
 //! non-temporally (measured: 37-40 µs instead of 42-47 µs per 4 MB product, one core), and
 //! [`gemv_strips_f32_ordered`] reads the strips in either order, so that a loop alternating the
-//! direction finds the last strips read still in L2. A matrix that fits in three quarters of the
-//! L2 ([`l2_bytes`](crate::cache::l2_bytes), read from the CPU) is prefetched into the caches
-//! instead, so it stays in L2 from step to step: a non-temporal prefetch evicts it, and on the
-//! Intel Xeon (2 MB L2) a 256-unit GRU's 0.75 MB step took 24 µs that way against 9 µs.
+//! direction finds the last strips read still in L2. Which prefetch pays depends on the CPU
+//! ([`stream_non_temporal`](crate::cache::stream_non_temporal), from its vendor and L2 size at
+//! run time): on Intel's server cores a non-temporal line is kept in no cache, so there every
+//! matrix is prefetched into the caches (a 256-unit GRU's 0.75 MB step: 9 µs against 24 µs
+//! non-temporally, on a Xeon with 2 MB of L2; a 512-unit LSTM's 4 MB step 142 µs against
+//! 220-320 µs, straight from memory).
 
 use super::MR;
 
@@ -75,10 +77,9 @@ pub fn gemv_strips_f32_ordered(
     );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        // A matrix that fits in this core's L2 (with room for the rest of a step) stays there
-        // from product to product: prefetch into the caches. A larger one is streamed: a
-        // non-temporal prefetch keeps it from evicting everything else.
-        let resident = 4 * data.len() <= crate::cache::l2_bytes() / 4 * 3;
+        // Prefetch into the caches, so that the matrix stays in L2 (or L3) from product to
+        // product, unless the CPU keeps a large one better streamed non-temporally.
+        let resident = !crate::cache::stream_non_temporal(4 * data.len());
         // SAFETY: the CPU has AVX-512F; the lengths were checked above.
         unsafe {
             match (alpha == 1.0, resident) {
