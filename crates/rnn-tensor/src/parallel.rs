@@ -354,17 +354,23 @@ fn run_inline<F: Fn(&Part<'_>) + Sync>(f: &F) {
     }
 }
 
+/// The crate's tests that set the thread count or need the pool run one at a time under this
+/// lock, so that each gets the pool and the count it set (a call made while another thread's
+/// call holds the pool runs inline, which `many_tiny_calls..` must not see every time; a count
+/// set by another test meanwhile made it run every call inline once, on a loaded machine).
+#[cfg(test)]
+pub(crate) fn serial_tests() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
-    /// The tests below run one at a time, so that each gets the pool (a call made while another
-    /// thread's call holds it runs inline, which `many_tiny_calls..` must not see every time).
-    static SERIAL: Mutex<()> = Mutex::new(());
-
     fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+        serial_tests()
     }
 
     /// Thread counts from the environment are checked like `--threads`: the error names the

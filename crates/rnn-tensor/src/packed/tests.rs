@@ -240,6 +240,7 @@ fn split_products_are_bit_identical() {
             gemm_packed(alpha, &pb, &a, Trans::Yes, beta, &mut ct);
             ct.transpose()
         };
+        let _serial = parallel::serial_tests();
         let threads = parallel::num_threads();
         let mut per_threads = Vec::new();
         for t in [1, 2] {
@@ -331,6 +332,7 @@ fn column_filled_packings_match_gemm() {
             pw.pack(&w, Trans::No);
             let c0 = rand(&mut rng, m, n);
             let d0 = rand(&mut rng, mw, k - k0);
+            let _serial = parallel::serial_tests();
             let threads = parallel::num_threads();
             for t in [1, 2] {
                 parallel::set_num_threads(t);
