@@ -56,8 +56,8 @@ use rnn_tensor::rng::RngState;
 use rnn_tensor::Mat;
 use serde_json::{json, Value};
 
-use crate::checkpoint::{sync_dir, write_atomic};
 use crate::CharLmError;
+use rnn_io::{sync_dir, write_atomic};
 
 /// The `format` value of a training state file.
 pub const STATE_FORMAT: &str = "charlm-train-state";

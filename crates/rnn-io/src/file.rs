@@ -92,7 +92,7 @@ impl TensorFile {
                 StDtype::I64 => Dtype::I64,
                 other => {
                     return Err(bad(format!(
-                        "tensor {name} has dtype {other:?}; only F32, F64 and I64 are supported (convert it before saving)"
+                        "tensor {name} has dtype {other:?}, which is not read here (F32, F64 or I64); convert it before saving"
                     )))
                 }
             };
