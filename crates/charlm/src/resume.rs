@@ -35,7 +35,7 @@
 //! (`charlm-train-state-arrays`), `step` and `model_crc32`. A tensor is `F32` when every value in
 //! it is an `f32` (the state of an `f32` model), else `F64`: exact either way. For char-rnn's
 //! default model (a 2×256 LSTM in f32, Adam) version 2 kept them in the JSON as hex text, 29 MB;
-//! here they are 7 MB and the JSON under a kilobyte.
+//! here they are 7.2 MB, and the JSON 832 bytes after three steps (the loss histories grow it).
 //!
 //! Versions 1 and 2 (one JSON file, the arrays in it as `"buffers": { NAME: F64S }` and
 //! `"carry": [ { "rows", "cols", "data": F64S } ]`) are still read; version 1 has no `best` and
