@@ -10,7 +10,7 @@
 //! language the project wrote itself (with some math and code in it). The model is a 2×128 LSTM
 //! trained with Adam (2e-3), clip-norm 5, char-rnn's streams of 32 × 64; the run directory
 //! (`target/char_lm` by default) receives `model.safetensors` (PyTorch loads it with
-//! `tools/load_checkpoint.py`), `train_state.json` and `loss.png`.
+//! `tools/load_checkpoint.py`), `train_state.json` (with `train_state.safetensors`) and `loss.png`.
 
 use std::path::PathBuf;
 

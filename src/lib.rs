@@ -3,7 +3,7 @@
 //! ## This crate
 //!
 //! A thin umbrella over the workspace's crates: [`tensor`] (`rnn-tensor`), [`cells`]
-//! (`rnn-cells`), [`optim`] (`rnn-optim`), [`data`] (`rnn-data`) and [`charlm`], re-exported under
+//! (`rnn-cells`), [`optim`] (`rnn-optim`), [`data`] (`rnn-data`), [`io`] (`rnn-io`) and [`charlm`], re-exported under
 //! those names, with a [`prelude`] of the names most programs need. The tutorial examples
 //! (`examples/`), the benches and the end-to-end tests live in this package; run a stage with
 //! `cargo run --release --example NAME` from the workspace root.
@@ -14,6 +14,8 @@ pub use charlm;
 pub use rnn_cells as cells;
 #[doc(inline)]
 pub use rnn_data as data;
+#[doc(inline)]
+pub use rnn_io as io;
 #[doc(inline)]
 pub use rnn_optim as optim;
 #[doc(inline)]

@@ -10,8 +10,8 @@ mod torch_module;
 
 use std::path::{Path, PathBuf};
 
+use rnn::io::{Dtype, TensorFile};
 use rnn::tensor::gradcheck::rel_error;
-use safetensors::tensor::{Dtype, SafeTensors};
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_module").join(case)
@@ -21,24 +21,9 @@ fn fixture(case: &str) -> PathBuf {
 type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<f64>)>;
 
 fn read(path: &Path) -> Tensors {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            let d = t.data();
-            let vals = match t.dtype() {
-                Dtype::F32 => {
-                    d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
-                }
-                _ => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-            };
-            (n, t.dtype(), t.shape().to_vec(), vals)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    let file = TensorFile::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let tensors = file.tensors.iter();
+    tensors.map(|(n, t)| (n.clone(), t.dtype(), t.shape.clone(), file.floats(n).unwrap())).collect()
 }
 
 /// Runs the program on `args`.

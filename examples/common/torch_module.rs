@@ -28,9 +28,9 @@ use rnn::cells::{
     from_torch, to_torch, with_torch_module, Recurrence, RecurrentState, SeqInput, SeqOrder, TorchRecurrent,
     TorchTensor,
 };
+use rnn::io::{Dtype, Tensor, TensorData, TensorFile};
 use rnn::tensor::activation::Activation;
 use rnn::tensor::{Mat, Parameters, Scalar};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// A tensor read from a file: shape and values (as `f64`, or the integers of `lengths`).
 struct Loaded {
@@ -43,34 +43,16 @@ struct Loaded {
 pub type Result<T> = std::result::Result<T, String>;
 
 fn read(path: &PathBuf) -> Result<BTreeMap<String, Loaded>> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let file = TensorFile::read(path).map_err(|e| e.to_string())?;
+    file.check_finite().map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let d = view.data();
-        let values: Vec<f64> = match view.dtype() {
-            Dtype::F32 => {
-                d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
-            }
-            Dtype::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-            Dtype::I64 => {
-                d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect()
-            }
-            other => {
-                return Err(format!(
-                    "{}: tensor {name} is {other:?}; use float32, float64 (or int64 lengths)",
-                    path.display()
-                ))
-            }
+    for (name, t) in file.tensors {
+        let values: Vec<f64> = match &t.data {
+            TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::F64(v) => v.clone(),
+            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
         };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "{}: tensor {name} holds a non-finite value at flat index {i}",
-                path.display()
-            ));
-        }
-        out.insert(name, Loaded { dtype: view.dtype(), shape: view.shape().to_vec(), values });
+        out.insert(name, Loaded { dtype: t.dtype(), shape: t.shape, values });
     }
     Ok(out)
 }
@@ -203,24 +185,15 @@ fn run<T: Scalar, M: Recurrence<T>>(
 }
 
 fn write(path: &PathBuf, outputs: &Outputs, dtype: Dtype) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = outputs
-        .iter()
-        .map(|(n, (shape, v))| {
-            let b = match dtype {
-                Dtype::F32 => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-                _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
-            };
-            (n.clone(), shape.clone(), b)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            Ok((n.clone(), TensorView::new(dtype, s.clone(), b).map_err(|e| format!("{n}: {e}"))?))
-        })
-        .collect::<Result<_>>()?;
-    let data = safetensors::serialize(views, None).map_err(|e| format!("cannot encode the outputs: {e}"))?;
-    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut file = TensorFile::new();
+    for (n, (shape, v)) in outputs {
+        let data = match dtype {
+            Dtype::F32 => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
+            _ => TensorData::F64(v.clone()),
+        };
+        file = file.with_tensor(n.clone(), Tensor::new(shape.clone(), data));
+    }
+    file.write(path).map_err(|e| e.to_string())
 }
 
 /// The program with its arguments (without the program's name); an error is one line.

@@ -24,23 +24,23 @@
 //! Loading checks everything: that the file parses (truncation and header damage), the
 //! metadata, the vocabulary, the CRC (damage to the tensor bytes), every tensor's name, dtype
 //! and shape against the configuration, and that every value is finite. Each failure is one
-//! [`CharLmError::Checkpoint`] line.
+//! [`CharLmError::Checkpoint`] line. The file format itself (parsing, the CRC, the byte layout)
+//! is [`rnn_io`]'s; what is checked here is what makes the tensors a model.
 //!
 //! Weights-only files (from PyTorch's `safetensors.torch.save_file`) have no metadata; they
 //! are read by [`read_tensors`] for `--init`, checked against the model being trained.
 //!
 //! ## Atomic writes
-//! [`write_atomic`] writes a temporary file in the target's directory, flushes it to disk,
-//! renames it over the target and flushes the directory: a reader (or a run killed at any
-//! instant) sees the old file or the new one, never a mix.
+//! [`write_atomic`] (from [`rnn_io`]) writes a temporary file in the target's directory, flushes
+//! it to disk, renames it over the target and flushes the directory: a reader (or a run killed at
+//! any instant) sees the old file or the new one, never a mix.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rnn_data::Vocab;
+use rnn_io::Tensor;
 use rnn_tensor::{Mat, Scalar};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::config::{CellKind, DType, ModelConfig};
 use crate::CharLmError;
@@ -83,49 +83,7 @@ pub struct ModelFile {
     pub tensors: TensorFile,
 }
 
-/// Writes `bytes` to `path` atomically (see the module docs).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CharLmError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name =
-        path.file_name().ok_or_else(|| CharLmError::write(path, std::io::Error::other("not a file name")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CharLmError::write(path, e));
-    }
-    Ok(())
-}
-
-/// Flushes a directory's entries (a rename) to disk.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// The bytes of one tensor in the file's layout (row-major, little-endian).
-fn tensor_bytes<T: Scalar>(m: &Mat<T>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.len() * std::mem::size_of::<T>());
-    // Row-major: row i holds m[(i, 0)], m[(i, 1)], ...
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            match DType::of::<T>() {
-                DType::F32 => out.extend_from_slice(&(m[(i, j)].to_f64() as f32).to_le_bytes()),
-                DType::F64 => out.extend_from_slice(&m[(i, j)].to_f64().to_le_bytes()),
-            }
-        }
-    }
-    out
-}
+pub use rnn_io::write_atomic;
 
 /// The PyTorch shape of a tensor named `name` held as `m`: biases are 1-D.
 fn torch_shape<T>(name: &str, m: &Mat<T>) -> Vec<usize> {
@@ -138,47 +96,20 @@ fn torch_shape<T>(name: &str, m: &Mat<T>) -> Vec<usize> {
 }
 
 /// Serializes named tensors (any [`rnn_tensor::Parameters`] list) with `metadata`, adding
-/// `data_crc32`. Returns the file's bytes.
-///
-/// The file is written here rather than by `safetensors::serialize`, whose metadata map is
-/// emitted in hash order: ours is sorted (`serde_json`'s map), so the same model always gives
-/// the same bytes. The layout is the format's: an 8-byte little-endian header length, the JSON
-/// header padded with spaces to a multiple of 8, then the tensors' data in name order.
+/// `data_crc32`. Returns the file's bytes: [`rnn_io::TensorFile::to_bytes`], whose names and
+/// metadata are sorted, so the same model always gives the same bytes.
 pub fn encode_tensors<T: Scalar>(
     tensors: &[(String, &Mat<T>)],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, CharLmError> {
-    let dtype = match DType::of::<T>() {
-        DType::F32 => "F32",
-        DType::F64 => "F64",
-    };
-    let mut sorted: BTreeMap<&str, &Mat<T>> = BTreeMap::new();
+    let mut file = rnn_io::TensorFile { metadata: metadata.into_iter().collect(), ..Default::default() };
     for (name, m) in tensors {
-        if sorted.insert(name.as_str(), m).is_some() {
+        let tensor = Tensor::from_mat(m).with_shape(torch_shape(name, m));
+        if file.tensors.insert(name.clone(), tensor).is_some() {
             return Err(CharLmError::arg("tensor list", format!("the name {name} appears twice")));
         }
     }
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, m) in &sorted {
-        let start = data.len();
-        data.extend_from_slice(&tensor_bytes(m));
-        header.insert(
-            name.to_string(),
-            serde_json::json!({ "dtype": dtype, "shape": torch_shape(name, m), "data_offsets": [start, data.len()] }),
-        );
-    }
-    let mut meta: serde_json::Map<String, serde_json::Value> =
-        metadata.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect();
-    meta.insert("data_crc32".into(), format!("{:08x}", crc32fast::hash(&data)).into());
-    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
-    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
-    head.resize(head.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + head.len() + data.len());
-    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&data);
-    Ok(out)
+    Ok(file.to_bytes()?)
 }
 
 /// The metadata of a model file (without `data_crc32`, which [`encode_tensors`] adds).
@@ -235,50 +166,11 @@ pub fn save_model<T: Scalar>(
     Ok(crc32fast::hash(&bytes))
 }
 
-/// The largest header a safetensors file may have (the format's own limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// Reads a safetensors file's bytes. A regular file is read whole (its size is known); anything
-/// else (a FIFO, a device such as `/dev/zero`) is read as far as its header says the file goes,
-/// within the format's header limit and the largest model ([`crate::config::MAX_PARAMS`] f64
+/// Reads a safetensors file's bytes ([`rnn_io::read_file_bytes`]): an input of unknown size (a
+/// pipe, a device) may describe at most the largest model ([`crate::config::MAX_PARAMS`] f64
 /// values), so an endless input is an error instead of exhausting memory.
 pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, CharLmError> {
-    use std::io::Read;
-    let bad = |m: String| CharLmError::checkpoint(path, m);
-    let cannot = |e: std::io::Error| bad(format!("cannot read it: {e}"));
-    let mut f = std::fs::File::open(path).map_err(cannot)?;
-    let meta = f.metadata().map_err(cannot)?;
-    if meta.is_file() || meta.is_dir() {
-        return std::fs::read(path).map_err(cannot);
-    }
-    let invalid =
-        |what: String| bad(format!("not a valid safetensors file (truncated or corrupted?): {what}"));
-    let mut len8 = [0u8; 8];
-    f.read_exact(&mut len8).map_err(|_| invalid("it ends within the first 8 bytes".into()))?;
-    let n = u64::from_le_bytes(len8);
-    if n > MAX_HEADER_BYTES {
-        return Err(invalid(format!("its header would be {n} bytes, more than {MAX_HEADER_BYTES}")));
-    }
-    let mut bytes = len8.to_vec();
-    (&mut f).take(n).read_to_end(&mut bytes).map_err(cannot)?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..])
-        .map_err(|_| invalid("its header is not JSON (or it ends within it)".into()))?;
-    let data_len = header
-        .as_object()
-        .map(|m| m.values().filter_map(|t| t["data_offsets"][1].as_u64()).max().unwrap_or(0))
-        .ok_or_else(|| invalid("its header is not a JSON object".into()))?;
-    let max_data = crate::config::MAX_PARAMS as u64 * 8;
-    if data_len > max_data {
-        return Err(invalid(format!(
-            "its header describes {data_len} bytes of tensors, more than {max_data}"
-        )));
-    }
-    (&mut f).take(data_len).read_to_end(&mut bytes).map_err(cannot)?;
-    let mut extra = [0u8; 1];
-    if f.read(&mut extra).map_err(cannot)? > 0 {
-        return Err(invalid("it goes on past the tensors its header describes".into()));
-    }
-    Ok(bytes)
+    Ok(rnn_io::read_file_bytes(path, crate::config::MAX_PARAMS as u64 * 8)?)
 }
 
 /// Reads any safetensors file of `F32` or `F64` tensors (all of one dtype), checking its CRC
@@ -290,26 +182,16 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, CharLmError> {
 /// [`read_tensors`] on bytes already read; `path` names them in errors.
 pub fn decode_tensors(path: &Path, bytes: &[u8]) -> Result<TensorFile, CharLmError> {
     let bad = |m: String| CharLmError::checkpoint(path, m);
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
-    let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let metadata = meta.metadata().clone().unwrap_or_default();
-    if let Some(want) = metadata.get("data_crc32") {
-        let got = format!("{:08x}", crc32fast::hash(&bytes[8 + header_len..]));
-        if *want != got {
-            return Err(bad(format!(
-                "the tensor data is corrupted (CRC-32 {got}, the header says {want}); use another checkpoint"
-            )));
-        }
-    }
+    let file = rnn_io::TensorFile::from_bytes(path, bytes)?;
+    file.check_finite()?;
     let mut dtype = None;
     let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let dt = match view.dtype() {
-            Dtype::F32 => DType::F32,
-            Dtype::F64 => DType::F64,
+    for (name, t) in &file.tensors {
+        let dt = match t.dtype() {
+            rnn_io::Dtype::F32 => DType::F32,
+            rnn_io::Dtype::F64 => DType::F64,
             other => {
-                return Err(bad(format!("tensor {name} has dtype {other:?}; only F32 and F64 are supported")))
+                return Err(bad(format!("tensor {name} has dtype {other}; a model's tensors are F32 or F64")))
             }
         };
         match dtype {
@@ -321,31 +203,13 @@ pub fn decode_tensors(path: &Path, bytes: &[u8]) -> Result<TensorFile, CharLmErr
             }
             _ => {}
         }
-        tensors.insert(name.clone(), convert(&name, &view).map_err(bad)?);
+        if !matches!(t.shape.len(), 1 | 2) {
+            return Err(bad(format!("tensor {name} has shape {:?}; expected 1 or 2 dimensions", t.shape)));
+        }
+        tensors.insert(name.clone(), LoadedTensor { shape: t.shape.clone(), values: file.matrix(name)? });
     }
     let dtype = dtype.ok_or_else(|| bad("the file holds no tensors".into()))?;
-    Ok(TensorFile { dtype, metadata, tensors })
-}
-
-/// Row-major file data to a column-major `f64` matrix, rejecting non-finite values.
-fn convert(name: &str, view: &TensorView<'_>) -> Result<LoadedTensor, String> {
-    let shape = view.shape().to_vec();
-    let (r, c) = match shape.as_slice() {
-        [n] => (*n, 1),
-        [r, c] => (*r, *c),
-        _ => return Err(format!("tensor {name} has shape {shape:?}; expected 1 or 2 dimensions")),
-    };
-    let data = view.data();
-    let values: Vec<f64> = match view.dtype() {
-        Dtype::F32 => {
-            data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect()
-        }
-        _ => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!("tensor {name} holds a non-finite value ({}) at flat index {i}", values[i]));
-    }
-    Ok(LoadedTensor { shape, values: Mat::from_row_slice(r, c, &values) })
+    Ok(TensorFile { dtype, metadata: file.metadata.into_iter().collect(), tensors })
 }
 
 /// Checks that `file` holds exactly the tensors of `config`, with their shapes.

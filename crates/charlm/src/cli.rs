@@ -190,7 +190,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// The run directory: model.safetensors (the last model), best.safetensors (the lowest
-    /// validation loss), train_state.json, loss.png [default: the --resume
+    /// validation loss), train_state.json and train_state.safetensors, loss.png [default: the --resume
     /// directory, else charlm-out]. A directory that already holds a run is refused unless
     /// --resume continues it there or --overwrite is given.
     #[arg(long)]

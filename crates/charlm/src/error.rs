@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use rnn_io::write_hint;
 use thiserror::Error;
 
 /// Everything that can go wrong in the language model and the `charlm` program. Every message
@@ -78,19 +79,19 @@ pub enum CharLmError {
     /// Sampling failed (non-finite logits).
     #[error("cannot sample: {0}")]
     Sample(String),
+    /// Tensors that cannot be encoded (a file that cannot be read is a
+    /// [`CharLmError::Checkpoint`], one that cannot be written a [`CharLmError::Write`]).
+    #[error(transparent)]
+    Tensors(rnn_io::IoError),
 }
 
-/// The advice for a failed write, by its cause: a full disk and a closed pipe are not problems
-/// of the directory.
-fn write_hint(kind: std::io::ErrorKind) -> &'static str {
-    use std::io::ErrorKind::*;
-    match kind {
-        StorageFull | QuotaExceeded | FileTooLarge => "the disk (or quota) is full: free some space",
-        BrokenPipe => "the reader went away",
-        NotFound | PermissionDenied | ReadOnlyFilesystem | NotADirectory | IsADirectory | AlreadyExists => {
-            "check that the directory exists and is writable"
+impl From<rnn_io::IoError> for CharLmError {
+    fn from(e: rnn_io::IoError) -> Self {
+        match e {
+            rnn_io::IoError::Read { path, message } => Self::Checkpoint { path, message },
+            rnn_io::IoError::Write { path, message, kind } => Self::Write { path, message, kind },
+            other => Self::Tensors(other),
         }
-        _ => "check the disk and the directory",
     }
 }
 

@@ -24,14 +24,14 @@ const SIZE: (u32, u32) = (900, 540);
 
 /// Draws the training and validation losses (nats per character) against the step into
 /// `path`. The image is drawn in memory, encoded as PNG and written atomically
-/// ([`crate::checkpoint::write_atomic`]), so a failure is an I/O error with a plain message.
+/// ([`rnn_io::write_atomic`]), so a failure is an I/O error with a plain message.
 pub fn plot_losses(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<(), CharLmError> {
     register_font();
     let bad = |e: String| CharLmError::write(path, std::io::Error::other(e));
     let mut pixels = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
     draw(BitMapBackend::with_buffer(&mut pixels, SIZE), train, val).map_err(bad)?;
     let png = encode_png(&pixels, SIZE).map_err(|e| bad(e.to_string()))?;
-    crate::checkpoint::write_atomic(path, &png)
+    Ok(rnn_io::write_atomic(path, &png)?)
 }
 
 /// RGB pixels as a PNG file's bytes.

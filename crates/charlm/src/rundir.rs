@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::resume::{BEST_FILE, MODEL_FILE, STATE_FILE, STATE_NEXT};
+use crate::resume::{ARRAYS_FILE, ARRAYS_NEXT, BEST_FILE, MODEL_FILE, STATE_FILE, STATE_NEXT};
 
 /// The loss plot's name in a run directory.
 pub const PLOT_FILE: &str = "loss.png";
@@ -116,14 +116,17 @@ pub fn is_leftover(name: &str) -> bool {
         || temp_of(BEST_FILE)
         || temp_of(STATE_FILE)
         || temp_of(STATE_NEXT)
+        || temp_of(ARRAYS_FILE)
+        || temp_of(ARRAYS_NEXT)
         || temp_of(PLOT_FILE)
         || plot
         || probe
 }
 
 /// Removes the temporary files killed runs left in `dir` ([`is_leftover`]) and, when the
-/// directory holds no model, a pending training state (a commit that never reached its model)
-/// and a best model (written just before a first commit that never happened).
+/// directory holds no model, a pending training state and its arrays (a commit that never
+/// reached its model), and when it holds no run, a best model (written just before a first
+/// commit that never happened) and a state's arrays.
 /// Call it holding the directory's lock, after [`crate::resume::load_checkpoint`] has settled a
 /// pending state for a resumed run. Returns the names removed.
 pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
@@ -131,8 +134,9 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CharLmError::write(dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pending_without_model = name == STATE_NEXT && !dir.join(MODEL_FILE).exists();
-        let best_without_run = name == BEST_FILE && !holds_run(dir);
+        let pending_without_model =
+            (name == STATE_NEXT || name == ARRAYS_NEXT) && !dir.join(MODEL_FILE).exists();
+        let best_without_run = (name == BEST_FILE || name == ARRAYS_FILE) && !holds_run(dir);
         if is_leftover(&name) || pending_without_model || best_without_run {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| CharLmError::write(&path, e))?;
@@ -143,10 +147,11 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<String>, CharLmError> {
     Ok(removed)
 }
 
-/// Removes the run in `dir` (`--overwrite`): its training state first, then its models and plot,
-/// so that a kill in between never leaves a state without its model.
+/// Removes the run in `dir` (`--overwrite`): its training state first (the JSON, then its
+/// arrays), then its models and plot, so that a kill in between never leaves a state without its
+/// model.
 pub fn discard_run(dir: &Path) -> Result<(), CharLmError> {
-    for name in [STATE_NEXT, STATE_FILE, MODEL_FILE, BEST_FILE, PLOT_FILE] {
+    for name in [STATE_NEXT, STATE_FILE, ARRAYS_NEXT, ARRAYS_FILE, MODEL_FILE, BEST_FILE, PLOT_FILE] {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -168,6 +173,8 @@ mod tests {
             ".best.safetensors.tmp-8",
             ".train_state.json.next.tmp-9",
             ".train_state.json.tmp-77",
+            ".train_state.safetensors.tmp-78",
+            ".train_state.safetensors.next.tmp-79",
             ".loss-4242.tmp.png",
             ".loss.png.tmp-31",
             ".charlm-probe-5",

@@ -554,7 +554,7 @@ fn more_bad_input_gives_one_line_errors() {
         (sample(&corrupted, &[]), "the tensor data is corrupted (CRC-32"),
         (sample(&wrong_shape, &[]), "has shape"),
         (sample(&missing, &[]), "missing tensor(s) rnn.weight_ih_l0"),
-        (sample(&f16, &[]), "has dtype F16; only F32 and F64 are supported"),
+        (sample(&f16, &[]), "has dtype F16, which is not read here (F32, F64 or I64)"),
         (sample(&mixed, &[]), "the metadata says f32 but the tensors are f64"),
         (sample(&format!("{d}/nope.safetensors"), &[]), "cannot read it"),
         (

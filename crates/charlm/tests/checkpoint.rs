@@ -7,7 +7,9 @@ use charlm::checkpoint::{
     assign_tensors, check_tensors, decode_model, encode_model, encode_tensors, load_model, model_metadata,
     read_tensors, save_model, write_atomic, TensorList,
 };
-use charlm::resume::{load_checkpoint, save_checkpoint, TrainState, MODEL_FILE, STATE_FILE};
+use charlm::resume::{
+    load_checkpoint, read_checkpoint, save_checkpoint, TrainState, ARRAYS_FILE, MODEL_FILE, STATE_FILE,
+};
 use charlm::{CellKind, DType, ModelConfig};
 use rnn_data::{BatcherPosition, Vocab};
 use rnn_optim::OptimState;
@@ -142,7 +144,7 @@ fn bad_files_get_one_line_errors() {
     // An unsupported dtype.
     let half = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2], &[0, 0, 0, 0]).unwrap();
     let bytes = safetensors::serialize([("w", half)], None).unwrap();
-    assert_one_line(&err_of(&bytes), "dtype F16; only F32 and F64");
+    assert_one_line(&err_of(&bytes), "dtype F16, which is not read here");
     // A missing file.
     let e = load_model(Path::new("/nonexistent/ck.safetensors")).unwrap_err().to_string();
     assert!(e.contains("cannot read it"), "{e}");
@@ -198,30 +200,93 @@ fn state(step: u64) -> TrainState {
     }
 }
 
+/// The version 2 JSON of a state (one file, the arrays as hex), as charlm wrote it before
+/// version 3 moved the arrays into `train_state.safetensors`.
+fn v2_json(s: &TrainState) -> String {
+    let hex = |v: &[f64]| v.iter().map(|x| format!("{:016x}", x.to_bits())).collect::<String>();
+    let (json, _) = s.to_files().unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["version"] = 2.into();
+    v.as_object_mut().unwrap().remove("arrays");
+    v["optimizer"]["buffers"] = s
+        .optimizer
+        .buffers
+        .iter()
+        .map(|(k, b)| (k.clone(), serde_json::Value::from(hex(b))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v["carry"] = s
+        .carry
+        .iter()
+        .map(|m| serde_json::json!({ "rows": m.nrows(), "cols": m.ncols(), "data": hex(m.as_slice()) }))
+        .collect();
+    v.to_string()
+}
+
 #[test]
 fn train_state_round_trips_exactly() {
     let s = state(12);
-    let back = TrainState::from_json(&s.to_json()).unwrap();
+    let (json, arrays) = s.to_files().unwrap();
+    let back = TrainState::from_files(&json, Some(&arrays)).unwrap();
     assert_eq!(back, s);
     // Bits, not just values: -0.0 and the smallest subnormal survive.
     let b = &back.optimizer.buffers["head.bias/exp_avg"];
     assert_eq!(b[1].to_bits(), (-0.0f64).to_bits());
     assert_eq!(b[2].to_bits(), 1);
     assert_eq!(back.best.unwrap().1.to_bits(), 3.950000000000001f64.to_bits());
+    // The same state gives the same files.
+    assert_eq!(back.to_files().unwrap(), (json.clone(), arrays.clone()));
+    // An f32 model's state (every value an f32) is stored as F32, half the bytes, still exact.
+    let mut narrow = state(12);
+    let b32 = vec![0.1f32 as f64, -0.0, f32::MIN_POSITIVE as f64 / 8.0, f32::MAX as f64];
+    narrow.optimizer.buffers.insert("head.bias/exp_avg".into(), b32);
+    narrow.carry = vec![Mat::from_fn(3, 2, |i, j| (i as f32 * 0.3 - j as f32) as f64)];
+    let (nj, na) = narrow.to_files().unwrap();
+    assert_eq!(TrainState::from_files(&nj, Some(&na)).unwrap(), narrow);
+    let file = rnn_io::TensorFile::from_bytes("arrays", &na).unwrap();
+    assert!(file.tensors.values().all(|t| t.dtype() == rnn_io::Dtype::F32), "{file:?}");
+    let file = rnn_io::TensorFile::from_bytes("arrays", &arrays).unwrap();
+    assert!(file.tensors.values().all(|t| t.dtype() == rnn_io::Dtype::F64), "{file:?}");
     for bad in [
         "",
         "{}",
-        &s.to_json()[..50],
-        &s.to_json().replace("\"version\":2", "\"version\":3"),
-        &s.to_json().replace("\"since_best\":3", "\"since_best\":-1"),
+        &json[..50],
+        &json.replace("\"version\":3", "\"version\":4"),
+        &json.replace("\"since_best\":3", "\"since_best\":-1"),
+        &json.replace("\"file\":\"train_state.safetensors\"", "\"file\":\"../elsewhere\""),
     ] {
-        assert!(TrainState::from_json(bad).is_err(), "{bad}");
+        assert!(TrainState::from_files(bad, Some(&arrays)).is_err(), "{bad}");
     }
-    // Version 1 (before the best model was kept) is read, with no best known.
-    let v1 = s.to_json().replace("\"version\":2", "\"version\":1");
+    // Arrays that are not the JSON's: missing, another state's, damaged.
+    let (_, other) = state(13).to_files().unwrap();
+    let mut flipped = arrays.clone();
+    let n = flipped.len();
+    flipped[n - 3] ^= 4;
+    for (arrays, says) in [
+        (None, "needs its arrays file"),
+        (Some(&other[..]), "from different checkpoints"),
+        (Some(&flipped[..]), "from different checkpoints"),
+    ] {
+        let e = TrainState::from_files(&json, arrays).unwrap_err();
+        assert!(e.contains(says) && !e.contains('\n'), "{e}");
+    }
+    // Versions 2 and 1 (one JSON file, hex arrays) are read; version 1 knows no best.
+    let v2 = v2_json(&s);
+    assert_eq!(TrainState::from_json(&v2).unwrap(), s);
+    let v1 = v2.replace("\"version\":2", "\"version\":1");
     let old = TrainState::from_json(&v1).unwrap();
     assert_eq!((old.best, old.since_best), (None, 0));
     assert_eq!(TrainState { best: s.best, since_best: 3, ..old }, s);
+    // The state is small; the arrays are binary, 8 bytes a value plus the header.
+    assert!(json.len() < 1000 && !json.contains("exp_avg"), "{json}");
+}
+
+/// A state's files as a commit interrupted at some point leaves them: `json` written as
+/// `train_state.json.next`, `arrays` as `train_state.safetensors.next`.
+fn pending(dir: &Path, s: &TrainState) {
+    let (json, arrays) = s.to_files().unwrap();
+    std::fs::write(dir.join("train_state.safetensors.next"), arrays).unwrap();
+    std::fs::write(dir.join("train_state.json.next"), json).unwrap();
 }
 
 #[test]
@@ -231,27 +296,80 @@ fn interrupted_commits_leave_a_consistent_pair() {
     save_checkpoint(&dir, b"model one", &mut s1).unwrap();
     let (m, s) = load_checkpoint(&dir).unwrap();
     assert_eq!((m.as_slice(), s.step), (&b"model one"[..], 1));
+    let names = |d: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), [MODEL_FILE, STATE_FILE, ARRAYS_FILE]);
 
-    // Killed after writing the next state but before the model's rename: the old pair stands.
+    // Killed after writing the next state and arrays but before the model's rename: the old
+    // pair stands, and the pending files go.
     s2.model_crc32 = crc32fast::hash(b"model two");
-    std::fs::write(dir.join("train_state.json.next"), s2.to_json()).unwrap();
+    pending(&dir, &s2);
     let (m, s) = load_checkpoint(&dir).unwrap();
     assert_eq!((m.as_slice(), s.step), (&b"model one"[..], 1));
-    assert!(!dir.join("train_state.json.next").exists());
+    assert_eq!(names(&dir), [MODEL_FILE, STATE_FILE, ARRAYS_FILE]);
+    // Killed after the next arrays only: the same.
+    let (_, arrays2) = s2.to_files().unwrap();
+    std::fs::write(dir.join("train_state.safetensors.next"), &arrays2).unwrap();
+    assert_eq!(load_checkpoint(&dir).unwrap().1, s1);
 
-    // Killed after the model's rename, before the state's: the new pair is completed.
-    std::fs::write(dir.join("train_state.json.next"), s2.to_json()).unwrap();
+    // Killed after the model's rename, before the arrays' and the state's: the new pair is
+    // completed.
+    pending(&dir, &s2);
     write_atomic(&dir.join(MODEL_FILE), b"model two").unwrap();
     let (m, s) = load_checkpoint(&dir).unwrap();
     assert_eq!((m.as_slice(), s.step), (&b"model two"[..], 2));
-    assert!(!dir.join("train_state.json.next").exists());
+    assert_eq!(names(&dir), [MODEL_FILE, STATE_FILE, ARRAYS_FILE]);
+    // Killed after the arrays' rename, before the state's: the same.
+    let mut s3 = state(3);
+    s3.model_crc32 = crc32fast::hash(b"model three");
+    pending(&dir, &s3);
+    write_atomic(&dir.join(MODEL_FILE), b"model three").unwrap();
+    std::fs::rename(dir.join("train_state.safetensors.next"), dir.join(ARRAYS_FILE)).unwrap();
+    // Reading without settling (the source of --resume A --out B) finds it and changes nothing.
+    assert_eq!(read_checkpoint(&dir).unwrap().1.step, 3);
+    assert!(dir.join("train_state.json.next").exists());
+    let (m, s) = load_checkpoint(&dir).unwrap();
+    assert_eq!((m.as_slice(), s.step), (&b"model three"[..], 3));
+    assert_eq!(names(&dir), [MODEL_FILE, STATE_FILE, ARRAYS_FILE]);
+
+    // A state with another state's arrays (a torn copy) is refused, in one line.
+    std::fs::write(dir.join(ARRAYS_FILE), &arrays2).unwrap();
+    let e = load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("from different checkpoints; restore the run directory whole") && !e.contains('\n'),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join(ARRAYS_FILE)).unwrap();
+    let e = load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(e.contains("train_state.safetensors, which cannot be read"), "{e}");
 
     // Files from different runs are refused.
-    write_atomic(&dir.join(MODEL_FILE), b"model three").unwrap();
+    save_checkpoint(&dir, b"model three", &mut s3).unwrap();
+    write_atomic(&dir.join(MODEL_FILE), b"model four").unwrap();
     let e = load_checkpoint(&dir).unwrap_err().to_string();
     assert!(e.contains("different runs"), "{e}");
     std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
     assert!(load_checkpoint(&dir).unwrap_err().to_string().contains("cannot read it"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run directory of version 2 (one `train_state.json`, no arrays file) resumes, and its next
+/// commit writes version 3.
+#[test]
+fn version_2_run_directories_load() {
+    let dir = tmp_dir("v2dir");
+    let mut s = state(4);
+    s.model_crc32 = crc32fast::hash(b"model");
+    write_atomic(&dir.join(MODEL_FILE), b"model").unwrap();
+    std::fs::write(dir.join(STATE_FILE), v2_json(&s)).unwrap();
+    assert_eq!(load_checkpoint(&dir).unwrap().1, s);
+    save_checkpoint(&dir, b"model", &mut s).unwrap();
+    assert!(std::fs::read_to_string(dir.join(STATE_FILE)).unwrap().contains("\"version\":3"));
+    assert_eq!(load_checkpoint(&dir).unwrap().1, s);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -305,20 +423,26 @@ fn pytorch_loads_the_checkpoint_strictly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The fuzz seeds of the training-state loader (versions 1 and 2) load and round-trip, so the
-/// fuzzer starts from valid states of both versions.
+/// The fuzz seeds of the training-state loader (versions 1, 2 and 3) load and round-trip, so
+/// the fuzzer starts from valid states of every version. A version 3 seed is the JSON, a zero
+/// byte, then the arrays file (the input the fuzz target splits).
 #[test]
-fn fuzz_seeds_of_both_state_versions_load() {
+fn fuzz_seeds_of_every_state_version_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/train_state");
     let mut versions = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let s = TrainState::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(TrainState::from_json(&s.to_json()).unwrap(), s);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (text, arrays) = match bytes.iter().position(|&b| b == 0) {
+            Some(at) => (std::str::from_utf8(&bytes[..at]).unwrap(), Some(&bytes[at + 1..])),
+            None => (std::str::from_utf8(&bytes).unwrap(), None),
+        };
+        let s = TrainState::from_files(text, arrays).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (json, arrays) = s.to_files().unwrap();
+        assert_eq!(TrainState::from_files(&json, Some(&arrays)).unwrap(), s);
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
         versions.push((v["version"].as_u64().unwrap(), s.best.is_some()));
     }
     versions.sort();
-    assert_eq!(versions, [(1, false), (1, false), (2, true), (2, true)]);
+    assert_eq!(versions, [(1, false), (1, false), (2, true), (2, true), (3, true), (3, true)]);
 }

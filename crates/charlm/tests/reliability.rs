@@ -374,8 +374,12 @@ fn killed_runs_leave_no_leftovers() {
     let dir = tmp("leftovers");
     let run = dir.join("run");
     assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
-    let planted =
-        [".model.safetensors.tmp-999999", ".train_state.json.next.tmp-999998", ".loss-999997.tmp.png"];
+    let planted = [
+        ".model.safetensors.tmp-999999",
+        ".train_state.json.next.tmp-999998",
+        ".train_state.safetensors.next.tmp-999993",
+        ".loss-999997.tmp.png",
+    ];
     for p in planted {
         std::fs::write(run.join(p), b"partial").unwrap();
     }
@@ -389,6 +393,7 @@ fn killed_runs_leave_no_leftovers() {
     std::fs::create_dir_all(&fresh).unwrap();
     for p in [
         "train_state.json.next",
+        "train_state.safetensors.next",
         "best.safetensors",
         ".best.safetensors.tmp-999994",
         ".model.safetensors.tmp-999996",
@@ -399,7 +404,8 @@ fn killed_runs_leave_no_leftovers() {
     assert_ok(&charlm(&train_args(&corpus(), &fresh, 2, &["--val-frac", "0"])), "fresh run");
     let left = names(&fresh);
     // Without validation text the run writes no best model: the planted one is gone.
-    let allowed = [".charlm.lock", "loss.png", "model.safetensors", "train_state.json"];
+    let allowed =
+        [".charlm.lock", "loss.png", "model.safetensors", "train_state.json", "train_state.safetensors"];
     assert!(left.iter().all(|n| allowed.contains(&n.as_str())), "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

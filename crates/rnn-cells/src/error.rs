@@ -10,4 +10,9 @@ pub enum CellError {
     /// Input data does not fit the model.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A file of tensors that cannot be read, or whose tensors are not a module (feature
+    /// `safetensors`).
+    #[cfg(feature = "safetensors")]
+    #[error(transparent)]
+    File(#[from] rnn_io::IoError),
 }

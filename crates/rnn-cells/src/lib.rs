@@ -47,6 +47,8 @@ pub mod softmax_ce;
 pub mod stack;
 pub mod stream;
 pub mod torch;
+#[cfg(feature = "safetensors")]
+mod torch_file;
 
 pub use affine::{Affine, AffineConfig, AffineParams};
 pub use bidirectional::{Bidirectional, BidirectionalCache, BidirectionalParams};

@@ -1,0 +1,221 @@
+//! A safetensors file: named tensors and string metadata, read with every check and written the
+//! same way every time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rnn_tensor::{Mat, Scalar};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors};
+
+use crate::fs::{read_file_bytes, write_atomic};
+use crate::{Dtype, IoError, Tensor, TensorData};
+
+/// The metadata key holding the CRC-32 of the data section (8 hex digits), which
+/// [`TensorFile::to_bytes`] adds and [`TensorFile::from_bytes`] checks.
+pub const DATA_CRC32: &str = "data_crc32";
+
+/// The largest data section [`TensorFile::read`] accepts from an input whose size is not known
+/// in advance (a pipe, a device): 16 GiB. A regular file is read whole.
+pub const DEFAULT_MAX_DATA: u64 = 16 << 30;
+
+/// The tensors of one safetensors file, by name, with its metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TensorFile {
+    /// The file the tensors were read from, which errors name (empty for tensors built in
+    /// memory).
+    pub path: PathBuf,
+    /// The metadata, string to string (empty if the file has none). A file read back holds
+    /// [`DATA_CRC32`] too.
+    pub metadata: BTreeMap<String, String>,
+    /// The tensors by name.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl TensorFile {
+    /// An empty file (no tensors, no metadata).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The file with `tensor` added as `name` (replacing one of that name).
+    pub fn with_tensor(mut self, name: impl Into<String>, tensor: Tensor) -> Self {
+        self.tensors.insert(name.into(), tensor);
+        self
+    }
+
+    /// The file with the metadata `key` set to `value`.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Reads and checks a file (see [`TensorFile::from_bytes`]); a missing or unreadable file is
+    /// an error naming it.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, IoError> {
+        Self::read_limited(path, DEFAULT_MAX_DATA)
+    }
+
+    /// [`TensorFile::read`], refusing an input of unknown size (a pipe, a device) whose header
+    /// describes more than `max_data` bytes of tensors.
+    pub fn read_limited(path: impl AsRef<Path>, max_data: u64) -> Result<Self, IoError> {
+        let path = path.as_ref();
+        Self::from_bytes(path, &read_file_bytes(path, max_data)?)
+    }
+
+    /// Decodes the bytes of a safetensors file; `path` names them in errors. Checked: the format
+    /// (a truncated or damaged file is an error, never a panic, and its header sizes allocate
+    /// nothing beyond the bytes given), the CRC-32 in the metadata when there is one, and every
+    /// tensor's dtype (`F32`, `F64` or `I64`) and size against its shape.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, IoError> {
+        let path = path.as_ref();
+        let bad = |m: String| IoError::read(path, m);
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
+        let (header_len, meta) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
+        let metadata: BTreeMap<String, String> =
+            meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        if let Some(want) = metadata.get(DATA_CRC32) {
+            let data = bytes.get(8 + header_len..).unwrap_or_default();
+            let got = format!("{:08x}", crc32fast::hash(data));
+            if *want != got {
+                return Err(bad(format!(
+                    "the tensor data is corrupted (CRC-32 {got}, the header says {want}); use another copy of the file"
+                )));
+            }
+        }
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                StDtype::F32 => Dtype::F32,
+                StDtype::F64 => Dtype::F64,
+                StDtype::I64 => Dtype::I64,
+                other => {
+                    return Err(bad(format!(
+                        "tensor {name} has dtype {other:?}, which is not read here (F32, F64 or I64); convert it before saving"
+                    )))
+                }
+            };
+            let tensor = Tensor::new(view.shape().to_vec(), TensorData::from_le_bytes(dtype, view.data()));
+            if tensor.shape_len() != Some(tensor.len()) || view.data().len() != tensor.len() * dtype.size() {
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?} but {} bytes of {dtype}; the file is corrupted",
+                    tensor.shape,
+                    view.data().len()
+                )));
+            }
+            tensors.insert(name, tensor);
+        }
+        Ok(Self { path: path.to_owned(), metadata, tensors })
+    }
+
+    /// The bytes of the file: the tensors in name order, the metadata sorted and with
+    /// [`DATA_CRC32`] set, so the same tensors always give the same bytes. The layout is the
+    /// format's: an 8-byte little-endian header length, the JSON header padded with spaces to a
+    /// multiple of 8, then the data. Errors: a tensor whose values do not fill its shape, or one
+    /// named `__metadata__`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, IoError> {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, t) in &self.tensors {
+            let encode = |message: String| IoError::Encode { name: name.clone(), message };
+            if name == "__metadata__" {
+                return Err(encode("the name is reserved for the metadata; rename the tensor".into()));
+            }
+            if t.shape_len() != Some(t.len()) {
+                return Err(encode(format!("shape {:?} does not hold its {} values", t.shape, t.len())));
+            }
+            let start = data.len();
+            data.extend_from_slice(&t.data.to_le_bytes());
+            header.insert(
+                name.clone(),
+                serde_json::json!({ "dtype": t.dtype().name(), "shape": t.shape, "data_offsets": [start, data.len()] }),
+            );
+        }
+        let mut meta: serde_json::Map<String, serde_json::Value> =
+            self.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+        meta.insert(DATA_CRC32.into(), format!("{:08x}", crc32fast::hash(&data)).into());
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+        let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+        head.resize(head.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + head.len() + data.len());
+        out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+
+    /// Writes the file to `path` atomically ([`write_atomic`]).
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<(), IoError> {
+        write_atomic(path.as_ref(), &self.to_bytes()?)
+    }
+
+    /// An [`IoError::Read`] naming this file, for checks of the caller's own.
+    pub fn error(&self, message: impl Into<String>) -> IoError {
+        IoError::read(&self.path, message)
+    }
+
+    /// The tensor `name`; its absence is an error listing the names there are.
+    pub fn get(&self, name: &str) -> Result<&Tensor, IoError> {
+        self.tensors.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+            let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            self.error(format!("has no tensor {name} (its tensors: {names})"))
+        })
+    }
+
+    /// The values of float tensor `name` (`F32` or `F64`), converted to `T` (exact from `F32`
+    /// to either type); an `I64` tensor is an error.
+    pub fn floats<T: Scalar>(&self, name: &str) -> Result<Vec<T>, IoError> {
+        match &self.get(name)?.data {
+            TensorData::F32(v) => Ok(v.iter().map(|&x| T::cast(x as f64)).collect()),
+            TensorData::F64(v) => Ok(v.iter().map(|&x| T::cast(x)).collect()),
+            TensorData::I64(_) => {
+                Err(self.error(format!("tensor {name} is I64; expected floats (F32 or F64)")))
+            }
+        }
+    }
+
+    /// The values of integer tensor `name` (`I64`); a float tensor is an error.
+    pub fn ints(&self, name: &str) -> Result<&[i64], IoError> {
+        match &self.get(name)?.data {
+            TensorData::I64(v) => Ok(v),
+            other => Err(self.error(format!("tensor {name} is {}; expected I64", other.dtype()))),
+        }
+    }
+
+    /// Float tensor `name` as a column-major matrix: `[r, c]` is `r × c`, `[n]` is `n × 1`;
+    /// other ranks are an error.
+    pub fn matrix<T: Scalar>(&self, name: &str) -> Result<Mat<T>, IoError> {
+        let shape = &self.get(name)?.shape;
+        let (r, c) = match shape[..] {
+            [n] => (n, 1),
+            [r, c] => (r, c),
+            _ => {
+                return Err(
+                    self.error(format!("tensor {name} has shape {shape:?}; expected 1 or 2 dimensions"))
+                )
+            }
+        };
+        Ok(Mat::from_row_slice(r, c, &self.floats::<T>(name)?))
+    }
+
+    /// Checks that every float value is finite; the first that is not is an error naming its
+    /// tensor and flat index.
+    pub fn check_finite(&self) -> Result<(), IoError> {
+        for (name, t) in &self.tensors {
+            let bad = |i: usize, v: f64| {
+                self.error(format!("tensor {name} holds a non-finite value ({v}) at flat index {i}"))
+            };
+            let first = match &t.data {
+                TensorData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+                TensorData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+                TensorData::I64(_) => None,
+            };
+            if let Some((i, v)) = first {
+                return Err(bad(i, v));
+            }
+        }
+        Ok(())
+    }
+}
