@@ -762,6 +762,13 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
                 r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
             )
             .map_err(CharLmError::stdout)?;
+            writeln!(
+                out,
+                "validation took {:.1} s ({:.1} % of the run)",
+                r.val_seconds,
+                100.0 * r.val_seconds / r.seconds.max(1e-9)
+            )
+            .map_err(CharLmError::stdout)?;
             let why = match r.early_stop {
                 Some(EarlyStop::Patience) => Some("--patience"),
                 Some(EarlyStop::TimeLimit) => Some("--time-limit"),
