@@ -39,7 +39,18 @@ const PROJECT_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/char_lm_corpu
 
 type Model = CharRnn<f32, Lstm<f32>>;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // One line that names the problem (a bad option, an unreadable corpus, a full disk).
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut corpus_path = None;
     let mut steps = 3000u64;
     let mut hidden = 128usize;
