@@ -139,3 +139,22 @@ fn every_crate_has_a_readme_that_is_its_documentation() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// The default corpus of `examples/char_lm.rs` (gathered by `build.rs`) is the project's own
+/// text: several hundred KB of docs and crate sources, and neither a test fixture nor any text
+/// written elsewhere (tinyshakespeare's first line, say).
+#[test]
+fn the_char_lm_corpus_is_the_project_s_own_text() {
+    let corpus = include_str!(concat!(env!("OUT_DIR"), "/char_lm_corpus.txt"));
+    assert!(corpus.len() > 300_000, "only {} bytes", corpus.len());
+    for part in
+        ["# rnn — recurrent neural networks from scratch", "# Stage 4: a character-level language model"]
+    {
+        assert!(corpus.contains(part), "{part:?} is missing");
+    }
+    assert!(corpus.contains("pub fn val_streams"), "the crates' sources are missing");
+    let fixture = std::fs::read_to_string(root().join("crates/charlm/tests/fixtures/corpus.txt")).unwrap();
+    assert!(!corpus.contains(fixture.lines().next().unwrap()), "a test fixture is in the corpus");
+    let first_citizen = ["First Citizen:", "Before we proceed any further, hear me speak."].join("\n");
+    assert!(!corpus.contains(&first_citizen), "third-party text is in the corpus");
+}

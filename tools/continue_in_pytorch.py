@@ -19,8 +19,9 @@ multiple of N. The optimizer starts afresh (charlm's train_state.json is not rea
 start at the beginning of the text.
 
 The training loss (the mean over every process's batch) is printed every --log-every steps, and
-the validation loss before and after: the held-out tail (--val-frac, charlm's split) read as B
-streams in T-step chunks from a zero state, as charlm validates, in nats per character.
+the validation loss before and after: the held-out tail (--val-frac, charlm's split) read as
+clamp((len - 1) // 512, 1, 256) streams from a zero state, as charlm validates, in nats per
+character.
 
 DIR/model.safetensors is a charlm model file: PyTorch's state_dict names and shapes, the source's
 metadata (format, cell, sizes, dtype, vocabulary) and the CRC-32 of the tensor data, so that
@@ -117,11 +118,12 @@ def detach(state):
 
 
 @torch.no_grad()
-def validation_loss(model, ids, batch, steps, device):
-    """The held-out text as B streams in T-step chunks from a zero state, as charlm validates."""
+def validation_loss(model, ids, steps, device):
+    """The held-out text as streams of at least 512 characters (at most 256 of them) in T-step
+    chunks from a zero state, as charlm validates (charlm::train::val_streams)."""
     if len(ids) < 2:
         return float("nan")
-    b = min(batch, len(ids) - 1)
+    b = min(max((len(ids) - 1) // 512, 1), 256)
     n = (len(ids) - 1) // b
     x, y = ids[: b * n].view(b, n).to(device), ids[1 : b * n + 1].view(b, n).to(device)
     was_training = model.training
@@ -184,7 +186,7 @@ def worker(rank, args, meta, train_ids, val_ids):
         flush=True,
     )
     if rank == 0:
-        say(f"step 0: validation loss {validation_loss(model, val_ids, args.batch, args.seq_len, device):.4f}", flush=True)
+        say(f"step 0: validation loss {validation_loss(model, val_ids, args.seq_len, device):.4f}", flush=True)
     dist.barrier()
 
     state, started = None, time.time()
@@ -210,7 +212,7 @@ def worker(rank, args, meta, train_ids, val_ids):
             )
 
     if rank == 0:
-        val = validation_loss(model, val_ids, args.batch, args.seq_len, device)
+        val = validation_loss(model, val_ids, args.seq_len, device)
         say(f"step {args.steps}: validation loss {val:.4f}", flush=True)
         say(f"wrote {write_charlm_file(model, meta, args.out)}", flush=True)
     dist.barrier()

@@ -60,6 +60,8 @@ pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
     logits: Mat<T>,
     d_logits: Mat<T>,
     d_h: Mat<T>,
+    /// The final state of an evaluation chunk, before it replaces the caller's.
+    next: Vec<C::State>,
 }
 
 impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
@@ -72,6 +74,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
             logits: Mat::zeros(0, 0),
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
+            next: Vec::new(),
         }
     }
 }
@@ -108,6 +111,7 @@ where
             logits: Mat::zeros(0, 0),
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
+            next: Vec::new(),
         })
     }
     fn config(&self) -> &ModelConfig {
@@ -163,13 +167,15 @@ where
         batch: usize,
         state: &mut Self::State,
     ) -> Result<f64, CharLmError> {
-        let Self { params, cache, logits, .. } = self;
+        let Self { params, cache, logits, next, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
-        let fin = params.rnn.forward(x, batch, state, cache);
+        // The allocation-free forward (no dropout, no gradients): once the buffers have their
+        // shapes, a validation allocates nothing per chunk.
+        params.rnn.forward_into(x, batch, state, cache, next);
         params.head.forward_into(params.rnn.outputs(cache), logits);
         let mean = softmax_cross_entropy(logits, targets, batch, Reduction::Mean, None)?;
-        *state = fin;
+        std::mem::swap(state, next);
         Ok(mean.to_f64() * inputs.len() as f64)
     }
 

@@ -762,6 +762,13 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
                 r.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"))
             )
             .map_err(CharLmError::stdout)?;
+            writeln!(
+                out,
+                "validation took {:.1} s ({:.1} % of the run)",
+                r.val_seconds,
+                100.0 * r.val_seconds / r.seconds.max(1e-9)
+            )
+            .map_err(CharLmError::stdout)?;
             let why = match r.early_stop {
                 Some(EarlyStop::Patience) => Some("--patience"),
                 Some(EarlyStop::TimeLimit) => Some("--time-limit"),
@@ -777,7 +784,11 @@ pub fn run(command: &Command, out: &mut dyn std::io::Write) -> Result<(), CharLm
             apply_threads(None)?;
             let path = checkpoint_file(&args.checkpoint)?;
             let file = crate::checkpoint::load_model(&path)?;
-            let mut emit = |s: &str| out.write_all(s.as_bytes()).map_err(CharLmError::stdout);
+            // Each piece (the prime, then every character) is flushed as it is drawn: the first
+            // characters appear at once, and a reader that goes away (`| head -c 100`) ends the
+            // program at the next character, not after the whole sample.
+            let mut emit =
+                |s: &str| out.write_all(s.as_bytes()).and_then(|()| out.flush()).map_err(CharLmError::stdout);
             with_model!(file.dtype, file.config.cell, run_sample_to(args, &path, &file, &mut emit))?;
             writeln!(out).and_then(|()| out.flush()).map_err(CharLmError::stdout)?;
         }

@@ -15,7 +15,8 @@
 //! `clip_grad_norm_`, [`rnn_optim::clip_grad_norm`]).
 //!
 //! Every `val_every` steps and at the end, the validation loss is computed (the held-out text
-//! read as `B` streams, [`crate::model::evaluate`]) and a checkpoint is written
+//! read as up to [`VAL_STREAMS`] streams of at least [`VAL_MIN_STREAM`] characters, whatever the
+//! training batch, forward only, [`crate::model::evaluate`]) and a checkpoint is written
 //! ([`crate::resume::save_checkpoint`]) with the loss plot. When the validation loss is below
 //! every earlier one (strictly), the same model is first written to `best.safetensors`; both
 //! files carry `step` and `val_loss` in their metadata, and the best so far is in the training
@@ -397,6 +398,8 @@ pub struct TrainReport {
     /// The part of it spent on training steps (batch, forward, backward, clipping, update):
     /// without validation, samples and checkpoints.
     pub step_seconds: f64,
+    /// The part of it spent computing validation losses.
+    pub val_seconds: f64,
     /// Steps this process took.
     pub steps_run: u64,
     /// Why the run ended early, if it did.
@@ -447,6 +450,29 @@ impl StepSchedule {
             StepSchedule::CosineOnly(c) => c.lr_at(step),
         }
     }
+}
+
+/// The most streams the held-out text is read as: one wide batch per step, so that the
+/// step products of validation have many columns (and each thread a whole block of them).
+pub const VAL_STREAMS: usize = 256;
+/// The fewest characters in each validation stream: every stream starts from a zero state, so
+/// streams this long keep the cost of those cold starts small.
+pub const VAL_MIN_STREAM: usize = 512;
+/// The steps of each forward call of validation (`VAL_CHUNK · B` columns, about a training
+/// batch's); the state is carried from chunk to chunk.
+pub const VAL_CHUNK: usize = 10;
+
+/// The number of streams validation reads `len` held-out characters as:
+/// `clamp(⌊(len - 1) / VAL_MIN_STREAM⌋, 1, VAL_STREAMS)`, a function of the text alone (not of
+/// the batch or the thread count).
+pub fn val_streams(len: usize) -> usize {
+    (len.saturating_sub(1) / VAL_MIN_STREAM).clamp(1, VAL_STREAMS)
+}
+
+/// The validation loss of `model` on `data`: [`evaluate`] over [`val_streams`] streams in
+/// chunks of [`VAL_CHUNK`] steps, forward only.
+fn validate<T: Scalar, M: LanguageModel<T>>(model: &mut M, data: &[usize]) -> Result<f64, CharLmError> {
+    evaluate(model, data, val_streams(data.len()), VAL_CHUNK)
 }
 
 fn check_finite_params<T: Scalar, P: Parameters<T>>(
@@ -566,7 +592,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     // The step of the last checkpoint in `cfg.out` (written by this run, or the one it resumed
     // from), named if training diverges.
     let mut last_checkpoint = (step > 0).then_some(step);
-    let mut step_seconds = 0.0;
+    let (mut step_seconds, mut val_seconds) = (0.0, 0.0);
     let mut plot_warned = false;
     let mut early_stop = None;
     while step < total {
@@ -625,7 +651,9 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             check_finite_params(model.params(), step, last_checkpoint)?;
             let mut checked = None;
             if corpus.val().len() >= 2 {
-                let v = evaluate(model, corpus.val(), bs, sl)?;
+                let t0 = Instant::now();
+                let v = validate(model, corpus.val())?;
+                val_seconds += t0.elapsed().as_secs_f64();
                 if !v.is_finite() {
                     // Weights that give a non-finite validation loss are not a good checkpoint:
                     // stop before writing them, keeping the previous one.
@@ -714,6 +742,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
         best,
         seconds: started.elapsed().as_secs_f64(),
         step_seconds,
+        val_seconds,
         steps_run: step - first,
         early_stop,
     })

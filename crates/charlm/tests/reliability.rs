@@ -366,6 +366,60 @@ fn pipes_and_write_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// What `charlm sample` hands its output: the bytes of each write, and where it flushed.
+#[derive(Default)]
+struct Recorder {
+    bytes: Vec<u8>,
+    /// `bytes.len()` at each flush.
+    flushes: Vec<usize>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flushes.push(self.bytes.len());
+        Ok(())
+    }
+}
+
+/// Samples stream: `charlm sample` flushes the prime, then every character as soon as it is
+/// drawn, so the first appear at once and a reader that leaves (`| head -c 100`) ends it at the
+/// next character. Before: the characters went through standard output's line buffer, so a
+/// sample without a newline showed nothing for a kilobyte, and a closed pipe was noticed only at
+/// the next flush of that buffer. The binary's side: `pipes_and_write_errors`.
+#[test]
+fn samples_are_flushed_character_by_character() {
+    use clap::Parser;
+    let dir = tmp("flush");
+    let run = dir.join("run");
+    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let ck = s(&run.join("model.safetensors"));
+    let cli = charlm::cli::Cli::try_parse_from([
+        "charlm",
+        "sample",
+        "--checkpoint",
+        &ck,
+        "--prime",
+        "A ",
+        "--length",
+        "200",
+    ])
+    .unwrap();
+    let mut rec = Recorder::default();
+    charlm::cli::run(&cli.command, &mut rec).unwrap();
+    let text = String::from_utf8(rec.bytes.clone()).unwrap();
+    assert_eq!(text.chars().count(), 2 + 200 + 1, "{text:?}");
+    // A flush after the prime and after each character: the boundaries of every character.
+    // (The last boundary is that of the closing newline, flushed once more after it.)
+    let mut boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).skip(2).collect();
+    boundaries.push(text.len());
+    assert_eq!(rec.flushes, boundaries, "{text:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// No leftovers: the temporary files killed runs leave (a model or state being written, a
 /// pending state without its model, a plot) are removed by the next run in the directory,
 /// resumed or fresh. Before: they stayed forever.
