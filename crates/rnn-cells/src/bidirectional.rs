@@ -263,6 +263,12 @@ where
     ) {
         self.backward_both(x, cache, d_out, d_final, grads, d_x, false);
     }
+
+    fn freeze_weights(&self, cache: &mut Self::Cache) {
+        let [f, r] = &mut cache.caches;
+        self.params.forward.freeze_weights(f);
+        self.params.reverse.freeze_weights(r);
+    }
 }
 
 impl<C> Bidirectional<C> {

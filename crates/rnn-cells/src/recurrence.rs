@@ -152,6 +152,17 @@ pub trait Recurrence<T: Scalar> {
         d_x: Option<&mut Mat<T>>,
     ) -> Self::State;
 
+    /// Promises that this model's parameters will not change for as long as `cache` is used
+    /// with it (a [`Stream`](crate::Stream), which owns both and lends the model out only
+    /// immutably, calls it). A layer's batch-1 route keeps `W_hh` packed in the cache and
+    /// otherwise compares it with the weights on every call, which reads them once (as much as
+    /// one step's product); with the promise it skips the comparison and takes the route for
+    /// single steps too. Changing the parameters afterwards and reusing the cache gives results
+    /// from the old weights. The default does nothing.
+    fn freeze_weights(&self, cache: &mut Self::Cache) {
+        let _ = cache;
+    }
+
     /// [`Recurrence::backward`] for an initial state that needs no gradient (a detached state:
     /// the zero state, or the state carried into a truncated-BPTT window; PyTorch's
     /// `requires_grad=False`). Parameter and input gradients are the same; the cells skip the

@@ -483,4 +483,10 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
     ) {
         self.backward_layers(x, cache, d_out, d_final, grads, d_x, false);
     }
+
+    fn freeze_weights(&self, cache: &mut Self::Cache) {
+        let layers = &self.params.layers;
+        cache.layers.resize_with(layers.len(), C::Cache::default);
+        layers.iter().zip(&mut cache.layers).for_each(|(l, c)| l.freeze_weights(c));
+    }
 }

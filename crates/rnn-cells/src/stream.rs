@@ -34,7 +34,10 @@ impl<T: Scalar, M: Recurrence<T>> Stream<T, M> {
             return Err(CellError::InvalidConfig("a stream needs a batch of at least 1".into()));
         }
         let state = model.zero_state(batch);
-        Ok(Self { next: state.clone(), state, batch, cache: M::Cache::default(), model })
+        // The stream owns the model and lends it out immutably: its weights cannot change.
+        let mut cache = M::Cache::default();
+        model.freeze_weights(&mut cache);
+        Ok(Self { next: state.clone(), state, batch, cache, model })
     }
 
     /// Feeds the next steps: `x` holds `k·B` columns (`k ≥ 1` steps of the `B` sequences, step

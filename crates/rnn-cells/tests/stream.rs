@@ -132,3 +132,29 @@ fn bad_input_is_an_error_and_leaves_the_state() {
     assert_eq!(s.state(), &before);
     assert!(Stream::new(GruConfig::new(4, 6).build::<f32>(&mut rng).unwrap(), 0).is_err());
 }
+
+/// A stream's cache is frozen (`freeze_weights`: its model cannot change), so at batch 1 each
+/// step takes the packed batch-1 route; an unfrozen layer's single steps take the general loop.
+/// Both sum every value in the same order: the outputs are the same bits.
+#[test]
+fn frozen_single_steps_are_the_general_loops_bits() {
+    let mut rng = Rng::seed_from(4);
+    let lstm = LstmConfig::new(24, 256).build::<f32>(&mut rng).unwrap();
+    let gru = GruConfig::new(24, 96).build::<f32>(&mut rng).unwrap();
+    fn check<M: Recurrence<f32> + Clone>(model: M, name: &str) {
+        let mut rng = Rng::seed_from(6);
+        let mut stream = Stream::new(model.clone(), 1).unwrap();
+        let mut state = model.zero_state(1);
+        for t in 0..6 {
+            let x = random::<f32>(model.input_size(), 1, &mut rng);
+            let got = stream.step(SeqInput::Dense(&x)).unwrap().clone();
+            let mut cache = M::Cache::default();
+            state = model.forward(SeqInput::Dense(&x), 1, &state, &mut cache);
+            let want = model.outputs(&cache);
+            let same = got.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{name}: step {t} differs between the frozen stream and a fresh cache");
+        }
+    }
+    check(lstm, "LSTM 256");
+    check(gru, "GRU 96");
+}

@@ -220,6 +220,9 @@ pub struct LayerCache<T: Scalar> {
     w_ih_t: Mat<T>,
     w_ih_t_packed: PackedLhs<T>,
     b1: batch1::Scratch<T>,
+    /// Set by [`Recurrence::freeze_weights`]: the batch-1 route trusts its packing of `W_hh`
+    /// (no comparison with the weights per call) and takes single steps too.
+    frozen: bool,
     /// The last forward's per-sample lengths and the buffers of their loops (`lengths.rs`).
     var: lengths::Lengths<T>,
 }
@@ -754,7 +757,10 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         if steps > 0 {
             // P = W_ih · X for every step at once (or the gather of W_ih columns).
             project_input(&self.params.weight_ih, x, &mut cache.gates);
-            if batch == 1 && steps > 1 && batch1::available::<T>() && self.params.weight_hr.is_none() {
+            // Batch 1 takes the packed GEMV for a sequence, or for one step once its packing is
+            // kept across calls (frozen weights: streaming).
+            let packed_pays = steps > 1 || cache.frozen;
+            if batch == 1 && packed_pays && batch1::available::<T>() && self.params.weight_hr.is_none() {
                 batch1::forward(self, steps, cache);
             } else {
                 self.forward_loop(steps, cache);
@@ -813,6 +819,10 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         let mut d_h0 = d_final.clone();
         self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(&mut d_h0));
         d_h0
+    }
+
+    fn freeze_weights(&self, cache: &mut LayerCache<T>) {
+        cache.frozen = true;
     }
 
     fn backward_detached(
