@@ -18,7 +18,9 @@
 
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Scalar, Trans};
 
-use super::ops::{add_column_sums, ensure_shape, input_backward, project_input, StepWeight};
+use super::ops::{
+    add_column_sums, ensure_shape, input_backward, project_input, weight_grad_product, StepWeight,
+};
 use super::{interleave, write_state, BackwardStep, Cell, ForwardStep, Layer, LayerCache, Order};
 use crate::{CellError, Recurrence, RecurrentParams, RecurrentState, SeqInput};
 
@@ -395,9 +397,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             gemm(T::ONE, &dhs, Trans::No, &cache.m, Trans::Yes, T::ONE, dw);
         }
         cache.dhs = dhs;
+        // dA packed once for the products that read it (dW_hh, dW_ih, and d_x in place), instead
+        // of each packing it.
+        let mut da_packed = std::mem::take(&mut cache.da_packed);
+        let dap = (matches!(x, SeqInput::Dense(_)) && {
+            da_packed.pack(&da, Trans::No);
+            da_packed.is_strips()
+        })
+        .then_some(&da_packed);
         // dW_hh += Σ_t dv_t · hprev_tᵀ, over the real steps at once
-        let op = if C::HIDDEN_APART { &dv } else { &da };
-        gemm(T::ONE, op, Trans::No, &cache.var.hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+        if C::HIDDEN_APART {
+            gemm(T::ONE, &dv, Trans::No, &cache.var.hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+        } else {
+            weight_grad_product(&da, dap, 0, &cache.var.hprev_all, &mut grads.weight_hh);
+        }
         // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             if C::HIDDEN_APART {
@@ -418,7 +431,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             &self.params.weight_ih,
             xs,
             &da,
-            None,
+            dap,
             &mut grads.weight_ih,
             want_dx.then_some(&mut var.d_x),
             w_ih_t,
@@ -435,5 +448,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         }
         cache.da = da;
         cache.dv = dv;
+        cache.da_packed = da_packed;
     }
 }
