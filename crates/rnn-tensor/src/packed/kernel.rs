@@ -1,5 +1,5 @@
 //! The f32 GEMM: `C = alpha·A·B + beta·C` with `A` in strips of [`MR`] rows, on AVX-512 or, where
-//! AVX-512 is absent or capped ([`simd::gemm_level`]), AVX2 with FMA (`avx2.rs`): the same strips,
+//! AVX-512 is absent or capped ([`gemm_level`](crate::simd::gemm_level)), AVX2 with FMA (`avx2.rs`): the same strips,
 //! the same loop nest and the same arithmetic, so both give the same bits.
 //!
 //! The AVX-512 micro-kernel keeps a `32 × N` block of `C` (`N ≤ NR`) in `2·N` zmm registers and adds

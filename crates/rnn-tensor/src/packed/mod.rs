@@ -11,7 +11,7 @@
 //! packs `op(A)` once; [`gemm_packed`] then reads it as is.
 //!
 //! Layout (f32 on CPUs with AVX-512, or AVX2 and FMA, within the cap of
-//! [`simd::max_level`](crate::simd::max_level)): strips of [`MR`] rows, the last one zero-padded;
+//! [`simd::max_level`]): strips of [`MR`] rows, the last one zero-padded;
 //! strip `s` is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`, starting on a
 //! 64-byte boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use
 //! [`gemm`]. The layout is chosen when packing, the kernel when multiplying (once per call): the
@@ -65,8 +65,8 @@ pub(crate) fn f32_kernel<T: Scalar>() -> Option<Level> {
     }
 }
 
-/// `p` as the `f32` pointer it is: for the strip layout and the AVX-512 routes, which exist only
-/// for `T = f32` ([`f32_avx512`]).
+/// `p` as the `f32` pointer it is: for the strip layout and the kernels' routes, which exist only
+/// for `T = f32` ([`f32_kernel`]).
 ///
 /// # Panics
 /// If `T` is not `f32` (a route taken for the wrong type: a bug, not a user error).
