@@ -24,9 +24,10 @@
 //!   (`rnn_tensor::simd::set_max_level`: the f32 GEMM's micro-kernel, the batch-1 strip GEMV, the
 //!   AVX2 and AVX-512 builds of the gate loops; the environment variable `RNN_MAX_SIMD` does the
 //!   same), so that a machine with AVX-512 measures what one with AVX2 and FMA runs. With
-//!   `--compare`, PyTorch is restricted likewise: `ATEN_CPU_CAPABILITY` (`avx2` or `default`) and
-//!   `MKL_ENABLE_INSTRUCTIONS` (`AVX2` or `SSE4_2`) in torch_ref.py's environment (no
-//!   restriction for `avx512`). matrixmultiply, which f64 products and the `mmul` column of
+//!   `--compare`, PyTorch is restricted likewise: `ATEN_CPU_CAPABILITY` (`avx2` or `default`),
+//!   `MKL_ENABLE_INSTRUCTIONS` (`AVX2` or `SSE4_2`) and `ONEDNN_MAX_CPU_ISA` (`AVX2` or `SSE41`:
+//!   oneDNN runs PyTorch's LSTM and GRU layers and ignores the other two) in torch_ref.py's
+//!   environment (no restriction for `avx512`). matrixmultiply, which f64 products and the `mmul` column of
 //!   `--gemm` use, picks its kernel from the CPU: the cap does not reach it.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
@@ -353,15 +354,18 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             let ours = run_child(ours, "bench_table");
             let mut torch = std::process::Command::new(&python);
             torch.arg(script).arg(threads.to_string()).args(names);
-            // PyTorch restricted like ours: its own kernels (ATen) and MKL's.
-            match cap {
-                Some(Level::Avx2) => {
-                    torch.env("ATEN_CPU_CAPABILITY", "avx2").env("MKL_ENABLE_INSTRUCTIONS", "AVX2");
-                }
-                Some(Level::Baseline) => {
-                    torch.env("ATEN_CPU_CAPABILITY", "default").env("MKL_ENABLE_INSTRUCTIONS", "SSE4_2");
-                }
-                _ => {}
+            // PyTorch restricted like ours: its own kernels (ATen), MKL's, and oneDNN's, which
+            // runs its LSTM and GRU layers and reads neither of the others' variables.
+            let isa = match cap {
+                Some(Level::Avx2) => Some(("avx2", "AVX2", "AVX2")),
+                Some(Level::Baseline) => Some(("default", "SSE4_2", "SSE41")),
+                _ => None,
+            };
+            if let Some((aten, mkl, onednn)) = isa {
+                torch
+                    .env("ATEN_CPU_CAPABILITY", aten)
+                    .env("MKL_ENABLE_INSTRUCTIONS", mkl)
+                    .env("ONEDNN_MAX_CPU_ISA", onednn);
             }
             let torch = run_child(torch, &format!("{python} {script} (needs torch: pip install torch)"));
             for (name, t) in &torch {
