@@ -21,8 +21,8 @@
 //!   program sets it to `N` unless it is set in the environment already). Results are
 //!   bit-identical for any thread count: every part is computed as it would be on one thread.
 //! - `--max-simd avx2|avx512|portable`: caps every kernel of the library for the run
-//!   (`rnn_tensor::simd::set_max_level`: the f32 GEMM's micro-kernel, the batch-1 strip GEMV, the
-//!   AVX2 and AVX-512 builds of the gate loops; the environment variable `RNN_MAX_SIMD` does the
+//!   (`rnn_tensor::simd::set_max_level`: the f32 GEMM's micro-kernel, the batch-1 strip GEMV's
+//!   kernel, the AVX2 and AVX-512 builds of the gate loops; the environment variable `RNN_MAX_SIMD` does the
 //!   same), so that a machine with AVX-512 measures what one with AVX2 and FMA runs. With
 //!   `--compare`, PyTorch is restricted likewise: `ATEN_CPU_CAPABILITY` (`avx2` or `default`),
 //!   `MKL_ENABLE_INSTRUCTIONS` (`AVX2` or `SSE4_2`) and `ONEDNN_MAX_CPU_ISA` (`AVX2` or `SSE41`:

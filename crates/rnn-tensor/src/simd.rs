@@ -13,8 +13,8 @@
 //!
 //! **The cap.** [`max_level`] caps every kernel of the crate, not only these loops: the f32
 //! GEMM's micro-kernel (AVX-512, else AVX2 with FMA, else the column-major copy and
-//! matrixmultiply), the batch-1 strip GEMV ([`PackedRows::available`](crate::PackedRows) is
-//! false below AVX-512) and the AVX2 builds of the small-product loops. It starts as
+//! matrixmultiply), the batch-1 strip GEMV (its AVX-512 kernel, else its AVX2 build;
+//! [`PackedRows::available`](crate::PackedRows) is false under `portable`) and the AVX2 builds of the small-product loops. It starts as
 //! [`SIMD_ENV`] says (`RNN_MAX_SIMD=avx512|avx2|portable`, read once, at the first product;
 //! unset: no cap) and [`set_max_level`] changes it at run time, so that a machine with AVX-512
 //! can measure and test what a laptop with AVX2 runs. A program calls [`check_simd_env`] at
