@@ -10,16 +10,25 @@
 //! before the case was built.
 //!
 //! ```text
-//! cargo run --release --example bench_table -- [--threads N] [CASE ...]
-//! cargo run --release --example bench_table -- --gemm [--threads N]
+//! cargo run --release --example bench_table -- [--threads N] [--max-simd LEVEL] [CASE ...]
+//! cargo run --release --example bench_table -- --gemm [--threads N] [--max-simd LEVEL]
 //! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
 //! ```
 //!
 //! - `--threads N` (1 or 2): the threads of the library's pool (`rnn_tensor::parallel`: the f32
-//!   products on AVX-512 CPUs and the recurrent layers' time loops, split by batch columns) and
+//!   products on CPUs with AVX-512 or AVX2 and the recurrent layers' time loops, split by batch columns) and
 //!   of matrixmultiply (it reads `MATMUL_NUM_THREADS` once, before its first product; this
 //!   program sets it to `N` unless it is set in the environment already). Results are
 //!   bit-identical for any thread count: every part is computed as it would be on one thread.
+//! - `--max-simd avx2|avx512|portable`: caps every kernel of the library for the run
+//!   (`rnn_tensor::simd::set_max_level`: the f32 GEMM's micro-kernel, the batch-1 strip GEMV's
+//!   kernel, the AVX2 and AVX-512 builds of the gate loops; the environment variable `RNN_MAX_SIMD` does the
+//!   same), so that a machine with AVX-512 measures what one with AVX2 and FMA runs. With
+//!   `--compare`, PyTorch is restricted likewise: `ATEN_CPU_CAPABILITY` (`avx2` or `default`),
+//!   `MKL_ENABLE_INSTRUCTIONS` (`AVX2` or `SSE4_2`) and `ONEDNN_MAX_CPU_ISA` (`AVX2` or `SSE41`:
+//!   oneDNN runs PyTorch's LSTM and GRU layers and ignores the other two) in torch_ref.py's
+//!   environment (no restriction for `avx512`). matrixmultiply, which f64 products and the `mmul` column of
+//!   `--gemm` use, picks its kernel from the CPU: the cap does not reach it.
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
 //!   torch_ref.py, so not for the table).
@@ -46,6 +55,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+use rnn::tensor::simd::{self, Level};
 use rnn::tensor::{gemm, gemm_flops, gemm_packed, parallel, Mat, PackedLhs, Rng, Scalar, Trans};
 
 /// The system allocator, counting live bytes, their peak, and allocations.
@@ -325,7 +335,7 @@ fn run_child(mut cmd: std::process::Command, what: &str) -> HashMap<String, f64>
 }
 
 /// `--compare ROUNDS`: interleaved rounds of ours and PyTorch's (see the module docs).
-fn compare(rounds: usize, names: &[String]) {
+fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     let exe = std::env::current_exe().unwrap_or_else(|e| {
         eprintln!("cannot find this program's path: {e}");
         std::process::exit(1)
@@ -338,9 +348,25 @@ fn compare(rounds: usize, names: &[String]) {
         for threads in [1usize, 2] {
             let mut ours = std::process::Command::new(&exe);
             ours.arg("--threads").arg(threads.to_string()).args(names);
+            if let Some(cap) = cap {
+                ours.arg("--max-simd").arg(cap.name());
+            }
             let ours = run_child(ours, "bench_table");
             let mut torch = std::process::Command::new(&python);
             torch.arg(script).arg(threads.to_string()).args(names);
+            // PyTorch restricted like ours: its own kernels (ATen), MKL's, and oneDNN's, which
+            // runs its LSTM and GRU layers and reads neither of the others' variables.
+            let isa = match cap {
+                Some(Level::Avx2) => Some(("avx2", "AVX2", "AVX2")),
+                Some(Level::Baseline) => Some(("default", "SSE4_2", "SSE41")),
+                _ => None,
+            };
+            if let Some((aten, mkl, onednn)) = isa {
+                torch
+                    .env("ATEN_CPU_CAPABILITY", aten)
+                    .env("MKL_ENABLE_INSTRUCTIONS", mkl)
+                    .env("ONEDNN_MAX_CPU_ISA", onednn);
+            }
             let torch = run_child(torch, &format!("{python} {script} (needs torch: pip install torch)"));
             for (name, t) in &torch {
                 if let Some(o) = ours.get(name) {
@@ -376,6 +402,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = 1usize;
     let (mut gemm_mode, mut names, mut table, mut compare_rounds) = (false, Vec::new(), None, None);
+    let mut max_simd: Option<Level> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -389,6 +416,13 @@ fn main() {
                     )
             }
             "--gemm" => gemm_mode = true,
+            "--max-simd" => {
+                let v = it.next().unwrap_or_default();
+                max_simd = Some(Level::parse(&v).unwrap_or_else(|e| {
+                    eprintln!("--max-simd {e}");
+                    std::process::exit(2)
+                }));
+            }
             "--cpu-time" => CPU_TIME.store(1, Relaxed),
             "--digest" => DIGEST.store(1, Relaxed),
             "--table" => table = Some(it.by_ref().collect::<Vec<_>>()),
@@ -403,7 +437,7 @@ fn main() {
             }
             "--help" | "-h" => {
                 println!(
-                    "bench_table [--threads 1|2] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [CASE ...]"
+                    "bench_table [--threads 1|2] [--max-simd avx2|avx512|portable] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [--max-simd LEVEL] [CASE ...]"
                 );
                 return;
             }
@@ -422,10 +456,19 @@ fn main() {
         eprintln!("unknown case {bad}; the cases are {:?}", torch_cases::NAMES);
         std::process::exit(2);
     }
+    // The flag, else RNN_MAX_SIMD (checked here: the library ignores a bad value).
+    let max_simd = max_simd.or(simd::check_simd_env().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    }));
     if let Some(rounds) = compare_rounds {
-        compare(rounds, &names);
+        compare(rounds, &names, max_simd);
         return;
     }
+    if let Some(level) = max_simd {
+        simd::set_max_level(level);
+    }
+    eprintln!("kernels: {:?} (gate loops {:?})", simd::gemm_level(), simd::level());
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     // An explicit MATMUL_NUM_THREADS in the environment is kept (to compare splits).
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {

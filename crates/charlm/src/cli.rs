@@ -724,8 +724,10 @@ macro_rules! with_model {
 }
 
 /// Sets the library's thread count from `--threads`, else `RNN_NUM_THREADS`, after checking
-/// both thread variables (`MATMUL_NUM_THREADS` too): a bad value is an error naming it.
+/// both thread variables (`MATMUL_NUM_THREADS` too) and the kernels' cap (`RNN_MAX_SIMD`, which
+/// the library applies itself): a bad value is an error naming it.
 pub fn apply_threads(flag: Option<usize>) -> Result<(), CharLmError> {
+    rnn_tensor::simd::check_simd_env().map_err(CharLmError::Environment)?;
     let env = rnn_tensor::parallel::check_thread_env().map_err(CharLmError::Environment)?;
     if let Some(n) = flag.or(env) {
         rnn_tensor::parallel::set_num_threads(n);

@@ -42,7 +42,7 @@ pub enum CharLmError {
     /// quietly.
     #[error("the reader of standard output went away")]
     OutputClosed,
-    /// A setting from the environment (`RNN_NUM_THREADS`, `MATMUL_NUM_THREADS`).
+    /// A setting from the environment (`RNN_NUM_THREADS`, `MATMUL_NUM_THREADS`, `RNN_MAX_SIMD`).
     #[error("{0}")]
     Environment(String),
     /// A command-line option or configuration value out of range.

@@ -107,7 +107,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// Thread settings: `RNN_NUM_THREADS` and `MATMUL_NUM_THREADS` are checked like `--threads`
-/// (1..=256), for every command. Before: `abc` and `0` were ignored, a huge value panicked.
+/// (1..=256), and the kernels' cap `RNN_MAX_SIMD` against its three values, for every command. Before: `abc` and `0` were ignored, a huge value panicked.
 #[test]
 fn thread_variables_are_checked_like_the_flag() {
     let dir = tmp("threads");
@@ -121,6 +121,7 @@ fn thread_variables_are_checked_like_the_flag() {
         ("MATMUL_NUM_THREADS", "two", "MATMUL_NUM_THREADS must be a whole number in 1..=256"),
         ("MATMUL_NUM_THREADS", "0", "MATMUL_NUM_THREADS must be in 1..=256, got 0"),
         ("MATMUL_NUM_THREADS", "99999999999999999999999", "MATMUL_NUM_THREADS must be in 1..=256"),
+        ("RNN_MAX_SIMD", "avx3", "RNN_MAX_SIMD must be avx512, avx2 or portable, got \"avx3\""),
     ];
     for (var, value, want) in cases {
         let commands = [
@@ -137,7 +138,13 @@ fn thread_variables_are_checked_like_the_flag() {
     }
     // Valid values (and an empty one, which is unset) still work; --threads wins over the
     // variable.
-    for (var, value) in [("RNN_NUM_THREADS", "2"), ("MATMUL_NUM_THREADS", "256"), ("RNN_NUM_THREADS", "")] {
+    for (var, value) in [
+        ("RNN_NUM_THREADS", "2"),
+        ("MATMUL_NUM_THREADS", "256"),
+        ("RNN_NUM_THREADS", ""),
+        ("RNN_MAX_SIMD", "avx2"),
+        ("RNN_MAX_SIMD", "portable"),
+    ] {
         let out = Command::new(bin())
             .args(["sample", "--checkpoint", &ck, "--length", "5"])
             .env(var, value)

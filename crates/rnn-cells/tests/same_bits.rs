@@ -12,8 +12,14 @@
 //! PyTorch elsewhere.
 //!
 //! Builds: the pointwise gate loops run in an AVX-512, AVX2 or baseline build, picked at run
-//! time; without FMA contraction all three give the same bits. On a CPU without AVX-512 (or
-//! AVX2) the capped and uncapped runs take the same build and the test compares less.
+//! time; without FMA contraction all three give the same bits. The f32 products run on the
+//! AVX-512 or the AVX2 kernel (the same bits), or under the `portable` cap on matrixmultiply
+//! (other bits): so f32 layers are compared across the AVX-512 and AVX2 caps, f64 layers (whose
+//! products never depend on the cap) across all three. On a CPU without AVX-512 (or AVX2) the
+//! capped and uncapped runs take the same build and the test compares less. The cap is global:
+//! the test that sets it holds [`CAP`] for writing, the others for reading.
+
+use std::sync::{RwLock, RwLockReadGuard};
 
 use rnn_cells::{GruConfig, LstmConfig, Recurrence, RecurrentState, RnnConfig, SeqInput};
 use rnn_tensor::simd::{self, Level};
@@ -23,6 +29,14 @@ const I: usize = 24;
 const H: usize = 64;
 const B: usize = 40;
 const T: usize = 5;
+
+/// Held for writing by the test that changes `simd::set_max_level`, for reading by the others
+/// (a `portable` cap changes the bits of f32 products under them).
+static CAP: RwLock<()> = RwLock::new(());
+
+fn cap_unchanged() -> RwLockReadGuard<'static, ()> {
+    CAP.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn random<S: Scalar>(rows: usize, cols: usize, rng: &mut Rng) -> Mat<S> {
     Mat::from_fn(rows, cols, |_, _| S::cast(rng.uniform(-1.0, 1.0)))
@@ -66,6 +80,7 @@ fn run<S: Scalar, C: Recurrence<S>>(cell: &C, threads: usize) -> Vec<u64> {
 }
 
 fn same_bits_for_any_thread_count<S: Scalar, C: Recurrence<S>>(cell: &C, name: &str) {
+    let _cap = cap_unchanged();
     let one = run(cell, 1);
     for threads in [2, 3] {
         assert!(run(cell, threads) == one, "{name}: {threads} threads differ from one");
@@ -122,21 +137,33 @@ fn bidirectional_is_bit_identical() {
     same_bits_for_any_thread_count(&gru, "bidirectional 2-layer GRU f64");
 }
 
-/// LSTM, GRU and RNN (tanh) in f32 with H = 37 (so the vector loops have ragged tails): the
-/// AVX-512, AVX2 and baseline builds of the gate loops give the same bits.
+/// LSTM, GRU and RNN (tanh) with H = 37 (so the vector loops have ragged tails): in f64 the
+/// AVX-512, AVX2 and baseline builds of the gate loops give the same bits; in f32 the AVX-512
+/// and AVX2 caps (gate loops and the products' kernels) do, on one thread and on two. H = 160
+/// as a second size: strips with a ragged last one, panels and `k` past one 256 block in the
+/// backward products.
 #[test]
 fn simd_builds_are_bit_identical() {
-    fn runs<C: Recurrence<f32>>(cell: &C, name: &str) {
-        simd::set_max_level(Level::Baseline);
-        let base = run(cell, 1);
-        for level in [Level::Avx2, Level::Avx512] {
+    fn runs<S: Scalar, C: Recurrence<S>>(cell: &C, name: &str, levels: &[Level]) {
+        simd::set_max_level(levels[0]);
+        let first = run(cell, 1);
+        for &level in &levels[1..] {
             simd::set_max_level(level);
-            assert!(run(cell, 1) == base, "{name}: the {level:?} build differs from the baseline");
+            assert!(run(cell, 1) == first, "{name}: the {level:?} build differs from the {:?}", levels[0]);
+            assert!(run(cell, 2) == first, "{name}: the {level:?} build on 2 threads differs");
         }
     }
+    let _cap = CAP.write().unwrap_or_else(|e| e.into_inner());
+    let all = [Level::Baseline, Level::Avx2, Level::Avx512];
+    let kernels = [Level::Avx512, Level::Avx2];
     let mut rng = Rng::seed_from(4);
-    runs(&LstmConfig::new(I, 37).build::<f32>(&mut rng).unwrap(), "LSTM");
-    runs(&GruConfig::new(I, 37).build::<f32>(&mut rng).unwrap(), "GRU");
-    runs(&RnnConfig::new(I, 37).build::<f32>(&mut rng).unwrap(), "RNN");
+    for h in [37, 160] {
+        runs(&LstmConfig::new(I, h).build::<f64>(&mut rng).unwrap(), &format!("LSTM {h} f64"), &all);
+        runs(&LstmConfig::new(I, h).build::<f32>(&mut rng).unwrap(), &format!("LSTM {h} f32"), &kernels);
+        runs(&GruConfig::new(I, h).build::<f64>(&mut rng).unwrap(), &format!("GRU {h} f64"), &all);
+        runs(&GruConfig::new(I, h).build::<f32>(&mut rng).unwrap(), &format!("GRU {h} f32"), &kernels);
+        runs(&RnnConfig::new(I, h).build::<f64>(&mut rng).unwrap(), &format!("RNN {h} f64"), &all);
+        runs(&RnnConfig::new(I, h).build::<f32>(&mut rng).unwrap(), &format!("RNN {h} f32"), &kernels);
+    }
     simd::set_max_level(Level::Avx512);
 }

@@ -5,10 +5,12 @@
 //! machine). [`gemm`] reads the strides of any nalgebra matrix or view, so `op(A) = A^T` is free,
 //! and sends one-column products to a GEMV written for column-major data.
 //!
-//! The other products go, for f32 on CPUs with AVX-512, to the FMA kernel of `packed` (both
-//! operands packed per call into thread-local buffers, large products split across
-//! [`parallel`](crate::parallel)'s threads, the same bits for any split); otherwise small ones
-//! to a vectorised loop and the rest to matrixmultiply.
+//! The other products go, for f32 on CPUs with AVX-512 or with AVX2 and FMA (within the cap of
+//! [`simd::max_level`](crate::simd::max_level)), to the FMA kernels of `packed` (both operands
+//! packed per call into thread-local buffers, large products split across
+//! [`parallel`](crate::parallel)'s threads, the same bits for any split and for either kernel);
+//! otherwise small ones to a vectorised loop and the rest to matrixmultiply (which chooses its
+//! own kernel from the CPU: the cap does not reach it).
 
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
@@ -138,8 +140,8 @@ pub fn gemm<T, SA, SB, SC>(
     };
     // SAFETY (all three routes): shapes and strides were read from live nalgebra storage; C is
     // borrowed mutably, so it cannot alias A or B.
-    // f32 on AVX-512: the kernel of `packed`, faster than the two below at every size (at
-    // 32×32×32 it runs at 140 GFLOP/s, gemm_small at 40).
+    // f32 on AVX-512 or AVX2 + FMA: the kernels of `packed`, faster than the two below at every
+    // size (AVX-512 at 32×32×32: 140 GFLOP/s, gemm_small 40).
     if unsafe { crate::packed::gemm_strided(raw) } {
         return;
     }
@@ -162,7 +164,7 @@ fn scale<T: Scalar, SC: RawStorageMut<T, Dyn, Dyn>>(c: &mut Matrix<T, Dyn, Dyn, 
 }
 
 /// Compiles a small-product kernel twice, as is and with AVX2 enabled, and picks the AVX2
-/// build at run time when the CPU has it (the check is a cached load). FMA is deliberately not
+/// build at run time when the CPU has it and the cap allows it (the checks are cached loads). FMA is deliberately not
 /// enabled: every lane then performs the same multiplies and adds in the same order as the
 /// baseline build, so results are bit-identical whichever build runs.
 macro_rules! avx2_dispatch {
@@ -170,7 +172,7 @@ macro_rules! avx2_dispatch {
         $(#[$doc])*
         unsafe fn $name<T: Scalar>($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if crate::simd::level() >= crate::simd::Level::Avx2 {
                 // SAFETY: the CPU supports AVX2; the rest is the caller's contract.
                 return unsafe { $avx2($($arg),*) };
             }

@@ -1,4 +1,4 @@
-//! Run-time selection of an AVX-512 or AVX2 build for the pointwise loops.
+//! Run-time selection of an AVX-512 or AVX2 build, and the one cap on every kernel.
 //!
 //! [`dispatch_avx2!`](crate::dispatch_avx2) wraps a (safe, `#[inline(always)]`) loop function in
 //! a function of the same signature that runs a copy compiled with AVX-512 (`avx512f`, `bw`,
@@ -10,9 +10,22 @@
 //! Every build performs the same operations in the same order and gives the same bits: Rust
 //! never contracts `a*b + c` into a fused multiply-add (even where the AVX-512 build could), and
 //! the loops use no horizontal reductions whose order would depend on the vector width.
-//! [`set_max_level`] caps the build used, so tests can compare them.
+//!
+//! **The cap.** [`max_level`] caps every kernel of the crate, not only these loops: the f32
+//! GEMM's micro-kernel (AVX-512, else AVX2 with FMA, else the column-major copy and
+//! matrixmultiply), the batch-1 strip GEMV (its AVX-512 kernel, else its AVX2 build;
+//! [`PackedRows::available`](crate::PackedRows) is false under `portable`) and the AVX2 builds of the small-product loops. It starts as
+//! [`SIMD_ENV`] says (`RNN_MAX_SIMD=avx512|avx2|portable`, read once, at the first product;
+//! unset: no cap) and [`set_max_level`] changes it at run time, so that a machine with AVX-512
+//! can measure and test what a laptop with AVX2 runs. A program calls [`check_simd_env`] at
+//! start-up to report a bad value (the lazy read ignores it). Every top-level call reads the cap
+//! once and keeps its route to the end.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The environment variable that caps the kernels: `avx512` (no cap), `avx2` or `portable`
+/// (the baseline build; `baseline` is accepted too).
+pub const SIMD_ENV: &str = "RNN_MAX_SIMD";
 
 /// A build of the dispatched loops, by instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,29 +38,134 @@ pub enum Level {
     Avx512 = 2,
 }
 
-static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Avx512 as u8);
+impl Level {
+    /// Parses a level as [`SIMD_ENV`] spells it: `avx512`, `avx2`, `portable` or `baseline`
+    /// (case and surrounding spaces ignored). The error lists the allowed values.
+    pub fn parse(value: &str) -> Result<Level, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Ok(Level::Avx512),
+            "avx2" => Ok(Level::Avx2),
+            "portable" | "baseline" => Ok(Level::Baseline),
+            _ => Err(format!("must be avx512, avx2 or portable, got {value:?}")),
+        }
+    }
 
-/// Caps the build [`dispatch_avx2!`](crate::dispatch_avx2) functions use (default: the best the
-/// CPU has). For tests and measurements: every build gives the same results.
+    /// The level as [`SIMD_ENV`] spells it (`avx512`, `avx2`, `portable`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Baseline => "portable",
+        }
+    }
+}
+
+/// No cap read yet: [`max_level`] reads [`SIMD_ENV`] on its first call.
+const UNSET: u8 = u8::MAX;
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Caps the kernels (see the [module docs](crate::simd)) from now on, over [`SIMD_ENV`]. The
+/// gate loops give the same bits at every level; the f32 products the same bits at
+/// [`Level::Avx512`] and [`Level::Avx2`], other bits (matrixmultiply's) at [`Level::Baseline`].
+/// A [`PackedLhs`](crate::PackedLhs) packed under one cap may be used under another.
 pub fn set_max_level(level: Level) {
     MAX_LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// The cap set by [`set_max_level`].
+#[cfg(test)]
+thread_local! {
+    /// A further cap on this thread only, for the crate's tests: they compare the kernels
+    /// without changing the route of tests running beside them (a top-level call reads the cap
+    /// on its calling thread and hands the route to its parts).
+    pub(crate) static TEST_CAP: std::cell::Cell<Level> = const { std::cell::Cell::new(Level::Avx512) };
+}
+
+/// This thread's cap at a level until dropped (the crate's tests; see `TEST_CAP`).
+#[cfg(test)]
+pub(crate) struct TestCap(Level);
+
+#[cfg(test)]
+impl TestCap {
+    /// Caps this thread at `level`; the drop restores the cap before.
+    pub(crate) fn set(level: Level) -> TestCap {
+        TestCap(TEST_CAP.replace(level))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestCap {
+    fn drop(&mut self) {
+        TEST_CAP.set(self.0);
+    }
+}
+
+/// The cap: set by [`set_max_level`], else by [`SIMD_ENV`] (read once; a value that does not
+/// parse is ignored here, [`check_simd_env`] reports it), else [`Level::Avx512`] (no cap).
 pub fn max_level() -> Level {
+    #[cfg(test)]
+    return global_max_level().min(TEST_CAP.get());
+    #[cfg(not(test))]
+    global_max_level()
+}
+
+/// The cap of the whole process (see [`max_level`]).
+fn global_max_level() -> Level {
     match MAX_LEVEL.load(Ordering::Relaxed) {
         0 => Level::Baseline,
         1 => Level::Avx2,
+        UNSET => {
+            let level = check_simd_env().ok().flatten().unwrap_or(Level::Avx512);
+            // A concurrent `set_max_level` wins over the environment.
+            let _ = MAX_LEVEL.compare_exchange(UNSET, level as u8, Ordering::Relaxed, Ordering::Relaxed);
+            global_max_level()
+        }
         _ => Level::Avx512,
     }
+}
+
+/// Checks [`SIMD_ENV`] and returns the cap it sets: `Ok(None)` when it is unset or empty, an
+/// error naming the variable and the allowed values otherwise. A program calls this at start-up,
+/// so that a bad value is an error instead of being ignored.
+pub fn check_simd_env() -> Result<Option<Level>, String> {
+    match std::env::var(SIMD_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{SIMD_ENV} is not valid Unicode; set it to avx512, avx2 or portable or unset it"))
+        }
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Level::parse(&v)
+            .map(Some)
+            .map_err(|e| format!("{SIMD_ENV} {e}; set it to avx512, avx2 or portable or unset it")),
+    }
+}
+
+/// Which f32 GEMM micro-kernel runs now: [`Level::Avx512`] (AVX-512F), [`Level::Avx2`] (AVX2 and
+/// FMA) or [`Level::Baseline`] (neither: matrixmultiply), the best the CPU has within
+/// [`max_level`]. A top-level product reads it once.
+pub fn gemm_level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cap = max_level();
+        if cap >= Level::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
+            return Level::Avx512;
+        }
+        if cap >= Level::Avx2
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
 }
 
 /// The build a dispatched function runs now: the best the CPU has, within [`max_level`].
 pub fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
-        let cap = MAX_LEVEL.load(Ordering::Relaxed);
-        if cap >= Level::Avx512 as u8
+        let cap = max_level();
+        if cap >= Level::Avx512
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512dq")
@@ -55,7 +173,7 @@ pub fn level() -> Level {
         {
             return Level::Avx512;
         }
-        if cap >= Level::Avx2 as u8 && std::arch::is_x86_feature_detected!("avx2") {
+        if cap >= Level::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
             return Level::Avx2;
         }
     }
@@ -105,4 +223,40 @@ macro_rules! dispatch_avx2 {
             $imp($($arg),*)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The environment's spellings, and the one-line error for anything else.
+    #[test]
+    fn levels_parse() {
+        assert_eq!(Level::parse("avx512"), Ok(Level::Avx512));
+        assert_eq!(Level::parse(" AVX2 "), Ok(Level::Avx2));
+        assert_eq!(Level::parse("portable"), Ok(Level::Baseline));
+        assert_eq!(Level::parse("baseline"), Ok(Level::Baseline));
+        for level in [Level::Avx512, Level::Avx2, Level::Baseline] {
+            assert_eq!(Level::parse(level.name()), Ok(level));
+        }
+        for bad in ["", "sse2", "avx", "avx-512"] {
+            let e = Level::parse(bad).unwrap_err();
+            assert!(e.contains("avx512, avx2 or portable") && !e.contains('\n'), "{bad}: {e}");
+        }
+        // (The variable itself is checked in child processes: crates/charlm/tests/reliability.rs.)
+    }
+
+    /// This thread's test cap lowers the level the kernels see, and only here.
+    #[test]
+    fn test_cap_is_per_thread() {
+        {
+            let _cap = TestCap::set(Level::Avx2);
+            assert!(gemm_level() <= Level::Avx2 && level() <= Level::Avx2);
+            let other = std::thread::spawn(max_level).join().unwrap();
+            assert_eq!(other, global_max_level());
+            let _inner = TestCap::set(Level::Baseline);
+            assert_eq!(gemm_level(), Level::Baseline);
+        }
+        assert_eq!(max_level(), global_max_level());
+    }
 }

@@ -76,7 +76,9 @@ pub fn gemv_strips_f32_ordered(
         y.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    let level = crate::simd::gemm_level();
+    #[cfg(target_arch = "x86_64")]
+    if level == crate::simd::Level::Avx512 {
         // Prefetch into the caches, so that the matrix stays in L2 (or L3) from product to
         // product, unless the CPU keeps a large one better streamed non-temporally.
         let resident = !crate::cache::stream_non_temporal(4 * data.len());
@@ -89,6 +91,18 @@ pub fn gemv_strips_f32_ordered(
                 (false, false) => avx512::kernel::<true, false>(k, data, alpha, x, beta, y, reverse),
             }
         }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level == crate::simd::Level::Avx2 {
+        /// [`gemv_portable`] compiled with AVX2 (eight lanes per row block; no FMA, so the same
+        /// bits).
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(k: usize, data: &[f32], alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
+            gemv_portable(k, data, alpha, x, beta, y)
+        }
+        // SAFETY: `gemm_level` reports AVX2 only when the CPU has it.
+        unsafe { avx2(k, data, alpha, x, beta, y) };
         return;
     }
     gemv_portable(k, data, alpha, x, beta, y);
@@ -138,6 +152,7 @@ pub(crate) fn pack_rows(
 }
 
 /// The portable build of [`gemv_strips_f32`] (lengths already checked), same arithmetic.
+#[inline(always)]
 fn gemv_portable(k: usize, data: &[f32], alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
     const P: usize = 8;
     for (s, ys) in y.chunks_mut(MR).enumerate() {

@@ -1,6 +1,8 @@
-//! The f32 AVX-512 GEMM: `C = alpha·A·B + beta·C` with `A` in strips of [`MR`] rows.
+//! The f32 GEMM: `C = alpha·A·B + beta·C` with `A` in strips of [`MR`] rows, on AVX-512 or, where
+//! AVX-512 is absent or capped ([`gemm_level`](crate::simd::gemm_level)), AVX2 with FMA (`avx2.rs`): the same strips,
+//! the same loop nest and the same arithmetic, so both give the same bits.
 //!
-//! A micro-kernel keeps a `32 × N` block of `C` (`N ≤ NR`) in `2·N` zmm registers and adds
+//! The AVX-512 micro-kernel keeps a `32 × N` block of `C` (`N ≤ NR`) in `2·N` zmm registers and adds
 //! `A[:, p] ⊗ B[p, :]` for each `p` with one fused multiply-add per register: two 16-lane loads
 //! of the strip, `N` broadcasts of the packed `B` panel.
 //!
@@ -25,6 +27,9 @@
 //!
 //! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
 //! packed, against a 250 GFLOP/s FMA peak.
+//!
+//! Every entry point takes the [`Level`] of the kernel to run (AVX-512 or AVX2, never the
+//! baseline), read once by the top-level call, so that a call keeps one route to the end.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -32,6 +37,9 @@ use std::cell::RefCell;
 use super::MR;
 use crate::linalg::{RawGemm, Strided};
 use crate::parallel;
+use crate::simd::Level;
+
+mod avx2;
 
 /// Columns of `C` per micro-kernel call (`2·NR` accumulators plus two registers for `A`).
 pub(crate) const NR: usize = 12;
@@ -90,15 +98,15 @@ pub(crate) enum Lhs<'a> {
     Strided(Strided<*const f32>),
 }
 
-/// `C = alpha·A·B + beta·C` with the arithmetic described in the module docs.
+/// `C = alpha·A·B + beta·C` with the arithmetic described in the module docs, on the kernels of
+/// `level`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the pointers are valid for the shapes and strides; `C` does not alias
+/// The CPU has the features of `level` (AVX-512F, or AVX2 and FMA); the pointers are valid for the shapes and strides; `C` does not alias
 /// `A` or `B`; a `Strips` slice holds `(⌈m/MR⌉ - 1)·stride + MR·k` values. With `bsb > 0`,
 /// `B` is read in place from strips `bsb` apart: `B[p, j] = b.ptr[(p / MR)·bsb + j·b.cs + p % MR]`
 /// with `b.cs = MR` (the columns of a strip packing; `b.rs` is unused).
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
+unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
     debug_assert!(bsb == 0 || b.cs == MR as isize);
     let Strided { ptr: b, rs: rsb, cs: csb } = b;
@@ -135,9 +143,12 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                         // SAFETY: offset kb·MR is inside strip 0.
                         (unsafe { data.as_ptr().add(kb * MR) }, stride, MR, false)
                     }
-                    // Contiguous columns of A and few columns of B: read A in place (the kernel
-                    // masks rows past m); packing it would cost a sizeable part of the product.
-                    Lhs::Strided(Strided { ptr, rs: 1, cs }) if cs >= 0 && n <= DIRECT_MAX_N => {
+                    // Contiguous columns of A and few columns of B: read A in place (the AVX-512
+                    // kernel masks rows past m); packing it would cost a sizeable part of the
+                    // product.
+                    Lhs::Strided(Strided { ptr, rs: 1, cs })
+                        if cs >= 0 && n <= DIRECT_MAX_N && level == Level::Avx512 =>
+                    {
                         // SAFETY: column kb is inside A.
                         (unsafe { ptr.offset(kb as isize * cs) }, MR, cs as usize, true)
                     }
@@ -145,7 +156,7 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                     Lhs::Strided(Strided { ptr, rs, cs }) => {
                         let buf = abuf.get(strips * MR * kc);
                         // SAFETY: columns kb..kb+kc of A are inside it.
-                        unsafe { pack_strips(m, kc, ptr.offset(kb as isize * cs), rs, cs, buf) };
+                        unsafe { pack_strips(level, m, kc, ptr.offset(kb as isize * cs), rs, cs, buf) };
                         (buf.as_ptr(), MR * kc, MR, false)
                     }
                 };
@@ -160,7 +171,11 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                         let bpk = bbuf.get(nc.div_ceil(NR) * NR * kc);
                         // SAFETY: the block (kb.., jc..) of B is inside B.
                         unsafe {
-                            pack_b(kc, nc, b.offset(kb as isize * rsb + jc as isize * csb), rsb, csb, bpk)
+                            let at = b.offset(kb as isize * rsb + jc as isize * csb);
+                            match level {
+                                Level::Avx512 => pack_b(kc, nc, at, rsb, csb, bpk),
+                                _ => avx2::pack_b(kc, nc, at, rsb, csb, bpk),
+                            }
                         };
                         (bpk.as_ptr(), kc)
                     };
@@ -174,7 +189,7 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                                 // SAFETY: rows s0·MR.. and columns kb..kb+kc of A are inside it.
                                 unsafe {
                                     let at = ptr.offset((s0 * MR) as isize * rs + kb as isize * cs);
-                                    pack_strips(rows, kc, at, rs, cs, buf)
+                                    pack_strips(level, rows, kc, at, rs, cs, buf)
                                 };
                                 (buf.as_ptr(), s0)
                             }
@@ -187,6 +202,10 @@ pub(crate) unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                                 // SAFETY: strip s, panel j0/NR and the C block (s·MR.., jc+j0..)
                                 // are inside their buffers.
                                 unsafe {
+                                    let micro = match level {
+                                        Level::Avx512 => micro,
+                                        _ => avx2::micro,
+                                    };
                                     micro(
                                         w,
                                         kc,
@@ -241,14 +260,14 @@ unsafe impl<P> Sync for SendPtr<P> {}
 ///
 /// # Safety
 /// As [`gemm_f32`].
-pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
+pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
     // The micro-kernels compute `m` rounded up to strips, for each column.
     let (m, n) = (g.m, g.n);
     let flip = 10 * n.div_ceil(MR) * MR * m < 8 * m.div_ceil(MR) * MR * n;
     let g = if flip { RawGemm { m: n, n: m, a: g.b.t(), b: g.a.t(), c: g.c.t(), ..g } } else { g };
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
     // SAFETY: the caller's contract.
-    unsafe { gemm_parts(RawGemm { m, k, n, alpha, a: Lhs::Strided(a), b, beta, c }, 0) };
+    unsafe { gemm_parts(RawGemm { m, k, n, alpha, a: Lhs::Strided(a), b, beta, c }, 0, level) };
 }
 
 /// [`gemm_f32`], split across [`parallel::num_threads`] threads by strips of rows or panels of
@@ -256,7 +275,7 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>) {
 ///
 /// # Safety
 /// As [`gemm_f32`].
-pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
+pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
     let (m, k, n) = (g.m, g.k, g.n);
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
@@ -275,7 +294,7 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
             Lhs::Strips(data, stride) => Lhs::Strips(&data[rows.start / MR * stride..], stride),
         };
         // SAFETY: the block (rows, cols) of C and the matching rows of A and columns of B are
-        // inside them; the parts' blocks of C are disjoint. The caller checked AVX-512F.
+        // inside them; the parts' blocks of C are disjoint. The caller checked `level`.
         unsafe {
             gemm_f32(
                 RawGemm {
@@ -289,18 +308,42 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize) {
                     c: Strided { ptr: g.c.ptr.offset(i0 * g.c.rs + j0 * g.c.cs), ..g.c },
                 },
                 bsb,
+                level,
             )
         };
     });
 }
 
 /// Packs rows `0..m`, columns `0..k` of the matrix at `a` (strides `rs`, `cs`) into strips
-/// (`out[s·MR·k + p·MR + r] = A[s·MR + r, p]`, rows past `m` zero).
+/// (`out[s·MR·k + p·MR + r] = A[s·MR + r, p]`, rows past `m` zero), with the code of `level`.
 ///
 /// # Safety
-/// AVX-512F; `a` valid for the shape and strides; `out` holds `⌈m/MR⌉·MR·k` values.
+/// The CPU has the features of `level` (AVX-512F, or AVX2); `a` valid for the shape and
+/// strides; `out` holds `⌈m/MR⌉·MR·k` values.
+pub(crate) unsafe fn pack_strips(
+    level: Level,
+    m: usize,
+    k: usize,
+    a: *const f32,
+    rs: isize,
+    cs: isize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match level {
+            Level::Avx512 => pack_strips_avx512(m, k, a, rs, cs, out),
+            _ => avx2::pack_strips(m, k, a, rs, cs, out),
+        }
+    }
+}
+
+/// [`pack_strips`] with AVX-512.
+///
+/// # Safety
+/// AVX-512F; as [`pack_strips`].
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, cs: isize, out: &mut [f32]) {
+unsafe fn pack_strips_avx512(m: usize, k: usize, a: *const f32, rs: isize, cs: isize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), m.div_ceil(MR) * MR * k);
     if k == 0 {
         return;
@@ -354,13 +397,24 @@ pub(crate) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, c
                 }
             }
         } else {
-            for p in 0..k {
-                for r in 0..MR {
-                    strip[p * MR + r] =
-                        // SAFETY: (s·MR + r, p) is inside A.
-                        if r < rows { unsafe { *base.offset(r as isize * rs + p as isize * cs) } } else { 0.0 };
-                }
-            }
+            // SAFETY: rows s·MR.. of A; the strip holds MR·k values.
+            unsafe { pack_strip_any(rows, k, base, rs, cs, strip) };
+        }
+    }
+}
+
+/// One strip of [`pack_strips`], element by element (any strides): `strip[p·MR + r] = A[r, p]`
+/// for `r < rows`, zero below.
+///
+/// # Safety
+/// `a` valid for `rows × k` with the strides; `strip` holds `MR·k` values.
+#[inline(always)]
+unsafe fn pack_strip_any(rows: usize, k: usize, a: *const f32, rs: isize, cs: isize, strip: &mut [f32]) {
+    for p in 0..k {
+        for r in 0..MR {
+            strip[p * MR + r] =
+                // SAFETY: (r, p) is inside A.
+                if r < rows { unsafe { *a.offset(r as isize * rs + p as isize * cs) } } else { 0.0 };
         }
     }
 }
@@ -461,20 +515,31 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
                 };
             }
         } else {
-            for j in 0..w {
-                // SAFETY: column j0 + j of B.
-                let col = unsafe { b.offset((j0 + j) as isize * csb) };
-                for p in 0..kc {
-                    panel[p * w + j] = unsafe { *col.offset(p as isize * rsb) };
-                }
-            }
+            // SAFETY: columns j0..j0+w of B.
+            unsafe { pack_panel_any(kc, w, b.offset(j0 as isize * csb), rsb, csb, panel) };
+        }
+    }
+}
+
+/// One panel of [`pack_b`], element by element (any strides): `panel[p·w + j] = B[p, j]`.
+///
+/// # Safety
+/// `b` valid for `kc × w` with the strides; `panel` holds `kc·w` values.
+#[inline(always)]
+unsafe fn pack_panel_any(kc: usize, w: usize, b: *const f32, rsb: isize, csb: isize, panel: &mut [f32]) {
+    for j in 0..w {
+        // SAFETY: column j of B.
+        let col = unsafe { b.offset(j as isize * csb) };
+        for p in 0..kc {
+            // SAFETY: (p, j) is inside B.
+            panel[p * w + j] = unsafe { *col.offset(p as isize * rsb) };
         }
     }
 }
 
 /// How a micro-kernel's accumulators combine with `C`.
 #[derive(Clone, Copy)]
-enum Prev {
+pub(crate) enum Prev {
     /// The first `k` block: `c ← fma(alpha, acc, beta·c)` (`0` instead of `beta·c` when
     /// `beta = 0`).
     Beta(f32),
@@ -484,7 +549,7 @@ enum Prev {
 
 /// Where and how a micro-kernel writes its block of `C`.
 #[derive(Clone, Copy)]
-struct Out {
+pub(crate) struct Out {
     c: *mut f32,
     rsc: isize,
     csc: isize,
@@ -574,42 +639,26 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
     let mut lo = [_mm512_setzero_ps(); N];
     let mut hi = [_mm512_setzero_ps(); N];
     let mut ap = a;
-    // One step p: column p of the strip block, row p of B (`B[p, j]` at `bp + j·bj`); the
-    // pointers advance with wrapping arithmetic, as after the last step they may point past the
-    // operands, unread.
-    macro_rules! step {
-        ($bp:expr, $bj:expr) => {
-            // SAFETY: the loads read column p of the strip block (in place: only its first
-            // `rows` values, the masks) and row p of B.
-            unsafe {
-                let (a0, a1) = if IN_PLACE {
-                    (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
-                } else {
-                    (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
-                };
-                for j in 0..N {
-                    let bj = _mm512_set1_ps(*$bp.add(j * $bj));
-                    lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
-                    hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
-                }
-                ap = ap.wrapping_add(lda);
+    // One step p: column p of the strip block, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
+    // advances with wrapping arithmetic, as after the last step it may point past the strip,
+    // unread.
+    for_each_p(B_STRIPS, kc, b, N, bsb, |bp, bj| {
+        // SAFETY: the loads read column p of the strip block (in place: only its first `rows`
+        // values, the masks) and row p of B.
+        unsafe {
+            let (a0, a1) = if IN_PLACE {
+                (_mm512_maskz_loadu_ps(m0, ap), _mm512_maskz_loadu_ps(m1, ap.wrapping_add(16)))
+            } else {
+                (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
+            };
+            for j in 0..N {
+                let bj = _mm512_set1_ps(*bp.add(j * bj));
+                lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
+                hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
             }
-        };
-    }
-    if B_STRIPS {
-        // One loop over p (a loop over strips around one over rows kept the accumulators in
-        // memory).
-        for p in 0..kc {
-            let bp = b.wrapping_add(p / MR * bsb + p % MR);
-            step!(bp, MR);
         }
-    } else {
-        let mut bp = b;
-        for _ in 0..kc {
-            step!(bp, 1);
-            bp = bp.wrapping_add(N);
-        }
-    }
+        ap = ap.wrapping_add(lda);
+    });
     let alpha = _mm512_set1_ps(out.alpha);
     if out.rsc == 1 {
         for j in 0..N {
@@ -638,18 +687,57 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
                 _mm512_storeu_ps(tmp.as_mut_ptr(), lo[j]);
                 _mm512_storeu_ps(tmp.as_mut_ptr().add(16), hi[j]);
             }
-            for (i, &acc) in tmp.iter().enumerate().take(out.rows) {
-                // SAFETY: (i, j) is inside the block of C.
-                unsafe {
-                    let cp = out.c.offset(i as isize * out.rsc + j as isize * out.csc);
-                    let prev = match out.prev {
-                        Prev::Beta(0.0) => 0.0,
-                        Prev::Beta(beta) => beta * *cp,
-                        Prev::Acc => *cp,
-                    };
-                    *cp = out.alpha.mul_add(acc, prev);
-                }
-            }
+            // SAFETY: column j is inside the block of C.
+            unsafe { combine_column(&out, j, &tmp) };
+        }
+    }
+}
+
+/// Calls `step(bp, bj)` for `p` in `0..kc`, in order, with row `p` of `B` at `bp` (`B[p, j]` at
+/// `bp + j·bj`): a packed panel, `B[p, j] = b[p·bw + j]`, or with `b_strips` the columns of a
+/// strip packing read in place, `B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`. The pointers are
+/// computed with wrapping arithmetic; `step` reads them. (One loop over `p` for the strips: a
+/// loop over strips around one over rows kept the accumulators in memory.)
+#[inline(always)]
+pub(crate) fn for_each_p(
+    b_strips: bool,
+    kc: usize,
+    b: *const f32,
+    bw: usize,
+    bsb: usize,
+    mut step: impl FnMut(*const f32, usize),
+) {
+    if b_strips {
+        for p in 0..kc {
+            step(b.wrapping_add(p / MR * bsb + p % MR), MR);
+        }
+    } else {
+        let mut bp = b;
+        for _ in 0..kc {
+            step(bp, 1);
+            bp = bp.wrapping_add(bw);
+        }
+    }
+}
+
+/// Column `j` of a block of `C` from the accumulators of its rows (`acc[i]` for row
+/// `i < out.rows`), element by element, with the vector code's operations: `c ← fma(alpha, acc,
+/// prev)`, `prev` as `out.prev` says.
+///
+/// # Safety
+/// Column `j` of `out`'s block (`out.rows` values, strides `out.rsc`, `out.csc`) is valid.
+#[inline(always)]
+pub(crate) unsafe fn combine_column(out: &Out, j: usize, acc: &[f32]) {
+    for (i, &acc) in acc.iter().enumerate().take(out.rows) {
+        // SAFETY: (i, j) is inside the block of C.
+        unsafe {
+            let cp = out.c.offset(i as isize * out.rsc + j as isize * out.csc);
+            let prev = match out.prev {
+                Prev::Beta(0.0) => 0.0,
+                Prev::Beta(beta) => beta * *cp,
+                Prev::Acc => *cp,
+            };
+            *cp = out.alpha.mul_add(acc, prev);
         }
     }
 }

@@ -10,9 +10,14 @@
 //! recurrent layer that is a fifth of the time (`W_hh` is re-packed `T` times). [`PackedLhs`]
 //! packs `op(A)` once; [`gemm_packed`] then reads it as is.
 //!
-//! Layout (f32 on CPUs with AVX-512): strips of [`MR`] rows, the last one zero-padded; strip `s`
-//! is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`, starting on a 64-byte
-//! boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use [`gemm`].
+//! Layout (f32 on CPUs with AVX-512, or AVX2 and FMA, within the cap of
+//! [`simd::max_level`]): strips of [`MR`] rows, the last one zero-padded;
+//! strip `s` is stored `k`-major, `data[s·MR·k + p·MR + r] = op(A)[s·MR + r, p]`, starting on a
+//! 64-byte boundary. Other element types and CPUs keep a column-major copy of `op(A)` and use
+//! [`gemm`]. The layout is chosen when packing, the kernel when multiplying (once per call): the
+//! AVX-512 and AVX2 kernels read the same strips and give the same bits, so a packing may be used
+//! under another cap than it was packed under; strips used under the `portable` cap are copied
+//! column-major per call and multiplied by matrixmultiply.
 //!
 //! A packing can also be filled column by column by the pass that computes its values
 //! ([`PackedLhs::reset`], [`PackedLhs::columns_writer`]), multiplied over a range of its columns
@@ -21,7 +26,7 @@
 //!
 //! With the strip layout, products with one column go to a GEMV over the strips
 //! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs` (a 32 × 12
-//! FMA micro-kernel), whose arithmetic does not depend on the shape of the call: each element of
+//! FMA micro-kernel) or its AVX2 build (`kernel/avx2.rs`, 16 × 6 register blocks), whose arithmetic does not depend on the shape of the call: each element of
 //! `C` is one FMA chain over `p` per block of 256 values of `k` (blocks counted from 0), combined
 //! as `c ← fma(alpha, acc, beta·c)`. So computing `C` whole, by blocks of its columns (for
 //! example one per thread, as long as each block has two columns or more) or of its rows, or
@@ -40,31 +45,28 @@ pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 use crate::linalg::{RawGemm, Strided};
-use crate::{gemm, Scalar, Trans};
+use crate::simd::{self, Level};
+use crate::{gemm, Mat, Scalar, Trans};
 
 /// Rows per strip of the packed f32 layout.
 pub const MR: usize = 32;
 
-/// Whether `T` is `f32` and the CPU has AVX-512F: the condition for the strip layout and the
-/// AVX-512 kernel (the feature check is a cached load; the type check folds at compile time).
+/// The strip kernel for `T` now: `Some(Level::Avx512)` or `Some(Level::Avx2)`
+/// ([`simd::gemm_level`]: the CPU's best within the cap) when `T` is `f32`, `None` otherwise
+/// (the condition for the strip layout; the feature checks are cached loads, the type check
+/// folds at compile time).
 #[inline]
-pub(crate) fn f32_avx512<T: Scalar>() -> bool {
-    #[cfg(test)]
-    if tests::PORTABLE.get() {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        T::as_f32_ptr(std::ptr::null()).is_some() && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+pub(crate) fn f32_kernel<T: Scalar>() -> Option<Level> {
+    // (Only f32 has strips.)
+    T::as_f32_ptr(std::ptr::null())?;
+    match simd::gemm_level() {
+        Level::Baseline => None,
+        level => Some(level),
     }
 }
 
-/// `p` as the `f32` pointer it is: for the strip layout and the AVX-512 routes, which exist only
-/// for `T = f32` ([`f32_avx512`]).
+/// `p` as the `f32` pointer it is: for the strip layout and the kernels' routes, which exist only
+/// for `T = f32` ([`f32_kernel`]).
 ///
 /// # Panics
 /// If `T` is not `f32` (a route taken for the wrong type: a bug, not a user error).
@@ -79,14 +81,14 @@ pub(crate) fn f32_mut_ptr<T: Scalar>(p: *mut T) -> *mut f32 {
     T::as_f32_mut_ptr(p).expect("an f32-only kernel route taken for f64")
 }
 
-/// `C = alpha·A·B + beta·C` through the AVX-512 kernel with per-call packing, for `T = f32`.
-/// Returns `false`, having done nothing, unless [`f32_avx512`] holds.
+/// `C = alpha·A·B + beta·C` through the strip kernel with per-call packing, for `T = f32`.
+/// Returns `false`, having done nothing, unless [`f32_kernel`] gives a kernel.
 ///
 /// # Safety
 /// Pointers valid for the shapes and strides; `C` does not alias `A` or `B`.
 pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if f32_avx512::<T>() {
+    if let Some(level) = f32_kernel::<T>() {
         let f = |x: Strided<*const T>| Strided { ptr: f32_ptr(x.ptr), rs: x.rs, cs: x.cs };
         let g = RawGemm {
             m: g.m,
@@ -98,9 +100,9 @@ pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
             beta: g.beta.to_f64() as f32,
             c: Strided { ptr: f32_mut_ptr(g.c.ptr), rs: g.c.rs, cs: g.c.cs },
         };
-        // SAFETY: AVX-512F is present; the pointers are the caller's, as f32 (T is f32); the rest
-        // is the caller's contract.
-        unsafe { kernel::gemm_strided(g) };
+        // SAFETY: the CPU has the features of `level`; the pointers are the caller's, as f32 (T
+        // is f32); the rest is the caller's contract.
+        unsafe { kernel::gemm_strided(g, level) };
         return true;
     }
     let _ = g;
@@ -110,7 +112,8 @@ pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
 /// Rows of a matrix packed in the strip layout for repeated GEMVs, the batch-1 route of the
 /// recurrent layers: each thread packs the rows of `W_hh` that belong to its hidden units once
 /// ([`PackedRows::pack`]) and multiplies them by `h_{t-1}` at every step ([`PackedRows::gemv`]).
-/// Exists only for `f32` on CPUs with AVX-512 ([`PackedRows::available`]); the layers take their
+/// Exists only for `f32` on CPUs with AVX-512 (the GEMV's AVX-512 kernel) or AVX2 (its AVX2
+/// build, the same bits), within the cap ([`PackedRows::available`]); the layers take their
 /// general route otherwise.
 ///
 /// The strips start on a 64-byte boundary, so that no 16-lane load of the kernel straddles two
@@ -126,9 +129,12 @@ pub struct PackedRows<T> {
 }
 
 impl<T: Scalar> PackedRows<T> {
-    /// Whether the route exists for `T` on this CPU (`f32` with AVX-512F).
+    /// Whether the route exists for `T` on this CPU (`f32` with AVX-512F, or AVX2 and FMA), within
+    /// the cap of [`simd::max_level`] (false under `portable`). Under AVX2 it runs the AVX2 build
+    /// of the strip GEMV: measured on `seq_lstm_fwd_i65_h512_b1_t100` under the AVX2 cap, two
+    /// threads, 4.5 ms against 15.2 ms on the general route, which cannot split a batch of one.
     pub fn available() -> bool {
-        f32_avx512::<T>()
+        f32_kernel::<T>().is_some()
     }
 
     /// Packs rows `row(0..m)` of the column-major `rows × k` matrix `w` (values `w[p·rows + i]`),
@@ -253,7 +259,7 @@ impl<T: Scalar> PackedLhs<T> {
         self.k = k;
         self.off = 0;
         #[cfg(target_arch = "x86_64")]
-        if f32_avx512::<T>() {
+        if let Some(level) = f32_kernel::<T>() {
             let (rs, cs) = a.strides();
             let (rs, cs) = match ta {
                 Trans::No => (rs as isize, cs as isize),
@@ -264,12 +270,12 @@ impl<T: Scalar> PackedLhs<T> {
             self.data.resize(len + 16, T::ZERO);
             self.off = kernel::cache_line_offset(f32_ptr(self.data.as_ptr()));
             self.layout = Layout::Strips;
-            // SAFETY: T is f32 (`f32_avx512`) and the CPU has AVX-512F; the strides were read
-            // from `a`'s storage; the slice holds `len` values.
+            // SAFETY: T is f32 (`f32_kernel`) and the CPU has the features of `level`; the
+            // strides were read from `a`'s storage; the slice holds `len` values.
             unsafe {
                 let out = &mut self.data[self.off..self.off + len];
                 let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
-                kernel::pack_strips(m, k, f32_ptr(a.as_ptr()), rs, cs, out)
+                kernel::pack_strips(level, m, k, f32_ptr(a.as_ptr()), rs, cs, out)
             };
             return;
         }
@@ -297,7 +303,7 @@ impl<T: Scalar> PackedLhs<T> {
         self.k = k;
         self.off = 0;
         #[cfg(target_arch = "x86_64")]
-        if f32_avx512::<T>() {
+        if f32_kernel::<T>().is_some() {
             let len = m.div_ceil(MR) * MR * k;
             if self.data.len() < len + 16 {
                 self.data.resize(len + 16, T::ZERO);
@@ -328,8 +334,9 @@ impl<T: Scalar> PackedLhs<T> {
         }
     }
 
-    /// Whether the values are in strips (f32 on CPUs with AVX-512), where [`gemm_packed_pair`]
-    /// reads the right operand in place; otherwise they are a column-major copy.
+    /// Whether the values are in strips (f32 on CPUs with AVX-512 or AVX2 and FMA, within the
+    /// cap when packed), where [`gemm_packed_pair`] reads the right operand in place; otherwise
+    /// they are a column-major copy.
     pub fn is_strips(&self) -> bool {
         self.layout == Layout::Strips
     }
@@ -551,11 +558,11 @@ unsafe fn pair_raw<T, SC>(
         a.k,
         c.nrows()
     );
-    match (a.layout, layout) {
+    match (a.layout, layout, f32_kernel::<T>()) {
         #[cfg(target_arch = "x86_64")]
-        (Layout::Strips, Layout::Strips) => {
+        (Layout::Strips, Layout::Strips, Some(level)) => {
             let (rsc, csc) = c.strides();
-            // The layout is only produced when T is f32 (`f32_avx512`).
+            // The layout is only produced when T is f32 (`f32_kernel`).
             let da = a.values();
             // SAFETY: the same values, as the f32 they are.
             let da = unsafe { std::slice::from_raw_parts(f32_ptr(da.as_ptr()), da.len()) };
@@ -569,18 +576,35 @@ unsafe fn pair_raw<T, SC>(
                 beta: beta.to_f64() as f32,
                 c: Strided { ptr: f32_mut_ptr(c.as_mut_ptr()), rs: rsc as isize, cs: csc as isize },
             };
-            // SAFETY: the layouts exist only where AVX-512F was detected; op(P)'s strips hold
-            // rows 0..k of columns j0..j0+n, `MR·pk` apart (the caller's contract); C is
-            // borrowed mutably.
-            unsafe { kernel::gemm_parts(g, MR * pk) };
+            // SAFETY: the CPU has the features of `level`; op(P)'s strips hold rows 0..k of
+            // columns j0..j0+n, `MR·pk` apart (the caller's contract); C is borrowed mutably.
+            unsafe { kernel::gemm_parts(g, MR * pk, level) };
         }
-        _ => {
+        (_, Layout::ColMajor, _) => {
             // SAFETY: columns j0..j0+n of a column-major packing (the caller's contract).
             let cols = unsafe { std::slice::from_raw_parts(p.add(j0 * pm), n * pm) };
             let pv = nalgebra::DMatrixView::from_slice(cols, pm, n);
             gemm_packed(alpha, a, &pv, Trans::No, beta, c);
         }
+        _ => {
+            // Packings of different layouts (made under different caps), or strips under the
+            // portable cap: op(P)'s columns copied out of their strips.
+            // SAFETY: columns j0..j0+n of a strip packing (the caller's contract).
+            let pv = unsafe { strip_columns(p, pm, pk, j0, n) };
+            gemm_packed(alpha, a, &pv, Trans::No, beta, c);
+        }
     }
+}
+
+/// Columns `j0..j0 + n` of the `m×k` strip packing at `p`, as a column-major matrix.
+///
+/// # Safety
+/// `p` holds an `m×k` strip packing (`⌈m/MR⌉·MR·k` values); columns `j0..j0 + n` of it are not
+/// written during the call.
+unsafe fn strip_columns<T: Scalar>(p: *const T, m: usize, k: usize, j0: usize, n: usize) -> Mat<T> {
+    assert!(j0 + n <= k, "strip_columns: columns {j0}..{} of {k}", j0 + n);
+    // SAFETY: (i, j0 + j) is inside the packing.
+    Mat::from_fn(m, n, |i, j| unsafe { *p.add(i / MR * MR * k + (j0 + j) * MR + i % MR) })
 }
 
 /// `C = alpha·op(A)[:, k0..k0 + kb]·op(B) + beta·C` with `op(A)` from `a` and `kb` the rows of
@@ -616,13 +640,13 @@ pub fn gemm_packed_cols<T, SB, SC>(
         c.nrows(),
         c.ncols()
     );
-    match a.layout {
-        Layout::ColMajor => {
+    match (a.layout, f32_kernel::<T>()) {
+        (Layout::ColMajor, _) => {
             let av = nalgebra::DMatrixView::from_slice(a.values(), a.m, a.k);
             gemm(alpha, &av.columns(k0, kb), Trans::No, b, tb, beta, c);
         }
         #[cfg(target_arch = "x86_64")]
-        Layout::Strips => {
+        (Layout::Strips, Some(level)) => {
             let (m, k, whole) = (a.m, kb, k0 == 0 && kb == a.k);
             let (rsb, csb) = b.strides();
             let (rsb, csb) = match tb {
@@ -630,7 +654,7 @@ pub fn gemm_packed_cols<T, SB, SC>(
                 Trans::Yes => (csb as isize, rsb as isize),
             };
             let (rsc, csc) = c.strides();
-            // The layout is only produced when T is f32 (`f32_avx512`).
+            // The layout is only produced when T is f32 (`f32_kernel`).
             let data = &a.values()[k0 * MR..];
             // SAFETY: the same values, as the f32 they are.
             let data = unsafe { std::slice::from_raw_parts(f32_ptr(data.as_ptr()), data.len()) };
@@ -653,12 +677,16 @@ pub fn gemm_packed_cols<T, SB, SC>(
                     beta,
                     c: Strided { ptr: cp, rs: rsc as isize, cs: csc as isize },
                 };
-                // SAFETY: the layout exists only where AVX-512F was detected; shapes and strides
-                // come from live storage; C is borrowed mutably.
-                unsafe { kernel::gemm_parts(g, 0) };
+                // SAFETY: the CPU has the features of `level`; shapes and strides come from
+                // live storage; C is borrowed mutably.
+                unsafe { kernel::gemm_parts(g, 0, level) };
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        Layout::Strips => unreachable!("strip layout is only produced for f32 with AVX-512"),
+        _ => {
+            // Strips under the portable cap (packed under a higher one): the columns copied out.
+            // SAFETY: the packing is borrowed for the call.
+            let av = unsafe { strip_columns(a.values().as_ptr(), a.m, a.k, k0, kb) };
+            gemm(alpha, &av, Trans::No, b, tb, beta, c);
+        }
     }
 }

@@ -1,18 +1,11 @@
 //! The strip layout, the AVX-512 kernel and `gemm`'s f32 route against an f64 reference, and
 //! the bit-identity of products split by rows, by columns, transposed or across threads.
 
-use std::cell::Cell;
-
 use nalgebra::{Dyn, Matrix, RawStorage};
 
 use super::*;
+use crate::simd::TestCap;
 use crate::{parallel, Mat, Rng};
-
-thread_local! {
-    /// Set by a test to take the portable route (column-major packing, matrixmultiply) on
-    /// this thread, as on a CPU without AVX-512.
-    pub(super) static PORTABLE: Cell<bool> = const { Cell::new(false) };
-}
 
 fn rand(rng: &mut Rng, r: usize, c: usize) -> Mat<f32> {
     Mat::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32)
@@ -150,15 +143,35 @@ fn gemm_f32_products_match_f64() {
     check_all(Route::Gemm, 22);
 }
 
+/// The portable route (column-major packing, matrixmultiply), as on a CPU without AVX2, on this
+/// test's thread only.
 #[test]
 fn portable_route_matches_f64() {
-    PORTABLE.set(true);
+    let _cap = TestCap::set(Level::Baseline);
     let mut pa = PackedLhs::<f32>::new();
     pa.pack(&Mat::<f32>::zeros(40, 3), Trans::No);
     assert_eq!(pa.layout, Layout::ColMajor, "the portable route packs column-major");
     check_all(Route::Packed, 23);
     check_all(Route::Gemm, 24);
-    PORTABLE.set(false);
+}
+
+/// The AVX2 + FMA kernel (AVX-512 capped on this test's thread) against f64: every shape of
+/// [`check_all`] (strip and panel tails, k across blocks, transposes, alpha and beta, beta = 0
+/// over NaN), through `gemm` and `gemm_packed`; `PackedRows` is offered (the GEMV's AVX2 build).
+#[test]
+fn avx2_kernel_matches_f64() {
+    let _cap = TestCap::set(Level::Avx2);
+    if simd::gemm_level() != Level::Avx2 {
+        println!("no AVX2 with FMA: nothing to test");
+        return;
+    }
+    assert_eq!(f32_kernel::<f32>(), Some(Level::Avx2));
+    assert!(PackedRows::<f32>::available(), "the strip GEMV's AVX2 build serves batch 1");
+    let mut pa = PackedLhs::<f32>::new();
+    pa.pack(&Mat::<f32>::zeros(40, 3), Trans::No);
+    assert!(pa.is_strips(), "AVX2 packs strips");
+    check_all(Route::Packed, 31);
+    check_all(Route::Gemm, 32);
 }
 
 #[test]
@@ -176,13 +189,13 @@ fn f64_packed_products_are_exact_enough() {
     assert!((c - want).abs().max() < 1e-13);
 }
 
-/// The AVX-512 routes' products are the same bits whether computed whole, by column halves
+/// The strip kernels' products are the same bits whether computed whole, by column halves
 /// (as two threads splitting a batch do), by row halves, transposed (`Cᵀ = Bᵀ·Aᵀ`), through
-/// `gemm_packed` or `gemm`, and with one or two threads.
+/// `gemm_packed` or `gemm`, with one or two threads, and on the AVX-512 or the AVX2 kernel.
 #[test]
 fn split_products_are_bit_identical() {
-    if !f32_avx512::<f32>() {
-        println!("no AVX-512: the portable route's splits are matrixmultiply's business");
+    if f32_kernel::<f32>().is_none() {
+        println!("no AVX2 or AVX-512: the portable route's splits are matrixmultiply's business");
         return;
     }
     let mut rng = Rng::seed_from(26);
@@ -207,58 +220,84 @@ fn split_products_are_bit_identical() {
         };
         let mut pa = PackedLhs::new();
         pa.pack(&a, Trans::No);
-        let whole = run(&|c| gemm_packed(alpha, &pa, &b, Trans::No, beta, c));
-        let by_cols = run(&|c| {
-            gemm_packed(alpha, &pa, &b.columns(0, split_n), Trans::No, beta, &mut c.columns_mut(0, split_n));
-            gemm_packed(
-                alpha,
-                &pa,
-                &b.columns(split_n, n - split_n),
-                Trans::No,
-                beta,
-                &mut c.columns_mut(split_n, n - split_n),
-            );
-        });
-        let by_rows = run(&|c| {
-            for (r0, len) in [(0, split_m), (split_m, m - split_m)] {
-                let mut ph = PackedLhs::new();
-                ph.pack(&a.rows(r0, len), Trans::No);
-                gemm_packed(alpha, &ph, &b, Trans::No, beta, &mut c.rows_mut(r0, len));
+        // Under each kernel, the packing above made under the CPU's best (AVX-512 here: a
+        // packing may be used under another cap), and every result equal to AVX-512's whole.
+        let mut first: Option<Vec<u32>> = None;
+        for level in [Level::Avx512, Level::Avx2] {
+            let _cap = TestCap::set(level);
+            if f32_kernel::<f32>() != Some(level) {
+                continue;
             }
-        });
-        let via_gemm = run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c));
-        let gemm_cols = run(&|c| {
-            for (j0, len) in [(0, split_n), (split_n, n - split_n)] {
-                gemm(alpha, &a, Trans::No, &b.columns(j0, len), Trans::No, beta, &mut c.columns_mut(j0, len));
+            let whole = run(&|c| gemm_packed(alpha, &pa, &b, Trans::No, beta, c));
+            let by_cols = run(&|c| {
+                gemm_packed(
+                    alpha,
+                    &pa,
+                    &b.columns(0, split_n),
+                    Trans::No,
+                    beta,
+                    &mut c.columns_mut(0, split_n),
+                );
+                gemm_packed(
+                    alpha,
+                    &pa,
+                    &b.columns(split_n, n - split_n),
+                    Trans::No,
+                    beta,
+                    &mut c.columns_mut(split_n, n - split_n),
+                );
+            });
+            let by_rows = run(&|c| {
+                for (r0, len) in [(0, split_m), (split_m, m - split_m)] {
+                    let mut ph = PackedLhs::new();
+                    ph.pack(&a.rows(r0, len), Trans::No);
+                    gemm_packed(alpha, &ph, &b, Trans::No, beta, &mut c.rows_mut(r0, len));
+                }
+            });
+            let via_gemm = run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c));
+            let gemm_cols = run(&|c| {
+                for (j0, len) in [(0, split_n), (split_n, n - split_n)] {
+                    gemm(
+                        alpha,
+                        &a,
+                        Trans::No,
+                        &b.columns(j0, len),
+                        Trans::No,
+                        beta,
+                        &mut c.columns_mut(j0, len),
+                    );
+                }
+            });
+            // Cᵀ = Bᵀ·Aᵀ, packed with Aᵀ's strips taken from B.
+            let transposed = {
+                let mut ct = c0.transpose();
+                let mut pb = PackedLhs::new();
+                pb.pack(&b, Trans::Yes);
+                gemm_packed(alpha, &pb, &a, Trans::Yes, beta, &mut ct);
+                ct.transpose()
+            };
+            let _serial = parallel::serial_tests();
+            let threads = parallel::num_threads();
+            let mut per_threads = Vec::new();
+            for t in [1, 2] {
+                parallel::set_num_threads(t);
+                per_threads.push(run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c)));
             }
-        });
-        // Cᵀ = Bᵀ·Aᵀ, packed with Aᵀ's strips taken from B.
-        let transposed = {
-            let mut ct = c0.transpose();
-            let mut pb = PackedLhs::new();
-            pb.pack(&b, Trans::Yes);
-            gemm_packed(alpha, &pb, &a, Trans::Yes, beta, &mut ct);
-            ct.transpose()
-        };
-        let _serial = parallel::serial_tests();
-        let threads = parallel::num_threads();
-        let mut per_threads = Vec::new();
-        for t in [1, 2] {
-            parallel::set_num_threads(t);
-            per_threads.push(run(&|c| gemm(alpha, &a, Trans::No, &b, Trans::No, beta, c)));
-        }
-        parallel::set_num_threads(threads);
-        let want = bits(&whole);
-        for (name, c) in [
-            ("column halves", &by_cols),
-            ("row halves", &by_rows),
-            ("gemm", &via_gemm),
-            ("gemm column halves", &gemm_cols),
-            ("transposed", &transposed),
-            ("gemm, 1 thread", &per_threads[0]),
-            ("gemm, 2 threads", &per_threads[1]),
-        ] {
-            assert!(bits(c) == want, "{m}x{k}x{n}: {name} differs from the whole product");
+            parallel::set_num_threads(threads);
+            let want = bits(&whole);
+            for (name, c) in [
+                ("column halves", &by_cols),
+                ("row halves", &by_rows),
+                ("gemm", &via_gemm),
+                ("gemm column halves", &gemm_cols),
+                ("transposed", &transposed),
+                ("gemm, 1 thread", &per_threads[0]),
+                ("gemm, 2 threads", &per_threads[1]),
+            ] {
+                assert!(bits(c) == want, "{m}x{k}x{n} {level:?}: {name} differs from the whole product");
+            }
+            let first = first.get_or_insert_with(|| want.clone());
+            assert!(want == *first, "{m}x{k}x{n}: the {level:?} kernel differs from the first");
         }
     }
 }
@@ -306,13 +345,13 @@ fn clones_multiply_like_the_original() {
 /// over a range of its columns (`gemm_packed_cols`, `k0` not a multiple of the 256 block), as
 /// the right operand read in place (`gemm_packed_pair`, with the left one packed), its row sums
 /// (`add_row_sums` against adding the columns one by one), with one and two threads, on both
-/// routes (strips, and the portable column-major copy). Sizes: rows not a multiple of 32 (the
+/// routes (strips on AVX-512 and on AVX2, and the portable column-major copy). Sizes: rows not a multiple of 32 (the
 /// padding rows), products above `kernel::THREAD_MACS` so that two threads split them.
 #[test]
 fn column_filled_packings_match_gemm() {
     let mut rng = Rng::seed_from(28);
-    for portable in [false, true] {
-        PORTABLE.set(portable);
+    for cap in [Level::Avx512, Level::Avx2, Level::Baseline] {
+        let _cap = TestCap::set(cap);
         for &(m, k, split, k0, n, mw) in &[(70, 90, 33, 11, 40, 20), (1000, 600, 300, 260, 300, 256)] {
             let a = rand(&mut rng, m, k);
             let mut pa = PackedLhs::new();
@@ -325,7 +364,7 @@ fn column_filled_packings_match_gemm() {
                     w.write(0, a.columns(0, split).into_owned().as_slice());
                 }
             }
-            assert_eq!(pa.is_strips(), !portable && f32_avx512::<f32>());
+            assert_eq!(pa.is_strips(), f32_kernel::<f32>().is_some());
             let x = rand(&mut rng, n, k - k0);
             let w = rand(&mut rng, mw, m);
             let mut pw = PackedLhs::new();
@@ -363,6 +402,52 @@ fn column_filled_packings_match_gemm() {
             }
             assert!(bits(&r0) == bits(&w0) && bits(&r1) == bits(&w1), "{m}x{k}: add_row_sums");
         }
-        PORTABLE.set(false);
     }
+}
+
+/// A packing made under one cap and used under another: strips made on AVX-512 or AVX2 used under
+/// the portable cap (copied out column-major, multiplied by matrixmultiply), a column-major
+/// packing used as the right operand of strips and the other way round, all against f64 (the
+/// tolerance of [`check`]); strips made under either kernel and used under the other give the
+/// same bits.
+#[test]
+fn packings_survive_a_change_of_cap() {
+    let mut rng = Rng::seed_from(33);
+    let (m, k, n, j0) = (70, 90, 40, 11);
+    let a = rand(&mut rng, m, k);
+    let w = rand(&mut rng, 20, m);
+    let x = rand(&mut rng, k, n);
+    let pack_under = |level, x: &Mat<f32>| {
+        let _cap = TestCap::set(level);
+        let mut p = PackedLhs::new();
+        p.pack(x, Trans::No);
+        p
+    };
+    let close = |got: &Mat<f32>, want: &Mat<f64>, what: &str| {
+        let err = got.map(|v| v as f64) - want;
+        assert!(err.abs().max() < 1e-4, "{what}: error {}", err.abs().max());
+    };
+    let ax = op(&a, Trans::No) * op(&x, Trans::No);
+    let wa = op(&w, Trans::No) * op(&a, Trans::No).columns(j0, k - j0);
+    let levels = [Level::Avx512, Level::Avx2, Level::Baseline];
+    let mut bits_by_kernel = Vec::new();
+    for made in levels {
+        let (pa, pw) = (pack_under(made, &a), pack_under(made, &w));
+        for used in levels {
+            let _cap = TestCap::set(used);
+            let mut c = Mat::from_element(m, n, f32::NAN);
+            gemm_packed(1.0, &pa, &x, Trans::No, 0.0, &mut c);
+            close(&c, &ax, &format!("made {made:?}, used {used:?}: gemm_packed"));
+            for other in levels {
+                let po = pack_under(other, &a);
+                let mut d = Mat::from_element(20, k - j0, f32::NAN);
+                gemm_packed_pair(1.0, &pw, &po, j0, 0.0, &mut d);
+                close(&d, &wa, &format!("made {made:?} and {other:?}, used {used:?}: gemm_packed_pair"));
+            }
+            if pa.is_strips() && f32_kernel::<f32>().is_some() {
+                bits_by_kernel.push(bits(&c));
+            }
+        }
+    }
+    assert!(bits_by_kernel.windows(2).all(|p| p[0] == p[1]), "strips made and used under AVX-512 and AVX2");
 }

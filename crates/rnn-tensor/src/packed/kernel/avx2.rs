@@ -1,0 +1,270 @@
+//! The AVX2 + FMA build of the f32 GEMM's micro-kernel and packing, for CPUs without AVX-512
+//! (most laptops) or with it capped ([`simd::set_max_level`](crate::simd::set_max_level)).
+//!
+//! It reads the same operands as the AVX-512 kernel: strips of [`MR`] = 32 rows and panels of
+//! `B` up to [`NR`] = 12 columns wide, so packings, the loop nest of `gemm_f32` and the splits
+//! across threads are shared. AVX2 has 16 ymm registers, so a strip and a panel are taken in
+//! register blocks of [`MH`] = 16 rows (two 8-lane registers) by at most [`NH`] = 6 columns: 12
+//! accumulators, two registers for a column of the half strip and one broadcast of `B`, one FMA
+//! per accumulator and step `p`. The block loop keeps a half strip (16 KB for 256 values of `k`)
+//! in L1 while it sweeps the panel.
+//!
+//! **Arithmetic: the AVX-512 kernel's.** Each element of `C` has its own accumulator per `k`
+//! block, started at zero and updated by one fused multiply-add per `p` in increasing order, and
+//! is combined as `c ← fma(alpha, acc, prev)` with `prev` = `beta·c` (first block; 0 when
+//! `beta = 0`, `C` not read) or `c` (later blocks). The lane width never enters a sum, so the
+//! bits are those of the AVX-512 kernel for every shape and split.
+//!
+//! Packing has no masked loads or 16×16 transposes here: strips and panels are copied element by
+//! element (contiguous runs vectorise as copies), and `A` is always packed (the AVX-512 route's
+//! in-place reading of a narrow product's `A` relies on masked loads).
+
+use std::arch::x86_64::*;
+
+use super::{combine_column, for_each_p, pack_panel_any, pack_strip_any, Out, Prev, MR, NR};
+
+/// Rows of a register block: two 8-lane registers.
+const MH: usize = 16;
+/// Columns of a register block: `2·NH` = 12 accumulators, with two registers for `A` and one
+/// broadcast of `B`, out of 16.
+const NH: usize = 6;
+
+/// [`pack_strips`](super::pack_strips) with AVX2: per strip and column, a copy of the column's
+/// contiguous rows (`rs = 1`), else element by element.
+///
+/// # Safety
+/// AVX2; `a` valid for the shape and strides; `out` holds `⌈m/MR⌉·MR·k` values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn pack_strips(m: usize, k: usize, a: *const f32, rs: isize, cs: isize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), m.div_ceil(MR) * MR * k);
+    for (s, strip) in out.chunks_exact_mut((MR * k).max(1)).enumerate().take(m.div_ceil(MR)) {
+        let rows = MR.min(m - s * MR);
+        // SAFETY: rows s·MR.. of A.
+        let base = unsafe { a.offset((s * MR) as isize * rs) };
+        if rs == 1 {
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                // SAFETY: column p holds `rows` contiguous values from row s·MR.
+                let src = unsafe { std::slice::from_raw_parts(base.offset(p as isize * cs), rows) };
+                dst[..rows].copy_from_slice(src);
+                dst[rows..].fill(0.0);
+            }
+        } else if cs == 1 {
+            // Rows of A contiguous (a transposed operand): 8×8 transposes.
+            if rows < MR {
+                strip.fill(0.0);
+            }
+            // SAFETY: `rows` rows of k contiguous values, `rs` apart; column p of the strip at
+            // p·MR.
+            unsafe { transpose(base, rs, rows, k, strip.as_mut_ptr(), MR) };
+        } else {
+            // SAFETY: the strip's rows of A; the strip holds MR·k values.
+            unsafe { pack_strip_any(rows, k, base, rs, cs, strip) };
+        }
+    }
+}
+
+/// [`pack_b`](super::pack_b) with AVX2: panels of [`NR`] columns, `p`-major; rows of `B`
+/// contiguous (`csb = 1`) are copied a run at a time, other layouts element by element.
+///
+/// # Safety
+/// AVX2; `b` valid for the shape and strides; `out` holds at least `⌈nc/NR⌉·NR·kc` values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
+    for j0 in (0..nc).step_by(NR) {
+        let w = NR.min(nc - j0);
+        let panel = &mut out[j0 * kc..j0 * kc + w * kc];
+        // SAFETY: column j0 of B.
+        let at = unsafe { b.offset(j0 as isize * csb) };
+        if csb == 1 {
+            for (p, dst) in panel.chunks_exact_mut(w).enumerate() {
+                // SAFETY: row p of B holds w contiguous values from column j0.
+                dst.copy_from_slice(unsafe { std::slice::from_raw_parts(at.offset(p as isize * rsb), w) });
+            }
+        } else if rsb == 1 {
+            // Columns of B contiguous (the common case): 8×8 transposes.
+            // SAFETY: w columns of kc contiguous values, `csb` apart; row p of the panel at p·w.
+            unsafe { transpose(at, csb, w, kc, panel.as_mut_ptr(), w) };
+        } else {
+            // SAFETY: columns j0..j0+w of B; the panel holds kc·w values.
+            unsafe { pack_panel_any(kc, w, at, rsb, csb, panel) };
+        }
+    }
+}
+
+/// `dst[q·dstride + v] = src[v·stride + q]` for `v < nv`, `q < len`: `nv` runs of `len`
+/// contiguous values, `stride` apart, written across (run `v` into lane `v` of each output row).
+/// Blocks of 8 × 8 go through registers (unpacks, shuffles and 128-bit permutes); the edges
+/// element by element.
+///
+/// # Safety
+/// AVX2; the `nv` runs are readable, the `len` output rows of `nv` values writable.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose(src: *const f32, stride: isize, nv: usize, len: usize, dst: *mut f32, dstride: usize) {
+    let (nv8, len8) = (nv / 8 * 8, len / 8 * 8);
+    for v0 in (0..nv8).step_by(8) {
+        for q0 in (0..len8).step_by(8) {
+            // SAFETY: runs v0..v0+8, values q0..q0+8; output rows q0..q0+8, lanes v0..v0+8.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|i| {
+                    _mm256_loadu_ps(src.offset((v0 + i) as isize * stride + q0 as isize))
+                });
+                let t: [__m256; 8] = std::array::from_fn(|i| {
+                    let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_ps(x, y)
+                    } else {
+                        _mm256_unpackhi_ps(x, y)
+                    }
+                });
+                // u[4h + c]: column c of each 4-lane half (rows 4h..4h+4, in 128-bit lanes).
+                let u: [__m256; 8] = std::array::from_fn(|i| {
+                    let (h, c) = (i / 4, i % 4);
+                    let (x, y) = (t[4 * h + c / 2], t[4 * h + 2 + c / 2]);
+                    if c % 2 == 0 {
+                        _mm256_shuffle_ps::<0x44>(x, y)
+                    } else {
+                        _mm256_shuffle_ps::<0xEE>(x, y)
+                    }
+                });
+                for c in 0..4 {
+                    let (lo, hi) = (u[c], u[4 + c]);
+                    let d = dst.add(q0 * dstride + v0);
+                    _mm256_storeu_ps(d.add(c * dstride), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                    _mm256_storeu_ps(d.add((c + 4) * dstride), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                }
+            }
+        }
+    }
+    // The edges: runs past the last 8, and values past the last 8 of the others.
+    for v in 0..nv {
+        let from = if v < nv8 { len8 } else { 0 };
+        for q in from..len {
+            // SAFETY: run v, value q; output row q, lane v.
+            unsafe { *dst.add(q * dstride + v) = *src.offset(v as isize * stride + q as isize) };
+        }
+    }
+}
+
+/// The micro-kernel for a strip of `A` (`lda` apart, packed, 32-byte aligned) and a panel `w`
+/// columns wide (`1 ≤ w ≤ NR`; packed, `B[p, j] = b[p·w + j]`, or with `bsb > 0` the columns of
+/// a strip packing, `B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`): register blocks of [`MH`] rows
+/// by [`NH`] columns, the half strips in turn, each across the panel.
+///
+/// # Safety
+/// AVX2 and FMA; `in_place` false (AVX2 always packs `A`); `a` holds `kc` columns of `MR` values
+/// `lda` apart; `b` the `kc × w` values of its layout; `out.c` valid for `out.rows × w`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn micro(
+    w: usize,
+    kc: usize,
+    a: *const f32,
+    (lda, in_place): (usize, bool),
+    (b, bsb): (*const f32, usize),
+    out: Out,
+) {
+    debug_assert!(!in_place, "the AVX2 kernel reads packed strips only");
+    for h in 0..MR / MH {
+        let rows = out.rows.saturating_sub(h * MH).min(MH);
+        if rows == 0 {
+            break;
+        }
+        for j0 in (0..w).step_by(NH) {
+            let o = Out {
+                c: out.c.wrapping_offset((h * MH) as isize * out.rsc + j0 as isize * out.csc),
+                rows,
+                ..out
+            };
+            let ah = a.wrapping_add(h * MH);
+            // SAFETY: rows h·MH.. of the strip, columns j0.. of the panel and of C's block
+            // (the caller's contract).
+            unsafe {
+                macro_rules! widths {
+                    ($bs:literal, $bp:expr, $bw:expr) => {
+                        match NH.min(w - j0) {
+                            6 => block::<$bs, 6>(kc, ah, lda, $bp, $bw, bsb, o),
+                            5 => block::<$bs, 5>(kc, ah, lda, $bp, $bw, bsb, o),
+                            4 => block::<$bs, 4>(kc, ah, lda, $bp, $bw, bsb, o),
+                            3 => block::<$bs, 3>(kc, ah, lda, $bp, $bw, bsb, o),
+                            2 => block::<$bs, 2>(kc, ah, lda, $bp, $bw, bsb, o),
+                            1 => block::<$bs, 1>(kc, ah, lda, $bp, $bw, bsb, o),
+                            n => unreachable!("register block width {n}"),
+                        }
+                    };
+                }
+                if bsb > 0 {
+                    widths!(true, b.wrapping_add(j0 * MR), MR)
+                } else {
+                    widths!(false, b.wrapping_add(j0), w)
+                }
+            }
+        }
+    }
+}
+
+/// One `MH × N` register block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA
+/// chain per element, in order of `p`), then combined with `C` as `out` says. `B[p, j]` is
+/// `b[p·bw + j]` (a packed panel `bw` wide) or, with `B_STRIPS`, `b[(p / MR)·bsb + j·MR + p % MR]`
+/// (see [`for_each_p`]).
+///
+/// # Safety
+/// AVX2 and FMA; `a` holds `kc` columns of [`MH`] values `lda` apart, 32-byte aligned; `b` the
+/// `kc × N` values of its layout; `out.c` valid for `out.rows × N` (`out.rows ≤ MH`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn block<const B_STRIPS: bool, const N: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    bw: usize,
+    bsb: usize,
+    out: Out,
+) {
+    let mut lo = [_mm256_setzero_ps(); N];
+    let mut hi = [_mm256_setzero_ps(); N];
+    let mut ap = a;
+    // One step p: column p of the half strip, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
+    // advances with wrapping arithmetic, as after the last step it may point past the strip,
+    // unread.
+    for_each_p(B_STRIPS, kc, b, bw, bsb, |bp, bj| {
+        // SAFETY: the loads read column p of the half strip (aligned) and row p of B.
+        unsafe {
+            let (a0, a1) = (_mm256_load_ps(ap), _mm256_load_ps(ap.add(8)));
+            for j in 0..N {
+                let bj = _mm256_broadcast_ss(&*bp.add(j * bj));
+                lo[j] = _mm256_fmadd_ps(a0, bj, lo[j]);
+                hi[j] = _mm256_fmadd_ps(a1, bj, hi[j]);
+            }
+        }
+        ap = ap.wrapping_add(lda);
+    });
+    let alpha = _mm256_set1_ps(out.alpha);
+    if out.rsc == 1 && out.rows == MH {
+        for j in 0..N {
+            // SAFETY: column j of the block holds MH contiguous values.
+            unsafe {
+                let cp = out.c.offset(j as isize * out.csc);
+                for (acc, cp) in [(lo[j], cp), (hi[j], cp.add(8))] {
+                    let prev = match out.prev {
+                        Prev::Beta(0.0) => _mm256_setzero_ps(),
+                        Prev::Beta(beta) => _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(cp)),
+                        Prev::Acc => _mm256_loadu_ps(cp),
+                    };
+                    _mm256_storeu_ps(cp, _mm256_fmadd_ps(alpha, acc, prev));
+                }
+            }
+        }
+    } else {
+        // A partial block or strided C: the same operations element by element.
+        let mut tmp = [0.0f32; MH];
+        for j in 0..N {
+            // SAFETY: tmp holds MH values.
+            unsafe {
+                _mm256_storeu_ps(tmp.as_mut_ptr(), lo[j]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), hi[j]);
+            }
+            // SAFETY: column j is inside the block of C.
+            unsafe { combine_column(&out, j, &tmp) };
+        }
+    }
+}
