@@ -23,7 +23,10 @@
 //! calls: a call compares the part's rows of `W_hh` with that copy bit for bit and re-packs only
 //! if they differ (a training step changed them), so a stale packing is never used. For an LSTM
 //! with `H = 512` the comparison reads 8 MB in two sequential streams (0.1 to 0.3 ms on one core)
-//! and packing writes 4 MB (0.2 to 0.45 ms); the copy costs 4 MB of memory.
+//! and packing writes 4 MB (0.2 to 0.45 ms); the copy costs 4 MB of memory. A cache whose
+//! weights are frozen ([`Recurrence::freeze_weights`](crate::Recurrence::freeze_weights): a
+//! stream's, whose model cannot change) skips the comparison, so that a stream's single steps
+//! take this route too (one step is not split over the threads).
 
 use std::sync::Mutex;
 
