@@ -21,7 +21,10 @@ use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Scalar, Trans};
 use super::ops::{
     add_column_sums, ensure_shape, input_backward, project_input, weight_grad_product, StepWeight,
 };
-use super::{interleave, write_state, BackwardStep, Cell, ForwardStep, Layer, LayerCache, Order};
+use super::{
+    interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
+    LayerCache, Order,
+};
 use crate::{CellError, Recurrence, RecurrentParams, RecurrentState, SeqInput};
 
 /// Checks per-sample lengths against a batch of `batch` sequences of `steps` steps.
@@ -112,12 +115,18 @@ fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
 }
 
 impl<T: Scalar, C: Cell<T>> Layer<T, C> {
-    /// Whether the samples running at visit `s` all ran the previous visit, so that their
-    /// starting states are the first columns of that step's, in place: forward in time after
-    /// the first step (the running samples only shrink, longest first). A reverse layer's
-    /// samples join as it reaches their last steps, from the initial state: those are gathered.
-    fn starts_from_previous(&self, order: Order, s: usize) -> bool {
-        s > 0 && !order.reverse
+    /// Where the samples running at visit `s` find their starting states: forward in time after
+    /// the first step, they all ran the previous visit (the running samples only shrink, longest
+    /// first), so their states are the first columns of that step's, in place (`Some` of its
+    /// first column). Otherwise (a reverse layer's samples join as it reaches their last steps,
+    /// from the initial state) they are gathered into `hprev`/`sprev` (`None`).
+    fn prev_states(&self, cache: &mut LayerCache<T>, order: Order, s: usize) -> Option<usize> {
+        if s > 0 && !order.reverse {
+            Some(cache.var.off[order.t(s - 1)])
+        } else {
+            self.gather_prev(cache, order, s);
+            None
+        }
     }
 
     /// Fills `hprev`/`sprev` with the starting states of step `t`'s `n` running samples: the
@@ -205,28 +214,22 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         {
             let bias = self.biases(&mut bias_sum);
             let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
-            let w_hr =
-                self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::No, 2, &mut w_hr_packed));
+            let w_hr = self.projection(Trans::No, &mut w_hr_packed);
             for s in 0..steps {
                 let t = order.t(s);
                 let na = cache.var.active[t];
                 if na == 0 {
                     continue;
                 }
-                let direct = self.starts_from_previous(order, s);
-                if !direct {
-                    self.gather_prev(cache, order, s);
-                }
+                let prev = self.prev_states(cache, order, s);
                 let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
                 // Step t's columns come after every earlier step's (forward in time).
                 let (h_done, h_rest) = h.as_mut_slice().split_at_mut(col * out);
                 let (s_done, s_rest) = saved.as_mut_slice().split_at_mut(col * rows);
-                let (hprev, sprev): (&[T], &[T]) = if direct {
-                    let pc = var.off[order.t(s - 1)];
-                    (&h_done[pc * out..(pc + na) * out], &s_done[pc * rows..(pc + na) * rows])
-                } else {
-                    (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows])
+                let (hprev, sprev): (&[T], &[T]) = match prev {
+                    Some(pc) => (&h_done[pc * out..(pc + na) * out], &s_done[pc * rows..(pc + na) * rows]),
+                    None => (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows]),
                 };
                 let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
                 let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
@@ -250,8 +253,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 };
                 self.cell.forward(hid, step);
                 if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
-                    let m_t = MatView::from_slice(m_t, hid, na);
-                    w.gemm(&m_t, T::ZERO, &mut MatViewMut::from_slice(h_t, out, na));
+                    project_forward(w, m_t, h_t, hid);
                 }
             }
         }
@@ -322,25 +324,22 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
         {
             let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
-            let w_hr_t =
-                self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::Yes, 2, &mut w_hr_packed));
+            let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
             for s in (0..steps).rev() {
                 let t = order.t(s);
                 let na = cache.var.active[t];
                 if na == 0 {
                     continue;
                 }
-                let direct = self.starts_from_previous(order, s);
-                if !direct {
-                    self.gather_prev(cache, order, s);
-                }
+                let prev = self.prev_states(cache, order, s);
                 let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
                 let col = var.off[t];
-                let (hprev, sprev): (&[T], &[T]) = if direct {
-                    let pc = var.off[order.t(s - 1)];
-                    (&h.as_slice()[pc * out..(pc + na) * out], &saved.as_slice()[pc * rows..(pc + na) * rows])
-                } else {
-                    (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows])
+                let (hprev, sprev): (&[T], &[T]) = match prev {
+                    Some(pc) => (
+                        &h.as_slice()[pc * out..(pc + na) * out],
+                        &saved.as_slice()[pc * rows..(pc + na) * rows],
+                    ),
+                    None => (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows]),
                 };
                 // Kept for dW_hh, one product after the loop.
                 var.hprev_all.as_mut_slice()[col * out..(col + na) * out].copy_from_slice(hprev);
@@ -351,19 +350,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // What the cell sees as its output h, its d_out and its dh: with a projection,
                 // m_t, zero and W_hrᵀ·(δ_t + dh_t).
                 let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
-                    // dh_t = δ_t + (what step t+1 passed back), kept for dW_hr;
-                    // dm_t = W_hrᵀ·dh_t, the gradient of what the cell wrote
                     let g_t = &mut dhs.as_mut_slice()[col * out..(col + na) * out];
-                    g_t.iter_mut()
-                        .zip(&dh.as_slice()[..na * out])
-                        .zip(d_out_t)
-                        .for_each(|((g, &d), &o)| *g = d + o);
                     let dm_t = &mut dm.as_mut_slice()[..na * hid];
-                    w.gemm(
-                        &MatView::from_slice(g_t, out, na),
-                        T::ZERO,
-                        &mut MatViewMut::from_slice(dm_t, hid, na),
-                    );
+                    project_backward(w, (&dh.as_slice()[..na * out], d_out_t), g_t, dm_t, out);
                     (&m.as_slice()[col * hid..(col + na) * hid], &zeros.as_slice()[..na * hid], dm_t)
                 } else {
                     (&h.as_slice()[col * out..(col + na) * out], d_out_t, &mut dh.as_mut_slice()[..na * out])

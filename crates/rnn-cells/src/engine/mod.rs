@@ -290,6 +290,30 @@ fn deinterleave<T: Scalar, S: RecurrentState<T>>(
     }
 }
 
+/// The projection's forward over a block of columns: `h = W_hr·m` (`m` holds `hid` rows per
+/// column, `h` the projection's).
+fn project_forward<T: Scalar>(w_hr: &StepWeight<'_, T>, m: &[T], h: &mut [T], hid: usize) {
+    let n = m.len() / hid.max(1);
+    let out = h.len() / n.max(1);
+    w_hr.gemm(&MatView::from_slice(m, hid, n), T::ZERO, &mut MatViewMut::from_slice(h, out, n));
+}
+
+/// The projection's backward over a block of columns, from what step t+1 passed back (`dh`) and
+/// the output gradient `δ_t`: `g = δ_t + dh`, the gradient of `h_t` (kept for `dW_hr`), and
+/// `dm = W_hrᵀ·g`, the gradient of what the cell wrote (`w_hr_t` is `W_hrᵀ`).
+fn project_backward<T: Scalar>(
+    w_hr_t: &StepWeight<'_, T>,
+    (dh, d_out): (&[T], &[T]),
+    g: &mut [T],
+    dm: &mut [T],
+    out: usize,
+) {
+    g.iter_mut().zip(dh).zip(d_out).for_each(|((g, &d), &o)| *g = d + o);
+    let n = g.len() / out.max(1);
+    let hid = dm.len() / n.max(1);
+    w_hr_t.gemm(&MatView::from_slice(g, out, n), T::ZERO, &mut MatViewMut::from_slice(dm, hid, n));
+}
+
 /// `dst = src`, reallocating only when the shape changes (`clone_from` would allocate).
 fn copy_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
     ensure_shape(dst, src.nrows(), src.ncols());
@@ -363,9 +387,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let LayerCache { gates, saved, h, m, h0, saved0, v, bias_sum, w_hh_packed, w_hr_packed, .. } = cache;
         ensure_shape(v, if C::HIDDEN_APART { g } else { 0 }, batch);
         let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed);
-        // W_hr always packed: the parts' products take the packed kernel whatever their width,
-        // so that the bits do not depend on the split.
-        let w_hr = self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::No, 2, w_hr_packed));
+        let w_hr = self.projection(Trans::No, w_hr_packed);
         let bias = self.biases(bias_sum);
         let (gates, saved, h, v) =
             (SharedCols::new(gates), SharedCols::new(saved), SharedCols::new(h), SharedCols::new(v));
@@ -422,11 +444,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     ForwardStep { a: a_t, v: v_t, bias, h_prev, saved_prev, saved: saved_t, h: cell_h };
                 self.cell.forward(hid, step);
                 if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
-                    let m_t = MatView::from_slice(m_t, hid, nb);
-                    w.gemm(&m_t, T::ZERO, &mut MatViewMut::from_slice(h_t, out, nb));
+                    project_forward(w, m_t, h_t, hid);
                 }
             }
         });
+    }
+
+    /// `W_hr` (`W_hrᵀ` with `Trans::Yes`) for a loop's products, if the layer has a projection:
+    /// always packed, so that the parts' products take the packed kernel whatever their width
+    /// and the bits do not depend on the split.
+    fn projection<'a>(&'a self, trans: Trans, buf: &'a mut PackedLhs<T>) -> Option<StepWeight<'a, T>> {
+        self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, trans, 2, buf))
     }
 
     /// The multiply-adds per column of the smallest product in a step (the step product, and the
@@ -520,9 +548,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         interleave(d_final, crows, hid, batch, d_carried);
         // W_hhᵀ packed once (a one-step sequence reads it as stored).
         let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, w_hh_t_packed);
-        // With a projection, W_hrᵀ (always packed, as in the forward), the gradients of every
-        // h_t, and the cell's dh (W_hrᵀ·(δ_t + dh_t)) beside a zero d_out.
-        let w_hr_t = self.params.weight_hr.as_ref().map(|w| StepWeight::new(w, Trans::Yes, 2, w_hr_t_packed));
+        // With a projection, W_hrᵀ, the gradients of every h_t, and the cell's dh
+        // (W_hrᵀ·(δ_t + dh_t)) beside a zero d_out.
+        let w_hr_t = self.projection(Trans::Yes, w_hr_t_packed);
         let proj_cols = |c: usize| if w_hr_t.is_some() { c } else { 0 };
         ensure_shape(dhs, out, proj_cols(n));
         ensure_shape(dm, hid, proj_cols(batch));
@@ -590,11 +618,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     // SAFETY: columns `cols` of step t's block of dhs and of dm are this part's
                     // alone, and the matrices outlive the call.
                     let (g_t, dm_t) = unsafe { (dhs_m.slice_mut(col, nb), dm_m.slice_mut(cols.start, nb)) };
-                    // dh_t = δ_t + (what step t+1 passed back), kept for dW_hr;
-                    // dm_t = W_hrᵀ·dh_t, the gradient of what the cell wrote
-                    g_t.iter_mut().zip(&*dh_p).zip(d_out_t).for_each(|((g, &d), &o)| *g = d + o);
-                    let dm_v = &mut MatViewMut::from_slice(dm_t, hid, nb);
-                    w.gemm(&MatView::from_slice(g_t, out, nb), T::ZERO, dm_v);
+                    project_backward(w, (dh_p, d_out_t), g_t, dm_t, out);
                     (&ms[blk(hid, col)], &zs[blk(hid, cols.start)], dm_t)
                 } else {
                     (&hs[blk(out, col)], d_out_t, dh_p)
