@@ -21,7 +21,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{combine_column, for_each_p, pack_panel_any, pack_strip_any, Out, Prev, MR, NR};
+use super::{combine_column, for_each_p, pack_panel_any, pack_strip_any, Out, Prev, MR, NR, PF_A};
 
 /// Rows of a register block: two 8-lane registers.
 const MH: usize = 16;
@@ -229,6 +229,8 @@ unsafe fn block<const B_STRIPS: bool, const N: usize>(
     for_each_p(B_STRIPS, kc, b, bw, bsb, |bp, bj| {
         // SAFETY: the loads read column p of the half strip (aligned) and row p of B.
         unsafe {
+            // The half strip's column PF_A steps ahead, into L1 (one cache line).
+            _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PF_A * lda) as *const i8);
             let (a0, a1) = (_mm256_load_ps(ap), _mm256_load_ps(ap.add(8)));
             for j in 0..N {
                 let bj = _mm256_broadcast_ss(&*bp.add(j * bj));
