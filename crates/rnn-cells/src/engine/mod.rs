@@ -779,12 +779,20 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         copy_into(h0.part(0), &mut cache.h0);
         interleave(h0, rows, hid, batch, &mut cache.saved0);
         if steps > 0 {
-            // P = W_ih · X for every step at once (or the gather of W_ih columns).
-            project_input(&self.params.weight_ih, x, &mut cache.gates);
             // Batch 1 takes the packed GEMV for a sequence, or for one step once its packing is
             // kept across calls (frozen weights: streaming).
             let packed_pays = steps > 1 || cache.frozen;
-            if batch == 1 && packed_pays && batch1::available::<T>() && self.params.weight_hr.is_none() {
+            let batch1 =
+                batch == 1 && packed_pays && batch1::available::<T>() && self.params.weight_hr.is_none();
+            // P = W_ih · X for every step at once (or the gather of W_ih columns); a frozen
+            // cache keeps W_ih packed too.
+            match x {
+                SeqInput::Dense(xm) if batch1 && cache.frozen => {
+                    batch1::project_input_frozen(&self.params.weight_ih, xm, &mut cache.b1, &mut cache.gates)
+                }
+                _ => project_input(&self.params.weight_ih, x, &mut cache.gates),
+            }
+            if batch1 {
                 batch1::forward(self, steps, cache);
             } else {
                 self.forward_loop(steps, cache);
