@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rnn_cells::{GruConfig, LstmConfig, Recurrence, RecurrentState, RnnConfig, SeqInput};
 use rnn_tensor::activation::Activation;
 use rnn_tensor::gradcheck::rel_error;
-use rnn_tensor::{Mat, Parameters, Rng};
+use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
 /// Thread counts are global: the tests that set them run one at a time.
 static THREADS: Mutex<()> = Mutex::new(());
@@ -142,38 +142,65 @@ fn projected_lstms_match_their_samples_alone() {
     matches_samples_alone(&stack, &LENGTHS, false, "2-layer bidirectional LSTM proj_size 2");
 }
 
-/// The same bits for 1, 2 and 3 threads (the loops do not split by threads; the products do,
-/// keeping their bits), in f32, with shapes large enough for the products to split.
+/// Outputs, final state, parameter, input and initial-state gradients of a forward with lengths
+/// and its backward, as bits, with `threads` threads.
+fn lengths_bits<S: Scalar, M: Recurrence<S>>(
+    model: &M,
+    lengths: &[usize],
+    threads: usize,
+    seed: u64,
+) -> Vec<u64> {
+    rnn_tensor::parallel::set_num_threads(threads);
+    let mut rng = Rng::seed_from(seed);
+    let (b, t) = (lengths.len(), lengths.iter().max().copied().unwrap_or(0));
+    let x = Mat::<S>::from_fn(model.input_size(), t * b, |_, _| S::cast(rng.uniform(-1.0, 1.0)));
+    let d_out = Mat::<S>::from_fn(model.hidden_size(), t * b, |_, _| S::cast(rng.uniform(-1.0, 1.0)));
+    let mut cache = M::Cache::default();
+    let h0 = model.zero_state(b);
+    let h0 = h0.with_flat(&h0.to_flat().iter().map(|_| rng.uniform(-0.5, 0.5)).collect::<Vec<_>>());
+    let fin = model.forward_lengths(SeqInput::Dense(&x), b, lengths, &h0, &mut cache);
+    let mut g = model.params().clone();
+    g.zero();
+    let mut d_x = Mat::zeros(0, 0);
+    let d0 = model.backward(SeqInput::Dense(&x), &mut cache, &d_out, &fin, &mut g, Some(&mut d_x));
+    let mut bits: Vec<u64> = model.outputs(&cache).iter().map(|v| v.to_f64().to_bits()).collect();
+    for m in fin.parts().into_iter().chain(d0.parts()).chain(g.named_params().into_iter().map(|(_, m)| m)) {
+        bits.extend(m.iter().map(|v| v.to_f64().to_bits()));
+    }
+    bits.extend(d_x.iter().map(|v| v.to_f64().to_bits()));
+    bits
+}
+
+/// The same bits for 1, 2 and 3 threads: with threads, each step's running samples are split
+/// between them (every part's products taking the whole step's route) and the products of the
+/// whole sequence split themselves, all keeping the bits. Unidirectional layers split their own
+/// loops (a bidirectional layer runs its two directions side by side instead, each loop whole);
+/// shapes large enough for the steps to split (a batch of 40 samples of 1 to 6 steps, at least
+/// 16 running at the first steps), f32 and f64, from a non-zero initial state. Tolerance: none.
 #[test]
 fn lengths_give_the_same_bits_for_any_thread_count() {
     let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = Rng::seed_from(3);
-    let model = LstmConfig::new(64, 128).build_bidirectional::<f32>(&mut rng).unwrap();
-    let (b, t) = (40, 6);
-    let lengths: Vec<usize> = (0..b).map(|s| 1 + (7 * s) % t).collect();
-    let x = Mat::from_fn(64, t * b, |_, _| rng.uniform(-1.0, 1.0) as f32);
-    let d_out = Mat::from_fn(256, t * b, |_, _| rng.uniform(-1.0, 1.0) as f32);
-    let run = |threads: usize| {
-        rnn_tensor::parallel::set_num_threads(threads);
-        let mut cache = Default::default();
-        let h0 = model.zero_state(b);
-        let fin = model.forward_lengths(SeqInput::Dense(&x), b, &lengths, &h0, &mut cache);
-        let mut g = model.zero_grads();
-        let mut d_x = Mat::zeros(0, 0);
-        let d0 = model.backward(SeqInput::Dense(&x), &mut cache, &d_out, &h0, &mut g, Some(&mut d_x));
-        let mut bits: Vec<u32> = model.outputs(&cache).iter().map(|v| v.to_bits()).collect();
-        for m in fin.parts().into_iter().chain(d0.parts()).chain(g.named_params().into_iter().map(|(_, m)| m))
-        {
-            bits.extend(m.iter().map(|v| v.to_bits()));
-        }
-        bits.extend(d_x.iter().map(|v| v.to_bits()));
-        bits
-    };
     let threads = rnn_tensor::parallel::num_threads();
-    let one = run(1);
-    for n in [2, 3] {
-        assert!(run(n) == one, "{n} threads differ from one");
+    let lengths: Vec<usize> = (0..40).map(|s| 1 + (7 * s) % 6).collect();
+    fn check<S: Scalar, M: Recurrence<S>>(model: &M, lengths: &[usize], name: &str) {
+        let one = lengths_bits(model, lengths, 1, 5);
+        for n in [2, 3] {
+            assert!(lengths_bits(model, lengths, n, 5) == one, "{name}: {n} threads differ from one");
+        }
     }
+    let mut rng = Rng::seed_from(3);
+    let lstm = LstmConfig::new(64, 128);
+    check(&lstm.build_bidirectional::<f32>(&mut rng).unwrap(), &lengths, "bidirectional LSTM f32");
+    check(&lstm.build::<f32>(&mut rng).unwrap(), &lengths, "LSTM f32");
+    check(&lstm.with_reverse(true).build::<f32>(&mut rng).unwrap(), &lengths, "reverse LSTM f32");
+    check(&lstm.with_proj_size(96).build::<f32>(&mut rng).unwrap(), &lengths, "projected LSTM f32");
+    check(&GruConfig::new(64, 160).build::<f32>(&mut rng).unwrap(), &lengths, "GRU f32");
+    check(
+        &GruConfig::new(64, 160).with_reverse(true).build::<f64>(&mut rng).unwrap(),
+        &lengths,
+        "reverse GRU f64",
+    );
+    check(&lstm.build::<f64>(&mut rng).unwrap(), &lengths, "LSTM f64");
     rnn_tensor::parallel::set_num_threads(threads);
 }
 

@@ -10,16 +10,26 @@
 //! product, the whole-sequence ones included, and every pointwise pass covers real steps only: the
 //! cost follows the number of real steps, not `B × T`.
 //!
-//! Per step, the state each running sample starts from is gathered into one block (`hprev`,
-//! `sprev`): the previous step's, or for a reverse layer's samples whose first step this is, the
-//! initial state. `dW_hh` is summed step by step against those blocks. The loops run on one
-//! thread (the products still split themselves when large), so the results do not depend on the
-//! thread count: each product's shape is fixed by the lengths alone.
+//! Per step, the states the running samples start from are the previous step's first columns, in
+//! place (forward in time), or, for a reverse layer whose samples join at their own last steps,
+//! gathered into one block (`hprev`, `sprev`). `dW_hh`, `dW_ih` (and `dW_hr`) are one product each
+//! after the loop, over the starting states kept for every real step.
+//!
+//! With threads, each step's running samples are split between them ([`for_each_step_part`]):
+//! a split gives every part at least 8 columns and a product above `gemm`'s small-product route,
+//! so each part's products take the route the whole step's would, and the parts meet after every
+//! step (the next reads the states the others wrote). The results are the same bits for any
+//! thread count. (The padded loop instead gives each thread its own samples for the whole loop;
+//! here the running samples shrink, and a fixed split would leave the thread of the shorter ones
+//! idle at the end.)
+
+use std::ops::Range;
 
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Scalar, Trans};
 
 use super::ops::{
-    add_column_sums, ensure_shape, input_backward, project_input, weight_grad_product, StepWeight,
+    add_column_sums, ensure_shape, for_each_step_part, input_backward, project_input, weight_grad_product,
+    SharedCols, StepWeight,
 };
 use super::{
     interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
@@ -114,42 +124,81 @@ fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
     }
 }
 
-impl<T: Scalar, C: Cell<T>> Layer<T, C> {
-    /// Where the samples running at visit `s` find their starting states: forward in time after
-    /// the first step, they all ran the previous visit (the running samples only shrink, longest
-    /// first), so their states are the first columns of that step's, in place (`Some` of its
-    /// first column). Otherwise (a reverse layer's samples join as it reaches their last steps,
-    /// from the initial state) they are gathered into `hprev`/`sprev` (`None`).
-    fn prev_states(&self, cache: &mut LayerCache<T>, order: Order, s: usize) -> Option<usize> {
+/// Where the steps of a variable-length loop find their starting states, shared by the parts of
+/// [`for_each_step_part`]: the states every step left (`h`, `saved`, compact), the initial ones
+/// (by sorted position), and `hprev`/`sprev`, one step's gathered starting states.
+struct StepBufs<'a, T> {
+    h: SharedCols<T>,
+    saved: SharedCols<T>,
+    hprev: SharedCols<T>,
+    sprev: SharedCols<T>,
+    h0: &'a Mat<T>,
+    saved0: &'a Mat<T>,
+}
+
+impl<'a, T: Scalar> StepBufs<'a, T> {
+    fn new(
+        h: &mut Mat<T>,
+        saved: &mut Mat<T>,
+        hprev: &mut Mat<T>,
+        sprev: &mut Mat<T>,
+        h0: &'a Mat<T>,
+        saved0: &'a Mat<T>,
+    ) -> Self {
+        let [h, saved, hprev, sprev] = [h, saved, hprev, sprev].map(SharedCols::new);
+        StepBufs { h, saved, hprev, sprev, h0, saved0 }
+    }
+
+    /// The starting states of the running samples `cols` (sorted positions) of the step of visit
+    /// `s`. Forward in time after the first step they all ran the previous visit (the running
+    /// samples only shrink, longest first), so their states are those columns of that step's, in
+    /// place. Otherwise (a reverse layer's samples join as it reaches their last steps, from the
+    /// initial state) they are gathered into columns `cols` of `hprev`/`sprev`.
+    ///
+    /// # Safety
+    /// The previous visit's columns of `h` and `saved` are complete and nothing writes them while
+    /// the slices live; no other part touches columns `cols` of `hprev`/`sprev` meanwhile.
+    unsafe fn starting_states(
+        &self,
+        order: Order,
+        s: usize,
+        cols: &Range<usize>,
+        active: &[usize],
+        off: &[usize],
+    ) -> (&[T], &[T]) {
+        let (out, rows, na) = (self.h.rows(), self.saved.rows(), cols.len());
         if s > 0 && !order.reverse {
-            Some(cache.var.off[order.t(s - 1)])
-        } else {
-            self.gather_prev(cache, order, s);
-            None
+            let pc = off[order.t(s - 1)] + cols.start;
+            // SAFETY: the caller's contract (the previous visit's columns).
+            return unsafe { (self.h.elems(pc * out, na * out), self.saved.elems(pc * rows, na * rows)) };
         }
-    }
-
-    /// Fills `hprev`/`sprev` with the starting states of step `t`'s `n` running samples: the
-    /// state left at step `tp` for those that ran it, else the initial state.
-    fn gather_prev(&self, cache: &mut LayerCache<T>, order: Order, s: usize) {
-        let (out, b) = (self.hidden_size(), cache.batch);
-        let rows = C::SAVED * self.cell_size();
-        let t = order.t(s);
-        let n = cache.var.active[t];
         // The previous step visited, and how many samples ran it.
-        let (tp, ran) = if s == 0 { (0, 0) } else { (order.t(s - 1), cache.var.active[order.t(s - 1)]) };
-        let LayerCache { h, saved, h0, saved0, var, .. } = cache;
-        ensure_shape(&mut var.hprev, out, b);
-        ensure_shape(&mut var.sprev, rows, b);
-        for p in 0..n {
-            let (hs, ss, col) = if p < ran { (&*h, &*saved, var.off[tp] + p) } else { (&*h0, &*saved0, p) };
-            var.hprev.as_mut_slice()[p * out..(p + 1) * out]
-                .copy_from_slice(&hs.as_slice()[col * out..(col + 1) * out]);
-            var.sprev.as_mut_slice()[p * rows..(p + 1) * rows]
-                .copy_from_slice(&ss.as_slice()[col * rows..(col + 1) * rows]);
+        let (tp, ran) = if s == 0 { (0, 0) } else { (order.t(s - 1), active[order.t(s - 1)]) };
+        for p in cols.clone() {
+            let (hs, ss): (&[T], &[T]) = if p < ran {
+                let c = off[tp] + p;
+                // SAFETY: the caller's contract (the previous visit's columns).
+                unsafe { (self.h.elems(c * out, out), self.saved.elems(c * rows, rows)) }
+            } else {
+                (
+                    &self.h0.as_slice()[p * out..(p + 1) * out],
+                    &self.saved0.as_slice()[p * rows..(p + 1) * rows],
+                )
+            };
+            // SAFETY: column p of hprev and sprev is this part's alone (the caller's contract).
+            unsafe {
+                self.hprev.elems_mut(p * out, out).copy_from_slice(hs);
+                self.sprev.elems_mut(p * rows, rows).copy_from_slice(ss);
+            }
+        }
+        // SAFETY: as above; written just now, by this part.
+        unsafe {
+            (self.hprev.elems(cols.start * out, na * out), self.sprev.elems(cols.start * rows, na * rows))
         }
     }
+}
 
+impl<T: Scalar, C: Cell<T>> Layer<T, C> {
     /// The forward with per-sample lengths (see the module docs), on a cache whose shapes are
     /// set; writes the final state into `fin` in the caller's order.
     pub(super) fn forward_lengths_loop(
@@ -215,47 +264,57 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let bias = self.biases(&mut bias_sum);
             let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
             let w_hr = self.projection(Trans::No, &mut w_hr_packed);
-            for s in 0..steps {
-                let t = order.t(s);
-                let na = cache.var.active[t];
-                if na == 0 {
-                    continue;
-                }
-                let prev = self.prev_states(cache, order, s);
-                let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
-                let col = var.off[t];
-                // Step t's columns come after every earlier step's (forward in time).
-                let (h_done, h_rest) = h.as_mut_slice().split_at_mut(col * out);
-                let (s_done, s_rest) = saved.as_mut_slice().split_at_mut(col * rows);
-                let (hprev, sprev): (&[T], &[T]) = match prev {
-                    Some(pc) => (&h_done[pc * out..(pc + na) * out], &s_done[pc * rows..(pc + na) * rows]),
-                    None => (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows]),
-                };
-                let a_t = &mut gates.as_mut_slice()[col * g..(col + na) * g];
-                let v_t = &mut v.as_mut_slice()[..if C::HIDDEN_APART { na * g } else { 0 }];
-                let hp = MatView::from_slice(hprev, out, na);
-                if C::HIDDEN_APART {
-                    w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
-                } else {
-                    w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
-                }
-                let h_t = &mut h_rest[..na * out];
-                // With a projection the cell writes m_t, and h_t = W_hr·m_t.
-                let mut m_t = w_hr.is_some().then(|| &mut m.as_mut_slice()[col * hid..(col + na) * hid]);
-                let step = ForwardStep {
-                    a: a_t,
-                    v: v_t,
-                    bias,
-                    h_prev: hprev,
-                    saved_prev: sprev,
-                    saved: &mut s_rest[..na * rows],
-                    h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
-                };
-                self.cell.forward(hid, step);
-                if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
-                    project_forward(w, m_t, h_t, hid);
-                }
-            }
+            let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
+            ensure_shape(&mut var.hprev, out, b);
+            ensure_shape(&mut var.sprev, rows, b);
+            let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
+            let (gates, m, v) = (SharedCols::new(gates), SharedCols::new(m), SharedCols::new(&mut v));
+            let (active, off) = (&var.active, &var.off);
+            for_each_step_part(
+                steps,
+                b,
+                self.part_macs(),
+                |s| active[order.t(s)],
+                |s, cols| {
+                    let t = order.t(s);
+                    let (na, col) = (cols.len(), off[t] + cols.start);
+                    // SAFETY: the states step t starts from were completed before this visit (by the
+                    // last one, and the barrier after it), and nothing writes them during it.
+                    let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, active, off) };
+                    // SAFETY: this part alone touches columns `cols` of step t's blocks of gates, m,
+                    // saved and h, and of the one-step buffer v; none of them is a starting state.
+                    let (a_t, v_t, saved_t, h_t) = unsafe {
+                        (
+                            gates.slice_mut(col, na),
+                            if C::HIDDEN_APART { v.slice_mut(cols.start, na) } else { &mut [] },
+                            bufs.saved.slice_mut(col, na),
+                            bufs.h.slice_mut(col, na),
+                        )
+                    };
+                    let hp = MatView::from_slice(hprev, out, na);
+                    if C::HIDDEN_APART {
+                        w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
+                    } else {
+                        w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
+                    }
+                    // With a projection the cell writes m_t, and h_t = W_hr·m_t.
+                    // SAFETY: as above (columns `cols` of step t's block of m).
+                    let mut m_t = w_hr.is_some().then(|| unsafe { m.slice_mut(col, na) });
+                    let step = ForwardStep {
+                        a: a_t,
+                        v: v_t,
+                        bias,
+                        h_prev: hprev,
+                        saved_prev: sprev,
+                        saved: saved_t,
+                        h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
+                    };
+                    self.cell.forward(hid, step);
+                    if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
+                        project_forward(w, m_t, h_t, hid);
+                    }
+                },
+            );
         }
         cache.bias_sum = bias_sum;
         cache.w_hh_packed = w_packed;
@@ -325,59 +384,76 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         {
             let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
             let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
-            for s in (0..steps).rev() {
-                let t = order.t(s);
-                let na = cache.var.active[t];
-                if na == 0 {
-                    continue;
-                }
-                let prev = self.prev_states(cache, order, s);
-                let LayerCache { gates, saved, h, m, var, .. } = &mut *cache;
-                let col = var.off[t];
-                let (hprev, sprev): (&[T], &[T]) = match prev {
-                    Some(pc) => (
-                        &h.as_slice()[pc * out..(pc + na) * out],
-                        &saved.as_slice()[pc * rows..(pc + na) * rows],
-                    ),
-                    None => (&var.hprev.as_slice()[..na * out], &var.sprev.as_slice()[..na * rows]),
-                };
-                // Kept for dW_hh, one product after the loop.
-                var.hprev_all.as_mut_slice()[col * out..(col + na) * out].copy_from_slice(hprev);
-                let da_t = &mut da.as_mut_slice()[col * g..(col + na) * g];
-                let dv_t: &mut [T] =
-                    if C::HIDDEN_APART { &mut dv.as_mut_slice()[col * g..(col + na) * g] } else { &mut [] };
-                let d_out_t = &var.d_out.as_slice()[col * out..(col + na) * out];
-                // What the cell sees as its output h, its d_out and its dh: with a projection,
-                // m_t, zero and W_hrᵀ·(δ_t + dh_t).
-                let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
-                    let g_t = &mut dhs.as_mut_slice()[col * out..(col + na) * out];
-                    let dm_t = &mut dm.as_mut_slice()[..na * hid];
-                    project_backward(w, (&dh.as_slice()[..na * out], d_out_t), g_t, dm_t, out);
-                    (&m.as_slice()[col * hid..(col + na) * hid], &zeros.as_slice()[..na * hid], dm_t)
-                } else {
-                    (&h.as_slice()[col * out..(col + na) * out], d_out_t, &mut dh.as_mut_slice()[..na * out])
-                };
-                let step = BackwardStep {
-                    gates: &gates.as_slice()[col * g..(col + na) * g],
-                    saved: &saved.as_slice()[col * rows..(col + na) * rows],
-                    saved_prev: sprev,
-                    h: h_cell,
-                    h_prev: hprev,
-                    d_out: d_out_cell,
-                    dh: dh_cell,
-                    d_carried: &mut dc.as_mut_slice()[..na * crows],
-                    da: da_t,
-                    dv: dv_t,
-                };
-                self.cell.backward(hid, step);
-                let op = if C::HIDDEN_APART { &dv } else { &da };
-                let op_t = op.columns(col, na);
-                // dh_prev (+)= W_hhᵀ · dv_t
-                if s > 0 || init_grad {
-                    let mut dh_t = MatViewMut::from_slice(&mut dh.as_mut_slice()[..na * out], out, na);
-                    w_hh_t.gemm(&op_t, beta, &mut dh_t);
-                }
-            }
+            let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
+            ensure_shape(&mut var.hprev, out, b);
+            ensure_shape(&mut var.sprev, rows, b);
+            let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
+            let (gates, m, d_out) = (&*gates, &*m, &var.d_out);
+            let [hprev_all, da, dv, dhs, dh, dc, dm] =
+                [&mut var.hprev_all, &mut da, &mut dv, &mut dhs, &mut dh, &mut dc, &mut dm]
+                    .map(SharedCols::new);
+            let (active, off) = (&var.active, &var.off);
+            // Visit i of the loop is visit steps-1-i of the forward.
+            let back = |i: usize| steps - 1 - i;
+            for_each_step_part(
+                steps,
+                b,
+                self.part_macs(),
+                |i| active[order.t(back(i))],
+                |i, cols| {
+                    let s = back(i);
+                    let t = order.t(s);
+                    let (na, col, c0) = (cols.len(), off[t] + cols.start, cols.start);
+                    // SAFETY: the states step t started from were left by the forward; nothing writes
+                    // them now (the backward writes only gradients and the gathered hprev/sprev, whose
+                    // columns `cols` are this part's).
+                    let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, active, off) };
+                    // SAFETY (every slice_mut below): this part alone touches columns `cols` of step
+                    // t's blocks of hprev_all, da, dv and dhs, and of the one-step buffers dh, dc and dm,
+                    // during this visit (the barrier after it orders them before the next visit's reads).
+                    // Kept for dW_hh, one product after the loop.
+                    unsafe { hprev_all.slice_mut(col, na) }.copy_from_slice(hprev);
+                    let da_t = unsafe { da.slice_mut(col, na) };
+                    let dv_t: &mut [T] =
+                        if C::HIDDEN_APART { unsafe { dv.slice_mut(col, na) } } else { &mut [] };
+                    let d_out_t = &d_out.as_slice()[col * out..(col + na) * out];
+                    let dh_t = unsafe { dh.slice_mut(c0, na) };
+                    // What the cell sees as its output h, its d_out and its dh: with a projection,
+                    // m_t, zero and W_hrᵀ·(δ_t + dh_t).
+                    let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
+                        let g_t = unsafe { dhs.slice_mut(col, na) };
+                        let dm_t = unsafe { dm.slice_mut(c0, na) };
+                        project_backward(w, (&*dh_t, d_out_t), g_t, dm_t, out);
+                        (
+                            &m.as_slice()[col * hid..(col + na) * hid],
+                            &zeros.as_slice()[c0 * hid..(c0 + na) * hid],
+                            dm_t,
+                        )
+                    } else {
+                        // SAFETY: step t's columns of h, written by the forward, only read now.
+                        (unsafe { bufs.h.elems(col * out, na * out) }, d_out_t, &mut *dh_t)
+                    };
+                    let step = BackwardStep {
+                        gates: &gates.as_slice()[col * g..(col + na) * g],
+                        saved: unsafe { bufs.saved.elems(col * rows, na * rows) },
+                        saved_prev: sprev,
+                        h: h_cell,
+                        h_prev: hprev,
+                        d_out: d_out_cell,
+                        dh: dh_cell,
+                        d_carried: unsafe { dc.slice_mut(c0, na) },
+                        da: &mut *da_t,
+                        dv: &mut *dv_t,
+                    };
+                    self.cell.backward(hid, step);
+                    let op_t: &[T] = if C::HIDDEN_APART { dv_t } else { da_t };
+                    // dh_prev (+)= W_hhᵀ · dv_t
+                    if s > 0 || init_grad {
+                        let op_t = MatView::from_slice(op_t, g, na);
+                        w_hh_t.gemm(&op_t, beta, &mut MatViewMut::from_slice(dh_t, out, na));
+                    }
+                },
+            );
         }
         cache.w_hh_t_packed = w_packed;
         cache.w_hr_t_packed = w_hr_packed;

@@ -318,6 +318,44 @@ pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl 
     }
 }
 
+/// Runs `f(s, cols)` for every visit `s` of a time loop whose visit `s` has `active(s)` running
+/// columns, `cols` the range of them one part computes: `0..active(s)` on the caller when the
+/// loop is not split; otherwise each visit's columns are split between the parts as
+/// [`batch_parts`] allows for that visit (at most as many parts as the call has; the others wait),
+/// so that every part's products take the route the whole visit's would (the bits do not depend
+/// on the split), and the parts meet after every visit (a visit reads what the others wrote at
+/// the one before). Visits with no running column are skipped. `max_active` bounds `active`.
+pub(crate) fn for_each_step_part(
+    steps: usize,
+    max_active: usize,
+    macs_per_column: usize,
+    active: impl Fn(usize) -> usize + Sync,
+    f: impl Fn(usize, Range<usize>) + Sync,
+) {
+    let run = |s: usize, index: usize, count: usize| {
+        let n = active(s);
+        let parts = batch_parts(n, macs_per_column).min(count);
+        if index < parts {
+            let cols = parallel::split_range(n, index, parts, 1);
+            if !cols.is_empty() {
+                f(s, cols);
+            }
+        }
+    };
+    match batch_parts(max_active, macs_per_column) {
+        // Not through the pool: the products of an unsplit loop may split themselves.
+        1 => (0..steps).for_each(|s| run(s, 0, 1)),
+        parts => parallel::for_each_part(parts, |part| {
+            for s in 0..steps {
+                run(s, part.index, part.count);
+                if s + 1 < steps {
+                    part.barrier();
+                }
+            }
+        }),
+    }
+}
+
 /// Rows (or columns) of one part of a pass split by [`for_each_row_part`], at least.
 const MIN_PART_ROWS: usize = 64;
 /// Values of one part of a pass split by [`for_each_row_part`], at least.
@@ -370,6 +408,11 @@ impl<T: Scalar> SharedCols<T> {
         assert!(start + n <= self.cols, "SharedCols: columns {start}+{n} of {}", self.cols);
         // SAFETY: in bounds (checked); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start * self.rows), n * self.rows) }
+    }
+
+    /// The matrix's rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
     }
 
     /// The first value's address.
