@@ -45,7 +45,11 @@
 //!   `ROUNDS` rounds, each running this program and `tools/torch_ref.py` (with `$PYTHON`, default
 //!   `python3`) one after the other, with one thread and then two, each in a process of its own;
 //!   prints per case and thread count the median over the rounds of PyTorch's time over ours, with
-//!   the range. Only ratios from the same sitting mean anything on a shared machine.
+//!   the range. Only ratios from the same sitting mean anything on a shared machine. When the
+//!   variable-length case and its padded counterpart (`seq_lstm_fwdbwd_i256_h256_b64_t100`, the
+//!   same batch with every sample 100 steps long) both ran, it first prints, for ours and for
+//!   PyTorch's, the variable-length time over the padded time scaled by the share of real steps
+//!   (1.0: the cost follows the real steps exactly).
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -334,6 +338,23 @@ fn run_child(mut cmd: std::process::Command, what: &str) -> HashMap<String, f64>
     }
 }
 
+/// The variable-length case and its padded counterpart (every sample 100 steps).
+const VARLEN: &str = "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100";
+const PADDED: &str = "seq_lstm_fwdbwd_i256_h256_b64_t100";
+
+/// The share of the padded case's steps that the variable-length case runs (3,524 of 6,400).
+fn real_share() -> f64 {
+    torch_cases::varlen_lengths().iter().sum::<usize>() as f64 / (64 * 100) as f64
+}
+
+/// The median of `v` (the mean of the middle two for an even count), its least and its greatest.
+fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (med, v[0], v[n - 1])
+}
+
 /// `--compare ROUNDS`: interleaved rounds of ours and PyTorch's (see the module docs).
 fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     let exe = std::env::current_exe().unwrap_or_else(|e| {
@@ -344,6 +365,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     // ratios[(threads, case)] = PyTorch / ours, one per round.
     let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
+    // the share of real steps, one per round.
+    let mut varlen: HashMap<usize, Vec<(f64, f64)>> = HashMap::new();
     for round in 1..=rounds {
         for threads in [1usize, 2] {
             let mut ours = std::process::Command::new(&exe);
@@ -373,26 +397,38 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
                 }
             }
+            let over_padded =
+                |times: &HashMap<String, f64>| Some(times.get(VARLEN)? / (times.get(PADDED)? * real_share()));
+            if let (Some(o), Some(t)) = (over_padded(&ours), over_padded(&torch)) {
+                varlen.entry(threads).or_default().push((o, t));
+            }
         }
         eprintln!("round {round} of {rounds} done");
+    }
+    if !varlen.is_empty() {
+        println!(
+            "Variable lengths against the padded run scaled by the share of real steps ({:.3}):",
+            real_share()
+        );
+        println!("| threads | ours: varlen / scaled padded, median | range | PyTorch's, median | range |");
+        println!("|---:|---:|---|---:|---|");
+        for threads in [1usize, 2] {
+            if let Some(v) = varlen.get(&threads) {
+                let (ours, torch): (Vec<f64>, Vec<f64>) = v.iter().copied().unzip();
+                let ((om, o0, o1), (tm, t0, t1)) = (median_range(ours), median_range(torch));
+                println!("| {threads} | {om:.3} | {o0:.3}-{o1:.3} | {tm:.3} | {t0:.3}-{t1:.3} |");
+            }
+        }
+        println!();
     }
     println!("| case | threads | PyTorch / ours, median | range | rounds |");
     println!("|---|---:|---:|---|---:|");
     for threads in [1usize, 2] {
         for name in torch_cases::NAMES {
-            if let Some(v) = ratios.get_mut(&(threads, name.to_string())) {
-                v.sort_by(f64::total_cmp);
-                let med = if v.len() % 2 == 1 {
-                    v[v.len() / 2]
-                } else {
-                    (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-                };
-                println!(
-                    "| `{name}` | {threads} | {med:.2}× | {:.2}-{:.2} | {} |",
-                    v[0],
-                    v[v.len() - 1],
-                    v.len()
-                );
+            if let Some(v) = ratios.remove(&(threads, name.to_string())) {
+                let n = v.len();
+                let (med, lo, hi) = median_range(v);
+                println!("| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} |");
             }
         }
     }

@@ -159,6 +159,7 @@ CASES = {
     "stream_lstm_i64_h256_t100": (streaming, ("LSTM", 64, 256, 100)),
     "stream_gru_i64_h256_t100": (streaming, ("GRU", 64, 256, 100)),
     "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100": (variable_lengths, (256, 256, 64, 100)),
+    "seq_lstm_fwdbwd_i256_h256_b64_t100": (sequence_forward_backward, (256, 256, 64, 100)),
 }
 
 

@@ -69,7 +69,7 @@ fn fnv<'a>(mats: impl IntoIterator<Item = &'a Mat<f32>>) -> u64 {
 }
 
 /// The names of every case, in torch_ref.py's order.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "lm_lstm_2x256_b64_t24_v65",
     "lm_lstm_1x128_b32_t50_v65",
     "lm_gru_2x256_b64_t24_v65",
@@ -84,7 +84,14 @@ pub const NAMES: [&str; 14] = [
     "stream_lstm_i64_h256_t100",
     "stream_gru_i64_h256_t100",
     "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100",
+    "seq_lstm_fwdbwd_i256_h256_b64_t100",
 ];
+
+/// The lengths of the variable-length case: `10 + (37·b mod 91)` for `b` in `0..64` (3,524 real
+/// steps of the padded case's 6,400).
+pub fn varlen_lengths() -> Vec<usize> {
+    (0..64).map(|s| 10 + (37 * s) % 91).collect()
+}
 
 fn randn(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
     Init::Normal { mean: 0.0, std: 1.0 }.matrix(rows, cols, rng)
@@ -128,6 +135,12 @@ pub fn build(name: &str) -> Option<Case> {
             let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
             let h0 = lstm.zero_state(64);
             fwd_bwd_case(name, lstm, h0, 4, 256, 64, 24, rng)
+        }
+        // The variable-length case's padded counterpart: every sample 100 steps long.
+        "seq_lstm_fwdbwd_i256_h256_b64_t100" => {
+            let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
+            let h0 = lstm.zero_state(64);
+            fwd_bwd_case(name, lstm, h0, 4, 256, 64, 100, rng)
         }
         "seq_lstm_fwd_i65_h512_b1_t100" => {
             let lstm = LstmConfig::new(65, 512).build::<f32>(rng).unwrap();
@@ -188,7 +201,7 @@ pub fn build(name: &str) -> Option<Case> {
         "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100" => {
             let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
             let (b, t) = (64, 100);
-            let lengths: Vec<usize> = (0..b).map(|s| 10 + (37 * s) % 91).collect();
+            let lengths = varlen_lengths();
             let real: usize = lengths.iter().sum();
             let x = randn(256, t * b, rng);
             let h0 = lstm.zero_state(b);
