@@ -238,11 +238,14 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
 }
 
 /// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads:
-/// about 0.3 ms of work on one core, so that starting a thread, or waiting for a busy second
-/// core, costs little beside it (the head's 65 × 256 × 1536 products, a quarter of this, ran
-/// ten times slower on two threads of this shared machine). The whole-sequence products of the
-/// layers (W_ih·X, dW, d_x: 1024 × 256 × 1536) are six times this.
-pub(crate) const THREAD_MACS: usize = 1 << 26;
+/// about 50 µs of work on one core. Chosen on the 2-core Xeon, two threads, interleaved rounds
+/// against `1 << 26` (0.3 ms): the one-step cells' weight gradients (`1024 × 64 × 256`, just
+/// above this) now split, `cell_lstm_fwdbwd` 1.40× and `cell_gru_fwdbwd` 1.42× faster,
+/// `lm_rnn` 1.14× (its head's `65 × 256 × 1536` products split), the other cases unchanged
+/// within the noise; `1 << 24` left the cells' products whole. A second core that is busy
+/// with another process makes any split wait for it (the head's products once ran ten times
+/// slower on two threads of this shared machine), which is why the bound is not lower still.
+pub(crate) const THREAD_MACS: usize = 1 << 23;
 
 /// A product on raw pointers, shared with the threads of [`parallel::for_each_part`]: each part
 /// writes a disjoint block of `C`.
