@@ -669,8 +669,9 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
                 last_val = Some(v);
                 checked = Some(v);
                 say(&format!(
-                    "step {step}/{total} epoch {:.2}: train loss {loss:.4}, validation loss {v:.4}",
-                    step as f64 / per_epoch as f64
+                    "step {step}/{total} epoch {:.2}, {:.1} min: train loss {loss:.4}, validation loss {v:.4}",
+                    step as f64 / per_epoch as f64,
+                    started.elapsed().as_secs_f64() / 60.0
                 ));
             }
             let bytes = encode_checkpoint(
