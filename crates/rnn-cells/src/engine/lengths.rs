@@ -137,6 +137,7 @@ struct StepBufs<'a, T> {
 }
 
 impl<'a, T: Scalar> StepBufs<'a, T> {
+    /// Shares the buffers, sizing `hprev`/`sprev` like the initial states (one column per sample).
     fn new(
         h: &mut Mat<T>,
         saved: &mut Mat<T>,
@@ -145,6 +146,8 @@ impl<'a, T: Scalar> StepBufs<'a, T> {
         h0: &'a Mat<T>,
         saved0: &'a Mat<T>,
     ) -> Self {
+        ensure_shape(hprev, h0.nrows(), h0.ncols());
+        ensure_shape(sprev, saved0.nrows(), saved0.ncols());
         let [h, saved, hprev, sprev] = [h, saved, hprev, sprev].map(SharedCols::new);
         StepBufs { h, saved, hprev, sprev, h0, saved0 }
     }
@@ -265,8 +268,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
             let w_hr = self.projection(Trans::No, &mut w_hr_packed);
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
-            ensure_shape(&mut var.hprev, out, b);
-            ensure_shape(&mut var.sprev, rows, b);
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, v) = (SharedCols::new(gates), SharedCols::new(m), SharedCols::new(&mut v));
             let (active, off) = (&var.active, &var.off);
@@ -385,8 +386,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
             let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
-            ensure_shape(&mut var.hprev, out, b);
-            ensure_shape(&mut var.sprev, rows, b);
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, d_out) = (&*gates, &*m, &var.d_out);
             let [hprev_all, da, dv, dhs, dh, dc, dm] =
