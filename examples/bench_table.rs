@@ -344,7 +344,8 @@ const PADDED: &str = "seq_lstm_fwdbwd_i256_h256_b64_t100";
 
 /// The share of the padded case's steps that the variable-length case runs (3,524 of 6,400).
 fn real_share() -> f64 {
-    torch_cases::varlen_lengths().iter().sum::<usize>() as f64 / (64 * 100) as f64
+    let lengths = torch_cases::varlen_lengths();
+    lengths.iter().sum::<usize>() as f64 / (lengths.len() * torch_cases::VARLEN_STEPS) as f64
 }
 
 /// The median of `v` (the mean of the middle two for an even count), its least and its greatest.

@@ -87,6 +87,9 @@ pub const NAMES: [&str; 15] = [
     "seq_lstm_fwdbwd_i256_h256_b64_t100",
 ];
 
+/// The steps of the variable-length case's input, and of its padded counterpart.
+pub const VARLEN_STEPS: usize = 100;
+
 /// The lengths of the variable-length case: `10 + (37·b mod 91)` for `b` in `0..64` (3,524 real
 /// steps of the padded case's 6,400).
 pub fn varlen_lengths() -> Vec<usize> {
@@ -140,7 +143,7 @@ pub fn build(name: &str) -> Option<Case> {
         "seq_lstm_fwdbwd_i256_h256_b64_t100" => {
             let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
             let h0 = lstm.zero_state(64);
-            fwd_bwd_case(name, lstm, h0, 4, 256, 64, 100, rng)
+            fwd_bwd_case(name, lstm, h0, 4, 256, 64, VARLEN_STEPS, rng)
         }
         "seq_lstm_fwd_i65_h512_b1_t100" => {
             let lstm = LstmConfig::new(65, 512).build::<f32>(rng).unwrap();
@@ -200,8 +203,8 @@ pub fn build(name: &str) -> Option<Case> {
         }
         "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100" => {
             let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
-            let (b, t) = (64, 100);
             let lengths = varlen_lengths();
+            let (b, t) = (lengths.len(), VARLEN_STEPS);
             let real: usize = lengths.iter().sum();
             let x = randn(256, t * b, rng);
             let h0 = lstm.zero_state(b);
