@@ -65,6 +65,14 @@ fn train_args(corpus: &Path, out: &Path, steps: u64, extra: &[&str]) -> Vec<Stri
     a
 }
 
+/// `dir/run`, a run of 2 steps of [`train_args`]' tiny LSTM on the test corpus (its
+/// `model.safetensors` is the checkpoint most tests read).
+fn trained_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    run
+}
+
 fn assert_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -111,8 +119,7 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn thread_variables_are_checked_like_the_flag() {
     let dir = tmp("threads");
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     let ck = s(&run.join("model.safetensors"));
     let cases = [
         ("RNN_NUM_THREADS", "abc", "RNN_NUM_THREADS must be a whole number in 1..=256, got \"abc\""),
@@ -320,8 +327,7 @@ fn byte_order_marks_and_long_unknown_lists() {
 #[test]
 fn pipes_and_write_errors() {
     let dir = tmp("pipes");
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     let ck = s(&run.join("model.safetensors"));
     // 100 million characters would take minutes; the reader leaves after 100 bytes.
     let mut child = Command::new(bin())
@@ -401,8 +407,7 @@ impl std::io::Write for Recorder {
 fn samples_are_flushed_character_by_character() {
     use clap::Parser;
     let dir = tmp("flush");
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     let ck = s(&run.join("model.safetensors"));
     let cli = charlm::cli::Cli::try_parse_from([
         "charlm",
@@ -433,8 +438,7 @@ fn samples_are_flushed_character_by_character() {
 #[test]
 fn killed_runs_leave_no_leftovers() {
     let dir = tmp("leftovers");
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     let planted = [
         ".model.safetensors.tmp-999999",
         ".train_state.json.next.tmp-999998",
@@ -478,8 +482,7 @@ fn killed_runs_leave_no_leftovers() {
 #[test]
 fn init_from_another_vocabulary_maps_by_character() {
     let dir = tmp("init");
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     // The same size of vocabulary: 'e' is gone, '~' is new (sorted last).
     let text = std::fs::read_to_string(corpus()).unwrap().replace('e', "~");
     let other = dir.join("other.txt");
@@ -563,8 +566,7 @@ fn endless_input_stops_at_the_limit() {
     // A regular file over the limit, for eval; and the limit's own range.
     let big = dir.join("big.txt");
     std::fs::write(&big, "ab".repeat(600_000)).unwrap();
-    let run = dir.join("run");
-    assert_ok(&charlm(&train_args(&corpus(), &run, 2, &[])), "setup");
+    let run = trained_run(&dir);
     let ck = s(&run.join("model.safetensors"));
     let out = charlm(&strings(&["eval", "--checkpoint", &ck, "--text", &s(&big), "--max-input-mib", "1"]));
     assert_clean_failure(&out, "big.txt is larger than the limit of 1 MiB");
