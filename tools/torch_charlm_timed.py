@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch_charlm_common import B, T, CharLM, load, streams, val_loss
+
 if len(sys.argv) < 3:
     sys.exit("usage: torch_charlm_timed.py CORPUS MINUTES [THREADS] [VAL_EVERY]")
 path = sys.argv[1]
@@ -30,45 +32,8 @@ threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 val_every = int(sys.argv[4]) if len(sys.argv) > 4 else 250
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-text = open(path, encoding="utf-8").read()
-chars = sorted(set(text))
-V = len(chars)
-index = {c: i for i, c in enumerate(chars)}
-data = torch.tensor([index[c] for c in text])
-split = len(data) - int(len(data) * 0.1)
-train, val = data[:split], data[split:]
-B, T, H, L = 50, 50, 256, 2
-
-
-class CharLM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(V, H, L, batch_first=True)
-        self.head = nn.Linear(H, V)
-
-    def forward(self, x, state=None):
-        out, state = self.rnn(F.one_hot(x, V).float(), state)
-        return self.head(out), state
-
-
-def streams(d, b, t):
-    n = (len(d) - 1) // (b * t) * t
-    return d[: b * n].view(b, n), d[1 : b * n + 1].view(b, n)
-
-
-def val_loss(model):
-    vb = min(B, len(val) - 1)
-    n = (len(val) - 1) // vb
-    vx, vy = val[: vb * n].view(vb, n), val[1 : vb * n + 1].view(vb, n)
-    total, state = 0.0, None
-    with torch.no_grad():
-        for j in range(0, n, T):
-            out, state = model(vx[:, j : j + T], state)
-            total += F.cross_entropy(out.reshape(-1, V), vy[:, j : j + T].reshape(-1), reduction="sum").item()
-    return total / (vb * n)
-
-
-model = CharLM()
+V, train, val = load(path)
+model = CharLM(V)
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
 X, Y = streams(train, B, T)
 print(f"torch {torch.__version__}, {threads} threads, {minutes} minutes, {X.shape[1] // T} batches per epoch")
@@ -89,7 +54,7 @@ while not done:
         losses.append(loss.item())
         done = time.time() - start >= minutes * 60
         if step % val_every == 0 or done:
-            v = val_loss(model)
+            v = val_loss(model, val)
             best = min(best, v)
             train_mean = sum(losses) / len(losses)
             losses = []
