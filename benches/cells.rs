@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 fn topic(c: &mut Criterion, topic: &str) {
     let mut g = c.benchmark_group(topic);
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    for name in torch_cases::NAMES.iter().filter(|n| n.starts_with(topic)) {
+    for name in torch_cases::names_here().into_iter().filter(|n| n.starts_with(topic)) {
         let mut case = torch_cases::build(name).expect("every listed case builds");
         g.sample_size(if case.flops > 1e9 { 10 } else { 30 });
         // Throughput in "elements" = floating-point operations, so criterion reports FLOP/s.

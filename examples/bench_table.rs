@@ -59,6 +59,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+use rnn::tensor::packed::bf16::{Bf16Pairs, PackedBf16};
 use rnn::tensor::simd::{self, Level};
 use rnn::tensor::{gemm, gemm_flops, gemm_packed, parallel, Mat, PackedLhs, Rng, Scalar, Trans};
 
@@ -153,7 +154,7 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
 }
 
 fn run_cases(names: &[String]) {
-    for &name in torch_cases::NAMES.iter() {
+    for name in torch_cases::names_here() {
         if !names.is_empty() && !names.iter().any(|n| n == name) {
             continue;
         }
@@ -209,12 +210,21 @@ const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 19] = [
 /// GFLOP/s of each product of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by three routes,
 /// timed in the same sitting: matrixmultiply called directly (what `gemm` used before), our
 /// `gemm` (packing both operands per call), and `gemm_packed` with `op(A)` packed once outside
-/// the timing (as `W_hh` is for a whole sequence); then the time `PackedLhs::pack` takes.
+/// the timing (as `W_hh` is for a whole sequence); then the time `PackedLhs::pack` takes; and,
+/// on a CPU with AVX512_BF16, the bf16 kernel (`rnn_tensor::packed::bf16`: `op(A)` rounded and
+/// packed once outside the timing, `op(B)` rounded to bf16 pairs inside it, as a step does).
 fn run_gemm() {
     let mut rng = Rng::seed_from(1);
+    let bf16 = rnn::tensor::bf16::available();
     println!(
-        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}",
-        "product (GFLOP/s)", "m x k x n", "mmul", "gemm", "packed", "pack ms"
+        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}{}",
+        "product (GFLOP/s)",
+        "m x k x n",
+        "mmul",
+        "gemm",
+        "packed",
+        "pack ms",
+        if bf16 { "     bf16  bf16/packed" } else { "" }
     );
     for &(label, m, k, n, ta, tb) in &GEMM_SHAPES {
         let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
@@ -250,8 +260,22 @@ fn run_gemm() {
         let ms_pack = median_ms(|| packed.pack(&a, t(ta)));
         let ms_packed = median_ms(|| gemm_packed(1.0, &packed, &b, t(tb), 1.0, &mut c));
         let g = |ms: f64| gemm_flops(m, k, n) / ms / 1e6;
+        let bf16_col = if bf16 {
+            let op_a = if ta { a.transpose() } else { a.clone() };
+            let op_b = if tb { b.transpose() } else { b.clone() };
+            let mut packed = PackedBf16::default();
+            packed.pack(op_a.as_slice(), m, k, m, |r| r);
+            let mut pairs = Bf16Pairs::default();
+            let ms = median_ms(|| {
+                pairs.set(op_b.as_slice(), k, n);
+                packed.gemm(1.0, &pairs, 1.0, c.as_mut_slice(), false);
+            });
+            format!(" {:8.1} {:12.2}", g(ms), ms_packed / ms)
+        } else {
+            String::new()
+        };
         println!(
-            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {ms_pack:9.4}",
+            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {ms_pack:9.4}{bf16_col}",
             g(ms_mm),
             g(ms_gemm),
             g(ms_packed)
@@ -291,11 +315,14 @@ fn print_table(files: &[String]) {
     println!("| case | ours, 1 thread (ms) | PyTorch, 1 thread (ms) | speed-up | ours, 2 threads (ms) | PyTorch, 2 threads (ms) | speed-up | ours: GFLOP/s (1 thread), peak memory |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     let cell = |m: &HashMap<String, f64>, n: &str| m.get(n).map_or("–".to_string(), |v| format!("{v:.2}"));
-    let ratio = |a: &HashMap<String, f64>, b: &HashMap<String, f64>, n: &str| match (a.get(n), b.get(n)) {
+    let ratio = |a: &HashMap<String, f64>, b: &HashMap<String, f64>, n: &str| match (
+        a.get(n),
+        b.get(torch_cases::torch_twin(n)),
+    ) {
         (Some(x), Some(y)) => format!("{:.2}×", y / x),
         _ => "–".to_string(),
     };
-    for name in torch_cases::NAMES {
+    for name in torch_cases::names_here() {
         let note = notes.get(name).map(|s| s.split(", ").take(2).collect::<Vec<_>>().join(", "));
         println!(
             "| `{name}` | {} | {} | {} | {} | {} | {} | {} |",
@@ -378,7 +405,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             }
             let ours = run_child(ours, "bench_table");
             let mut torch = std::process::Command::new(&python);
-            torch.arg(script).arg(threads.to_string()).args(names);
+            let mut twins: Vec<&str> = names.iter().map(|n| torch_cases::torch_twin(n)).collect();
+            twins.dedup();
+            torch.arg(script).arg(threads.to_string()).args(twins);
             // PyTorch restricted like ours: its own kernels (ATen), MKL's, and oneDNN's, which
             // runs its LSTM and GRU layers and reads neither of the others' variables.
             let isa = match cap {
@@ -393,8 +422,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                     .env("ONEDNN_MAX_CPU_ISA", onednn);
             }
             let torch = run_child(torch, &format!("{python} {script} (needs torch: pip install torch)"));
-            for (name, t) in &torch {
-                if let Some(o) = ours.get(name) {
+            // A bf16 case against PyTorch's f32 twin.
+            for (name, o) in &ours {
+                if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
                 }
             }
@@ -425,7 +455,7 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     println!("| case | threads | PyTorch / ours, median | range | rounds |");
     println!("|---|---:|---:|---|---:|");
     for threads in [1usize, 2] {
-        for name in torch_cases::NAMES {
+        for name in torch_cases::names_here() {
             if let Some(v) = ratios.remove(&(threads, name.to_string())) {
                 let n = v.len();
                 let (med, lo, hi) = median_range(v);
@@ -489,8 +519,15 @@ fn main() {
         print_table(&files);
         return;
     }
-    if let Some(bad) = names.iter().find(|n| !torch_cases::NAMES.contains(&n.as_str())) {
-        eprintln!("unknown case {bad}; the cases are {:?}", torch_cases::NAMES);
+    if let Some(bad) = names.iter().find(|n| !torch_cases::names_here().contains(&n.as_str())) {
+        let bf16 = torch_cases::BF16_NAMES.contains(&bad.as_str());
+        if bf16 {
+            eprintln!(
+                "case {bad} needs a CPU with AVX512_BF16 (and no SIMD cap below avx512); this one has not"
+            );
+        } else {
+            eprintln!("unknown case {bad}; the cases are {:?}", torch_cases::names_here());
+        }
         std::process::exit(2);
     }
     // The flag, else RNN_MAX_SIMD (checked here: the library ignores a bad value).

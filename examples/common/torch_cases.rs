@@ -32,7 +32,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use rnn::tensor::init::Init;
-use rnn::tensor::{Mat, Parameters, Rng};
+use rnn::tensor::{Mat, Parameters, Precision, Rng};
 
 /// One benchmark case: a name (torch_ref.py's), its floating-point work per run, and the run.
 pub struct Case {
@@ -87,6 +87,23 @@ pub const NAMES: [&str; 15] = [
     "seq_lstm_fwdbwd_i256_h256_b64_t100",
 ];
 
+/// The bf16 cases (issue "bf16 mixed precision"): the case of the same name without `_bf16`,
+/// with the products in bf16 ([`Precision::Bf16`]); PyTorch's twin is that f32 case. Run only on
+/// CPUs with AVX512_BF16.
+pub const BF16_NAMES: [&str; 2] = ["seq_lstm_fwd_i65_h512_b1_t100_bf16", "stream_lstm_i64_h256_t100_bf16"];
+
+/// Every case this CPU runs: [`NAMES`], then [`BF16_NAMES`] if it has bf16.
+pub fn names_here() -> Vec<&'static str> {
+    let bf16 = if rnn::tensor::bf16::available() { &BF16_NAMES[..] } else { &[] };
+    NAMES.iter().chain(bf16).copied().collect()
+}
+
+/// The PyTorch case a case is timed against: its own name, or for a bf16 case the f32 one.
+#[allow(dead_code)] // used by bench_table, not by the criterion harness that includes this file
+pub fn torch_twin(name: &str) -> &str {
+    name.strip_suffix("_bf16").unwrap_or(name)
+}
+
 /// The steps of the variable-length case's input, and of its padded counterpart.
 pub const VARLEN_STEPS: usize = 100;
 
@@ -110,6 +127,11 @@ fn layer_flops(g: usize, i: usize, h: usize, n: usize, b: usize, one_hot: bool, 
     let fwd = p(gh, input, n) + p(gh, h, n);
     let bwd = p(gh, h, n) + p(gh, h, n - b) + p(gh, input, n) + if d_x { p(gh, input, n) } else { 0.0 };
     fwd + bwd
+}
+
+/// `name` as the `'static` name of a case.
+fn case_name(name: &str) -> &'static str {
+    NAMES.iter().chain(&BF16_NAMES).find(|n| **n == name).expect("a known case")
 }
 
 /// Builds the case called `name`, or `None` if there is none.
@@ -145,15 +167,18 @@ pub fn build(name: &str) -> Option<Case> {
             let h0 = lstm.zero_state(64);
             fwd_bwd_case(name, lstm, h0, 4, 256, 64, VARLEN_STEPS, rng)
         }
-        "seq_lstm_fwd_i65_h512_b1_t100" => {
+        "seq_lstm_fwd_i65_h512_b1_t100" | "seq_lstm_fwd_i65_h512_b1_t100_bf16" => {
             let lstm = LstmConfig::new(65, 512).build::<f32>(rng).unwrap();
             let x = randn(65, 100, rng);
             let h0 = lstm.zero_state(1);
             let mut cache = Default::default();
+            if name.ends_with("_bf16") {
+                lstm.set_precision(&mut cache, Precision::Bf16).expect("bf16 cases run where bf16 does");
+            }
             let flops = 2.0 * (4 * 512 * (65 + 512) * 100) as f64;
             let digest = Rc::new(Cell::new(None));
             Case {
-                name: NAMES[5],
+                name: case_name(name),
                 flops,
                 digest: digest.clone(),
                 run: Box::new(move || {
@@ -193,7 +218,7 @@ pub fn build(name: &str) -> Option<Case> {
             let h0 = gru.zero_state(64);
             fwd_bwd_case(name, gru, h0, 3, 256, 64, 24, rng)
         }
-        "stream_lstm_i64_h256_t100" => {
+        "stream_lstm_i64_h256_t100" | "stream_lstm_i64_h256_t100_bf16" => {
             let lstm = LstmConfig::new(64, 256).build::<f32>(rng).unwrap();
             stream_case(name, lstm, 4, 100, rng)
         }
@@ -213,7 +238,7 @@ pub fn build(name: &str) -> Option<Case> {
             let mut grads = lstm.zero_grads();
             let digest = Rc::new(Cell::new(None));
             Case {
-                name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+                name: case_name(name),
                 // The work of the real steps only.
                 flops: layer_flops(4, 256, 256, real, b, false, false),
                 digest: digest.clone(),
@@ -245,9 +270,12 @@ fn stream_case<R: Recurrence<f32> + 'static>(
     let (i, h) = (cell.input_size(), cell.hidden_size());
     let xs: Vec<Mat<f32>> = (0..steps).map(|_| randn(i, 1, rng)).collect();
     let mut stream = Stream::new(cell, 1).unwrap();
+    if name.ends_with("_bf16") {
+        stream.set_precision(Precision::Bf16).expect("bf16 cases run where bf16 does");
+    }
     let digest = Rc::new(Cell::new(None));
     Case {
-        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        name: case_name(name),
         flops: 2.0 * (g * h * (i + h) * steps) as f64,
         digest: digest.clone(),
         run: Box::new(move || {
@@ -283,7 +311,7 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
     let mut grads = cell.params().clone();
     let digest = Rc::new(Cell::new(None));
     Case {
-        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        name: case_name(name),
         flops: directions as f64 * layer_flops(g, i, h, steps * b, b, false, false),
         digest: digest.clone(),
         run: Box::new(move || {
@@ -328,7 +356,7 @@ where
     let flops = (0..layers).map(|k| layer_flops(g, h, h, n, b, k == 0, k > 0)).sum::<f64>()
         + 3.0 * 2.0 * (v * h * n) as f64;
     Case {
-        name: NAMES.iter().find(|n| **n == name).expect("a known case"),
+        name: case_name(name),
         flops,
         digest: digest.clone(),
         run: Box::new(move || {

@@ -269,6 +269,17 @@ where
         self.params.forward.freeze_weights(f);
         self.params.reverse.freeze_weights(r);
     }
+
+    fn set_precision(
+        &self,
+        cache: &mut Self::Cache,
+        precision: rnn_tensor::Precision,
+    ) -> Result<(), CellError> {
+        let [f, r] = &mut cache.caches;
+        self.params.forward.set_precision(&mut Default::default(), precision)?;
+        self.params.forward.set_precision(f, precision)?;
+        self.params.reverse.set_precision(r, precision)
+    }
 }
 
 impl<C> Bidirectional<C> {

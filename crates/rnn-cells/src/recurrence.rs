@@ -1,6 +1,6 @@
 //! The one recurrence trait.
 
-use rnn_tensor::{Mat, Parameters, Scalar};
+use rnn_tensor::{Mat, Parameters, Precision, Scalar};
 
 use crate::engine::ops::{check_seq, check_state_part};
 use crate::{CellError, RecurrentState};
@@ -161,6 +161,20 @@ pub trait Recurrence<T: Scalar> {
     /// from the old weights. The default does nothing.
     fn freeze_weights(&self, cache: &mut Self::Cache) {
         let _ = cache;
+    }
+
+    /// Sets the precision of the products of the forwards run with `cache`
+    /// ([`Precision::Bf16`]: the weights and the products' right operands rounded to bf16, the
+    /// products summed in `f32`, everything else in `f32`; see the engine's `bf16.rs`). Bf16 is
+    /// for inference: a backward from a bf16 forward panics. An error (one line) if the
+    /// precision cannot run here: bf16 on a CPU without AVX512_BF16, for an `f64` model or for a
+    /// model it does not cover. The default accepts [`Precision::Full`] only.
+    fn set_precision(&self, cache: &mut Self::Cache, precision: Precision) -> Result<(), CellError> {
+        let _ = cache;
+        match precision {
+            Precision::Full => Ok(()),
+            _ => Err(CellError::InvalidConfig(format!("this model computes in {} only", T::NAME))),
+        }
     }
 
     /// [`Recurrence::backward`] for an initial state that needs no gradient (a detached state:

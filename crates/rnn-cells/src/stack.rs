@@ -489,4 +489,18 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         cache.layers.resize_with(layers.len(), C::Cache::default);
         layers.iter().zip(&mut cache.layers).for_each(|(l, c)| l.freeze_weights(c));
     }
+
+    fn set_precision(
+        &self,
+        cache: &mut Self::Cache,
+        precision: rnn_tensor::Precision,
+    ) -> Result<(), CellError> {
+        let layers = &self.params.layers;
+        cache.layers.resize_with(layers.len(), C::Cache::default);
+        // Check every layer before changing any.
+        for l in layers {
+            l.set_precision(&mut C::Cache::default(), precision)?;
+        }
+        layers.iter().zip(&mut cache.layers).try_for_each(|(l, c)| l.set_precision(c, precision))
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::mem;
 
-use rnn_tensor::{Mat, Scalar};
+use rnn_tensor::{Mat, Precision, Scalar};
 
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 
@@ -55,6 +55,14 @@ impl<T: Scalar, M: Recurrence<T>> Stream<T, M> {
         self.model.forward_into(x, self.batch, &self.state, &mut self.cache, &mut self.next);
         mem::swap(&mut self.state, &mut self.next);
         Ok(self.model.outputs(&self.cache))
+    }
+
+    /// Computes the next steps' products in `precision` ([`Recurrence::set_precision`]): bf16
+    /// for deployment on CPUs that have it, with the weights rounded and packed once. An error
+    /// (one line) if the precision cannot run here or for this model; the stream is then as it
+    /// was.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), CellError> {
+        self.model.set_precision(&mut self.cache, precision)
     }
 
     /// Back to the zero state.

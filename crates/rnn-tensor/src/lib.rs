@@ -13,6 +13,8 @@
 //!   large), f64 and other CPUs through `matrixmultiply`, one-column right operands through a
 //!   hand-written GEMV; [`PackedLhs`] + [`gemm_packed()`] keep a left operand packed across
 //!   many products (`W_hh` across the steps of a sequence);
+//! - [`bf16`]: the bfloat16 format and [`Precision`]; [`packed::bf16`] multiplies it with
+//!   `vdpbf16ps` on CPUs that have it;
 //! - [`parallel`]: the library's thread count and a pool that splits work into contiguous
 //!   parts, with results bit-identical for any thread count;
 //! - [`activation`]: sigmoid, tanh, relu, softmax and log-softmax with their derivatives;
@@ -31,6 +33,7 @@ mod params;
 mod scalar;
 
 pub mod activation;
+pub mod bf16;
 pub mod cache;
 pub mod gradcheck;
 pub mod init;
@@ -38,6 +41,7 @@ pub mod parallel;
 pub mod rng;
 pub mod simd;
 
+pub use bf16::{Bf16, Precision};
 pub use error::TensorError;
 pub use linalg::{gemm, gemm_flops, Trans};
 pub use packed::{gemm_packed, gemm_packed_cols, gemm_packed_pair, PackedColumns, PackedLhs, PackedRows};

@@ -30,9 +30,10 @@
 
 use std::sync::Mutex;
 
+use rnn_tensor::packed::bf16::PackedBf16;
 use rnn_tensor::packed::MR;
 use rnn_tensor::parallel::for_each_part;
-use rnn_tensor::{Mat, PackedRows, Scalar};
+use rnn_tensor::{Mat, PackedRows, Precision, Scalar};
 
 use super::ops::{all_zero, SharedCols};
 use super::{Biases, Cell, ForwardStep, Layer, LayerCache};
@@ -47,12 +48,14 @@ const MIN_SPLIT_WEIGHTS: usize = if cfg!(test) { 1 } else { 4 * 256 * 256 };
 /// One part's buffers, kept in the cache and reused across calls.
 #[derive(Debug, Default)]
 struct PartBuffers<T> {
-    /// Its `G·nu` rows of `W_hh`, in strips.
+    /// Its `G·nu` rows of `W_hh`, in strips (`wb`: rounded to bf16, in the bf16 precision).
     w: PackedRows<T>,
-    /// The values `w` was packed from, column by column (`G·nu` per column), and the
-    /// `(G, H, u0, u1)` they were taken for: when both match, `w` is up to date.
+    wb: PackedBf16,
+    /// The values `w` (or `wb`) was packed from, column by column (`G·nu` per column), and the
+    /// `(G, H, u0, u1)` and precision they were taken for: when both match, the packing is up to
+    /// date.
     src: Vec<T>,
-    src_key: (usize, usize, usize, usize),
+    src_key: (usize, usize, usize, usize, Precision),
     /// Its rows of `b_ih + b_hh`, `b_ih`, `b_hh` (empty without biases).
     bias: [Vec<T>; 3],
     /// Its rows of `a_t` and `v_t`, and its units' blocks of the records of steps `t-1`, `t`.
@@ -164,8 +167,8 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
     } else {
         rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR))
     };
-    let LayerCache { gates, saved, h, h0, saved0, bias_sum, b1, frozen, .. } = cache;
-    let frozen = *frozen;
+    let LayerCache { gates, saved, h, h0, saved0, bias_sum, b1, frozen, precision, .. } = cache;
+    let (frozen, precision) = (*frozen, *precision);
     b1.parts.resize_with(parts, Default::default);
     let bias = layer.biases(bias_sum);
     let h0_zero = all_zero(h0);
@@ -182,15 +185,24 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
             return;
         }
         let mut guard = bufs[part.index].lock().unwrap_or_else(|e| e.into_inner());
-        let PartBuffers { w, src, src_key, bias: b, a, v, saved_prev, saved: saved_t } = &mut *guard;
+        let PartBuffers { w, wb, src, src_key, bias: b, a, v, saved_prev, saved: saved_t } = &mut *guard;
         // Packed row r is row (r / nu)·H + u0 + r mod nu of W_hh: each gate's rows of the units.
-        let key = (g, hid, u0, u0 + nu);
+        let key = (g, hid, u0, u0 + nu, precision);
         // Frozen weights (a stream's): the packing made on the first call stays valid.
         if *src_key != key || !(frozen || same_rows(w_hh, g, hid, u0, nu, src)) {
             copy_rows(w_hh, g, hid, u0, nu, src);
             *src_key = key;
-            w.pack(w_hh, g * hid, hid, g * nu, |r| (r / nu) * hid + u0 + r % nu);
+            let row = |r| (r / nu) * hid + u0 + r % nu;
+            match precision {
+                Precision::Full => w.pack(w_hh, g * hid, hid, g * nu, row),
+                Precision::Bf16 => wb.pack(super::bf16::f32s(w_hh), g * hid, hid, g * nu, row),
+            }
         }
+        // W_hh's rows times h_{t-1}, into y: y = W·h (beta 0) or y += W·h (beta 1).
+        let product = |h_prev: &[T], beta: T, y: &mut [T], reverse: bool| match precision {
+            Precision::Full => w.gemv(T::ONE, h_prev, beta, y, reverse),
+            Precision::Bf16 => super::bf16::gemm(wb, h_prev, beta, y, reverse),
+        };
         for (dst, full) in b.iter_mut().zip([bias.sum, bias.ih, bias.hh]) {
             dst.resize(if full.is_empty() { 0 } else { g * nu }, T::ZERO);
             if !full.is_empty() {
@@ -226,10 +238,10 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                 if skip {
                     v.fill(T::ZERO);
                 } else {
-                    w.gemv(T::ONE, h_prev, T::ZERO, v, s % 2 == 1);
+                    product(h_prev, T::ZERO, v, s % 2 == 1);
                 }
             } else if !skip {
-                w.gemv(T::ONE, h_prev, T::ONE, a, s % 2 == 1);
+                product(h_prev, T::ONE, a, s % 2 == 1);
             }
             // SAFETY: this part alone touches its units of column t of h.
             let h_t = unsafe { h.elems_mut(t * hid + u0, nu) };

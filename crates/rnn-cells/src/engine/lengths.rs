@@ -25,14 +25,14 @@
 
 use std::ops::Range;
 
-use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Scalar, Trans};
+use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
 
 use super::ops::{
     add_column_sums, ensure_shape, for_each_step_part, input_backward, project_input, weight_grad_product,
     SharedCols, StepWeight,
 };
 use super::{
-    interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
+    bf16, interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
     LayerCache, Order,
 };
 use crate::{CellError, Recurrence, RecurrentParams, RecurrentState, SeqInput};
@@ -252,7 +252,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(&mut cache.saved, rows, real);
         ensure_shape(&mut cache.h, out, real);
         ensure_shape(&mut cache.m, if self.params.weight_hr.is_some() { hid } else { 0 }, real);
-        project_input(&self.params.weight_ih, xs, &mut cache.gates);
+        if cache.precision == Precision::Bf16 {
+            bf16::project_input(
+                &self.params.weight_ih,
+                &mut cache.bf16_w_ih,
+                cache.frozen,
+                xs,
+                &mut cache.gates,
+            );
+        } else {
+            project_input(&self.params.weight_ih, xs, &mut cache.gates);
+        }
         let mut h0m = Mat::zeros(out, b);
         permute_cols(h0.part(0), &var.perm, false, &mut h0m);
         cache.h0 = h0m;
@@ -261,11 +271,15 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         permute_cols(&s0, &var.perm, false, &mut cache.saved0);
         let mut bias_sum = std::mem::take(&mut cache.bias_sum);
         let mut w_packed = std::mem::take(&mut cache.w_hh_packed);
+        let mut w_bf16 = std::mem::take(&mut cache.bf16_w_hh);
         let mut w_hr_packed = std::mem::take(&mut cache.w_hr_packed);
         let mut v = Mat::zeros(if C::HIDDEN_APART { g } else { 0 }, b);
         {
             let bias = self.biases(&mut bias_sum);
-            let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed);
+            let w_hh = match cache.precision {
+                Precision::Bf16 => StepWeight::Bf16(w_bf16.refresh(&self.params.weight_hh, cache.frozen)),
+                Precision::Full => StepWeight::new(&self.params.weight_hh, Trans::No, steps, &mut w_packed),
+            };
             let w_hr = self.projection(Trans::No, &mut w_hr_packed);
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
@@ -319,6 +333,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         }
         cache.bias_sum = bias_sum;
         cache.w_hh_packed = w_packed;
+        cache.bf16_w_hh = w_bf16;
         cache.w_hr_packed = w_hr_packed;
         // The final state of each sample: after its last step (L_b - 1), or step 0 in reverse.
         let mut last_h = Mat::zeros(out, b);

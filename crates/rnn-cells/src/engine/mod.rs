@@ -49,6 +49,7 @@
 //! test suite take it as they are.
 
 mod batch1;
+mod bf16;
 mod lengths;
 pub(crate) mod ops;
 
@@ -56,7 +57,7 @@ pub use lengths::check_lengths;
 
 use std::fmt::Debug;
 
-use rnn_tensor::{Mat, MatView, MatViewMut, PackedLhs, Scalar, Trans};
+use rnn_tensor::{Mat, MatView, MatViewMut, PackedLhs, Precision, Scalar, Trans};
 
 use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
@@ -223,6 +224,11 @@ pub struct LayerCache<T: Scalar> {
     /// Set by [`Recurrence::freeze_weights`]: the batch-1 route trusts its packing of `W_hh`
     /// (no comparison with the weights per call) and takes single steps too.
     frozen: bool,
+    /// The precision of the forward's products, set by [`Recurrence::set_precision`].
+    precision: Precision,
+    /// With [`Precision::Bf16`]: `W_hh` and `W_ih` rounded to bf16 and packed (`bf16.rs`).
+    bf16_w_hh: bf16::Bf16Weight,
+    bf16_w_ih: bf16::Bf16Weight,
     /// The last forward's per-sample lengths and the buffers of their loops (`lengths.rs`).
     var: lengths::Lengths<T>,
 }
@@ -384,9 +390,27 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
     fn forward_loop(&self, steps: usize, cache: &mut LayerCache<T>) {
         let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
         let (g, rows) = (C::GATES * hid, C::SAVED * hid);
-        let LayerCache { gates, saved, h, m, h0, saved0, v, bias_sum, w_hh_packed, w_hr_packed, .. } = cache;
+        let LayerCache {
+            gates,
+            saved,
+            h,
+            m,
+            h0,
+            saved0,
+            v,
+            bias_sum,
+            w_hh_packed,
+            w_hr_packed,
+            precision,
+            bf16_w_hh,
+            frozen,
+            ..
+        } = cache;
         ensure_shape(v, if C::HIDDEN_APART { g } else { 0 }, batch);
-        let w_hh = StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed);
+        let w_hh = match precision {
+            Precision::Bf16 => StepWeight::Bf16(bf16_w_hh.refresh(&self.params.weight_hh, *frozen)),
+            Precision::Full => StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed),
+        };
         let w_hr = self.projection(Trans::No, w_hr_packed);
         let bias = self.biases(bias_sum);
         let (gates, saved, h, v) =
@@ -496,6 +520,11 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
+        assert!(
+            cache.precision == Precision::Full,
+            "{} backward: the forward ran in bf16, which is inference only for now; train in f32",
+            C::NAME
+        );
         let lengths = !cache.var.lengths.is_empty();
         let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
         // The padded columns T·B (with lengths, `h` holds the real steps only).
@@ -787,6 +816,13 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             // P = W_ih · X for every step at once (or the gather of W_ih columns); a frozen
             // cache keeps W_ih packed too.
             match x {
+                _ if cache.precision == Precision::Bf16 => bf16::project_input(
+                    &self.params.weight_ih,
+                    &mut cache.bf16_w_ih,
+                    cache.frozen,
+                    x,
+                    &mut cache.gates,
+                ),
                 SeqInput::Dense(xm) if batch1 && cache.frozen => {
                     batch1::project_input_frozen(&self.params.weight_ih, xm, &mut cache.b1, &mut cache.gates)
                 }
@@ -855,6 +891,17 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
 
     fn freeze_weights(&self, cache: &mut LayerCache<T>) {
         cache.frozen = true;
+    }
+
+    fn set_precision(&self, cache: &mut LayerCache<T>, precision: Precision) -> Result<(), CellError> {
+        precision.check(T::NAME).map_err(CellError::InvalidConfig)?;
+        if precision == Precision::Bf16 && self.params.weight_hr.is_some() {
+            return Err(CellError::InvalidConfig(
+                "bf16 does not cover LSTM projections (weight_hr) yet; run this model in f32".into(),
+            ));
+        }
+        cache.precision = precision;
+        Ok(())
     }
 
     fn backward_detached(

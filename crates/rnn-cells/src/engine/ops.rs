@@ -11,6 +11,7 @@
 use std::ops::Range;
 
 use rnn_tensor::nalgebra::{DMatrixViewMut, Dyn, Matrix, RawStorage, RawStorageMut};
+use rnn_tensor::packed::bf16::PackedBf16;
 use rnn_tensor::{
     gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, parallel, Mat, PackedColumns, PackedLhs, Scalar,
     Trans,
@@ -235,6 +236,9 @@ pub(crate) enum StepWeight<'a, T: Scalar> {
     Packed(&'a PackedLhs<T>),
     /// `W` and whether to transpose it.
     Plain(&'a Mat<T>, Trans),
+    /// `W` rounded to bf16 and packed (`T = f32`, [`Precision::Bf16`](rnn_tensor::Precision)):
+    /// the right operand is rounded per product (`bf16.rs`).
+    Bf16(&'a PackedBf16),
 }
 
 impl<'a, T: Scalar> StepWeight<'a, T> {
@@ -257,6 +261,22 @@ impl<'a, T: Scalar> StepWeight<'a, T> {
         match *self {
             StepWeight::Packed(p) => gemm_packed(T::ONE, p, b, Trans::No, beta, c),
             StepWeight::Plain(w, t) => gemm(T::ONE, w, t, b, Trans::No, beta, c),
+            StepWeight::Bf16(w) => {
+                let (bn, cn) = (b.len(), c.len());
+                assert!(
+                    b.strides() == (1, b.nrows()) && c.strides() == (1, c.nrows()),
+                    "a bf16 step product needs contiguous columns"
+                );
+                // SAFETY: both matrices are contiguous (checked above): their `len()` values
+                // from their first element are theirs, borrowed for this call (`c` mutably).
+                let (bs, cs) = unsafe {
+                    (
+                        std::slice::from_raw_parts(b.data.ptr(), bn),
+                        std::slice::from_raw_parts_mut(c.data.ptr_mut(), cn),
+                    )
+                };
+                super::bf16::gemm(w, bs, beta, cs, false);
+            }
         }
     }
 

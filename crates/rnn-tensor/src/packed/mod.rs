@@ -34,6 +34,7 @@
 //! `alpha = 1` and `beta` 0 or 1 they are also matrixmultiply's bits on these CPUs (its AVX-512
 //! kernel sums the same way).
 
+pub mod bf16;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod kernel;

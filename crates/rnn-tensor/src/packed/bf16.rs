@@ -1,0 +1,722 @@
+//! The bf16 products: `Y = alpha·A·X + beta·Y` with `A` packed once in bf16 and `X`, `Y` in
+//! `f32`, `X` rounded to bf16 per call, the products summed in `f32` by `vdpbf16ps`.
+//!
+//! **Layout.** [`PackedBf16`] holds `A` (`m × k`) in strips of [`MR`] = 32 rows, `k` taken in
+//! pairs (`kp = ⌈k/2⌉`, an odd `k` padded with a zero column, the last strip with zero rows):
+//! strip `s` is `2·MR·kp` values from a 64-byte boundary, and its pair `q` is 64 values, row
+//! `r`'s two at `2r` (column `2q`) and `2r + 1` (column `2q + 1`). Those 64 values are two
+//! 512-bit registers, rows 0–15 and 16–31, each lane a pair of one row: `vdpbf16ps` multiplies
+//! it by the pair `(X[2q, j], X[2q + 1, j])` broadcast to every lane ([`Bf16Pairs`] holds `X` so,
+//! one `u32` per pair, the even value in the low half).
+//!
+//! **Arithmetic (the same for every shape, split and route).** Every element of `Y` has its own
+//! `f32` accumulator, started at zero, and for `q = 0, 1, …` in order takes the two products of
+//! pair `q` as `vdpbf16ps` does: `acc ← (acc + a₂q₊₁·x₂q₊₁) + a₂q·x₂q`, each product exact (two
+//! 8-bit mantissas), each sum rounded to nearest even, with inputs that are subnormal read as zero
+//! and subnormal sums flushed to zero (its DAZ and FTZ). Then `y ← fma(alpha, acc, beta·y)` (`y`
+//! is only written when `beta` is 0). No `k` blocking: a strip's pairs are read once per block
+//! of columns. So a row's result does not depend on `m`, on the row's place in its strip, on how
+//! many columns are multiplied at once or on the order of the strips, and the portable kernel
+//! (`block_portable`, the definition) gives the bits of the AVX-512 one on every input whose
+//! products and sums are not subnormal (the tests check it bit for bit).
+//!
+//! **Kernel.** A block of `S` strips × `N` columns keeps `2·S·N` accumulators in registers; per
+//! pair it loads `2·S` registers of `A`, broadcasts `N` pairs of `X` and issues `2·S·N`
+//! `vdpbf16ps`. One column (a GEMV, the batch-1 step) runs `S = 4` strips at once, so that eight
+//! independent chains hide the instruction's latency; 2 to 4 columns run two strips; wider
+//! blocks (up to 8 columns) one.
+
+use super::MR;
+use crate::bf16::Bf16;
+
+/// Columns of `X` per kernel block.
+const NB: usize = 8;
+/// How many pairs ahead the AVX-512 kernel prefetches each strip (8 pairs: 1 KB of a strip).
+#[cfg(target_arch = "x86_64")]
+const PF_Q: usize = 8;
+
+/// A matrix `A` packed once in bf16 strips (see the module docs), for [`PackedBf16::gemm`].
+#[derive(Debug, Default, Clone)]
+pub struct PackedBf16 {
+    m: usize,
+    k: usize,
+    /// The strips are `data[off..]` (64-byte aligned).
+    off: usize,
+    data: Vec<u16>,
+}
+
+/// The columns of a right operand `X` (`k × n`, `f32`) rounded to bf16 for
+/// [`PackedBf16::gemm`], twice: paired for `vdpbf16ps` (`data[j·kp + q]` holds `X[2q, j]` in its
+/// low 16 bits and `X[2q + 1, j]`, 0 past `k`, in its high 16 bits) and widened back to `f32`
+/// for the FMA kernel (`wide[j·2kp + p]`, the same values). Reused across calls.
+#[derive(Debug, Default, Clone)]
+pub struct Bf16Pairs {
+    kp: usize,
+    n: usize,
+    data: Vec<u32>,
+    wide: Vec<f32>,
+}
+
+impl Bf16Pairs {
+    /// Rounds the `k × n` column-major `x` (columns `k` apart) to bf16 pairs.
+    ///
+    /// # Panics
+    /// If `x.len() != k·n`.
+    pub fn set(&mut self, x: &[f32], k: usize, n: usize) {
+        assert_eq!(x.len(), k * n, "Bf16Pairs::set: {} values for {k}x{n}", x.len());
+        let kp = k.div_ceil(2);
+        (self.kp, self.n) = (kp, n);
+        self.data.clear();
+        self.data.reserve(kp * n);
+        for col in x.chunks_exact(k.max(1)).take(n) {
+            let mut pairs = col.chunks_exact(2);
+            for p in pairs.by_ref() {
+                self.data.push(pair(p[0], p[1]));
+            }
+            if let [last] = pairs.remainder() {
+                self.data.push(pair(*last, 0.0));
+            }
+        }
+        self.wide.clear();
+        self.wide.extend(
+            self.data.iter().flat_map(|&p| [f32::from_bits(p << 16), f32::from_bits(p & 0xffff_0000)]),
+        );
+    }
+
+    /// Pairs per column.
+    pub fn pairs(&self) -> usize {
+        self.kp
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+}
+
+/// `(lo, hi)` rounded to bf16, `lo` in the low half.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    Bf16::from_f32(lo).0 as u32 | (Bf16::from_f32(hi).0 as u32) << 16
+}
+
+impl PackedBf16 {
+    /// Packs rows `row(0..m)` of the column-major `rows × k` matrix `w` (values `w[p·rows + i]`),
+    /// rounded to bf16, reusing the buffer.
+    ///
+    /// # Panics
+    /// If `w` does not hold `rows × k` values or a row index is out of range.
+    pub fn pack(&mut self, w: &[f32], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize) {
+        const GROUP: usize = 8;
+        assert_eq!(w.len(), rows * k, "PackedBf16::pack: {} values for {rows}x{k}", w.len());
+        let (kp, strips) = (k.div_ceil(2), m.div_ceil(MR));
+        let len = strips * 2 * MR * kp;
+        (self.m, self.k) = (m, k);
+        // 32 values of slack for the alignment; the padding must be zero, so clear it all.
+        self.data.clear();
+        self.data.resize(len + 32, 0);
+        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
+        let out = &mut self.data[self.off..self.off + len];
+        // Strips in groups of 8 and, per column, the group's strips in turn: the reads are runs
+        // of a column, the writes 8 streams (as the f32 strips are packed).
+        for g0 in (0..strips).step_by(GROUP) {
+            for p in 0..k {
+                let col = &w[p * rows..(p + 1) * rows];
+                let (q, j) = (p / 2, p % 2);
+                for s in g0..(g0 + GROUP).min(strips) {
+                    let d = &mut out[s * 2 * MR * kp + q * 2 * MR..][..2 * MR];
+                    for r in 0..MR.min(m - s * MR) {
+                        d[2 * r + j] = Bf16::from_f32(col[row(s * MR + r)]).0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `m` of the packed matrix.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Columns `k` of the packed matrix.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes of the packing (the weights a product streams).
+    pub fn bytes(&self) -> usize {
+        2 * self.m.div_ceil(MR) * 2 * MR * self.k.div_ceil(2)
+    }
+
+    fn strips(&self) -> &[u16] {
+        &self.data[self.off..self.off + self.bytes() / 2]
+    }
+
+    /// `Y = alpha·A·X + beta·Y`, `X` given as [`Bf16Pairs`] (`k × n`), `Y` column-major `m × n`
+    /// (columns `m` apart; only written when `beta` is 0, so it may then hold NaN). With
+    /// `reverse` the strips are visited last to first (the same bits: rows are independent), so
+    /// that a loop alternating the direction finds the strips it read last still in cache.
+    /// Runs the AVX-512 BF16 kernel when [`crate::bf16::available`], else the portable one.
+    ///
+    /// # Panics
+    /// If the shapes do not match.
+    pub fn gemm(&self, alpha: f32, x: &Bf16Pairs, beta: f32, y: &mut [f32], reverse: bool) {
+        let (m, kp, n) = (self.m, self.k.div_ceil(2), x.n);
+        assert!(
+            x.kp == kp && y.len() == m * n,
+            "PackedBf16::gemm: A is {m}x{} ({kp} pairs), X has {} pairs x {n}, Y has {} values",
+            self.k,
+            x.kp,
+            y.len()
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::bf16::available() {
+            let fma = !avx512::dot_pays();
+            // SAFETY: the CPU has AVX-512F and AVX512_BF16; the shapes were checked above.
+            unsafe { avx512::gemm(m, kp, self.strips(), alpha, x, beta, y, reverse, fma) };
+            return;
+        }
+        gemm_portable(m, kp, self.strips(), alpha, x, beta, y, reverse);
+    }
+
+    /// [`PackedBf16::gemm`] through the `vdpbf16ps` kernel (`fma` false) or the FMA one, for the
+    /// tests; `None` where the CPU has neither.
+    #[cfg(test)]
+    fn gemm_with(
+        &self,
+        alpha: f32,
+        x: &Bf16Pairs,
+        beta: f32,
+        y: &mut [f32],
+        reverse: bool,
+        fma: bool,
+    ) -> Option<()> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::bf16::available() {
+            let (m, kp) = (self.m, self.k.div_ceil(2));
+            assert!(x.kp == kp && y.len() == m * x.n);
+            // SAFETY: as in `gemm`.
+            unsafe { avx512::gemm(m, kp, self.strips(), alpha, x, beta, y, reverse, fma) };
+            return Some(());
+        }
+        let _ = (alpha, x, beta, y, reverse, fma);
+        None
+    }
+
+    /// [`PackedBf16::gemm`] through the portable kernel, whatever the CPU: the definition of the
+    /// arithmetic, for tests and for CPUs without AVX512_BF16.
+    pub fn gemm_reference(&self, alpha: f32, x: &Bf16Pairs, beta: f32, y: &mut [f32]) {
+        let (m, kp, n) = (self.m, self.k.div_ceil(2), x.n);
+        assert!(x.kp == kp && y.len() == m * n, "PackedBf16::gemm_reference: shapes do not match");
+        gemm_portable(m, kp, self.strips(), alpha, x, beta, y, false);
+    }
+}
+
+/// The strips of a call in the order it visits them, in blocks of `S` strips (the last ones
+/// one at a time): `(first strip, S)`.
+fn strip_blocks(strips: usize, s: usize, reverse: bool) -> impl Iterator<Item = (usize, usize)> {
+    let full = strips / s;
+    let blocks = full + strips % s;
+    let at = move |i: usize| if i < full { (i * s, s) } else { (full * s + (i - full), 1) };
+    (0..blocks).map(move |i| at(if reverse { blocks - 1 - i } else { i }))
+}
+
+/// Strips per block for a block of `w` columns (see the module docs).
+fn strips_per_block(w: usize) -> usize {
+    match w {
+        1 => 4,
+        2..=4 => 2,
+        _ => 1,
+    }
+}
+
+/// A bf16 value as `f32`, subnormals read as zero (`vdpbf16ps`'s DAZ).
+#[inline(always)]
+fn daz(v: u16) -> f32 {
+    if v & 0x7f80 == 0 {
+        f32::from_bits(((v & 0x8000) as u32) << 16)
+    } else {
+        Bf16(v).to_f32()
+    }
+}
+
+/// A subnormal `f32` flushed to zero of its sign (`vdpbf16ps`'s FTZ).
+#[inline(always)]
+fn ftz(x: f32) -> f32 {
+    if x.is_subnormal() {
+        f32::from_bits(x.to_bits() & 0x8000_0000)
+    } else {
+        x
+    }
+}
+
+/// One `vdpbf16ps` lane: `(acc + a_hi·x_hi) + a_lo·x_lo` (see the module docs).
+#[inline(always)]
+fn dot_pair(acc: f32, a: u32, x: u32) -> f32 {
+    let acc = ftz(acc + daz((a >> 16) as u16) * daz((x >> 16) as u16));
+    ftz(acc + daz(a as u16) * daz(x as u16))
+}
+
+/// The portable kernel: the arithmetic of the module docs, element by element.
+#[allow(clippy::too_many_arguments)]
+fn gemm_portable(
+    m: usize,
+    kp: usize,
+    a: &[u16],
+    alpha: f32,
+    x: &Bf16Pairs,
+    beta: f32,
+    y: &mut [f32],
+    reverse: bool,
+) {
+    let strips = m.div_ceil(MR);
+    for (s, _) in strip_blocks(strips, 1, reverse) {
+        let strip = &a[s * 2 * MR * kp..][..2 * MR * kp];
+        for j in 0..x.n {
+            let xc = &x.data[j * kp..][..kp];
+            for r in 0..MR.min(m - s * MR) {
+                let mut acc = 0.0f32;
+                for (q, &xq) in xc.iter().enumerate() {
+                    let aq = strip[q * 2 * MR + 2 * r] as u32 | (strip[q * 2 * MR + 2 * r + 1] as u32) << 16;
+                    acc = dot_pair(acc, aq, xq);
+                }
+                let yv = &mut y[j * m + s * MR + r];
+                let prev = if beta == 0.0 { 0.0 } else { beta * *yv };
+                *yv = alpha.mul_add(acc, prev);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{strip_blocks, strips_per_block, Bf16Pairs, MR, NB, PF_Q};
+
+    /// Where a block writes: `Y`'s element (row 0 of the block's first strip, its first column),
+    /// the distance between columns, the valid rows from the block's first row on, and `alpha`,
+    /// `beta`.
+    #[derive(Clone, Copy)]
+    struct Out {
+        y: *mut f32,
+        ldy: usize,
+        rows: usize,
+        alpha: f32,
+        beta: f32,
+    }
+
+    /// Whether the `vdpbf16ps` kernel is the faster here, measured once per process: 16
+    /// independent chains of `vdpbf16ps` against 16 of `vfmadd` (the best of 5 runs of 2,048
+    /// rounds each, about 0.1 ms in all). `vdpbf16ps` does the work of two FMAs, so it pays when
+    /// it issues at more than two-thirds of the FMA rate (leaving a margin for the FMA kernel's
+    /// conversions). Measured on the 2-core Xeon (family 6, model 167): one `vdpbf16ps` per two
+    /// cycles against two FMAs per cycle, so there the FMA kernel runs (1.3 to 1.6 times as fast
+    /// on the step products). Either kernel gives the same bits.
+    pub(super) fn dot_pays() -> bool {
+        static DOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // SAFETY: `gemm`'s callers run this only where the CPU has AVX-512F and AVX512_BF16.
+        *DOT.get_or_init(|| unsafe { calibrate() })
+    }
+
+    /// The measurement of [`dot_pays`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn calibrate() -> bool {
+        const ROUNDS: usize = 2048;
+        let best = |f: &mut dyn FnMut()| {
+            (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let (one, half) = (_mm512_set1_ps(1.0), _mm512_set1_ps(0.5));
+        let (pa, pb) = (bh(_mm512_set1_epi16(0x3f80)), bh(_mm512_set1_epi16(0x3f00)));
+        let dot = best(&mut || {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for _ in 0..ROUNDS {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpbf16_ps(*a, pa, pb);
+                }
+            }
+            std::hint::black_box(acc);
+        });
+        let fma = best(&mut || {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for _ in 0..ROUNDS {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, one, half);
+                }
+            }
+            std::hint::black_box(acc);
+        });
+        dot.as_secs_f64() < 1.5 * fma.as_secs_f64()
+    }
+
+    /// `v`'s 32 16-bit lanes typed as bf16.
+    #[inline(always)]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: two 512-bit vector types of the same size, every bit pattern valid in both.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+
+    /// The mask of the first `min(n, 16)` lanes.
+    fn lane_mask(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
+    }
+
+    /// See [`super::PackedBf16::gemm`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512_BF16; `a` holds `⌈m/MR⌉` strips of `2·MR·kp` values from
+    /// a 64-byte boundary; `x` has `kp` pairs per column and `y` holds `m × x.n` values.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn gemm(
+        m: usize,
+        kp: usize,
+        a: &[u16],
+        alpha: f32,
+        x: &Bf16Pairs,
+        beta: f32,
+        y: &mut [f32],
+        reverse: bool,
+        fma: bool,
+    ) {
+        let (strips, sa) = (m.div_ceil(MR), 2 * MR * kp);
+        debug_assert!(a.len() >= strips * sa && y.len() >= m * x.n && x.data.len() >= kp * x.n);
+        for c0 in (0..x.n).step_by(NB) {
+            let w = NB.min(x.n - c0);
+            let per = strips_per_block(w);
+            for (s0, s) in strip_blocks(strips, per, reverse) {
+                let out = Out {
+                    // In range: row s0·MR < m of column c0 < n.
+                    y: y[c0 * m + s0 * MR..].as_mut_ptr(),
+                    ldy: m,
+                    rows: m - s0 * MR,
+                    alpha,
+                    beta,
+                };
+                let ap = a[s0 * sa..].as_ptr();
+                // SAFETY: strips s0..s0+s exist (`strip_blocks`), columns c0..c0+w of X (in the
+                // layout the kernel reads) and of Y exist; the CPU has the features (this
+                // function's contract).
+                unsafe {
+                    if fma {
+                        block_of::<true>(s, w, kp, ap, sa, x.wide[c0 * 2 * kp..].as_ptr().cast(), out)
+                    } else {
+                        block_of::<false>(s, w, kp, ap, sa, x.data[c0 * kp..].as_ptr(), out)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `block_fma::<S, N>` (with `FMA`, `x` then pointing to the widened values) or
+    /// `block::<S, N>`, for `S` in 1, 2, 4 and `N` in `1..=NB`, chosen at run time.
+    ///
+    /// # Safety
+    /// As [`block`] or [`block_fma`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block_of<const FMA: bool>(
+        s: usize,
+        w: usize,
+        kp: usize,
+        a: *const u16,
+        sa: usize,
+        x: *const u32,
+        out: Out,
+    ) {
+        macro_rules! by_width {
+            ($s:literal) => {
+                match w {
+                    1 => kernel::<FMA, $s, 1>(kp, a, sa, x, out),
+                    2 => kernel::<FMA, $s, 2>(kp, a, sa, x, out),
+                    3 => kernel::<FMA, $s, 3>(kp, a, sa, x, out),
+                    4 => kernel::<FMA, $s, 4>(kp, a, sa, x, out),
+                    5 => kernel::<FMA, $s, 5>(kp, a, sa, x, out),
+                    6 => kernel::<FMA, $s, 6>(kp, a, sa, x, out),
+                    7 => kernel::<FMA, $s, 7>(kp, a, sa, x, out),
+                    8 => kernel::<FMA, $s, 8>(kp, a, sa, x, out),
+                    _ => unreachable!("block width {w}"),
+                }
+            };
+        }
+        // SAFETY: the caller's contract.
+        unsafe {
+            match s {
+                4 => by_width!(4),
+                2 => by_width!(2),
+                1 => by_width!(1),
+                _ => unreachable!("{s} strips per block"),
+            }
+        }
+    }
+
+    /// One block through the FMA kernel or the `vdpbf16ps` one.
+    ///
+    /// # Safety
+    /// As [`block_of`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn kernel<const FMA: bool, const S: usize, const N: usize>(
+        kp: usize,
+        a: *const u16,
+        sa: usize,
+        x: *const u32,
+        out: Out,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if FMA {
+                block_fma::<S, N>(kp, a, sa, x.cast(), out)
+            } else {
+                block::<S, N>(kp, a, sa, x, out)
+            }
+        }
+    }
+
+    /// [`block`] with the pairs widened to `f32` in registers and two FMAs per pair, the odd
+    /// column's first: `acc ← fma(a₂q₊₁, x₂q₊₁, acc)`, then `acc ← fma(a₂q, x₂q, acc)`. A product
+    /// of two bf16 values is exact in `f32`, so each FMA rounds once, as each of `vdpbf16ps`'s
+    /// two sums does, in the same order: the same bits (subnormals aside). It needs AVX-512F
+    /// only, and on CPUs whose `vdpbf16ps` issues at half the FMA rate it is the faster.
+    ///
+    /// # Safety
+    /// As [`block`], with `x` holding `N` columns of `2·kp` widened values, `2·kp` apart.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block_fma<const S: usize, const N: usize>(
+        kp: usize,
+        a: *const u16,
+        sa: usize,
+        x: *const f32,
+        out: Out,
+    ) {
+        let mut acc = [[[_mm512_setzero_ps(); 2]; N]; S];
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for q in 0..kp {
+            for (s, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: pair q of strip s, as in `block`; the prefetch never faults.
+                let (v0, v1) = unsafe {
+                    let ap = a.add(s * sa + q * 2 * MR);
+                    let pf = ap.wrapping_add(PF_Q * 2 * MR) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T0>(pf);
+                    _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64));
+                    (_mm512_load_si512(ap.cast()), _mm512_load_si512(ap.add(32).cast()))
+                };
+                // Each 32-bit lane holds a row's pair: the odd column's value is its high half
+                // (as f32: the lane with the low half cleared), the even one's its low half
+                // (shifted up).
+                let odd = [
+                    _mm512_castsi512_ps(_mm512_and_si512(v0, hi)),
+                    _mm512_castsi512_ps(_mm512_and_si512(v1, hi)),
+                ];
+                let even = [
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v0)),
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1)),
+                ];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: values 2q and 2q+1 of column j of the widened X.
+                    let (xe, xo) = unsafe {
+                        (
+                            _mm512_set1_ps(*x.add(j * 2 * kp + 2 * q)),
+                            _mm512_set1_ps(*x.add(j * 2 * kp + 2 * q + 1)),
+                        )
+                    };
+                    for h in 0..2 {
+                        acc[h] = _mm512_fmadd_ps(odd[h], xo, acc[h]);
+                        acc[h] = _mm512_fmadd_ps(even[h], xe, acc[h]);
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract (as `block`'s).
+        unsafe { store(&acc, out) };
+    }
+
+    /// `y ← fma(alpha, acc, beta·y)` on the valid rows of each strip's columns.
+    ///
+    /// # Safety
+    /// As [`block`]'s for `out`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const S: usize, const N: usize>(acc: &[[[__m512; 2]; N]; S], out: Out) {
+        let alpha = _mm512_set1_ps(out.alpha);
+        let beta = _mm512_set1_ps(out.beta);
+        for (s, acc) in acc.iter().enumerate() {
+            let rows = out.rows.saturating_sub(s * MR);
+            let masks = [lane_mask(rows), lane_mask(rows.saturating_sub(16))];
+            for (j, acc) in acc.iter().enumerate() {
+                for (h, (&acc, &mk)) in acc.iter().zip(&masks).enumerate() {
+                    // SAFETY: the valid rows of the block's column j (the masks cover exactly
+                    // them); a strip with no valid rows has empty masks and touches nothing.
+                    unsafe {
+                        let yp = out.y.add(j * out.ldy).wrapping_add(s * MR + 16 * h);
+                        let prev = if out.beta == 0.0 {
+                            _mm512_setzero_ps()
+                        } else {
+                            _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(mk, yp))
+                        };
+                        _mm512_mask_storeu_ps(yp, mk, _mm512_fmadd_ps(alpha, acc, prev));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `S` strips × `N` columns: one `vdpbf16ps` chain per element over the `kp` pairs, in
+    /// order, then `y ← fma(alpha, acc, beta·y)` on the valid rows.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512_BF16; `a` holds `S` strips `sa` values apart, each `2·MR·kp` values
+    /// from a 64-byte boundary; `x` holds `N` columns of `kp` pairs, `kp` apart; `out.y` holds
+    /// `N` columns `out.ldy` apart of `min(out.rows, S·MR)` values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn block<const S: usize, const N: usize>(
+        kp: usize,
+        a: *const u16,
+        sa: usize,
+        x: *const u32,
+        out: Out,
+    ) {
+        let mut acc = [[[_mm512_setzero_ps(); 2]; N]; S];
+        for q in 0..kp {
+            let mut xq = [_mm512_setzero_si512(); N];
+            for (j, v) in xq.iter_mut().enumerate() {
+                // SAFETY: pair q of column j of X.
+                *v = _mm512_set1_epi32(unsafe { *x.add(j * kp + q) } as i32);
+            }
+            for (s, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: pair q of strip s: 64 values from a 64-byte boundary (the strip starts
+                // on one and every pair is 128 bytes). The prefetch address may lie past the
+                // strip (a prefetch never faults); it is computed without `add`'s contract.
+                let (a0, a1) = unsafe {
+                    let ap = a.add(s * sa + q * 2 * MR);
+                    let pf = ap.wrapping_add(PF_Q * 2 * MR) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T0>(pf);
+                    _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64));
+                    (_mm512_load_si512(ap.cast()), _mm512_load_si512(ap.add(32).cast()))
+                };
+                let (a0, a1) = (bh(a0), bh(a1));
+                for j in 0..N {
+                    let b = bh(xq[j]);
+                    acc[j][0] = _mm512_dpbf16_ps(acc[j][0], a0, b);
+                    acc[j][1] = _mm512_dpbf16_ps(acc[j][1], a1, b);
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { store(&acc, out) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    /// Both AVX-512 kernels give the portable kernel's bits (no tolerance) for every block shape
+    /// (1 to 19 columns: every width and the remainders), strip counts that are and are not
+    /// multiples of 4 and 2, odd and even `k`, both strip orders, `beta` 0 and not, `alpha` 1
+    /// and not; and each element is within the bound of bf16 rounding of the f64 product.
+    #[test]
+    fn kernel_matches_the_definition() {
+        let mut rng = Rng::seed_from(5);
+        for &(m, k) in &[(1usize, 1usize), (32, 2), (33, 7), (70, 64), (129, 65), (256, 512), (5, 300)] {
+            let w = random(m * k, &mut rng);
+            let mut a = PackedBf16::default();
+            a.pack(&w, m, k, m, |r| r);
+            for n in [1usize, 2, 3, 4, 5, 8, 9, 19] {
+                let xv = random(k * n, &mut rng);
+                let mut x = Bf16Pairs::default();
+                x.set(&xv, k, n);
+                let y0 = random(m * n, &mut rng);
+                for (alpha, beta, reverse) in [(1.0f32, 0.0f32, false), (0.5, 1.0, true), (1.0, -0.25, false)]
+                {
+                    let mut want = y0.clone();
+                    a.gemm_reference(alpha, &x, beta, &mut want);
+                    for fma in [false, true] {
+                        let mut got = y0.clone();
+                        if a.gemm_with(alpha, &x, beta, &mut got, reverse, fma).is_none() {
+                            continue; // no AVX512_BF16 here: the portable kernel is all there is
+                        }
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "m {m} k {k} n {n} fma {fma} element {i}: {g} vs {w}"
+                            );
+                        }
+                    }
+                    let mut got = y0.clone();
+                    a.gemm(alpha, &x, beta, &mut got, reverse);
+                    // Against f64 on the rounded operands: each of the k sums rounds once in
+                    // f32 (relative 2^-24 of a partial sum at most Σ|a·x|).
+                    for j in 0..n {
+                        for r in 0..m {
+                            let (mut exact, mut mag) = (0.0f64, 0.0f64);
+                            for p in 0..k {
+                                let t = Bf16::round(w[p * m + r]) as f64 * Bf16::round(xv[j * k + p]) as f64;
+                                exact += t;
+                                mag += t.abs();
+                            }
+                            let e = alpha as f64 * exact + beta as f64 * y0[j * m + r] as f64;
+                            let tol = (k as f64 + 2.0) * 6.0e-8 * (mag + y0[j * m + r].abs() as f64) + 1e-30;
+                            let g = got[j * m + r] as f64;
+                            assert!((g - e).abs() <= tol, "m {m} k {k} n {n} ({r}, {j}): {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Packing a subset of rows through a row map packs exactly those rows: the product equals
+    /// the full product's rows.
+    #[test]
+    fn row_map_picks_rows() {
+        let mut rng = Rng::seed_from(6);
+        let (rows, k, n) = (96, 33, 3);
+        let w = random(rows * k, &mut rng);
+        let xv = random(k * n, &mut rng);
+        let mut x = Bf16Pairs::default();
+        x.set(&xv, k, n);
+        let (mut full, mut part) = (PackedBf16::default(), PackedBf16::default());
+        full.pack(&w, rows, k, rows, |r| r);
+        part.pack(&w, rows, k, 40, |r| 50 + r);
+        let (mut yf, mut yp) = (vec![0.0; rows * n], vec![0.0; 40 * n]);
+        full.gemm(1.0, &x, 0.0, &mut yf, false);
+        part.gemm(1.0, &x, 0.0, &mut yp, false);
+        for j in 0..n {
+            assert_eq!(&yp[j * 40..][..40], &yf[j * rows + 50..][..40]);
+        }
+    }
+
+    /// The emulation reads subnormal inputs as zero and flushes subnormal sums, as the
+    /// instruction does.
+    #[test]
+    fn denormals_flush() {
+        let tiny = 0x0001u32; // a subnormal bf16
+        assert_eq!(dot_pair(0.0, tiny, 0x3f80), 0.0);
+        let small = Bf16::from_f32(1.0e-20).0 as u32;
+        // 1e-40 is subnormal in f32: flushed.
+        assert_eq!(dot_pair(0.0, small, small), 0.0);
+        assert_eq!(dot_pair(1.0, 0x3f80 | 0x3f80 << 16, 0x4000 | 0x4000 << 16), 5.0);
+    }
+}
