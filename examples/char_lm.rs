@@ -120,7 +120,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     // Sample from the best model (the last one when there is no validation text).
     let best = out.join(BEST_FILE);
-    let model = match report.best {
+    let mut model = match report.best {
         Some(_) => model_from_file::<f32, Model>(&best, &load_model(&best)?)?,
         None => model,
     };
@@ -128,7 +128,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let prime = encode_prime(corpus.vocab(), prime_text)?;
     for temperature in [0.5, 0.8, 1.0] {
         let cfg = SamplingConfig::new().with_temperature(temperature);
-        let text = generate(&model, corpus.vocab(), &prime, 300, &cfg, &mut Rng::seed_from(1))?;
+        let text = generate(&mut model, corpus.vocab(), &prime, 300, &cfg, &mut Rng::seed_from(1))?;
         println!("\n--- temperature {temperature} ---\n{prime_text}{text}");
     }
     let plot = out.join(charlm::rundir::PLOT_FILE);

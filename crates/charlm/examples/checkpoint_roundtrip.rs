@@ -19,7 +19,7 @@ use rnn_tensor::{Parameters, Rng};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corpus = Corpus::from_text("the cat sat on the mat; the dog sat on the log.\n", 0.1)?;
     let config = ModelConfig::new(corpus.vocab().len()).with_hidden(32).with_layers(2);
-    let model = CharRnn::<f32, Lstm<f32>>::build(&config, &mut Rng::seed_from(7))?;
+    let mut model = CharRnn::<f32, Lstm<f32>>::build(&config, &mut Rng::seed_from(7))?;
 
     let dir = std::env::temp_dir().join(format!("charlm-roundtrip-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -43,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let prime = encode_prime(&file.vocab, "the ")?;
     let cfg = SamplingConfig::new().with_temperature(0.8);
-    let a = generate(&model, corpus.vocab(), &prime, 60, &cfg, &mut Rng::seed_from(1))?;
-    let b = generate(&copy, &file.vocab, &prime, 60, &cfg, &mut Rng::seed_from(1))?;
+    let a = generate(&mut model, corpus.vocab(), &prime, 60, &cfg, &mut Rng::seed_from(1))?;
+    let b = generate(&mut copy, &file.vocab, &prime, 60, &cfg, &mut Rng::seed_from(1))?;
     println!("original: {a:?}\nreloaded: {b:?}");
     std::fs::remove_dir_all(&dir)?;
     if a != b {

@@ -17,7 +17,7 @@ use rnn_cells::{
     softmax_cross_entropy, Affine, AffineConfig, Cell, Layer, Recurrence, RecurrentConfig, RecurrentState,
     Reduction, SeqInput, Stack, StackCache,
 };
-use rnn_tensor::{Mat, Parameters, Rng, Scalar};
+use rnn_tensor::{Mat, Parameters, Precision, Rng, Scalar};
 
 use crate::model::LanguageModel;
 use crate::{CellKind, CharLmError, ModelConfig};
@@ -62,7 +62,14 @@ pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
     d_h: Mat<T>,
     /// The final state of an evaluation chunk, before it replaces the caller's.
     next: Vec<C::State>,
+    /// The precision of evaluation and generation.
+    precision: Precision,
+    /// A generation's cache (its weights frozen, packed once by its first step) and next state.
+    generation: Option<Generation<T, C>>,
 }
+
+/// A generation's frozen cache and the buffer of its next state.
+type Generation<T, C> = (StackCache<T, C>, Vec<<C as Recurrence<T>>::State>);
 
 impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
     /// The same configuration and weights, with empty work buffers.
@@ -75,6 +82,8 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
             next: Vec::new(),
+            precision: self.precision,
+            generation: None,
         }
     }
 }
@@ -112,6 +121,8 @@ where
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
             next: Vec::new(),
+            precision: Precision::Full,
+            generation: None,
         })
     }
     fn config(&self) -> &ModelConfig {
@@ -121,6 +132,8 @@ where
         &self.params
     }
     fn params_mut(&mut self) -> &mut Self::Params {
+        // The caller may change the weights: a generation's packing would be stale.
+        self.generation = None;
         &mut self.params
     }
     fn zero_grads(&self) -> Self::Params {
@@ -141,9 +154,12 @@ where
         grads: &mut Self::Params,
         rng: &mut Rng,
     ) -> Result<f64, CharLmError> {
+        // The weights are about to change: a generation's packing is stale.
+        self.generation = None;
         let Self { params, cache, logits, d_logits, d_h, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
+        params.rnn.set_precision(cache, Precision::Full)?;
         let fin = params.rnn.forward_train(x, batch, state, cache, Some(rng));
         let h = params.rnn.outputs(cache);
         params.head.forward_into(h, logits);
@@ -167,9 +183,11 @@ where
         batch: usize,
         state: &mut Self::State,
     ) -> Result<f64, CharLmError> {
-        let Self { params, cache, logits, next, .. } = self;
+        let Self { params, cache, logits, next, precision, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
+        // (Training shares the cache and sets it back to the full precision.)
+        params.rnn.set_precision(cache, *precision)?;
         // The allocation-free forward (no dropout, no gradients): once the buffers have their
         // shapes, a validation allocates nothing per chunk.
         params.rnn.forward_into(x, batch, state, cache, next);
@@ -179,9 +197,30 @@ where
         Ok(mean.to_f64() * inputs.len() as f64)
     }
 
-    fn step_logits(&self, input: usize, state: &mut Self::State, logits: &mut Mat<T>) {
-        self.params.rnn.step(SeqInput::Index(&[input]), state);
+    fn step_logits(&mut self, input: usize, state: &mut Self::State, logits: &mut Mat<T>) {
+        let x = SeqInput::Index(std::slice::from_ref(&input));
+        match &mut self.generation {
+            Some((cache, next)) => {
+                self.params.rnn.forward_into(x, 1, state, cache, next);
+                std::mem::swap(state, next);
+            }
+            None => self.params.rnn.step(x, state),
+        }
         self.params.head.forward_into(Stack::<Layer<T, K>>::state_output(state), logits);
+    }
+
+    fn set_inference_precision(&mut self, precision: Precision) -> Result<(), CharLmError> {
+        self.params.rnn.set_precision(&mut StackCache::default(), precision)?;
+        self.precision = precision;
+        Ok(())
+    }
+
+    fn start_generation(&mut self) -> Result<(), CharLmError> {
+        let mut cache = StackCache::default();
+        self.params.rnn.freeze_weights(&mut cache);
+        self.params.rnn.set_precision(&mut cache, self.precision)?;
+        self.generation = Some((cache, Vec::new()));
+        Ok(())
     }
 
     fn state_to_mats(state: &Self::State) -> Vec<Mat<f64>> {

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rnn_cells::{Gru, Lstm, Rnn};
 use rnn_data::text::{read_text_limited, DEFAULT_VAL_FRAC};
 use rnn_data::{Corpus, Vocab};
-use rnn_tensor::{Parameters, Rng, Scalar};
+use rnn_tensor::{Parameters, Precision, Rng, Scalar};
 
 use crate::charrnn::CharRnn;
 use crate::checkpoint::{assign_tensors, check_tensors, decode_model, read_tensors, ModelFile, TensorFile};
@@ -94,6 +94,49 @@ pub enum DTypeArg {
     F32,
     /// Double precision.
     F64,
+}
+
+/// The precision of `sample` and `eval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InferDType {
+    /// Single precision (the checkpoint's weights must be f32).
+    F32,
+    /// Double precision (the checkpoint's weights must be f64).
+    F64,
+    /// The recurrent products in bf16 (weights and their operands rounded, sums in f32) on a
+    /// CPU with AVX512_BF16; the checkpoint's weights must be f32.
+    Bf16,
+}
+
+/// The precision `--dtype` asks of a checkpoint whose weights are `file` (default: the
+/// checkpoint's own), or a one-line error.
+pub fn inference_precision(flag: Option<InferDType>, file: DType) -> Result<Precision, CharLmError> {
+    let mismatch = |want: &str| {
+        CharLmError::arg(
+            "--dtype",
+            format!(
+                "the checkpoint holds {file} weights, not {want}; pass --dtype {file}{}",
+                if file == DType::F32 { " or bf16" } else { "" }
+            ),
+        )
+    };
+    match (flag, file) {
+        (None, _) | (Some(InferDType::F32), DType::F32) | (Some(InferDType::F64), DType::F64) => {
+            Ok(Precision::Full)
+        }
+        (Some(InferDType::F32), _) => Err(mismatch("f32")),
+        (Some(InferDType::F64), _) => Err(mismatch("f64")),
+        (Some(InferDType::Bf16), DType::F32) => {
+            Precision::Bf16.check("f32").map_err(|e| CharLmError::arg("--dtype", e))?;
+            Ok(Precision::Bf16)
+        }
+        (Some(InferDType::Bf16), _) => Err(CharLmError::arg(
+            "--dtype",
+            format!(
+                "bf16 computes f32 models only, the checkpoint holds {file} weights; pass --dtype {file}"
+            ),
+        )),
+    }
 }
 
 /// `charlm train`.
@@ -240,6 +283,10 @@ pub struct SampleArgs {
     /// The seed.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
+    /// The precision: the checkpoint's own (the default), or bf16 (f32 checkpoints, CPUs with
+    /// AVX512_BF16).
+    #[arg(long, value_enum)]
+    pub dtype: Option<InferDType>,
 }
 
 /// `charlm eval`.
@@ -255,6 +302,10 @@ pub struct EvalArgs {
     /// The largest text to read, in MiB.
     #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_MAX_INPUT_MIB)]
     pub max_input_mib: u64,
+    /// The precision: the checkpoint's own (the default), or bf16 (f32 checkpoints, CPUs with
+    /// AVX512_BF16).
+    #[arg(long, value_enum)]
+    pub dtype: Option<InferDType>,
 }
 
 /// The default of `--max-input-mib` (256 MiB, [`rnn_data::text::DEFAULT_MAX_TEXT_BYTES`]).
@@ -685,12 +736,20 @@ pub fn run_sample_to<T: Scalar, M: LanguageModel<T>>(
     let cfg = args.sampling()?;
     let prime_text = args.prime.strip_prefix(rnn_data::text::BOM).unwrap_or(&args.prime);
     let prime = encode_prime(&file.vocab, prime_text)?;
-    let model: M = model_from_file(path, file)?;
+    let precision = inference_precision(args.dtype, file.dtype)?;
+    let mut model: M = model_from_file(path, file)?;
+    model.set_inference_precision(precision)?;
     out(prime_text)?;
     let mut buf = [0u8; 4];
-    generate_with(&model, &file.vocab, &prime, args.length, &cfg, &mut Rng::seed_from(args.seed), &mut |c| {
-        out(c.encode_utf8(&mut buf))
-    })
+    generate_with(
+        &mut model,
+        &file.vocab,
+        &prime,
+        args.length,
+        &cfg,
+        &mut Rng::seed_from(args.seed),
+        &mut |c| out(c.encode_utf8(&mut buf)),
+    )
 }
 
 /// `charlm eval` on a model file already read: the mean loss in nats per character of
@@ -705,7 +764,9 @@ pub fn run_eval<T: Scalar, M: LanguageModel<T>>(
     if data.len() < 2 {
         return Err(CharLmError::arg("--text", "needs at least 2 characters"));
     }
+    let precision = inference_precision(args.dtype, file.dtype)?;
     let mut model: M = model_from_file(path, file)?;
+    model.set_inference_precision(precision)?;
     evaluate(&mut model, &data, 1, 1000)
 }
 

@@ -5,7 +5,7 @@
 //! flattened to matrices for the training state file.
 
 use rnn_data::Vocab;
-use rnn_tensor::{Mat, Parameters, Rng, Scalar};
+use rnn_tensor::{Mat, Parameters, Precision, Rng, Scalar};
 
 use crate::{CharLmError, ModelConfig};
 
@@ -58,7 +58,24 @@ pub trait LanguageModel<T: Scalar> {
 
     /// One step of batch 1 for sampling: feeds `input`, advances `state`, writes the `V`
     /// logits of the next character into `logits`.
-    fn step_logits(&self, input: usize, state: &mut Self::State, logits: &mut Mat<T>);
+    fn step_logits(&mut self, input: usize, state: &mut Self::State, logits: &mut Mat<T>);
+
+    /// Sets the precision of [`LanguageModel::eval_chunk`] and of the generation steps
+    /// ([`Precision::Bf16`]: the recurrent products in bf16, see rnn-cells'
+    /// `Recurrence::set_precision`); training always runs in the model's own type. An error if
+    /// the precision cannot run here. The default accepts [`Precision::Full`] only.
+    fn set_inference_precision(&mut self, precision: Precision) -> Result<(), CharLmError> {
+        match precision {
+            Precision::Full => Ok(()),
+            _ => Err(CharLmError::arg("--dtype", format!("this model computes in {} only", T::NAME))),
+        }
+    }
+
+    /// Called before a generation's steps: the weights will not change until the next call, so
+    /// that [`LanguageModel::step_logits`] may keep them packed. The default does nothing.
+    fn start_generation(&mut self) -> Result<(), CharLmError> {
+        Ok(())
+    }
 
     /// The state as matrices (for the training state file).
     fn state_to_mats(state: &Self::State) -> Vec<Mat<f64>>;
@@ -111,7 +128,7 @@ pub fn evaluate<T: Scalar, M: LanguageModel<T>>(
 /// them (without the prime). With an empty prime the first character is drawn uniformly and is
 /// the first of the `length`.
 pub fn generate<T: Scalar, M: LanguageModel<T>>(
-    model: &M,
+    model: &mut M,
     vocab: &Vocab,
     prime: &[usize],
     length: usize,
@@ -129,7 +146,7 @@ pub fn generate<T: Scalar, M: LanguageModel<T>>(
 /// [`generate`], handing each character to `emit` as soon as it is drawn; an error from `emit`
 /// (standard output closed, say) stops generation at once and is returned.
 pub fn generate_with<T: Scalar, M: LanguageModel<T>>(
-    model: &M,
+    model: &mut M,
     vocab: &Vocab,
     prime: &[usize],
     length: usize,
@@ -149,6 +166,7 @@ pub fn generate_with<T: Scalar, M: LanguageModel<T>>(
     if length == 0 {
         return Ok(());
     }
+    model.start_generation()?;
     let mut state = model.zero_state(1);
     let mut logits = Mat::zeros(vocab.len(), 1);
     let mut weights = Vec::new();

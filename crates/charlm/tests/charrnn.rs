@@ -167,6 +167,28 @@ fn sample_and_eval_run_on_a_trained_checkpoint() {
     assert!(ok, "{err}");
     let loss: f64 = out.trim().strip_prefix("loss_nats_per_char: ").unwrap().parse().unwrap();
     assert!(loss > 0.5 && loss < 4.0, "{loss}");
+    // bf16: the loss within 0.005 nats/char of f32's (issue 15's bound), a sample of the asked
+    // length; on a CPU without AVX512_BF16, a one-line error naming it. An f64 checkpoint is
+    // refused either way (tested with the other bad input).
+    let corpus_path = corpus();
+    let eval_bf16 = ["eval", "--checkpoint", ck, "--text", corpus_path.to_str().unwrap(), "--dtype", "bf16"];
+    let sample_bf16 = ["sample", "--checkpoint", ck, "--prime", "The ", "--length", "40", "--dtype", "bf16"];
+    if rnn_tensor::bf16::available() {
+        let (ok, out, err) = run(&eval_bf16);
+        assert!(ok, "{err}");
+        let bf16: f64 = out.trim().strip_prefix("loss_nats_per_char: ").unwrap().parse().unwrap();
+        assert!((bf16 - loss).abs() < 0.005 && bf16 != loss, "bf16 {bf16} against f32 {loss}");
+        let (ok, out, err) = run(&sample_bf16);
+        assert!(ok && out.trim_end_matches('\n').chars().count() == 44, "{out:?} {err}");
+    } else {
+        for args in [&eval_bf16[..], &sample_bf16[..]] {
+            let (ok, _, err) = run(args);
+            assert!(!ok && err.trim().lines().count() == 1 && err.contains("AVX512_BF16"), "{err}");
+        }
+    }
+    let (ok, _, err) =
+        run(&["eval", "--checkpoint", ck, "--text", corpus_path.to_str().unwrap(), "--dtype", "f64"]);
+    assert!(!ok && err.contains("holds f32 weights") && err.trim().lines().count() == 1, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

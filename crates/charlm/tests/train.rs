@@ -113,7 +113,7 @@ impl<T: Scalar> LanguageModel<T> for Bigram<T> {
     ) -> Result<f64, CharLmError> {
         Ok(self.run(inputs, targets, None, None))
     }
-    fn step_logits(&self, input: usize, _s: &mut (), logits: &mut Mat<T>) {
+    fn step_logits(&mut self, input: usize, _s: &mut (), logits: &mut Mat<T>) {
         let (w, b) = (&self.params.tensors[0].1, &self.params.tensors[1].1);
         for i in 0..b.nrows() {
             logits[(i, 0)] = w[(i, input)] + b[(i, 0)];
