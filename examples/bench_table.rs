@@ -391,8 +391,10 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    // ratios[(threads, case)] = PyTorch / ours, one per round.
+    // ratios[(threads, case)] = PyTorch / ours, one per round; for a bf16 case, PyTorch's f32
+    // twin, and in `autocast` PyTorch's own bf16 (torch.autocast) on the case.
     let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    let mut autocast: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
     // the share of real steps, one per round.
     let mut varlen: HashMap<usize, Vec<(f64, f64)>> = HashMap::new();
@@ -405,7 +407,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             }
             let ours = run_child(ours, "bench_table");
             let mut torch = std::process::Command::new(&python);
-            let mut twins: Vec<&str> = names.iter().map(|n| torch_cases::torch_twin(n)).collect();
+            // A bf16 case runs on PyTorch's side as its f32 twin and as itself (autocast).
+            let mut twins: Vec<&str> =
+                names.iter().flat_map(|n| [torch_cases::torch_twin(n), n.as_str()]).collect();
             twins.dedup();
             torch.arg(script).arg(threads.to_string()).args(twins);
             // PyTorch restricted like ours: its own kernels (ATen), MKL's, and oneDNN's, which
@@ -426,6 +430,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             for (name, o) in &ours {
                 if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
+                }
+                if let (Some(t), true) = (torch.get(name), torch_cases::torch_twin(name) != name) {
+                    autocast.entry((threads, name.clone())).or_default().push(t / o);
                 }
             }
             let over_padded =
@@ -448,6 +455,21 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 let (ours, torch): (Vec<f64>, Vec<f64>) = v.iter().copied().unzip();
                 let ((om, o0, o1), (tm, t0, t1)) = (median_range(ours), median_range(torch));
                 println!("| {threads} | {om:.3} | {o0:.3}-{o1:.3} | {tm:.3} | {t0:.3}-{t1:.3} |");
+            }
+        }
+        println!();
+    }
+    if !autocast.is_empty() {
+        println!("The bf16 cases against PyTorch's own bf16 (torch.autocast on the same case):");
+        println!("| case | threads | PyTorch bf16 / ours, median | range | rounds |");
+        println!("|---|---:|---:|---|---:|");
+        for threads in [1usize, 2] {
+            for name in torch_cases::BF16_NAMES {
+                if let Some(v) = autocast.remove(&(threads, name.to_string())) {
+                    let n = v.len();
+                    let (med, lo, hi) = median_range(v);
+                    println!("| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} |");
+                }
             }
         }
         println!();

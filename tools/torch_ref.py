@@ -23,6 +23,10 @@ The cases, all in float32 on the CPU, inputs drawn from a generator seeded with 
   seq_lstm_fwd_i<I>_h<H>_b1_t<T>        nn.LSTM forward only, batch 1, under torch.no_grad()
   cell_<cell>_fwdbwd_i<I>_h<H>_b<B>     one step of nn.LSTMCell/GRUCell/RNNCell from a random
                                         state, backward of the sum of the new h
+  <inference case>_bf16                 the inference case of that name under
+                                        torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+                                        bf16 (bench_table compares its own bf16 cases with the
+                                        float32 case, and prints these beside)
 Every initial state is a constant (zero or random) that needs no gradient, and gradients are
 released (set to None) before each backward, so no run accumulates into the last one's.
 """
@@ -100,13 +104,13 @@ def variable_lengths(inputs, hidden, batch, steps):
     return run
 
 
-def streaming(cell, inputs, hidden, steps):
+def streaming(cell, inputs, hidden, steps, bf16=False):
     rnn = getattr(nn, cell)(inputs, hidden, batch_first=True)
     xs = torch.randn(steps, 1, 1, inputs)
 
     def run():
         # One call per step at batch 1, the state carried from call to call.
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             state = None
             for t in range(steps):
                 _, state = rnn(xs[t], state)
@@ -114,12 +118,12 @@ def streaming(cell, inputs, hidden, steps):
     return run
 
 
-def sequence_inference(inputs, hidden, steps):
+def sequence_inference(inputs, hidden, steps, bf16=False):
     lstm = nn.LSTM(inputs, hidden, batch_first=True)
     x = torch.randn(1, steps, inputs)
 
     def run():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             lstm(x)
 
     return run
@@ -160,6 +164,8 @@ CASES = {
     "stream_gru_i64_h256_t100": (streaming, ("GRU", 64, 256, 100)),
     "seq_lstm_varlen_fwdbwd_i256_h256_b64_t100": (variable_lengths, (256, 256, 64, 100)),
     "seq_lstm_fwdbwd_i256_h256_b64_t100": (sequence_forward_backward, (256, 256, 64, 100)),
+    "seq_lstm_fwd_i65_h512_b1_t100_bf16": (sequence_inference, (65, 512, 100, True)),
+    "stream_lstm_i64_h256_t100_bf16": (streaming, ("LSTM", 64, 256, 100, True)),
 }
 
 

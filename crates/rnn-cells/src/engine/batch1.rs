@@ -51,9 +51,9 @@ struct PartBuffers<T> {
     /// Its `G·nu` rows of `W_hh`, in strips (`wb`: rounded to bf16, in the bf16 precision).
     w: PackedRows<T>,
     wb: PackedBf16,
-    /// The values `w` (or `wb`) was packed from, column by column (`G·nu` per column), and the
-    /// `(G, H, u0, u1)` and precision they were taken for: when both match, the packing is up to
-    /// date.
+    /// The values `w` was packed from, column by column (`G·nu` per column; in bf16 none: `wb`
+    /// is compared with the weights itself), and the `(G, H, u0, u1)` and precision of the
+    /// packing: when both match, the packing is up to date.
     src: Vec<T>,
     src_key: (usize, usize, usize, usize, Precision),
     /// Its rows of `b_ih + b_hh`, `b_ih`, `b_hh` (empty without biases).
@@ -188,13 +188,22 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
         let PartBuffers { w, wb, src, src_key, bias: b, a, v, saved_prev, saved: saved_t } = &mut *guard;
         // Packed row r is row (r / nu)·H + u0 + r mod nu of W_hh: each gate's rows of the units.
         let key = (g, hid, u0, u0 + nu, precision);
-        // Frozen weights (a stream's): the packing made on the first call stays valid.
-        if *src_key != key || !(frozen || same_rows(w_hh, g, hid, u0, nu, src)) {
-            copy_rows(w_hh, g, hid, u0, nu, src);
+        // Frozen weights (a stream's): the packing made on the first call stays valid. In bf16
+        // the packing itself is compared with the weights rounded (no copy is kept).
+        let row = |r| (r / nu) * hid + u0 + r % nu;
+        let current = *src_key == key
+            && (frozen
+                || match precision {
+                    Precision::Full => same_rows(w_hh, g, hid, u0, nu, src),
+                    Precision::Bf16 => wb.matches(super::bf16::f32s(w_hh), g * hid, hid, g * nu, row),
+                });
+        if !current {
             *src_key = key;
-            let row = |r| (r / nu) * hid + u0 + r % nu;
             match precision {
-                Precision::Full => w.pack(w_hh, g * hid, hid, g * nu, row),
+                Precision::Full => {
+                    copy_rows(w_hh, g, hid, u0, nu, src);
+                    w.pack(w_hh, g * hid, hid, g * nu, row);
+                }
                 Precision::Bf16 => wb.pack(super::bf16::f32s(w_hh), g * hid, hid, g * nu, row),
             }
         }

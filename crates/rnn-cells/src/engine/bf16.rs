@@ -25,38 +25,28 @@ use rnn_tensor::{parallel, Mat, Scalar};
 
 use crate::SeqInput;
 
-/// A weight matrix rounded to bf16 and packed for the kernel, with the `f32` values it was
-/// packed from.
+/// A weight matrix rounded to bf16 and packed for the kernel.
 #[derive(Debug, Default)]
 pub(crate) struct Bf16Weight {
-    src: Vec<f32>,
     shape: (usize, usize),
     packed: PackedBf16,
 }
 
 impl Bf16Weight {
-    /// `w` (all its rows), packed: re-packed when its shape or any of its values (bit for bit)
-    /// differs from the last packing's, or, with `frozen` (weights promised not to change),
-    /// only when its shape does.
+    /// `w` (all its rows), packed: re-packed unless the packing holds `w` rounded to bf16 bit
+    /// for bit ([`PackedBf16::matches`]: a weight that changed but rounds as before changes no
+    /// product), or, with `frozen` (weights promised not to change), unless the shape is the
+    /// same.
     pub(crate) fn refresh<T: Scalar>(&mut self, w: &Mat<T>, frozen: bool) -> &PackedBf16 {
         let w32 = f32s(w.as_slice());
-        let same = self.shape == w.shape() && (frozen || bits_equal(&self.src, w32));
+        let (rows, k) = w.shape();
+        let same = self.shape == w.shape() && (frozen || self.packed.matches(w32, rows, k, rows, |r| r));
         if !same {
             self.shape = w.shape();
-            self.src.clear();
-            if !frozen {
-                self.src.extend_from_slice(w32);
-            }
-            let (rows, k) = w.shape();
             self.packed.pack(w32, rows, k, rows, |r| r);
         }
         &self.packed
     }
-}
-
-/// Whether two slices hold the same bits.
-fn bits_equal(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// `v` as the `f32` values it holds.

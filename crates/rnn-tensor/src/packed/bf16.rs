@@ -107,30 +107,52 @@ impl PackedBf16 {
     /// # Panics
     /// If `w` does not hold `rows × k` values or a row index is out of range.
     pub fn pack(&mut self, w: &[f32], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize) {
-        const GROUP: usize = 8;
         assert_eq!(w.len(), rows * k, "PackedBf16::pack: {} values for {rows}x{k}", w.len());
-        let (kp, strips) = (k.div_ceil(2), m.div_ceil(MR));
-        let len = strips * 2 * MR * kp;
+        let len = m.div_ceil(MR) * 2 * MR * k.div_ceil(2);
         (self.m, self.k) = (m, k);
         // 32 values of slack for the alignment; the padding must be zero, so clear it all.
         self.data.clear();
         self.data.resize(len + 32, 0);
         self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
         let out = &mut self.data[self.off..self.off + len];
-        // Strips in groups of 8 and, per column, the group's strips in turn: the reads are runs
-        // of a column, the writes 8 streams (as the f32 strips are packed).
-        for g0 in (0..strips).step_by(GROUP) {
-            for p in 0..k {
-                let col = &w[p * rows..(p + 1) * rows];
-                let (q, j) = (p / 2, p % 2);
-                for s in g0..(g0 + GROUP).min(strips) {
-                    let d = &mut out[s * 2 * MR * kp + q * 2 * MR..][..2 * MR];
-                    for r in 0..MR.min(m - s * MR) {
-                        d[2 * r + j] = Bf16::from_f32(col[row(s * MR + r)]).0;
+        visit_pairs(w, rows, k, m, &row, |at, src| {
+            match src {
+                #[cfg(target_arch = "x86_64")]
+                Pairs::Simd(c0, c1) => {
+                    // SAFETY: the CPU has AVX-512F (`Pairs::Simd` is made only then); `c0`, `c1`
+                    // are 32 values of `w` (`visit_pairs`); `out[at..at + 64]` is the block.
+                    unsafe { avx512::store_pairs(c0, c1, &mut out[at..at + 2 * MR]) }
+                }
+                Pairs::Rows(s, q) => {
+                    let d = &mut out[at..at + 2 * MR];
+                    for (i, j, v) in scalar_pairs(w, rows, k, m, &row, s, q) {
+                        d[2 * i + j] = v;
                     }
                 }
             }
+            true
+        });
+    }
+
+    /// Whether the packing holds exactly rows `row(0..m)` of the `rows × k` matrix `w` rounded
+    /// to bf16 (the shape and every bit): a cheaper check than keeping and comparing a copy of
+    /// `w`, and the right one, since a change of a weight that rounds to the same bf16 value
+    /// leaves the products as they were. Reads `w` once and the packing once, and stops at the
+    /// first difference.
+    pub fn matches(&self, w: &[f32], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize) -> bool {
+        if (self.m, self.k) != (m, k) || w.len() != rows * k || (self.data.is_empty() && m * k > 0) {
+            return false;
         }
+        let packed = self.strips();
+        visit_pairs(w, rows, k, m, &row, |at, src| match src {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `pack`, reading the block instead of writing it.
+            Pairs::Simd(c0, c1) => unsafe { avx512::same_pairs(c0, c1, &packed[at..at + 2 * MR]) },
+            Pairs::Rows(s, q) => {
+                let d = &packed[at..at + 2 * MR];
+                scalar_pairs(w, rows, k, m, &row, s, q).all(|(i, j, v)| d[2 * i + j] == v)
+            }
+        })
     }
 
     /// Rows `m` of the packed matrix.
@@ -213,6 +235,77 @@ impl PackedBf16 {
         assert!(x.kp == kp && y.len() == m * n, "PackedBf16::gemm_reference: shapes do not match");
         gemm_portable(m, kp, self.strips(), alpha, x, beta, y, false);
     }
+}
+
+/// Where the values of one block (one strip, one pair of columns) come from.
+enum Pairs {
+    /// The block's 32 rows are consecutive rows of `w`: 32 values of column `2q` and of column
+    /// `2q + 1` (`None` past `k`), for the AVX-512 routine.
+    #[cfg(target_arch = "x86_64")]
+    Simd(*const f32, Option<*const f32>),
+    /// Any rows: strip `s`, pair `q`, element by element.
+    Rows(usize, usize),
+}
+
+/// Calls `f(at, pairs)` for every block of the packing of rows `row(0..m)` of `w` (`at`: the
+/// block's first value in the strips), until `f` returns false; returns whether it never did.
+/// Strips go in groups of 8 and, per pair of columns, the group's strips in turn, so the reads
+/// are runs of two columns (as the f32 strips are packed).
+fn visit_pairs(
+    w: &[f32],
+    rows: usize,
+    k: usize,
+    m: usize,
+    row: &impl Fn(usize) -> usize,
+    mut f: impl FnMut(usize, Pairs) -> bool,
+) -> bool {
+    const GROUP: usize = 8;
+    let (kp, strips) = (k.div_ceil(2), m.div_ceil(MR));
+    #[cfg(target_arch = "x86_64")]
+    let simd = crate::simd::gemm_level() == crate::simd::Level::Avx512;
+    for g0 in (0..strips).step_by(GROUP) {
+        // The first row of each strip of the group if its rows are consecutive (and all there).
+        let first: [Option<usize>; GROUP] = std::array::from_fn(|j| {
+            let s = g0 + j;
+            let r0 = if s * MR + MR <= m { row(s * MR) } else { return None };
+            (r0 + MR <= rows && (1..MR).all(|r| row(s * MR + r) == r0 + r)).then_some(r0)
+        });
+        for q in 0..kp {
+            for (s, first) in (g0..(g0 + GROUP).min(strips)).zip(first) {
+                let at = s * 2 * MR * kp + q * 2 * MR;
+                let src = match first {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(r0) if simd => {
+                        let c0 = w[2 * q * rows + r0..][..MR].as_ptr();
+                        let c1 = (2 * q + 1 < k).then(|| w[(2 * q + 1) * rows + r0..][..MR].as_ptr());
+                        Pairs::Simd(c0, c1)
+                    }
+                    _ => Pairs::Rows(s, q),
+                };
+                if !f(at, src) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// The values of block `(s, q)` one by one: `(row in the strip, column in the pair, bf16 bits)`.
+fn scalar_pairs<'a>(
+    w: &'a [f32],
+    rows: usize,
+    k: usize,
+    m: usize,
+    row: &'a impl Fn(usize) -> usize,
+    s: usize,
+    q: usize,
+) -> impl Iterator<Item = (usize, usize, u16)> + 'a {
+    (0..MR.min(m - s * MR)).flat_map(move |i| {
+        (0..2)
+            .filter(move |j| 2 * q + j < k)
+            .map(move |j| (i, j, Bf16::from_f32(w[(2 * q + j) * rows + row(s * MR + i)]).0))
+    })
 }
 
 /// The strips of a call in the order it visits them, in blocks of `S` strips (the last ones
@@ -360,6 +453,75 @@ mod avx512 {
             std::hint::black_box(acc);
         });
         dot.as_secs_f64() < 1.5 * fma.as_secs_f64()
+    }
+
+    /// Rounds 16 `f32` to bf16 as [`Bf16::from_f32`](crate::Bf16::from_f32) does, each in the
+    /// low half of its 32-bit lane.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn round_lanes(v: __m512) -> __m512i {
+        let b = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let rounded =
+            _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)));
+        let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), rounded, nan)
+    }
+
+    /// The block of 32 rows from their values in column `2q` (`c0`) and `2q + 1` (`c1`, zeros
+    /// without): two registers of pairs, rows 0-15 and 16-31.
+    ///
+    /// # Safety
+    /// AVX-512F; `c0` and `c1` hold 32 values each.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pair_lanes(c0: *const f32, c1: Option<*const f32>) -> [__m512i; 2] {
+        let mut v = [_mm512_setzero_si512(); 2];
+        for (h, v) in v.iter_mut().enumerate() {
+            // SAFETY: values 16h..16h+16 of the 32 (the caller's contract).
+            let (lo, hi) = unsafe {
+                (
+                    round_lanes(_mm512_loadu_ps(c0.add(16 * h))),
+                    match c1 {
+                        Some(c1) => round_lanes(_mm512_loadu_ps(c1.add(16 * h))),
+                        None => _mm512_setzero_si512(),
+                    },
+                )
+            };
+            *v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+        }
+        v
+    }
+
+    /// Writes the block of [`pair_lanes`] into `out` (64 values).
+    ///
+    /// # Safety
+    /// As [`pair_lanes`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store_pairs(c0: *const f32, c1: Option<*const f32>, out: &mut [u16]) {
+        assert_eq!(out.len(), 2 * MR);
+        // SAFETY: the caller's contract; `out` holds the 64 values written (unaligned stores).
+        unsafe {
+            let v = pair_lanes(c0, c1);
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), v[0]);
+            _mm512_storeu_si512(out.as_mut_ptr().add(MR).cast(), v[1]);
+        }
+    }
+
+    /// Whether `packed` (64 values) holds the block of [`pair_lanes`].
+    ///
+    /// # Safety
+    /// As [`pair_lanes`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn same_pairs(c0: *const f32, c1: Option<*const f32>, packed: &[u16]) -> bool {
+        assert_eq!(packed.len(), 2 * MR);
+        // SAFETY: the caller's contract; `packed` holds the 64 values read.
+        unsafe {
+            let v = pair_lanes(c0, c1);
+            let p0 = _mm512_loadu_si512(packed.as_ptr().cast());
+            let p1 = _mm512_loadu_si512(packed.as_ptr().add(MR).cast());
+            _mm512_cmpneq_epi32_mask(v[0], p0) == 0 && _mm512_cmpneq_epi32_mask(v[1], p1) == 0
+        }
     }
 
     /// `v`'s 32 16-bit lanes typed as bf16.
@@ -706,6 +868,46 @@ mod tests {
         for j in 0..n {
             assert_eq!(&yp[j * 40..][..40], &yf[j * rows + 50..][..40]);
         }
+    }
+
+    /// Packing through the AVX-512 routine (strips of consecutive rows) gives the bits of the
+    /// scalar one (other row maps, or a cap below AVX-512), NaN, infinities and ties included; `matches` holds for the
+    /// weights packed, for a weight changed below bf16's resolution, and not for one changed
+    /// enough to round differently, a changed shape or -0 for +0.
+    #[test]
+    fn packing_routes_agree_and_matches_sees_changes() {
+        let mut rng = Rng::seed_from(7);
+        let (rows, k) = (96, 9);
+        let mut w = random(rows * k, &mut rng);
+        w[5] = f32::NAN;
+        w[40] = f32::INFINITY;
+        w[77] = 1.0 + 3.0 / 256.0; // a tie, rounded up to the even value
+        w[100] = 0.0;
+        let (mut simd, mut scalar) = (PackedBf16::default(), PackedBf16::default());
+        simd.pack(&w, rows, k, rows, |r| r);
+        {
+            // The scalar routine: this thread capped below AVX-512.
+            let _cap = crate::simd::TestCap::set(crate::simd::Level::Avx2);
+            scalar.pack(&w, rows, k, rows, |r| r);
+            assert!(simd.matches(&w, rows, k, rows, |r| r));
+        }
+        assert_eq!(simd.strips(), scalar.strips());
+        let mut by_rows = PackedBf16::default();
+        by_rows.pack(&w, rows, k, 40, |r| (r * 7) % rows);
+        assert!(by_rows.matches(&w, rows, k, 40, |r| (r * 7) % rows));
+        for m in [&simd, &scalar] {
+            assert!(m.matches(&w, rows, k, rows, |r| r));
+        }
+        let mut small = w.clone();
+        small[50] = f32::from_bits(w[50].to_bits() ^ 1); // the lowest bit: the same bf16
+        assert!(simd.matches(&small, rows, k, rows, |r| r));
+        let mut big = w.clone();
+        big[rows * k - 1] += 0.5;
+        assert!(!simd.matches(&big, rows, k, rows, |r| r));
+        let mut sign = w.clone();
+        sign[100] = -0.0;
+        assert!(!simd.matches(&sign, rows, k, rows, |r| r));
+        assert!(!simd.matches(&w[..rows * (k - 1)], rows, k - 1, rows, |r| r));
     }
 
     /// The emulation reads subnormal inputs as zero and flushes subnormal sums, as the
