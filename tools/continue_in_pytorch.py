@@ -49,6 +49,8 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64}
 # The metadata keys every charlm model file carries besides data_crc32 (crates/charlm/src/checkpoint.rs);
 # training checkpoints also carry step and val_loss, which describe their weights and are not kept here.
 MODEL_KEYS = ("format", "format_version", "cell", "vocab_size", "hidden_size", "num_layers", "dropout", "dtype", "vocab")
+# Written only when not zero: the dropout before the head (charlm train --head-dropout).
+OPTIONAL_KEYS = ("head_dropout",)
 
 
 class CharModel(nn.Module):
@@ -61,12 +63,13 @@ class CharModel(nn.Module):
         self.rnn = CELLS[meta["cell"]](
             self.vocab_size, hidden, layers, batch_first=True, dropout=float(meta["dropout"])
         )
+        self.head_dropout = nn.Dropout(float(meta.get("head_dropout", "0")))
         self.head = nn.Linear(hidden, self.vocab_size)
 
     def forward(self, ids, state):
         onehot = F.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)
         outputs, state = self.rnn(onehot, state)
-        return self.head(outputs), state
+        return self.head(self.head_dropout(outputs)), state
 
 
 def header_and_data(blob):
@@ -141,7 +144,7 @@ def validation_loss(model, ids, steps, device):
 def write_charlm_file(model, meta, out_dir):
     """DIR/model.safetensors with the source's metadata and the CRC-32 of the new data, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    kept = {k: meta[k] for k in MODEL_KEYS}
+    kept = {k: meta[k] for k in MODEL_KEYS + OPTIONAL_KEYS if k in meta}
     _, data = header_and_data(save(tensors, metadata=kept))
     blob = save(tensors, metadata={**kept, "data_crc32": f"{zlib.crc32(data):08x}"})
     assert header_and_data(blob)[1] == data, "the tensor data moved when the metadata changed"

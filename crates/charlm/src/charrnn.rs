@@ -62,6 +62,10 @@ pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
     d_h: Mat<T>,
     /// The final state of an evaluation chunk, before it replaces the caller's.
     next: Vec<C::State>,
+    /// Training with head dropout: the last layer's outputs dropped out (the head's input) and
+    /// the mask (`0` or `1/(1-p)` per element).
+    head_in: Mat<T>,
+    head_mask: Mat<T>,
     /// The precision of evaluation and generation.
     precision: Precision,
     /// A generation's cache (its weights frozen, packed once by its first step) and next state.
@@ -82,6 +86,8 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
             next: Vec::new(),
+            head_in: Mat::zeros(0, 0),
+            head_mask: Mat::zeros(0, 0),
             precision: self.precision,
             generation: None,
         }
@@ -121,6 +127,8 @@ where
             d_logits: Mat::zeros(0, 0),
             d_h: Mat::zeros(0, 0),
             next: Vec::new(),
+            head_in: Mat::zeros(0, 0),
+            head_mask: Mat::zeros(0, 0),
             precision: Precision::Full,
             generation: None,
         })
@@ -156,20 +164,42 @@ where
     ) -> Result<f64, CharLmError> {
         // The weights are about to change: a generation's packing is stale.
         self.generation = None;
-        let Self { params, cache, logits, d_logits, d_h, .. } = self;
+        let p = self.config.head_dropout;
+        let Self { params, cache, logits, d_logits, d_h, head_in, head_mask, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
         params.rnn.set_precision(cache, Precision::Full)?;
         let fin = params.rnn.forward_train(x, batch, state, cache, Some(rng));
-        let h = params.rnn.outputs(cache);
+        let mut h = params.rnn.outputs(cache);
+        if p > 0.0 {
+            // Inverted dropout on the head's input, drawn after the stack's masks:
+            // u = h ⊙ m, m_j = 1/(1-p) with probability 1-p, else 0.
+            let keep = T::cast(1.0 / (1.0 - p));
+            if head_mask.shape() != h.shape() {
+                *head_mask = Mat::zeros(h.nrows(), h.ncols());
+            }
+            for m in head_mask.iter_mut() {
+                *m = if rng.next_f64() < p { T::ZERO } else { keep };
+            }
+            if head_in.shape() != h.shape() {
+                *head_in = Mat::zeros(h.nrows(), h.ncols());
+            }
+            head_in.copy_from(h);
+            head_in.component_mul_assign(head_mask);
+            h = head_in;
+        }
         params.head.forward_into(h, logits);
         // dz = (softmax(z) - onehot(y)) / N
         let loss = softmax_cross_entropy(logits, targets, batch, Reduction::Mean, Some(d_logits))?;
         if d_h.shape() != h.shape() {
             *d_h = Mat::zeros(h.nrows(), h.ncols());
         }
-        // dW_head += dz · hᵀ, db_head += Σ dz, dh = W_headᵀ · dz
+        // dW_head += dz · uᵀ, db_head += Σ dz, du = W_headᵀ · dz (u = h, or h ⊙ m)
         params.head.backward_into(h, d_logits, &mut grads.head.params, d_h);
+        if p > 0.0 {
+            // dh = du ⊙ m
+            d_h.component_mul_assign(head_mask);
+        }
         let zero_final = params.rnn.zero_state(batch);
         params.rnn.backward(x, cache, d_h, &zero_final, grads.rnn.params_mut(), None);
         *state = fin;

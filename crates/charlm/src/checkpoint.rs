@@ -17,6 +17,7 @@
 //! | `cell` | `lstm`, `gru` or `rnn` |
 //! | `vocab_size`, `hidden_size`, `num_layers` | decimal integers |
 //! | `dropout` | decimal |
+//! | `head_dropout` | decimal, only when not 0 (dropout before the head in training) |
 //! | `dtype` | `f32` or `f64` |
 //! | `vocab` | a JSON array of one-character strings, in index order |
 //! | `data_crc32` | 8 hex digits: CRC-32 (zlib's) of the data section, every byte after the header |
@@ -115,7 +116,7 @@ pub fn encode_tensors<T: Scalar>(
 /// The metadata of a model file (without `data_crc32`, which [`encode_tensors`] adds).
 pub fn model_metadata(config: &ModelConfig, dtype: DType, vocab: &Vocab) -> HashMap<String, String> {
     let chars: Vec<String> = vocab.chars().iter().map(|c| c.to_string()).collect();
-    HashMap::from([
+    let mut meta = HashMap::from([
         ("format".into(), FORMAT.into()),
         ("format_version".into(), FORMAT_VERSION.into()),
         ("cell".into(), config.cell.name().into()),
@@ -125,7 +126,12 @@ pub fn model_metadata(config: &ModelConfig, dtype: DType, vocab: &Vocab) -> Hash
         ("dropout".into(), config.dropout.to_string()),
         ("dtype".into(), dtype.name().into()),
         ("vocab".into(), serde_json::Value::from(chars).to_string()),
-    ])
+    ]);
+    // Only when set, so that the files of models without it are as before.
+    if config.head_dropout != 0.0 {
+        meta.insert("head_dropout".into(), config.head_dropout.to_string());
+    }
+    meta
 }
 
 /// The bytes of a model file for `tensors` (which must be the model's, with PyTorch names).
@@ -292,12 +298,18 @@ pub fn decode_model(path: &Path, bytes: &[u8]) -> Result<ModelFile, CharLmError>
     let dropout_s = meta(path, m, "dropout")?;
     let dropout: f64 =
         dropout_s.parse().map_err(|_| bad(format!("metadata dropout {dropout_s:?} is not a number")))?;
+    // Written only when not zero (older files have none).
+    let head_dropout: f64 = match m.get("head_dropout") {
+        None => 0.0,
+        Some(s) => s.parse().map_err(|_| bad(format!("metadata head_dropout {s:?} is not a number")))?,
+    };
     let config = ModelConfig {
         cell,
         vocab_size: meta_usize(path, m, "vocab_size")?,
         hidden: meta_usize(path, m, "hidden_size")?,
         layers: meta_usize(path, m, "num_layers")?,
         dropout,
+        head_dropout,
     };
     config.check().map_err(|e| bad(format!("bad configuration in the metadata: {e}")))?;
     let vocab_json = meta(path, m, "vocab")?;

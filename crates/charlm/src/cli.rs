@@ -157,6 +157,10 @@ pub struct TrainArgs {
     /// Dropout between layers, in [0, 1).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub dropout: f64,
+    /// Dropout on the last layer's outputs before the head, in [0, 1) (char-rnn drops out
+    /// there too; PyTorch's nn.LSTM dropout does not).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    pub head_dropout: f64,
     /// Steps per batch (truncated BPTT length).
     #[arg(long, allow_negative_numbers = true, default_value_t = 50)]
     pub seq_len: usize,
@@ -335,7 +339,14 @@ impl TrainArgs {
             CellArg::Gru => CellKind::Gru,
             CellArg::Rnn => CellKind::Rnn,
         };
-        ModelConfig { cell, vocab_size, hidden: self.hidden, layers: self.layers, dropout: self.dropout }
+        ModelConfig {
+            cell,
+            vocab_size,
+            hidden: self.hidden,
+            layers: self.layers,
+            dropout: self.dropout,
+            head_dropout: self.head_dropout,
+        }
     }
 
     /// The precision.
@@ -620,9 +631,9 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
             return Err(CharLmError::checkpoint(
                 &path,
                 format!(
-                    "is a {}x{} {} (dropout {}), the options ask for {}x{} {} (dropout {}); resume with the original options",
-                    file.config.layers, file.config.hidden, file.config.cell, file.config.dropout,
-                    config.layers, config.hidden, config.cell, config.dropout
+                    "is a {}x{} {} (dropout {}, head dropout {}), the options ask for {}x{} {} (dropout {}, head dropout {}); resume with the original options",
+                    file.config.layers, file.config.hidden, file.config.cell, file.config.dropout, file.config.head_dropout,
+                    config.layers, config.hidden, config.cell, config.dropout, config.head_dropout
                 ),
             ));
         }

@@ -125,12 +125,16 @@ pub struct ModelConfig {
     pub layers: usize,
     /// Dropout between layers during training, in `[0, 1)`. Default 0.
     pub dropout: f64,
+    /// Dropout on the last layer's outputs before the head during training, in `[0, 1)`, as
+    /// char-rnn applies its dropout (PyTorch's `nn.LSTM(dropout=p)` does not; `nn.Dropout`
+    /// before the `nn.Linear` head does). Default 0.
+    pub head_dropout: f64,
 }
 
 impl ModelConfig {
     /// A 2×256 LSTM without dropout over a vocabulary of `vocab_size`.
     pub fn new(vocab_size: usize) -> Self {
-        Self { cell: CellKind::Lstm, vocab_size, hidden: 256, layers: 2, dropout: 0.0 }
+        Self { cell: CellKind::Lstm, vocab_size, hidden: 256, layers: 2, dropout: 0.0, head_dropout: 0.0 }
     }
 
     /// Sets the cell.
@@ -157,6 +161,12 @@ impl ModelConfig {
         self
     }
 
+    /// Sets the dropout before the head.
+    pub fn with_head_dropout(mut self, p: f64) -> Self {
+        self.head_dropout = p;
+        self
+    }
+
     /// Checks every size and the dropout.
     pub fn check(&self) -> Result<(), CharLmError> {
         if self.vocab_size == 0 {
@@ -176,6 +186,12 @@ impl ModelConfig {
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
             return Err(CharLmError::arg("--dropout", format!("must be in [0, 1), got {}", self.dropout)));
+        }
+        if !(self.head_dropout.is_finite() && (0.0..1.0).contains(&self.head_dropout)) {
+            return Err(CharLmError::arg(
+                "--head-dropout",
+                format!("must be in [0, 1), got {}", self.head_dropout),
+            ));
         }
         let n = self.num_params();
         if n > MAX_PARAMS {
@@ -246,6 +262,8 @@ mod tests {
             (ModelConfig::new(65).with_layers(0), "--layers"),
             (ModelConfig::new(65).with_dropout(f64::NAN), "--dropout"),
             (ModelConfig::new(65).with_dropout(1.0), "--dropout"),
+            (ModelConfig::new(65).with_head_dropout(-0.1), "--head-dropout"),
+            (ModelConfig::new(65).with_head_dropout(f64::INFINITY), "--head-dropout"),
             (ModelConfig::new(0), "vocabulary"),
             (ModelConfig::new(usize::MAX / 2).with_hidden(MAX_HIDDEN), "--hidden/--layers"),
         ] {

@@ -58,6 +58,11 @@ fn gradients_match_numeric_differences() {
     let rnn_config = config.clone().with_cell(CellKind::Rnn);
     let rnn = CharRnn::<f64, Rnn<f64>>::build(&rnn_config, &mut Rng::seed_from(3)).unwrap();
     gradient_matches(&rnn, 2, 3);
+    // Dropout between the layers and before the head: every batch draws its masks from the same
+    // seed, so the loss is a fixed function of the weights.
+    let dropped = config.clone().with_dropout(0.3).with_head_dropout(0.4);
+    let lstm = CharRnn::<f64, Lstm<f64>>::build(&dropped, &mut Rng::seed_from(4)).unwrap();
+    gradient_matches(&lstm, 2, 3);
 }
 
 #[test]

@@ -52,6 +52,30 @@ fn model_files_round_trip_bit_identically() {
     }
 }
 
+/// The head dropout is in the metadata when set (and read back), and absent when 0, so that
+/// the files of models without it are as they were; a value that is not a number is a one-line
+/// error.
+#[test]
+fn head_dropout_is_kept_only_when_set() {
+    let (config, vocab) = small(CellKind::Lstm);
+    assert!(!model_metadata(&config, DType::F32, &vocab).contains_key("head_dropout"));
+    let with = config.clone().with_head_dropout(0.25);
+    let meta = model_metadata(&with, DType::F32, &vocab);
+    assert_eq!(meta.get("head_dropout").map(String::as_str), Some("0.25"));
+    let params = TensorList::<f32>::init(&with, &mut Rng::seed_from(1));
+    let bytes = encode_tensors(&params.named_params(), meta.clone()).unwrap();
+    let dir = tmp_dir("head-dropout");
+    let path = dir.join("m.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(load_model(&path).unwrap().config, with);
+    let mut bad = meta;
+    bad.insert("head_dropout".into(), "lots".into());
+    std::fs::write(&path, encode_tensors(&params.named_params(), bad).unwrap()).unwrap();
+    let e = load_model(&path).unwrap_err().to_string();
+    assert!(e.contains("head_dropout") && !e.contains('\n'), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn tensors_are_stored_row_major_with_1d_biases() {
     let w = Mat::from_row_slice(2, 3, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
