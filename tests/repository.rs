@@ -105,7 +105,9 @@ fn torch_ref_py_times_every_bench_table_case_in_order() {
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix('"')?.split_once("\": (").map(|(k, _)| k))
         .collect();
-    assert_eq!(keys, torch_cases::NAMES, "tools/torch_ref.py's CASES and torch_cases::NAMES differ");
+    // Every f32 case, then PyTorch's bf16 autocast runs of the bf16 cases.
+    let want: Vec<&str> = torch_cases::NAMES.iter().chain(&torch_cases::BF16_NAMES).copied().collect();
+    assert_eq!(keys, want, "tools/torch_ref.py's CASES and torch_cases::NAMES + BF16_NAMES differ");
 }
 
 #[test]
