@@ -183,6 +183,29 @@ impl PackedBf16 {
     /// # Panics
     /// If the shapes do not match.
     pub fn gemm(&self, alpha: f32, x: &Bf16Pairs, beta: f32, y: &mut [f32], reverse: bool) {
+        self.run(Kernel::Best, alpha, x, beta, y, reverse);
+    }
+
+    /// [`PackedBf16::gemm`] through the portable kernel, whatever the CPU: the definition of the
+    /// arithmetic, for tests and for CPUs without AVX512_BF16.
+    pub fn gemm_reference(&self, alpha: f32, x: &Bf16Pairs, beta: f32, y: &mut [f32]) {
+        self.run(Kernel::Portable, alpha, x, beta, y, false);
+    }
+
+    /// The product through `kernel`; false (nothing done) when an AVX-512 kernel is asked for on
+    /// a CPU without AVX512_BF16.
+    ///
+    /// # Panics
+    /// If the shapes do not match.
+    fn run(
+        &self,
+        kernel: Kernel,
+        alpha: f32,
+        x: &Bf16Pairs,
+        beta: f32,
+        y: &mut [f32],
+        reverse: bool,
+    ) -> bool {
         let (m, kp, n) = (self.m, self.k.div_ceil(2), x.n);
         assert!(
             x.kp == kp && y.len() == m * n,
@@ -192,49 +215,41 @@ impl PackedBf16 {
             y.len()
         );
         if m == 0 || n == 0 {
-            return;
+            return true;
         }
         #[cfg(target_arch = "x86_64")]
-        if crate::bf16::available() {
-            let fma = !avx512::dot_pays();
+        if kernel != Kernel::Portable && crate::bf16::available() {
+            let fma = match kernel {
+                Kernel::Fma => true,
+                Kernel::Dot => false,
+                _ => !avx512::dot_pays(),
+            };
             // SAFETY: the CPU has AVX-512F and AVX512_BF16; the shapes were checked above.
             unsafe { avx512::gemm(m, kp, self.strips(), alpha, x, beta, y, reverse, fma) };
-            return;
+            return true;
+        }
+        if matches!(kernel, Kernel::Dot | Kernel::Fma) {
+            return false;
         }
         gemm_portable(m, kp, self.strips(), alpha, x, beta, y, reverse);
+        true
     }
+}
 
-    /// [`PackedBf16::gemm`] through the `vdpbf16ps` kernel (`fma` false) or the FMA one, for the
-    /// tests; `None` where the CPU has neither.
-    #[cfg(test)]
-    fn gemm_with(
-        &self,
-        alpha: f32,
-        x: &Bf16Pairs,
-        beta: f32,
-        y: &mut [f32],
-        reverse: bool,
-        fma: bool,
-    ) -> Option<()> {
-        #[cfg(target_arch = "x86_64")]
-        if crate::bf16::available() {
-            let (m, kp) = (self.m, self.k.div_ceil(2));
-            assert!(x.kp == kp && y.len() == m * x.n);
-            // SAFETY: as in `gemm`.
-            unsafe { avx512::gemm(m, kp, self.strips(), alpha, x, beta, y, reverse, fma) };
-            return Some(());
-        }
-        let _ = (alpha, x, beta, y, reverse, fma);
-        None
-    }
-
-    /// [`PackedBf16::gemm`] through the portable kernel, whatever the CPU: the definition of the
-    /// arithmetic, for tests and for CPUs without AVX512_BF16.
-    pub fn gemm_reference(&self, alpha: f32, x: &Bf16Pairs, beta: f32, y: &mut [f32]) {
-        let (m, kp, n) = (self.m, self.k.div_ceil(2), x.n);
-        assert!(x.kp == kp && y.len() == m * n, "PackedBf16::gemm_reference: shapes do not match");
-        gemm_portable(m, kp, self.strips(), alpha, x, beta, y, false);
-    }
+/// Which kernel [`PackedBf16::run`] takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// The faster AVX-512 one where the CPU has AVX512_BF16 ([`avx512::dot_pays`]), else the
+    /// portable one.
+    Best,
+    /// The definition, element by element.
+    Portable,
+    /// The `vdpbf16ps` kernel (tests only).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Dot,
+    /// The FMA kernel (tests only).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Fma,
 }
 
 /// Where the values of one block (one strip, one pair of columns) come from.
@@ -815,7 +830,8 @@ mod tests {
                     a.gemm_reference(alpha, &x, beta, &mut want);
                     for fma in [false, true] {
                         let mut got = y0.clone();
-                        if a.gemm_with(alpha, &x, beta, &mut got, reverse, fma).is_none() {
+                        let kernel = if fma { Kernel::Fma } else { Kernel::Dot };
+                        if !a.run(kernel, alpha, &x, beta, &mut got, reverse) {
                             continue; // no AVX512_BF16 here: the portable kernel is all there is
                         }
                         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
