@@ -21,7 +21,7 @@
 use std::cell::RefCell;
 
 use rnn_tensor::packed::bf16::{Bf16Pairs, PackedBf16};
-use rnn_tensor::{parallel, Mat, Scalar};
+use rnn_tensor::{Mat, Scalar};
 
 use crate::SeqInput;
 
@@ -83,24 +83,13 @@ pub(crate) fn gemm<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut [T], rev
     });
 }
 
-/// Columns per part of [`gemm_split`] at least.
-const MIN_PART_COLUMNS: usize = 16;
-
 /// [`gemm`] with `beta = 0` over many columns (an input projection), the columns split between
-/// the threads (the same bits for any split).
+/// the threads as the time loops split a batch ([`for_each_batch_part`](super::ops::for_each_batch_part);
+/// the same bits for any split).
 pub(crate) fn gemm_split<T: Scalar>(w: &PackedBf16, x: &[T], y: &mut Mat<T>) {
     let (k, n) = (w.cols(), y.ncols());
-    let parts = parallel::num_threads().min(n / MIN_PART_COLUMNS).max(1);
-    if parts == 1 {
-        gemm(w, x, T::ZERO, y.as_mut_slice(), false);
-        return;
-    }
     let ys = super::ops::SharedCols::new(y);
-    parallel::for_each_part(parts, |part| {
-        let cols = part.range(n, 1);
-        if cols.is_empty() {
-            return;
-        }
+    super::ops::for_each_batch_part(n, w.rows() * k, |cols| {
         // SAFETY: each part writes its own columns of y, which outlives the call.
         let yp = unsafe { ys.slice_mut(cols.start, cols.len()) };
         gemm(w, &x[cols.start * k..cols.end * k], T::ZERO, yp, false);
