@@ -165,8 +165,10 @@ pub trait Recurrence<T: Scalar> {
 
     /// Sets the precision of the products of the forwards run with `cache`
     /// ([`Precision::Bf16`]: the weights and the products' right operands rounded to bf16, the
-    /// products summed in `f32`, everything else in `f32`; see the engine's `bf16.rs`). Bf16 is
-    /// for inference: a backward from a bf16 forward panics. An error (one line) if the
+    /// products summed in `f32`, everything else in `f32`; see the engine's `bf16.rs`). A
+    /// backward from a bf16 forward gives that forward's gradients: the `f32` backward of the
+    /// rounded operands (mixed-precision training: the parameters and their gradients stay
+    /// `f32`). An error (one line) if the
     /// precision cannot run here: bf16 on a CPU without AVX512_BF16, for an `f64` model or for a
     /// model it does not cover. The default accepts [`Precision::Full`] only.
     fn set_precision(&self, cache: &mut Self::Cache, precision: Precision) -> Result<(), CellError> {

@@ -397,8 +397,20 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (mut dm, zeros) =
             if proj { (Mat::zeros(hid, b), Mat::zeros(hid, b)) } else { Default::default() };
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
+        // After a bf16 forward, the f32 backward of the operands its products saw (bf16.rs).
+        let bf16 = cache.precision == Precision::Bf16;
+        let mut rounded = std::mem::take(&mut cache.bf16_rounded);
+        if bf16 {
+            super::bf16::round_into(&self.params.weight_ih, &mut rounded.w_ih);
+            super::bf16::round_into(&self.params.weight_hh, &mut rounded.w_hh);
+        }
+        let (w_ih, w_hh) = if bf16 {
+            (&rounded.w_ih, &rounded.w_hh)
+        } else {
+            (&self.params.weight_ih, &self.params.weight_hh)
+        };
         {
-            let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, &mut w_packed);
+            let w_hh_t = StepWeight::new(w_hh, Trans::Yes, steps, &mut w_packed);
             let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
@@ -485,10 +497,16 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         })
         .then_some(&da_packed);
         // dW_hh += Σ_t dv_t · hprev_tᵀ, over the real steps at once
-        if C::HIDDEN_APART {
-            gemm(T::ONE, &dv, Trans::No, &cache.var.hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+        let hprev_all = if bf16 {
+            super::bf16::round_into(&cache.var.hprev_all, &mut rounded.h);
+            &rounded.h
         } else {
-            weight_grad_product(&da, dap, 0, &cache.var.hprev_all, &mut grads.weight_hh);
+            &cache.var.hprev_all
+        };
+        if C::HIDDEN_APART {
+            gemm(T::ONE, &dv, Trans::No, hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+        } else {
+            weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
         }
         // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
@@ -505,9 +523,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             SeqInput::Dense(_) => SeqInput::Dense(&var.x),
             SeqInput::Index(_) => SeqInput::Index(&var.ix),
         };
+        let xs = if bf16 { super::bf16::round_input(xs, &mut rounded.x) } else { xs };
         let want_dx = d_x.is_some() && matches!(x, SeqInput::Dense(_));
         input_backward(
-            &self.params.weight_ih,
+            w_ih,
             xs,
             &da,
             dap,
@@ -525,6 +544,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             permute_cols(&dc, &var.perm, true, &mut uc);
             write_state((uh.as_slice(), out), uc.as_slice(), crows, hid, b, d_h0);
         }
+        cache.bf16_rounded = rounded;
         cache.da = da;
         cache.dv = dv;
         cache.da_packed = da_packed;

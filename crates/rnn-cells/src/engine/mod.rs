@@ -229,6 +229,8 @@ pub struct LayerCache<T: Scalar> {
     /// With [`Precision::Bf16`]: `W_hh` and `W_ih` rounded to bf16 and packed (`bf16.rs`).
     bf16_w_hh: bf16::Bf16Weight,
     bf16_w_ih: bf16::Bf16Weight,
+    /// The backward of a bf16 forward: the operands its products saw (`bf16.rs`).
+    bf16_rounded: bf16::Rounded<T>,
     /// The last forward's per-sample lengths and the buffers of their loops (`lengths.rs`).
     var: lengths::Lengths<T>,
 }
@@ -520,11 +522,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
     ) {
-        assert!(
-            cache.precision == Precision::Full,
-            "{} backward: the forward ran in bf16, which is inference only for now; train in f32",
-            C::NAME
-        );
         let lengths = !cache.var.lengths.is_empty();
         let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
         // The padded columns T·B (with lengths, `h` holds the real steps only).
@@ -571,12 +568,25 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             zeros,
             w_ih_t,
             w_ih_t_packed,
+            precision,
+            bf16_rounded: rounded,
             ..
         } = cache;
+        // After a bf16 forward, the f32 backward of the operands its products saw (bf16.rs).
+        let (w_ih, w_hh, x, h0_op, h_op) = if *precision == Precision::Bf16 {
+            bf16::round_into(&self.params.weight_ih, &mut rounded.w_ih);
+            bf16::round_into(&self.params.weight_hh, &mut rounded.w_hh);
+            bf16::round_into(h0, &mut rounded.h0);
+            bf16::round_into(h, &mut rounded.h);
+            let x = bf16::round_input(x, &mut rounded.x);
+            (&rounded.w_ih, &rounded.w_hh, x, &rounded.h0, &rounded.h)
+        } else {
+            (&self.params.weight_ih, &self.params.weight_hh, x, &*h0, &*h)
+        };
         copy_into(d_final.part(0), dh);
         interleave(d_final, crows, hid, batch, d_carried);
         // W_hhᵀ packed once (a one-step sequence reads it as stored).
-        let w_hh_t = StepWeight::new(&self.params.weight_hh, Trans::Yes, steps, w_hh_t_packed);
+        let w_hh_t = StepWeight::new(w_hh, Trans::Yes, steps, w_hh_t_packed);
         // With a projection, W_hrᵀ, the gradients of every h_t, and the cell's dh
         // (W_hrᵀ·(δ_t + dh_t)) beside a zero d_out.
         let w_hr_t = self.projection(Trans::Yes, w_hr_t_packed);
@@ -697,7 +707,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let dap = da_strips.then_some(da_packed);
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(step_m, step_p, h0, h, &mut grads.weight_hh, self.params.reverse);
+        hidden_weight_grad(step_m, step_p, h0_op, h_op, &mut grads.weight_hh, self.params.reverse);
         // dW_hr += Σ_t dh_t · m_tᵀ
         if let Some(dw) = &mut grads.weight_hr {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
@@ -712,7 +722,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             }
         }
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
-        input_backward(&self.params.weight_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed);
+        input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed);
         if let Some(d_h0) = d_h0 {
             write_state((dh.as_slice(), out), d_carried.as_slice(), crows, hid, batch, d_h0);
         }
