@@ -68,6 +68,8 @@ pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
     head_mask: Mat<T>,
     /// The precision of evaluation and generation.
     precision: Precision,
+    /// The precision of training.
+    train_precision: Precision,
     /// A generation's cache (its weights frozen, packed once by its first step) and next state.
     generation: Option<Generation<T, C>>,
 }
@@ -89,6 +91,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
             head_in: Mat::zeros(0, 0),
             head_mask: Mat::zeros(0, 0),
             precision: self.precision,
+            train_precision: self.train_precision,
             generation: None,
         }
     }
@@ -130,6 +133,7 @@ where
             head_in: Mat::zeros(0, 0),
             head_mask: Mat::zeros(0, 0),
             precision: Precision::Full,
+            train_precision: Precision::Full,
             generation: None,
         })
     }
@@ -165,10 +169,10 @@ where
         // The weights are about to change: a generation's packing is stale.
         self.generation = None;
         let p = self.config.head_dropout;
-        let Self { params, cache, logits, d_logits, d_h, head_in, head_mask, .. } = self;
+        let Self { params, cache, logits, d_logits, d_h, head_in, head_mask, train_precision, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
-        params.rnn.set_precision(cache, Precision::Full)?;
+        params.rnn.set_precision(cache, *train_precision)?;
         let fin = params.rnn.forward_train(x, batch, state, cache, Some(rng));
         let mut h = params.rnn.outputs(cache);
         if p > 0.0 {
@@ -216,7 +220,7 @@ where
         let Self { params, cache, logits, next, precision, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
-        // (Training shares the cache and sets it back to the full precision.)
+        // (Training shares the cache and sets it back to its own precision.)
         params.rnn.set_precision(cache, *precision)?;
         // The allocation-free forward (no dropout, no gradients): once the buffers have their
         // shapes, a validation allocates nothing per chunk.
@@ -242,6 +246,12 @@ where
     fn set_inference_precision(&mut self, precision: Precision) -> Result<(), CharLmError> {
         self.params.rnn.set_precision(&mut StackCache::default(), precision)?;
         self.precision = precision;
+        Ok(())
+    }
+
+    fn set_training_precision(&mut self, precision: Precision) -> Result<(), CharLmError> {
+        self.params.rnn.set_precision(&mut StackCache::default(), precision)?;
+        self.train_precision = precision;
         Ok(())
     }
 

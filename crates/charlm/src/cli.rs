@@ -94,6 +94,10 @@ pub enum DTypeArg {
     F32,
     /// Double precision.
     F64,
+    /// Mixed precision on a CPU with AVX512_BF16: the recurrent products in bf16 (weights and
+    /// their operands rounded, sums in f32), the weights, gradients, optimizer and checkpoints
+    /// in f32.
+    Bf16,
 }
 
 /// The precision of `sample` and `eval`.
@@ -349,11 +353,19 @@ impl TrainArgs {
         }
     }
 
-    /// The precision.
+    /// The type of the weights (f32 for bf16 training: its master weights).
     pub fn dtype(&self) -> DType {
         match self.dtype {
-            DTypeArg::F32 => DType::F32,
+            DTypeArg::F32 | DTypeArg::Bf16 => DType::F32,
             DTypeArg::F64 => DType::F64,
+        }
+    }
+
+    /// The precision of the recurrent products.
+    pub fn precision(&self) -> Precision {
+        match self.dtype {
+            DTypeArg::Bf16 => Precision::Bf16,
+            DTypeArg::F32 | DTypeArg::F64 => Precision::Full,
         }
     }
 
@@ -397,6 +409,7 @@ impl TrainArgs {
             progress: !self.no_progress,
             patience: self.patience,
             time_limit: self.time_limit,
+            precision: self.precision(),
         };
         cfg.check()?;
         Ok(cfg)
@@ -705,7 +718,10 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         config.hidden,
         config.cell,
         config.num_params(),
-        T::NAME
+        match cfg.precision {
+            Precision::Bf16 => "f32 weights, bf16 products",
+            Precision::Full => T::NAME,
+        }
     ));
     let resumed_step = resume.as_ref().map(|s| s.step);
     match train(&mut model, &corpus, &cfg, resume, log) {

@@ -71,6 +71,18 @@ pub trait LanguageModel<T: Scalar> {
         }
     }
 
+    /// Sets the precision of [`LanguageModel::train_batch`]'s recurrent products
+    /// ([`Precision::Bf16`]: mixed precision, the forward's products in bf16 and the backward
+    /// that of the rounded operands; the parameters, their gradients and the optimizer stay in
+    /// `T`). An error if the precision cannot run here. The default accepts
+    /// [`Precision::Full`] only.
+    fn set_training_precision(&mut self, precision: Precision) -> Result<(), CharLmError> {
+        match precision {
+            Precision::Full => Ok(()),
+            _ => Err(CharLmError::arg("--dtype", format!("this model trains in {} only", T::NAME))),
+        }
+    }
+
     /// Called before a generation's steps: the weights will not change until the next call, so
     /// that [`LanguageModel::step_logits`] may keep them packed. The default does nothing.
     fn start_generation(&mut self) -> Result<(), CharLmError> {

@@ -45,7 +45,7 @@ use rnn_optim::{
     build_optimizer, clip_grad_norm, clip_grad_value, step_model, CosineAnnealingLr, DecayAfterLr, LinearLr,
     LrCursor, LrSchedule, OptimError, OptimizerKind, SequentialLr,
 };
-use rnn_tensor::{Parameters, Rng, Scalar};
+use rnn_tensor::{Parameters, Precision, Rng, Scalar};
 
 use crate::checkpoint::{encode_checkpoint, write_atomic};
 use crate::model::{evaluate, generate, LanguageModel};
@@ -198,6 +198,10 @@ pub struct TrainConfig {
     pub patience: Option<u64>,
     /// Stop after this many minutes of training (this process's). Default none.
     pub time_limit: Option<f64>,
+    /// The precision of the recurrent products, in training, validation and the printed
+    /// samples ([`Precision::Bf16`]: mixed precision, the weights and the optimizer in `f32`).
+    /// Default full.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -224,6 +228,7 @@ impl Default for TrainConfig {
             progress: true,
             patience: None,
             time_limit: None,
+            precision: Precision::Full,
         }
     }
 }
@@ -294,6 +299,9 @@ impl TrainConfig {
         if self.sample_length == 0 {
             return Err(CharLmError::arg("--sample-length", "must be at least 1"));
         }
+        if self.precision == Precision::Bf16 {
+            Precision::Bf16.check("f32").map_err(|e| CharLmError::arg("--dtype", e))?;
+        }
         Ok(())
     }
 
@@ -340,7 +348,13 @@ impl TrainConfig {
             ("clip_value", opt(self.clip_value)),
             ("val_every", self.val_every.to_string()),
             ("seed", self.seed.to_string()),
-            ("dtype", dtype.name().to_string()),
+            (
+                "dtype",
+                match self.precision {
+                    Precision::Bf16 => "bf16".to_string(),
+                    Precision::Full => dtype.name().to_string(),
+                },
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -506,6 +520,8 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
     cfg.check()?;
     cfg.check_corpus(corpus)?;
     let dtype = DType::of::<T>();
+    model.set_training_precision(cfg.precision)?;
+    model.set_inference_precision(cfg.precision)?;
     let settings = cfg.settings(dtype, corpus);
     prepare_out(&cfg.out)?;
     let (bs, sl) = (cfg.batch, cfg.seq_len);

@@ -153,6 +153,54 @@ fn stopped_and_resumed_runs_end_bit_identical() {
     }
 }
 
+/// `train --dtype bf16` (mixed precision): the run learns as the f32 run does but is not it
+/// (its products are rounded), its checkpoint holds f32 weights that `eval` reads in f32, a run
+/// stopped at step 14 and resumed with `--dtype bf16` ends byte for byte as one that never
+/// stopped, and resuming it as f32 is refused in one line. On a CPU without AVX512_BF16 the
+/// flag is a one-line error naming it.
+#[test]
+fn bf16_training_resumes_bit_identical() {
+    let (full, cut, f32_dir) = (tmp("bf16-full"), tmp("bf16-cut"), tmp("bf16-f32"));
+    let (f, c, d32) = (full.to_str().unwrap(), cut.to_str().unwrap(), f32_dir.to_str().unwrap());
+    let bf16 = ["--dtype", "bf16"];
+    if !rnn_tensor::bf16::available() {
+        let (ok, _, err) = run(&train_args(f, "30", &bf16));
+        assert!(!ok && err.trim().lines().count() == 1 && err.contains("AVX512_BF16"), "{err}");
+        return;
+    }
+    let (ok, out, err) = run(&train_args(f, "30", &bf16));
+    assert!(ok, "{err}");
+    assert!(format!("{out}{err}").contains("f32 weights, bf16 products"), "{out}{err}");
+    let (ok, _, err) = run(&train_args(d32, "30", &[]));
+    assert!(ok, "{err}");
+    let last_val =
+        |dir: &std::path::Path| charlm::resume::load_checkpoint(dir).unwrap().1.val_loss.last().unwrap().1;
+    let (vb, vf) = (last_val(&full), last_val(&f32_dir));
+    assert!((vb - vf).abs() < 0.02 && vb != vf, "validation after 30 steps: bf16 {vb}, f32 {vf}");
+    let (ok, _, err) = run(&train_args(c, "14", &bf16));
+    assert!(ok, "{err}");
+    let mut resume = train_args(c, "30", &bf16);
+    resume.extend_from_slice(&["--resume", c]);
+    let (ok, out, err) = run(&resume);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained 30 steps") && out.contains("16 this run"), "{out}");
+    let a = std::fs::read(full.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(a == b, "the resumed bf16 model differs");
+    let mut as_f32 = train_args(c, "40", &[]);
+    as_f32.extend_from_slice(&["--resume", c]);
+    let (ok, _, err) = run(&as_f32);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(!ok && last.starts_with("error: ") && last.contains("dtype is f32 here but bf16"), "{err}");
+    let ck = full.join("model.safetensors");
+    let (ok, out, err) =
+        run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--text", corpus().to_str().unwrap()]);
+    assert!(ok && out.starts_with("loss_nats_per_char: "), "{out} {err}");
+    for dir in [&full, &cut, &f32_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 fn sample_and_eval_run_on_a_trained_checkpoint() {
     let dir = tmp("sample");
