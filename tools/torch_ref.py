@@ -23,10 +23,11 @@ The cases, all in float32 on the CPU, inputs drawn from a generator seeded with 
   seq_lstm_fwd_i<I>_h<H>_b1_t<T>        nn.LSTM forward only, batch 1, under torch.no_grad()
   cell_<cell>_fwdbwd_i<I>_h<H>_b<B>     one step of nn.LSTMCell/GRUCell/RNNCell from a random
                                         state, backward of the sum of the new h
-  <inference case>_bf16                 the inference case of that name under
+  <case>_bf16                           the case of that name with its forward under
                                         torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
-                                        bf16 (bench_table compares its own bf16 cases with the
-                                        float32 case, and prints these beside)
+                                        bf16 mixed precision (the loss in float32; bench_table
+                                        compares its own bf16 cases with the float32 case, and
+                                        prints these beside)
 Every initial state is a constant (zero or random) that needs no gradient, and gradients are
 released (set to None) before each backward, so no run accumulates into the last one's.
 """
@@ -42,7 +43,7 @@ WARMUP_RUNS = 5
 TIMED_RUNS = 30
 
 
-def language_model_step(cell, vocab, hidden, layers, batch, steps):
+def language_model_step(cell, vocab, hidden, layers, batch, steps, bf16=False):
     """One forward and backward of the character model; returns the closure to time."""
     recurrent = getattr(nn, cell)(vocab, hidden, num_layers=layers, batch_first=True)
     head = nn.Linear(hidden, vocab)
@@ -52,9 +53,10 @@ def language_model_step(cell, vocab, hidden, layers, batch, steps):
     weights = [*recurrent.parameters(), *head.parameters()]
 
     def run():
-        outputs, _ = recurrent(inputs)
-        logits = head(outputs).reshape(batch * steps, vocab)
-        loss = F.cross_entropy(logits, targets, reduction="sum") / batch
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs, _ = recurrent(inputs)
+            logits = head(outputs).reshape(batch * steps, vocab)
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / batch
         for w in weights:
             w.grad = None
         loss.backward()
@@ -62,12 +64,13 @@ def language_model_step(cell, vocab, hidden, layers, batch, steps):
     return run
 
 
-def sequence_forward_backward(inputs, hidden, batch, steps):
+def sequence_forward_backward(inputs, hidden, batch, steps, bf16=False):
     lstm = nn.LSTM(inputs, hidden, batch_first=True)
     x = torch.randn(batch, steps, inputs)
 
     def run():
-        outputs, _ = lstm(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs, _ = lstm(x)
         for w in lstm.parameters():
             w.grad = None
         outputs.sum().backward()
@@ -166,6 +169,9 @@ CASES = {
     "seq_lstm_fwdbwd_i256_h256_b64_t100": (sequence_forward_backward, (256, 256, 64, 100)),
     "seq_lstm_fwd_i65_h512_b1_t100_bf16": (sequence_inference, (65, 512, 100, True)),
     "stream_lstm_i64_h256_t100_bf16": (streaming, ("LSTM", 64, 256, 100, True)),
+    "lm_lstm_2x256_b64_t24_v65_bf16": (language_model_step, ("LSTM", 65, 256, 2, 64, 24, True)),
+    "lm_gru_2x256_b64_t24_v65_bf16": (language_model_step, ("GRU", 65, 256, 2, 64, 24, True)),
+    "seq_lstm_fwdbwd_i256_h256_b64_t24_bf16": (sequence_forward_backward, (256, 256, 64, 24, True)),
 }
 
 

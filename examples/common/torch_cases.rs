@@ -88,9 +88,16 @@ pub const NAMES: [&str; 15] = [
 ];
 
 /// The bf16 cases (issue "bf16 mixed precision"): the case of the same name without `_bf16`,
-/// with the products in bf16 ([`Precision::Bf16`]); PyTorch's twin is that f32 case. Run only on
+/// with the recurrent products in bf16 ([`Precision::Bf16`]; the training cases' backward is
+/// that of the rounded operands, the head in f32); PyTorch's twin is that f32 case. Run only on
 /// CPUs with AVX512_BF16.
-pub const BF16_NAMES: [&str; 2] = ["seq_lstm_fwd_i65_h512_b1_t100_bf16", "stream_lstm_i64_h256_t100_bf16"];
+pub const BF16_NAMES: [&str; 5] = [
+    "seq_lstm_fwd_i65_h512_b1_t100_bf16",
+    "stream_lstm_i64_h256_t100_bf16",
+    "lm_lstm_2x256_b64_t24_v65_bf16",
+    "lm_gru_2x256_b64_t24_v65_bf16",
+    "seq_lstm_fwdbwd_i256_h256_b64_t24_bf16",
+];
 
 /// Every case this CPU runs: [`NAMES`], then [`BF16_NAMES`] if it has bf16.
 pub fn names_here() -> Vec<&'static str> {
@@ -139,7 +146,7 @@ pub fn build(name: &str) -> Option<Case> {
     let mut rng = Rng::seed_from(0);
     let rng = &mut rng;
     let case = match name {
-        "lm_lstm_2x256_b64_t24_v65" => {
+        "lm_lstm_2x256_b64_t24_v65" | "lm_lstm_2x256_b64_t24_v65_bf16" => {
             let stack = LstmConfig::new(65, 256).build_stack::<f32>(2, rng).unwrap();
             lm_case(name, stack, 4, 65, 256, 64, 24, rng)
         }
@@ -147,7 +154,7 @@ pub fn build(name: &str) -> Option<Case> {
             let stack = LstmConfig::new(65, 128).build_stack::<f32>(1, rng).unwrap();
             lm_case(name, stack, 4, 65, 128, 32, 50, rng)
         }
-        "lm_gru_2x256_b64_t24_v65" => {
+        "lm_gru_2x256_b64_t24_v65" | "lm_gru_2x256_b64_t24_v65_bf16" => {
             let stack = GruConfig::new(65, 256).build_stack::<f32>(2, rng).unwrap();
             lm_case(name, stack, 3, 65, 256, 64, 24, rng)
         }
@@ -156,7 +163,7 @@ pub fn build(name: &str) -> Option<Case> {
                 Stack::from_fn(1, |k| RnnConfig::new(65, 256).with_layer(k).build::<f32>(rng)).unwrap();
             lm_case(name, stack, 1, 65, 256, 64, 24, rng)
         }
-        "seq_lstm_fwdbwd_i256_h256_b64_t24" => {
+        "seq_lstm_fwdbwd_i256_h256_b64_t24" | "seq_lstm_fwdbwd_i256_h256_b64_t24_bf16" => {
             let lstm = LstmConfig::new(256, 256).build::<f32>(rng).unwrap();
             let h0 = lstm.zero_state(64);
             fwd_bwd_case(name, lstm, h0, 4, 256, 64, 24, rng)
@@ -304,6 +311,9 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
     let i = cell.input_size();
     let x = randn(i, steps * b, rng);
     let mut cache = R::Cache::default();
+    if name.ends_with("_bf16") {
+        cell.set_precision(&mut cache, Precision::Bf16).expect("bf16 cases run where bf16 does");
+    }
     // A bidirectional layer outputs 2H rows and does the work of two layers.
     let directions = cell.hidden_size() / h;
     let d_out = Mat::from_element(cell.hidden_size(), steps * b, 1.0f32);
@@ -347,6 +357,9 @@ where
     let y: Vec<usize> = (0..t * b).map(|k| chars[k % b][k / b + 1]).collect();
     let states = stack.zero_states(b);
     let mut cache = Default::default();
+    if name.ends_with("_bf16") {
+        stack.set_precision(&mut cache, Precision::Bf16).expect("bf16 cases run where bf16 does");
+    }
     let mut grads = stack.zero_grads();
     let mut g_head = head.zero_grads();
     let (mut logits, mut d_logits, mut dh) = (Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(h, t * b));
