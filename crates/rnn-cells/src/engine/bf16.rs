@@ -19,11 +19,14 @@
 //! the strips, so the results are bit-identical for any thread count and through the batch-1
 //! route or the general one.
 //!
-//! The backward's products run the `f32` kernels on the rounded values. A bf16 kernel there
-//! would also round the other operand, the gate gradients `dA`/`dV`, losing accuracy, and on
-//! the CPU measured (an Intel Xeon, family 6 model 167, whose `vdpbf16ps` issues once every two
-//! cycles against two FMAs a cycle) a bf16 product runs at 0.81-0.88 of the `f32` kernel's
-//! speed on the step shapes (`bench_table --gemm`), so it would be slower as well.
+//! Where the bf16 products run on AMX tiles ([`backward_in_bf16`]), the backward's products
+//! run in bf16 too: `W_hhᵀ` and `W_ihᵀ` rounded and packed once per backward, the gate
+//! gradients `dA`/`dV` rounded as each product's right operand, and the weight gradients
+//! `dA·bf16(X)ᵀ` with `dA` packed rounded ([`BackwardPacks`]); the sums stay `f32`. Elsewhere
+//! they run the `f32` kernels on the rounded values ([`Rounded`]): with AVX-512 alone a bf16
+//! product is slower than the `f32` one (0.81-0.88 of it on the step shapes, on a Xeon whose
+//! `vdpbf16ps` issues once every two cycles against two FMAs a cycle), and rounding `dA` would
+//! only lose accuracy. The backward of a forward with lengths multiplies in `f32` either way.
 
 use std::cell::RefCell;
 
@@ -134,13 +137,86 @@ pub(crate) fn gemm<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut [T], rev
 /// the threads as the time loops split a batch ([`for_each_batch_part`](super::ops::for_each_batch_part);
 /// the same bits for any split).
 pub(crate) fn gemm_split<T: Scalar>(w: &PackedBf16, x: &[T], y: &mut Mat<T>) {
+    gemm_split_beta(w, x, T::ZERO, y);
+}
+
+/// [`gemm_split`] with any `beta`.
+fn gemm_split_beta<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut Mat<T>) {
     let (k, n) = (w.cols(), y.ncols());
     let ys = super::ops::SharedCols::new(y);
     super::ops::for_each_batch_part(n, w.rows() * k, |cols| {
         // SAFETY: each part writes its own columns of y, which outlives the call.
         let yp = unsafe { ys.slice_mut(cols.start, cols.len()) };
-        gemm(w, &x[cols.start * k..cols.end * k], T::ZERO, yp, false);
+        gemm(w, &x[cols.start * k..cols.end * k], beta, yp, false);
     });
+}
+
+/// Whether a bf16 forward's backward runs its products in bf16 too: where they run on AMX
+/// (`rnn_tensor::packed::bf16::amx_available`), many times faster than in `f32`. There the
+/// gate gradients `dA`/`dV` are rounded to bf16 as each product's right operand (as PyTorch's
+/// autocast does), adding a relative error of up to 2⁻⁸ to each product's operand; elsewhere
+/// the backward's products stay `f32` on the rounded operands ([`Rounded`]).
+pub(crate) fn backward_in_bf16() -> bool {
+    rnn_tensor::packed::bf16::amx_available()
+}
+
+/// The packings of a backward in bf16 ([`backward_in_bf16`]): `W_hhᵀ` and `W_ihᵀ` rounded, the
+/// left operand of a weight-gradient product and a scratch transpose.
+#[derive(Debug, Default)]
+pub(crate) struct BackwardPacks<T: Scalar> {
+    pub(crate) w_hh_t: PackedBf16,
+    pub(crate) w_ih_t: PackedBf16,
+    d: PackedBf16,
+    scratch: Mat<T>,
+}
+
+impl<T: Scalar> BackwardPacks<T> {
+    /// Packs `W_hhᵀ` and `W_ihᵀ` rounded to bf16.
+    pub(crate) fn pack_weights(&mut self, w_hh: &Mat<T>, w_ih: &Mat<T>) {
+        for (w, out) in [(w_hh, &mut self.w_hh_t), (w_ih, &mut self.w_ih_t)] {
+            transpose(w.as_slice(), w.nrows(), w.ncols(), &mut self.scratch);
+            let (rows, k) = self.scratch.shape();
+            out.pack(f32s(self.scratch.as_slice()), rows, k, rows, |r| r);
+        }
+    }
+
+    /// `dw += D[:, k0..k0 + kn] · Xᵀ` in bf16 (`x`: the `r × kn` column-major operand, `dw`:
+    /// `D.nrows() × r`): `D`'s columns packed (rounded) as the left operand, `x` transposed and
+    /// rounded as the right one, the columns of `dw` split between the threads.
+    pub(crate) fn weight_grad(&mut self, d: &Mat<T>, k0: usize, x: &[T], dw: &mut Mat<T>) {
+        let (g, r) = dw.shape();
+        let kn = x.len() / r.max(1);
+        if kn == 0 || g == 0 {
+            return;
+        }
+        let cols = &d.as_slice()[k0 * g..(k0 + kn) * g];
+        self.d.pack(f32s(cols), g, kn, g, |i| i);
+        transpose(x, r, kn, &mut self.scratch);
+        gemm_split_beta(&self.d, self.scratch.as_slice(), T::ONE, dw);
+    }
+
+    /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (packed by
+    /// [`BackwardPacks::pack_weights`]).
+    pub(crate) fn input_grad(&self, d: &Mat<T>, dx: &mut Mat<T>) {
+        super::ops::ensure_shape(dx, self.w_ih_t.rows(), d.ncols());
+        gemm_split(&self.w_ih_t, d.as_slice(), dx);
+    }
+}
+
+/// `dst = srcᵀ` for the `rows × cols` column-major `src` (`dst`: `cols × rows`), in tiles.
+fn transpose<T: Scalar>(src: &[T], rows: usize, cols: usize, dst: &mut Mat<T>) {
+    const TILE: usize = 32;
+    super::ops::ensure_shape(dst, cols, rows);
+    let d = dst.as_mut_slice();
+    for j0 in (0..cols).step_by(TILE) {
+        for i0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    d[i * cols + j] = src[j * rows + i];
+                }
+            }
+        }
+    }
 }
 
 /// The input projection in bf16: `out = bf16(W_ih)·bf16(X)` for a dense input, the gather of
@@ -387,6 +463,9 @@ mod tests {
     /// `f32` layer's with `W_ih`, `W_hh` and `x` rounded, up to the order of the forward's `f32`
     /// sums (tolerance 2e-5 absolute on values of order 1; a backward through the unrounded
     /// weights is off by about 1e-3), at batch 1 and 4, with and without lengths, for every cell.
+    /// Where the backward's products run in bf16 ([`super::backward_in_bf16`], not with
+    /// lengths), they also round the gate gradients: then each gradient but the biases is within
+    /// u = 2⁻⁸ of the `f32` one, norm-wise (measured 0.0005 to 0.0024).
     fn one_step_backward<C: Cell<f32> + Default>(cell: C) {
         let (input, hid) = (29, 40);
         let l = layer(cell, input, hid, 13);
@@ -405,8 +484,19 @@ mod tests {
             for lens in [None, Some(&ones[..])] {
                 let got = grads(&l, &x, batch, lens, &h0, &d_out, Precision::Bf16);
                 let want = grads(&lr, &rounded(&x), batch, lens, &h0, &d_out, Precision::Full);
+                // Where the backward's products run in bf16 (not with lengths), the gate
+                // gradients are rounded too: norm-wise within u = 2⁻⁸ (the biases, sums of the
+                // f32 gate gradients, within 2e-5 as before).
+                let rounded_da = super::backward_in_bf16() && lens.is_none();
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(g.len(), w.len());
+                    let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+                    let e = relative(&got[k..=k], std::slice::from_ref(&w64));
+                    let bias = k == 2 || k == 3;
+                    if rounded_da && !bias {
+                        assert!(e <= 1.0 / 256.0, "{} batch {batch} gradient {k}: {e}", C::NAME);
+                        continue;
+                    }
                     for (g, w) in g.iter().zip(w) {
                         assert!(
                             (g - w).abs() <= 2e-5,
@@ -443,8 +533,10 @@ mod tests {
     /// layer (every parameter, `d_x`, `d_h0`) is within 4u = 2⁻⁶ (norm-wise, relative) of the
     /// `f64` layer's with the same weights, u = 2⁻⁸ being bf16's unit roundoff (8 significant
     /// bits): each product's two operands are rounded with a relative error of at most u, and
-    /// the gradients are sums of such products through the steps. Measured: 0.0007 to 0.0033 (an
-    /// `f32` layer: below 2e-7). Also with lengths (2 to 12 steps), same bound.
+    /// the gradients are sums of such products through the steps (and, where the backward's
+    /// products run in bf16, the gate gradients are rounded as well). Measured on the AMX Xeon:
+    /// 0.0007 to 0.0037 with the backward's products in bf16, 0.0007 to 0.0032 with lengths
+    /// (whose backward multiplies in `f32`); an `f32` layer: below 2e-7. Lengths of 2 to 12 steps.
     fn near_f64<C: Cell<f32> + Cell<f64> + Default>(cell: C) {
         use rnn_tensor::Parameters;
         let (input, hid, steps, batch) = (10, 24, 12, 3);

@@ -229,8 +229,10 @@ pub struct LayerCache<T: Scalar> {
     /// With [`Precision::Bf16`]: `W_hh` and `W_ih` rounded to bf16 and packed (`bf16.rs`).
     bf16_w_hh: bf16::Bf16Weight,
     bf16_w_ih: bf16::Bf16Weight,
-    /// The backward of a bf16 forward: the operands its products saw (`bf16.rs`).
+    /// The backward of a bf16 forward: the operands its products saw, and the packings of a
+    /// backward in bf16 (`bf16.rs`).
     bf16_rounded: bf16::Rounded<T>,
+    bf16_back: bf16::BackwardPacks<T>,
     /// The last forward's per-sample lengths and the buffers of their loops (`lengths.rs`).
     var: lengths::Lengths<T>,
 }
@@ -570,10 +572,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             w_ih_t_packed,
             precision,
             bf16_rounded: rounded,
+            bf16_back,
             ..
         } = cache;
-        // After a bf16 forward, the f32 backward of the operands its products saw (bf16.rs).
-        let (w_ih, w_hh, x, h0_op, h_op) = if *precision == Precision::Bf16 {
+        // A bf16 forward's backward with its products in bf16 too, where that is faster (AMX):
+        // they round their operands themselves. Elsewhere, the f32 backward of the operands the
+        // forward's products saw (bf16.rs).
+        let bwd16 = *precision == Precision::Bf16 && bf16::backward_in_bf16();
+        if bwd16 {
+            bf16_back.pack_weights(&self.params.weight_hh, &self.params.weight_ih);
+        }
+        let (w_ih, w_hh, x, h0_op, h_op) = if *precision == Precision::Bf16 && !bwd16 {
             bf16::round_into(&self.params.weight_ih, &mut rounded.w_ih);
             bf16::round_into(&self.params.weight_hh, &mut rounded.w_hh);
             bf16::round_into(h0, &mut rounded.h0);
@@ -586,7 +595,11 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         copy_into(d_final.part(0), dh);
         interleave(d_final, crows, hid, batch, d_carried);
         // W_hhᵀ packed once (a one-step sequence reads it as stored).
-        let w_hh_t = StepWeight::new(w_hh, Trans::Yes, steps, w_hh_t_packed);
+        let w_hh_t = if bwd16 {
+            StepWeight::Bf16(&bf16_back.w_hh_t)
+        } else {
+            StepWeight::new(w_hh, Trans::Yes, steps, w_hh_t_packed)
+        };
         // With a projection, W_hrᵀ, the gradients of every h_t, and the cell's dh
         // (W_hrᵀ·(δ_t + dh_t)) beside a zero d_out.
         let w_hr_t = self.projection(Trans::Yes, w_hr_t_packed);
@@ -597,11 +610,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         zeros.as_mut_slice().fill(T::ZERO);
         // dA in strips only where every reader takes strips: not for a one-hot input, whose
         // scatter-add reads the plain dA. dV (apart) is read by products only.
-        let da_strips = matches!(x, SeqInput::Dense(_)) && {
+        // (A backward in bf16 keeps both plain: its products round their operands themselves.)
+        let da_strips = !bwd16 && matches!(x, SeqInput::Dense(_)) && {
             da_packed.reset(g, n);
             da_packed.is_strips()
         };
-        let dv_strips = C::HIDDEN_APART && {
+        let dv_strips = !bwd16 && C::HIDDEN_APART && {
             dv_packed.reset(g, n);
             dv_packed.is_strips()
         };
@@ -707,7 +721,19 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let dap = da_strips.then_some(da_packed);
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        hidden_weight_grad(step_m, step_p, h0_op, h_op, &mut grads.weight_hh, self.params.reverse);
+        if bwd16 {
+            let (b, n) = (h0_op.ncols(), h_op.ncols());
+            let (first, rest, rest_prev) = if self.params.reverse { (n - b, 0, b) } else { (0, b, 0) };
+            if !all_zero(h0_op) {
+                bf16_back.weight_grad(step_m, first, h0_op.as_slice(), &mut grads.weight_hh);
+            }
+            if n > b {
+                let hs = &h_op.as_slice()[rest_prev * out..(rest_prev + n - b) * out];
+                bf16_back.weight_grad(step_m, rest, hs, &mut grads.weight_hh);
+            }
+        } else {
+            hidden_weight_grad(step_m, step_p, h0_op, h_op, &mut grads.weight_hh, self.params.reverse);
+        }
         // dW_hr += Σ_t dh_t · m_tᵀ
         if let Some(dw) = &mut grads.weight_hr {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
@@ -722,7 +748,15 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             }
         }
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
-        input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed);
+        match x {
+            SeqInput::Dense(xm) if bwd16 => {
+                bf16_back.weight_grad(da, 0, xm.as_slice(), &mut grads.weight_ih);
+                if let Some(dx) = d_x {
+                    bf16_back.input_grad(da, dx);
+                }
+            }
+            _ => input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed),
+        }
         if let Some(d_h0) = d_h0 {
             write_state((dh.as_slice(), out), d_carried.as_slice(), crows, hid, batch, d_h0);
         }

@@ -73,31 +73,40 @@ pub struct Bf16Pairs {
 }
 
 impl Bf16Pairs {
-    /// Rounds the `k × n` column-major `x` (columns `k` apart) to bf16 pairs.
+    /// Rounds the `k × n` column-major `x` (columns `k` apart) to bf16 pairs (and widens them
+    /// back to `f32` unless the products run on AMX, which does not read the widened copy).
     ///
     /// # Panics
     /// If `x.len() != k·n`.
     pub fn set(&mut self, x: &[f32], k: usize, n: usize) {
+        self.set_for(x, k, n, !amx_available());
+    }
+
+    /// [`Bf16Pairs::set`], with the widened copy for the FMA kernel if `wide`.
+    fn set_for(&mut self, x: &[f32], k: usize, n: usize, wide: bool) {
         assert_eq!(x.len(), k * n, "Bf16Pairs::set: {} values for {k}x{n}", x.len());
         let kp = k.div_ceil(2);
         (self.kp, self.n) = (kp, n);
+        // Zero columns up to a multiple of 16, whole tiles for the AMX kernel.
+        let len = n.div_ceil(16) * 16 * kp;
         self.data.clear();
-        self.data.reserve(kp * n);
-        for col in x.chunks_exact(k.max(1)).take(n) {
-            let mut pairs = col.chunks_exact(2);
-            for p in pairs.by_ref() {
-                self.data.push(pair(p[0], p[1]));
-            }
-            if let [last] = pairs.remainder() {
-                self.data.push(pair(*last, 0.0));
-            }
+        self.data.resize(len, 0);
+        // A pair is the two bf16 values in order (the even one in the low half), so a column's
+        // pairs are its values rounded, one u16 each, and a zero after an odd k.
+        for (col, out) in x.chunks_exact(k.max(1)).take(n).zip(self.data.chunks_exact_mut(kp.max(1))) {
+            // SAFETY: `out` is kp u32 = 2·kp ≥ k u16, aligned for u16 (u32 is), and no other
+            // reference to it lives while `halves` does.
+            let halves = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u16>(), 2 * kp) };
+            round_into_u16(col, &mut halves[..k]);
         }
         self.wide.clear();
-        self.wide.extend(
-            self.data.iter().flat_map(|&p| [f32::from_bits(p << 16), f32::from_bits(p & 0xffff_0000)]),
-        );
-        // Zero columns up to a multiple of 16, whole tiles for the AMX kernel.
-        self.data.resize(n.div_ceil(16) * 16 * kp, 0);
+        if wide {
+            self.wide.extend(
+                self.data[..kp * n]
+                    .iter()
+                    .flat_map(|&p| [f32::from_bits(p << 16), f32::from_bits(p & 0xffff_0000)]),
+            );
+        }
     }
 
     /// Pairs per column.
@@ -111,10 +120,19 @@ impl Bf16Pairs {
     }
 }
 
-/// `(lo, hi)` rounded to bf16, `lo` in the low half.
-#[inline(always)]
-fn pair(lo: f32, hi: f32) -> u32 {
-    Bf16::from_f32(lo).0 as u32 | (Bf16::from_f32(hi).0 as u32) << 16
+/// `out[i] = ` the bf16 bits of `x[i]` rounded ([`Bf16::from_f32`]), 16 at a time with AVX-512.
+fn round_into_u16(x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
+        done = x.len() / 16 * 16;
+        // SAFETY: the CPU has AVX-512F (the level says so); both slices hold `done` values.
+        unsafe { avx512::round_u16(&x[..done], &mut out[..done]) };
+    }
+    for (o, &v) in out[done..].iter_mut().zip(&x[done..]) {
+        *o = Bf16::from_f32(v).0;
+    }
 }
 
 impl PackedBf16 {
@@ -248,6 +266,10 @@ impl PackedBf16 {
                 Kernel::Dot => false,
                 _ => !avx512::dot_pays(),
             };
+            assert!(
+                !fma || x.wide.len() == 2 * kp * n,
+                "PackedBf16::gemm: X was set without its widened copy"
+            );
             // SAFETY: the CPU has AVX-512F and AVX512_BF16; the shapes were checked above.
             unsafe { avx512::gemm(m, kp, self.strips(), alpha, x, beta, y, reverse, fma) };
             return true;
@@ -508,6 +530,21 @@ mod avx512 {
             _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)));
         let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
         _mm512_mask_blend_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), rounded, nan)
+    }
+
+    /// [`super::round_into_u16`] on 16 values at a time.
+    ///
+    /// # Safety
+    /// AVX-512F; `x.len() == out.len()`, a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn round_u16(x: &[f32], out: &mut [u16]) {
+        for (xs, os) in x.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+            // SAFETY: 16 values read from `xs` and 16 written to `os` (unaligned).
+            unsafe {
+                let r = round_lanes(_mm512_loadu_ps(xs.as_ptr()));
+                _mm256_storeu_si256(os.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(r));
+            }
+        }
     }
 
     /// The block of 32 rows from their values in column `2q` (`c0`) and `2q + 1` (`c1`, zeros
@@ -849,7 +886,7 @@ mod tests {
             for n in [1usize, 2, 3, 4, 5, 8, 9, 19] {
                 let xv = random(k * n, &mut rng);
                 let mut x = Bf16Pairs::default();
-                x.set(&xv, k, n);
+                x.set_for(&xv, k, n, true);
                 let y0 = random(m * n, &mut rng);
                 for (alpha, beta, reverse) in [(1.0f32, 0.0f32, false), (0.5, 1.0, true), (1.0, -0.25, false)]
                 {
