@@ -203,20 +203,10 @@ impl<T: Scalar> BackwardPacks<T> {
     }
 }
 
-/// `dst = srcᵀ` for the `rows × cols` column-major `src` (`dst`: `cols × rows`), in tiles.
+/// `dst = srcᵀ` for the `rows × cols` column-major `src` (`dst`: `cols × rows`).
 fn transpose<T: Scalar>(src: &[T], rows: usize, cols: usize, dst: &mut Mat<T>) {
-    const TILE: usize = 32;
     super::ops::ensure_shape(dst, cols, rows);
-    let d = dst.as_mut_slice();
-    for j0 in (0..cols).step_by(TILE) {
-        for i0 in (0..rows).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(cols) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    d[i * cols + j] = src[j * rows + i];
-                }
-            }
-        }
-    }
+    rnn_tensor::packed::bf16::transpose(f32s(src), rows, cols, f32s_mut(dst.as_mut_slice()));
 }
 
 /// The input projection in bf16: `out = bf16(W_ih)·bf16(X)` for a dense input, the gather of

@@ -120,6 +120,32 @@ impl Bf16Pairs {
     }
 }
 
+/// `dst = srcᵀ` for the `rows × cols` column-major `src`, into the `cols × rows` column-major
+/// `dst` (exact copies of the values): with AVX-512, each 16 values of a row gathered at once.
+///
+/// # Panics
+/// If the lengths are not `rows·cols`.
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols, "transpose: lengths for {rows}x{cols}");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::gemm_level() == crate::simd::Level::Avx512 && rows * cols <= i32::MAX as usize {
+        done = cols / 16 * 16;
+        // SAFETY: the CPU has AVX-512F; the lengths were checked and the indices fit in i32.
+        unsafe { avx512::transpose_gather(src, rows, done, dst, cols) };
+    }
+    const TILE: usize = 32;
+    for j0 in (done..cols).step_by(TILE) {
+        for i0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    dst[i * cols + j] = src[j * rows + i];
+                }
+            }
+        }
+    }
+}
+
 /// `out[i] = ` the bf16 bits of `x[i]` rounded ([`Bf16::from_f32`]), 16 at a time with AVX-512.
 fn round_into_u16(x: &[f32], out: &mut [u16]) {
     assert_eq!(x.len(), out.len());
@@ -530,6 +556,37 @@ mod avx512 {
             _mm512_srli_epi32::<16>(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)));
         let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
         _mm512_mask_blend_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), rounded, nan)
+    }
+
+    /// Columns `0..done` of `src` (`rows` values each) as rows of the column-major `dst`
+    /// (`rows` columns of `cols` values): row `i` of `dst`, 16 values at a time, gathered.
+    ///
+    /// # Safety
+    /// AVX-512F; `src` holds `rows·cols` values, `dst` too, `done ≤ cols` is a multiple of 16
+    /// and `rows·cols` fits in i32.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_gather(
+        src: &[f32],
+        rows: usize,
+        done: usize,
+        dst: &mut [f32],
+        cols: usize,
+    ) {
+        let step = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(rows as i32),
+        );
+        for j0 in (0..done).step_by(16) {
+            for i in 0..rows {
+                // SAFETY: the 16 values gathered are src[(j0 + l)·rows + i], l < 16, inside
+                // src (j0 + 15 < done ≤ cols, i < rows); the 16 stored are dst[i·cols + j0..][..16],
+                // inside dst.
+                unsafe {
+                    let v = _mm512_i32gather_ps::<4>(step, src.as_ptr().add(j0 * rows + i).cast());
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(i * cols + j0), v);
+                }
+            }
+        }
     }
 
     /// [`super::round_into_u16`] on 16 values at a time.
@@ -983,6 +1040,38 @@ mod tests {
                     let (p, q) = (ys[j * m + (r + 5) % m], all[j * m + r]);
                     assert_eq!(p.to_bits(), q.to_bits(), "m {m} k {k}: row {r} shifted, column {j}");
                 }
+            }
+        }
+    }
+
+    /// `transpose` moves every value to its place (exact), for column counts below, at and
+    /// past the 16 the gathers take, and `Bf16Pairs::set` holds each value rounded as
+    /// `Bf16::from_f32` rounds it, with a zero after an odd `k` and zero columns up to 16.
+    #[test]
+    fn transpose_and_pairs_hold_the_values() {
+        let mut rng = Rng::seed_from(22);
+        for &(rows, cols) in &[(1usize, 1usize), (7, 16), (33, 45), (256, 70)] {
+            let src = random(rows * cols, &mut rng);
+            let mut dst = vec![0.0; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[i * cols + j].to_bits(),
+                        src[j * rows + i].to_bits(),
+                        "{rows}x{cols} ({i}, {j})"
+                    );
+                }
+            }
+            let (k, n) = (rows, cols);
+            let mut x = Bf16Pairs::default();
+            x.set(&src, k, n);
+            let kp = k.div_ceil(2);
+            assert_eq!(x.data.len(), n.div_ceil(16) * 16 * kp);
+            for (idx, &p) in x.data.iter().enumerate() {
+                let (j, q) = (idx / kp, idx % kp);
+                let at = |r: usize| if j < n && r < k { Bf16::from_f32(src[j * k + r]).0 as u32 } else { 0 };
+                assert_eq!(p, at(2 * q) | at(2 * q + 1) << 16, "{k}x{n} column {j} pair {q}");
             }
         }
     }
