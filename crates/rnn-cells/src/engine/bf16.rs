@@ -26,7 +26,7 @@
 //! they run the `f32` kernels on the rounded values ([`Rounded`]): with AVX-512 alone a bf16
 //! product is slower than the `f32` one (0.81-0.88 of it on the step shapes, on a Xeon whose
 //! `vdpbf16ps` issues once every two cycles against two FMAs a cycle), and rounding `dA` would
-//! only lose accuracy. The backward of a forward with lengths multiplies in `f32` either way.
+//! only lose accuracy.
 
 use std::cell::RefCell;
 
@@ -453,9 +453,9 @@ mod tests {
     /// `f32` layer's with `W_ih`, `W_hh` and `x` rounded, up to the order of the forward's `f32`
     /// sums (tolerance 2e-5 absolute on values of order 1; a backward through the unrounded
     /// weights is off by about 1e-3), at batch 1 and 4, with and without lengths, for every cell.
-    /// Where the backward's products run in bf16 ([`super::backward_in_bf16`], not with
-    /// lengths), they also round the gate gradients: then each gradient but the biases is within
-    /// u = 2⁻⁸ of the `f32` one, norm-wise (measured 0.0005 to 0.0024).
+    /// Where the backward's products run in bf16 ([`super::backward_in_bf16`]), they also round
+    /// the gate gradients: then each gradient but the biases is within u = 2⁻⁸ of the `f32`
+    /// one, norm-wise (measured up to 0.0024).
     fn one_step_backward<C: Cell<f32> + Default>(cell: C) {
         let (input, hid) = (29, 40);
         let l = layer(cell, input, hid, 13);
@@ -474,10 +474,10 @@ mod tests {
             for lens in [None, Some(&ones[..])] {
                 let got = grads(&l, &x, batch, lens, &h0, &d_out, Precision::Bf16);
                 let want = grads(&lr, &rounded(&x), batch, lens, &h0, &d_out, Precision::Full);
-                // Where the backward's products run in bf16 (not with lengths), the gate
-                // gradients are rounded too: norm-wise within u = 2⁻⁸ (the biases, sums of the
-                // f32 gate gradients, within 2e-5 as before).
-                let rounded_da = super::backward_in_bf16() && lens.is_none();
+                // Where the backward's products run in bf16, the gate gradients are rounded
+                // too: norm-wise within u = 2⁻⁸ (the biases, sums of the f32 gate gradients,
+                // within 2e-5 as before).
+                let rounded_da = super::backward_in_bf16();
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(g.len(), w.len());
                     let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
@@ -524,9 +524,10 @@ mod tests {
     /// `f64` layer's with the same weights, u = 2⁻⁸ being bf16's unit roundoff (8 significant
     /// bits): each product's two operands are rounded with a relative error of at most u, and
     /// the gradients are sums of such products through the steps (and, where the backward's
-    /// products run in bf16, the gate gradients are rounded as well). Measured on the AMX Xeon:
-    /// 0.0007 to 0.0037 with the backward's products in bf16, 0.0007 to 0.0032 with lengths
-    /// (whose backward multiplies in `f32`); an `f32` layer: below 2e-7. Lengths of 2 to 12 steps.
+    /// products run in bf16, the gate gradients are rounded as well). Measured on the AMX Xeon,
+    /// with the backward's products in bf16: 0.0007 to 0.0037 (with lengths of 2 to 12 steps:
+    /// 0.0008 to 0.0035; with the f32 backward of the rounded operands, before AMX was used:
+    /// 0.0007 to 0.0033); an `f32` layer: below 2e-7.
     fn near_f64<C: Cell<f32> + Cell<f64> + Default>(cell: C) {
         use rnn_tensor::Parameters;
         let (input, hid, steps, batch) = (10, 24, 12, 3);

@@ -397,8 +397,15 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (mut dm, zeros) =
             if proj { (Mat::zeros(hid, b), Mat::zeros(hid, b)) } else { Default::default() };
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
-        // After a bf16 forward, the f32 backward of the operands its products saw (bf16.rs).
-        let bf16 = cache.precision == Precision::Bf16;
+        // After a bf16 forward: where the bf16 products run on AMX, the backward's products in
+        // bf16 too (they round their operands themselves); elsewhere the f32 backward of the
+        // operands the forward's products saw (bf16.rs).
+        let bwd16 = cache.precision == Precision::Bf16 && super::bf16::backward_in_bf16();
+        let bf16 = cache.precision == Precision::Bf16 && !bwd16;
+        let mut back = std::mem::take(&mut cache.bf16_back);
+        if bwd16 {
+            back.pack_weights(&self.params.weight_hh, &self.params.weight_ih);
+        }
         let mut rounded = std::mem::take(&mut cache.bf16_rounded);
         if bf16 {
             super::bf16::round_into(&self.params.weight_ih, &mut rounded.w_ih);
@@ -410,7 +417,11 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             (&self.params.weight_ih, &self.params.weight_hh)
         };
         {
-            let w_hh_t = StepWeight::new(w_hh, Trans::Yes, steps, &mut w_packed);
+            let w_hh_t = if bwd16 {
+                StepWeight::Bf16(&back.w_hh_t)
+            } else {
+                StepWeight::new(w_hh, Trans::Yes, steps, &mut w_packed)
+            };
             let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
@@ -491,7 +502,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // dA packed once for the products that read it (dW_hh, dW_ih, and d_x in place), instead
         // of each packing it.
         let mut da_packed = std::mem::take(&mut cache.da_packed);
-        let dap = (matches!(x, SeqInput::Dense(_)) && {
+        let dap = (!bwd16 && matches!(x, SeqInput::Dense(_)) && {
             da_packed.pack(&da, Trans::No);
             da_packed.is_strips()
         })
@@ -503,7 +514,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         } else {
             &cache.var.hprev_all
         };
-        if C::HIDDEN_APART {
+        if bwd16 {
+            let d = if C::HIDDEN_APART { &dv } else { &da };
+            back.weight_grad(d, 0, hprev_all.as_slice(), &mut grads.weight_hh);
+        } else if C::HIDDEN_APART {
             gemm(T::ONE, &dv, Trans::No, hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
         } else {
             weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
@@ -525,16 +539,24 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         };
         let xs = if bf16 { super::bf16::round_input(xs, &mut rounded.x) } else { xs };
         let want_dx = d_x.is_some() && matches!(x, SeqInput::Dense(_));
-        input_backward(
-            w_ih,
-            xs,
-            &da,
-            dap,
-            &mut grads.weight_ih,
-            want_dx.then_some(&mut var.d_x),
-            w_ih_t,
-            w_ih_t_packed,
-        );
+        match xs {
+            SeqInput::Dense(xm) if bwd16 => {
+                back.weight_grad(&da, 0, xm.as_slice(), &mut grads.weight_ih);
+                if want_dx {
+                    back.input_grad(&da, &mut var.d_x);
+                }
+            }
+            _ => input_backward(
+                w_ih,
+                xs,
+                &da,
+                dap,
+                &mut grads.weight_ih,
+                want_dx.then_some(&mut var.d_x),
+                w_ih_t,
+                w_ih_t_packed,
+            ),
+        }
         if let (Some(dx), true) = (d_x, want_dx) {
             scatter_real(&var.d_x, var, dx);
         }
@@ -545,6 +567,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             write_state((uh.as_slice(), out), uc.as_slice(), crows, hid, b, d_h0);
         }
         cache.bf16_rounded = rounded;
+        cache.bf16_back = back;
         cache.da = da;
         cache.dv = dv;
         cache.da_packed = da_packed;
