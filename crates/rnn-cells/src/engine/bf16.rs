@@ -167,16 +167,17 @@ pub(crate) struct BackwardPacks<T: Scalar> {
     pub(crate) w_hh_t: PackedBf16,
     pub(crate) w_ih_t: PackedBf16,
     d: PackedBf16,
-    scratch: Mat<T>,
+    /// Transposes, grown and never shrunk (so that a backward allocates nothing once warm).
+    scratch: Vec<T>,
 }
 
 impl<T: Scalar> BackwardPacks<T> {
     /// Packs `W_hhᵀ` and `W_ihᵀ` rounded to bf16.
     pub(crate) fn pack_weights(&mut self, w_hh: &Mat<T>, w_ih: &Mat<T>) {
         for (w, out) in [(w_hh, &mut self.w_hh_t), (w_ih, &mut self.w_ih_t)] {
-            transpose(w.as_slice(), w.nrows(), w.ncols(), &mut self.scratch);
-            let (rows, k) = self.scratch.shape();
-            out.pack(f32s(self.scratch.as_slice()), rows, k, rows, |r| r);
+            let (k, rows) = w.shape();
+            let t = transpose(w.as_slice(), k, rows, &mut self.scratch);
+            out.pack(f32s(t), rows, k, rows, |r| r);
         }
     }
 
@@ -191,8 +192,8 @@ impl<T: Scalar> BackwardPacks<T> {
         }
         let cols = &d.as_slice()[k0 * g..(k0 + kn) * g];
         self.d.pack(f32s(cols), g, kn, g, |i| i);
-        transpose(x, r, kn, &mut self.scratch);
-        gemm_split_beta(&self.d, self.scratch.as_slice(), T::ONE, dw);
+        let xt = transpose(x, r, kn, &mut self.scratch);
+        gemm_split_beta(&self.d, xt, T::ONE, dw);
     }
 
     /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (packed by
@@ -203,10 +204,15 @@ impl<T: Scalar> BackwardPacks<T> {
     }
 }
 
-/// `dst = srcᵀ` for the `rows × cols` column-major `src` (`dst`: `cols × rows`).
-fn transpose<T: Scalar>(src: &[T], rows: usize, cols: usize, dst: &mut Mat<T>) {
-    super::ops::ensure_shape(dst, cols, rows);
-    rnn_tensor::packed::bf16::transpose(f32s(src), rows, cols, f32s_mut(dst.as_mut_slice()));
+/// `srcᵀ` (`cols × rows`, column-major) for the `rows × cols` column-major `src`, written into
+/// the front of `buf` (grown if too short).
+fn transpose<'a, T: Scalar>(src: &[T], rows: usize, cols: usize, buf: &'a mut Vec<T>) -> &'a [T] {
+    let len = rows * cols;
+    if buf.len() < len {
+        buf.resize(len, T::ZERO);
+    }
+    rnn_tensor::packed::bf16::transpose(f32s(src), rows, cols, f32s_mut(&mut buf[..len]));
+    &buf[..len]
 }
 
 /// The input projection in bf16: `out = bf16(W_ih)·bf16(X)` for a dense input, the gather of

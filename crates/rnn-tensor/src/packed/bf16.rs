@@ -89,7 +89,7 @@ impl Bf16Pairs {
         (self.kp, self.n) = (kp, n);
         // Zero columns up to a multiple of 16, whole tiles for the AMX kernel.
         let len = n.div_ceil(16) * 16 * kp;
-        self.data.clear();
+        // Every value is written below (no zeroing of the whole buffer first).
         self.data.resize(len, 0);
         // A pair is the two bf16 values in order (the even one in the low half), so a column's
         // pairs are its values rounded, one u16 each, and a zero after an odd k.
@@ -98,7 +98,9 @@ impl Bf16Pairs {
             // reference to it lives while `halves` does.
             let halves = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u16>(), 2 * kp) };
             round_into_u16(col, &mut halves[..k]);
+            halves[k..].fill(0);
         }
+        self.data[kp * n..].fill(0);
         self.wide.clear();
         if wide {
             self.wide.extend(
@@ -171,8 +173,8 @@ impl PackedBf16 {
         assert_eq!(w.len(), rows * k, "PackedBf16::pack: {} values for {rows}x{k}", w.len());
         let len = m.div_ceil(MR) * 2 * MR * k.div_ceil(2);
         (self.m, self.k) = (m, k);
-        // 32 values of slack for the alignment; the padding must be zero, so clear it all.
-        self.data.clear();
+        // 32 values of slack for the alignment. Every block is written whole below (padding
+        // rows and columns as zeros), so the buffer is not cleared first.
         self.data.resize(len + 32, 0);
         self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
         let out = &mut self.data[self.off..self.off + len];
@@ -186,6 +188,7 @@ impl PackedBf16 {
                 }
                 Pairs::Rows(s, q) => {
                     let d = &mut out[at..at + 2 * MR];
+                    d.fill(0);
                     for (i, j, v) in scalar_pairs(w, rows, k, m, &row, s, q) {
                         d[2 * i + j] = v;
                     }
@@ -1073,6 +1076,32 @@ mod tests {
                 let at = |r: usize| if j < n && r < k { Bf16::from_f32(src[j * k + r]).0 as u32 } else { 0 };
                 assert_eq!(p, at(2 * q) | at(2 * q + 1) << 16, "{k}x{n} column {j} pair {q}");
             }
+        }
+    }
+
+    /// Buffers reused for a smaller shape hold exactly what fresh ones would (nothing of the
+    /// larger one is left in the padding): odd `k`, a partial last strip, a row map, and columns
+    /// short of a tile.
+    #[test]
+    fn reused_buffers_hold_no_stale_values() {
+        let mut rng = Rng::seed_from(23);
+        let (mut a, mut x) = (PackedBf16::default(), Bf16Pairs::default());
+        let big = random(96 * 64, &mut rng);
+        a.pack(&big, 96, 64, 96, |r| r);
+        x.set(&random(64 * 40, &mut rng), 64, 40);
+        for &(m, k, n, shift) in &[(45usize, 7usize, 3usize, 0usize), (33, 5, 17, 4), (20, 3, 1, 1)] {
+            let w = random(m * k, &mut rng);
+            let xv = random(k * n, &mut rng);
+            let map = |r: usize| (r + shift) % m;
+            a.pack(&w, m, k, m, map);
+            x.set(&xv, k, n);
+            let (mut fa, mut fx) = (PackedBf16::default(), Bf16Pairs::default());
+            fa.pack(&w, m, k, m, map);
+            fx.set(&xv, k, n);
+            assert!(a.strips() == fa.strips(), "packing {m}x{k} shift {shift}");
+            assert!(x.data == fx.data, "pairs {k}x{n}");
+            a.pack(&big, 96, 64, 96, |r| r);
+            x.set(&random(64 * 40, &mut rng), 64, 40);
         }
     }
 
