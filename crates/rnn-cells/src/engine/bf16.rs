@@ -160,25 +160,21 @@ pub(crate) fn backward_in_bf16() -> bool {
     rnn_tensor::packed::bf16::amx_available()
 }
 
-/// The packings of a backward in bf16 ([`backward_in_bf16`]): `W_hhᵀ` and `W_ihᵀ` rounded, the
-/// left operand of a weight-gradient product and a scratch transpose.
+/// The packings of a backward in bf16 ([`backward_in_bf16`]): `W_hhᵀ` and (for `d_x`) `W_ihᵀ`
+/// rounded, the left operand of a weight-gradient product and a scratch transpose.
 #[derive(Debug, Default)]
 pub(crate) struct BackwardPacks<T: Scalar> {
     pub(crate) w_hh_t: PackedBf16,
-    pub(crate) w_ih_t: PackedBf16,
+    w_ih_t: PackedBf16,
     d: PackedBf16,
     /// Transposes, grown and never shrunk (so that a backward allocates nothing once warm).
     scratch: Vec<T>,
 }
 
 impl<T: Scalar> BackwardPacks<T> {
-    /// Packs `W_hhᵀ` and `W_ihᵀ` rounded to bf16.
-    pub(crate) fn pack_weights(&mut self, w_hh: &Mat<T>, w_ih: &Mat<T>) {
-        for (w, out) in [(w_hh, &mut self.w_hh_t), (w_ih, &mut self.w_ih_t)] {
-            let (k, rows) = w.shape();
-            let t = transpose(w.as_slice(), k, rows, &mut self.scratch);
-            out.pack(f32s(t), rows, k, rows, |r| r);
-        }
+    /// Packs `W_hhᵀ` rounded to bf16.
+    pub(crate) fn pack_w_hh_t(&mut self, w_hh: &Mat<T>) {
+        pack_transposed(w_hh, &mut self.scratch, &mut self.w_hh_t);
     }
 
     /// `dw += D[:, k0..k0 + kn] · Xᵀ` in bf16 (`x`: the `r × kn` column-major operand, `dw`:
@@ -196,12 +192,19 @@ impl<T: Scalar> BackwardPacks<T> {
         gemm_split_beta(&self.d, xt, T::ONE, dw);
     }
 
-    /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (packed by
-    /// [`BackwardPacks::pack_weights`]).
-    pub(crate) fn input_grad(&self, d: &Mat<T>, dx: &mut Mat<T>) {
+    /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (`W_ihᵀ` packed rounded here).
+    pub(crate) fn input_grad(&mut self, w_ih: &Mat<T>, d: &Mat<T>, dx: &mut Mat<T>) {
+        pack_transposed(w_ih, &mut self.scratch, &mut self.w_ih_t);
         super::ops::ensure_shape(dx, self.w_ih_t.rows(), d.ncols());
         gemm_split(&self.w_ih_t, d.as_slice(), dx);
     }
+}
+
+/// `wᵀ` rounded to bf16 and packed into `out` (`scratch` holds the transpose).
+fn pack_transposed<T: Scalar>(w: &Mat<T>, scratch: &mut Vec<T>, out: &mut PackedBf16) {
+    let (k, rows) = w.shape();
+    let t = transpose(w.as_slice(), k, rows, scratch);
+    out.pack(f32s(t), rows, k, rows, |r| r);
 }
 
 /// `srcᵀ` (`cols × rows`, column-major) for the `rows × cols` column-major `src`, written into

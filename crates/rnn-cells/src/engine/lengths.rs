@@ -404,7 +404,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let bf16 = cache.precision == Precision::Bf16 && !bwd16;
         let mut back = std::mem::take(&mut cache.bf16_back);
         if bwd16 {
-            back.pack_weights(&self.params.weight_hh, &self.params.weight_ih);
+            back.pack_w_hh_t(&self.params.weight_hh);
         }
         let mut rounded = std::mem::take(&mut cache.bf16_rounded);
         if bf16 {
@@ -543,7 +543,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             SeqInput::Dense(xm) if bwd16 => {
                 back.weight_grad(&da, 0, xm.as_slice(), &mut grads.weight_ih);
                 if want_dx {
-                    back.input_grad(&da, &mut var.d_x);
+                    back.input_grad(&self.params.weight_ih, &da, &mut var.d_x);
                 }
             }
             _ => input_backward(

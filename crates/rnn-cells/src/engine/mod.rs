@@ -580,7 +580,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // forward's products saw (bf16.rs).
         let bwd16 = *precision == Precision::Bf16 && bf16::backward_in_bf16();
         if bwd16 {
-            bf16_back.pack_weights(&self.params.weight_hh, &self.params.weight_ih);
+            bf16_back.pack_w_hh_t(&self.params.weight_hh);
         }
         let (w_ih, w_hh, x, h0_op, h_op) = if *precision == Precision::Bf16 && !bwd16 {
             bf16::round_into(&self.params.weight_ih, &mut rounded.w_ih);
@@ -752,7 +752,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             SeqInput::Dense(xm) if bwd16 => {
                 bf16_back.weight_grad(da, 0, xm.as_slice(), &mut grads.weight_ih);
                 if let Some(dx) = d_x {
-                    bf16_back.input_grad(da, dx);
+                    bf16_back.input_grad(&self.params.weight_ih, da, dx);
                 }
             }
             _ => input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed),

@@ -22,7 +22,8 @@
 //! AMX kernel's bits are its own, not the portable definition's; its error stays within the
 //! bound of `f32` summation (tested). What keeps the bits fixed for any split is that an
 //! element's blocks and their order depend only on `k`: not on the columns multiplied with it
-//! (`X` is padded with zero columns to a multiple of 16, tested), not on its row's place in the
+//! (`X` is padded with zero columns to a multiple of 16, and a product of fewer than 16 columns
+//! configures its tiles with that many rows: both tested), not on its row's place in the
 //! packing, and not on the order of the strips.
 //!
 //! **Permission.** Linux gives a process the AMX tile state only after
@@ -89,15 +90,20 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// The tiles: `C` halves in tmm0-1; `A` (16 columns × 16 pairs) in tmm2, its tail (`kt` pairs)
-/// in tmm3; the `B` halves (16 pairs × 16 rows) in tmm4-5, their tails (`kt` pairs) in tmm6-7.
-fn config(kt: usize) -> TileConfig {
+/// The tiles: `C` halves in tmm0-1; `A` (`nr` columns × 16 pairs) in tmm2, its tail (`kt`
+/// pairs) in tmm3; the `B` halves (16 pairs × 16 rows) in tmm4-5, their tails (`kt` pairs) in
+/// tmm6-7. `C` and `A` have `nr` rows: 16, or fewer for a product of fewer columns (a GEMV
+/// moves one row of `A` and `C` instead of 16).
+fn config(kt: usize, nr: usize) -> TileConfig {
     let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
-    for t in [0, 1, 2, 4, 5] {
+    for t in [0, 1, 2] {
+        (c.colsb[t], c.rows[t]) = (64, nr as u8);
+    }
+    for t in [4, 5] {
         (c.colsb[t], c.rows[t]) = (64, 16);
     }
     if kt > 0 {
-        (c.colsb[3], c.rows[3]) = (4 * kt as u16, 16);
+        (c.colsb[3], c.rows[3]) = (4 * kt as u16, nr as u8);
         for t in [6, 7] {
             (c.colsb[t], c.rows[t]) = (64, kt as u8);
         }
@@ -128,7 +134,7 @@ pub(super) unsafe fn gemm(
     debug_assert!(a.len() >= strips * 2 * MR * kp && x.data.len() >= n.div_ceil(NJ) * NJ * kp);
     debug_assert!(y.len() >= m * n);
     let (full, kt) = (kp / KB, kp % KB);
-    let cfg = config(kt);
+    let cfg = config(kt, n.min(NJ));
     // The sums of one tile product: C's two halves, 16 columns × 16 rows each.
     let mut c = [[0.0f32; NJ * 16]; 2];
     // SAFETY: `available` granted the tile state; the configuration is a valid palette-1 block.
