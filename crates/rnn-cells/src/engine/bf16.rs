@@ -157,7 +157,18 @@ fn gemm_split_beta<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut Mat<T>) 
 /// autocast does), adding a relative error of up to 2⁻⁸ to each product's operand; elsewhere
 /// the backward's products stay `f32` on the rounded operands ([`Rounded`]).
 pub(crate) fn backward_in_bf16() -> bool {
+    #[cfg(test)]
+    if F32_BACKWARD.with(|f| f.get()) {
+        return false;
+    }
     rnn_tensor::packed::bf16::amx_available()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: when set, [`backward_in_bf16`] is false, so that a CPU with AMX tests the
+    /// `f32` backward of the rounded operands too.
+    pub(crate) static F32_BACKWARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The packings of a backward in bf16 ([`backward_in_bf16`]): `W_hhᵀ` and (for `d_x`) `W_ihᵀ`
@@ -513,9 +524,14 @@ mod tests {
         if !bf16_here() {
             return;
         }
-        one_step_backward(LstmCell);
-        one_step_backward(GruCell);
-        one_step_backward(RnnCell::default());
+        // Both backwards where the CPU has AMX (the f32 one through the test hook).
+        for f32_backward in [false, true] {
+            super::F32_BACKWARD.with(|f| f.set(f32_backward));
+            one_step_backward(LstmCell);
+            one_step_backward(GruCell);
+            one_step_backward(RnnCell::default());
+        }
+        super::F32_BACKWARD.with(|f| f.set(false));
     }
 
     /// `‖a - b‖ / ‖b‖` over the values of every part.
@@ -596,9 +612,13 @@ mod tests {
         if !bf16_here() {
             return;
         }
-        near_f64(LstmCell);
-        near_f64(GruCell);
-        near_f64(RnnCell::default());
+        for f32_backward in [false, true] {
+            super::F32_BACKWARD.with(|f| f.set(f32_backward));
+            near_f64(LstmCell);
+            near_f64(GruCell);
+            near_f64(RnnCell::default());
+        }
+        super::F32_BACKWARD.with(|f| f.set(false));
     }
 
     /// The backward's bits do not depend on the threads (1, 2, 3), with and without lengths,
