@@ -146,11 +146,11 @@ pub(super) unsafe fn gemm(
         let rows = MR.min(m - s * MR);
         for j0 in (0..n).step_by(NJ) {
             let xa = x.data[j0 * kp..].as_ptr();
-            // SAFETY: tiles configured above. The A loads read 16 rows of 64 bytes (`4·kt` in
-            // the tail) from columns j0..j0+16 of X, pairs q0.., inside `x.data` (padded to
-            // whole tiles of columns); the B loads read rows q0..q0+16 (`kt` in the tail) of
-            // the strip, 64 bytes each, 128 bytes apart, inside the strip. The stores write the
-            // 1 KB arrays `c[0]` and `c[1]`.
+            // SAFETY: tiles configured above. The A loads read min(n, 16) rows of 64 bytes
+            // (`4·kt` in the tail) from columns j0.. of X, pairs q0.., inside `x.data` (padded
+            // to whole tiles of columns); the B loads read rows q0..q0+16 (`kt` in the tail) of
+            // the strip, 64 bytes each, 128 bytes apart, inside the strip. The stores write at
+            // most the 1 KB of `c[0]` and of `c[1]`.
             unsafe {
                 asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
                 for kb in 0..full {
