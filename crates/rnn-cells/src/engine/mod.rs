@@ -63,7 +63,7 @@ use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 use ops::{
     add_sums, all_zero, check_seq, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad,
-    input_backward, project_input, SharedCols, StepWeight,
+    input_backward, project_input, weight_grad_product, SharedCols, StepWeight,
 };
 
 /// The biases of one step, as the cell's pointwise pass receives them: each empty for a layer
@@ -721,19 +721,14 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let dap = da_strips.then_some(da_packed);
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
-        if bwd16 {
-            let (b, n) = (h0_op.ncols(), h_op.ncols());
-            let (first, rest, rest_prev) = if self.params.reverse { (n - b, 0, b) } else { (0, b, 0) };
-            if !all_zero(h0_op) {
-                bf16_back.weight_grad(step_m, first, h0_op.as_slice(), &mut grads.weight_hh);
+        let dw_hh = &mut grads.weight_hh;
+        hidden_weight_grad(h0_op, h_op, self.params.reverse, |k0, src, c0, nc| {
+            if bwd16 {
+                bf16_back.weight_grad(step_m, k0, &src.as_slice()[c0 * out..(c0 + nc) * out], dw_hh);
+            } else {
+                weight_grad_product(step_m, step_p, k0, &src.columns(c0, nc), dw_hh);
             }
-            if n > b {
-                let hs = &h_op.as_slice()[rest_prev * out..(rest_prev + n - b) * out];
-                bf16_back.weight_grad(step_m, rest, hs, &mut grads.weight_hh);
-            }
-        } else {
-            hidden_weight_grad(step_m, step_p, h0_op, h_op, &mut grads.weight_hh, self.params.reverse);
-        }
+        });
         // dW_hr += Σ_t dh_t · m_tᵀ
         if let Some(dw) = &mut grads.weight_hr {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);

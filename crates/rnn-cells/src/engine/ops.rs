@@ -181,15 +181,14 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
 /// `dW_hh += Σ_t D_t · h_prev(t)ᵀ` as (at most) two GEMMs over the whole buffer. Forward in
 /// time `h_prev(t) = h_{t-1}`: the first step against `h0`, the rest against the outputs
 /// `h_1..h_{T-1}` stored contiguously; in reverse (`reverse`) `h_prev(t) = h_{t+1}`: the last
-/// step against `h0`, the others against the outputs of steps `2..T`. `dp`, if given, holds `d`
-/// packed (see [`weight_grad_product`]), and `d` is not read.
+/// step against `h0`, the others against the outputs of steps `2..T`. Each GEMM is
+/// `product(k0, src, c0, nc)`: `dW_hh += D[:, k0..k0 + nc] · src[:, c0..c0 + nc]ᵀ` (the `f32`
+/// one is [`weight_grad_product`], the bf16 one `bf16::BackwardPacks::weight_grad`).
 pub(crate) fn hidden_weight_grad<T: Scalar>(
-    d: &Mat<T>,
-    dp: Option<&PackedLhs<T>>,
     h0: &Mat<T>,
     outputs: &Mat<T>,
-    dw_hh: &mut Mat<T>,
     reverse: bool,
+    mut product: impl FnMut(usize, &Mat<T>, usize, usize),
 ) {
     let (b, n) = (h0.ncols(), outputs.ncols());
     if n == 0 {
@@ -198,10 +197,10 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     let (first, rest, rest_prev) = if reverse { (n - b, 0, b) } else { (0, b, 0) };
     // A zero initial state (the usual one) adds nothing: skip its product.
     if !all_zero(h0) {
-        weight_grad_product(d, dp, first, h0, dw_hh);
+        product(first, h0, 0, b);
     }
     if n > b {
-        weight_grad_product(d, dp, rest, &outputs.columns(rest_prev, n - b), dw_hh);
+        product(rest, outputs, rest_prev, n - b);
     }
 }
 
