@@ -111,6 +111,28 @@ fn config(kt: usize, nr: usize) -> TileConfig {
     c
 }
 
+/// One block of pairs from `q0` on: the `A` tile `$a` from `X`'s columns (`$xa`, `$lda` bytes
+/// apart), the `B` halves `$b0`, `$b1` from the strip (rows 128 bytes apart), and their products
+/// added to `C`'s halves in tmm0 and tmm1. The full blocks and the tail use the same code with
+/// their own tiles (configured with their own widths).
+macro_rules! tile_step {
+    ($a:literal, $b0:literal, $b1:literal, $xa:expr, $lda:expr, $strip:expr, $q0:expr) => {
+        asm!(
+            concat!("tileloadd ", $a, ", [{xa} + {lda}*1]"),
+            concat!("tileloadd ", $b0, ", [{b0} + {ldb}*1]"),
+            concat!("tileloadd ", $b1, ", [{b1} + {ldb}*1]"),
+            concat!("tdpbf16ps tmm0, ", $a, ", ", $b0),
+            concat!("tdpbf16ps tmm1, ", $a, ", ", $b1),
+            xa = in(reg) $xa.add($q0),
+            lda = in(reg) $lda,
+            b0 = in(reg) $strip.add($q0 * 2 * MR),
+            b1 = in(reg) $strip.add($q0 * 2 * MR + MR),
+            ldb = in(reg) 4 * MR,
+            options(nostack, readonly)
+        )
+    };
+}
+
 /// See [`super::PackedBf16::gemm`].
 ///
 /// # Safety
@@ -154,36 +176,10 @@ pub(super) unsafe fn gemm(
             unsafe {
                 asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
                 for kb in 0..full {
-                    let q0 = kb * KB;
-                    asm!(
-                        "tileloadd tmm2, [{xa} + {lda}*1]",
-                        "tileloadd tmm4, [{b0} + {ldb}*1]",
-                        "tileloadd tmm5, [{b1} + {ldb}*1]",
-                        "tdpbf16ps tmm0, tmm2, tmm4",
-                        "tdpbf16ps tmm1, tmm2, tmm5",
-                        xa = in(reg) xa.add(q0),
-                        lda = in(reg) lda,
-                        b0 = in(reg) strip.add(q0 * 2 * MR),
-                        b1 = in(reg) strip.add(q0 * 2 * MR + MR),
-                        ldb = in(reg) 4 * MR,
-                        options(nostack, readonly)
-                    );
+                    tile_step!("tmm2", "tmm4", "tmm5", xa, lda, strip, kb * KB);
                 }
                 if kt > 0 {
-                    let q0 = full * KB;
-                    asm!(
-                        "tileloadd tmm3, [{xa} + {lda}*1]",
-                        "tileloadd tmm6, [{b0} + {ldb}*1]",
-                        "tileloadd tmm7, [{b1} + {ldb}*1]",
-                        "tdpbf16ps tmm0, tmm3, tmm6",
-                        "tdpbf16ps tmm1, tmm3, tmm7",
-                        xa = in(reg) xa.add(q0),
-                        lda = in(reg) lda,
-                        b0 = in(reg) strip.add(q0 * 2 * MR),
-                        b1 = in(reg) strip.add(q0 * 2 * MR + MR),
-                        ldb = in(reg) 4 * MR,
-                        options(nostack, readonly)
-                    );
+                    tile_step!("tmm3", "tmm6", "tmm7", xa, lda, strip, full * KB);
                 }
                 asm!(
                     "tilestored [{c0} + {ldc}*1], tmm0",
