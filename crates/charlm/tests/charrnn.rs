@@ -134,23 +134,31 @@ fn train_args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a st
 fn stopped_and_resumed_runs_end_bit_identical() {
     for batching in ["streams", "windows"] {
         let (full, cut) = (tmp(&format!("full-{batching}")), tmp(&format!("cut-{batching}")));
-        let (f, c) = (full.to_str().unwrap(), cut.to_str().unwrap());
+        let f = full.to_str().unwrap();
         let extra = ["--batching", batching, "--optimizer", "adam"];
         let (ok, _, err) = run(&train_args(f, "30", &extra));
         assert!(ok, "{err}");
-        let (ok, _, err) = run(&train_args(c, "14", &extra));
-        assert!(ok, "{err}");
-        let mut resume = train_args(c, "30", &extra);
-        resume.extend_from_slice(&["--resume", c]);
-        let (ok, out, err) = run(&resume);
-        assert!(ok, "{err}");
-        assert!(out.contains("trained 30 steps") && out.contains("16 this run"), "{out}");
-        let a = std::fs::read(full.join("model.safetensors")).unwrap();
-        let b = std::fs::read(cut.join("model.safetensors")).unwrap();
-        assert!(a == b, "{batching}: the resumed model differs");
+        stop_resume_and_compare(&full, &cut, &extra, batching);
         std::fs::remove_dir_all(&full).unwrap();
         std::fs::remove_dir_all(&cut).unwrap();
     }
+}
+
+/// Trains into `cut` for 14 steps (the process exits there), resumes it to 30 with `--resume`
+/// and checks that its model file equals, byte for byte, that of `full`, a 30-step run with the
+/// same `extra` options that never stopped.
+fn stop_resume_and_compare(full: &std::path::Path, cut: &std::path::Path, extra: &[&str], label: &str) {
+    let c = cut.to_str().unwrap();
+    let (ok, _, err) = run(&train_args(c, "14", extra));
+    assert!(ok, "{err}");
+    let mut resume = train_args(c, "30", extra);
+    resume.extend_from_slice(&["--resume", c]);
+    let (ok, out, err) = run(&resume);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained 30 steps") && out.contains("16 this run"), "{out}");
+    let a = std::fs::read(full.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(a == b, "{label}: the resumed model differs");
 }
 
 /// `train --dtype bf16` (mixed precision): the run learns as the f32 run does but is not it
@@ -177,16 +185,7 @@ fn bf16_training_resumes_bit_identical() {
         |dir: &std::path::Path| charlm::resume::load_checkpoint(dir).unwrap().1.val_loss.last().unwrap().1;
     let (vb, vf) = (last_val(&full), last_val(&f32_dir));
     assert!((vb - vf).abs() < 0.02 && vb != vf, "validation after 30 steps: bf16 {vb}, f32 {vf}");
-    let (ok, _, err) = run(&train_args(c, "14", &bf16));
-    assert!(ok, "{err}");
-    let mut resume = train_args(c, "30", &bf16);
-    resume.extend_from_slice(&["--resume", c]);
-    let (ok, out, err) = run(&resume);
-    assert!(ok, "{err}");
-    assert!(out.contains("trained 30 steps") && out.contains("16 this run"), "{out}");
-    let a = std::fs::read(full.join("model.safetensors")).unwrap();
-    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
-    assert!(a == b, "the resumed bf16 model differs");
+    stop_resume_and_compare(&full, &cut, &bf16, "bf16");
     let mut as_f32 = train_args(c, "40", &[]);
     as_f32.extend_from_slice(&["--resume", c]);
     let (ok, _, err) = run(&as_f32);

@@ -524,12 +524,19 @@ mod tests {
         if !bf16_here() {
             return;
         }
-        // Both backwards where the CPU has AMX (the f32 one through the test hook).
-        for f32_backward in [false, true] {
-            super::F32_BACKWARD.with(|f| f.set(f32_backward));
+        both_backwards(|| {
             one_step_backward(LstmCell);
             one_step_backward(GruCell);
             one_step_backward(RnnCell::default());
+        });
+    }
+
+    /// Runs `check` with each backward: in bf16 where the CPU has AMX, and the `f32` one of the
+    /// rounded operands (through the test hook; the only one elsewhere).
+    fn both_backwards(check: impl Fn()) {
+        for f32_backward in [false, true] {
+            super::F32_BACKWARD.with(|f| f.set(f32_backward));
+            check();
         }
         super::F32_BACKWARD.with(|f| f.set(false));
     }
@@ -612,13 +619,11 @@ mod tests {
         if !bf16_here() {
             return;
         }
-        for f32_backward in [false, true] {
-            super::F32_BACKWARD.with(|f| f.set(f32_backward));
+        both_backwards(|| {
             near_f64(LstmCell);
             near_f64(GruCell);
             near_f64(RnnCell::default());
-        }
-        super::F32_BACKWARD.with(|f| f.set(false));
+        });
     }
 
     /// The backward's bits do not depend on the threads (1, 2, 3), with and without lengths,
