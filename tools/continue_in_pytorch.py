@@ -121,22 +121,31 @@ def detach(state):
 
 
 @torch.no_grad()
-def validation_loss(model, ids, steps, device):
-    """The held-out text as streams of at least 512 characters (at most 256 of them) in T-step
-    chunks from a zero state, as charlm validates (charlm::train::val_streams)."""
+def validation_loss(model, ids, steps, device, warmup=64, min_stream=1024, max_streams=256):
+    """The held-out text as charlm validates it (charlm::train::val_streams and
+    charlm::model::evaluate_warm): at most 256 streams of at least 1024 characters in T-step
+    chunks, each from a zero state that first reads the 64 characters before its part unscored
+    (no warm-up for a text of at most 129 characters)."""
     if len(ids) < 2:
         return float("nan")
-    b = min(max((len(ids) - 1) // 512, 1), 256)
-    n = (len(ids) - 1) // b
-    x, y = ids[: b * n].view(b, n).to(device), ids[1 : b * n + 1].view(b, n).to(device)
+    w = warmup if len(ids) > 2 * warmup + 1 else 0
+    p = len(ids) - 1 - w
+    b = min(max((len(ids) - 1) // min_stream, 1), max_streams, p)
+    n = p // b
+    # Stream s reads inputs s·n .. s·n + w + n and scores the last n of them.
+    idx = torch.arange(b)[:, None] * n + torch.arange(w + n)[None, :]
+    x, y = ids[idx].to(device), ids[idx + 1].to(device)
     was_training = model.training
     model.eval()
-    total, state = 0.0, None
-    for start in range(0, n, steps):
-        logits, state = model(x[:, start : start + steps], state)
-        total += F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).double(), y[:, start : start + steps].reshape(-1), reduction="sum"
-        ).item()
+    total, state, start = 0.0, None, 0
+    while start < w + n:
+        end = min(start + steps, w) if start < w else min(start + steps, w + n)
+        logits, state = model(x[:, start:end], state)
+        if start >= w:
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).double(), y[:, start:end].reshape(-1), reduction="sum"
+            ).item()
+        start = end
     model.train(was_training)
     return total / (b * n)
 

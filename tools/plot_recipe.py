@@ -37,7 +37,11 @@ def read(path, pattern):
 ours = read(sys.argv[1], ours_re)
 torch = read(sys.argv[2], torch_re)
 fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-for points, label in [(ours, "charlm, the recipe"), (torch, "PyTorch, default setup (2x256 LSTM)")]:
+labels = [
+    "charlm, the recipe (108 streams, each warmed up)",
+    "PyTorch, default setup (2x256 LSTM; 50 cold streams)",
+]
+for points, label in zip([ours, torch], labels):
     best = min(v for _, v in points)
     ax.plot([m for m, _ in points], [v for _, v in points], marker="o", markersize=3,
             label=f"{label}: best {best:.4f}")
