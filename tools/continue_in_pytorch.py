@@ -20,8 +20,8 @@ start at the beginning of the text.
 
 The training loss (the mean over every process's batch) is printed every --log-every steps, and
 the validation loss before and after: the held-out tail (--val-frac, charlm's split) read as
-clamp((len - 1) // 512, 1, 256) streams from a zero state, as charlm validates, in nats per
-character.
+clamp((len - 1) // 1024, 1, 256) streams, each from a zero state that first reads the 64
+characters before its part unscored, as charlm validates, in nats per character.
 
 DIR/model.safetensors is a charlm model file: PyTorch's state_dict names and shapes, the source's
 metadata (format, cell, sizes, dtype, vocabulary) and the CRC-32 of the tensor data, so that
