@@ -28,8 +28,8 @@ use std::ops::Range;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
 
 use super::ops::{
-    add_column_sums, ensure_shape, for_each_step_part, input_backward, project_input, weight_grad_product,
-    SharedCols, StepWeight,
+    add_sums, ensure_shape, for_each_step_part, gradient_strips, input_backward, project_input,
+    weight_grad_product, SharedCols, StepWeight,
 };
 use super::{
     bf16, interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
@@ -386,8 +386,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         permute_cols(&dc0, &cache.var.perm, false, &mut dc);
         let mut da = std::mem::take(&mut cache.da);
         let mut dv = std::mem::take(&mut cache.dv);
-        ensure_shape(&mut da, g, real);
-        ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, real);
+        let mut da_packed = std::mem::take(&mut cache.da_packed);
+        let mut dv_packed = std::mem::take(&mut cache.dv_packed);
         let mut w_packed = std::mem::take(&mut cache.w_hh_t_packed);
         let mut w_hr_packed = std::mem::take(&mut cache.w_hr_t_packed);
         // With a projection: the gradients of every h_t (compact, for dW_hr), one step's
@@ -402,6 +402,15 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // operands the forward's products saw (bf16.rs).
         let bwd16 = cache.precision == Precision::Bf16 && super::bf16::backward_in_bf16();
         let bf16 = cache.precision == Precision::Bf16 && !bwd16;
+        // As the padded backward: dA (dV apart) written into the strips of its packing step by
+        // step where `gradient_strips` says so; the plain buffer then holds one step's columns,
+        // reused by every step.
+        let dense = matches!(x, SeqInput::Dense(_));
+        let (da_strips, dv_strips) =
+            gradient_strips((&mut da_packed, &mut dv_packed), g, real, dense, C::HIDDEN_APART, bwd16);
+        let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
+        ensure_shape(&mut da, g, if da_strips { b } else { real });
+        ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, if dv_strips { b } else { real });
         let mut back = std::mem::take(&mut cache.bf16_back);
         if bwd16 {
             back.pack_w_hh_t(&self.params.weight_hh);
@@ -423,6 +432,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 StepWeight::new(w_hh, Trans::Yes, steps, &mut w_packed)
             };
             let w_hr_t = self.projection(Trans::Yes, &mut w_hr_packed);
+            let (da_writer, dv_writer) = (da_packed.columns_writer(), dv_packed.columns_writer());
+            let step_writer = if C::HIDDEN_APART { &dv_writer } else { &da_writer };
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, d_out) = (&*gates, &*m, &var.d_out);
@@ -450,9 +461,13 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     // during this visit (the barrier after it orders them before the next visit's reads).
                     // Kept for dW_hh, one product after the loop.
                     unsafe { hprev_all.slice_mut(col, na) }.copy_from_slice(hprev);
-                    let da_t = unsafe { da.slice_mut(col, na) };
-                    let dv_t: &mut [T] =
-                        if C::HIDDEN_APART { unsafe { dv.slice_mut(col, na) } } else { &mut [] };
+                    // (Kept in strips: this part's columns of the one-step buffer.)
+                    let da_t = unsafe { da.slice_mut(if da_strips { c0 } else { col }, na) };
+                    let dv_t: &mut [T] = if C::HIDDEN_APART {
+                        unsafe { dv.slice_mut(if dv_strips { c0 } else { col }, na) }
+                    } else {
+                        &mut []
+                    };
                     let d_out_t = &d_out.as_slice()[col * out..(col + na) * out];
                     let dh_t = unsafe { dh.slice_mut(c0, na) };
                     // What the cell sees as its output h, its d_out and its dh: with a projection,
@@ -483,11 +498,26 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                         dv: &mut *dv_t,
                     };
                     self.cell.backward(hid, step);
+                    // SAFETY: columns col..col + na of the strips are this part's alone in this
+                    // visit (as of the plain buffers above), and no product reads them meanwhile.
+                    if da_strips {
+                        unsafe { da_writer.write(col, da_t) };
+                    }
+                    if dv_strips {
+                        unsafe { dv_writer.write(col, dv_t) };
+                    }
                     let op_t: &[T] = if C::HIDDEN_APART { dv_t } else { da_t };
                     // dh_prev (+)= W_hhᵀ · dv_t
                     if s > 0 || init_grad {
                         let op_t = MatView::from_slice(op_t, g, na);
-                        w_hh_t.gemm(&op_t, beta, &mut MatViewMut::from_slice(dh_t, out, na));
+                        let mut dh_v = MatViewMut::from_slice(dh_t, out, na);
+                        if step_strips {
+                            // SAFETY: this part wrote these columns of the strips just above,
+                            // and nothing writes them during the product.
+                            unsafe { w_hh_t.gemm_from(step_writer, col, &op_t, beta, &mut dh_v) };
+                        } else {
+                            w_hh_t.gemm(&op_t, beta, &mut dh_v);
+                        }
                     }
                 },
             );
@@ -499,14 +529,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             gemm(T::ONE, &dhs, Trans::No, &cache.m, Trans::Yes, T::ONE, dw);
         }
         cache.dhs = dhs;
-        // dA packed once for the products that read it (dW_hh, dW_ih, and d_x in place), instead
-        // of each packing it.
-        let mut da_packed = std::mem::take(&mut cache.da_packed);
-        let dap = (!bwd16 && matches!(x, SeqInput::Dense(_)) && {
-            da_packed.pack(&da, Trans::No);
-            da_packed.is_strips()
-        })
-        .then_some(&da_packed);
+        // The products after the loop read dA (dV) from its strips where it was written there.
+        let (dap, dvp) = (da_strips.then_some(&da_packed), dv_strips.then_some(&dv_packed));
         // dW_hh += Σ_t dv_t · hprev_tᵀ, over the real steps at once
         let hprev_all = if bf16 {
             super::bf16::round_into(&cache.var.hprev_all, &mut rounded.h);
@@ -518,17 +542,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let d = if C::HIDDEN_APART { &dv } else { &da };
             back.weight_grad(d, 0, hprev_all.as_slice(), &mut grads.weight_hh);
         } else if C::HIDDEN_APART {
-            gemm(T::ONE, &dv, Trans::No, hprev_all, Trans::Yes, T::ONE, &mut grads.weight_hh);
+            weight_grad_product(&dv, dvp, 0, hprev_all, &mut grads.weight_hh);
         } else {
             weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
         }
         // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
         if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
             if C::HIDDEN_APART {
-                add_column_sums(&da, bi, None);
-                add_column_sums(&dv, bh, None);
+                add_sums(&da, dap, bi, None);
+                add_sums(&dv, dvp, bh, None);
             } else {
-                add_column_sums(&da, bi, Some(bh));
+                add_sums(&da, dap, bi, Some(bh));
             }
         }
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
@@ -571,5 +595,6 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         cache.da = da;
         cache.dv = dv;
         cache.da_packed = da_packed;
+        cache.dv_packed = dv_packed;
     }
 }

@@ -62,8 +62,8 @@ use rnn_tensor::{Mat, MatView, MatViewMut, PackedLhs, Precision, Scalar, Trans};
 use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 use ops::{
-    add_sums, all_zero, check_seq, check_state_part, ensure_shape, for_each_batch_part, hidden_weight_grad,
-    input_backward, project_input, weight_grad_product, SharedCols, StepWeight,
+    add_sums, all_zero, check_seq, check_state_part, ensure_shape, for_each_batch_part, gradient_strips,
+    hidden_weight_grad, input_backward, project_input, weight_grad_product, SharedCols, StepWeight,
 };
 
 /// The biases of one step, as the cell's pointwise pass receives them: each empty for a layer
@@ -608,17 +608,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(dm, hid, proj_cols(batch));
         ensure_shape(zeros, hid, proj_cols(batch));
         zeros.as_mut_slice().fill(T::ZERO);
-        // dA in strips only where every reader takes strips: not for a one-hot input, whose
-        // scatter-add reads the plain dA. dV (apart) is read by products only.
-        // (A backward in bf16 keeps both plain: its products round their operands themselves.)
-        let da_strips = !bwd16 && matches!(x, SeqInput::Dense(_)) && {
-            da_packed.reset(g, n);
-            da_packed.is_strips()
-        };
-        let dv_strips = !bwd16 && C::HIDDEN_APART && {
-            dv_packed.reset(g, n);
-            dv_packed.is_strips()
-        };
+        let dense = matches!(x, SeqInput::Dense(_));
+        let (da_strips, dv_strips) =
+            gradient_strips((da_packed, dv_packed), g, n, dense, C::HIDDEN_APART, bwd16);
         let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
         // A buffer kept in strips needs plain columns for one step only (each part's step 0
         // columns, reused as scratch by every step).

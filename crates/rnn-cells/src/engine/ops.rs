@@ -503,6 +503,31 @@ pub(crate) fn transpose_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
     });
 }
 
+/// Readies the packings that a backward's time loop writes `dA` and (kept apart) `dV` into,
+/// step by step while their columns are in cache, and says which of the two it uses: `dA` where
+/// every reader takes strips (a dense input; a one-hot input's scatter-add reads the plain
+/// `dA`), `dV` where the cell keeps it apart; neither in a backward in bf16 (its products round
+/// their operands themselves), nor where the packing is not in strips. `cols`: the columns of
+/// the whole backward.
+pub(crate) fn gradient_strips<T: Scalar>(
+    (da, dv): (&mut PackedLhs<T>, &mut PackedLhs<T>),
+    rows: usize,
+    cols: usize,
+    dense: bool,
+    apart: bool,
+    bwd16: bool,
+) -> (bool, bool) {
+    let da_strips = !bwd16 && dense && {
+        da.reset(rows, cols);
+        da.is_strips()
+    };
+    let dv_strips = !bwd16 && apart && {
+        dv.reset(rows, cols);
+        dv.is_strips()
+    };
+    (da_strips, dv_strips)
+}
+
 /// `a += Σ_columns d` and, if given, `b += Σ_columns d`, reading `d` from `dp` when given (its
 /// copy packed while the time loop wrote it; `d` itself is then not read): the bias gradients.
 pub(crate) fn add_sums<T: Scalar>(
