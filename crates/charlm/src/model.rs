@@ -116,7 +116,7 @@ pub fn evaluate<T: Scalar, M: LanguageModel<T>>(
 /// `n = ⌊P / B⌋`: stream `b` scores inputs `[w + b·n, w + (b+1)·n)` after reading, from a zero
 /// state and unscored, the `w` characters before them. So every scored character has at least
 /// `w` characters of context, as it would read as one stream (a zero state at each of many
-/// stream starts raises the loss: by 0.015 nats/char for a 2×512 LSTM read as 217 streams, see
+/// stream starts raises the loss: by 0.016 nats/char for a 2×512 LSTM read as 217 streams, see
 /// docs/04), at the cost of `w` more steps per stream.
 pub fn evaluate_warm<T: Scalar, M: LanguageModel<T>>(
     model: &mut M,

@@ -498,12 +498,14 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                         dv: &mut *dv_t,
                     };
                     self.cell.backward(hid, step);
-                    // SAFETY: columns col..col + na of the strips are this part's alone in this
-                    // visit (as of the plain buffers above), and no product reads them meanwhile.
                     if da_strips {
+                        // SAFETY: columns col..col + na of dA's strips are this part's alone in
+                        // this visit (as of the plain buffers above); no product reads them yet.
                         unsafe { da_writer.write(col, da_t) };
                     }
                     if dv_strips {
+                        // SAFETY: columns col..col + na of dV's strips are this part's alone in
+                        // this visit (as of the plain buffers above); no product reads them yet.
                         unsafe { dv_writer.write(col, dv_t) };
                     }
                     let op_t: &[T] = if C::HIDDEN_APART { dv_t } else { da_t };
