@@ -112,32 +112,50 @@ pub enum InferDType {
     Bf16,
 }
 
+impl InferDType {
+    /// The flag's value.
+    fn name(self) -> &'static str {
+        match self {
+            InferDType::F32 => "f32",
+            InferDType::F64 => "f64",
+            InferDType::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision that evaluates `weights` as asked, or `None` if they cannot be: f32 and f64
+    /// weights in their own type, f32 weights in bf16 too (whether this CPU runs bf16 is checked
+    /// by the caller).
+    fn precision_for(self, weights: DType) -> Option<Precision> {
+        match (self, weights) {
+            (InferDType::F32, DType::F32) | (InferDType::F64, DType::F64) => Some(Precision::Full),
+            (InferDType::Bf16, DType::F32) => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+}
+
 /// The precision `--dtype` asks of a checkpoint whose weights are `file` (default: the
 /// checkpoint's own), or a one-line error.
 pub fn inference_precision(flag: Option<InferDType>, file: DType) -> Result<Precision, CharLmError> {
-    let mismatch = |want: &str| {
-        CharLmError::arg(
-            "--dtype",
-            format!(
-                "the checkpoint holds {file} weights, not {want}; pass --dtype {file}{}",
-                if file == DType::F32 { " or bf16" } else { "" }
-            ),
-        )
-    };
-    match (flag, file) {
-        (None, _) | (Some(InferDType::F32), DType::F32) | (Some(InferDType::F64), DType::F64) => {
-            Ok(Precision::Full)
-        }
-        (Some(InferDType::F32), _) => Err(mismatch("f32")),
-        (Some(InferDType::F64), _) => Err(mismatch("f64")),
-        (Some(InferDType::Bf16), DType::F32) => {
+    let Some(want) = flag else { return Ok(Precision::Full) };
+    match want.precision_for(file) {
+        Some(Precision::Bf16) => {
             Precision::Bf16.check("f32").map_err(|e| CharLmError::arg("--dtype", e))?;
             Ok(Precision::Bf16)
         }
-        (Some(InferDType::Bf16), _) => Err(CharLmError::arg(
+        Some(p) => Ok(p),
+        None if want == InferDType::Bf16 => Err(CharLmError::arg(
             "--dtype",
             format!(
                 "bf16 computes f32 models only, the checkpoint holds {file} weights; pass --dtype {file}"
+            ),
+        )),
+        None => Err(CharLmError::arg(
+            "--dtype",
+            format!(
+                "the checkpoint holds {file} weights, not {}; pass --dtype {file}{}",
+                want.name(),
+                if file == DType::F32 { " or bf16" } else { "" }
             ),
         )),
     }
@@ -378,23 +396,18 @@ impl TrainArgs {
     /// The precision of validation and of the printed samples: `--val-dtype`, else the
     /// training's. An error for a precision the weights cannot be evaluated in.
     pub fn val_precision(&self) -> Result<Precision, CharLmError> {
-        match (self.val_dtype, self.dtype()) {
-            (None, _) => Ok(self.precision()),
-            (Some(InferDType::F32), DType::F32) | (Some(InferDType::F64), DType::F64) => Ok(Precision::Full),
-            (Some(InferDType::Bf16), DType::F32) => Ok(Precision::Bf16),
-            (Some(want), weights) => Err(CharLmError::arg(
+        let Some(want) = self.val_dtype else { return Ok(self.precision()) };
+        let weights = self.dtype();
+        want.precision_for(weights).ok_or_else(|| {
+            CharLmError::arg(
                 "--val-dtype",
                 format!(
                     "{weights} weights validate in {weights}{}, not {}",
                     if weights == DType::F32 { " or bf16" } else { "" },
-                    match want {
-                        InferDType::F32 => "f32",
-                        InferDType::F64 => "f64",
-                        InferDType::Bf16 => "bf16",
-                    }
+                    want.name()
                 ),
-            )),
-        }
+            )
+        })
     }
 
     /// The training options, checked.
