@@ -138,26 +138,23 @@ pub fn evaluate_warm<T: Scalar, M: LanguageModel<T>>(
     let mut state = model.zero_state(b);
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
     let mut total = 0.0;
-    // Steps -w..0 warm the states up (their losses are not counted), steps 0..n are scored;
-    // step `t` of stream `s` reads position `w + s·n + t`.
-    let mut start = -(w as isize);
-    while start < n as isize {
+    // Steps 0..w warm the states up (their losses are not counted), steps w..w + n are scored;
+    // step `t` of stream `s` reads position `s·n + t`.
+    let mut start = 0;
+    while start < w + n {
         // A chunk ends where the warm-up does, so that no chunk mixes the two.
-        let end =
-            if start < 0 { 0.min(start + chunk as isize) } else { (start + chunk as isize).min(n as isize) };
-        let t = (end - start) as usize;
+        let end = (start + chunk).min(if start < w { w } else { w + n });
         inputs.clear();
         targets.clear();
-        for step in 0..t {
+        for t in start..end {
             for s in 0..b {
-                // (w + s·n + start ≥ s·n ≥ 0)
-                let pos = ((w + s * n) as isize + start) as usize + step;
+                let pos = s * n + t;
                 inputs.push(data[pos]);
                 targets.push(data[pos + 1]);
             }
         }
         let loss = model.eval_chunk(&inputs, &targets, b, &mut state)?;
-        if start >= 0 {
+        if start >= w {
             total += loss;
         }
         start = end;
