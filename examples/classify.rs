@@ -5,16 +5,19 @@
 //! cargo run --release --example classify [-- --steps N --seed S]
 //! ```
 //!
-//! Trains for 12,000 steps of 32 sequences (seeded; 4 to 6 s on a 2-core Intel Xeon) and prints
-//! `accuracy: X` on 2,000 held-out sequences; chance is 0.5. The loss stays near ln 2 for a few
-//! thousand steps, until the model finds both ends of the sequences, then falls to almost 0.
+//! Trains for 25,000 steps of 32 sequences (seeded; about 7 s on a 2-core Intel Xeon) and prints
+//! `accuracy: X` on 2,000 held-out sequences; chance is 0.5. The loss stays near ln 2 until the
+//! model finds both ends of the sequences, then falls to almost 0: for seeds 0 to 15 that took
+//! from 2,500 to 13,600 steps (seed 1, the default: 13,600), and every one of them ended at
+//! accuracy 1.0. The length of that plateau is chaotic: any change of the arithmetic's last bits
+//! moves it, hence steps enough for about twice the longest.
 
 #[path = "common/classify.rs"]
 mod classify;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut steps, mut seed) = (12000usize, 1u64);
+    let (mut steps, mut seed) = (25000usize, 1u64);
     while let Some(a) = args.next() {
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
         match (a.as_str(), value) {

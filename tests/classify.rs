@@ -7,6 +7,6 @@ mod classify;
 
 #[test]
 fn bidirectional_gru_learns_first_equals_last_on_variable_lengths() {
-    let acc = classify::train_and_test(12000, 1000, 1, 0);
+    let acc = classify::train_and_test(25000, 1000, 1, 0);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }

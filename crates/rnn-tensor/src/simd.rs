@@ -8,8 +8,11 @@
 //! `f32` lanes at a time.
 //!
 //! Every build performs the same operations in the same order and gives the same bits: Rust
-//! never contracts `a*b + c` into a fused multiply-add (even where the AVX-512 build could), and
-//! the loops use no horizontal reductions whose order would depend on the vector width.
+//! never contracts `a*b + c` into a fused multiply-add, and where a loop asks for one
+//! (`mul_add`, as the polynomials of `fastmath` do) every build computes it rounded once: the
+//! AVX-512 and AVX2 builds with the FMA instruction (the AVX2 build requires FMA, as every CPU
+//! with AVX2 but a few of 2013 has it), the baseline build with libm's `fmaf`, slowly but
+//! exactly. The loops use no horizontal reductions whose order would depend on the vector width.
 //!
 //! **The cap.** [`max_level`] caps every kernel of the crate, not only these loops: the f32
 //! GEMM's micro-kernel (AVX-512, else AVX2 with FMA, else the column-major copy and
@@ -32,7 +35,7 @@ pub const SIMD_ENV: &str = "RNN_MAX_SIMD";
 pub enum Level {
     /// The baseline build (x86-64: SSE2).
     Baseline = 0,
-    /// AVX2.
+    /// AVX2 (with FMA, which the dispatched loops and the GEMM kernel use).
     Avx2 = 1,
     /// AVX-512 (`avx512f`, `avx512bw`, `avx512dq`, `avx512vl`).
     Avx512 = 2,
@@ -173,7 +176,10 @@ pub fn level() -> Level {
         {
             return Level::Avx512;
         }
-        if cap >= Level::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+        if cap >= Level::Avx2
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             return Level::Avx2;
         }
     }
@@ -208,7 +214,7 @@ macro_rules! dispatch_avx2 {
                 unsafe fn avx512<$t: $crate::Scalar>($($arg: $ty),*) $(-> $ret)? {
                     $imp($($arg),*)
                 }
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<$t: $crate::Scalar>($($arg: $ty),*) $(-> $ret)? {
                     $imp($($arg),*)
                 }
