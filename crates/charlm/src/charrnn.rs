@@ -72,6 +72,10 @@ pub struct CharRnn<T: Scalar, C: Recurrence<T>> {
     train_precision: Precision,
     /// A generation's cache (its weights frozen, packed once by its first step) and next state.
     generation: Option<Generation<T, C>>,
+    /// An evaluation's cache, between [`LanguageModel::start_evaluation`] and
+    /// [`LanguageModel::end_evaluation`]: its weights frozen, so that its chunks pack them
+    /// once instead of once a chunk.
+    evaluation: Option<StackCache<T, C>>,
 }
 
 /// A generation's frozen cache and the buffer of its next state.
@@ -93,6 +97,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone> Clone for CharRnn<T, C> {
             precision: self.precision,
             train_precision: self.train_precision,
             generation: None,
+            evaluation: None,
         }
     }
 }
@@ -135,6 +140,7 @@ where
             precision: Precision::Full,
             train_precision: Precision::Full,
             generation: None,
+            evaluation: None,
         })
     }
     fn config(&self) -> &ModelConfig {
@@ -144,8 +150,10 @@ where
         &self.params
     }
     fn params_mut(&mut self) -> &mut Self::Params {
-        // The caller may change the weights: a generation's packing would be stale.
+        // The caller may change the weights: a generation's or an evaluation's packing would
+        // be stale.
         self.generation = None;
+        self.evaluation = None;
         &mut self.params
     }
     fn zero_grads(&self) -> Self::Params {
@@ -168,6 +176,7 @@ where
     ) -> Result<f64, CharLmError> {
         // The weights are about to change: a generation's packing is stale.
         self.generation = None;
+        self.evaluation = None;
         let p = self.config.head_dropout;
         let Self { params, cache, logits, d_logits, d_h, head_in, head_mask, train_precision, .. } = self;
         let x = SeqInput::Index(inputs);
@@ -217,11 +226,18 @@ where
         batch: usize,
         state: &mut Self::State,
     ) -> Result<f64, CharLmError> {
-        let Self { params, cache, logits, next, precision, .. } = self;
+        let Self { params, cache, logits, next, precision, evaluation, .. } = self;
         let x = SeqInput::Index(inputs);
         params.rnn.check_input(x, batch, state)?;
-        // (Training shares the cache and sets it back to its own precision.)
-        params.rnn.set_precision(cache, *precision)?;
+        let cache = match evaluation {
+            // Frozen, set to this precision by `start_evaluation`.
+            Some(frozen) => frozen,
+            None => {
+                // (Training shares the cache and sets it back to its own precision.)
+                params.rnn.set_precision(cache, *precision)?;
+                cache
+            }
+        };
         // The allocation-free forward (no dropout, no gradients): once the buffers have their
         // shapes, a validation allocates nothing per chunk.
         params.rnn.forward_into(x, batch, state, cache, next);
@@ -253,6 +269,18 @@ where
         self.params.rnn.set_precision(&mut StackCache::default(), precision)?;
         self.train_precision = precision;
         Ok(())
+    }
+
+    fn start_evaluation(&mut self) -> Result<(), CharLmError> {
+        let mut cache = StackCache::default();
+        self.params.rnn.freeze_weights(&mut cache);
+        self.params.rnn.set_precision(&mut cache, self.precision)?;
+        self.evaluation = Some(cache);
+        Ok(())
+    }
+
+    fn end_evaluation(&mut self) {
+        self.evaluation = None;
     }
 
     fn start_generation(&mut self) -> Result<(), CharLmError> {

@@ -83,6 +83,18 @@ pub trait LanguageModel<T: Scalar> {
         }
     }
 
+    /// Called before an evaluation's chunks ([`evaluate_warm`] calls it): the weights will not
+    /// change until [`LanguageModel::end_evaluation`], so that
+    /// [`LanguageModel::eval_chunk`] may keep them packed from chunk to chunk. The default does
+    /// nothing.
+    fn start_evaluation(&mut self) -> Result<(), CharLmError> {
+        Ok(())
+    }
+
+    /// Called after an evaluation's chunks, whether they succeeded or not: back to packing the
+    /// weights per call. The default does nothing.
+    fn end_evaluation(&mut self) {}
+
     /// Called before a generation's steps: the weights will not change until the next call, so
     /// that [`LanguageModel::step_logits`] may keep them packed. The default does nothing.
     fn start_generation(&mut self) -> Result<(), CharLmError> {
@@ -131,6 +143,20 @@ pub fn evaluate_warm<T: Scalar, M: LanguageModel<T>>(
     if streams == 0 || chunk == 0 {
         return Err(CharLmError::arg("evaluation", "streams and chunk length must be positive"));
     }
+    model.start_evaluation()?;
+    let result = evaluate_chunks(model, data, streams, chunk, warmup);
+    model.end_evaluation();
+    result
+}
+
+/// The loop of [`evaluate_warm`], its arguments checked.
+fn evaluate_chunks<T: Scalar, M: LanguageModel<T>>(
+    model: &mut M,
+    data: &[usize],
+    streams: usize,
+    chunk: usize,
+    warmup: usize,
+) -> Result<f64, CharLmError> {
     let w = if data.len() > 2 * warmup + 1 { warmup } else { 0 };
     let predictions = data.len() - 1 - w;
     let b = streams.min(predictions);

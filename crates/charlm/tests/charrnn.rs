@@ -112,6 +112,49 @@ fn warmed_up_evaluation_is_its_definition() {
     assert_eq!(evaluate_warm(&mut m, short, 3, 4, w).unwrap(), evaluate(&mut m, short, 3, 4).unwrap());
 }
 
+/// `evaluate_warm` keeps the weights packed from chunk to chunk (a frozen cache, made for each
+/// evaluation): in f32, where the recurrent products run on packed weights, it gives the bits
+/// of the same chunks fed through `eval_chunk` one call at a time (each packing the weights
+/// afresh), before and after the weights change.
+#[test]
+fn an_evaluation_packs_the_weights_once_and_reads_the_current_ones() {
+    let config = ModelConfig::new(7).with_hidden(40).with_layers(2);
+    let mut m = CharRnn::<f32, Lstm<f32>>::build(&config, &mut Rng::seed_from(6)).unwrap();
+    let mut rng = Rng::seed_from(7);
+    let data: Vec<usize> = (0..301).map(|_| rng.below(7)).collect();
+    let (streams, chunk, w) = (4, 5, 8);
+    // evaluate_warm's chunks, one eval_chunk call each, without start_evaluation.
+    let by_calls = |m: &mut CharRnn<f32, Lstm<f32>>| {
+        let n = (data.len() - 1 - w) / streams;
+        let mut state = m.zero_state(streams);
+        let (mut total, mut start) = (0.0, 0);
+        while start < w + n {
+            let end = (start + chunk).min(if start < w { w } else { w + n });
+            let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+            for t in start..end {
+                for s in 0..streams {
+                    inputs.push(data[s * n + t]);
+                    targets.push(data[s * n + t + 1]);
+                }
+            }
+            let loss = m.eval_chunk(&inputs, &targets, streams, &mut state).unwrap();
+            if start >= w {
+                total += loss;
+            }
+            start = end;
+        }
+        total / (n * streams) as f64
+    };
+    let before = evaluate_warm(&mut m, &data, streams, chunk, w).unwrap();
+    assert_eq!(before.to_bits(), by_calls(&mut m).to_bits(), "frozen {before}");
+    for (_, p) in m.params_mut().named_params_mut() {
+        p.iter_mut().for_each(|v| *v *= 1.25);
+    }
+    let after = evaluate_warm(&mut m, &data, streams, chunk, w).unwrap();
+    assert_ne!(after, before, "the new weights changed nothing");
+    assert_eq!(after.to_bits(), by_calls(&mut m).to_bits(), "frozen {after} after the weights changed");
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_charlm")
 }

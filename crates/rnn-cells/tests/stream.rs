@@ -158,3 +158,34 @@ fn frozen_single_steps_are_the_general_loops_bits() {
     check(lstm, "LSTM 256");
     check(gru, "GRU 96");
 }
+
+/// A frozen cache keeps `W_ih` and `W_hh` packed from call to call (what an evaluation's chunks
+/// do): over chunks of several steps and of one, at batches above 1 (the general loop, not the
+/// batch-1 route), a frozen 2-layer stack gives the same bits as fresh caches, outputs and
+/// carried states, and so does a frozen cache after the weights it packed were used by another
+/// cache (nothing shared between caches).
+#[test]
+fn frozen_chunks_are_fresh_caches_bits() {
+    fn check<M: Recurrence<f32> + Clone>(model: M, name: &str) {
+        let mut rng = Rng::seed_from(8);
+        let batch = 5;
+        let mut frozen = M::Cache::default();
+        model.freeze_weights(&mut frozen);
+        let (mut got_state, mut want_state) = (model.zero_state(batch), model.zero_state(batch));
+        for (call, steps) in [3usize, 1, 4, 2].into_iter().enumerate() {
+            let x = random::<f32>(model.input_size(), steps * batch, &mut rng);
+            got_state = model.forward(SeqInput::Dense(&x), batch, &got_state, &mut frozen);
+            let mut fresh = M::Cache::default();
+            want_state = model.forward(SeqInput::Dense(&x), batch, &want_state, &mut fresh);
+            let (got, want) = (model.outputs(&frozen), model.outputs(&fresh));
+            assert_eq!(got.shape(), want.shape(), "{name}: call {call}");
+            let same = got.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{name}: the outputs of call {call} ({steps} steps) differ from a fresh cache's");
+            assert_eq!(got_state, want_state, "{name}: the state after call {call}");
+        }
+    }
+    let mut rng = Rng::seed_from(7);
+    check(LstmConfig::new(20, 40).build_stack::<f32>(2, &mut rng).unwrap(), "LSTM 2×40");
+    check(GruConfig::new(20, 36).build_stack::<f32>(2, &mut rng).unwrap(), "GRU 2×36");
+    check(RnnConfig::new(20, 33).build_stack::<f32>(2, &mut rng).unwrap(), "RNN 2×33");
+}

@@ -217,12 +217,16 @@ pub struct LayerCache<T: Scalar> {
     dv_packed: PackedLhs<T>,
     dh: Mat<T>,
     d_carried: Mat<T>,
+    /// `W_ih` packed for a frozen cache's input projections (kept from call to call).
+    w_ih_packed: PackedLhs<T>,
     /// `W_ihᵀ`, plain and packed, for `d_x`.
     w_ih_t: Mat<T>,
     w_ih_t_packed: PackedLhs<T>,
     b1: batch1::Scratch<T>,
-    /// Set by [`Recurrence::freeze_weights`]: the batch-1 route trusts its packing of `W_hh`
-    /// (no comparison with the weights per call) and takes single steps too.
+    /// Set by [`Recurrence::freeze_weights`]: the packings of `W_hh` and `W_ih` (f32, bf16 and
+    /// the batch-1 route's) are kept from call to call instead of being made (or, in bf16 and
+    /// batch 1, compared with the weights) per call, and the batch-1 route takes single steps
+    /// too.
     frozen: bool,
     /// The precision of the forward's products, set by [`Recurrence::set_precision`].
     precision: Precision,
@@ -413,6 +417,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(v, if C::HIDDEN_APART { g } else { 0 }, batch);
         let w_hh = match precision {
             Precision::Bf16 => StepWeight::Bf16(bf16_w_hh.refresh(&self.params.weight_hh, *frozen)),
+            Precision::Full if *frozen => StepWeight::kept(&self.params.weight_hh, w_hh_packed),
             Precision::Full => StepWeight::new(&self.params.weight_hh, Trans::No, steps, w_hh_packed),
         };
         let w_hr = self.projection(Trans::No, w_hr_packed);
@@ -856,6 +861,12 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
                 ),
                 SeqInput::Dense(xm) if batch1 && cache.frozen => {
                     batch1::project_input_frozen(&self.params.weight_ih, xm, &mut cache.b1, &mut cache.gates)
+                }
+                // A frozen cache keeps W_ih packed from call to call (the same bits as packing
+                // it per call: the product's arithmetic does not depend on the packing).
+                SeqInput::Dense(xm) if cache.frozen => {
+                    let w = StepWeight::kept(&self.params.weight_ih, &mut cache.w_ih_packed);
+                    w.gemm(xm, T::ZERO, &mut cache.gates);
                 }
                 _ => project_input(&self.params.weight_ih, x, &mut cache.gates),
             }

@@ -251,6 +251,17 @@ impl<'a, T: Scalar> StepWeight<'a, T> {
         }
     }
 
+    /// `w` for the products of a frozen cache ([`Recurrence::freeze_weights`](crate::Recurrence::freeze_weights)):
+    /// the packing in `buf` as it is when it already holds a matrix of `w`'s shape (packed by
+    /// an earlier call on this cache: the weights have not changed since), else `w` packed into
+    /// it. `buf` must hold nothing but `w` (never `wᵀ`, which a square `w` could not tell apart).
+    pub(crate) fn kept(w: &'a Mat<T>, buf: &'a mut PackedLhs<T>) -> Self {
+        if buf.shape() != w.shape() || w.is_empty() {
+            buf.pack(w, Trans::No);
+        }
+        StepWeight::Packed(buf)
+    }
+
     /// `c = op(W)·b + beta·c`.
     pub(crate) fn gemm<SB, SC>(&self, b: &Matrix<T, Dyn, Dyn, SB>, beta: T, c: &mut Matrix<T, Dyn, Dyn, SC>)
     where
