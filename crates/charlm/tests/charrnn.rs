@@ -284,11 +284,13 @@ fn bf16_training_resumes_bit_identical() {
     }
 }
 
-/// `train --val-dtype bf16` on an f32 run: the training is the f32 run's (the same training
-/// losses, bit for bit), the validation losses are within 0.005 of f32's and not equal to them,
-/// a run stopped and resumed with the flag ends byte for byte as one that never stopped, and
-/// resuming without the flag, or asking bf16 of f64 weights, is refused in one line. On a CPU
-/// without AVX512_BF16 the flag is a one-line error naming it.
+/// `train --val-dtype bf16` on an f32 run: the training is the f32 run's (`--val-dtype f32`:
+/// the same training losses, bit for bit), the validation losses are within 0.005 of f32's and
+/// not equal to them, a run stopped and resumed with the flag ends byte for byte as one that
+/// never stopped, and resuming without the flag, or asking bf16 of f64 weights, is refused in
+/// one line. Without the flag an f32 run validates in bf16 on a CPU with AMX-BF16, in f32
+/// elsewhere (the same losses, bit for bit, as the flag's). On a CPU without AVX512_BF16 the
+/// flag is a one-line error naming it.
 #[test]
 fn bf16_validation_of_an_f32_run() {
     let (full, cut, f32_dir) = (tmp("valbf16-full"), tmp("valbf16-cut"), tmp("valbf16-f32"));
@@ -302,11 +304,20 @@ fn bf16_validation_of_an_f32_run() {
         return;
     }
     assert!(run(&train_args(f, "30", &flag)).0);
-    assert!(run(&train_args(d32, "30", &[])).0);
+    assert!(run(&train_args(d32, "30", &["--val-dtype", "f32"])).0);
     let state = |dir: &std::path::Path| charlm::resume::load_checkpoint(dir).unwrap().1;
     let (vb, vf) = (state(&full), state(&f32_dir));
     let bits = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, l.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&vb.train_loss), bits(&vf.train_loss), "the training differs");
+    let auto_dir = tmp("valbf16-auto");
+    assert!(run(&train_args(auto_dir.to_str().unwrap(), "30", &[])).0);
+    let va = state(&auto_dir);
+    let amx = rnn_tensor::packed::bf16::amx_available();
+    assert_eq!(bits(&va.train_loss), bits(&vf.train_loss), "the training differs without the flag");
+    let chosen = if amx { &vb } else { &vf };
+    assert_eq!(bits(&va.val_loss), bits(&chosen.val_loss), "without the flag (AMX: {amx})");
+    assert!(!va.settings.contains_key("val_dtype"), "the machine's choice is not a setting");
+    std::fs::remove_dir_all(&auto_dir).unwrap();
     assert_eq!(vb.val_loss.len(), vf.val_loss.len());
     for (&(s, b), &(_, f)) in vb.val_loss.iter().zip(&vf.val_loss) {
         assert!((b - f).abs() < 0.005 && b != f, "validation at step {s}: bf16 {b}, f32 {f}");
