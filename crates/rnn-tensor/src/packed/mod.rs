@@ -271,13 +271,39 @@ impl<T: Scalar> PackedLhs<T> {
             self.data.resize(len + 16, T::ZERO);
             self.off = kernel::cache_line_offset(f32_ptr(self.data.as_ptr()));
             self.layout = Layout::Strips;
-            // SAFETY: T is f32 (`f32_kernel`) and the CPU has the features of `level`; the
-            // strides were read from `a`'s storage; the slice holds `len` values.
-            unsafe {
-                let out = &mut self.data[self.off..self.off + len];
-                let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
-                kernel::pack_strips(level, m, k, f32_ptr(a.as_ptr()), rs, cs, out)
-            };
+            let out = &mut self.data[self.off..self.off + len];
+            // Large packings (a layer's weights, packed at every training step) are split by
+            // strips across the threads: a copy, the same values for any split.
+            let parts =
+                if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(m.div_ceil(MR)) } else { 1 };
+            let mut pieces = Vec::with_capacity(parts);
+            let mut rest = out;
+            for i in 0..parts {
+                let rows = crate::parallel::split_range(m, i, parts, MR);
+                let (piece, r) = rest.split_at_mut(rows.len().div_ceil(MR) * MR * k);
+                pieces.push(std::sync::Mutex::new((rows, piece)));
+                rest = r;
+            }
+            let a = SendConst(f32_ptr(a.as_ptr()));
+            crate::parallel::for_each_part(parts, |part| {
+                for piece in pieces.iter().skip(part.index).step_by(part.count) {
+                    let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
+                    let (rows, out) = &mut *piece;
+                    if rows.start >= rows.end {
+                        continue;
+                    }
+                    let len = out.len();
+                    // SAFETY: T is f32 (`f32_kernel`) and the CPU has the features of `level`;
+                    // the strides were read from `a`'s storage, and rows `rows` of it start
+                    // `rows.start·rs` from its first value; `out` holds their strips, `len`
+                    // values.
+                    unsafe {
+                        let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
+                        let at = a.get().offset(rows.start as isize * rs);
+                        kernel::pack_strips(level, rows.len(), k, at, rs, cs, out)
+                    };
+                }
+            });
             return;
         }
         let at = |i: usize, p: usize| match ta {
@@ -366,25 +392,40 @@ impl<T: Scalar> PackedLhs<T> {
                 }
             }
             Layout::Strips => {
-                for (s, strip) in v.chunks_exact((MR * k).max(1)).enumerate().take(m.div_ceil(MR)) {
-                    let rows = s * MR..m.min(s * MR + MR);
-                    let n = rows.len();
-                    let (mut acc_a, mut acc_b) = ([T::ZERO; MR], [T::ZERO; MR]);
-                    acc_a[..n].copy_from_slice(&a[rows.clone()]);
-                    if let Some(b) = b.as_deref() {
-                        acc_b[..n].copy_from_slice(&b[rows.clone()]);
-                    }
-                    for col in strip.chunks_exact(MR) {
-                        acc_a.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
-                        if b.is_some() {
-                            acc_b.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+                // Each strip's sums are its own (in order of `p`): split by strips across the
+                // threads when large, the same bits for any split.
+                let strips = m.div_ceil(MR);
+                let parts = if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(strips) } else { 1 };
+                let mut pieces = Vec::with_capacity(parts);
+                let (mut ra, mut rb) = (a, b);
+                for i in 0..parts {
+                    let rows = crate::parallel::split_range(m, i, parts, MR);
+                    let (pa, na) = ra.split_at_mut(rows.len());
+                    let (pb, nb) = match rb {
+                        Some(b) => {
+                            let (pb, nb) = b.split_at_mut(rows.len());
+                            (Some(pb), Some(nb))
+                        }
+                        None => (None, None),
+                    };
+                    pieces.push(std::sync::Mutex::new((rows.start / MR, pa, pb)));
+                    (ra, rb) = (na, nb);
+                }
+                crate::parallel::for_each_part(parts, |part| {
+                    for piece in pieces.iter().skip(part.index).step_by(part.count) {
+                        let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
+                        let (s0, a, b) = &mut *piece;
+                        let strips = v.chunks_exact((MR * k).max(1)).skip(*s0).take(a.len().div_ceil(MR));
+                        for (s, strip) in strips.enumerate() {
+                            let rows = s * MR..a.len().min(s * MR + MR);
+                            add_strip_sums(
+                                strip,
+                                &mut a[rows.clone()],
+                                b.as_deref_mut().map(|b| &mut b[rows]),
+                            );
                         }
                     }
-                    a[rows.clone()].copy_from_slice(&acc_a[..n]);
-                    if let Some(b) = b.as_deref_mut() {
-                        b[rows].copy_from_slice(&acc_b[..n]);
-                    }
-                }
+                });
             }
         }
     }
@@ -403,6 +444,47 @@ impl<T: Scalar> PackedLhs<T> {
         (self.m, self.k)
     }
 }
+
+/// Packings of at least this many values are made, and their row sums taken, by all threads
+/// (`PackedLhs::pack`, `PackedLhs::add_row_sums`; 256 KB of f32, a quarter of a 2×256 LSTM
+/// layer's `W_hh`). They ran on one thread while the other waited: 1.2 % of a default charlm
+/// training step's samples for the packings alone (perf, 2-core Xeon).
+const PACK_SPLIT: usize = 1 << 16;
+
+/// `a[i] += Σ_p strip[p·MR + i]` (and `b` likewise) for the `a.len() ≤ MR` rows of one strip,
+/// in order of `p`.
+fn add_strip_sums<T: Scalar>(strip: &[T], a: &mut [T], b: Option<&mut [T]>) {
+    let n = a.len();
+    let (mut acc_a, mut acc_b) = ([T::ZERO; MR], [T::ZERO; MR]);
+    acc_a[..n].copy_from_slice(a);
+    if let Some(b) = b.as_deref() {
+        acc_b[..n].copy_from_slice(b);
+    }
+    for col in strip.chunks_exact(MR) {
+        acc_a.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+        if b.is_some() {
+            acc_b.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+        }
+    }
+    a.copy_from_slice(&acc_a[..n]);
+    if let Some(b) = b {
+        b.copy_from_slice(&acc_b[..n]);
+    }
+}
+
+/// A pointer to read-only `f32` operands, shared with the parts of one call.
+#[derive(Clone, Copy)]
+struct SendConst(*const f32);
+impl SendConst {
+    /// The pointer (a method, so that closures capture the wrapper, not its field).
+    fn get(self) -> *const f32 {
+        self.0
+    }
+}
+// SAFETY: the parts only read through it, while the caller's borrow keeps the values alive.
+unsafe impl Send for SendConst {}
+// SAFETY: as above.
+unsafe impl Sync for SendConst {}
 
 /// Columns of a [`PackedLhs`] being filled by the parts of a parallel pass (see
 /// [`PackedLhs::columns_writer`]); holds the packing's buffer mutably borrowed.

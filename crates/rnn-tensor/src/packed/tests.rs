@@ -388,19 +388,36 @@ fn column_filled_packings_match_gemm() {
                 gemm_packed(0.7, &pw, &a.columns(k0, k - k0), Trans::No, 0.0, &mut d2);
                 assert!(bits(&d1) == bits(&d2), "{m}x{k} from {k0}, {t} threads: gemm_packed_pair");
                 assert!(bits(&d3) == bits(&d2), "{m}x{k} from {k0}, {t} threads: gemm_pair");
+                // Packing a (split by strips across the threads when large), directly and from
+                // its transpose: the values the writer put in.
+                for (src, ta) in [(a.clone(), Trans::No), (a.transpose(), Trans::Yes)] {
+                    let mut pk = PackedLhs::new();
+                    pk.pack(&src, ta);
+                    let same = pk.values().iter().zip(pa.values()).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same && pk.values().len() == pa.values().len(),
+                        "{m}x{k}, {t} threads: pack {ta:?}"
+                    );
+                }
+                // Row sums (split by strips too), against a plain loop.
+                let (s0, s1) = (rand(&mut rng, m, 1), rand(&mut rng, m, 1));
+                let (mut r0, mut r1, mut r2) = (s0.clone(), s1.clone(), s0.clone());
+                pa.add_row_sums(r0.as_mut_slice(), Some(r1.as_mut_slice()));
+                pa.add_row_sums(r2.as_mut_slice(), None);
+                let (mut w0, mut w1) = (s0.clone(), s1.clone());
+                for p in 0..k {
+                    for i in 0..m {
+                        w0[i] += a[(i, p)];
+                        w1[i] += a[(i, p)];
+                    }
+                }
+                assert!(
+                    bits(&r0) == bits(&w0) && bits(&r1) == bits(&w1),
+                    "{m}x{k}, {t} threads: add_row_sums"
+                );
+                assert!(bits(&r2) == bits(&w0), "{m}x{k}, {t} threads: add_row_sums of one");
             }
             parallel::set_num_threads(threads);
-            let (s0, s1) = (rand(&mut rng, m, 1), rand(&mut rng, m, 1));
-            let (mut r0, mut r1) = (s0.clone(), s1.clone());
-            pa.add_row_sums(r0.as_mut_slice(), Some(r1.as_mut_slice()));
-            let (mut w0, mut w1) = (s0.clone(), s1.clone());
-            for p in 0..k {
-                for i in 0..m {
-                    w0[i] += a[(i, p)];
-                    w1[i] += a[(i, p)];
-                }
-            }
-            assert!(bits(&r0) == bits(&w0) && bits(&r1) == bits(&w1), "{m}x{k}: add_row_sums");
         }
     }
 }
