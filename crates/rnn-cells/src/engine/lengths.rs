@@ -405,9 +405,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // As the padded backward: dA (dV apart) written into the strips of its packing step by
         // step where `gradient_strips` says so; the plain buffer then holds one step's columns,
         // reused by every step.
-        let dense = matches!(x, SeqInput::Dense(_));
         let (da_strips, dv_strips) =
-            gradient_strips((&mut da_packed, &mut dv_packed), g, real, dense, C::HIDDEN_APART, bwd16);
+            gradient_strips((&mut da_packed, &mut dv_packed), g, real, C::HIDDEN_APART, bwd16);
         let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
         ensure_shape(&mut da, g, if da_strips { b } else { real });
         ensure_shape(&mut dv, if C::HIDDEN_APART { g } else { 0 }, if dv_strips { b } else { real });

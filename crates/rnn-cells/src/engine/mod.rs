@@ -613,9 +613,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         ensure_shape(dm, hid, proj_cols(batch));
         ensure_shape(zeros, hid, proj_cols(batch));
         zeros.as_mut_slice().fill(T::ZERO);
-        let dense = matches!(x, SeqInput::Dense(_));
-        let (da_strips, dv_strips) =
-            gradient_strips((da_packed, dv_packed), g, n, dense, C::HIDDEN_APART, bwd16);
+        let (da_strips, dv_strips) = gradient_strips((da_packed, dv_packed), g, n, C::HIDDEN_APART, bwd16);
         let step_strips = if C::HIDDEN_APART { dv_strips } else { da_strips };
         // A buffer kept in strips needs plain columns for one step only (each part's step 0
         // columns, reused as scratch by every step).

@@ -135,6 +135,11 @@ pub(crate) fn input_backward<T: Scalar>(
                 }
             }
         }
+        // dW_ih[:, x_k] += D[:, k] from D in strips (split by strips, in column order).
+        SeqInput::Index(ix) if dp.is_some_and(PackedLhs::is_strips) => {
+            let dp = dp.expect("checked above");
+            dp.add_columns_into(ix, dw_ih.as_mut_slice());
+        }
         SeqInput::Index(ix) => {
             // dW_ih[:, x_k] += D[:, k]: the one-hot product Xᵀ, without the one-hot matrix.
             // Split by rows: each part adds its rows of every column, in column order.
@@ -515,20 +520,19 @@ pub(crate) fn transpose_into<T: Scalar>(src: &Mat<T>, dst: &mut Mat<T>) {
 }
 
 /// Readies the packings that a backward's time loop writes `dA` and (kept apart) `dV` into,
-/// step by step while their columns are in cache, and says which of the two it uses: `dA` where
-/// every reader takes strips (a dense input; a one-hot input's scatter-add reads the plain
-/// `dA`), `dV` where the cell keeps it apart; neither in a backward in bf16 (its products round
-/// their operands themselves), nor where the packing is not in strips. `cols`: the columns of
-/// the whole backward.
+/// step by step while their columns are in cache, and says which of the two it uses: `dA`
+/// always (every reader takes strips: the products, the bias sums and a one-hot input's
+/// scatter-add), `dV` where the cell keeps it apart; neither in a backward in bf16 (its products
+/// round their operands themselves), nor where the packing is not in strips. `cols`: the
+/// columns of the whole backward.
 pub(crate) fn gradient_strips<T: Scalar>(
     (da, dv): (&mut PackedLhs<T>, &mut PackedLhs<T>),
     rows: usize,
     cols: usize,
-    dense: bool,
     apart: bool,
     bwd16: bool,
 ) -> (bool, bool) {
-    let da_strips = !bwd16 && dense && {
+    let da_strips = !bwd16 && {
         da.reset(rows, cols);
         da.is_strips()
     };

@@ -430,6 +430,56 @@ impl<T: Scalar> PackedLhs<T> {
         }
     }
 
+    /// `out[i + m·targets[p]] += op(A)[i, p]` for every row `i` and column `p`, the columns in
+    /// order: the product `op(A)·Xᵀ` with `X` one-hot (column `p` of `X` is `e_{targets[p]}`),
+    /// added into the column-major `out` (`m` rows): a one-hot input's `dW_ih += dA·Xᵀ` from a
+    /// `dA` kept in strips. Split by strips across the threads when large; every element's sum
+    /// keeps the order of `p`, so the bits are those of adding the columns one after another.
+    ///
+    /// # Panics
+    /// If `targets` does not hold `k` values, `out` is not whole columns of `m` rows, or a
+    /// target is not one of its columns.
+    pub fn add_columns_into(&self, targets: &[usize], out: &mut [T]) {
+        let (m, k) = (self.m, self.k);
+        let cols = out.len().checked_div(m).unwrap_or(0);
+        assert!(
+            targets.len() == k && out.len().is_multiple_of(m.max(1)) && targets.iter().all(|&t| t < cols),
+            "PackedLhs::add_columns_into: {} targets for {k} columns, {} values for {m} rows, targets below {cols} needed",
+            targets.len(),
+            out.len()
+        );
+        if m == 0 || k == 0 {
+            return;
+        }
+        let v = self.values();
+        let layout = self.layout;
+        let dst = SendMut(out.as_mut_ptr());
+        let parts = if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(m.div_ceil(MR)) } else { 1 };
+        crate::parallel::for_each_part(parts, |part| {
+            let rows = part.range(m, MR);
+            for (p, &t) in targets.iter().enumerate() {
+                // Column p's values of rows `rows`: whole strips from rows.start (a multiple of
+                // MR), or one run of the column-major copy.
+                let mut i = rows.start;
+                while i < rows.end {
+                    let (src, n) = match layout {
+                        Layout::Strips => {
+                            let n = MR.min(m - i);
+                            (&v[(i / MR) * MR * k + p * MR..][..n], n)
+                        }
+                        Layout::ColMajor => (&v[p * m + i..p * m + rows.end], rows.end - i),
+                    };
+                    // SAFETY: rows `rows` of column t are inside `out` (t < cols, checked) and
+                    // this part's alone: the parts' row ranges are disjoint; `out` is borrowed
+                    // mutably for the call.
+                    let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * m + i), n) };
+                    d.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+                    i += n;
+                }
+            }
+        });
+    }
+
     /// The packed values.
     fn values(&self) -> &[T] {
         let len = match self.layout {
@@ -471,6 +521,21 @@ fn add_strip_sums<T: Scalar>(strip: &[T], a: &mut [T], b: Option<&mut [T]>) {
         b.copy_from_slice(&acc_b[..n]);
     }
 }
+
+/// A pointer to values that the parts of one call write, each its own (see its uses).
+#[derive(Clone, Copy)]
+struct SendMut<T>(*mut T);
+impl<T> SendMut<T> {
+    /// The pointer (a method, so that closures capture the wrapper, not its field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: the parts write disjoint elements through it, while the caller's mutable borrow keeps
+// the values alive and otherwise untouched.
+unsafe impl<T: Send> Send for SendMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SendMut<T> {}
 
 /// A pointer to read-only `f32` operands, shared with the parts of one call.
 #[derive(Clone, Copy)]

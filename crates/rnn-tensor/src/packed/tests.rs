@@ -416,6 +416,17 @@ fn column_filled_packings_match_gemm() {
                     "{m}x{k}, {t} threads: add_row_sums"
                 );
                 assert!(bits(&r2) == bits(&w0), "{m}x{k}, {t} threads: add_row_sums of one");
+                // The one-hot product A·Xᵀ into 7 columns, against a plain loop.
+                let targets: Vec<usize> = (0..k).map(|_| rng.below(7)).collect();
+                let o0 = rand(&mut rng, m, 7);
+                let (mut got, mut want) = (o0.clone(), o0.clone());
+                pa.add_columns_into(&targets, got.as_mut_slice());
+                for (p, &c) in targets.iter().enumerate() {
+                    for i in 0..m {
+                        want[(i, c)] += a[(i, p)];
+                    }
+                }
+                assert!(bits(&got) == bits(&want), "{m}x{k}, {t} threads: add_columns_into");
             }
             parallel::set_num_threads(threads);
         }
