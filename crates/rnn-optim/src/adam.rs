@@ -18,8 +18,6 @@
 //! The scalars (`1 - β₁ᵗ`, `lr / (1 - β₁ᵗ)`, `(1 - β₂ᵗ)^0.5`, `1 - lr·λ`) are computed in `f64`
 //! as Python does, then cast to `T`.
 
-use std::sync::Mutex;
-
 use rnn_tensor::{parallel, Scalar};
 
 use crate::error::{check_nonneg, check_unit};
@@ -174,8 +172,7 @@ impl<const DECOUPLED: bool> UpdateRule for AdamFamilyConfig<DECOUPLED> {
         let [m, v] = moments else { unreachable!("adam keeps exp_avg and exp_avg_sq") };
         let vmax: &mut [T] = max_sq.first_mut().map_or(&mut [], |b| b.as_mut_slice());
         // The update is elementwise, so any split gives the same bits: large parameters are
-        // cut into one piece per thread, each taken by the part of its index (a call that runs
-        // inline, on fewer parts, takes several).
+        // cut into one piece per thread.
         let parts = if value.len() >= PARALLEL_MIN { parallel::num_threads() } else { 1 };
         let n = value.len();
         let (mut value, mut grad, mut m, mut v, mut vmax) =
@@ -188,16 +185,10 @@ impl<const DECOUPLED: bool> UpdateRule for AdamFamilyConfig<DECOUPLED> {
             let (pm, rm) = m.split_at_mut(len);
             let (pw, rw) = v.split_at_mut(len);
             let (px, rx) = vmax.split_at_mut(if vmax.is_empty() { 0 } else { len });
-            pieces.push(Mutex::new((pv, pg, pm, pw, px)));
+            pieces.push((pv, pg, pm, pw, px));
             (value, grad, m, v, vmax) = (rv, rg, rm, rw, rx);
         }
-        parallel::for_each_part(parts, |part| {
-            for piece in pieces.iter().skip(part.index).step_by(part.count) {
-                let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
-                let (value, grad, m, v, vmax) = &mut *piece;
-                adam_slice(k, value, grad, m, v, vmax);
-            }
-        });
+        parallel::for_each_piece(pieces, |(value, grad, m, v, vmax)| adam_slice(k, value, grad, m, v, vmax));
     }
 }
 

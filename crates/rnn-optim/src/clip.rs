@@ -21,8 +21,6 @@
 //!
 //! Norms are accumulated in `f64` whatever `T` is.
 
-use std::sync::Mutex;
-
 use rnn_tensor::{parallel, Parameters, Scalar};
 
 use crate::error::check;
@@ -91,28 +89,19 @@ pub fn tensor_norm<T: Scalar>(g: &[T]) -> f64 {
     }
     let parts = if g.len() >= 2 * NORM_BLOCK { parallel::num_threads().min(blocks) } else { 1 };
     let mut sums = vec![0.0f64; blocks];
-    let pieces: Vec<Mutex<(usize, &mut [f64])>> = {
-        let mut rest = sums.as_mut_slice();
-        let mut v = Vec::with_capacity(parts);
-        for i in 0..parts {
-            let r = parallel::split_range(blocks, i, parts, 1);
-            let (piece, next) = rest.split_at_mut(r.len());
-            v.push(Mutex::new((r.start, piece)));
-            rest = next;
-        }
-        v
-    };
-    parallel::for_each_part(parts, |part| {
-        for piece in pieces.iter().skip(part.index).step_by(part.count) {
-            let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
-            let (b0, out) = &mut *piece;
-            for (j, sum) in out.iter_mut().enumerate() {
-                let start = (*b0 + j) * NORM_BLOCK;
-                *sum = block_sum_of_squares(&g[start..g.len().min(start + NORM_BLOCK)]);
-            }
+    let mut pieces = Vec::with_capacity(parts);
+    let mut rest = sums.as_mut_slice();
+    for i in 0..parts {
+        let r = parallel::split_range(blocks, i, parts, 1);
+        let (piece, next) = rest.split_at_mut(r.len());
+        pieces.push((r.start, piece));
+        rest = next;
+    }
+    parallel::for_each_piece(pieces, |(b0, out)| {
+        for (sum, block) in out.iter_mut().zip(g.chunks(NORM_BLOCK).skip(b0)) {
+            *sum = block_sum_of_squares(block);
         }
     });
-    drop(pieces);
     sums.iter().sum::<f64>().sqrt()
 }
 

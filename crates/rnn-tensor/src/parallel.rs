@@ -343,6 +343,24 @@ pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
     }
 }
 
+/// Runs `f` once on each of `pieces` (disjoint work: slices split from the same buffers, say),
+/// spread over up to `pieces.len()` parts: part `i` of `c` takes pieces `i`, `i + c`, ...; so a
+/// call that runs on fewer parts (inline, or with fewer threads) still does every piece.
+///
+/// # Panics
+/// As [`for_each_part`].
+pub fn for_each_piece<P: Send>(pieces: Vec<P>, f: impl Fn(P) + Sync) {
+    let slots: Vec<Mutex<Option<P>>> = pieces.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    for_each_part(slots.len(), |part| {
+        for slot in slots.iter().skip(part.index).step_by(part.count) {
+            let piece = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(piece) = piece {
+                f(piece);
+            }
+        }
+    });
+}
+
 /// `f` as the single part of a call, on the calling thread.
 fn run_inline<F: Fn(&Part<'_>) + Sync>(f: &F) {
     let barrier = CallBarrier::new(1);
@@ -368,6 +386,25 @@ pub(crate) fn serial_tests() -> std::sync::MutexGuard<'static, ()> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    /// Every piece is done exactly once, with one thread, with two, and with more pieces than
+    /// threads (a part then takes several).
+    #[test]
+    fn for_each_piece_does_every_piece_once() {
+        let _serial = serial_tests();
+        let threads = num_threads();
+        for t in [1, 2] {
+            set_num_threads(t);
+            for count in [1, 2, 5] {
+                let mut data = vec![0u32; 10 * count];
+                let pieces: Vec<(usize, &mut [u32])> = data.chunks_mut(10).enumerate().collect();
+                for_each_piece(pieces, |(i, piece)| piece.iter_mut().for_each(|v| *v += i as u32 + 1));
+                let want: Vec<u32> = (0..10 * count).map(|j| (j / 10) as u32 + 1).collect();
+                assert_eq!(data, want, "{count} pieces, {t} threads");
+            }
+        }
+        set_num_threads(threads);
+    }
 
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         serial_tests()

@@ -34,7 +34,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::MR;
+use super::{SendPtr, MR};
 use crate::linalg::{RawGemm, Strided};
 use crate::parallel;
 use crate::simd::Level;
@@ -246,21 +246,6 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
 /// with another process makes any split wait for it (the head's products once ran ten times
 /// slower on two threads of this shared machine), which is why the bound is not lower still.
 pub(crate) const THREAD_MACS: usize = 1 << 23;
-
-/// A product on raw pointers, shared with the threads of [`parallel::for_each_part`]: each part
-/// writes a disjoint block of `C`.
-#[derive(Clone, Copy)]
-struct SendPtr<P>(P);
-impl<P: Copy> SendPtr<P> {
-    /// The product (a method, so that closures capture the wrapper, not its field).
-    fn get(&self) -> P {
-        self.0
-    }
-}
-// SAFETY: the parts read shared operands and write disjoint blocks of C.
-unsafe impl<P> Send for SendPtr<P> {}
-// SAFETY: as above.
-unsafe impl<P> Sync for SendPtr<P> {}
 
 /// `C = alpha·A·B + beta·C` for f32 matrices with any strides: [`gemm_f32`] with `A` packed
 /// per call, on the orientation that wastes the fewest padded rows (`Cᵀ = Bᵀ·Aᵀ` when `m` is

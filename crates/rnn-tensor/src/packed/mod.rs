@@ -281,28 +281,23 @@ impl<T: Scalar> PackedLhs<T> {
             for i in 0..parts {
                 let rows = crate::parallel::split_range(m, i, parts, MR);
                 let (piece, r) = rest.split_at_mut(rows.len().div_ceil(MR) * MR * k);
-                pieces.push(std::sync::Mutex::new((rows, piece)));
+                pieces.push((rows, piece));
                 rest = r;
             }
-            let a = SendConst(f32_ptr(a.as_ptr()));
-            crate::parallel::for_each_part(parts, |part| {
-                for piece in pieces.iter().skip(part.index).step_by(part.count) {
-                    let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
-                    let (rows, out) = &mut *piece;
-                    if rows.start >= rows.end {
-                        continue;
-                    }
-                    let len = out.len();
-                    // SAFETY: T is f32 (`f32_kernel`) and the CPU has the features of `level`;
-                    // the strides were read from `a`'s storage, and rows `rows` of it start
-                    // `rows.start·rs` from its first value; `out` holds their strips, `len`
-                    // values.
-                    unsafe {
-                        let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
-                        let at = a.get().offset(rows.start as isize * rs);
-                        kernel::pack_strips(level, rows.len(), k, at, rs, cs, out)
-                    };
+            let a = SendPtr(f32_ptr(a.as_ptr()));
+            crate::parallel::for_each_piece(pieces, |(rows, out)| {
+                if rows.start >= rows.end {
+                    return;
                 }
+                let len = out.len();
+                // SAFETY: T is f32 (`f32_kernel`) and the CPU has the features of `level`; the
+                // strides were read from `a`'s storage, and rows `rows` of it start
+                // `rows.start·rs` from its first value; `out` holds their strips, `len` values.
+                unsafe {
+                    let out = std::slice::from_raw_parts_mut(f32_mut_ptr(out.as_mut_ptr()), len);
+                    let at = a.get().offset(rows.start as isize * rs);
+                    kernel::pack_strips(level, rows.len(), k, at, rs, cs, out)
+                };
             });
             return;
         }
@@ -408,22 +403,14 @@ impl<T: Scalar> PackedLhs<T> {
                         }
                         None => (None, None),
                     };
-                    pieces.push(std::sync::Mutex::new((rows.start / MR, pa, pb)));
+                    pieces.push((rows.start / MR, pa, pb));
                     (ra, rb) = (na, nb);
                 }
-                crate::parallel::for_each_part(parts, |part| {
-                    for piece in pieces.iter().skip(part.index).step_by(part.count) {
-                        let mut piece = piece.lock().unwrap_or_else(|e| e.into_inner());
-                        let (s0, a, b) = &mut *piece;
-                        let strips = v.chunks_exact((MR * k).max(1)).skip(*s0).take(a.len().div_ceil(MR));
-                        for (s, strip) in strips.enumerate() {
-                            let rows = s * MR..a.len().min(s * MR + MR);
-                            add_strip_sums(
-                                strip,
-                                &mut a[rows.clone()],
-                                b.as_deref_mut().map(|b| &mut b[rows]),
-                            );
-                        }
+                crate::parallel::for_each_piece(pieces, |(s0, a, mut b)| {
+                    let strips = v.chunks_exact((MR * k).max(1)).skip(s0).take(a.len().div_ceil(MR));
+                    for (s, strip) in strips.enumerate() {
+                        let rows = s * MR..a.len().min(s * MR + MR);
+                        add_strip_sums(strip, &mut a[rows.clone()], b.as_deref_mut().map(|b| &mut b[rows]));
                     }
                 });
             }
@@ -453,7 +440,7 @@ impl<T: Scalar> PackedLhs<T> {
         }
         let v = self.values();
         let layout = self.layout;
-        let dst = SendMut(out.as_mut_ptr());
+        let dst = SendPtr(out.as_mut_ptr());
         let parts = if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(m.div_ceil(MR)) } else { 1 };
         crate::parallel::for_each_part(parts, |part| {
             let rows = part.range(m, MR);
@@ -522,34 +509,22 @@ fn add_strip_sums<T: Scalar>(strip: &[T], a: &mut [T], b: Option<&mut [T]>) {
     }
 }
 
-/// A pointer to values that the parts of one call write, each its own (see its uses).
+/// Raw pointers (a product's, or one buffer's), shared with the parts of a
+/// [`for_each_part`](crate::parallel::for_each_part) call: the parts read shared operands and each writes its own
+/// disjoint elements (a block of `C`, rows of a packing), while the caller's borrows keep them
+/// alive and otherwise untouched.
 #[derive(Clone, Copy)]
-struct SendMut<T>(*mut T);
-impl<T> SendMut<T> {
-    /// The pointer (a method, so that closures capture the wrapper, not its field).
-    fn get(self) -> *mut T {
+pub(crate) struct SendPtr<P>(pub(crate) P);
+impl<P: Copy> SendPtr<P> {
+    /// The pointers (a method, so that closures capture the wrapper, not its field).
+    pub(crate) fn get(&self) -> P {
         self.0
     }
 }
-// SAFETY: the parts write disjoint elements through it, while the caller's mutable borrow keeps
-// the values alive and otherwise untouched.
-unsafe impl<T: Send> Send for SendMut<T> {}
+// SAFETY: the parts read shared operands and write disjoint elements (see the type's docs).
+unsafe impl<P> Send for SendPtr<P> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for SendMut<T> {}
-
-/// A pointer to read-only `f32` operands, shared with the parts of one call.
-#[derive(Clone, Copy)]
-struct SendConst(*const f32);
-impl SendConst {
-    /// The pointer (a method, so that closures capture the wrapper, not its field).
-    fn get(self) -> *const f32 {
-        self.0
-    }
-}
-// SAFETY: the parts only read through it, while the caller's borrow keeps the values alive.
-unsafe impl Send for SendConst {}
-// SAFETY: as above.
-unsafe impl Sync for SendConst {}
+unsafe impl<P> Sync for SendPtr<P> {}
 
 /// Columns of a [`PackedLhs`] being filled by the parts of a parallel pass (see
 /// [`PackedLhs::columns_writer`]); holds the packing's buffer mutably borrowed.
