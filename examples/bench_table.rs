@@ -12,6 +12,7 @@
 //! ```text
 //! cargo run --release --example bench_table -- [--threads N] [--max-simd LEVEL] [CASE ...]
 //! cargo run --release --example bench_table -- --gemm [--threads N] [--max-simd LEVEL]
+//! cargo run --release --example bench_table -- --gemm --compare ROUNDS [--threads N] [--max-simd LEVEL]
 //! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
 //! ```
 //!
@@ -39,6 +40,10 @@
 //!   shapes and layouts, the bound on what the cases can reach: matrixmultiply, our `gemm` and
 //!   `gemm_packed` side by side (`--threads` also sets `parallel::set_num_threads`; with
 //!   `--cpu-time` and two threads only the calling thread's time counts, so use the wall clock).
+//!   With `--compare ROUNDS`: MKL's side in the same sitting, `ROUNDS` rounds each timing our
+//!   `gemm` and `gemm_packed` on every product, then `tools/torch_ref.py THREADS --gemm` (PyTorch's
+//!   `addmm_`, MKL's `sgemm`, on the same layouts); prints MKL's GFLOP/s and the median over the
+//!   rounds of our throughput over MKL's, with the range (`--max-simd` restricts MKL likewise).
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
 //!   threads) and prints the Markdown table of docs/PERFORMANCE.md.
 //! - `--compare ROUNDS [CASE ...]`: the protocol of the project's comparisons, in one command:
@@ -49,7 +54,11 @@
 //!   variable-length case and its padded counterpart (`seq_lstm_fwdbwd_i256_h256_b64_t100`, the
 //!   same batch with every sample 100 steps long) both ran, it first prints, for ours and for
 //!   PyTorch's, the variable-length time over the padded time scaled by the share of real steps
-//!   (1.0: the cost follows the real steps exactly).
+//!   (1.0: the cost follows the real steps exactly). Each round also measures the FMA peak of one
+//!   core (`rnn_tensor::simd::fma_peak_gflops`), and the table's last column, "at peak", is the
+//!   bound of each f32 case: PyTorch's median time over the time its matrix-product flops would
+//!   take at that peak on every thread with nothing else done, the greatest ratio any kernel
+//!   could reach in that sitting.
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -207,34 +216,33 @@ const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 19] = [
     ("gemv W_hh·h (4H=1024, H=256, B=1)", 1024, 256, 1, false, false),
 ];
 
-/// GFLOP/s of each product of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by three routes,
-/// timed in the same sitting: matrixmultiply called directly (what `gemm` used before), our
-/// `gemm` (packing both operands per call), and `gemm_packed` with `op(A)` packed once outside
-/// the timing (as `W_hh` is for a whole sequence); then the time `PackedLhs::pack` takes; and,
-/// on a CPU with AVX512_BF16, the bf16 kernel (`rnn_tensor::packed::bf16`: `op(A)` rounded and
-/// packed once outside the timing, `op(B)` rounded to bf16 pairs inside it, as a step does).
-fn run_gemm() {
-    let mut rng = Rng::seed_from(1);
-    let bf16 = rnn::tensor::bf16::available();
-    println!(
-        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}{}",
-        "product (GFLOP/s)",
-        "m x k x n",
-        "mmul",
-        "gemm",
-        "packed",
-        "pack ms",
-        if bf16 { "     bf16  bf16/packed" } else { "" }
-    );
-    for &(label, m, k, n, ta, tb) in &GEMM_SHAPES {
-        let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
-        let (a, b) = (if ta { rand(k, m) } else { rand(m, k) }, if tb { rand(n, k) } else { rand(k, n) });
-        let mut c = Mat::<f32>::zeros(m, n);
-        let t = |x: bool| if x { Trans::Yes } else { Trans::No };
-        // Strides of op(A) and op(B) for matrixmultiply (column-major storage).
-        let (rsa, csa) = if ta { (k as isize, 1) } else { (1, m as isize) };
-        let (rsb, csb) = if tb { (n as isize, 1) } else { (1, k as isize) };
-        let ms_mm = median_ms(|| {
+/// The milliseconds (medians) of one product of [`GEMM_SHAPES`] by each route of `--gemm`.
+struct GemmTimes {
+    /// matrixmultiply called directly (what `gemm` used before).
+    mmul: f64,
+    /// Our `gemm`, packing both operands per call (as MKL's `sgemm` does).
+    gemm: f64,
+    /// `gemm_packed`, with `op(A)` packed once outside the timing (as `W_hh` is for a sequence).
+    packed: f64,
+    /// `PackedLhs::pack` of `op(A)`.
+    pack: f64,
+    /// The bf16 kernel, on a CPU with AVX512_BF16.
+    bf16: Option<f64>,
+}
+
+/// Times the product `(m, k, n, ta, tb)` of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by
+/// every route (only `gemm` and `packed` when `all` is false), in this sitting. Every matrix is
+/// column-major, as torch_ref.py's `--gemm` lays out its tensors.
+fn gemm_times(rng: &mut Rng, (m, k, n, ta, tb): (usize, usize, usize, bool, bool), all: bool) -> GemmTimes {
+    let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let (a, b) = (if ta { rand(k, m) } else { rand(m, k) }, if tb { rand(n, k) } else { rand(k, n) });
+    let mut c = Mat::<f32>::zeros(m, n);
+    let t = |x: bool| if x { Trans::Yes } else { Trans::No };
+    // Strides of op(A) and op(B) for matrixmultiply (column-major storage).
+    let (rsa, csa) = if ta { (k as isize, 1) } else { (1, m as isize) };
+    let (rsb, csb) = if tb { (n as isize, 1) } else { (1, k as isize) };
+    let mmul = if all {
+        median_ms(|| {
             // SAFETY: the pointers and strides describe `a`, `b` and `c`; `c` is separate.
             unsafe {
                 <f32 as Scalar>::gemm_raw(
@@ -254,31 +262,111 @@ fn run_gemm() {
                     m as isize,
                 )
             }
-        });
-        let ms_gemm = median_ms(|| gemm(1.0, &a, t(ta), &b, t(tb), 1.0, &mut c));
-        let mut packed = PackedLhs::new();
-        let ms_pack = median_ms(|| packed.pack(&a, t(ta)));
-        let ms_packed = median_ms(|| gemm_packed(1.0, &packed, &b, t(tb), 1.0, &mut c));
+        })
+    } else {
+        f64::NAN
+    };
+    let gemm = median_ms(|| gemm(1.0, &a, t(ta), &b, t(tb), 1.0, &mut c));
+    let mut packed = PackedLhs::new();
+    let pack = median_ms(|| packed.pack(&a, t(ta)));
+    let packed_ms = median_ms(|| gemm_packed(1.0, &packed, &b, t(tb), 1.0, &mut c));
+    let bf16 = (all && rnn::tensor::bf16::available()).then(|| {
+        let op_a = if ta { a.transpose() } else { a.clone() };
+        let op_b = if tb { b.transpose() } else { b.clone() };
+        let mut packed = PackedBf16::default();
+        packed.pack(op_a.as_slice(), m, k, m, |r| r);
+        let mut pairs = Bf16Pairs::default();
+        median_ms(|| {
+            pairs.set(op_b.as_slice(), k, n);
+            packed.gemm(1.0, &pairs, 1.0, c.as_mut_slice(), false);
+        })
+    });
+    GemmTimes { mmul, gemm, packed: packed_ms, pack, bf16 }
+}
+
+/// GFLOP/s of each product of [`GEMM_SHAPES`] by every route of [`gemm_times`], timed in the
+/// same sitting; then the time `PackedLhs::pack` takes; and, on a CPU with AVX512_BF16, the bf16
+/// kernel (`rnn_tensor::packed::bf16`: `op(A)` rounded and packed once outside the timing, `op(B)`
+/// rounded to bf16 pairs inside it, as a step does).
+fn run_gemm() {
+    let mut rng = Rng::seed_from(1);
+    let bf16 = rnn::tensor::bf16::available();
+    println!(
+        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}{}",
+        "product (GFLOP/s)",
+        "m x k x n",
+        "mmul",
+        "gemm",
+        "packed",
+        "pack ms",
+        if bf16 { "     bf16  bf16/packed" } else { "" }
+    );
+    for &(label, m, k, n, ta, tb) in &GEMM_SHAPES {
+        let ts = gemm_times(&mut rng, (m, k, n, ta, tb), true);
         let g = |ms: f64| gemm_flops(m, k, n) / ms / 1e6;
-        let bf16_col = if bf16 {
-            let op_a = if ta { a.transpose() } else { a.clone() };
-            let op_b = if tb { b.transpose() } else { b.clone() };
-            let mut packed = PackedBf16::default();
-            packed.pack(op_a.as_slice(), m, k, m, |r| r);
-            let mut pairs = Bf16Pairs::default();
-            let ms = median_ms(|| {
-                pairs.set(op_b.as_slice(), k, n);
-                packed.gemm(1.0, &pairs, 1.0, c.as_mut_slice(), false);
-            });
-            format!(" {:8.1} {:12.2}", g(ms), ms_packed / ms)
-        } else {
-            String::new()
-        };
+        let bf16_col = ts.bf16.map_or(String::new(), |ms| format!(" {:8.1} {:12.2}", g(ms), ts.packed / ms));
         println!(
-            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {ms_pack:9.4}{bf16_col}",
-            g(ms_mm),
-            g(ms_gemm),
-            g(ms_packed)
+            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {:9.4}{bf16_col}",
+            g(ts.mmul),
+            g(ts.gemm),
+            g(ts.packed),
+            ts.pack
+        );
+    }
+}
+
+/// The name torch_ref.py's `--gemm` gives a product, and the shape argument it takes:
+/// `MxKxN:AB`, A and B each `n` or `t` (transposed).
+fn torch_gemm_shape((m, k, n, ta, tb): (usize, usize, usize, bool, bool)) -> String {
+    let t = |x: bool| if x { 't' } else { 'n' };
+    format!("{m}x{k}x{n}:{}{}", t(ta), t(tb))
+}
+
+/// `--gemm --compare ROUNDS`: each round times every product of [`GEMM_SHAPES`] by our `gemm`
+/// and `gemm_packed` in this process, then by MKL (`tools/torch_ref.py THREADS --gemm`, PyTorch's
+/// `addmm_`) in a child; prints per product MKL's median GFLOP/s and the median over the rounds
+/// of our throughput over MKL's (its time over ours), with the range.
+fn compare_gemm(rounds: usize, threads: usize, cap: Option<Level>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let shapes: Vec<_> = GEMM_SHAPES.iter().map(|&(_, m, k, n, ta, tb)| (m, k, n, ta, tb)).collect();
+    // Per product: MKL's GFLOP/s, gemm / MKL and packed / MKL, one per round.
+    let mut rows: Vec<[Vec<f64>; 3]> = shapes.iter().map(|_| Default::default()).collect();
+    let mut rng = Rng::seed_from(1);
+    for round in 1..=rounds {
+        let ours: Vec<GemmTimes> = shapes.iter().map(|&s| gemm_times(&mut rng, s, false)).collect();
+        let mut torch = std::process::Command::new(&python);
+        torch
+            .arg(script)
+            .arg(threads.to_string())
+            .arg("--gemm")
+            .args(shapes.iter().map(|&s| torch_gemm_shape(s)));
+        restrict_torch(&mut torch, cap);
+        let torch = run_child(torch, &format!("{python} {script} --gemm (needs torch: pip install torch)"));
+        for ((row, &s), o) in rows.iter_mut().zip(&shapes).zip(&ours) {
+            let name = format!("mm_{}", torch_gemm_shape(s).replace(':', "_"));
+            let Some(&mkl) = torch.get(&name) else {
+                eprintln!("{script} --gemm printed no time for {name}");
+                std::process::exit(1)
+            };
+            row[0].push(gemm_flops(s.0, s.1, s.2) / mkl / 1e6);
+            row[1].push(mkl / o.gemm);
+            row[2].push(mkl / o.packed);
+        }
+        eprintln!("round {round} of {rounds} done");
+    }
+    println!(
+        "| product | m × k × n | MKL GFLOP/s | gemm / MKL, median | range | packed / MKL, median | range |"
+    );
+    println!("|---|---|---:|---:|---|---:|---|");
+    for (&(label, m, k, n, ta, tb), [mkl, gemm, packed]) in GEMM_SHAPES.iter().zip(rows) {
+        let t = |x: bool| if x { "ᵀ" } else { "" };
+        let ((mk, _, _), (gm, g0, g1), (pm, p0, p1)) =
+            (median_range(mkl), median_range(gemm), median_range(packed));
+        println!(
+            "| {label} | {m} × {k} × {n} (A{}·B{}) | {mk:.1} | {gm:.2} | {g0:.2}-{g1:.2} | {pm:.2} | {p0:.2}-{p1:.2} |",
+            t(ta),
+            t(tb)
         );
     }
 }
@@ -383,6 +471,22 @@ fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
     (med, v[0], v[n - 1])
 }
 
+/// Restricts PyTorch as `cap` restricts ours: its own kernels (ATen), MKL's, and oneDNN's, which
+/// runs its LSTM and GRU layers and reads neither of the others' variables.
+fn restrict_torch(torch: &mut std::process::Command, cap: Option<Level>) {
+    let isa = match cap {
+        Some(Level::Avx2) => Some(("avx2", "AVX2", "AVX2")),
+        Some(Level::Baseline) => Some(("default", "SSE4_2", "SSE41")),
+        _ => None,
+    };
+    if let Some((aten, mkl, onednn)) = isa {
+        torch
+            .env("ATEN_CPU_CAPABILITY", aten)
+            .env("MKL_ENABLE_INSTRUCTIONS", mkl)
+            .env("ONEDNN_MAX_CPU_ISA", onednn);
+    }
+}
+
 /// `--compare ROUNDS`: interleaved rounds of ours and PyTorch's (see the module docs).
 fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     let exe = std::env::current_exe().unwrap_or_else(|e| {
@@ -395,10 +499,18 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     // twin, and in `autocast` PyTorch's own bf16 (torch.autocast) on the case.
     let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     let mut autocast: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    // PyTorch's times (of the f32 twin), one per round.
+    let mut torches: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
     // the share of real steps, one per round.
     let mut varlen: HashMap<usize, Vec<(f64, f64)>> = HashMap::new();
+    // The core's FMA peak (GFLOP/s), measured at the start of each round under the cap.
+    if let Some(cap) = cap {
+        simd::set_max_level(cap);
+    }
+    let mut peaks = Vec::new();
     for round in 1..=rounds {
+        peaks.extend(simd::fma_peak_gflops(0.3));
         for threads in [1usize, 2] {
             let mut ours = std::process::Command::new(&exe);
             ours.arg("--threads").arg(threads.to_string()).args(names);
@@ -412,24 +524,13 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 names.iter().flat_map(|n| [torch_cases::torch_twin(n), n.as_str()]).collect();
             twins.dedup();
             torch.arg(script).arg(threads.to_string()).args(twins);
-            // PyTorch restricted like ours: its own kernels (ATen), MKL's, and oneDNN's, which
-            // runs its LSTM and GRU layers and reads neither of the others' variables.
-            let isa = match cap {
-                Some(Level::Avx2) => Some(("avx2", "AVX2", "AVX2")),
-                Some(Level::Baseline) => Some(("default", "SSE4_2", "SSE41")),
-                _ => None,
-            };
-            if let Some((aten, mkl, onednn)) = isa {
-                torch
-                    .env("ATEN_CPU_CAPABILITY", aten)
-                    .env("MKL_ENABLE_INSTRUCTIONS", mkl)
-                    .env("ONEDNN_MAX_CPU_ISA", onednn);
-            }
+            restrict_torch(&mut torch, cap);
             let torch = run_child(torch, &format!("{python} {script} (needs torch: pip install torch)"));
             // A bf16 case against PyTorch's f32 twin.
             for (name, o) in &ours {
                 if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
+                    torches.entry((threads, name.clone())).or_default().push(*t);
                 }
                 if let (Some(t), true) = (torch.get(name), torch_cases::torch_twin(name) != name) {
                     autocast.entry((threads, name.clone())).or_default().push(t / o);
@@ -474,14 +575,35 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
         }
         println!();
     }
-    println!("| case | threads | PyTorch / ours, median | range | rounds |");
-    println!("|---|---:|---:|---|---:|");
+    // The bound: PyTorch's time over the time of the case's matrix products at the FMA peak
+    // (times the threads), with nothing else to do: the ratio no kernel could pass.
+    let peak = (!peaks.is_empty()).then(|| median_range(peaks.clone()));
+    if let Some((med, lo, hi)) = peak {
+        println!(
+            "FMA peak of one core: {med:.1} GFLOP/s (range {lo:.1}-{hi:.1} over {} rounds); \
+             \"at peak\": PyTorch's time over the case's matrix-product flops at that peak times the threads",
+            peaks.len()
+        );
+        println!();
+    }
+    println!("| case | threads | PyTorch / ours, median | range | rounds | at peak |");
+    println!("|---|---:|---:|---|---:|---:|");
     for threads in [1usize, 2] {
         for name in torch_cases::names_here() {
             if let Some(v) = ratios.remove(&(threads, name.to_string())) {
                 let n = v.len();
                 let (med, lo, hi) = median_range(v);
-                println!("| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} |");
+                // (Not for a bf16 case: its products are not bounded by the f32 peak.)
+                let f32_case = torch_cases::torch_twin(name) == name;
+                let bound = match (peak, torches.get(&(threads, name.to_string()))) {
+                    (Some((p, _, _)), Some(t)) if f32_case => {
+                        let flops = torch_cases::build(name).expect("every listed case builds").flops;
+                        let at_peak_ms = flops / (p * 1e9 * threads as f64) * 1e3;
+                        format!("{:.2}×", median_range(t.clone()).0 / at_peak_ms)
+                    }
+                    _ => "–".to_string(),
+                };
+                println!("| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} |");
             }
         }
     }
@@ -526,7 +648,7 @@ fn main() {
             }
             "--help" | "-h" => {
                 println!(
-                    "bench_table [--threads 1|2] [--max-simd avx2|avx512|portable] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [--max-simd LEVEL] [CASE ...]"
+                    "bench_table [--threads 1|2] [--max-simd avx2|avx512|portable] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [--max-simd LEVEL] [CASE ...] | --gemm --compare ROUNDS [--threads N] [--max-simd LEVEL]"
                 );
                 return;
             }
@@ -558,7 +680,15 @@ fn main() {
         std::process::exit(2)
     }));
     if let Some(rounds) = compare_rounds {
-        compare(rounds, &names, max_simd);
+        if gemm_mode {
+            if let Some(level) = max_simd {
+                simd::set_max_level(level);
+            }
+            parallel::set_num_threads(threads);
+            compare_gemm(rounds, threads, max_simd);
+        } else {
+            compare(rounds, &names, max_simd);
+        }
         return;
     }
     if let Some(level) = max_simd {

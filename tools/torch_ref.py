@@ -4,6 +4,7 @@
     python3 tools/torch_ref.py THREADS [CASE ...]
     python3 tools/torch_ref.py THREADS --cpu-time [CASE ...]
     python3 tools/torch_ref.py --list
+    python3 tools/torch_ref.py THREADS --gemm MxKxN:AB [...]
 
 THREADS is given to torch.set_num_threads (bench_table's --threads). Each case is run 5 times to
 warm up, then timed 30 times; the line printed is the case name and the median in milliseconds,
@@ -28,10 +29,17 @@ The cases, all in float32 on the CPU, inputs drawn from a generator seeded with 
                                         bf16 mixed precision (the loss in float32; bench_table
                                         compares its own bf16 cases with the float32 case, and
                                         prints these beside)
+--gemm times single matrix products instead of cases, for `bench_table --gemm --compare`: each
+shape MxKxN:AB is `C += op(A)·op(B)` in float32 with op(A) of m × k and op(B) of k × n, A and B
+transposed where A or B is `t` (`n`: not), every operand stored column-major as bench_table
+stores its matrices (a column-major r × c matrix is a row-major c × r tensor, transposed), by
+`C.addmm_` (MKL's sgemm on PyTorch's CPU wheel). One line per shape: `mm_MxKxN_AB MEDIAN_MS`.
+
 Every initial state is a constant (zero or random) that needs no gradient, and gradients are
 released (set to None) before each backward, so no run accumulates into the last one's.
 """
 import argparse
+import re
 import sys
 import time
 
@@ -175,6 +183,27 @@ CASES = {
 }
 
 
+def matrix_product(shape):
+    """C += op(A)·op(B) for a shape `MxKxN:AB` (see --gemm); returns the closure to time."""
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+):([nt])([nt])", shape)
+    if match is None:
+        raise ValueError(f"shape {shape!r} is not MxKxN:AB with A and B each n or t")
+    m, k, n = (int(match.group(i)) for i in (1, 2, 3))
+    ta, tb = match.group(4) == "t", match.group(5) == "t"
+
+    def column_major(rows, cols):
+        return torch.empty(cols, rows).uniform_(-1.0, 1.0).t()
+
+    a = column_major(k, m).t() if ta else column_major(m, k)
+    b = column_major(n, k).t() if tb else column_major(k, n)
+    c = column_major(m, n).zero_()
+
+    def run():
+        c.addmm_(a, b)
+
+    return run
+
+
 def median_ms(run, clock):
     for _ in range(WARMUP_RUNS):
         run()
@@ -195,18 +224,29 @@ def main():
     parser.add_argument("cases", nargs="*", help="case names (default: every case)")
     parser.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU clock")
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
+    parser.add_argument("--gemm", action="store_true", help="the arguments are product shapes MxKxN:AB")
     args = parser.parse_intermixed_args()  # flags may come before, between or after the names
     if args.list:
         print("\n".join(CASES))
         return
     if args.threads is None or args.threads < 1:
         parser.error("THREADS must be a positive integer")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    if args.gemm:
+        torch.set_num_threads(args.threads)
+        for shape in args.cases:
+            torch.manual_seed(0)
+            try:
+                run = matrix_product(shape)
+            except ValueError as e:
+                parser.error(str(e))
+            print(f"mm_{shape.replace(':', '_')} {median_ms(run, clock):.4f}", flush=True)
+        return
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; the cases are: {', '.join(CASES)}")
 
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.cpu_time else time.perf_counter
     for name, (builder, shape) in CASES.items():
         if args.cases and name not in args.cases:
             continue

@@ -186,6 +186,76 @@ pub fn level() -> Level {
     Level::Baseline
 }
 
+/// The f32 multiply-add peak of one core at [`gemm_level`], in GFLOP/s (two flops per lane of a
+/// fused multiply-add): the best of several timed runs of twelve independent chains of 16-lane
+/// (AVX-512) or 8-lane (AVX2) FMAs, enough to keep every FMA unit busy through its latency, for
+/// about `seconds` in all. `None` at [`Level::Baseline`]. The bound that no product can pass, for
+/// `bench_table`'s comparisons; it depends on the clock the core runs at, so measure it in the
+/// sitting it bounds.
+pub fn fma_peak_gflops(seconds: f64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const CHAINS: usize = 12;
+        /// `iters` rounds of one FMA per chain; returns a value that depends on every chain.
+        #[target_feature(enable = "avx512f")]
+        fn chains512(iters: usize) -> f32 {
+            let (a, b) = (
+                _mm512_set1_ps(std::hint::black_box(0.999_999_9)),
+                _mm512_set1_ps(std::hint::black_box(1e-7)),
+            );
+            let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            acc.iter().fold(0.0, |s, &x| s + _mm512_reduce_add_ps(x))
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn chains256(iters: usize) -> f32 {
+            let (a, b) = (
+                _mm256_set1_ps(std::hint::black_box(0.999_999_9)),
+                _mm256_set1_ps(std::hint::black_box(1e-7)),
+            );
+            let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm256_fmadd_ps(*x, a, b);
+                }
+            }
+            let mut lanes = [0.0f32; 8];
+            acc.iter().fold(0.0, |s, &x| {
+                // SAFETY: `lanes` holds 8 values.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), x) };
+                s + lanes.iter().sum::<f32>()
+            })
+        }
+        let (lanes, run): (usize, fn(usize) -> f32) = match gemm_level() {
+            // SAFETY: `gemm_level` reports AVX-512 only when the CPU has AVX-512F.
+            Level::Avx512 => (16, |n| unsafe { chains512(n) }),
+            // SAFETY: `gemm_level` reports AVX2 only when the CPU has AVX2 and FMA.
+            Level::Avx2 => (8, |n| unsafe { chains256(n) }),
+            Level::Baseline => return None,
+        };
+        const ITERS: usize = 1 << 20;
+        let start = std::time::Instant::now();
+        let mut best = 0.0f64;
+        while best == 0.0 || start.elapsed().as_secs_f64() < seconds {
+            let t = std::time::Instant::now();
+            std::hint::black_box(run(std::hint::black_box(ITERS)));
+            let flops = (2 * lanes * CHAINS * ITERS) as f64;
+            best = best.max(flops / t.elapsed().as_secs_f64().max(1e-9) / 1e9);
+        }
+        Some(best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = seconds;
+        None
+    }
+}
+
 /// Defines `fn $name<T: Scalar>(args) -> ret` that calls `$imp(args)` through an AVX-512 or
 /// AVX2 build when the CPU supports it (see the [module docs](crate::simd)). `$imp` should be
 /// `#[inline(always)]` so that its body is compiled with the features enabled.
@@ -250,6 +320,20 @@ mod tests {
             assert!(e.contains("avx512, avx2 or portable") && !e.contains('\n'), "{bad}: {e}");
         }
         // (The variable itself is checked in child processes: crates/charlm/tests/reliability.rs.)
+    }
+
+    /// The peak exists exactly where a vector kernel does, and is a positive, finite rate.
+    #[test]
+    fn fma_peak_is_measured_at_the_kernels_level() {
+        match gemm_level() {
+            Level::Baseline => assert_eq!(fma_peak_gflops(0.01), None),
+            _ => {
+                let peak = fma_peak_gflops(0.01).expect("a vector kernel has a peak");
+                assert!(peak.is_finite() && peak > 0.0, "{peak}");
+            }
+        }
+        let _cap = TestCap::set(Level::Baseline);
+        assert_eq!(fma_peak_gflops(0.01), None);
     }
 
     /// This thread's test cap lowers the level the kernels see, and only here.
