@@ -40,8 +40,10 @@
 //!   shapes and layouts, the bound on what the cases can reach: matrixmultiply, our `gemm` and
 //!   `gemm_packed` side by side (`--threads` also sets `parallel::set_num_threads`; with
 //!   `--cpu-time` and two threads only the calling thread's time counts, so use the wall clock).
+//!   `gemm_packed_pair` (both operands packed outside the timing, the route of the time loops'
+//!   step products) is the fourth column.
 //!   With `--compare ROUNDS`: MKL's side in the same sitting, `ROUNDS` rounds each timing our
-//!   `gemm` and `gemm_packed` on every product, then `tools/torch_ref.py THREADS --gemm` (PyTorch's
+//!   `gemm`, `gemm_packed` and `gemm_packed_pair` on every product, then `tools/torch_ref.py THREADS --gemm` (PyTorch's
 //!   `addmm_`, MKL's `sgemm`, on the same layouts); prints MKL's GFLOP/s and the median over the
 //!   rounds of our throughput over MKL's, with the range (`--max-simd` restricts MKL likewise).
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
@@ -70,7 +72,9 @@ use std::time::Instant;
 
 use rnn::tensor::packed::bf16::{Bf16Pairs, PackedBf16};
 use rnn::tensor::simd::{self, Level};
-use rnn::tensor::{gemm, gemm_flops, gemm_packed, parallel, Mat, PackedLhs, Rng, Scalar, Trans};
+use rnn::tensor::{
+    gemm, gemm_flops, gemm_packed, gemm_packed_pair, parallel, Mat, PackedLhs, Rng, Scalar, Trans,
+};
 
 /// The system allocator, counting live bytes, their peak, and allocations.
 struct Counting;
@@ -224,6 +228,9 @@ struct GemmTimes {
     gemm: f64,
     /// `gemm_packed`, with `op(A)` packed once outside the timing (as `W_hh` is for a sequence).
     packed: f64,
+    /// `gemm_packed_pair`, with `op(B)` packed in strips too, outside the timing (as the time
+    /// loops keep `h` and `dA`, and read them in place).
+    pair: f64,
     /// `PackedLhs::pack` of `op(A)`.
     pack: f64,
     /// The bf16 kernel, on a CPU with AVX512_BF16.
@@ -270,6 +277,9 @@ fn gemm_times(rng: &mut Rng, (m, k, n, ta, tb): (usize, usize, usize, bool, bool
     let mut packed = PackedLhs::new();
     let pack = median_ms(|| packed.pack(&a, t(ta)));
     let packed_ms = median_ms(|| gemm_packed(1.0, &packed, &b, t(tb), 1.0, &mut c));
+    let mut packed_b = PackedLhs::new();
+    packed_b.pack(&b, t(tb));
+    let pair = median_ms(|| gemm_packed_pair(1.0, &packed, &packed_b, 0, 1.0, &mut c));
     let bf16 = (all && rnn::tensor::bf16::available()).then(|| {
         let op_a = if ta { a.transpose() } else { a.clone() };
         let op_b = if tb { b.transpose() } else { b.clone() };
@@ -281,7 +291,7 @@ fn gemm_times(rng: &mut Rng, (m, k, n, ta, tb): (usize, usize, usize, bool, bool
             packed.gemm(1.0, &pairs, 1.0, c.as_mut_slice(), false);
         })
     });
-    GemmTimes { mmul, gemm, packed: packed_ms, pack, bf16 }
+    GemmTimes { mmul, gemm, packed: packed_ms, pair, pack, bf16 }
 }
 
 /// GFLOP/s of each product of [`GEMM_SHAPES`] by every route of [`gemm_times`], timed in the
@@ -292,12 +302,13 @@ fn run_gemm() {
     let mut rng = Rng::seed_from(1);
     let bf16 = rnn::tensor::bf16::available();
     println!(
-        "{:44} {:>17} {:>8} {:>8} {:>8} {:>9}{}",
+        "{:44} {:>17} {:>8} {:>8} {:>8} {:>8} {:>9}{}",
         "product (GFLOP/s)",
         "m x k x n",
         "mmul",
         "gemm",
         "packed",
+        "pair",
         "pack ms",
         if bf16 { "     bf16  bf16/packed" } else { "" }
     );
@@ -306,10 +317,11 @@ fn run_gemm() {
         let g = |ms: f64| gemm_flops(m, k, n) / ms / 1e6;
         let bf16_col = ts.bf16.map_or(String::new(), |ms| format!(" {:8.1} {:12.2}", g(ms), ts.packed / ms));
         println!(
-            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {:9.4}{bf16_col}",
+            "{label:44} {m:5} x{k:5} x{n:5} {:8.1} {:8.1} {:8.1} {:8.1} {:9.4}{bf16_col}",
             g(ts.mmul),
             g(ts.gemm),
             g(ts.packed),
+            g(ts.pair),
             ts.pack
         );
     }
@@ -322,16 +334,16 @@ fn torch_gemm_shape((m, k, n, ta, tb): (usize, usize, usize, bool, bool)) -> Str
     format!("{m}x{k}x{n}:{}{}", t(ta), t(tb))
 }
 
-/// `--gemm --compare ROUNDS`: each round times every product of [`GEMM_SHAPES`] by our `gemm`
-/// and `gemm_packed` in this process, then by MKL (`tools/torch_ref.py THREADS --gemm`, PyTorch's
+/// `--gemm --compare ROUNDS`: each round times every product of [`GEMM_SHAPES`] by our `gemm`,
+/// `gemm_packed` and `gemm_packed_pair` in this process, then by MKL (`tools/torch_ref.py THREADS --gemm`, PyTorch's
 /// `addmm_`) in a child; prints per product MKL's median GFLOP/s and the median over the rounds
 /// of our throughput over MKL's (its time over ours), with the range.
 fn compare_gemm(rounds: usize, threads: usize, cap: Option<Level>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let shapes: Vec<_> = GEMM_SHAPES.iter().map(|&(_, m, k, n, ta, tb)| (m, k, n, ta, tb)).collect();
-    // Per product: MKL's GFLOP/s, gemm / MKL and packed / MKL, one per round.
-    let mut rows: Vec<[Vec<f64>; 3]> = shapes.iter().map(|_| Default::default()).collect();
+    // Per product: MKL's GFLOP/s, gemm / MKL, packed / MKL and pair / MKL, one per round.
+    let mut rows: Vec<[Vec<f64>; 4]> = shapes.iter().map(|_| Default::default()).collect();
     let mut rng = Rng::seed_from(1);
     for round in 1..=rounds {
         let ours: Vec<GemmTimes> = shapes.iter().map(|&s| gemm_times(&mut rng, s, false)).collect();
@@ -352,22 +364,18 @@ fn compare_gemm(rounds: usize, threads: usize, cap: Option<Level>) {
             row[0].push(gemm_flops(s.0, s.1, s.2) / mkl / 1e6);
             row[1].push(mkl / o.gemm);
             row[2].push(mkl / o.packed);
+            row[3].push(mkl / o.pair);
         }
         eprintln!("round {round} of {rounds} done");
     }
-    println!(
-        "| product | m × k × n | MKL GFLOP/s | gemm / MKL, median | range | packed / MKL, median | range |"
-    );
-    println!("|---|---|---:|---:|---|---:|---|");
-    for (&(label, m, k, n, ta, tb), [mkl, gemm, packed]) in GEMM_SHAPES.iter().zip(rows) {
+    println!("| product | m × k × n | MKL GFLOP/s | gemm / MKL | range | packed / MKL | range | pair / MKL | range |");
+    println!("|---|---|---:|---:|---|---:|---|---:|---|");
+    for (&(label, m, k, n, ta, tb), ratios) in GEMM_SHAPES.iter().zip(rows) {
         let t = |x: bool| if x { "ᵀ" } else { "" };
-        let ((mk, _, _), (gm, g0, g1), (pm, p0, p1)) =
-            (median_range(mkl), median_range(gemm), median_range(packed));
-        println!(
-            "| {label} | {m} × {k} × {n} (A{}·B{}) | {mk:.1} | {gm:.2} | {g0:.2}-{g1:.2} | {pm:.2} | {p0:.2}-{p1:.2} |",
-            t(ta),
-            t(tb)
-        );
+        let [(mk, _, _), routes @ ..] = ratios.map(median_range);
+        let routes: String =
+            routes.iter().map(|(med, lo, hi)| format!(" {med:.2} | {lo:.2}-{hi:.2} |")).collect();
+        println!("| {label} | {m} × {k} × {n} (A{}·B{}) | {mk:.1} |{routes}", t(ta), t(tb));
     }
 }
 
