@@ -43,9 +43,10 @@
 //!   `gemm_packed_pair` (both operands packed outside the timing, the route of the time loops'
 //!   step products) is the fourth column.
 //!   With `--compare ROUNDS`: MKL's side in the same sitting, `ROUNDS` rounds each timing our
-//!   `gemm`, `gemm_packed` and `gemm_packed_pair` on every product, then `tools/torch_ref.py THREADS --gemm` (PyTorch's
-//!   `addmm_`, MKL's `sgemm`, on the same layouts); prints MKL's GFLOP/s and the median over the
-//!   rounds of our throughput over MKL's, with the range (`--max-simd` restricts MKL likewise).
+//!   `gemm`, `gemm_packed` and `gemm_packed_pair` on every product, then
+//!   `tools/torch_ref.py THREADS --gemm` (PyTorch's `addmm_`, MKL's `sgemm`, on the same
+//!   layouts); prints MKL's GFLOP/s and the median over the rounds of our throughput over MKL's,
+//!   with the range (`--max-simd` restricts MKL likewise).
 //! - `--table`: reads four files of `NAME MEDIAN_MS` lines (ours and torch_ref.py's, one and two
 //!   threads) and prints the Markdown table of docs/PERFORMANCE.md.
 //! - `--compare ROUNDS [CASE ...]`: the protocol of the project's comparisons, in one command:
@@ -238,7 +239,7 @@ struct GemmTimes {
 }
 
 /// Times the product `(m, k, n, ta, tb)` of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by
-/// every route (only `gemm` and `packed` when `all` is false), in this sitting. Every matrix is
+/// every route (without matrixmultiply and bf16 when `all` is false), in this sitting. Every matrix is
 /// column-major, as torch_ref.py's `--gemm` lays out its tensors.
 fn gemm_times(rng: &mut Rng, (m, k, n, ta, tb): (usize, usize, usize, bool, bool), all: bool) -> GemmTimes {
     let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
