@@ -586,15 +586,21 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     }
     // The bound: PyTorch's time over the time of the case's matrix products at the FMA peak
     // (times the threads), with nothing else to do: the ratio no kernel could pass.
-    let peak = (!peaks.is_empty()).then(|| median_range(peaks.clone()));
+    let rounds_measured = peaks.len();
+    let peak = (!peaks.is_empty()).then(|| median_range(peaks));
     if let Some((med, lo, hi)) = peak {
         println!(
-            "FMA peak of one core: {med:.1} GFLOP/s (range {lo:.1}-{hi:.1} over {} rounds); \
-             \"at peak\": PyTorch's time over the case's matrix-product flops at that peak times the threads",
-            peaks.len()
+            "FMA peak of one core: {med:.1} GFLOP/s (range {lo:.1}-{hi:.1} over {rounds_measured} rounds); \
+             \"at peak\": PyTorch's time over the case's matrix-product flops at that peak times the threads"
         );
         println!();
     }
+    // Each f32 case's product flops, from building it once (not once per thread count).
+    let flops: HashMap<&str, f64> = torch_cases::names_here()
+        .iter()
+        .filter(|&&name| torch_cases::torch_twin(name) == name && torches.keys().any(|(_, n)| n == name))
+        .map(|&name| (name, torch_cases::build(name).expect("every listed case builds").flops))
+        .collect();
     println!("| case | threads | PyTorch / ours, median | range | rounds | at peak |");
     println!("|---|---:|---:|---|---:|---:|");
     for threads in [1usize, 2] {
@@ -602,13 +608,12 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             if let Some(v) = ratios.remove(&(threads, name.to_string())) {
                 let n = v.len();
                 let (med, lo, hi) = median_range(v);
-                // (Not for a bf16 case: its products are not bounded by the f32 peak.)
-                let f32_case = torch_cases::torch_twin(name) == name;
-                let bound = match (peak, torches.get(&(threads, name.to_string()))) {
-                    (Some((p, _, _)), Some(t)) if f32_case => {
-                        let flops = torch_cases::build(name).expect("every listed case builds").flops;
+                // (Not for a bf16 case, which has no entry in `flops`: its products are not
+                // bounded by the f32 peak.)
+                let bound = match (peak, torches.remove(&(threads, name.to_string())), flops.get(name)) {
+                    (Some((p, _, _)), Some(t), Some(&flops)) => {
                         let at_peak_ms = flops / (p * 1e9 * threads as f64) * 1e3;
-                        format!("{:.2}×", median_range(t.clone()).0 / at_peak_ms)
+                        format!("{:.2}×", median_range(t).0 / at_peak_ms)
                     }
                     _ => "–".to_string(),
                 };

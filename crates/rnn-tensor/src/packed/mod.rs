@@ -274,8 +274,7 @@ impl<T: Scalar> PackedLhs<T> {
             let out = &mut self.data[self.off..self.off + len];
             // Large packings (a layer's weights, packed at every training step) are split by
             // strips across the threads: a copy, the same values for any split.
-            let parts =
-                if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(m.div_ceil(MR)) } else { 1 };
+            let parts = strip_parts(m, k);
             let mut pieces = Vec::with_capacity(parts);
             let mut rest = out;
             for i in 0..parts {
@@ -389,8 +388,7 @@ impl<T: Scalar> PackedLhs<T> {
             Layout::Strips => {
                 // Each strip's sums are its own (in order of `p`): split by strips across the
                 // threads when large, the same bits for any split.
-                let strips = m.div_ceil(MR);
-                let parts = if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(strips) } else { 1 };
+                let parts = strip_parts(m, k);
                 let mut pieces = Vec::with_capacity(parts);
                 let (mut ra, mut rb) = (a, b);
                 for i in 0..parts {
@@ -441,7 +439,7 @@ impl<T: Scalar> PackedLhs<T> {
         let v = self.values();
         let layout = self.layout;
         let dst = SendPtr(out.as_mut_ptr());
-        let parts = if m * k >= PACK_SPLIT { crate::parallel::num_threads().min(m.div_ceil(MR)) } else { 1 };
+        let parts = strip_parts(m, k);
         crate::parallel::for_each_part(parts, |part| {
             let rows = part.range(m, MR);
             for (p, &t) in targets.iter().enumerate() {
@@ -487,6 +485,16 @@ impl<T: Scalar> PackedLhs<T> {
 /// layer's `W_hh`). They ran on one thread while the other waited: 1.2 % of a default charlm
 /// training step's samples for the packings alone (perf, 2-core Xeon).
 const PACK_SPLIT: usize = 1 << 16;
+
+/// The parts an `m×k` packing's strip-by-strip pass is split into: one per thread (at most one
+/// per strip) from [`PACK_SPLIT`] values, else one.
+fn strip_parts(m: usize, k: usize) -> usize {
+    if m * k >= PACK_SPLIT {
+        crate::parallel::num_threads().min(m.div_ceil(MR))
+    } else {
+        1
+    }
+}
 
 /// `a[i] += Σ_p strip[p·MR + i]` (and `b` likewise) for the `a.len() ≤ MR` rows of one strip,
 /// in order of `p`.
