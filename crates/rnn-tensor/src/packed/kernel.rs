@@ -237,15 +237,21 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
     });
 }
 
-/// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads:
-/// about 50 µs of work on one core. Chosen on the 2-core Xeon, two threads, interleaved rounds
-/// against `1 << 26` (0.3 ms): the one-step cells' weight gradients (`1024 × 64 × 256`, just
+/// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads.
+/// First chosen as `1 << 23` (about 50 µs of work on one core) on the 2-core Xeon, two threads,
+/// interleaved rounds against `1 << 26` (0.3 ms): the one-step cells' weight gradients (`1024 × 64 × 256`, just
 /// above this) now split, `cell_lstm_fwdbwd` 1.40× and `cell_gru_fwdbwd` 1.42× faster,
 /// `lm_rnn` 1.14× (its head's `65 × 256 × 1536` products split), the other cases unchanged
 /// within the noise; `1 << 24` left the cells' products whole. A second core that is busy
 /// with another process makes any split wait for it (the head's products once ran ten times
-/// slower on two threads of this shared machine), which is why the bound is not lower still.
-pub(crate) const THREAD_MACS: usize = 1 << 23;
+/// slower on two threads of this shared machine).
+///
+/// Lowered from `1 << 23` to `1 << 21` (about 12 µs of work) on the model-207 Xeon (no AMX),
+/// two threads, seven interleaved rounds: the RNN cell's four `256 × 256 × 64` products
+/// (`1 << 22` multiply-adds each) stayed whole, so two threads ran `cell_rnn_fwdbwd` slower than
+/// one; split, 0.339 → 0.266 ms (medians; ranges 0.321-0.419 and 0.236-0.332). No other case
+/// has a product between the two bounds outside a split time loop (whose products run inline).
+pub(crate) const THREAD_MACS: usize = 1 << 21;
 
 /// `C = alpha·A·B + beta·C` for f32 matrices with any strides: [`gemm_f32`] with `A` packed
 /// per call, on the orientation that wastes the fewest padded rows (`Cᵀ = Bᵀ·Aᵀ` when `m` is
