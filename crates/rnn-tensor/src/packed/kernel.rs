@@ -15,8 +15,8 @@
 //! commutative), so an element of `C` gets the same bits whether the product is computed whole,
 //! by halves of its rows or columns, or transposed.
 //!
-//! Loop nest (from outside): `k` blocks; column blocks of at most [`NC`] (their `B` block is packed
-//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of [`MC_STRIPS`]
+//! Loop nest (from outside): `k` blocks; column blocks of at most [`Blocking::nc`] (their `B` block is packed
+//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of [`Blocking::mc_strips`]
 //! strips of `A`; panels (one stays in L1 while the group's strips stream from L2); strips.
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
@@ -48,12 +48,68 @@ pub(crate) const KC: usize = 256;
 /// Products with at most this many columns read a column-major `A` in place instead of
 /// packing it (packing costs `m·k` copies against `m·k·n` multiply-adds).
 const DIRECT_MAX_N: usize = 96;
-/// Strips of `A` multiplied by one panel of `B` before the next panel (the panel stays in L1,
-/// the strips in L2).
-const MC_STRIPS: usize = 8;
-/// Columns of `B` packed at a time (`KC × NC` floats: 264 KB, in L2 with a block of `A`; 256
-/// columns make one block).
-const NC: usize = 264;
+/// The blocking of the loop nest below the `k` blocks, from the core's L2 size at run time
+/// ([`cache::l2_bytes`](crate::cache::l2_bytes)): how many strips of `A` are multiplied by one
+/// panel of `B` before the next panel (the panel stays in L1, the strips in L2), and how many
+/// columns of `B` are packed at a time (`KC × nc` floats, in L2 with a group of strips). Each
+/// gets at most a quarter of the L2, and at most the sizes tuned on the 1 and 2 MB L2s of the
+/// project's machines (8 strips, 256 KB; 264 columns, 264 KB, so that 256 columns make one
+/// block); a 256 KB L2 (many AVX2 laptops) gets 2 strips and 72 columns, so that the two blocks
+/// still fit beside `C`. Only `KC` enters the arithmetic, so the blocking never changes a bit
+/// (tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    /// Strips of `A` per group.
+    pub(crate) mc_strips: usize,
+    /// Columns of `B` per packed block (a multiple of [`NR`]).
+    pub(crate) nc: usize,
+}
+
+impl Blocking {
+    /// The blocking for an L2 of `l2` bytes.
+    pub(crate) fn for_l2(l2: usize) -> Self {
+        let quarter = l2 / 4;
+        let f = std::mem::size_of::<f32>();
+        Blocking {
+            mc_strips: (quarter / (MR * KC * f)).clamp(2, 8),
+            nc: (quarter / (KC * f)).next_multiple_of(NR).clamp(4 * NR, 22 * NR),
+        }
+    }
+
+    /// This CPU's, read once (in the tests, the one a [`TestBlocking`] sets on this thread).
+    pub(crate) fn current() -> Self {
+        #[cfg(test)]
+        if let Some(b) = TEST_BLOCKING.with(|t| t.get()) {
+            return b;
+        }
+        static B: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
+        *B.get_or_init(|| Blocking::for_l2(crate::cache::l2_bytes()))
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static TEST_BLOCKING: std::cell::Cell<Option<Blocking>> = const { std::cell::Cell::new(None) };
+}
+
+/// Another CPU's blocking for this thread's products while the guard lives (tests only).
+#[cfg(test)]
+pub(crate) struct TestBlocking;
+
+#[cfg(test)]
+impl TestBlocking {
+    pub(crate) fn set(b: Option<Blocking>) -> Self {
+        TEST_BLOCKING.with(|t| t.set(b));
+        TestBlocking
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestBlocking {
+    fn drop(&mut self) {
+        TEST_BLOCKING.with(|t| t.set(None));
+    }
+}
 /// How many steps `p` ahead the micro-kernel prefetches its strip of `A` into L1 (8 columns of
 /// 128 bytes: 1 KB, about 100 cycles of work ahead, an L2 round trip and more). The strips stream
 /// from L2 and the hardware prefetchers left the loads waiting on them: measured on the 2-core
@@ -113,6 +169,7 @@ pub(crate) enum Lhs<'a> {
 /// `B` is read in place from strips `bsb` apart: `B[p, j] = b.ptr[(p / MR)·bsb + j·b.cs + p % MR]`
 /// with `b.cs = MR` (the columns of a strip packing; `b.rs` is unused).
 unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
+    let Blocking { mc_strips, nc: block_cols } = Blocking::current();
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
     debug_assert!(bsb == 0 || b.cs == MR as isize);
     let Strided { ptr: b, rs: rsb, cs: csb } = b;
@@ -142,7 +199,7 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
                 // than column p - 1. With one block of columns, a per-call packing goes group by
                 // group of strips instead (below), so that the packed block (256 KB) leaves room
                 // in L2 for C across the k blocks.
-                let per_group = matches!(a, Lhs::Strided(_)) && n <= NC;
+                let per_group = matches!(a, Lhs::Strided(_)) && n <= block_cols;
                 let (ablk, sa, lda, in_place) = match a {
                     Lhs::Strips(data, stride) => {
                         debug_assert!(data.len() >= (strips - 1) * stride + MR * k);
@@ -167,8 +224,8 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
                     }
                 };
                 let per_group = per_group && !in_place;
-                for jc in (0..n).step_by(NC) {
-                    let nc = NC.min(n - jc);
+                for jc in (0..n).step_by(block_cols) {
+                    let nc = block_cols.min(n - jc);
                     // Panel j0 of the block (kb.., jc..) of B at `bblk + j0·bpj`.
                     let (bblk, bpj) = if bsb > 0 {
                         // In place (kb is a multiple of KC, so of MR).
@@ -185,8 +242,8 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
                         };
                         (bpk.as_ptr(), kc)
                     };
-                    for s0 in (0..strips).step_by(MC_STRIPS) {
-                        let s1 = strips.min(s0 + MC_STRIPS);
+                    for s0 in (0..strips).step_by(mc_strips) {
+                        let s1 = strips.min(s0 + mc_strips);
                         // Strip s at `gblk + (s - gs0)·sa`.
                         let (gblk, gs0) = match a {
                             Lhs::Strided(Strided { ptr, rs, cs }) if per_group => {

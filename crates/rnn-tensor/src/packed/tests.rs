@@ -479,3 +479,60 @@ fn packings_survive_a_change_of_cap() {
     }
     assert!(bits_by_kernel.windows(2).all(|p| p[0] == p[1]), "strips made and used under AVX-512 and AVX2");
 }
+
+/// The blocking below the `k` blocks comes from the L2 size at run time and never changes a
+/// bit: products under the blockings of 256 KB and 512 KB L2s (several groups of strips and
+/// blocks of columns where this CPU's has one) equal those under this CPU's, on every route and
+/// kernel. The shapes stay below `kernel::THREAD_MACS`, so every product runs on this thread.
+#[test]
+fn blocking_does_not_change_bits() {
+    use kernel::{Blocking, TestBlocking};
+    let tuned = Blocking { mc_strips: 8, nc: 264 };
+    assert_eq!(Blocking::for_l2(1 << 20), tuned);
+    assert_eq!(Blocking::for_l2(2 << 20), tuned);
+    assert_eq!(Blocking::for_l2(1280 << 10), tuned);
+    assert_eq!(Blocking::for_l2(512 << 10), Blocking { mc_strips: 4, nc: 132 });
+    assert_eq!(Blocking::for_l2(256 << 10), Blocking { mc_strips: 2, nc: 72 });
+    if f32_kernel::<f32>().is_none() {
+        println!("no AVX2 or AVX-512: the portable route has no blocking of its own");
+        return;
+    }
+    let mut rng = Rng::seed_from(31);
+    const { assert!(70 * 300 * 90 <= kernel::THREAD_MACS && 33 * 700 * 80 <= kernel::THREAD_MACS) };
+    for &(m, k, n) in &[(70, 300, 90), (100, 520, 30), (33, 700, 80)] {
+        let a = rand(&mut rng, m, k);
+        let at = a.transpose();
+        let b = rand(&mut rng, k, n);
+        let c0 = rand(&mut rng, m, n);
+        let mut pa = PackedLhs::new();
+        pa.pack(&a, Trans::No);
+        let mut pb = PackedLhs::new();
+        pb.pack(&b, Trans::No);
+        let mut results: Vec<[Vec<u32>; 4]> = Vec::new();
+        for level in [Level::Avx512, Level::Avx2] {
+            let _cap = TestCap::set(level);
+            if f32_kernel::<f32>() != Some(level) {
+                continue;
+            }
+            for blocking in [None, Some(Blocking::for_l2(256 << 10)), Some(Blocking::for_l2(512 << 10))] {
+                let _b = TestBlocking::set(blocking);
+                let run = |f: &dyn Fn(&mut Mat<f32>)| {
+                    let mut c = c0.clone();
+                    f(&mut c);
+                    bits(&c)
+                };
+                results.push([
+                    run(&|c| gemm(0.9, &a, Trans::No, &b, Trans::No, 1.1, c)),
+                    run(&|c| gemm(0.9, &at, Trans::Yes, &b, Trans::No, 1.1, c)),
+                    run(&|c| gemm_packed(0.9, &pa, &b, Trans::No, 1.1, c)),
+                    run(&|c| gemm_packed_pair(0.9, &pa, &pb, 0, 1.1, c)),
+                ]);
+            }
+        }
+        for r in &results {
+            for route in r {
+                assert!(route == &results[0][0], "{m}x{k}x{n}: a blocking or route changed the bits");
+            }
+        }
+    }
+}
