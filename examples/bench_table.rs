@@ -708,7 +708,16 @@ fn main() {
     if let Some(level) = max_simd {
         simd::set_max_level(level);
     }
-    eprintln!("kernels: {:?} (gate loops {:?})", simd::gemm_level(), simd::level());
+    let blocking = match rnn::tensor::packed::gemm_blocking() {
+        Some((strips, cols)) => format!("blocks of {strips} strips of A, {cols} columns of B"),
+        None => "the portable route".to_string(),
+    };
+    eprintln!(
+        "kernels: {:?} (gate loops {:?}); L2 {} KB per core: {blocking}",
+        simd::gemm_level(),
+        simd::level(),
+        rnn::tensor::cache::l2_bytes() / 1024
+    );
     // No other thread exists yet; matrixmultiply reads the variable at its first product.
     // An explicit MATMUL_NUM_THREADS in the environment is kept (to compare splits).
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {

@@ -43,6 +43,18 @@ mod tests;
 
 pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 
+/// The f32 GEMM's blocking on this CPU, from its L2 size: `(strips of A per group, columns of B
+/// per packed block)` (the strips are [`MR`] rows; see the kernel's docs), or `None` where
+/// products take the portable route. It changes no bit; benchmarks print it beside the CPU.
+pub fn gemm_blocking() -> Option<(usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if f32_kernel::<f32>().is_some() {
+        let b = kernel::Blocking::current();
+        return Some((b.mc_strips, b.nc));
+    }
+    None
+}
+
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 use crate::linalg::{RawGemm, Strided};
