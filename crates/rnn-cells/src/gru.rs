@@ -90,16 +90,18 @@ impl<T: Scalar> Cell<T> for GruCell {
 }
 
 /// The pointwise part of one step: `u` (`3H × B`, `W_ih·x` without bias) is overwritten with the
-/// activated gates, `v` (`W_hh·h_{t-1}` without bias, scratch) receives `b_hh`; `h` receives
-/// `h_t` from `h_prev`; `v_n` receives `W_hn·h_{t-1} + b_hn`.
+/// activated gates; `v` (`W_hh·h_{t-1}` without bias) is read; `h` receives `h_t` from `h_prev`;
+/// `v_n` receives `W_hn·h_{t-1} + b_hn`.
 ///
-/// The biases are added in their own passes so that the fused gate loop is branch-free and
-/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX-512 or AVX2 build where available.
+/// The biases are added inside the gate loop (`u + b_ih` and `v + b_hh`, each rounded, as
+/// before the sums), one loop with them and one without, so that each is branch-free and
+/// vectorises ([`Scalar::exp_v`], [`Scalar::tanh_v`]); it runs in its AVX-512 or AVX2 build
+/// where available.
 #[inline(always)]
 fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
     u: &mut [T],
-    v: &mut [T],
+    v: &[T],
     b_ih: &[T],
     b_hh: &[T],
     v_n: &mut [T],
@@ -110,34 +112,79 @@ fn pointwise_forward_impl<T: Scalar>(
     assert!(
         u.len() == 3 * hid * cols
             && v.len() == u.len()
-            && [h.len(), h_prev.len(), v_n.len()] == [hid * cols; 3],
-        "GRU pointwise: u {}, v {}, h {}, h_prev {}, v_n {} values for H = {hid}",
+            && [h.len(), h_prev.len(), v_n.len()] == [hid * cols; 3]
+            && (b_ih.is_empty() || [b_ih.len(), b_hh.len()] == [3 * hid; 2]),
+        "GRU pointwise: u {}, v {}, h {}, h_prev {}, v_n {}, biases {} and {} values for H = {hid}",
         u.len(),
         v.len(),
         h.len(),
         h_prev.len(),
-        v_n.len()
+        v_n.len(),
+        b_ih.len(),
+        b_hh.len()
     );
-    for (b, (ub, vb)) in u.chunks_exact_mut(3 * hid).zip(v.chunks_exact_mut(3 * hid)).enumerate() {
-        if !b_ih.is_empty() {
-            ub.iter_mut().zip(b_ih).for_each(|(x, &y)| *x += y);
-            vb.iter_mut().zip(b_hh).for_each(|(x, &y)| *x += y);
-        }
+    let blocks = u
+        .chunks_exact_mut(3 * hid)
+        .zip(v.chunks_exact(3 * hid))
+        .zip(v_n.chunks_exact_mut(hid))
+        .zip(h_prev.chunks_exact(hid).zip(h.chunks_exact_mut(hid)));
+    for (((ub, vb), vnb), (hp, hb)) in blocks {
         let (ur, rest) = ub.split_at_mut(hid);
         let (uz, un) = rest.split_at_mut(hid);
         let (vr, rest) = vb.split_at(hid);
         let (vz, vn) = rest.split_at(hid);
-        let (hb, hp) = (&mut h[b * hid..(b + 1) * hid], &h_prev[b * hid..(b + 1) * hid]);
-        for j in 0..hid {
-            // r = σ(u_r + v_r), z = σ(u_z + v_z), n = tanh(u_n + r ⊙ v_n)
-            let r = sigmoid(ur[j] + vr[j]);
-            let z = sigmoid(uz[j] + vz[j]);
-            let n = (un[j] + r * vn[j]).tanh_v();
-            (ur[j], uz[j], un[j]) = (r, z, n);
-            // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
-            hb[j] = (T::ONE - z) * n + z * hp[j];
+        if b_ih.is_empty() {
+            column_forward::<T, false>(ur, uz, un, vr, vz, vn, vnb, hp, hb, &[], &[]);
+        } else {
+            column_forward::<T, true>(ur, uz, un, vr, vz, vn, vnb, hp, hb, b_ih, b_hh);
         }
-        v_n[b * hid..(b + 1) * hid].copy_from_slice(vn);
+    }
+}
+
+/// One column of [`pointwise_forward_impl`]: each slice holds the column's `H` values of one
+/// gate or state; with `BIAS`, `b_ih` and `b_hh` hold `3H` values. Separate arguments, so that
+/// the compiler knows that none overlaps another (see the LSTM's `column_forward`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn column_forward<T: Scalar, const BIAS: bool>(
+    ur: &mut [T],
+    uz: &mut [T],
+    un: &mut [T],
+    vr: &[T],
+    vz: &[T],
+    vn: &[T],
+    v_n: &mut [T],
+    h_prev: &[T],
+    h: &mut [T],
+    b_ih: &[T],
+    b_hh: &[T],
+) {
+    let hid = h.len();
+    let (ur, uz, un) = (&mut ur[..hid], &mut uz[..hid], &mut un[..hid]);
+    let (vr, vz, vn, v_n, hp) = (&vr[..hid], &vz[..hid], &vn[..hid], &mut v_n[..hid], &h_prev[..hid]);
+    let (bi, bh) = if BIAS { (&b_ih[..3 * hid], &b_hh[..3 * hid]) } else { (&[][..], &[][..]) };
+    for j in 0..hid {
+        // x = u + b_ih, y = v + b_hh (each rounded)
+        let (xr, xz, xn, yr, yz, yn) = if BIAS {
+            (
+                ur[j] + bi[j],
+                uz[j] + bi[hid + j],
+                un[j] + bi[2 * hid + j],
+                vr[j] + bh[j],
+                vz[j] + bh[hid + j],
+                vn[j] + bh[2 * hid + j],
+            )
+        } else {
+            (ur[j], uz[j], un[j], vr[j], vz[j], vn[j])
+        };
+        // r = σ(x_r + y_r), z = σ(x_z + y_z), n = tanh(x_n + r ⊙ y_n)
+        let r = sigmoid(xr + yr);
+        let z = sigmoid(xz + yz);
+        let n = (xn + r * yn).tanh_v();
+        (ur[j], uz[j], un[j]) = (r, z, n);
+        v_n[j] = yn;
+        // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+        h[j] = (T::ONE - z) * n + z * hp[j];
     }
 }
 
@@ -146,7 +193,7 @@ rnn_tensor::dispatch_avx2! {
     fn pointwise_forward<T>(
         hid: usize,
         u: &mut [T],
-        v: &mut [T],
+        v: &[T],
         b_ih: &[T],
         b_hh: &[T],
         v_n: &mut [T],

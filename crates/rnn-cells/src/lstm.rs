@@ -123,23 +123,28 @@ fn pointwise_forward_impl<T: Scalar>(
     let cols =
         a.chunks_exact_mut(4 * hid).zip(rec.chunks_exact_mut(2 * hid)).zip(rec_prev.chunks_exact(2 * hid));
     for (((gate, r), rp), hb) in cols.zip(h.chunks_exact_mut(hid)) {
-        if !bias.is_empty() {
-            gate.iter_mut().zip(bias).for_each(|(v, &bv)| *v += bv);
-        }
         let (gi, rest) = gate.split_at_mut(hid);
         let (gf, rest) = rest.split_at_mut(hid);
         let (gg, go) = rest.split_at_mut(hid);
         let (cb, tb) = r.split_at_mut(hid);
-        column_forward(gi, gf, gg, go, &rp[..hid], cb, tb, hb);
+        // The bias is added inside the loop (`a + b`, rounded, then the activations): one loop
+        // with it and one without, each branch-free.
+        if bias.is_empty() {
+            column_forward::<T, false>(gi, gf, gg, go, &rp[..hid], cb, tb, hb, &[]);
+        } else {
+            column_forward::<T, true>(gi, gf, gg, go, &rp[..hid], cb, tb, hb, bias);
+        }
     }
 }
 
 /// One column of [`pointwise_forward_impl`]: each slice holds the column's `H` values of one
-/// gate or state. Separate arguments, so the compiler knows that none overlaps another (within
-/// one function, slices split from one buffer need run-time overlap checks, and the scalar
-/// fallback those checks select ran a quarter of this pass).
+/// gate or state; with `BIAS`, `bias` holds the `4H` values of `b_ih + b_hh`. Separate
+/// arguments, so the compiler knows that none overlaps another (within one function, slices
+/// split from one buffer need run-time overlap checks, and the scalar fallback those checks
+/// select ran a quarter of this pass; fields of one struct, measured, four times as slow).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn column_forward<T: Scalar>(
+fn column_forward<T: Scalar, const BIAS: bool>(
     gi: &mut [T],
     gf: &mut [T],
     gg: &mut [T],
@@ -148,15 +153,26 @@ fn column_forward<T: Scalar>(
     c: &mut [T],
     tanh_c: &mut [T],
     h: &mut [T],
+    bias: &[T],
 ) {
     let n = h.len();
     let (gi, gf, gg, go) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n]);
     let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
+    let (bi, bf, bg, bo) = if BIAS {
+        (&bias[..n], &bias[n..2 * n], &bias[2 * n..3 * n], &bias[3 * n..4 * n])
+    } else {
+        (&[][..], &[][..], &[][..], &[][..])
+    };
     for j in 0..n {
-        let i = sigmoid(gi[j]);
-        let f = sigmoid(gf[j]);
-        let g = gg[j].tanh_v();
-        let o = sigmoid(go[j]);
+        let (ai, af, ag, ao) = if BIAS {
+            (gi[j] + bi[j], gf[j] + bf[j], gg[j] + bg[j], go[j] + bo[j])
+        } else {
+            (gi[j], gf[j], gg[j], go[j])
+        };
+        let i = sigmoid(ai);
+        let f = sigmoid(af);
+        let g = ag.tanh_v();
+        let o = sigmoid(ao);
         (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
         // c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
         let ct = f * c_prev[j] + i * g;
