@@ -15,9 +15,10 @@
 //! commutative), so an element of `C` gets the same bits whether the product is computed whole,
 //! by halves of its rows or columns, or transposed.
 //!
-//! Loop nest (from outside): `k` blocks; column blocks of at most [`Blocking::nc`] (their `B` block is packed
-//! into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of [`Blocking::mc_strips`]
-//! strips of `A`; panels (one stays in L1 while the group's strips stream from L2); strips.
+//! Loop nest (from outside): `k` blocks; column blocks of at most [`Blocking::nc`] (their `B`
+//! block is packed into a thread-local buffer as panels of [`NR`] columns, `p`-major); groups of
+//! [`Blocking::mc_strips`] strips of `A`; panels (one stays in L1 while the group's strips stream
+//! from L2); strips.
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
 //! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
@@ -110,6 +111,7 @@ impl Drop for TestBlocking {
         TEST_BLOCKING.with(|t| t.set(None));
     }
 }
+
 /// How many steps `p` ahead the micro-kernel prefetches its strip of `A` into L1 (8 columns of
 /// 128 bytes: 1 KB, about 100 cycles of work ahead, an L2 round trip and more). The strips stream
 /// from L2 and the hardware prefetchers left the loads waiting on them: measured on the 2-core
@@ -296,10 +298,10 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
 
 /// Products of more multiply-adds than this are split across [`parallel::num_threads`] threads.
 /// First chosen as `1 << 23` (about 50 µs of work on one core) on the 2-core Xeon, two threads,
-/// interleaved rounds against `1 << 26` (0.3 ms): the one-step cells' weight gradients (`1024 × 64 × 256`, just
-/// above this) now split, `cell_lstm_fwdbwd` 1.40× and `cell_gru_fwdbwd` 1.42× faster,
-/// `lm_rnn` 1.14× (its head's `65 × 256 × 1536` products split), the other cases unchanged
-/// within the noise; `1 << 24` left the cells' products whole. A second core that is busy
+/// interleaved rounds against `1 << 26` (0.3 ms): the one-step cells' weight gradients
+/// (`1024 × 64 × 256`, just above it) then split, `cell_lstm_fwdbwd` 1.40× and
+/// `cell_gru_fwdbwd` 1.42× faster, `lm_rnn` 1.14× (its head's `65 × 256 × 1536` products
+/// split), the other cases unchanged within the noise; `1 << 24` left the cells' products whole. A second core that is busy
 /// with another process makes any split wait for it (the head's products once ran ten times
 /// slower on two threads of this shared machine).
 ///

@@ -43,6 +43,15 @@ mod tests;
 
 pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 
+use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
+
+use crate::linalg::{RawGemm, Strided};
+use crate::simd::{self, Level};
+use crate::{gemm, Mat, Scalar, Trans};
+
+/// Rows per strip of the packed f32 layout.
+pub const MR: usize = 32;
+
 /// The f32 GEMM's blocking on this CPU, from its L2 size: `(strips of A per group, columns of B
 /// per packed block)` (the strips are [`MR`] rows; see the kernel's docs), or `None` where
 /// products take the portable route. It changes no bit; benchmarks print it beside the CPU.
@@ -54,15 +63,6 @@ pub fn gemm_blocking() -> Option<(usize, usize)> {
     }
     None
 }
-
-use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
-
-use crate::linalg::{RawGemm, Strided};
-use crate::simd::{self, Level};
-use crate::{gemm, Mat, Scalar, Trans};
-
-/// Rows per strip of the packed f32 layout.
-pub const MR: usize = 32;
 
 /// The strip kernel for `T` now: `Some(Level::Avx512)` or `Some(Level::Avx2)`
 /// ([`simd::gemm_level`]: the CPU's best within the cap) when `T` is `f32`, `None` otherwise
