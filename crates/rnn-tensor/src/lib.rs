@@ -44,7 +44,9 @@ pub mod simd;
 pub use bf16::{Bf16, Precision};
 pub use error::TensorError;
 pub use linalg::{gemm, gemm_flops, Trans};
-pub use packed::{gemm_packed, gemm_packed_cols, gemm_packed_pair, PackedColumns, PackedLhs, PackedRows};
+pub use packed::{
+    gemm_packed, gemm_packed_cols, gemm_packed_pair, gemm_packed_sums, PackedColumns, PackedLhs, PackedRows,
+};
 pub use params::{pair_params, ParamMut, Parameters};
 pub use rng::Rng;
 pub use scalar::Scalar;

@@ -547,15 +547,15 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         } else {
             weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
         }
-        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            if C::HIDDEN_APART {
-                add_sums(&da, dap, bi, None);
+        // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
+        let da_sums = match (&mut grads.bias_ih, &mut grads.bias_hh) {
+            (Some(bi), Some(bh)) if C::HIDDEN_APART => {
                 add_sums(&dv, dvp, bh, None);
-            } else {
-                add_sums(&da, dap, bi, Some(bh));
+                Some((bi, None))
             }
-        }
+            (Some(bi), Some(bh)) => Some((bi, Some(bh))),
+            _ => None,
+        };
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
         let LayerCache { var, w_ih_t, w_ih_t_packed, .. } = &mut *cache;
         let xs = match x {
@@ -566,6 +566,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let want_dx = d_x.is_some() && matches!(x, SeqInput::Dense(_));
         match xs {
             SeqInput::Dense(xm) if bwd16 => {
+                if let Some((bi, bh)) = da_sums {
+                    add_sums(&da, dap, bi, bh);
+                }
                 back.weight_grad(&da, 0, xm.as_slice(), &mut grads.weight_ih);
                 if want_dx {
                     back.input_grad(&self.params.weight_ih, &da, &mut var.d_x);
@@ -580,6 +583,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 want_dx.then_some(&mut var.d_x),
                 w_ih_t,
                 w_ih_t_packed,
+                da_sums,
             ),
         }
         if let (Some(dx), true) = (d_x, want_dx) {

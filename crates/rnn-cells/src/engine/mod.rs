@@ -728,24 +728,27 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         if let Some(dw) = &mut grads.weight_hr {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
         }
-        // db_ih += Σ_columns dA;  db_hh += Σ_columns dV
-        if let (Some(bi), Some(bh)) = (&mut grads.bias_ih, &mut grads.bias_hh) {
-            if C::HIDDEN_APART {
-                add_sums(da, dap, bi, None);
+        // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
+        let da_sums = match (&mut grads.bias_ih, &mut grads.bias_hh) {
+            (Some(bi), Some(bh)) if C::HIDDEN_APART => {
                 add_sums(dv, step_p, bh, None);
-            } else {
-                add_sums(da, dap, bi, Some(bh));
+                Some((bi, None))
             }
-        }
+            (Some(bi), Some(bh)) => Some((bi, Some(bh))),
+            _ => None,
+        };
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
         match x {
             SeqInput::Dense(xm) if bwd16 => {
+                if let Some((bi, bh)) = da_sums {
+                    add_sums(da, dap, bi, bh);
+                }
                 bf16_back.weight_grad(da, 0, xm.as_slice(), &mut grads.weight_ih);
                 if let Some(dx) = d_x {
                     bf16_back.input_grad(&self.params.weight_ih, da, dx);
                 }
             }
-            _ => input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed),
+            _ => input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed, da_sums),
         }
         if let Some(d_h0) = d_h0 {
             write_state((dh.as_slice(), out), d_carried.as_slice(), crows, hid, batch, d_h0);

@@ -13,8 +13,8 @@ use std::ops::Range;
 use rnn_tensor::nalgebra::{DMatrixViewMut, Dyn, Matrix, RawStorage, RawStorageMut};
 use rnn_tensor::packed::bf16::PackedBf16;
 use rnn_tensor::{
-    gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, parallel, simd, Mat, PackedColumns, PackedLhs,
-    Scalar, Trans,
+    gemm, gemm_packed, gemm_packed_cols, gemm_packed_pair, gemm_packed_sums, parallel, simd, Mat,
+    PackedColumns, PackedLhs, Scalar, Trans,
 };
 
 use crate::{CellError, SeqInput};
@@ -104,7 +104,9 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
 /// 170 GFLOP/s for the 2-layer LSTM's `d_x`). `dp`, if given, holds `d` packed (see
 /// [`weight_grad_product`]); if it is in strips, `d` itself is not read (it may hold anything,
 /// and have any number of columns), and `d_x` is a product of both operands packed (`W_ihᵀ` into
-/// `wt_packed`).
+/// `wt_packed`). `sums`, if given, are bias gradients that also receive `Σ_columns d` (the
+/// second one too, if given; see [`add_sums`]): with a dense input and `d` in strips, inside the
+/// `dW_ih` product, which reads `d` anyway ([`gemm_packed_sums`]; the same bits).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_backward<T: Scalar>(
     w_ih: &Mat<T>,
@@ -115,11 +117,35 @@ pub(crate) fn input_backward<T: Scalar>(
     d_x: Option<&mut Mat<T>>,
     wt_buf: &mut Mat<T>,
     wt_packed: &mut PackedLhs<T>,
+    sums: Option<(&mut Mat<T>, Option<&mut Mat<T>>)>,
 ) {
-    match x {
-        SeqInput::Dense(xm) => {
+    let sums = match (x, dp, sums) {
+        (SeqInput::Dense(xm), Some(p), Some((sa, sb))) if p.is_strips() => {
+            // dW_ih += D · Xᵀ, and the sums of D's rows on the way
+            gemm_packed_sums(
+                T::ONE,
+                p,
+                xm,
+                Trans::Yes,
+                T::ONE,
+                dw_ih,
+                sa.as_mut_slice(),
+                sb.map(|b| b.as_mut_slice()),
+            );
+            None
+        }
+        (SeqInput::Dense(xm), _, sums) => {
             // dW_ih += D · Xᵀ
             weight_grad_product(d, dp, 0, xm, dw_ih);
+            sums
+        }
+        (_, _, sums) => sums,
+    };
+    if let Some((sa, sb)) = sums {
+        add_sums(d, dp, sa, sb);
+    }
+    match x {
+        SeqInput::Dense(xm) => {
             if let Some(dx) = d_x {
                 // d_x = W_ihᵀ · D
                 ensure_shape(dx, w_ih.ncols(), xm.ncols());
@@ -607,6 +633,7 @@ mod tests {
                 None,
                 &mut unused,
                 &mut PackedLhs::new(),
+                None,
             );
             assert!(w == w_ref, "{threads} threads: scatter-add");
             let mut t = Mat::zeros(0, 0);

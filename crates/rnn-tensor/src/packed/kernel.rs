@@ -152,6 +152,91 @@ thread_local! {
     static A_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
 }
 
+/// Where a product also adds the row sums of `A` (the columns it reads, in order of `p`): the
+/// sums of rows `0..m` at `.0` and, unless null, a second copy of them at `.1`; both null: no
+/// sums. Each strip's block of `k` is summed right after the micro-kernel read it for the first
+/// panel, from L1 and L2, instead of in a pass of its own over an `A` that has left the caches.
+#[derive(Clone, Copy)]
+pub(crate) struct RowSums(pub(crate) *mut f32, pub(crate) *mut f32);
+
+impl RowSums {
+    /// No sums.
+    pub(crate) const NONE: RowSums = RowSums(std::ptr::null_mut(), std::ptr::null_mut());
+
+    /// These sums from row `i` on.
+    fn at_row(self, i: usize) -> Self {
+        let at = |p: *mut f32| if p.is_null() { p } else { p.wrapping_add(i) };
+        RowSums(at(self.0), at(self.1))
+    }
+}
+
+/// `sums[i] += Σ_p a[p·lda + i]` for `p` in `0..kc`, in order of `p`, for the `rows` rows of
+/// one strip (`.1` likewise unless null): [`add_strip_sums`](super::add_strip_sums)'s arithmetic.
+///
+/// # Safety
+/// `a` holds `kc` columns of at least `rows` values `lda` apart; the sums hold `rows` values and
+/// nobody else touches them during the call.
+unsafe fn add_block_sums(a: *const f32, lda: usize, kc: usize, rows: usize, sums: RowSums, level: Level) {
+    if level == Level::Avx512 {
+        // SAFETY: the caller's contract; the level says the CPU has AVX-512F.
+        return unsafe { add_block_sums_avx512(a, lda, kc, rows, sums) };
+    }
+    for target in [sums.0, sums.1] {
+        if target.is_null() {
+            continue;
+        }
+        let mut acc = [0.0f32; MR];
+        // SAFETY: the caller's contract.
+        unsafe {
+            let t = std::slice::from_raw_parts_mut(target, rows);
+            acc[..rows].copy_from_slice(t);
+            for p in 0..kc {
+                let col = std::slice::from_raw_parts(a.add(p * lda), MR.min(rows.max(1)));
+                acc.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
+            }
+            t.copy_from_slice(&acc[..rows]);
+        }
+    }
+}
+
+/// [`add_block_sums`] on AVX-512: both sums in one pass, two 16-lane adds per column and sum
+/// (the same additions, lane by lane).
+///
+/// # Safety
+/// As [`add_block_sums`], and the CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn add_block_sums_avx512(a: *const f32, lda: usize, kc: usize, rows: usize, sums: RowSums) {
+    let (m0, m1) = (lane_mask(rows), lane_mask(rows.saturating_sub(16)));
+    let two = !sums.1.is_null();
+    // SAFETY: the caller's contract: the sums hold `rows` values (the masks cover them), each
+    // column of the block at least `rows` (read under the same masks).
+    unsafe {
+        let (mut s0, mut s1) =
+            (_mm512_maskz_loadu_ps(m0, sums.0), _mm512_maskz_loadu_ps(m1, sums.0.wrapping_add(16)));
+        let (mut t0, mut t1) = if two {
+            (_mm512_maskz_loadu_ps(m0, sums.1), _mm512_maskz_loadu_ps(m1, sums.1.wrapping_add(16)))
+        } else {
+            (_mm512_setzero_ps(), _mm512_setzero_ps())
+        };
+        for p in 0..kc {
+            let col = a.add(p * lda);
+            let (a0, a1) = (_mm512_maskz_loadu_ps(m0, col), _mm512_maskz_loadu_ps(m1, col.wrapping_add(16)));
+            s0 = _mm512_add_ps(s0, a0);
+            s1 = _mm512_add_ps(s1, a1);
+            if two {
+                t0 = _mm512_add_ps(t0, a0);
+                t1 = _mm512_add_ps(t1, a1);
+            }
+        }
+        _mm512_mask_storeu_ps(sums.0, m0, s0);
+        _mm512_mask_storeu_ps(sums.0.wrapping_add(16), m1, s1);
+        if two {
+            _mm512_mask_storeu_ps(sums.1, m0, t0);
+            _mm512_mask_storeu_ps(sums.1.wrapping_add(16), m1, t1);
+        }
+    }
+}
+
 /// The left operand of [`gemm_f32`].
 #[derive(Clone, Copy)]
 pub(crate) enum Lhs<'a> {
@@ -170,7 +255,7 @@ pub(crate) enum Lhs<'a> {
 /// `A` or `B`; a `Strips` slice holds `(⌈m/MR⌉ - 1)·stride + MR·k` values. With `bsb > 0`,
 /// `B` is read in place from strips `bsb` apart: `B[p, j] = b.ptr[(p / MR)·bsb + j·b.cs + p % MR]`
 /// with `b.cs = MR` (the columns of a strip packing; `b.rs` is unused).
-unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
+unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: RowSums) {
     let Blocking { mc_strips, nc: block_cols } = Blocking::current();
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
     debug_assert!(bsb == 0 || b.cs == MR as isize);
@@ -287,6 +372,20 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
                                         },
                                     )
                                 };
+                                if j0 == 0 && jc == 0 && !sums.0.is_null() {
+                                    // SAFETY: strip s's block (kc columns lda apart) was just
+                                    // read; its rows' sums are this call's.
+                                    unsafe {
+                                        add_block_sums(
+                                            gblk.add((s - gs0) * sa),
+                                            lda,
+                                            kc,
+                                            rows,
+                                            sums.at_row(s * MR),
+                                            level,
+                                        )
+                                    };
+                                }
                             }
                         }
                     }
@@ -326,7 +425,9 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
     let g = if flip { RawGemm { m: n, n: m, a: g.b.t(), b: g.a.t(), c: g.c.t(), ..g } } else { g };
     let RawGemm { m, k, n, alpha, a, b, beta, c } = g;
     // SAFETY: the caller's contract.
-    unsafe { gemm_parts(RawGemm { m, k, n, alpha, a: Lhs::Strided(a), b, beta, c }, 0, level) };
+    unsafe {
+        gemm_parts(RawGemm { m, k, n, alpha, a: Lhs::Strided(a), b, beta, c }, 0, level, RowSums::NONE)
+    };
 }
 
 /// [`gemm_f32`], split across [`parallel::num_threads`] threads by strips of rows or panels of
@@ -334,13 +435,14 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
 ///
 /// # Safety
 /// As [`gemm_f32`].
-pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level) {
+pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: RowSums) {
     let (m, k, n) = (g.m, g.k, g.n);
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
-    let g = SendPtr(g);
+    let (g, sums) = (SendPtr(g), SendPtr(sums));
     parallel::for_each_part(parts, |part| {
         let g = g.get();
+        let sums = sums.get();
         let (rows, cols) = if by_rows { (part.range(m, MR), 0..n) } else { (0..m, part.range(n, NR)) };
         if rows.is_empty() || cols.is_empty() {
             return;
@@ -368,6 +470,8 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
                 },
                 bsb,
                 level,
+                // Parts by rows sum their own rows; by columns, the first part sums them all.
+                if cols.start == 0 { sums.at_row(rows.start) } else { RowSums::NONE },
             )
         };
     });

@@ -721,7 +721,7 @@ unsafe fn pair_raw<T, SC>(
             };
             // SAFETY: the CPU has the features of `level`; op(P)'s strips hold rows 0..k of
             // columns j0..j0+n, `MR·pk` apart (the caller's contract); C is borrowed mutably.
-            unsafe { kernel::gemm_parts(g, MR * pk, level) };
+            unsafe { kernel::gemm_parts(g, MR * pk, level, kernel::RowSums::NONE) };
         }
         (_, Layout::ColMajor, _) => {
             // SAFETY: columns j0..j0+n of a column-major packing (the caller's contract).
@@ -766,6 +766,61 @@ pub fn gemm_packed_cols<T, SB, SC>(
     tb: Trans,
     beta: T,
     c: &mut Matrix<T, Dyn, Dyn, SC>,
+) where
+    T: Scalar,
+    SB: RawStorage<T, Dyn, Dyn>,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+{
+    packed_cols(alpha, a, k0, b, tb, beta, c, None);
+}
+
+/// [`gemm_packed`] that also adds the row sums of `op(A)` into `sums` (and into `also`, if
+/// given): the bits of [`PackedLhs::add_row_sums`]`(sums, also)` after the product. On the strip
+/// kernels each strip's block of columns is summed right after the product read it, from L1 and
+/// L2, instead of in a pass of its own (a weight gradient `dW += dA·Xᵀ` and the bias gradient
+/// `db += Σ_columns dA` read the same `dA`, which by then has left the caches).
+///
+/// # Panics
+/// If the shapes do not agree, or a sum does not hold one value per row of `op(A)`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_sums<T, SB, SC>(
+    alpha: T,
+    a: &PackedLhs<T>,
+    b: &Matrix<T, Dyn, Dyn, SB>,
+    tb: Trans,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+    sums: &mut [T],
+    also: Option<&mut [T]>,
+) where
+    T: Scalar,
+    SB: RawStorage<T, Dyn, Dyn>,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+{
+    let kb = if tb == Trans::No { b.nrows() } else { b.ncols() };
+    assert!(kb == a.k, "gemm_packed_sums: op(A) is {}x{}, op(B) has {kb} rows", a.m, a.k);
+    assert!(
+        sums.len() == a.m && also.as_ref().is_none_or(|b| b.len() == a.m),
+        "gemm_packed_sums: {} and {:?} sums for {} rows",
+        sums.len(),
+        also.as_ref().map(|b| b.len()),
+        a.m
+    );
+    packed_cols(alpha, a, 0, b, tb, beta, c, Some((sums, also)));
+}
+
+/// [`gemm_packed_cols`], adding `op(A)`'s row sums as [`gemm_packed_sums`] says when `sums` is
+/// given (then `k0 = 0` and the product reads every column).
+#[allow(clippy::too_many_arguments)]
+fn packed_cols<T, SB, SC>(
+    alpha: T,
+    a: &PackedLhs<T>,
+    k0: usize,
+    b: &Matrix<T, Dyn, Dyn, SB>,
+    tb: Trans,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+    sums: Option<(&mut [T], Option<&mut [T]>)>,
 ) where
     T: Scalar,
     SB: RawStorage<T, Dyn, Dyn>,
@@ -820,9 +875,17 @@ pub fn gemm_packed_cols<T, SB, SC>(
                     beta,
                     c: Strided { ptr: cp, rs: rsc as isize, cs: csc as isize },
                 };
+                let rs = match sums {
+                    Some((s, also)) => {
+                        let also = also.map_or(std::ptr::null_mut(), |b| f32_mut_ptr(b.as_mut_ptr()));
+                        kernel::RowSums(f32_mut_ptr(s.as_mut_ptr()), also)
+                    }
+                    None => kernel::RowSums::NONE,
+                };
                 // SAFETY: the CPU has the features of `level`; shapes and strides come from
-                // live storage; C is borrowed mutably.
-                unsafe { kernel::gemm_parts(g, 0, level) };
+                // live storage; C and the sums are borrowed mutably.
+                unsafe { kernel::gemm_parts(g, 0, level, rs) };
+                return;
             }
         }
         _ => {
@@ -831,5 +894,9 @@ pub fn gemm_packed_cols<T, SB, SC>(
             let av = unsafe { strip_columns(a.values().as_ptr(), a.m, a.k, k0, kb) };
             gemm(alpha, &av, Trans::No, b, tb, beta, c);
         }
+    }
+    // Every other route: the sums in a pass of their own.
+    if let Some((s, also)) = sums {
+        a.add_row_sums(s, also);
     }
 }

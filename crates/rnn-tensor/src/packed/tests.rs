@@ -536,3 +536,58 @@ fn blocking_does_not_change_bits() {
         }
     }
 }
+
+/// `gemm_packed_sums` gives the bits of `gemm_packed` then `add_row_sums`, for the product and
+/// both sums, on every kernel, with one thread and two (split by rows, and by columns for the
+/// wide product), over several `k` blocks and from sums that are not zero.
+#[test]
+fn fused_row_sums_match_the_separate_pass() {
+    let mut rng = Rng::seed_from(41);
+    for &(m, k, n) in &[(100, 600, 40), (70, 300, 1), (1024, 1536, 256), (64, 1100, 1000), (33, 7, 5)] {
+        let a = rand(&mut rng, m, k);
+        let b = rand(&mut rng, n, k);
+        let c0 = rand(&mut rng, m, n);
+        let (s0, t0): (Vec<f32>, Vec<f32>) =
+            (0..m).map(|_| (rng.uniform(-1.0, 1.0) as f32, rng.uniform(-1.0, 1.0) as f32)).unzip();
+        let mut pa = PackedLhs::new();
+        pa.pack(&a, Trans::No);
+        let _serial = parallel::serial_tests();
+        let threads = parallel::num_threads();
+        let mut want: Option<(Vec<u32>, Vec<f32>, Vec<f32>)> = None;
+        for level in [Level::Avx512, Level::Avx2, Level::Baseline] {
+            let _cap = TestCap::set(level);
+            if level != Level::Baseline && f32_kernel::<f32>() != Some(level) {
+                continue;
+            }
+            for t in [1, 2] {
+                parallel::set_num_threads(t);
+                let mut c = c0.clone();
+                let (mut s, mut u) = (s0.clone(), t0.clone());
+                gemm_packed(0.7, &pa, &b, Trans::Yes, 1.3, &mut c);
+                pa.add_row_sums(&mut s, Some(&mut u));
+                let sep = (bits(&c), s, u);
+                let mut c = c0.clone();
+                let (mut s, mut u) = (s0.clone(), t0.clone());
+                gemm_packed_sums(0.7, &pa, &b, Trans::Yes, 1.3, &mut c, &mut s, Some(&mut u));
+                let fused = (bits(&c), s, u);
+                let mut s1 = s0.clone();
+                let mut c1 = c0.clone();
+                gemm_packed_sums(0.7, &pa, &b, Trans::Yes, 1.3, &mut c1, &mut s1, None);
+                let as_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    sep.0 == fused.0 && sep.0 == bits(&c1),
+                    "{m}x{k}x{n} {level:?} {t} threads: the product changed"
+                );
+                assert!(
+                    as_bits(&sep.1) == as_bits(&fused.1)
+                        && as_bits(&sep.2) == as_bits(&fused.2)
+                        && as_bits(&s1) == as_bits(&sep.1),
+                    "{m}x{k}x{n} {level:?} {t} threads: the fused sums differ from the pass"
+                );
+                let w = want.get_or_insert_with(|| sep.clone());
+                assert!(as_bits(&w.1) == as_bits(&sep.1), "{m}x{k}x{n}: the sums differ between kernels");
+            }
+        }
+        parallel::set_num_threads(threads);
+    }
+}
