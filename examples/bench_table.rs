@@ -239,8 +239,8 @@ struct GemmTimes {
 }
 
 /// Times the product `(m, k, n, ta, tb)` of [`GEMM_SHAPES`] (`C = op(A)·op(B) + C`, f32) by
-/// every route (without matrixmultiply and bf16 when `all` is false), in this sitting. Every matrix is
-/// column-major, as torch_ref.py's `--gemm` lays out its tensors.
+/// every route (without matrixmultiply and bf16 when `all` is false), in this sitting. Every
+/// matrix is column-major, as torch_ref.py's `--gemm` lays out its tensors.
 fn gemm_times(rng: &mut Rng, (m, k, n, ta, tb): (usize, usize, usize, bool, bool), all: bool) -> GemmTimes {
     let mut rand = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |_, _| rng.uniform(-1.0, 1.0) as f32);
     let (a, b) = (if ta { rand(k, m) } else { rand(m, k) }, if tb { rand(n, k) } else { rand(k, n) });
@@ -336,9 +336,9 @@ fn torch_gemm_shape((m, k, n, ta, tb): (usize, usize, usize, bool, bool)) -> Str
 }
 
 /// `--gemm --compare ROUNDS`: each round times every product of [`GEMM_SHAPES`] by our `gemm`,
-/// `gemm_packed` and `gemm_packed_pair` in this process, then by MKL (`tools/torch_ref.py THREADS --gemm`, PyTorch's
-/// `addmm_`) in a child; prints per product MKL's median GFLOP/s and the median over the rounds
-/// of our throughput over MKL's (its time over ours), with the range.
+/// `gemm_packed` and `gemm_packed_pair` in this process, then by MKL (`tools/torch_ref.py
+/// THREADS --gemm`, PyTorch's `addmm_`) in a child; prints per product MKL's median GFLOP/s and
+/// the median over the rounds of our throughput over MKL's (its time over ours), with the range.
 fn compare_gemm(rounds: usize, threads: usize, cap: Option<Level>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());

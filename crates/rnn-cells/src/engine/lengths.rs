@@ -28,7 +28,7 @@ use std::ops::Range;
 use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
 
 use super::ops::{
-    add_sums, ensure_shape, for_each_step_part, gradient_strips, input_backward, project_input,
+    add_sums, bias_sums, ensure_shape, for_each_step_part, gradient_strips, input_backward, project_input,
     weight_grad_product, SharedCols, StepWeight,
 };
 use super::{
@@ -548,14 +548,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
         }
         // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
-        let da_sums = match (&mut grads.bias_ih, &mut grads.bias_hh) {
-            (Some(bi), Some(bh)) if C::HIDDEN_APART => {
-                add_sums(&dv, dvp, bh, None);
-                Some((bi, None))
-            }
-            (Some(bi), Some(bh)) => Some((bi, Some(bh))),
-            _ => None,
-        };
+        let da_sums = bias_sums(C::HIDDEN_APART, (&mut grads.bias_ih, &mut grads.bias_hh), &dv, dvp);
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
         let LayerCache { var, w_ih_t, w_ih_t_packed, .. } = &mut *cache;
         let xs = match x {

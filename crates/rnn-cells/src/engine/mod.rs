@@ -62,8 +62,9 @@ use rnn_tensor::{Mat, MatView, MatViewMut, PackedLhs, Precision, Scalar, Trans};
 use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 use ops::{
-    add_sums, all_zero, check_seq, check_state_part, ensure_shape, for_each_batch_part, gradient_strips,
-    hidden_weight_grad, input_backward, project_input, weight_grad_product, SharedCols, StepWeight,
+    add_sums, all_zero, bias_sums, check_seq, check_state_part, ensure_shape, for_each_batch_part,
+    gradient_strips, hidden_weight_grad, input_backward, project_input, weight_grad_product, SharedCols,
+    StepWeight,
 };
 
 /// The biases of one step, as the cell's pointwise pass receives them: each empty for a layer
@@ -729,14 +730,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
         }
         // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
-        let da_sums = match (&mut grads.bias_ih, &mut grads.bias_hh) {
-            (Some(bi), Some(bh)) if C::HIDDEN_APART => {
-                add_sums(dv, step_p, bh, None);
-                Some((bi, None))
-            }
-            (Some(bi), Some(bh)) => Some((bi, Some(bh))),
-            _ => None,
-        };
+        let da_sums = bias_sums(C::HIDDEN_APART, (&mut grads.bias_ih, &mut grads.bias_hh), dv, step_p);
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
         match x {
             SeqInput::Dense(xm) if bwd16 => {

@@ -589,6 +589,25 @@ pub(crate) fn add_sums<T: Scalar>(
     }
 }
 
+/// The bias gradients after a backward's time loop, first part: for a cell whose hidden product
+/// stays apart, `db_hh += Σ_columns dV` here; returns the gradients that `Σ_columns dA` goes to
+/// (`db_ih`, and `db_hh` too when `dV` is `dA`), for [`input_backward`] (with the `dW_ih`
+/// product) or [`add_sums`]. `None` without biases.
+pub(crate) fn bias_sums<'g, T: Scalar>(
+    apart: bool,
+    (bias_ih, bias_hh): (&'g mut Option<Mat<T>>, &'g mut Option<Mat<T>>),
+    dv: &Mat<T>,
+    dvp: Option<&PackedLhs<T>>,
+) -> Option<(&'g mut Mat<T>, Option<&'g mut Mat<T>>)> {
+    let (Some(bi), Some(bh)) = (bias_ih, bias_hh) else { return None };
+    if apart {
+        add_sums(dv, dvp, bh, None);
+        Some((bi, None))
+    } else {
+        Some((bi, Some(bh)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,32 +170,23 @@ impl RowSums {
     }
 }
 
-/// `sums[i] += Σ_p a[p·lda + i]` for `p` in `0..kc`, in order of `p`, for the `rows` rows of
-/// one strip (`.1` likewise unless null): [`add_strip_sums`](super::add_strip_sums)'s arithmetic.
+/// `sums[i] += Σ_p a[p·MR + i]` for `p` in `0..kc`, in order of `p`, for the `rows` rows of one
+/// strip's block of `kc` columns (`.1` likewise unless null): on AVX-512 in one pass for both
+/// sums, elsewhere by [`add_strip_sums`](super::add_strip_sums), whose arithmetic both are.
 ///
 /// # Safety
-/// `a` holds `kc` columns of at least `rows` values `lda` apart; the sums hold `rows` values and
-/// nobody else touches them during the call.
-unsafe fn add_block_sums(a: *const f32, lda: usize, kc: usize, rows: usize, sums: RowSums, level: Level) {
+/// `a` holds the block, `kc` columns of `MR` values; the sums hold `rows ≤ MR` values and nobody
+/// else touches them during the call.
+unsafe fn add_block_sums(a: *const f32, kc: usize, rows: usize, sums: RowSums, level: Level) {
     if level == Level::Avx512 {
         // SAFETY: the caller's contract; the level says the CPU has AVX-512F.
-        return unsafe { add_block_sums_avx512(a, lda, kc, rows, sums) };
+        return unsafe { add_block_sums_avx512(a, kc, rows, sums) };
     }
-    for target in [sums.0, sums.1] {
-        if target.is_null() {
-            continue;
-        }
-        let mut acc = [0.0f32; MR];
-        // SAFETY: the caller's contract.
-        unsafe {
-            let t = std::slice::from_raw_parts_mut(target, rows);
-            acc[..rows].copy_from_slice(t);
-            for p in 0..kc {
-                let col = std::slice::from_raw_parts(a.add(p * lda), MR.min(rows.max(1)));
-                acc.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
-            }
-            t.copy_from_slice(&acc[..rows]);
-        }
+    // SAFETY: the caller's contract: the block, and `rows` values at each non-null sum.
+    unsafe {
+        let block = std::slice::from_raw_parts(a, kc * MR);
+        let also = (!sums.1.is_null()).then(|| std::slice::from_raw_parts_mut(sums.1, rows));
+        super::add_strip_sums(block, std::slice::from_raw_parts_mut(sums.0, rows), also);
     }
 }
 
@@ -205,7 +196,7 @@ unsafe fn add_block_sums(a: *const f32, lda: usize, kc: usize, rows: usize, sums
 /// # Safety
 /// As [`add_block_sums`], and the CPU has AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn add_block_sums_avx512(a: *const f32, lda: usize, kc: usize, rows: usize, sums: RowSums) {
+unsafe fn add_block_sums_avx512(a: *const f32, kc: usize, rows: usize, sums: RowSums) {
     let (m0, m1) = (lane_mask(rows), lane_mask(rows.saturating_sub(16)));
     let two = !sums.1.is_null();
     // SAFETY: the caller's contract: the sums hold `rows` values (the masks cover them), each
@@ -219,7 +210,7 @@ unsafe fn add_block_sums_avx512(a: *const f32, lda: usize, kc: usize, rows: usiz
             (_mm512_setzero_ps(), _mm512_setzero_ps())
         };
         for p in 0..kc {
-            let col = a.add(p * lda);
+            let col = a.add(p * MR);
             let (a0, a1) = (_mm512_maskz_loadu_ps(m0, col), _mm512_maskz_loadu_ps(m1, col.wrapping_add(16)));
             s0 = _mm512_add_ps(s0, a0);
             s1 = _mm512_add_ps(s1, a1);
@@ -373,12 +364,14 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
                                     )
                                 };
                                 if j0 == 0 && jc == 0 && !sums.0.is_null() {
-                                    // SAFETY: strip s's block (kc columns lda apart) was just
-                                    // read; its rows' sums are this call's.
+                                    // Sums come only with `A` in strips, whose columns are MR
+                                    // apart.
+                                    debug_assert_eq!(lda, MR);
+                                    // SAFETY: strip s's block (kc columns of MR) was just read;
+                                    // its rows' sums are this call's.
                                     unsafe {
                                         add_block_sums(
                                             gblk.add((s - gs0) * sa),
-                                            lda,
                                             kc,
                                             rows,
                                             sums.at_row(s * MR),
@@ -400,9 +393,9 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
 /// interleaved rounds against `1 << 26` (0.3 ms): the one-step cells' weight gradients
 /// (`1024 × 64 × 256`, just above it) then split, `cell_lstm_fwdbwd` 1.40× and
 /// `cell_gru_fwdbwd` 1.42× faster, `lm_rnn` 1.14× (its head's `65 × 256 × 1536` products
-/// split), the other cases unchanged within the noise; `1 << 24` left the cells' products whole. A second core that is busy
-/// with another process makes any split wait for it (the head's products once ran ten times
-/// slower on two threads of this shared machine).
+/// split), the other cases unchanged within the noise; `1 << 24` left the cells' products
+/// whole. A second core that is busy with another process makes any split wait for it (the
+/// head's products once ran ten times slower on two threads of this shared machine).
 ///
 /// Lowered from `1 << 23` to `1 << 21` (about 12 µs of work) on the model-207 Xeon (no AMX),
 /// two threads, seven interleaved rounds: the RNN cell's four `256 × 256 × 64` products
