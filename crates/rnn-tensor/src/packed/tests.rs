@@ -482,17 +482,17 @@ fn packings_survive_a_change_of_cap() {
 
 /// The blocking below the `k` blocks comes from the L2 size at run time and never changes a
 /// bit: products under the blockings of 256 KB and 512 KB L2s (several groups of strips and
-/// blocks of columns where this CPU's has one) equal those under this CPU's, on every route and
-/// kernel. The shapes stay below `kernel::THREAD_MACS`, so every product runs on this thread.
+/// blocks of columns where this CPU's has one), and with panels of `NR` columns but a narrower
+/// last instead of balanced widths, equal those under this CPU's, on every route and kernel. The shapes stay below `kernel::THREAD_MACS`, so every product runs on this thread.
 #[test]
 fn blocking_does_not_change_bits() {
     use kernel::{Blocking, TestBlocking};
-    let tuned = Blocking { mc_strips: 8, nc: 264 };
+    let tuned = Blocking { mc_strips: 8, nc: 264, balanced_panels: true };
     assert_eq!(Blocking::for_l2(1 << 20), tuned);
     assert_eq!(Blocking::for_l2(2 << 20), tuned);
     assert_eq!(Blocking::for_l2(1280 << 10), tuned);
-    assert_eq!(Blocking::for_l2(512 << 10), Blocking { mc_strips: 4, nc: 132 });
-    assert_eq!(Blocking::for_l2(256 << 10), Blocking { mc_strips: 2, nc: 72 });
+    assert_eq!(Blocking::for_l2(512 << 10), Blocking { mc_strips: 4, nc: 132, balanced_panels: true });
+    assert_eq!(Blocking::for_l2(256 << 10), Blocking { mc_strips: 2, nc: 72, balanced_panels: true });
     if f32_kernel::<f32>().is_none() {
         println!("no AVX2 or AVX-512: the portable route has no blocking of its own");
         return;
@@ -514,7 +514,13 @@ fn blocking_does_not_change_bits() {
             if f32_kernel::<f32>() != Some(level) {
                 continue;
             }
-            for blocking in [None, Some(Blocking::for_l2(256 << 10)), Some(Blocking::for_l2(512 << 10))] {
+            let narrow_last = Blocking { balanced_panels: false, ..tuned };
+            for blocking in [
+                None,
+                Some(Blocking::for_l2(256 << 10)),
+                Some(Blocking::for_l2(512 << 10)),
+                Some(narrow_last),
+            ] {
                 let _b = TestBlocking::set(blocking);
                 let run = |f: &dyn Fn(&mut Mat<f32>)| {
                     let mut c = c0.clone();
