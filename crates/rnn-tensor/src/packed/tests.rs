@@ -103,7 +103,8 @@ fn check(
 
 /// Shapes with every tail: m around strips of 32, n around panels of 12 (and one column),
 /// k = 1 and k across blocks of 256, n across column blocks of 264 (through `gemm_packed`),
-/// and m across groups of 8 strips (300 × 300 × 100, whose `A` `gemm` packs group by group).
+/// m across groups of 8 strips (300 × 300 × 100, whose `A` `gemm` packs group by group), and
+/// 70 × 300 × 75, whose `A` `gemm` reads in place, copying one strip at a time.
 fn shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
     let mut v = vec![
         (1, 1, 2),
@@ -115,6 +116,9 @@ fn shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
         (100, 520, 1),
         (5, 40, 300),
         (300, 300, 100),
+        // Read in place by `gemm` (A not transposed: even indices), strip by strip (n > 60).
+        (70, 300, 75),
+        (70, 300, 75),
     ];
     for _ in 0..6 {
         v.push((1 + rng.below(100), 1 + rng.below(600), 1 + rng.below(40)));
@@ -206,6 +210,8 @@ fn split_products_are_bit_identical() {
         (100, 600, 40, 40, 17),
         (65, 256, 300, 33, 150),
         (300, 300, 100, 150, 50),
+        // `gemm` reads A in place: strip by strip whole (90 columns), panel by panel in halves.
+        (300, 300, 90, 150, 40),
         (1024, 256, 272, 512, 32),
         (64, 1100, 1000, 40, 500),
     ] {
