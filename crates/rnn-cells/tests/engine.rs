@@ -68,56 +68,76 @@ fn f32_and_f64_agree_for_every_cell() {
     }
 }
 
-/// Every gradient of the f32 backward with dense input (on AVX-512 CPUs the route that keeps the
-/// gate gradients in strips: the step products, `dW_ih`, `dW_hh`, `d_x` and the bias sums read
-/// them in place) against the f64 backward on the same weights and inputs, from a non-zero
-/// initial state, with one thread and with the batch split in two. Tolerance: rel_error < 1e-4
-/// per gradient (f32 rounding over 6 steps; a wrong column or strip gives errors of order 1).
-fn f32_dense_backward_matches_f64<C: Cell<f32> + Cell<f64>>(cell: C, name: &str) {
+/// Every gradient of the f32 backward (on AVX-512 CPUs the route that keeps the gate gradients
+/// in strips: the step products, `dW_ih`, `dW_hh`, `d_x` and the bias sums, on the `dW_ih` or
+/// the `dW_hh` product, read them in place) against the f64 backward on the same weights and
+/// inputs, from a non-zero initial state, forward and reverse in time, with dense input and with
+/// the input as indices (one-hot: `dW_ih` is a scatter-add), with one thread and with the batch
+/// split in two. Tolerance: rel_error < 1e-4 per gradient (f32 rounding over 6 steps; a wrong
+/// column or strip, or one step left out of a sum, gives errors of order 1e-1).
+fn f32_backward_matches_f64<C: Cell<f32> + Cell<f64>>(cell: C, name: &str) {
     let (inp, hid, batch, steps) = (37, 40, 24, 6);
-    let cfg = RecurrentConfig::<C>::new(inp, hid).with_cell(cell);
-    let l64 = cfg.build::<f64>(&mut Rng::seed_from(8)).unwrap();
-    let l32 = cfg.build::<f32>(&mut Rng::seed_from(8)).unwrap();
-    let mut rng = Rng::seed_from(9);
     let n = steps * batch;
+    let mut rng = Rng::seed_from(9);
     let x64 = Mat::from_fn(inp, n, |_, _| rng.uniform(-1.0, 1.0));
+    let ix: Vec<usize> = (0..n).map(|_| rng.below(inp)).collect();
     let d64 = Mat::from_fn(hid, n, |_, _| rng.uniform(-1.0, 1.0));
-    let s64 = l64.zero_state(batch);
-    let flat: Vec<f64> = s64.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
-    let s64 = s64.with_flat(&flat);
-    let s32 = l32.zero_state(batch).with_flat(&flat);
     let (x32, d32) = (x64.map(|v| v as f32), d64.map(|v| v as f32));
-    let mut c64 = LayerCache::default();
-    l64.forward(SeqInput::Dense(&x64), batch, &s64, &mut c64);
-    let mut g64 = l64.zero_grads();
-    let mut dx64 = Mat::zeros(inp, n);
-    let ds64 = l64.backward(SeqInput::Dense(&x64), &mut c64, &d64, &s64, &mut g64, Some(&mut dx64));
     let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
-    for threads in [1, 2] {
-        let before = rnn_tensor::parallel::num_threads();
-        rnn_tensor::parallel::set_num_threads(threads);
-        let mut c32 = LayerCache::default();
-        l32.forward(SeqInput::Dense(&x32), batch, &s32, &mut c32);
-        let mut g32 = l32.zero_grads();
-        let mut dx32 = Mat::zeros(inp, n);
-        let ds32 = l32.backward(SeqInput::Dense(&x32), &mut c32, &d32, &s32, &mut g32, Some(&mut dx32));
-        rnn_tensor::parallel::set_num_threads(before);
-        let mut pairs = vec![("d_x".to_string(), dx64.as_slice().to_vec(), widen(&dx32))];
-        pairs.push(("initial state".into(), ds64.to_flat(), ds32.to_flat()));
-        for ((n64, m64), (_, m32)) in g64.named_params().into_iter().zip(g32.named_params()) {
-            pairs.push((n64, m64.as_slice().to_vec(), widen(m32)));
-        }
-        for (what, a, b) in pairs {
-            let e = rel_error(&a, &b);
-            assert!(e < 1e-4, "{name} {what} with {threads} thread(s): f32 against f64, rel_error {e:e}");
+    for (reverse, one_hot) in [(false, false), (true, false), (false, true), (true, true)] {
+        let cfg = RecurrentConfig::<C>::new(inp, hid).with_cell(cell).with_reverse(reverse);
+        let l64 = cfg.build::<f64>(&mut Rng::seed_from(8)).unwrap();
+        let l32 = cfg.build::<f32>(&mut Rng::seed_from(8)).unwrap();
+        let (in64, in32) = if one_hot {
+            (SeqInput::Index(&ix), SeqInput::Index(&ix))
+        } else {
+            (SeqInput::Dense(&x64), SeqInput::Dense(&x32))
+        };
+        let s64 = l64.zero_state(batch);
+        let flat: Vec<f64> = s64.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let s64 = s64.with_flat(&flat);
+        let s32 = l32.zero_state(batch).with_flat(&flat);
+        let mut c64 = LayerCache::default();
+        l64.forward(in64, batch, &s64, &mut c64);
+        let mut g64 = l64.zero_grads();
+        let mut dx64 = Mat::zeros(inp, n);
+        let ds64 = l64.backward(in64, &mut c64, &d64, &s64, &mut g64, (!one_hot).then_some(&mut dx64));
+        let what = format!(
+            "{name}{}{}",
+            if reverse { ", reverse" } else { "" },
+            if one_hot { ", one-hot" } else { "" }
+        );
+        for threads in [1, 2] {
+            let before = rnn_tensor::parallel::num_threads();
+            rnn_tensor::parallel::set_num_threads(threads);
+            let mut c32 = LayerCache::default();
+            l32.forward(in32, batch, &s32, &mut c32);
+            let mut g32 = l32.zero_grads();
+            let mut dx32 = Mat::zeros(inp, n);
+            let ds32 = l32.backward(in32, &mut c32, &d32, &s32, &mut g32, (!one_hot).then_some(&mut dx32));
+            rnn_tensor::parallel::set_num_threads(before);
+            let mut pairs = vec![("initial state".to_string(), ds64.to_flat(), ds32.to_flat())];
+            if !one_hot {
+                pairs.push(("d_x".to_string(), dx64.as_slice().to_vec(), widen(&dx32)));
+            }
+            for ((n64, m64), (_, m32)) in g64.named_params().into_iter().zip(g32.named_params()) {
+                pairs.push((n64, m64.as_slice().to_vec(), widen(m32)));
+            }
+            for (tensor, a, b) in pairs {
+                let e = rel_error(&a, &b);
+                assert!(
+                    e < 1e-4,
+                    "{what} {tensor} with {threads} thread(s): f32 against f64, rel_error {e:e}"
+                );
+            }
         }
     }
 }
 
 #[test]
-fn f32_dense_backward_matches_f64_for_every_cell() {
+fn f32_backward_matches_f64_for_every_cell() {
     for (name, c) in ALL {
-        with_cell!(c, f32_dense_backward_matches_f64(name));
+        with_cell!(c, f32_backward_matches_f64(name));
     }
 }
 

@@ -29,7 +29,7 @@ use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
 
 use super::ops::{
     add_sums, bias_sums, ensure_shape, for_each_step_part, gradient_strips, input_backward, project_input,
-    weight_grad_product, SharedCols, StepWeight,
+    weight_grad_sums, SharedCols, StepWeight,
 };
 use super::{
     bf16, interleave, project_backward, project_forward, write_state, BackwardStep, Cell, ForwardStep, Layer,
@@ -539,16 +539,19 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         } else {
             &cache.var.hprev_all
         };
+        // The bias gradients: db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV
+        // is dA), each with a product that reads those columns (see `bias_sums`).
+        let dense = matches!(x, SeqInput::Dense(_));
+        let (hh_sums, da_sums) = bias_sums(C::HIDDEN_APART, dense, (&mut grads.bias_ih, &mut grads.bias_hh));
+        let (d, dp) = if C::HIDDEN_APART { (&dv, dvp) } else { (&da, dap) };
         if bwd16 {
-            let d = if C::HIDDEN_APART { &dv } else { &da };
             back.weight_grad(d, 0, hprev_all.as_slice(), &mut grads.weight_hh);
-        } else if C::HIDDEN_APART {
-            weight_grad_product(&dv, dvp, 0, hprev_all, &mut grads.weight_hh);
+            if let Some((a, b)) = hh_sums {
+                add_sums(d, dp, a, b);
+            }
         } else {
-            weight_grad_product(&da, dap, 0, hprev_all, &mut grads.weight_hh);
+            weight_grad_sums(d, dp, hprev_all, &mut grads.weight_hh, hh_sums);
         }
-        // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
-        let da_sums = bias_sums(C::HIDDEN_APART, (&mut grads.bias_ih, &mut grads.bias_hh), &dv, dvp);
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
         let LayerCache { var, w_ih_t, w_ih_t_packed, .. } = &mut *cache;
         let xs = match x {

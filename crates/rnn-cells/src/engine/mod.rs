@@ -63,7 +63,7 @@ use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 use ops::{
     add_sums, all_zero, bias_sums, check_seq, check_state_part, ensure_shape, for_each_batch_part,
-    gradient_strips, hidden_weight_grad, input_backward, project_input, weight_grad_product, SharedCols,
+    gradient_strips, hidden_weight_grad, hidden_weight_grad_sums, input_backward, project_input, SharedCols,
     StepWeight,
 };
 
@@ -716,21 +716,26 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (da, dv, da_packed, dv_packed) = (&*da, &*dv, &*da_packed, &*dv_packed);
         let dap = da_strips.then_some(da_packed);
         let (step_m, step_p) = if C::HIDDEN_APART { (dv, dv_strips.then_some(dv_packed)) } else { (da, dap) };
+        // The bias gradients: db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV
+        // is dA), each with a product that reads those columns (see `bias_sums`).
+        let dense = matches!(x, SeqInput::Dense(_));
+        let (hh_sums, da_sums) = bias_sums(C::HIDDEN_APART, dense, (&mut grads.bias_ih, &mut grads.bias_hh));
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         let dw_hh = &mut grads.weight_hh;
-        hidden_weight_grad(h0_op, h_op, self.params.reverse, |k0, src, c0, nc| {
-            if bwd16 {
+        if bwd16 {
+            hidden_weight_grad(h0_op, h_op, self.params.reverse, |k0, src, c0, nc| {
                 bf16_back.weight_grad(step_m, k0, &src.as_slice()[c0 * out..(c0 + nc) * out], dw_hh);
-            } else {
-                weight_grad_product(step_m, step_p, k0, &src.columns(c0, nc), dw_hh);
+            });
+            if let Some((a, b)) = hh_sums {
+                add_sums(step_m, step_p, a, b);
             }
-        });
+        } else {
+            hidden_weight_grad_sums((h0_op, h_op, self.params.reverse), step_m, step_p, dw_hh, hh_sums);
+        }
         // dW_hr += Σ_t dh_t · m_tᵀ
         if let Some(dw) = &mut grads.weight_hr {
             rnn_tensor::gemm(T::ONE, dhs, Trans::No, m, Trans::Yes, T::ONE, dw);
         }
-        // db_hh += Σ_columns dV; db_ih += Σ_columns dA (and db_hh too when dV is dA), with dW_ih
-        let da_sums = bias_sums(C::HIDDEN_APART, (&mut grads.bias_ih, &mut grads.bias_hh), dv, step_p);
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA
         match x {
             SeqInput::Dense(xm) if bwd16 => {

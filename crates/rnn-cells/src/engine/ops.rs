@@ -117,32 +117,16 @@ pub(crate) fn input_backward<T: Scalar>(
     d_x: Option<&mut Mat<T>>,
     wt_buf: &mut Mat<T>,
     wt_packed: &mut PackedLhs<T>,
-    sums: Option<(&mut Mat<T>, Option<&mut Mat<T>>)>,
+    sums: Sums<'_, T>,
 ) {
-    let sums = match (x, dp, sums) {
-        (SeqInput::Dense(xm), Some(p), Some((sa, sb))) if p.is_strips() => {
-            // dW_ih += D · Xᵀ, and the sums of D's rows on the way
-            gemm_packed_sums(
-                T::ONE,
-                p,
-                xm,
-                Trans::Yes,
-                T::ONE,
-                dw_ih,
-                sa.as_mut_slice(),
-                sb.map(|b| b.as_mut_slice()),
-            );
-            None
+    match x {
+        // dW_ih += D · Xᵀ, and the sums of D's rows on the way
+        SeqInput::Dense(xm) => weight_grad_sums(d, dp, xm, dw_ih, sums),
+        _ => {
+            if let Some((sa, sb)) = sums {
+                add_sums(d, dp, sa, sb);
+            }
         }
-        (SeqInput::Dense(xm), _, sums) => {
-            // dW_ih += D · Xᵀ
-            weight_grad_product(d, dp, 0, xm, dw_ih);
-            sums
-        }
-        (_, _, sums) => sums,
-    };
-    if let Some((sa, sb)) = sums {
-        add_sums(d, dp, sa, sb);
     }
     match x {
         SeqInput::Dense(xm) => {
@@ -235,6 +219,53 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     }
 }
 
+/// [`hidden_weight_grad`] through [`weight_grad_product`] (`dW_hh += Σ_t D_t · h_prev(t)ᵀ`,
+/// `D` read from `dp` when given), and, if given, `sums` `+= Σ_columns D` in column order (the
+/// bits of [`add_sums`]): with `D` in strips, inside the product over the outputs, which reads
+/// those columns anyway ([`gemm_packed_sums`]; one pass over a `D` of several MB that has left
+/// the caches less), and the `h0` step's columns in a pass of their own before it (forward in
+/// time) or after it (in reverse); otherwise all in one pass after the products.
+pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
+    (h0, outputs, reverse): (&Mat<T>, &Mat<T>, bool),
+    d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
+    dw: &mut Mat<T>,
+    sums: Sums<'_, T>,
+) {
+    let (b, n) = (h0.ncols(), outputs.ncols());
+    match (dp.filter(|p| p.is_strips()), sums) {
+        (Some(p), Some((sa, mut sb))) if n > 0 => {
+            // The pieces of `hidden_weight_grad`.
+            let (first, rest, rest_prev) = if reverse { (n - b, 0, b) } else { (0, b, 0) };
+            let first_sums = |sa: &mut Mat<T>, sb: Option<&mut Mat<T>>| {
+                p.add_row_sums_of(first..first + b, sa.as_mut_slice(), sb.map(|m| m.as_mut_slice()))
+            };
+            if !all_zero(h0) {
+                weight_grad_product(d, dp, first, h0, dw);
+            }
+            if !reverse {
+                first_sums(sa, sb.as_deref_mut());
+            }
+            if n > b {
+                let src = outputs.columns(rest_prev, n - b);
+                let sbs = sb.as_deref_mut().map(|m| m.as_mut_slice());
+                gemm_packed_sums(T::ONE, p, rest, &src, Trans::Yes, T::ONE, dw, sa.as_mut_slice(), sbs);
+            }
+            if reverse {
+                first_sums(sa, sb);
+            }
+        }
+        (_, sums) => {
+            hidden_weight_grad(h0, outputs, reverse, |k0, src, c0, nc| {
+                weight_grad_product(d, dp, k0, &src.columns(c0, nc), dw)
+            });
+            if let Some((sa, sb)) = sums {
+                add_sums(d, dp, sa, sb);
+            }
+        }
+    }
+}
+
 /// Whether every value of `m` is zero (a product with it adds only zeros, which the callers
 /// skip: `x + 0 = x` for every `x` but `-0`, which becomes `+0`, and with a zero state the
 /// skipped product's other operand reaches the results through the other steps anyway).
@@ -255,6 +286,30 @@ pub(crate) fn weight_grad_product<T: Scalar, S: RawStorage<T, Dyn, Dyn>>(
     match dp {
         Some(p) => gemm_packed_cols(T::ONE, p, k0, x, Trans::Yes, T::ONE, dw),
         None => gemm(T::ONE, &d.columns(k0, x.ncols()), Trans::No, x, Trans::Yes, T::ONE, dw),
+    }
+}
+
+/// [`weight_grad_product`] over all of `D` (`dw += D · xᵀ`), and, if given, `sums`
+/// `+= Σ_columns D` (the bits of [`add_sums`]): inside the product when `D` is in strips
+/// ([`gemm_packed_sums`]), else in a pass of their own.
+pub(crate) fn weight_grad_sums<T: Scalar>(
+    d: &Mat<T>,
+    dp: Option<&PackedLhs<T>>,
+    x: &Mat<T>,
+    dw: &mut Mat<T>,
+    sums: Sums<'_, T>,
+) {
+    match (dp.filter(|p| p.is_strips()), sums) {
+        (Some(p), Some((sa, sb))) => {
+            let sb = sb.map(|m| m.as_mut_slice());
+            gemm_packed_sums(T::ONE, p, 0, x, Trans::Yes, T::ONE, dw, sa.as_mut_slice(), sb);
+        }
+        (_, sums) => {
+            weight_grad_product(d, dp, 0, x, dw);
+            if let Some((sa, sb)) = sums {
+                add_sums(d, dp, sa, sb);
+            }
+        }
     }
 }
 
@@ -589,22 +644,27 @@ pub(crate) fn add_sums<T: Scalar>(
     }
 }
 
-/// The bias gradients after a backward's time loop, first part: for a cell whose hidden product
-/// stays apart, `db_hh += Σ_columns dV` here; returns the gradients that `Σ_columns dA` goes to
-/// (`db_ih`, and `db_hh` too when `dV` is `dA`), for [`input_backward`] (with the `dW_ih`
-/// product) or [`add_sums`]. `None` without biases.
+/// Bias gradients that receive the same row sums of a gradient matrix: the first, and the
+/// second too if given (see [`add_sums`]).
+pub(crate) type Sums<'g, T> = Option<(&'g mut Mat<T>, Option<&'g mut Mat<T>>)>;
+
+/// Where the bias gradients' sums go after a backward's time loop: `(hidden, input)`. `hidden`
+/// receive `Σ_columns` of the hidden product's gradient (`dV`, or `dA` when `dV` is `dA`) with
+/// the `dW_hh` product ([`hidden_weight_grad_sums`]), `input` receive `Σ_columns dA` with the
+/// `dW_ih` product ([`input_backward`]): `db_hh` and `db_ih` for a cell whose hidden product
+/// stays apart; otherwise both sum `dA`, on the `dW_ih` product of a dense input, or on the
+/// `dW_hh` product when the input is one-hot (its `dW_ih` is a scatter-add, which has no row
+/// sums). `(None, None)` without biases.
 pub(crate) fn bias_sums<'g, T: Scalar>(
     apart: bool,
+    dense_input: bool,
     (bias_ih, bias_hh): (&'g mut Option<Mat<T>>, &'g mut Option<Mat<T>>),
-    dv: &Mat<T>,
-    dvp: Option<&PackedLhs<T>>,
-) -> Option<(&'g mut Mat<T>, Option<&'g mut Mat<T>>)> {
-    let (Some(bi), Some(bh)) = (bias_ih, bias_hh) else { return None };
-    if apart {
-        add_sums(dv, dvp, bh, None);
-        Some((bi, None))
-    } else {
-        Some((bi, Some(bh)))
+) -> (Sums<'g, T>, Sums<'g, T>) {
+    let (Some(bi), Some(bh)) = (bias_ih, bias_hh) else { return (None, None) };
+    match (apart, dense_input) {
+        (true, _) => (Some((bh, None)), Some((bi, None))),
+        (false, true) => (None, Some((bi, Some(bh)))),
+        (false, false) => (Some((bi, Some(bh))), None),
     }
 }
 

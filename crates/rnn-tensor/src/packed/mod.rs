@@ -379,18 +379,29 @@ impl<T: Scalar> PackedLhs<T> {
     ///
     /// # Panics
     /// If `a` or `b` does not hold `m` values.
-    pub fn add_row_sums(&self, a: &mut [T], mut b: Option<&mut [T]>) {
+    pub fn add_row_sums(&self, a: &mut [T], b: Option<&mut [T]>) {
+        self.add_row_sums_of(0..self.k, a, b);
+    }
+
+    /// [`add_row_sums`](Self::add_row_sums) over columns `cols` of `op(A)` alone, in order.
+    ///
+    /// # Panics
+    /// If `a` or `b` does not hold `m` values, or `cols` runs past the `k` columns.
+    pub fn add_row_sums_of(&self, cols: std::ops::Range<usize>, a: &mut [T], mut b: Option<&mut [T]>) {
         let (m, k) = (self.m, self.k);
         assert!(
-            a.len() == m && b.as_ref().is_none_or(|b| b.len() == m),
-            "PackedLhs::add_row_sums: {} and {:?} sums for {m} rows",
+            a.len() == m
+                && b.as_ref().is_none_or(|b| b.len() == m)
+                && cols.start <= cols.end
+                && cols.end <= k,
+            "PackedLhs::add_row_sums_of: {} and {:?} sums for {m} rows, columns {cols:?} of {k}",
             a.len(),
             b.as_ref().map(|b| b.len())
         );
         let v = self.values();
         match self.layout {
             Layout::ColMajor => {
-                for col in v.chunks_exact(m.max(1)).take(k) {
+                for col in v.chunks_exact(m.max(1)).take(cols.end).skip(cols.start) {
                     a.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
                     if let Some(b) = b.as_deref_mut() {
                         b.iter_mut().zip(col).for_each(|(o, &x)| *o += x);
@@ -400,7 +411,7 @@ impl<T: Scalar> PackedLhs<T> {
             Layout::Strips => {
                 // Each strip's sums are its own (in order of `p`): split by strips across the
                 // threads when large, the same bits for any split.
-                let parts = strip_parts(m, k);
+                let parts = strip_parts(m, cols.len());
                 let mut pieces = Vec::with_capacity(parts);
                 let (mut ra, mut rb) = (a, b);
                 for i in 0..parts {
@@ -420,6 +431,7 @@ impl<T: Scalar> PackedLhs<T> {
                     let strips = v.chunks_exact((MR * k).max(1)).skip(s0).take(a.len().div_ceil(MR));
                     for (s, strip) in strips.enumerate() {
                         let rows = s * MR..a.len().min(s * MR + MR);
+                        let strip = &strip[cols.start * MR..cols.end * MR];
                         add_strip_sums(strip, &mut a[rows.clone()], b.as_deref_mut().map(|b| &mut b[rows]));
                     }
                 });
@@ -774,8 +786,9 @@ pub fn gemm_packed_cols<T, SB, SC>(
     packed_cols(alpha, a, k0, b, tb, beta, c, None);
 }
 
-/// [`gemm_packed`] that also adds the row sums of `op(A)` into `sums` (and into `also`, if
-/// given): the bits of [`PackedLhs::add_row_sums`]`(sums, also)` after the product. On the strip
+/// [`gemm_packed_cols`] that also adds the row sums of the columns `k0..` of `op(A)` it reads
+/// into `sums` (and into `also`, if given): the bits of
+/// [`PackedLhs::add_row_sums_of`]`(k0..k0 + kb, sums, also)` after the product. On the strip
 /// kernels each strip's block of columns is summed right after the product read it, from L1 and
 /// L2, instead of in a pass of its own (a weight gradient `dW += dA·Xᵀ` and the bias gradient
 /// `db += Σ_columns dA` read the same `dA`, which by then has left the caches).
@@ -786,6 +799,7 @@ pub fn gemm_packed_cols<T, SB, SC>(
 pub fn gemm_packed_sums<T, SB, SC>(
     alpha: T,
     a: &PackedLhs<T>,
+    k0: usize,
     b: &Matrix<T, Dyn, Dyn, SB>,
     tb: Trans,
     beta: T,
@@ -798,7 +812,12 @@ pub fn gemm_packed_sums<T, SB, SC>(
     SC: RawStorageMut<T, Dyn, Dyn>,
 {
     let kb = if tb == Trans::No { b.nrows() } else { b.ncols() };
-    assert!(kb == a.k, "gemm_packed_sums: op(A) is {}x{}, op(B) has {kb} rows", a.m, a.k);
+    assert!(
+        k0 + kb <= a.k,
+        "gemm_packed_sums: op(A) is {}x{}, columns {k0}.. of it times op(B) of {kb} rows",
+        a.m,
+        a.k
+    );
     assert!(
         sums.len() == a.m && also.as_ref().is_none_or(|b| b.len() == a.m),
         "gemm_packed_sums: {} and {:?} sums for {} rows",
@@ -806,11 +825,11 @@ pub fn gemm_packed_sums<T, SB, SC>(
         also.as_ref().map(|b| b.len()),
         a.m
     );
-    packed_cols(alpha, a, 0, b, tb, beta, c, Some((sums, also)));
+    packed_cols(alpha, a, k0, b, tb, beta, c, Some((sums, also)));
 }
 
-/// [`gemm_packed_cols`], adding `op(A)`'s row sums as [`gemm_packed_sums`] says when `sums` is
-/// given (then `k0 = 0` and the product reads every column).
+/// [`gemm_packed_cols`], adding the row sums of the columns of `op(A)` it reads as
+/// [`gemm_packed_sums`] says when `sums` is given.
 #[allow(clippy::too_many_arguments)]
 fn packed_cols<T, SB, SC>(
     alpha: T,
@@ -897,6 +916,6 @@ fn packed_cols<T, SB, SC>(
     }
     // Every other route: the sums in a pass of their own.
     if let Some((s, also)) = sums {
-        a.add_row_sums(s, also);
+        a.add_row_sums_of(k0..k0 + kb, s, also);
     }
 }

@@ -580,11 +580,11 @@ fn fused_row_sums_match_the_separate_pass() {
                 let sep = (bits(&c), s, u);
                 let mut c = c0.clone();
                 let (mut s, mut u) = (s0.clone(), t0.clone());
-                gemm_packed_sums(0.7, &pa, &b, Trans::Yes, 1.3, &mut c, &mut s, Some(&mut u));
+                gemm_packed_sums(0.7, &pa, 0, &b, Trans::Yes, 1.3, &mut c, &mut s, Some(&mut u));
                 let fused = (bits(&c), s, u);
                 let mut s1 = s0.clone();
                 let mut c1 = c0.clone();
-                gemm_packed_sums(0.7, &pa, &b, Trans::Yes, 1.3, &mut c1, &mut s1, None);
+                gemm_packed_sums(0.7, &pa, 0, &b, Trans::Yes, 1.3, &mut c1, &mut s1, None);
                 let as_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert!(
                     sep.0 == fused.0 && sep.0 == bits(&c1),
@@ -598,6 +598,27 @@ fn fused_row_sums_match_the_separate_pass() {
                 );
                 let w = want.get_or_insert_with(|| sep.clone());
                 assert!(as_bits(&w.1) == as_bits(&sep.1), "{m}x{k}x{n}: the sums differ between kernels");
+                // Columns k0..k0 + kb alone: the product of those columns and their sums, fused
+                // and apart, against plain loops for the sums.
+                let (k0, kb) = (k / 3, k - k / 3 - k / 5);
+                let bk = b.columns(k0, kb);
+                let mut c = c0.clone();
+                let (mut s, mut u) = (s0.clone(), t0.clone());
+                gemm_packed_cols(0.7, &pa, k0, &bk, Trans::Yes, 1.3, &mut c);
+                pa.add_row_sums_of(k0..k0 + kb, &mut s, Some(&mut u));
+                let mut cf = c0.clone();
+                let mut sf = s0.clone();
+                gemm_packed_sums(0.7, &pa, k0, &bk, Trans::Yes, 1.3, &mut cf, &mut sf, None);
+                let plain = |from: &[f32]| -> Vec<u32> {
+                    (0..m).map(|i| (k0..k0 + kb).fold(from[i], |acc, p| acc + a[(i, p)]).to_bits()).collect()
+                };
+                assert!(
+                    bits(&c) == bits(&cf)
+                        && as_bits(&s) == plain(&s0)
+                        && as_bits(&u) == plain(&t0)
+                        && as_bits(&sf) == plain(&s0),
+                    "{m}x{k}x{n} {level:?} {t} threads: columns {k0}.. of the product or their sums differ"
+                );
             }
         }
         parallel::set_num_threads(threads);
