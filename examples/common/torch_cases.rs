@@ -21,7 +21,9 @@
 //!   `pad_packed_sequence(total_length=100)`).
 //!
 //! The initial states need no gradient (in PyTorch they do not require it), so backward is
-//! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does.
+//! `backward_detached`, which leaves out the product only `dh_0` needs, as PyTorch does; and
+//! PyTorch's side sets every gradient to `None` before its backward, so ours overwrites the
+//! recurrent gradients (`backward_detached_overwrite`) instead of zeroing them and adding.
 //! Buffers (caches, gradients, logits) live in the case and are reused, as in a training loop.
 
 use rnn::cells::{
@@ -251,8 +253,14 @@ pub fn build(name: &str) -> Option<Case> {
                 digest: digest.clone(),
                 run: Box::new(move || {
                     lstm.forward_lengths(SeqInput::Dense(&x), b, &lengths, &h0, &mut cache);
-                    grads.zero();
-                    lstm.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &h0, &mut grads, None);
+                    lstm.backward_detached_overwrite(
+                        SeqInput::Dense(&x),
+                        &mut cache,
+                        &d_out,
+                        &h0,
+                        &mut grads,
+                        None,
+                    );
                     if digest.get().is_some() {
                         digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
                     }
@@ -326,8 +334,14 @@ fn fwd_bwd_case<R: Recurrence<f32> + 'static>(
         digest: digest.clone(),
         run: Box::new(move || {
             cell.forward(SeqInput::Dense(&x), b, &h0, &mut cache);
-            grads.zero();
-            cell.backward_detached(SeqInput::Dense(&x), &mut cache, &d_out, &d_final, &mut grads, None);
+            cell.backward_detached_overwrite(
+                SeqInput::Dense(&x),
+                &mut cache,
+                &d_out,
+                &d_final,
+                &mut grads,
+                None,
+            );
             if digest.get().is_some() {
                 digest.set(Some(fnv(grads.named_params().into_iter().map(|(_, m)| m))));
             }
@@ -380,10 +394,16 @@ where
             let loss =
                 softmax_cross_entropy(&logits, &y, b, Reduction::SumTimeMeanBatch, Some(&mut d_logits))
                     .unwrap();
-            grads.zero();
             g_head.zero();
             head.backward_into(out, &d_logits, &mut g_head, &mut dh);
-            stack.backward_detached(SeqInput::Index(&x), &mut cache, &dh, &states, &mut grads, None);
+            stack.backward_detached_overwrite(
+                SeqInput::Index(&x),
+                &mut cache,
+                &dh,
+                &states,
+                &mut grads,
+                None,
+            );
             if digest.get().is_some() {
                 let (gs, gh) = (grads.named_params(), g_head.named_params());
                 let loss = Mat::from_element(1, 1, loss);

@@ -22,6 +22,7 @@ use rnn_tensor::parallel::{for_each_part, for_each_piece, num_threads, split_ran
 use rnn_tensor::{Mat, Parameters, Scalar};
 
 use crate::engine::ops::ensure_shape;
+use crate::recurrence::BackwardKind;
 use crate::{CellError, Recurrence, SeqInput};
 
 /// The two directions of a [`Bidirectional`] layer (and, as the same type, their gradients).
@@ -289,7 +290,7 @@ where
         grads: &mut BidirectionalParams<C>,
         d_x: Option<&mut Mat<T>>,
     ) -> Vec<C::State> {
-        self.backward_both(x, cache, d_out, d_final, grads, d_x, true)
+        self.backward_both(x, cache, d_out, d_final, grads, d_x, BackwardKind::WithInit)
             .expect("the initial-state gradient was asked for")
     }
 
@@ -302,7 +303,19 @@ where
         grads: &mut BidirectionalParams<C>,
         d_x: Option<&mut Mat<T>>,
     ) {
-        self.backward_both(x, cache, d_out, d_final, grads, d_x, false);
+        self.backward_both(x, cache, d_out, d_final, grads, d_x, BackwardKind::Detached);
+    }
+
+    fn backward_detached_overwrite(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut Self::Cache,
+        d_out: &Mat<T>,
+        d_final: &Vec<C::State>,
+        grads: &mut BidirectionalParams<C>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_both(x, cache, d_out, d_final, grads, d_x, BackwardKind::Overwrite);
     }
 
     fn freeze_weights(&self, cache: &mut Self::Cache) {
@@ -359,7 +372,7 @@ impl<C> Bidirectional<C> {
         finals.into()
     }
 
-    /// Both directions' backward; `init_grad` false runs the detached backward of each.
+    /// Both directions' backward, each the backward `kind` names.
     #[allow(clippy::too_many_arguments)]
     fn backward_both<T>(
         &self,
@@ -369,7 +382,7 @@ impl<C> Bidirectional<C> {
         d_final: &[C::State],
         grads: &mut BidirectionalParams<C>,
         d_x: Option<&mut Mat<T>>,
-        init_grad: bool,
+        kind: BackwardKind,
     ) -> Option<Vec<C::State>>
     where
         T: Scalar,
@@ -400,19 +413,15 @@ impl<C> Bidirectional<C> {
             let mut job = jobs[d].lock().unwrap_or_else(|e| e.into_inner());
             let (c, g, dx, dy) = &mut *job;
             let dx = dx.as_deref_mut();
-            if init_grad {
-                Some(dirs[d].backward(x, c, dy, &d_final[d], g, dx))
-            } else {
-                dirs[d].backward_detached(x, c, dy, &d_final[d], g, dx);
-                None
-            }
+            kind.run(dirs[d], x, c, dy, &d_final[d], g, dx)
         });
         if let Some(dx) = d_x {
             // d_x = d_x→ + d_x←
             add_into(dx, d_x_reverse, num_threads());
         }
         let [a, b] = d0;
-        init_grad.then(|| vec![a.expect("forward ran backward"), b.expect("reverse ran backward")])
+        (kind == BackwardKind::WithInit)
+            .then(|| vec![a.expect("forward ran backward"), b.expect("reverse ran backward")])
     }
 }
 

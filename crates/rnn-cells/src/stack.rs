@@ -19,6 +19,7 @@
 use rnn_tensor::{Mat, Parameters, Rng, Scalar};
 
 use crate::engine::ops::ensure_shape;
+use crate::recurrence::BackwardKind;
 use crate::{CellError, Recurrence, SeqInput};
 
 /// The parameters of a [`Stack`] (and, as the same type, its gradients): the layers themselves,
@@ -259,8 +260,9 @@ impl<C> Stack<C> {
         }
     }
 
-    /// Backward through the layers top-down (see [`Recurrence::backward`]); with `init_grad`
-    /// false every layer runs [`Recurrence::backward_detached`] and `None` is returned.
+    /// Backward through the layers top-down, each layer the backward `kind` names (see
+    /// [`Recurrence::backward`]); the initial-state gradients only for [`BackwardKind::WithInit`],
+    /// `None` otherwise.
     fn backward_layers<T: Scalar>(
         &self,
         x: SeqInput<'_, T>,
@@ -269,7 +271,7 @@ impl<C> Stack<C> {
         d_final: &[C::State],
         grads: &mut StackParams<C>,
         mut d_x: Option<&mut Mat<T>>,
-        init_grad: bool,
+        kind: BackwardKind,
     ) -> Option<Vec<C::State>>
     where
         C: Recurrence<T>,
@@ -284,24 +286,6 @@ impl<C> Stack<C> {
         );
         let StackCache { layers: caches, dropped, inputs, masks, d_cur, d_in, .. } = cache;
         let mut d_init: Vec<Option<C::State>> = vec![None; l];
-        // One layer's backward, with or without its initial-state gradient.
-        fn run<T: Scalar, C: Recurrence<T>>(
-            layer: &C,
-            x: SeqInput<'_, T>,
-            cache: &mut C::Cache,
-            dy: &Mat<T>,
-            d_fin: &C::State,
-            g: &mut C::Params,
-            d_x: Option<&mut Mat<T>>,
-            init_grad: bool,
-        ) -> Option<C::State> {
-            if init_grad {
-                Some(layer.backward(x, cache, dy, d_fin, g, d_x))
-            } else {
-                layer.backward_detached(x, cache, dy, d_fin, g, d_x);
-                None
-            }
-        }
         for k in (0..l).rev() {
             let layer = &self.params.layers[k];
             // The output gradient of layer k: the caller's for the top, else the masked input
@@ -310,22 +294,14 @@ impl<C> Stack<C> {
             let g = grads.layers[k].params_mut();
             let (below, here) = caches.split_at_mut(k);
             let d0 = if k == 0 {
-                run(layer, x, &mut here[0], dy, &d_final[0], g, d_x.take(), init_grad)
+                kind.run(layer, x, &mut here[0], dy, &d_final[0], g, d_x.take())
             } else {
                 let input =
                     if *dropped { &inputs[k] } else { self.params.layers[k - 1].outputs(&below[k - 1]) };
                 // Sized here: a cell may expect d_x already shaped like its input.
                 ensure_shape(d_in, input.nrows(), input.ncols());
-                let d0 = run(
-                    layer,
-                    SeqInput::Dense(input),
-                    &mut here[0],
-                    dy,
-                    &d_final[k],
-                    g,
-                    Some(d_in),
-                    init_grad,
-                );
+                let d0 =
+                    kind.run(layer, SeqInput::Dense(input), &mut here[0], dy, &d_final[k], g, Some(d_in));
                 if *dropped {
                     // d yᵏ = d(input of layer k) ⊙ m
                     d_in.component_mul_assign(&masks[k]);
@@ -335,7 +311,8 @@ impl<C> Stack<C> {
             };
             d_init[k] = d0;
         }
-        init_grad.then(|| d_init.into_iter().map(|s| s.expect("every layer ran backward")).collect())
+        (kind == BackwardKind::WithInit)
+            .then(|| d_init.into_iter().map(|s| s.expect("every layer ran backward")).collect())
     }
 
     /// The states of every layer for a batch of `batch`, all zero.
@@ -468,7 +445,7 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         grads: &mut Self::Params,
         d_x: Option<&mut Mat<T>>,
     ) -> Vec<C::State> {
-        self.backward_layers(x, cache, d_out, d_final, grads, d_x, true)
+        self.backward_layers(x, cache, d_out, d_final, grads, d_x, BackwardKind::WithInit)
             .expect("the initial-state gradients were asked for")
     }
 
@@ -481,7 +458,19 @@ impl<T: Scalar, C: Recurrence<T> + Clone + std::fmt::Debug> Recurrence<T> for St
         grads: &mut Self::Params,
         d_x: Option<&mut Mat<T>>,
     ) {
-        self.backward_layers(x, cache, d_out, d_final, grads, d_x, false);
+        self.backward_layers(x, cache, d_out, d_final, grads, d_x, BackwardKind::Detached);
+    }
+
+    fn backward_detached_overwrite(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut Self::Cache,
+        d_out: &Mat<T>,
+        d_final: &Vec<C::State>,
+        grads: &mut Self::Params,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_layers(x, cache, d_out, d_final, grads, d_x, BackwardKind::Overwrite);
     }
 
     fn freeze_weights(&self, cache: &mut Self::Cache) {

@@ -291,3 +291,115 @@ fn reverse_layers_are_forward_layers_on_reversed_time() {
         with_cell!(c, reverse_is_forward_on_reversed_time(name));
     }
 }
+
+/// `backward_detached_overwrite` of `model` from gradients filled with NaN (a read of any of them
+/// would show) against `zero` then `backward_detached`, bit for bit (tolerance: none), with one
+/// thread and two; `lengths` runs the variable-length forward first.
+fn overwrite_matches_zero_then_add<R: Recurrence<f32>>(
+    model: &R,
+    x: SeqInput<'_, f32>,
+    batch: usize,
+    lengths: Option<&[usize]>,
+    h0: &R::State,
+    what: &str,
+) {
+    let n = x.columns();
+    let mut rng = Rng::seed_from(n as u64);
+    let d_out = Mat::from_fn(model.hidden_size(), n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let d_fin = model.zero_state(batch);
+    let run = |overwrite: bool| {
+        let mut cache = R::Cache::default();
+        match lengths {
+            Some(l) => model.forward_lengths(x, batch, l, h0, &mut cache),
+            None => model.forward(x, batch, h0, &mut cache),
+        };
+        let mut g = model.params().clone();
+        g.named_params_mut().into_iter().for_each(|(_, m)| m.fill(f32::NAN));
+        if overwrite {
+            model.backward_detached_overwrite(x, &mut cache, &d_out, &d_fin, &mut g, None);
+        } else {
+            g.zero();
+            model.backward_detached(x, &mut cache, &d_out, &d_fin, &mut g, None);
+        }
+        g.named_params()
+            .into_iter()
+            .map(|(k, m)| (k, m.iter().map(|v| v.to_bits()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let threads = rnn_tensor::parallel::num_threads();
+    for t in [1, 2] {
+        rnn_tensor::parallel::set_num_threads(t);
+        let (want, got) = (run(false), run(true));
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            assert!(w == g, "{what}, {t} thread(s): {name} overwritten differs from zero then add");
+        }
+    }
+    rnn_tensor::parallel::set_num_threads(threads);
+}
+
+/// Every cell, forward and reverse in time, dense and one-hot input, one step and five, from a
+/// zero and a non-zero initial state; a bidirectional stack; variable lengths.
+fn overwrite_cases<C: Cell<f32>>(cell: C, name: &str) {
+    let (inp, hid, batch) = (30, 40, 24);
+    for (reverse, steps, one_hot, zero_h0) in [
+        (false, 5, false, false),
+        (true, 5, false, false),
+        (false, 5, true, true),
+        (true, 5, true, false),
+        (false, 1, false, true),
+        (false, 1, true, false),
+    ] {
+        let layer = RecurrentConfig::<C>::new(inp, hid)
+            .with_cell(cell)
+            .with_reverse(reverse)
+            .build::<f32>(&mut Rng::seed_from(5))
+            .unwrap();
+        let mut rng = Rng::seed_from(6);
+        let n = steps * batch;
+        let x = Mat::from_fn(inp, n, |_, _| rng.uniform(-1.0, 1.0) as f32);
+        let ix: Vec<usize> = (0..n).map(|_| rng.below(inp)).collect();
+        let z = layer.zero_state(batch);
+        let h0 = if zero_h0 {
+            z
+        } else {
+            z.with_flat(&z.to_flat().iter().map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<_>>())
+        };
+        let input = if one_hot { SeqInput::Index(&ix) } else { SeqInput::Dense(&x) };
+        let what = format!("{name}, reverse {reverse}, {steps} steps, one-hot {one_hot}, zero h0 {zero_h0}");
+        overwrite_matches_zero_then_add(&layer, input, batch, None, &h0, &what);
+        if steps > 1 && !one_hot {
+            let lengths: Vec<usize> = (0..batch).map(|b| 1 + b % steps).collect();
+            overwrite_matches_zero_then_add(
+                &layer,
+                input,
+                batch,
+                Some(&lengths),
+                &h0,
+                &format!("{what}, lengths"),
+            );
+        }
+    }
+    let stack = RecurrentConfig::<C>::new(inp, hid)
+        .with_cell(cell)
+        .build_bidirectional_stack::<f32>(2, &mut Rng::seed_from(7))
+        .unwrap();
+    let mut rng = Rng::seed_from(8);
+    let x = Mat::from_fn(inp, 4 * batch, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let h0 = stack.zero_state(batch);
+    overwrite_matches_zero_then_add(
+        &stack,
+        SeqInput::Dense(&x),
+        batch,
+        None,
+        &h0,
+        &format!("{name} bidirectional stack"),
+    );
+}
+
+#[test]
+fn overwriting_gradients_matches_zeroing_then_adding_for_every_cell() {
+    for (name, c) in ALL {
+        with_cell!(c, overwrite_cases(name));
+    }
+}

@@ -550,7 +550,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 add_sums(d, dp, a, b);
             }
         } else {
-            weight_grad_sums(d, dp, hprev_all, &mut grads.weight_hh, hh_sums);
+            weight_grad_sums(d, dp, hprev_all, (T::ONE, &mut grads.weight_hh), hh_sums);
         }
         // dW_ih += dA · Xᵀ (or the scatter-add);  d_x = W_ihᵀ · dA, back in the caller's order.
         let LayerCache { var, w_ih_t, w_ih_t_packed, .. } = &mut *cache;
@@ -575,7 +575,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 xs,
                 &da,
                 dap,
-                &mut grads.weight_ih,
+                (T::ONE, &mut grads.weight_ih),
                 want_dx.then_some(&mut var.d_x),
                 w_ih_t,
                 w_ih_t_packed,

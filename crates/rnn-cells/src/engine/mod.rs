@@ -392,7 +392,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
         d_h0: &mut C::State,
     ) {
-        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(d_h0));
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(d_h0), false);
     }
 
     /// The general forward loop (any batch, any element type), on a cache set up by `forward`.
@@ -529,6 +529,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         grads: &mut RecurrentParams<T>,
         d_x: Option<&mut Mat<T>>,
         d_h0: Option<&mut C::State>,
+        overwrite: bool,
     ) {
         let lengths = !cache.var.lengths.is_empty();
         let (hid, out, batch) = (self.cell_size(), self.hidden_size(), cache.batch);
@@ -552,7 +553,17 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             C::CARRIED
         );
         if lengths {
+            if overwrite {
+                rnn_tensor::Parameters::zero(grads);
+            }
             return self.backward_lengths(x, cache, d_out, d_final, grads, d_x, d_h0);
+        }
+        // An overwrite: each weight gradient's first product takes beta = 0 (`grad_beta`) and reads nothing
+        // of it; the few values that other passes add into start from zeros.
+        let grad_beta = if overwrite { T::ZERO } else { T::ONE };
+        if overwrite {
+            let small = [&mut grads.bias_ih, &mut grads.bias_hh, &mut grads.weight_hr];
+            small.into_iter().flatten().for_each(|m| m.as_mut_slice().fill(T::ZERO));
         }
         let init_grad = d_h0.is_some();
         let (steps, g, rows, crows) = (n / batch, C::GATES * hid, C::SAVED * hid, C::CARRIED * hid);
@@ -723,6 +734,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         let dw_hh = &mut grads.weight_hh;
         if bwd16 {
+            if overwrite {
+                dw_hh.as_mut_slice().fill(T::ZERO);
+            }
             hidden_weight_grad(h0_op, h_op, self.params.reverse, |k0, src, c0, nc| {
                 bf16_back.weight_grad(step_m, k0, &src.as_slice()[c0 * out..(c0 + nc) * out], dw_hh);
             });
@@ -730,7 +744,13 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 add_sums(step_m, step_p, a, b);
             }
         } else {
-            hidden_weight_grad_sums((h0_op, h_op, self.params.reverse), step_m, step_p, dw_hh, hh_sums);
+            hidden_weight_grad_sums(
+                (h0_op, h_op, self.params.reverse),
+                step_m,
+                step_p,
+                (grad_beta, dw_hh),
+                hh_sums,
+            );
         }
         // dW_hr += Σ_t dh_t · m_tᵀ
         if let Some(dw) = &mut grads.weight_hr {
@@ -742,12 +762,18 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 if let Some((bi, bh)) = da_sums {
                     add_sums(da, dap, bi, bh);
                 }
+                if overwrite {
+                    grads.weight_ih.as_mut_slice().fill(T::ZERO);
+                }
                 bf16_back.weight_grad(da, 0, xm.as_slice(), &mut grads.weight_ih);
                 if let Some(dx) = d_x {
                     bf16_back.input_grad(&self.params.weight_ih, da, dx);
                 }
             }
-            _ => input_backward(w_ih, x, da, dap, &mut grads.weight_ih, d_x, w_ih_t, w_ih_t_packed, da_sums),
+            _ => {
+                let dw_ih = (grad_beta, &mut grads.weight_ih);
+                input_backward(w_ih, x, da, dap, dw_ih, d_x, w_ih_t, w_ih_t_packed, da_sums)
+            }
         }
         if let Some(d_h0) = d_h0 {
             write_state((dh.as_slice(), out), d_carried.as_slice(), crows, hid, batch, d_h0);
@@ -927,7 +953,7 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         d_x: Option<&mut Mat<T>>,
     ) -> C::State {
         let mut d_h0 = d_final.clone();
-        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(&mut d_h0));
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, Some(&mut d_h0), false);
         d_h0
     }
 
@@ -955,6 +981,18 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
         grads: &mut RecurrentParams<T>,
         d_x: Option<&mut Mat<T>>,
     ) {
-        self.backward_impl(x, cache, d_out, d_final, grads, d_x, None);
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, None, false);
+    }
+
+    fn backward_detached_overwrite(
+        &self,
+        x: SeqInput<'_, T>,
+        cache: &mut LayerCache<T>,
+        d_out: &Mat<T>,
+        d_final: &C::State,
+        grads: &mut RecurrentParams<T>,
+        d_x: Option<&mut Mat<T>>,
+    ) {
+        self.backward_impl(x, cache, d_out, d_final, grads, d_x, None, true);
     }
 }

@@ -106,25 +106,30 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
 /// and have any number of columns), and `d_x` is a product of both operands packed (`W_ihᵀ` into
 /// `wt_packed`). `sums`, if given, are bias gradients that also receive `Σ_columns d` (the
 /// second one too, if given; see [`add_sums`]): with a dense input and `d` in strips, inside the
-/// `dW_ih` product, which reads `d` anyway ([`gemm_packed_sums`]; the same bits).
+/// `dW_ih` product, which reads `d` anyway ([`gemm_packed_sums`]; the same bits). `beta` is
+/// `dW_ih`'s: 1 adds into it, 0 overwrites it (its old values are not read).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_backward<T: Scalar>(
     w_ih: &Mat<T>,
     x: SeqInput<'_, T>,
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
-    dw_ih: &mut Mat<T>,
+    (beta, dw_ih): (T, &mut Mat<T>),
     d_x: Option<&mut Mat<T>>,
     wt_buf: &mut Mat<T>,
     wt_packed: &mut PackedLhs<T>,
     sums: Sums<'_, T>,
 ) {
     match x {
-        // dW_ih += D · Xᵀ, and the sums of D's rows on the way
-        SeqInput::Dense(xm) => weight_grad_sums(d, dp, xm, dw_ih, sums),
+        // dW_ih (+)= D · Xᵀ, and the sums of D's rows on the way
+        SeqInput::Dense(xm) => weight_grad_sums(d, dp, xm, (beta, dw_ih), sums),
         _ => {
             if let Some((sa, sb)) = sums {
                 add_sums(d, dp, sa, sb);
+            }
+            // The scatter-add below adds: an overwrite starts from zeros.
+            if beta == T::ZERO {
+                dw_ih.as_mut_slice().fill(T::ZERO);
             }
         }
     }
@@ -219,20 +224,23 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     }
 }
 
-/// [`hidden_weight_grad`] through [`weight_grad_product`] (`dW_hh += Σ_t D_t · h_prev(t)ᵀ`,
+/// [`hidden_weight_grad`] through [`weight_grad_product`] (`dW_hh (+)= Σ_t D_t · h_prev(t)ᵀ`,
 /// `D` read from `dp` when given), and, if given, `sums` `+= Σ_columns D` in column order (the
 /// bits of [`add_sums`]): with `D` in strips, inside the product over the outputs, which reads
 /// those columns anyway ([`gemm_packed_sums`]; one pass over a `D` of several MB that has left
 /// the caches less), and the `h0` step's columns in a pass of their own before it (forward in
-/// time) or after it (in reverse); otherwise all in one pass after the products.
+/// time) or after it (in reverse); otherwise all in one pass after the products. `beta` is
+/// `dW_hh`'s, as in [`weight_grad_product`]: the first product takes it, the others add.
 pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
     (h0, outputs, reverse): (&Mat<T>, &Mat<T>, bool),
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
-    dw: &mut Mat<T>,
+    (beta, dw): (T, &mut Mat<T>),
     sums: Sums<'_, T>,
 ) {
     let (b, n) = (h0.ncols(), outputs.ncols());
+    // The beta of the next product: `beta` for the first, then 1.
+    let mut next = beta;
     match (dp.filter(|p| p.is_strips()), sums) {
         (Some(p), Some((sa, mut sb))) if n > 0 => {
             // The pieces of `hidden_weight_grad`.
@@ -241,7 +249,8 @@ pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
                 p.add_row_sums_of(first..first + b, sa.as_mut_slice(), sb.map(|m| m.as_mut_slice()))
             };
             if !all_zero(h0) {
-                weight_grad_product(d, dp, first, h0, dw);
+                weight_grad_product(d, dp, first, h0, (next, dw));
+                next = T::ONE;
             }
             if !reverse {
                 first_sums(sa, sb.as_deref_mut());
@@ -249,7 +258,8 @@ pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
             if n > b {
                 let src = outputs.columns(rest_prev, n - b);
                 let sbs = sb.as_deref_mut().map(|m| m.as_mut_slice());
-                gemm_packed_sums(T::ONE, p, rest, &src, Trans::Yes, T::ONE, dw, sa.as_mut_slice(), sbs);
+                gemm_packed_sums(T::ONE, p, rest, &src, Trans::Yes, next, dw, sa.as_mut_slice(), sbs);
+                next = T::ONE;
             }
             if reverse {
                 first_sums(sa, sb);
@@ -257,12 +267,17 @@ pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
         }
         (_, sums) => {
             hidden_weight_grad(h0, outputs, reverse, |k0, src, c0, nc| {
-                weight_grad_product(d, dp, k0, &src.columns(c0, nc), dw)
+                weight_grad_product(d, dp, k0, &src.columns(c0, nc), (next, dw));
+                next = T::ONE;
             });
             if let Some((sa, sb)) = sums {
                 add_sums(d, dp, sa, sb);
             }
         }
+    }
+    // An overwrite with no product (one step from a zero state) leaves zeros.
+    if next == T::ZERO {
+        dw.as_mut_slice().fill(T::ZERO);
     }
 }
 
@@ -273,39 +288,39 @@ pub(crate) fn all_zero<T: Scalar>(m: &Mat<T>) -> bool {
     m.as_slice().iter().all(|&v| v == T::ZERO)
 }
 
-/// `dw += D[:, k0..k0 + kn] · xᵀ` (`x` has `kn` columns), reading `D` from `dp` when given: a
-/// copy of `d` packed while the time loop wrote it, which spares the product packing `D` (the
-/// bits are the same either way).
+/// `dw = D[:, k0..k0 + kn] · xᵀ + beta·dw` (`x` has `kn` columns; `beta` 1 adds, 0 overwrites
+/// without reading `dw`), reading `D` from `dp` when given: a copy of `d` packed while the time
+/// loop wrote it, which spares the product packing `D` (the bits are the same either way).
 pub(crate) fn weight_grad_product<T: Scalar, S: RawStorage<T, Dyn, Dyn>>(
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
     k0: usize,
     x: &Matrix<T, Dyn, Dyn, S>,
-    dw: &mut Mat<T>,
+    (beta, dw): (T, &mut Mat<T>),
 ) {
     match dp {
-        Some(p) => gemm_packed_cols(T::ONE, p, k0, x, Trans::Yes, T::ONE, dw),
-        None => gemm(T::ONE, &d.columns(k0, x.ncols()), Trans::No, x, Trans::Yes, T::ONE, dw),
+        Some(p) => gemm_packed_cols(T::ONE, p, k0, x, Trans::Yes, beta, dw),
+        None => gemm(T::ONE, &d.columns(k0, x.ncols()), Trans::No, x, Trans::Yes, beta, dw),
     }
 }
 
-/// [`weight_grad_product`] over all of `D` (`dw += D · xᵀ`), and, if given, `sums`
+/// [`weight_grad_product`] over all of `D` (`dw = D · xᵀ + beta·dw`), and, if given, `sums`
 /// `+= Σ_columns D` (the bits of [`add_sums`]): inside the product when `D` is in strips
 /// ([`gemm_packed_sums`]), else in a pass of their own.
 pub(crate) fn weight_grad_sums<T: Scalar>(
     d: &Mat<T>,
     dp: Option<&PackedLhs<T>>,
     x: &Mat<T>,
-    dw: &mut Mat<T>,
+    (beta, dw): (T, &mut Mat<T>),
     sums: Sums<'_, T>,
 ) {
     match (dp.filter(|p| p.is_strips()), sums) {
         (Some(p), Some((sa, sb))) => {
             let sb = sb.map(|m| m.as_mut_slice());
-            gemm_packed_sums(T::ONE, p, 0, x, Trans::Yes, T::ONE, dw, sa.as_mut_slice(), sb);
+            gemm_packed_sums(T::ONE, p, 0, x, Trans::Yes, beta, dw, sa.as_mut_slice(), sb);
         }
         (_, sums) => {
-            weight_grad_product(d, dp, 0, x, dw);
+            weight_grad_product(d, dp, 0, x, (beta, dw));
             if let Some((sa, sb)) = sums {
                 add_sums(d, dp, sa, sb);
             }
@@ -708,7 +723,7 @@ mod tests {
                 SeqInput::Index(&ix),
                 &d,
                 None,
-                &mut w,
+                (1.0, &mut w),
                 None,
                 &mut unused,
                 &mut PackedLhs::new(),
