@@ -207,14 +207,18 @@ where
         if d_h.shape() != h.shape() {
             *d_h = Mat::zeros(h.nrows(), h.ncols());
         }
-        // dW_head += dz · uᵀ, db_head += Σ dz, du = W_headᵀ · dz (u = h, or h ⊙ m)
+        // dW_head = dz · uᵀ, db_head = Σ dz, du = W_headᵀ · dz (u = h, or h ⊙ m); the head's
+        // gradients are small (V × (H + 1)): zeroed, then added into.
+        grads.head.params.zero();
         params.head.backward_into(h, d_logits, &mut grads.head.params, d_h);
         if p > 0.0 {
             // dh = du ⊙ m
             d_h.component_mul_assign(head_mask);
         }
+        // The stack's gradients written, not added (each weight gradient's first product
+        // overwrites it), and no gradient for the starting state (truncated BPTT).
         let zero_final = params.rnn.zero_state(batch);
-        params.rnn.backward(x, cache, d_h, &zero_final, grads.rnn.params_mut(), None);
+        params.rnn.backward_detached_overwrite(x, cache, d_h, &zero_final, grads.rnn.params_mut(), None);
         *state = fin;
         Ok(loss.to_f64())
     }

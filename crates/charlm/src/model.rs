@@ -33,9 +33,10 @@ pub trait LanguageModel<T: Scalar> {
     fn zero_state(&self, batch: usize) -> Self::State;
 
     /// One training batch: forward (with dropout drawn from `rng`), the mean cross-entropy over
-    /// its `T·B` predictions, and backward through time, **adding** the parameter gradients
-    /// into `grads`. `state` starts the batch and is replaced by its final state (truncated
-    /// BPTT: no gradient flows into the previous batch). Returns the loss.
+    /// its `T·B` predictions, and backward through time, **writing** the parameter gradients
+    /// into `grads` (their old values are never read, as PyTorch's after `zero_grad()`; the
+    /// trainer does not zero them first). `state` starts the batch and is replaced by its final
+    /// state (truncated BPTT: no gradient flows into the previous batch). Returns the loss.
     fn train_batch(
         &mut self,
         inputs: &[usize],

@@ -660,7 +660,7 @@ pub fn train<T: Scalar, M: LanguageModel<T>>(
             state = model.zero_state(bs);
         }
         opt.set_lr(schedule.lr(step, batch.epoch));
-        grads.zero();
+        // (`train_batch` writes every gradient: no zeroing first.)
         let loss = model.train_batch(&batch.inputs, &batch.targets, bs, &mut state, &mut grads, &mut rng)?;
         step += 1;
         if !loss.is_finite() {

@@ -65,6 +65,48 @@ fn gradients_match_numeric_differences() {
     gradient_matches(&lstm, 2, 3);
 }
 
+/// `train_batch` writes the gradients: over gradients holding NaN (or an earlier batch's
+/// values) it gives the bits it gives over zeros, for every cell, in f32 (the engine's kernels)
+/// and f64, with dropout.
+#[test]
+fn a_training_batch_overwrites_the_gradients() {
+    fn check<T: rnn_tensor::Scalar, M: LanguageModel<T> + Clone>(model: &M, batch: usize, steps: usize) {
+        let v = model.config().vocab_size;
+        let mut rng = Rng::seed_from(31);
+        let inputs: Vec<usize> = (0..batch * steps).map(|_| rng.below(v)).collect();
+        let targets: Vec<usize> = (0..batch * steps).map(|_| rng.below(v)).collect();
+        let run = |grads: &mut M::Params| {
+            let mut m = model.clone();
+            let mut state = m.zero_state(batch);
+            m.train_batch(&inputs, &targets, batch, &mut state, grads, &mut Rng::seed_from(0)).unwrap()
+        };
+        let mut zeroed = model.zero_grads();
+        let loss = run(&mut zeroed);
+        let mut stale = model.zero_grads();
+        for (_, t) in stale.named_params_mut() {
+            t.fill(T::cast(f64::NAN));
+        }
+        assert_eq!(run(&mut stale).to_bits(), loss.to_bits());
+        // And again over the gradients just written (a trainer's second step).
+        run(&mut stale);
+        for ((name, a), (_, b)) in zeroed.named_params().into_iter().zip(stale.named_params()) {
+            let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
+            assert!(same, "{name}: the gradients depend on their old values");
+        }
+    }
+    let config = ModelConfig::new(11).with_hidden(40).with_layers(2).with_dropout(0.2).with_head_dropout(0.1);
+    let lstm = CharRnn::<f32, Lstm<f32>>::build(&config, &mut Rng::seed_from(1)).unwrap();
+    check(&lstm, 5, 7);
+    let gru =
+        CharRnn::<f32, Gru<f32>>::build(&config.clone().with_cell(CellKind::Gru), &mut Rng::seed_from(2))
+            .unwrap();
+    check(&gru, 5, 7);
+    let rnn =
+        CharRnn::<f64, Rnn<f64>>::build(&config.clone().with_cell(CellKind::Rnn), &mut Rng::seed_from(3))
+            .unwrap();
+    check(&rnn, 3, 1);
+}
+
 #[test]
 fn build_rejects_another_cell_and_bad_states() {
     let config = ModelConfig::new(5).with_hidden(3).with_layers(2);

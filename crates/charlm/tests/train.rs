@@ -102,6 +102,8 @@ impl<T: Scalar> LanguageModel<T> for Bigram<T> {
         grads: &mut TensorList<T>,
         rng: &mut Rng,
     ) -> Result<f64, CharLmError> {
+        // `train_batch` writes the gradients: `run` adds into them.
+        grads.zero();
         Ok(self.run(inputs, targets, Some(grads), Some(rng)) / inputs.len() as f64)
     }
     fn eval_chunk(
