@@ -638,6 +638,18 @@ unsafe fn transpose_block(
         // SAFETY: input run v.
         *rv = unsafe { _mm512_maskz_loadu_ps(lmask, src.offset(v as isize * stride)) };
     }
+    let smask = lane_mask(lanes);
+    for (q, o) in transpose16(&r).into_iter().enumerate().take(len) {
+        // SAFETY: output run q.
+        unsafe { _mm512_mask_storeu_ps(dst.add(q * dstride), smask, o) };
+    }
+}
+
+/// The transpose of a 16×16 block held in registers: lane `v` of output `q` is lane `q` of
+/// input `v`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose16(r: &[__m512; 16]) -> [__m512; 16] {
     // Within 128-bit lanes: pairs, then quadruples (u[4i + c], lane L = column 4L + c of rows
     // 4i..4i+4).
     let mut t = [_mm512_setzero_ps(); 16];
@@ -653,26 +665,18 @@ unsafe fn transpose_block(
         u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
     }
     // Across 128-bit lanes: output q = 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
-    let smask = lane_mask(lanes);
+    let mut out = [_mm512_setzero_ps(); 16];
     for c in 0..4 {
         let x = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
         let y = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
         let x2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
         let y2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
-        let outs = [
-            _mm512_shuffle_f32x4::<0x88>(x, x2),
-            _mm512_shuffle_f32x4::<0x88>(y, y2),
-            _mm512_shuffle_f32x4::<0xDD>(x, x2),
-            _mm512_shuffle_f32x4::<0xDD>(y, y2),
-        ];
-        for (l, o) in outs.into_iter().enumerate() {
-            let q = 4 * l + c;
-            if q < len {
-                // SAFETY: output run q.
-                unsafe { _mm512_mask_storeu_ps(dst.add(q * dstride), smask, o) };
-            }
-        }
+        out[c] = _mm512_shuffle_f32x4::<0x88>(x, x2);
+        out[4 + c] = _mm512_shuffle_f32x4::<0x88>(y, y2);
+        out[8 + c] = _mm512_shuffle_f32x4::<0xDD>(x, x2);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(y, y2);
     }
+    out
 }
 
 /// Packs the `kc × nc` block of `B` at `b` as its [`panels`] (`balanced` as there), the panel of
@@ -893,20 +897,27 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
             // exactly those.
             unsafe {
                 let cp = out.c.offset(j as isize * out.csc);
-                for (acc, cp, mk) in [(lo[j], cp, m0), (hi[j], cp.wrapping_add(16), m1)] {
-                    let prev = match out.prev {
-                        Prev::Beta(0.0) => _mm512_setzero_ps(),
-                        Prev::Beta(beta) => {
-                            _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mk, cp))
-                        }
-                        Prev::Acc => _mm512_maskz_loadu_ps(mk, cp),
-                    };
-                    _mm512_mask_storeu_ps(cp, mk, _mm512_fmadd_ps(alpha, acc, prev));
-                }
+                combine_lanes(cp, m0, lo[j], alpha, out.prev);
+                combine_lanes(cp.wrapping_add(16), m1, hi[j], alpha, out.prev);
+            }
+        }
+    } else if out.csc == 1 {
+        // C with contiguous rows (a transposed product, `Cᵀ = Bᵀ·Aᵀ`): each half of the
+        // accumulators transposed in registers, then the same operations row by row, `N` lanes.
+        let nmask = lane_mask(N);
+        for (h, half) in [lo, hi].iter().enumerate() {
+            let mut r = [_mm512_setzero_ps(); 16];
+            r[..N].copy_from_slice(half);
+            for (q, acc) in transpose16(&r).into_iter().enumerate().take(out.rows.saturating_sub(16 * h)) {
+                // SAFETY: row 16h + q of the block holds N contiguous values; the mask covers
+                // exactly those.
+                unsafe {
+                    combine_lanes(out.c.offset((16 * h + q) as isize * out.rsc), nmask, acc, alpha, out.prev)
+                };
             }
         }
     } else {
-        // C with strided columns (a transposed product): the same operations element by element.
+        // C with strided rows and columns: the same operations element by element.
         let mut tmp = [0.0f32; MR];
         for j in 0..N {
             // SAFETY: tmp holds MR values.
@@ -917,6 +928,25 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
             // SAFETY: column j is inside the block of C.
             unsafe { combine_column(&out, j, &tmp) };
         }
+    }
+}
+
+/// `c ← fma(alpha, acc, prev)` on the lanes of `mask` of the 16 values at `cp`, `prev` as
+/// [`Prev`] says (`C` is not read when it is `Beta(0)`).
+///
+/// # Safety
+/// AVX-512F; the lanes of `mask` at `cp` are valid.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn combine_lanes(cp: *mut f32, mask: __mmask16, acc: __m512, alpha: __m512, prev: Prev) {
+    // SAFETY: the caller's contract; masked lanes are neither read nor written.
+    unsafe {
+        let prev = match prev {
+            Prev::Beta(0.0) => _mm512_setzero_ps(),
+            Prev::Beta(beta) => _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, cp)),
+            Prev::Acc => _mm512_maskz_loadu_ps(mask, cp),
+        };
+        _mm512_mask_storeu_ps(cp, mask, _mm512_fmadd_ps(alpha, acc, prev));
     }
 }
 

@@ -23,6 +23,9 @@ use std::arch::x86_64::*;
 
 use super::{combine_column, for_each_p, pack_panel_any, pack_strip_any, Out, Prev, MR, NR, PF_A};
 
+/// `LANE_MASKS[8 - n..][..8]`: the first `n` lanes of a mask for `_mm256_maskstore_ps`.
+const LANE_MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
 /// Rows of a register block: two 8-lane registers.
 const MH: usize = 16;
 /// Columns of a register block: `2·NH` = 12 accumulators, with two registers for `A` and one
@@ -108,29 +111,9 @@ unsafe fn transpose(src: *const f32, stride: isize, nv: usize, len: usize, dst: 
                 let r: [__m256; 8] = std::array::from_fn(|i| {
                     _mm256_loadu_ps(src.offset((v0 + i) as isize * stride + q0 as isize))
                 });
-                let t: [__m256; 8] = std::array::from_fn(|i| {
-                    let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                    if i % 2 == 0 {
-                        _mm256_unpacklo_ps(x, y)
-                    } else {
-                        _mm256_unpackhi_ps(x, y)
-                    }
-                });
-                // u[4h + c]: column c of each 4-lane half (rows 4h..4h+4, in 128-bit lanes).
-                let u: [__m256; 8] = std::array::from_fn(|i| {
-                    let (h, c) = (i / 4, i % 4);
-                    let (x, y) = (t[4 * h + c / 2], t[4 * h + 2 + c / 2]);
-                    if c % 2 == 0 {
-                        _mm256_shuffle_ps::<0x44>(x, y)
-                    } else {
-                        _mm256_shuffle_ps::<0xEE>(x, y)
-                    }
-                });
-                for c in 0..4 {
-                    let (lo, hi) = (u[c], u[4 + c]);
-                    let d = dst.add(q0 * dstride + v0);
-                    _mm256_storeu_ps(d.add(c * dstride), _mm256_permute2f128_ps::<0x20>(lo, hi));
-                    _mm256_storeu_ps(d.add((c + 4) * dstride), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                let d = dst.add(q0 * dstride + v0);
+                for (q, o) in transpose8(&r).into_iter().enumerate() {
+                    _mm256_storeu_ps(d.add(q * dstride), o);
                 }
             }
         }
@@ -201,6 +184,39 @@ pub(super) unsafe fn micro(
     }
 }
 
+/// The transpose of an 8×8 block held in registers (unpacks, shuffles and 128-bit permutes):
+/// lane `v` of output `q` is lane `q` of input `v`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn transpose8(r: &[__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(x, y)
+        } else {
+            _mm256_unpackhi_ps(x, y)
+        }
+    });
+    // u[4h + c]: column c of each 4-lane half (rows 4h..4h+4, in 128-bit lanes).
+    let u: [__m256; 8] = std::array::from_fn(|i| {
+        let (h, c) = (i / 4, i % 4);
+        let (x, y) = (t[4 * h + c / 2], t[4 * h + 2 + c / 2]);
+        if c % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(x, y)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(x, y)
+        }
+    });
+    std::array::from_fn(|q| {
+        let (lo, hi) = (u[q % 4], u[4 + q % 4]);
+        if q < 4 {
+            _mm256_permute2f128_ps::<0x20>(lo, hi)
+        } else {
+            _mm256_permute2f128_ps::<0x31>(lo, hi)
+        }
+    })
+}
+
 /// One `MH × N` register block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA
 /// chain per element, in order of `p`), then combined with `C` as `out` says. `B[p, j]` is
 /// `b[p·bw + j]` (a packed panel `bw` wide) or, with `B_STRIPS`, `b[(p / MR)·bsb + j·MR + p % MR]`
@@ -253,6 +269,30 @@ unsafe fn block<const B_STRIPS: bool, const N: usize>(
                         Prev::Acc => _mm256_loadu_ps(cp),
                     };
                     _mm256_storeu_ps(cp, _mm256_fmadd_ps(alpha, acc, prev));
+                }
+            }
+        }
+    } else if out.csc == 1 {
+        // C with contiguous rows (a transposed product, `Cᵀ = Bᵀ·Aᵀ`): each half of the
+        // accumulators transposed in registers, then the same operations row by row, `N` lanes.
+        // SAFETY: a plain vector of lane masks.
+        let nmask = unsafe { _mm256_loadu_si256(LANE_MASKS[8 - N..].as_ptr().cast()) };
+        for (h, half) in [lo, hi].iter().enumerate() {
+            let mut r = [_mm256_setzero_ps(); 8];
+            r[..N].copy_from_slice(half);
+            for (q, acc) in transpose8(&r).into_iter().enumerate().take(out.rows.saturating_sub(8 * h)) {
+                // SAFETY: row 8h + q of the block holds N contiguous values; the mask covers
+                // exactly those.
+                unsafe {
+                    let cp = out.c.offset((8 * h + q) as isize * out.rsc);
+                    let prev = match out.prev {
+                        Prev::Beta(0.0) => _mm256_setzero_ps(),
+                        Prev::Beta(beta) => {
+                            _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(cp, nmask))
+                        }
+                        Prev::Acc => _mm256_maskload_ps(cp, nmask),
+                    };
+                    _mm256_maskstore_ps(cp, nmask, _mm256_fmadd_ps(alpha, acc, prev));
                 }
             }
         }
