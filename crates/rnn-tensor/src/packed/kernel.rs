@@ -34,6 +34,7 @@
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::ptr::null_mut;
 
 use super::{SendPtr, MR};
 use crate::linalg::{RawGemm, Strided};
@@ -52,12 +53,23 @@ const DIRECT_MAX_N: usize = 96;
 /// Such a product with more panels of `B` than this copies each strip of `A` into L1 (packs it)
 /// once and runs every panel on the copy, instead of reading the strip in place once per panel:
 /// a strip's columns lie `4·m` bytes apart (4 KB for an LSTM's `1024 × 256` weights), so they
-/// share a few L1 sets and came from L2 for each panel. Measured on the model-207 Xeon, one
-/// thread, alternating runs: `1024 × 256 × 64` 1.03-1.07× faster hot and 1.08× with the
-/// caches evicted, `1024 × 256 × 96` 1.11-1.13×, `768 × 256 × 64` 1.09-1.11×; at 48 columns
-/// even (0.97-1.03) and at 12 to 32 slower (0.69-0.99). The same bits: the micro-kernel sums the
-/// same values in the same order either way.
-const STRIPWISE_PANELS: usize = 5;
+/// share a few L1 sets and came from L2 for each panel. The first panel makes the copy as it
+/// reads the strip in place ([`micro_copying`]: two stores per step `p`, where the kernel's
+/// store port idles), the others read it.
+///
+/// Measured on the model-207 Xeon, one thread, `bench_table --gemm` (our `gemm` route, three
+/// runs of each binary, alternating):
+/// - with the copy a pass of its own before the panels, from 6 panels up: `1024 × 256 × 64`
+///   1.03-1.07× faster than in place, `768 × 256 × 64` 1.09-1.11×; from 2 to 5 panels slower;
+/// - with the copy made by the first panel: against that pass, `1024 × 256 × 64` 150 → 158-159
+///   GFLOP/s, `768 × 256 × 64` 150-153 → 164, `256 × 256 × 64` 136-137 → 151-155; and from 2
+///   panels up (this constant 1 instead of 5), against in place, `1024 × 256 × 32` 134-148 →
+///   157, `768 × 256 × 32` 146-151 → 158, `256 × 256 × 32` 131-145 → 151, `512 × 128 × 32`
+///   145 → 153. The cells' cases (`cell_*_fwdbwd`, whose forward products take this route)
+///   1.02-1.03× faster (nine interleaved rounds).
+///
+/// The same bits: the micro-kernel sums the same values in the same order either way.
+const STRIPWISE_PANELS: usize = 1;
 /// The blocking of the loop nest below the `k` blocks, from the core's L2 size at run time
 /// ([`cache::l2_bytes`](crate::cache::l2_bytes)): how many strips of `A` are multiplied by one
 /// panel of `B` before the next panel (the panel stays in L1, the strips in L2), and how many
@@ -345,24 +357,23 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
                     };
                     if in_place && nc > STRIPWISE_PANELS * NR {
                         // Wide enough: each strip copied into L1 once, then all the panels.
+                        // The first panel reads the strip in place and copies it as it goes.
                         let strip = abuf.get(MR * kc);
+                        debug_assert_eq!(bsb, 0);
                         for s in 0..strips {
-                            let rows = MR.min(m - s * MR);
-                            // SAFETY: the strip's rows and columns kb..kb+kc of A are inside it
-                            // (`ablk` is column kb, columns `lda` apart); the buffer holds a strip.
-                            unsafe { pack_strips(level, rows, kc, ablk.add(s * MR), 1, lda as isize, strip) };
-                            for (j0, w) in panels(nc, balanced) {
-                                // SAFETY: the packed strip, panel j0 of B and the C block
-                                // (s·MR.., jc+j0..) are inside their buffers; the route is AVX-512's.
+                            for (q, (j0, w)) in panels(nc, balanced).enumerate() {
+                                let (bp, out) = (bblk.wrapping_add(j0 * bpj), out_at(s, jc + j0));
+                                // SAFETY: strip s of A in place (`ablk` is column kb, columns
+                                // `lda` apart, rows masked) or its copy, panel j0 of B and the C
+                                // block (s·MR.., jc+j0..) are inside their buffers; the copy holds
+                                // a strip; the route is AVX-512's.
                                 unsafe {
-                                    micro(
-                                        w,
-                                        kc,
-                                        strip.as_ptr(),
-                                        (MR, false),
-                                        (bblk.wrapping_add(j0 * bpj), bsb),
-                                        out_at(s, jc + j0),
-                                    )
+                                    if q == 0 {
+                                        let at = ablk.add(s * MR);
+                                        micro_copying(w, kc, at, lda, bp, out, strip.as_mut_ptr());
+                                    } else {
+                                        micro(w, kc, strip.as_ptr(), (MR, false), (bp, 0), out);
+                                    }
                                 };
                             }
                         }
@@ -785,22 +796,23 @@ pub(crate) struct Out {
     prev: Prev,
 }
 
-/// `kernel::<IN_PLACE, B_STRIPS, w>(args)` for a width `w` known at run time (`1 ≤ w ≤ NR`).
+/// `kernel::<IN_PLACE, B_STRIPS, COPY, w>(args)` for a width `w` known at run time
+/// (`1 ≤ w ≤ NR`).
 macro_rules! kernel_of_width {
-    ($in_place:literal, $bs:literal, $w:expr, $($arg:expr),*) => {
+    ($in_place:literal, $bs:literal, $copy:literal, $w:expr, $($arg:expr),*) => {
         match $w {
-            12 => kernel::<$in_place, $bs, 12>($($arg),*),
-            11 => kernel::<$in_place, $bs, 11>($($arg),*),
-            10 => kernel::<$in_place, $bs, 10>($($arg),*),
-            9 => kernel::<$in_place, $bs, 9>($($arg),*),
-            8 => kernel::<$in_place, $bs, 8>($($arg),*),
-            7 => kernel::<$in_place, $bs, 7>($($arg),*),
-            6 => kernel::<$in_place, $bs, 6>($($arg),*),
-            5 => kernel::<$in_place, $bs, 5>($($arg),*),
-            4 => kernel::<$in_place, $bs, 4>($($arg),*),
-            3 => kernel::<$in_place, $bs, 3>($($arg),*),
-            2 => kernel::<$in_place, $bs, 2>($($arg),*),
-            1 => kernel::<$in_place, $bs, 1>($($arg),*),
+            12 => kernel::<$in_place, $bs, $copy, 12>($($arg),*),
+            11 => kernel::<$in_place, $bs, $copy, 11>($($arg),*),
+            10 => kernel::<$in_place, $bs, $copy, 10>($($arg),*),
+            9 => kernel::<$in_place, $bs, $copy, 9>($($arg),*),
+            8 => kernel::<$in_place, $bs, $copy, 8>($($arg),*),
+            7 => kernel::<$in_place, $bs, $copy, 7>($($arg),*),
+            6 => kernel::<$in_place, $bs, $copy, 6>($($arg),*),
+            5 => kernel::<$in_place, $bs, $copy, 5>($($arg),*),
+            4 => kernel::<$in_place, $bs, $copy, 4>($($arg),*),
+            3 => kernel::<$in_place, $bs, $copy, 3>($($arg),*),
+            2 => kernel::<$in_place, $bs, $copy, 2>($($arg),*),
+            1 => kernel::<$in_place, $bs, $copy, 1>($($arg),*),
             w => unreachable!("micro-kernel width {w}"),
         }
     };
@@ -824,12 +836,33 @@ unsafe fn micro(
     // SAFETY: the caller's contract.
     unsafe {
         match (in_place, bsb > 0) {
-            (true, false) => kernel_of_width!(true, false, w, kc, a, lda, b, bsb, out),
-            (false, false) => kernel_of_width!(false, false, w, kc, a, lda, b, bsb, out),
-            (false, true) => kernel_of_width!(false, true, w, kc, a, lda, b, bsb, out),
-            (true, true) => kernel_of_width!(true, true, w, kc, a, lda, b, bsb, out),
+            (true, false) => kernel_of_width!(true, false, false, w, kc, a, lda, b, bsb, out, null_mut()),
+            (false, false) => kernel_of_width!(false, false, false, w, kc, a, lda, b, bsb, out, null_mut()),
+            (false, true) => kernel_of_width!(false, true, false, w, kc, a, lda, b, bsb, out, null_mut()),
+            (true, true) => kernel_of_width!(true, true, false, w, kc, a, lda, b, bsb, out, null_mut()),
         }
     }
+}
+
+/// [`micro`] for a strip of `A` read in place (columns `lda` apart) and a packed panel of `B`,
+/// that also copies the strip as it reads it, as [`pack_strips`] would (rows past `out.rows`
+/// zero), into `copy` (`MR·kc` values, 64-byte aligned): the first panel of a wide product, whose
+/// other panels then read the copy from L1 (see [`STRIPWISE_PANELS`]).
+///
+/// # Safety
+/// As [`kernel`]; `copy` is valid for `MR·kc` values, aligned, and overlaps nothing else.
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_copying(
+    w: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    out: Out,
+    copy: *mut f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { kernel_of_width!(true, false, true, w, kc, a, lda, b, 0, out, copy) }
 }
 
 /// `MR × N` block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA chain per
@@ -845,13 +878,14 @@ unsafe fn micro(
 /// values of its layout; `out.c` is valid for `out.rows × N` with its strides.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
+unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const COPY: bool, const N: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     bsb: usize,
     out: Out,
+    copy: *mut f32,
 ) {
     let (m0, m1) = (lane_mask(out.rows), lane_mask(out.rows.saturating_sub(16)));
     if out.rsc == 1 {
@@ -866,6 +900,7 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
     let mut lo = [_mm512_setzero_ps(); N];
     let mut hi = [_mm512_setzero_ps(); N];
     let mut ap = a;
+    let mut cp = copy;
     // One step p: column p of the strip block, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
     // advances with wrapping arithmetic, as after the last step it may point past the strip,
     // unread.
@@ -882,6 +917,12 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const N: usize>(
             } else {
                 (_mm512_load_ps(ap), _mm512_load_ps(ap.add(16)))
             };
+            if COPY {
+                // Column p of the copy (the masked loads left rows past `rows` zero).
+                _mm512_store_ps(cp, a0);
+                _mm512_store_ps(cp.add(16), a1);
+                cp = cp.add(MR);
+            }
             for j in 0..N {
                 let bj = _mm512_set1_ps(*bp.add(j * bj));
                 lo[j] = _mm512_fmadd_ps(a0, bj, lo[j]);
