@@ -871,11 +871,14 @@ unsafe fn micro_copying(
 /// `B` is a packed panel (`B[p, j] = b[p·N + j]`) or, with `B_STRIPS`, the columns of a strip
 /// packing read in place (`B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`: `B` itself packed as a
 /// [`PackedLhs`](super::PackedLhs), column `j` holding `MR` consecutive values per strip).
+/// With `COPY`, each column of the strip is also stored, as loaded (rows past `out.rows` zero),
+/// at `copy + p·MR`; without, `copy` is not used.
 ///
 /// # Safety
 /// AVX-512F; `a` holds `kc` columns of `MR` values `lda` apart (64-byte aligned unless
 /// `IN_PLACE`, when only the first `out.rows` of each column are read), `b` holds the `kc × N`
-/// values of its layout; `out.c` is valid for `out.rows × N` with its strides.
+/// values of its layout; `out.c` is valid for `out.rows × N` with its strides; with `COPY`,
+/// `copy` is valid for `MR·kc` values, 64-byte aligned, and overlaps none of them.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const COPY: bool, const N: usize>(
@@ -906,7 +909,7 @@ unsafe fn kernel<const IN_PLACE: bool, const B_STRIPS: bool, const COPY: bool, c
     // unread.
     for_each_p(B_STRIPS, kc, b, N, bsb, |bp, bj| {
         // SAFETY: the loads read column p of the strip block (in place: only its first `rows`
-        // values, the masks) and row p of B.
+        // values, the masks) and row p of B; with COPY, the stores write column p of the copy.
         unsafe {
             // The strip's column PF_A steps ahead, into L1 (two cache lines).
             let pf = ap.wrapping_add(PF_A * lda) as *const i8;
