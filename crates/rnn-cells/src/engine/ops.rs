@@ -120,19 +120,20 @@ pub(crate) fn input_backward<T: Scalar>(
     wt_packed: &mut PackedLhs<T>,
     sums: Sums<'_, T>,
 ) {
-    match x {
-        // dW_ih (+)= D · Xᵀ, and the sums of D's rows on the way
-        SeqInput::Dense(xm) => weight_grad_sums(d, dp, xm, (beta, dw_ih), sums),
+    // dW_ih (+)= D · Xᵀ, and the sums of D's rows on the way
+    let sums = match x {
+        SeqInput::Dense(xm) => {
+            weight_grad_sums(d, dp, xm, (beta, dw_ih), sums);
+            None
+        }
         _ => {
-            if let Some((sa, sb)) = sums {
-                add_sums(d, dp, sa, sb);
-            }
             // The scatter-add below adds: an overwrite starts from zeros.
             if beta == T::ZERO {
                 dw_ih.as_mut_slice().fill(T::ZERO);
             }
+            sums
         }
-    }
+    };
     match x {
         SeqInput::Dense(xm) => {
             if let Some(dx) = d_x {
@@ -150,12 +151,24 @@ pub(crate) fn input_backward<T: Scalar>(
                 }
             }
         }
-        // dW_ih[:, x_k] += D[:, k] from D in strips (split by strips, in column order).
+        // dW_ih[:, x_k] += D[:, k] from D in strips (split by strips, in column order), and one
+        // bias gradient's sums (a GRU's db_ih) in the same pass over D.
         SeqInput::Index(ix) if dp.is_some_and(PackedLhs::is_strips) => {
             let dp = dp.expect("checked above");
-            dp.add_columns_into(ix, dw_ih.as_mut_slice());
+            let one = match sums {
+                Some((sa, None)) => Some(sa.as_mut_slice()),
+                Some((sa, sb)) => {
+                    add_sums(d, Some(dp), sa, sb);
+                    None
+                }
+                None => None,
+            };
+            dp.add_columns_into(ix, dw_ih.as_mut_slice(), one);
         }
         SeqInput::Index(ix) => {
+            if let Some((sa, sb)) = sums {
+                add_sums(d, dp, sa, sb);
+            }
             // dW_ih[:, x_k] += D[:, k]: the one-hot product Xᵀ, without the one-hot matrix.
             // Split by rows: each part adds its rows of every column, in column order.
             let rows = d.nrows();

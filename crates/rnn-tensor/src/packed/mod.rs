@@ -445,17 +445,25 @@ impl<T: Scalar> PackedLhs<T> {
     /// `dA` kept in strips. Split by strips across the threads when large; every element's sum
     /// keeps the order of `p`, so the bits are those of adding the columns one after another.
     ///
+    /// With `sums` (`m` values), also `sums[i] += op(A)[i, p]` in the same pass, in order of `p`:
+    /// the bits of [`add_row_sums`](Self::add_row_sums) (a GRU's `db_ih`, which no product over
+    /// `dA` reads when the input is one-hot), without a pass of its own over `op(A)`.
+    ///
     /// # Panics
-    /// If `targets` does not hold `k` values, `out` is not whole columns of `m` rows, or a
-    /// target is not one of its columns.
-    pub fn add_columns_into(&self, targets: &[usize], out: &mut [T]) {
+    /// If `targets` does not hold `k` values, `out` is not whole columns of `m` rows, a target
+    /// is not one of its columns, or `sums` does not hold `m` values.
+    pub fn add_columns_into(&self, targets: &[usize], out: &mut [T], sums: Option<&mut [T]>) {
         let (m, k) = (self.m, self.k);
         let cols = out.len().checked_div(m).unwrap_or(0);
         assert!(
-            targets.len() == k && out.len().is_multiple_of(m.max(1)) && targets.iter().all(|&t| t < cols),
-            "PackedLhs::add_columns_into: {} targets for {k} columns, {} values for {m} rows, targets below {cols} needed",
+            targets.len() == k
+                && out.len().is_multiple_of(m.max(1))
+                && targets.iter().all(|&t| t < cols)
+                && sums.as_ref().is_none_or(|s| s.len() == m),
+            "PackedLhs::add_columns_into: {} targets for {k} columns, {} values for {m} rows, targets below {cols} needed, {:?} sums",
             targets.len(),
-            out.len()
+            out.len(),
+            sums.as_ref().map(|s| s.len())
         );
         if m == 0 || k == 0 {
             return;
@@ -463,6 +471,7 @@ impl<T: Scalar> PackedLhs<T> {
         let v = self.values();
         let layout = self.layout;
         let dst = SendPtr(out.as_mut_ptr());
+        let sum_dst = sums.map(|s| SendPtr(s.as_mut_ptr()));
         let parts = strip_parts(m, k);
         crate::parallel::for_each_part(parts, |part| {
             let rows = part.range(m, MR);
@@ -483,6 +492,12 @@ impl<T: Scalar> PackedLhs<T> {
                     // mutably for the call.
                     let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * m + i), n) };
                     d.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+                    if let Some(sp) = &sum_dst {
+                        // SAFETY: rows i..i + n of the m sums (checked), this part's alone as
+                        // above; `sums` is borrowed mutably for the call.
+                        let a = unsafe { std::slice::from_raw_parts_mut(sp.get().add(i), n) };
+                        a.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+                    }
                     i += n;
                 }
             }

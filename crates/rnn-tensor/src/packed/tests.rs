@@ -422,17 +422,24 @@ fn column_filled_packings_match_gemm() {
                     "{m}x{k}, {t} threads: add_row_sums"
                 );
                 assert!(bits(&r2) == bits(&w0), "{m}x{k}, {t} threads: add_row_sums of one");
-                // The one-hot product A·Xᵀ into 7 columns, against a plain loop.
+                // The one-hot product A·Xᵀ into 7 columns, against a plain loop, without and
+                // with the row sums on the way (the bits of add_row_sums).
                 let targets: Vec<usize> = (0..k).map(|_| rng.below(7)).collect();
                 let o0 = rand(&mut rng, m, 7);
-                let (mut got, mut want) = (o0.clone(), o0.clone());
-                pa.add_columns_into(&targets, got.as_mut_slice());
+                let (mut got, mut got_s, mut want) = (o0.clone(), o0.clone(), o0.clone());
+                let mut sums = s0.clone();
+                pa.add_columns_into(&targets, got.as_mut_slice(), None);
+                pa.add_columns_into(&targets, got_s.as_mut_slice(), Some(sums.as_mut_slice()));
                 for (p, &c) in targets.iter().enumerate() {
                     for i in 0..m {
                         want[(i, c)] += a[(i, p)];
                     }
                 }
                 assert!(bits(&got) == bits(&want), "{m}x{k}, {t} threads: add_columns_into");
+                assert!(
+                    bits(&got_s) == bits(&want) && bits(&sums) == bits(&w0),
+                    "{m}x{k}, {t} threads: add_columns_into with sums"
+                );
             }
             parallel::set_num_threads(threads);
         }
