@@ -106,7 +106,9 @@ pub(crate) fn project_input<T: Scalar>(w_ih: &Mat<T>, x: SeqInput<'_, T>, out: &
 /// and have any number of columns), and `d_x` is a product of both operands packed (`W_ihᵀ` into
 /// `wt_packed`). `sums`, if given, are bias gradients that also receive `Σ_columns d` (the
 /// second one too, if given; see [`add_sums`]): with a dense input and `d` in strips, inside the
-/// `dW_ih` product, which reads `d` anyway ([`gemm_packed_sums`]; the same bits). `beta` is
+/// `dW_ih` product, which reads `d` anyway ([`gemm_packed_sums`]; the same bits), and with a
+/// one-hot input and `d` in strips a single sum (a GRU's `db_ih`) inside the scatter-add
+/// ([`PackedLhs::add_columns_into`]; the same bits too). `beta` is
 /// `dW_ih`'s: 1 adds into it, 0 overwrites it (its old values are not read).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_backward<T: Scalar>(
