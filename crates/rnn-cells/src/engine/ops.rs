@@ -122,22 +122,14 @@ pub(crate) fn input_backward<T: Scalar>(
     wt_packed: &mut PackedLhs<T>,
     sums: Sums<'_, T>,
 ) {
-    // dW_ih (+)= D · Xᵀ, and the sums of D's rows on the way
-    let sums = match x {
-        SeqInput::Dense(xm) => {
-            weight_grad_sums(d, dp, xm, (beta, dw_ih), sums);
-            None
-        }
-        _ => {
-            // The scatter-add below adds: an overwrite starts from zeros.
-            if beta == T::ZERO {
-                dw_ih.as_mut_slice().fill(T::ZERO);
-            }
-            sums
-        }
-    };
+    // A one-hot input's scatter-add adds: an overwrite starts from zeros.
+    if matches!(x, SeqInput::Index(_)) && beta == T::ZERO {
+        dw_ih.as_mut_slice().fill(T::ZERO);
+    }
     match x {
         SeqInput::Dense(xm) => {
+            // dW_ih (+)= D · Xᵀ, and the sums of D's rows on the way
+            weight_grad_sums(d, dp, xm, (beta, dw_ih), sums);
             if let Some(dx) = d_x {
                 // d_x = W_ihᵀ · D
                 ensure_shape(dx, w_ih.ncols(), xm.ncols());
