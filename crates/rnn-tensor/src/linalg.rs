@@ -316,7 +316,7 @@ unsafe fn axpy_columns<T: Scalar>(
     y: &mut [T],
 ) {
     const P: usize = 8;
-    const ROWS: usize = 2048;
+    const ROWS: usize = crate::packed::COLUMN_ROWS;
     debug_assert_eq!(y.len(), m);
     if beta == T::ZERO {
         y.fill(T::ZERO);
@@ -375,6 +375,20 @@ unsafe fn gemv_impl<T: Scalar>(
         y.iter_mut().for_each(|v| *v *= beta);
     }
     if rs == 1 {
+        // f32 on AVX-512: the same sums in a kernel of its own.
+        if let (Some(af), Some(xf), Some(yf)) =
+            (T::as_f32_ptr(a), T::as_f32_ptr(x.as_ptr()), T::as_f32_mut_ptr(y.as_mut_ptr()))
+        {
+            // SAFETY: T is f32 (the pointers are the same values); column j holds m contiguous
+            // elements, x k and y m.
+            let done = unsafe {
+                let (xf, yf) = (std::slice::from_raw_parts(xf, k), std::slice::from_raw_parts_mut(yf, m));
+                crate::packed::gemv_columns_f32(m, k, alpha.to_f64() as f32, af, cs, xf, yf)
+            };
+            if done {
+                return;
+            }
+        }
         // SAFETY: column j holds m contiguous elements.
         unsafe { axpy_columns(m, k, alpha, a, cs, |j| x[j], T::ONE, y) };
     } else if cs == 1 {
@@ -479,6 +493,40 @@ mod tests {
                 }
                 let bits = |c: &Mat<f32>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&c1), bits(&c2), "({m},{k},{n})");
+            }
+        }
+    }
+
+    /// The column-major GEMV (`n = 1`) in f32 gives the same bits on every route: its AVX-512
+    /// kernel, the AVX2 and portable builds of `axpy_columns` (this thread capped), and the strip
+    /// GEMV on the same matrix packed. Rows not a multiple of 16 or 32 and more than one chunk
+    /// of `COLUMN_ROWS`, `k` not a multiple of 8, `A` a view whose columns lie further apart
+    /// than `m`, `alpha` and `beta` not 1.
+    #[test]
+    fn f32_gemv_same_bits_on_every_route() {
+        use crate::simd::{Level, TestCap};
+        let mut rng = Rng::seed_from(21);
+        for &(m, k) in &[(1usize, 1usize), (15, 8), (33, 9), (100, 77), (1024, 256), (2048 + 47, 19)] {
+            let big = Mat::<f32>::from_fn(m + 5, k, |_, _| rng.uniform(-1.0, 1.0) as f32);
+            let a = big.rows(3, m);
+            let x = Mat::<f32>::from_fn(k, 1, |_, _| rng.uniform(-1.0, 1.0) as f32);
+            let y0 = Mat::<f32>::from_fn(m, 1, |_, _| rng.uniform(-1.0, 1.0) as f32);
+            for &(alpha, beta) in &[(1.0f32, 0.0f32), (1.0, 1.0), (-0.75, 1.5)] {
+                let run = |level: Level| {
+                    let _cap = TestCap::set(level);
+                    let mut y = y0.clone();
+                    gemm(alpha, &a, Trans::No, &x, Trans::No, beta, &mut y);
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let best = run(Level::Avx512);
+                assert_eq!(best, run(Level::Avx2), "({m},{k}) alpha {alpha} beta {beta}: AVX2");
+                assert_eq!(best, run(Level::Baseline), "({m},{k}) alpha {alpha} beta {beta}: portable");
+                let mut packed = vec![0.0f32; m.div_ceil(crate::packed::MR) * crate::packed::MR * k];
+                crate::packed::pack_rows(a.clone_owned().as_slice(), m, k, m, |i| i, &mut packed);
+                let mut y = y0.as_slice().to_vec();
+                crate::packed::gemv_strips_f32(m, k, &packed, alpha, x.as_slice(), beta, &mut y);
+                let strips: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(best, strips, "({m},{k}) alpha {alpha} beta {beta}: strips");
             }
         }
     }

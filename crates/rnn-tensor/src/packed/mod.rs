@@ -41,6 +41,7 @@ pub(crate) mod kernel;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use gemv::{gemv_columns_f32, pack_rows, COLUMN_ROWS};
 pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
 
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
@@ -171,7 +172,7 @@ impl<T: Scalar> PackedRows<T> {
                 std::slice::from_raw_parts_mut(f32_mut_ptr(data.as_mut_ptr()), data.len()),
             )
         };
-        gemv::pack_rows(w, rows, k, m, row, out);
+        pack_rows(w, rows, k, m, row, out);
     }
 
     /// `y = alpha·R·x + beta·y` for the packed rows `R` (`m × k`), reading the strips in reverse
