@@ -122,14 +122,14 @@ pub(crate) const COLUMN_ROWS: usize = 2048;
 /// `((e_0 + e_1) + (e_2 + e_3)) + ((e_4 + e_5) + (e_6 + e_7))` with `e_l = (alpha·x_{p+l})·A[i,
 /// p+l]` to `y_i`, then the last `k mod 8` columns one at a time; every product rounded, no
 /// fused multiply-add. So the result has the same bits as the portable and AVX2 builds and as
-/// [`gemv_strips_f32`] on the same matrix packed in strips. The compiler's own AVX2 build of
-/// that loop ran at 0.62-0.64 of MKL's `sgemv` on `1024 × 256` (half the lanes, and a load, a
-/// multiply and an add per value where this kernel has a 16-lane one of each).
+/// [`gemv_strips_f32`] on the same matrix packed in strips. The compiler's AVX2 build of that
+/// loop (8 lanes) ran at 0.62-0.72 of MKL's `sgemv` on `1024 × 256` in the sittings measured;
+/// this kernel at 0.86-0.87, within about a tenth of the strip GEMV, which reads one contiguous
+/// stream where this one reads eight (docs/PERFORMANCE.md, "2026-12-03 evening").
 ///
 /// # Safety
 /// `a` must be valid for reads of `m` values from `a + p·cs` for every `p < k`; `x` holds `k`
 /// values and `y` `m`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemv_columns_f32(
     m: usize,
     k: usize,
