@@ -997,8 +997,14 @@ unsafe fn combine_lanes(cp: *mut f32, mask: __mmask16, acc: __m512, alpha: __m51
 /// Calls `step(bp, bj)` for `p` in `0..kc`, in order, with row `p` of `B` at `bp` (`B[p, j]` at
 /// `bp + j·bj`): a packed panel, `B[p, j] = b[p·bw + j]`, or with `b_strips` the columns of a
 /// strip packing read in place, `B[p, j] = b[(p / MR)·bsb + j·MR + p % MR]`. The pointers are
-/// computed with wrapping arithmetic; `step` reads them. (One loop over `p` for the strips: a
-/// loop over strips around one over rows kept the accumulators in memory.)
+/// computed with wrapping arithmetic; `step` reads them.
+///
+/// For the strips, one loop over `p` (a loop over strips around one over rows kept the
+/// accumulators in memory) that carries the strip's start and the row in it from step to step.
+/// Computed from `p` at every step, `(p / MR)·bsb` took a shift and an integer multiply, which
+/// runs on one of the two ports of the 256-bit fused multiply-adds: 7-12 % of the AVX2 kernel's
+/// time on the step products and 4-7 % of the AVX-512 kernel's (docs/PERFORMANCE.md,
+/// "2026-12-03 evening").
 #[inline(always)]
 pub(crate) fn for_each_p(
     b_strips: bool,
@@ -1009,8 +1015,14 @@ pub(crate) fn for_each_p(
     mut step: impl FnMut(*const f32, usize),
 ) {
     if b_strips {
-        for p in 0..kc {
-            step(b.wrapping_add(p / MR * bsb + p % MR), MR);
+        // B[p, 0] at `strip + r`, with `strip` = b + (p / MR)·bsb and r = p % MR.
+        let (mut strip, mut r) = (b, 0);
+        for _ in 0..kc {
+            step(strip.wrapping_add(r), MR);
+            r += 1;
+            if r == MR {
+                (strip, r) = (strip.wrapping_add(bsb), 0);
+            }
         }
     } else {
         let mut bp = b;
