@@ -397,12 +397,12 @@ mod avx512 {
                 let cp = col(p);
                 let mut i = 0;
                 while i < rows {
-                    let m = mask(rows - i);
+                    let lanes = mask(rows - i);
                     // SAFETY: the masked lanes are rows < m of column p and of y.
                     unsafe {
-                        let e = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, cp.wrapping_add(i)));
-                        let v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yp.wrapping_add(i)), e);
-                        _mm512_mask_storeu_ps(yp.wrapping_add(i), m, v);
+                        let e = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(lanes, cp.wrapping_add(i)));
+                        let v = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, yp.wrapping_add(i)), e);
+                        _mm512_mask_storeu_ps(yp.wrapping_add(i), lanes, v);
                     }
                     i += 16;
                 }
