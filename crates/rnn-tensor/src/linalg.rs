@@ -383,7 +383,7 @@ unsafe fn gemv_impl<T: Scalar>(
             // elements, x k and y m.
             let done = unsafe {
                 let (xf, yf) = (std::slice::from_raw_parts(xf, k), std::slice::from_raw_parts_mut(yf, m));
-                crate::packed::gemv_columns_f32(m, k, alpha.to_f64() as f32, af, cs, xf, yf)
+                crate::packed::gemv_columns_f32(alpha.to_f64() as f32, af, cs, xf, yf)
             };
             if done {
                 return;

@@ -113,8 +113,8 @@ pub fn gemv_strips_f32_ordered(
 /// columns is added into it.
 pub(crate) const COLUMN_ROWS: usize = 2048;
 
-/// `y_i += Σ_p (alpha·x_p)·A[i, p]` for a column-major `m×k` matrix `A` whose column `p` holds
-/// `m` contiguous values from `a + p·cs`, with AVX-512; `false` (and nothing done) on a CPU
+/// `y_i += Σ_p (alpha·x_p)·A[i, p]` for a column-major `m×k` matrix `A` (`m = y.len()`, `k =
+/// x.len()`) whose column `p` holds `m` contiguous values from `a + p·cs`, with AVX-512; `false` (and nothing done) on a CPU
 /// without it, or under a lower cap of [`simd`](crate::simd).
 ///
 /// The arithmetic of the column-major GEMV of [`gemm`](crate::gemm), which calls it for f32:
@@ -128,25 +128,21 @@ pub(crate) const COLUMN_ROWS: usize = 2048;
 /// stream where this one reads eight (docs/PERFORMANCE.md, "2026-12-03 evening").
 ///
 /// # Safety
-/// `a` must be valid for reads of `m` values from `a + p·cs` for every `p < k`; `x` holds `k`
-/// values and `y` `m`.
+/// `a` must be valid for reads of `m` values from `a + p·cs` for every `p < k`.
 pub(crate) unsafe fn gemv_columns_f32(
-    m: usize,
-    k: usize,
     alpha: f32,
     a: *const f32,
     cs: isize,
     x: &[f32],
     y: &mut [f32],
 ) -> bool {
-    debug_assert!(x.len() == k && y.len() == m);
     #[cfg(target_arch = "x86_64")]
     if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
         // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
-        unsafe { avx512::columns(k, alpha, a, cs, x, y) };
+        unsafe { avx512::columns(alpha, a, cs, x, y) };
         return true;
     }
-    let _ = (m, k, alpha, a, cs, x, y);
+    let _ = (alpha, a, cs, x, y);
     false
 }
 
@@ -355,8 +351,9 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F; the caller's contract of `gemv_columns_f32`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn columns(k: usize, alpha: f32, a: *const f32, cs: isize, x: &[f32], y: &mut [f32]) {
+    pub(super) unsafe fn columns(alpha: f32, a: *const f32, cs: isize, x: &[f32], y: &mut [f32]) {
         const P: usize = 8;
+        let k = x.len();
         let panels = k / P;
         for (c, yc) in y.chunks_mut(super::COLUMN_ROWS).enumerate() {
             let i0 = c * super::COLUMN_ROWS;
