@@ -113,9 +113,9 @@ pub fn gemv_strips_f32_ordered(
 /// columns is added into it.
 pub(crate) const COLUMN_ROWS: usize = 2048;
 
-/// `y_i += Σ_p (alpha·x_p)·A[i, p]` for a column-major `m×k` matrix `A` (`m = y.len()`, `k =
-/// x.len()`) whose column `p` holds `m` contiguous values from `a + p·cs`, with AVX-512; `false` (and nothing done) on a CPU
-/// without it, or under a lower cap of [`simd`](crate::simd).
+/// `y_i += Σ_p (alpha·x_p)·A[i, p]` for a column-major `m×k` matrix `A` (`m = y.len()`,
+/// `k = x.len()`) whose column `p` holds `m` contiguous values from `a + p·cs`, with AVX-512;
+/// `false` (and nothing done) on a CPU without it, or under a lower cap of [`simd`](crate::simd).
 ///
 /// The arithmetic of the column-major GEMV of [`gemm`](crate::gemm), which calls it for f32:
 /// rows in chunks of [`COLUMN_ROWS`], the columns in panels of 8, each adding
