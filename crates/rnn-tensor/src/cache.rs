@@ -24,12 +24,17 @@ pub fn l2_bytes() -> usize {
 /// 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way against 142 µs, and a
 /// 256-unit GRU's, which fits in L2, 24 µs against 9 µs).
 pub fn stream_non_temporal(bytes: usize) -> bool {
+    is_amd() && bytes > l2_bytes() / 4 * 3
+}
+
+/// Whether the CPU is AMD's (CPUID's vendor string), read once.
+pub(crate) fn is_amd() -> bool {
     static AMD: OnceLock<bool> = OnceLock::new();
-    *AMD.get_or_init(is_amd) && bytes > l2_bytes() / 4 * 3
+    *AMD.get_or_init(vendor_is_amd)
 }
 
 #[cfg(target_arch = "x86_64")]
-fn is_amd() -> bool {
+fn vendor_is_amd() -> bool {
     use std::arch::x86_64::__cpuid;
     // Leaf 0: the vendor string in EBX, EDX, ECX ("AuthenticAMD").
     let r = __cpuid(0);
@@ -37,7 +42,7 @@ fn is_amd() -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn is_amd() -> bool {
+fn vendor_is_amd() -> bool {
     false
 }
 

@@ -19,14 +19,15 @@
 //! the strips, so the results are bit-identical for any thread count and through the batch-1
 //! route or the general one.
 //!
-//! Where the bf16 products run on AMX tiles ([`backward_in_bf16`]), the backward's products
-//! run in bf16 too: `W_hhᵀ` and `W_ihᵀ` rounded and packed once per backward, the gate
-//! gradients `dA`/`dV` rounded as each product's right operand, and the weight gradients
-//! `dA·bf16(X)ᵀ` with `dA` packed rounded ([`BackwardPacks`]); the sums stay `f32`. Elsewhere
-//! they run the `f32` kernels on the rounded values ([`Rounded`]): with AVX-512 alone a bf16
-//! product is slower than the `f32` one (0.81-0.88 of it on the step shapes, on a Xeon whose
-//! `vdpbf16ps` issues once every two cycles against two FMAs a cycle), and rounding `dA` would
-//! only lose accuracy.
+//! Where bf16 products are much faster than `f32` ones ([`backward_in_bf16`]: on AMX tiles, or
+//! where `vdpbf16ps` issues at the FMA rate, as on AMD's Zen 4), the backward's products run in
+//! bf16 too: `W_hhᵀ` and `W_ihᵀ` rounded and packed once per backward, the gate gradients
+//! `dA`/`dV` rounded as each product's right operand, and the weight gradients `dA·bf16(X)ᵀ` with
+//! `dA` packed rounded ([`BackwardPacks`]); the sums stay `f32`. Elsewhere they run the `f32`
+//! kernels on the rounded operands ([`Rounded`]): on Intel's cores without AMX a bf16 product is
+//! slower than the `f32` one (0.81-0.88 of it on the step shapes, on a Xeon whose `vdpbf16ps`
+//! issues once every two cycles against two FMAs a cycle), and rounding `dA` would only lose
+//! accuracy.
 
 use std::cell::RefCell;
 
@@ -151,23 +152,25 @@ fn gemm_split_beta<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut Mat<T>) 
     });
 }
 
-/// Whether a bf16 forward's backward runs its products in bf16 too: where they run on AMX
-/// (`rnn_tensor::packed::bf16::amx_available`), many times faster than in `f32`. There the
-/// gate gradients `dA`/`dV` are rounded to bf16 as each product's right operand (as PyTorch's
+/// Whether a bf16 forward's backward runs its products in bf16 too: where bf16 products are
+/// much faster than `f32` ones (`rnn_tensor::packed::bf16::products_pay`: on AMX tiles, many
+/// times; with `vdpbf16ps` at the FMA rate, as on AMD's Zen 4, about twice). There the gate
+/// gradients `dA`/`dV` are rounded to bf16 as each product's right operand (as PyTorch's
 /// autocast does), adding a relative error of up to 2⁻⁸ to each product's operand; elsewhere
-/// the backward's products stay `f32` on the rounded operands ([`Rounded`]).
+/// the backward's products stay `f32` on the rounded operands ([`Rounded`]). Decided from the
+/// CPU's identity, never timed, so that a machine always gives the same bits.
 pub(crate) fn backward_in_bf16() -> bool {
     #[cfg(test)]
     if F32_BACKWARD.with(|f| f.get()) {
         return false;
     }
-    rnn_tensor::packed::bf16::amx_available()
+    rnn_tensor::packed::bf16::products_pay()
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Test hook: when set, [`backward_in_bf16`] is false, so that a CPU with AMX tests the
-    /// `f32` backward of the rounded operands too.
+    /// Test hook: when set, [`backward_in_bf16`] is false, so that a CPU where bf16 products pay
+    /// tests the `f32` backward of the rounded operands too.
     pub(crate) static F32_BACKWARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -531,7 +534,7 @@ mod tests {
         });
     }
 
-    /// Runs `check` with each backward: in bf16 where the CPU has AMX, and the `f32` one of the
+    /// Runs `check` with each backward: in bf16 where bf16 products pay, and the `f32` one of the
     /// rounded operands (through the test hook; the only one elsewhere).
     fn both_backwards(check: impl Fn()) {
         for f32_backward in [false, true] {

@@ -397,7 +397,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (mut dm, zeros) =
             if proj { (Mat::zeros(hid, b), Mat::zeros(hid, b)) } else { Default::default() };
         let beta = if C::DIRECT_H { T::ONE } else { T::ZERO };
-        // After a bf16 forward: where the bf16 products run on AMX, the backward's products in
+        // After a bf16 forward: where bf16 products pay (bf16.rs), the backward's products in
         // bf16 too (they round their operands themselves); elsewhere the f32 backward of the
         // operands the forward's products saw (bf16.rs).
         let bwd16 = cache.precision == Precision::Bf16 && super::bf16::backward_in_bf16();

@@ -592,8 +592,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             bf16_back,
             ..
         } = cache;
-        // A bf16 forward's backward with its products in bf16 too, where that is faster (AMX):
-        // they round their operands themselves. Elsewhere, the f32 backward of the operands the
+        // A bf16 forward's backward with its products in bf16 too, where that is faster (AMX,
+        // or `vdpbf16ps` at the FMA rate): they round their operands themselves. Elsewhere, the f32 backward of the operands the
         // forward's products saw (bf16.rs).
         let bwd16 = *precision == Precision::Bf16 && bf16::backward_in_bf16();
         if bwd16 {

@@ -44,6 +44,21 @@ pub fn amx_available() -> bool {
     false
 }
 
+/// Whether bf16 products are much faster than `f32` ones here: on AMX tiles
+/// ([`amx_available`]), or with AVX512_BF16 on an AMD CPU, whose `vdpbf16ps` issues as often as
+/// an FMA and so does twice the multiply-adds (measured on a Zen 4, EPYC family 25 model 17:
+/// this module's kernel at 1.6-2.1 times the `f32` one's GFLOP/s on every product shape of
+/// `bench_table --gemm`). Intel's cores without AMX issue it at half the FMA rate, so there
+/// bf16 products are slower than `f32` ones (0.81-0.88 of them on a Xeon of model 207).
+///
+/// Decided from CPUID alone, unlike the choice between the two AVX-512 kernels (which is timed
+/// once, [`PackedBf16::gemm`]): callers choose with it between computations that give different
+/// bits (a bf16 backward rounds its gate gradients), and a choice made on a timing could differ
+/// from one run to the next.
+pub fn products_pay() -> bool {
+    amx_available() || (crate::bf16::available() && crate::cache::is_amd())
+}
+
 /// Columns of `X` per kernel block.
 const NB: usize = 8;
 /// How many pairs ahead the AVX-512 kernel prefetches each strip (8 pairs: 1 KB of a strip).
