@@ -59,6 +59,17 @@ pub fn products_pay() -> bool {
     amx_available() || (crate::bf16::available() && crate::cache::is_amd())
 }
 
+/// Whether [`PackedBf16::gemm`] runs the FMA kernel here (AVX512_BF16 without AMX, where
+/// `vdpbf16ps` does not pay: [`avx512::dot_pays`]).
+fn fma_kernel_runs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !amx::available() && crate::bf16::available() && !avx512::dot_pays()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Columns of `X` per kernel block.
 const NB: usize = 8;
 /// How many pairs ahead the AVX-512 kernel prefetches each strip (8 pairs: 1 KB of a strip).
@@ -89,12 +100,13 @@ pub struct Bf16Pairs {
 
 impl Bf16Pairs {
     /// Rounds the `k × n` column-major `x` (columns `k` apart) to bf16 pairs (and widens them
-    /// back to `f32` unless the products run on AMX, which does not read the widened copy).
+    /// back to `f32` where [`PackedBf16::gemm`] runs the FMA kernel, the only one that reads the
+    /// widened copy).
     ///
     /// # Panics
     /// If `x.len() != k·n`.
     pub fn set(&mut self, x: &[f32], k: usize, n: usize) {
-        self.set_for(x, k, n, !amx_available());
+        self.set_for(x, k, n, fma_kernel_runs());
     }
 
     /// [`Bf16Pairs::set`], with the widened copy for the FMA kernel if `wide`.
@@ -138,25 +150,30 @@ impl Bf16Pairs {
 }
 
 /// `dst = srcᵀ` for the `rows × cols` column-major `src`, into the `cols × rows` column-major
-/// `dst` (exact copies of the values): with AVX-512, each 16 values of a row gathered at once.
+/// `dst` (exact copies of the values): with AVX-512, in tiles of 16 × 16 values transposed in
+/// registers (16 loads and 16 stores of 64 bytes each), the edges one value at a time.
 ///
 /// # Panics
 /// If the lengths are not `rows·cols`.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert!(src.len() == rows * cols && dst.len() == rows * cols, "transpose: lengths for {rows}x{cols}");
-    let mut done = 0;
+    // Rows and columns of src that the tiles cover.
+    let (mut rows16, mut cols16) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::gemm_level() == crate::simd::Level::Avx512 && rows * cols <= i32::MAX as usize {
-        done = cols / 16 * 16;
-        // SAFETY: the CPU has AVX-512F; the lengths were checked and the indices fit in i32.
-        unsafe { avx512::transpose_gather(src, rows, done, dst, cols) };
+    if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
+        (rows16, cols16) = (rows / 16 * 16, cols / 16 * 16);
+        // SAFETY: the CPU has AVX-512F; the lengths were checked above.
+        unsafe { avx512::transpose_tiles(src, rows, cols, dst) };
     }
     const TILE: usize = 32;
-    for j0 in (done..cols).step_by(TILE) {
-        for i0 in (0..rows).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(cols) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    dst[i * cols + j] = src[j * rows + i];
+    // Columns past the tiles (every row), then rows past the tiles (the tiles' columns).
+    for (j_range, i_range) in [(cols16..cols, 0..rows), (0..cols16, rows16..rows)] {
+        for j0 in j_range.clone().step_by(TILE) {
+            for i0 in i_range.clone().step_by(TILE) {
+                for j in j0..(j0 + TILE).min(j_range.end) {
+                    for i in i0..(i0 + TILE).min(i_range.end) {
+                        dst[i * cols + j] = src[j * rows + i];
+                    }
                 }
             }
         }
@@ -576,34 +593,65 @@ mod avx512 {
         _mm512_mask_blend_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), rounded, nan)
     }
 
-    /// Columns `0..done` of `src` (`rows` values each) as rows of the column-major `dst`
-    /// (`rows` columns of `cols` values): row `i` of `dst`, 16 values at a time, gathered.
+    /// The 16 × 16 tiles of [`super::transpose`]: `dst[i·cols + j] = src[j·rows + i]` for
+    /// `i < rows / 16 · 16`, `j < cols / 16 · 16` (the rest is not written).
     ///
     /// # Safety
-    /// AVX-512F; `src` holds `rows·cols` values, `dst` too, `done ≤ cols` is a multiple of 16
-    /// and `rows·cols` fits in i32.
+    /// AVX-512F; `src` and `dst` hold `rows·cols` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose_gather(
-        src: &[f32],
-        rows: usize,
-        done: usize,
-        dst: &mut [f32],
-        cols: usize,
-    ) {
-        let step = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(rows as i32),
-        );
-        for j0 in (0..done).step_by(16) {
-            for i in 0..rows {
-                // SAFETY: the 16 values gathered are src[(j0 + l)·rows + i], l < 16, inside
-                // src (j0 + 15 < done ≤ cols, i < rows); the 16 stored are dst[i·cols + j0..][..16],
-                // inside dst.
-                unsafe {
-                    let v = _mm512_i32gather_ps::<4>(step, src.as_ptr().add(j0 * rows + i).cast());
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(i * cols + j0), v);
+    pub(super) unsafe fn transpose_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        debug_assert!(src.len() == rows * cols && dst.len() == rows * cols);
+        for j0 in (0..cols / 16 * 16).step_by(16) {
+            for i0 in (0..rows / 16 * 16).step_by(16) {
+                // r[l] = src[(j0 + l)·rows + i0..][..16]: 16 values of column j0 + l.
+                // SAFETY: j0 + l < cols and i0 + 16 ≤ rows, so each load lies inside src.
+                let mut r: [__m512; 16] = std::array::from_fn(|l| unsafe {
+                    _mm512_loadu_ps(src.as_ptr().add((j0 + l) * rows + i0))
+                });
+                transpose16(&mut r);
+                for (l, v) in r.iter().enumerate() {
+                    // SAFETY: i0 + l < rows and j0 + 16 ≤ cols, so each store lies inside dst.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add((i0 + l) * cols + j0), *v) };
                 }
             }
+        }
+    }
+
+    /// Transposes the 16 × 16 matrix whose row `l` is `r[l]`: lane `i` of `r[l]` goes to lane `l`
+    /// of `r[i]` (pairs of rows interleaved by 32 bits, then by 64, then by 128-bit lanes twice).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for p in 0..8 {
+            t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+        }
+        let (lo, hi) = (
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+        );
+        for q in 0..4 {
+            let b = 4 * q;
+            r[b] = lo(t[b], t[b + 2]);
+            r[b + 1] = hi(t[b], t[b + 2]);
+            r[b + 2] = lo(t[b + 1], t[b + 3]);
+            r[b + 3] = hi(t[b + 1], t[b + 3]);
+        }
+        for h in 0..2 {
+            let b = 8 * h;
+            for c in 0..4 {
+                t[b + c] = _mm512_shuffle_f32x4::<0x88>(r[b + c], r[b + 4 + c]);
+                t[b + 4 + c] = _mm512_shuffle_f32x4::<0xdd>(r[b + c], r[b + 4 + c]);
+            }
+        }
+        for c in 0..8 {
+            r[c] = _mm512_shuffle_f32x4::<0x88>(t[c], t[8 + c]);
+            r[8 + c] = _mm512_shuffle_f32x4::<0xdd>(t[c], t[8 + c]);
         }
     }
 
@@ -1062,13 +1110,13 @@ mod tests {
         }
     }
 
-    /// `transpose` moves every value to its place (exact), for column counts below, at and
-    /// past the 16 the gathers take, and `Bf16Pairs::set` holds each value rounded as
+    /// `transpose` moves every value to its place (exact), for row and column counts below,
+    /// at and past the 16 of a tile, and `Bf16Pairs::set` holds each value rounded as
     /// `Bf16::from_f32` rounds it, with a zero after an odd `k` and zero columns up to 16.
     #[test]
     fn transpose_and_pairs_hold_the_values() {
         let mut rng = Rng::seed_from(22);
-        for &(rows, cols) in &[(1usize, 1usize), (7, 16), (33, 45), (256, 70)] {
+        for &(rows, cols) in &[(1usize, 1usize), (7, 16), (16, 16), (33, 45), (48, 17), (256, 70)] {
             let src = random(rows * cols, &mut rng);
             let mut dst = vec![0.0; rows * cols];
             transpose(&src, rows, cols, &mut dst);
