@@ -275,7 +275,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DTypeArg,
     /// The precision of validation and of the printed samples [default: bf16 for an f32 run on a
-    /// CPU with AMX-BF16, where it takes less than half the f32 time, else the training's]: bf16
+    /// CPU with fast bf16 products (AMX-BF16, or AVX512_BF16 on AMD), where it takes one half to
+    /// two thirds of the f32 time, else the training's]: bf16
     /// validates an f32 run with the recurrent products in bf16 (a CPU with AVX512_BF16; the
     /// losses within about 1e-4 of f32's; the training is unchanged), f32 validates an f32 run
     /// exactly, or a bf16 run's f32 weights.
@@ -772,7 +773,11 @@ pub fn run_train<T: Scalar, M: LanguageModel<T>>(
         log(&format!(
             "validation and samples: {} products{}",
             if val == Precision::Bf16 { "bf16" } else { T::NAME },
-            if cfg.val_precision.is_none() { " (this CPU's AMX tiles; --val-dtype f32 for f32)" } else { "" }
+            if cfg.val_precision.is_none() {
+                " (this CPU's fast bf16 products; --val-dtype f32 for f32)"
+            } else {
+                ""
+            }
         ));
     }
     let resumed_step = resume.as_ref().map(|s| s.step);

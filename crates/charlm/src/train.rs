@@ -250,16 +250,17 @@ fn positive_finite(name: &str, v: f64) -> Result<(), CharLmError> {
 impl TrainConfig {
     /// The precision of validation and of the printed samples for weights of `dtype`:
     /// `val_precision` if set, else bf16 for an f32 run whose products are full precision on a
-    /// CPU where bf16 products run on AMX tiles (and no SIMD cap forbids them), else
-    /// `precision`. There the validation of the default 2×256 LSTM takes less than half the
-    /// f32 time, and its losses stay within 1e-4 of f32's (docs/04); the training itself is
-    /// unchanged, bit for bit.
+    /// CPU where bf16 products are much faster than f32 ones
+    /// (`rnn_tensor::packed::bf16::products_pay`: AMX tiles, or AMD's AVX512_BF16) and no SIMD
+    /// cap forbids them, else `precision`. There the validation of the default 2×256 LSTM takes
+    /// less than half the f32 time on AMX and two thirds of it on a Zen 4, and its losses stay
+    /// within 1e-4 of f32's (docs/04); the training itself is unchanged, bit for bit.
     pub fn validation_precision(&self, dtype: DType) -> Precision {
         match self.val_precision {
             Some(p) => p,
             None if dtype == DType::F32
                 && self.precision == Precision::Full
-                && rnn_tensor::packed::bf16::amx_available()
+                && rnn_tensor::packed::bf16::products_pay()
                 && Precision::Bf16.check("f32").is_ok() =>
             {
                 Precision::Bf16

@@ -330,8 +330,8 @@ fn bf16_training_resumes_bit_identical() {
 /// the same training losses, bit for bit), the validation losses are within 0.005 of f32's and
 /// not equal to them, a run stopped and resumed with the flag ends byte for byte as one that
 /// never stopped, and resuming without the flag, or asking bf16 of f64 weights, is refused in
-/// one line. Without the flag an f32 run validates in bf16 on a CPU with AMX-BF16, in f32
-/// elsewhere (the same losses, bit for bit, as the flag's). On a CPU without AVX512_BF16 the
+/// one line. Without the flag an f32 run validates in bf16 on a CPU whose bf16 products pay
+/// (`products_pay`: AMX-BF16, or AVX512_BF16 on AMD), in f32 elsewhere (the same losses, bit for bit, as the flag's). On a CPU without AVX512_BF16 the
 /// flag is a one-line error naming it.
 #[test]
 fn bf16_validation_of_an_f32_run() {
@@ -354,10 +354,10 @@ fn bf16_validation_of_an_f32_run() {
     let auto_dir = tmp("valbf16-auto");
     assert!(run(&train_args(auto_dir.to_str().unwrap(), "30", &[])).0);
     let va = state(&auto_dir);
-    let amx = rnn_tensor::packed::bf16::amx_available();
+    let fast = rnn_tensor::packed::bf16::products_pay();
     assert_eq!(bits(&va.train_loss), bits(&vf.train_loss), "the training differs without the flag");
-    let chosen = if amx { &vb } else { &vf };
-    assert_eq!(bits(&va.val_loss), bits(&chosen.val_loss), "without the flag (AMX: {amx})");
+    let chosen = if fast { &vb } else { &vf };
+    assert_eq!(bits(&va.val_loss), bits(&chosen.val_loss), "without the flag (bf16 products pay: {fast})");
     assert!(!va.settings.contains_key("val_dtype"), "the machine's choice is not a setting");
     std::fs::remove_dir_all(&auto_dir).unwrap();
     assert_eq!(vb.val_loss.len(), vf.val_loss.len());
