@@ -76,7 +76,7 @@ fn check_max(op: &'static str, name: &str, v: f64) -> Result<(), OptimError> {
 }
 
 /// The 2-norm of one tensor, accumulated in `f64`: the squares summed in blocks of
-/// [`NORM_BLOCK`] values, each block in [`NORM_LANES`] interleaved partial sums (value `i` of a
+/// `NORM_BLOCK` values, each block in `NORM_LANES` = 8 interleaved partial sums (value `i` of a
 /// block into sum `i mod 8`, in order) added pairwise at its end, and the blocks' sums added in
 /// order. The order is fixed by the length alone, so the bits are the same on any CPU, in any
 /// SIMD build and for any thread count (large tensors' blocks are split across the threads);
