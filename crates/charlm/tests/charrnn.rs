@@ -331,8 +331,8 @@ fn bf16_training_resumes_bit_identical() {
 /// not equal to them, a run stopped and resumed with the flag ends byte for byte as one that
 /// never stopped, and resuming without the flag, or asking bf16 of f64 weights, is refused in
 /// one line. Without the flag an f32 run validates in bf16 on a CPU whose bf16 products pay
-/// (`products_pay`: AMX-BF16, or AVX512_BF16 on AMD), in f32 elsewhere (the same losses, bit for bit, as the flag's). On a CPU without AVX512_BF16 the
-/// flag is a one-line error naming it.
+/// (`products_pay`: AMX-BF16, or AVX512_BF16 on AMD), in f32 elsewhere (the same losses, bit
+/// for bit, as the flag's). On a CPU without AVX512_BF16 the flag is a one-line error naming it.
 #[test]
 fn bf16_validation_of_an_f32_run() {
     let (full, cut, f32_dir) = (tmp("valbf16-full"), tmp("valbf16-cut"), tmp("valbf16-f32"));

@@ -593,8 +593,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             ..
         } = cache;
         // A bf16 forward's backward with its products in bf16 too, where that is faster (AMX,
-        // or `vdpbf16ps` at the FMA rate): they round their operands themselves. Elsewhere, the f32 backward of the operands the
-        // forward's products saw (bf16.rs).
+        // or `vdpbf16ps` at the FMA rate): they round their operands themselves. Elsewhere, the
+        // f32 backward of the operands the forward's products saw (bf16.rs).
         let bwd16 = *precision == Precision::Bf16 && bf16::backward_in_bf16();
         if bwd16 {
             bf16_back.pack_w_hh_t(&self.params.weight_hh);
