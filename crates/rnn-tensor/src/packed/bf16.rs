@@ -60,7 +60,8 @@ pub fn products_pay() -> bool {
 }
 
 /// Whether [`PackedBf16::gemm`] runs the FMA kernel here (AVX512_BF16 without AMX, where
-/// `vdpbf16ps` does not pay: [`avx512::dot_pays`]).
+/// `vdpbf16ps` does not pay: [`avx512::dot_pays`]): the one definition that its dispatch and
+/// [`Bf16Pairs::set`] (which widens `X` only for that kernel) both read.
 fn fma_kernel_runs() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -325,7 +326,8 @@ impl PackedBf16 {
             let fma = match kernel {
                 Kernel::Fma => true,
                 Kernel::Dot => false,
-                _ => !avx512::dot_pays(),
+                // Not AMX, AVX512_BF16 here: the FMA kernel unless `vdpbf16ps` pays.
+                _ => fma_kernel_runs(),
             };
             assert!(
                 !fma || x.wide.len() == 2 * kp * n,
