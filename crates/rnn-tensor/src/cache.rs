@@ -15,16 +15,44 @@ pub fn l2_bytes() -> usize {
     *L2.get_or_init(|| detect_l2().unwrap_or(DEFAULT_L2_BYTES))
 }
 
-/// Whether a matrix of `bytes` read once per step (a batch-1 GEMV's weights) is best prefetched
-/// non-temporally, so that it does not evict the rest of the working set: only on AMD CPUs, and
-/// only for a matrix larger than three quarters of the L2. Their L3 keeps the lines a
-/// non-temporal prefetch brought in (measured on a Zen 5 with 1 MB of L2: 37-40 µs instead of
-/// 42-47 µs per 4 MB product). On Intel's server cores a non-temporal line is not kept in the
-/// L2 or the L3, so every step would read the whole matrix from memory (measured on a Xeon with
-/// 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way against 142 µs, and a
-/// 256-unit GRU's, which fits in L2, 24 µs against 9 µs).
-pub fn stream_non_temporal(bytes: usize) -> bool {
-    is_amd() && bytes > l2_bytes() / 4 * 3
+/// How a batch-1 GEMV's kernel prefetches a matrix of `bytes` that it reads once per step (the
+/// weights of a streaming or batch-1 step): the choice depends on the CPU's vendor and L2 size,
+/// read at run time ([`gemv_prefetch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvPrefetch {
+    /// No software prefetch: the hardware prefetchers follow the one contiguous stream.
+    None,
+    /// Each line some way ahead into every cache level (`T0`).
+    Caches,
+    /// Each line some way ahead non-temporally (`NTA`), so that it does not evict the rest of
+    /// the working set from L2.
+    NonTemporal,
+}
+
+/// The prefetch a batch-1 GEMV over a matrix of `bytes` uses on this CPU.
+///
+/// - On AMD, non-temporal for a matrix larger than three quarters of the L2, else into the
+///   caches. Their L3 keeps the lines a non-temporal prefetch brought in (measured on a Zen 5
+///   with 1 MB of L2: 37-40 µs instead of 42-47 µs per 4 MB product).
+/// - Elsewhere (Intel's cores), none. There a non-temporal line is kept in neither the L2 nor
+///   the L3, so every step would read the whole matrix from memory (measured on a Xeon of
+///   model 207 with 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way
+///   against 142 µs). A prefetch into the caches takes load slots from the loads, which costs
+///   much in a quiet moment and gains a little in a busy one: on the same Xeon, one core, medians of 7 ×
+///   100 products alternating direction, `k` = 512, in a quiet moment 1 MB took 9.9-10.2 µs
+///   without it against 14.4-14.7 µs with it, 2 MB 28.5-30.2 against 33.2-34.5 µs, 4 MB
+///   100.8-103.8 against 105.2-108.0 µs; in a busy one (minutes later, alternating) 1 MB
+///   14.4-15.2 against 14.3-15.0 µs and 2 MB 35.2-37.1 against 33.5-35.7 µs. The streamed
+///   cases of `bench_table` (7-15 alternating rounds, five runs of the A/B) gained 0.97-1.16×
+///   (LSTM) and 1.05-1.15× (GRU) without it.
+pub fn gemv_prefetch(bytes: usize) -> GemvPrefetch {
+    if !is_amd() {
+        GemvPrefetch::None
+    } else if bytes > l2_bytes() / 4 * 3 {
+        GemvPrefetch::NonTemporal
+    } else {
+        GemvPrefetch::Caches
+    }
 }
 
 /// Whether the CPU is AMD's (CPUID's vendor string), read once.

@@ -21,15 +21,16 @@
 //! The product is bound by memory. A matrix larger than the core's L2 (`W_hh` of a 512-unit LSTM
 //! is 4 MB; the AMD Zen 5 this was first tuned on has 1 MB of L2) is streamed from L3 on every
 //! step (single-core read bandwidth measured there: 160-175 GB/s from L2, 87-93 GB/s from L3):
-//! the AVX-512 build prefetches each line [`PREFETCH_AHEAD`] bytes ahead in reading order,
-//! non-temporally (measured: 37-40 µs instead of 42-47 µs per 4 MB product, one core), and
-//! [`gemv_strips_f32_ordered`] reads the strips in either order, so that a loop alternating the
-//! direction finds the last strips read still in L2. Which prefetch pays depends on the CPU
-//! ([`stream_non_temporal`](crate::cache::stream_non_temporal), from its vendor and L2 size at
-//! run time): on Intel's server cores a non-temporal line is kept in no cache, so there every
-//! matrix is prefetched into the caches (a 256-unit GRU's 0.75 MB step: 9 µs against 24 µs
-//! non-temporally, on a Xeon with 2 MB of L2; a 512-unit LSTM's 4 MB step 142 µs against
-//! 220-320 µs, straight from memory).
+//! the AVX-512 build prefetches each line [`PREFETCH_AHEAD`] bytes ahead in reading order where
+//! that pays, and [`gemv_strips_f32_ordered`] reads the strips in either order, so that a loop
+//! alternating the direction finds the last strips read still in L2. Which prefetch pays depends
+//! on the CPU ([`gemv_prefetch`](crate::cache::gemv_prefetch), from its vendor and L2 size at run
+//! time): on AMD a matrix larger than the L2 is prefetched non-temporally (measured on a Zen 5:
+//! 37-40 µs instead of 42-47 µs per 4 MB product, one core) and a smaller one into the caches;
+//! on Intel's server cores a non-temporal line is kept in no cache, and a prefetch into the
+//! caches mostly slows the loads (a 1 MB matrix in L2: 10 µs a product without, 14.5 µs with, on
+//! a Xeon with 2 MB of L2 in a quiet moment; the same in a busy one), so there the hardware
+//! prefetchers alone follow the stream.
 
 use super::MR;
 
@@ -79,16 +80,13 @@ pub fn gemv_strips_f32_ordered(
     let level = crate::simd::gemm_level();
     #[cfg(target_arch = "x86_64")]
     if level == crate::simd::Level::Avx512 {
-        // Prefetch into the caches, so that the matrix stays in L2 (or L3) from product to
-        // product, unless the CPU keeps a large one better streamed non-temporally.
-        let resident = !crate::cache::stream_non_temporal(4 * data.len());
+        let pf = crate::cache::gemv_prefetch(4 * data.len());
         // SAFETY: the CPU has AVX-512F; the lengths were checked above.
         unsafe {
-            match (alpha == 1.0, resident) {
-                (true, true) => avx512::kernel::<false, true>(k, data, alpha, x, beta, y, reverse),
-                (true, false) => avx512::kernel::<false, false>(k, data, alpha, x, beta, y, reverse),
-                (false, true) => avx512::kernel::<true, true>(k, data, alpha, x, beta, y, reverse),
-                (false, false) => avx512::kernel::<true, false>(k, data, alpha, x, beta, y, reverse),
+            if alpha == 1.0 {
+                avx512::prefetching::<false>(pf, k, data, alpha, x, beta, y, reverse)
+            } else {
+                avx512::prefetching::<true>(pf, k, data, alpha, x, beta, y, reverse)
             }
         }
         return;
@@ -237,17 +235,44 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{MR, PREFETCH_AHEAD};
+    use crate::cache::GemvPrefetch;
+
+    /// [`kernel`] with the prefetch `pf` (the const parameter of each choice).
+    ///
+    /// # Safety
+    /// As [`kernel`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn prefetching<const SCALE: bool>(
+        pf: GemvPrefetch,
+        k: usize,
+        data: &[f32],
+        alpha: f32,
+        x: &[f32],
+        beta: f32,
+        y: &mut [f32],
+        reverse: bool,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match pf {
+                GemvPrefetch::None => kernel::<SCALE, 0>(k, data, alpha, x, beta, y, reverse),
+                GemvPrefetch::Caches => kernel::<SCALE, 1>(k, data, alpha, x, beta, y, reverse),
+                GemvPrefetch::NonTemporal => kernel::<SCALE, 2>(k, data, alpha, x, beta, y, reverse),
+            }
+        }
+    }
 
     /// [`gemv_strips_f32_ordered`](super::gemv_strips_f32_ordered) with AVX-512; `SCALE`
     /// false skips the multiplications by `alpha` (for alpha = 1: `1·x = x` exactly, so the
-    /// result is the same); `RESIDENT` prefetches into the caches (`T0`, for a matrix that
-    /// stays in L2 from call to call), else non-temporally (`NTA`, for one streamed from L3).
+    /// result is the same); `PREFETCH` is 0 for no software prefetch, 1 to prefetch into the
+    /// caches (`T0`), 2 non-temporally (`NTA`), as [`GemvPrefetch`] chooses.
     ///
     /// # Safety
     /// The CPU must support AVX-512F; lengths as checked by the caller.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn kernel<const SCALE: bool, const RESIDENT: bool>(
+    pub(super) unsafe fn kernel<const SCALE: bool, const PREFETCH: u8>(
         k: usize,
         data: &[f32],
         alpha: f32,
@@ -298,12 +323,12 @@ mod avx512 {
                 // The panel `ahead` panels later in reading order (in the next strip read, near
                 // the end of this one).
                 let (qa, ia) = if q + ahead < panels { (q + ahead, i) } else { (q + ahead - panels, i + 1) };
-                if ia < strips {
+                if PREFETCH != 0 && ia < strips {
                     let pf = a.wrapping_add(order(ia) * MR * k + qa * P * MR);
                     for l in 0..P * MR / LINE {
                         // A hint only: it never faults.
                         let line = pf.wrapping_add(l * LINE) as *const i8;
-                        if RESIDENT {
+                        if PREFETCH == 1 {
                             _mm_prefetch::<_MM_HINT_T0>(line);
                         } else {
                             _mm_prefetch::<_MM_HINT_NTA>(line);
@@ -537,6 +562,41 @@ mod tests {
         gemv_strips_f32_ordered(m, k, &data, 1.0, &x, 1.0, &mut fwd, false);
         gemv_strips_f32_ordered(m, k, &data, 1.0, &x, 1.0, &mut rev, true);
         assert_eq!(fwd, rev);
+    }
+
+    /// Each prefetch choice of the AVX-512 kernel (a CPU runs only one of them) gives the
+    /// portable build's bits, in both orders, with alpha 1 and not (the last strip partial).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_prefetch_same_bits() {
+        use crate::cache::GemvPrefetch;
+        if crate::simd::gemm_level() != crate::simd::Level::Avx512 {
+            return;
+        }
+        let mut rng = Rng::seed_from(11);
+        let (m, k) = (200, 129);
+        let a = random(m * k, &mut rng);
+        let data = pack(m, k, |i, p| a[i * k + p]);
+        let x = random(k, &mut rng);
+        let y0 = random(m, &mut rng);
+        for alpha in [1.0f32, -0.75] {
+            let mut want = y0.clone();
+            gemv_portable(k, &data, alpha, &x, 0.5, &mut want);
+            for pf in [GemvPrefetch::None, GemvPrefetch::Caches, GemvPrefetch::NonTemporal] {
+                for reverse in [false, true] {
+                    let mut got = y0.clone();
+                    // SAFETY: the CPU has AVX-512F (checked above); the lengths fit m and k.
+                    unsafe {
+                        if alpha == 1.0 {
+                            avx512::prefetching::<false>(pf, k, &data, alpha, &x, 0.5, &mut got, reverse)
+                        } else {
+                            avx512::prefetching::<true>(pf, k, &data, alpha, &x, 0.5, &mut got, reverse)
+                        }
+                    }
+                    assert_eq!(got, want, "{pf:?}, alpha {alpha}, reverse {reverse}");
+                }
+            }
+        }
     }
 
     #[test]
