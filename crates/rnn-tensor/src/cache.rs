@@ -34,17 +34,17 @@ pub enum GemvPrefetch {
 /// - On AMD, non-temporal for a matrix larger than three quarters of the L2, else into the
 ///   caches. Their L3 keeps the lines a non-temporal prefetch brought in (measured on a Zen 5
 ///   with 1 MB of L2: 37-40 µs instead of 42-47 µs per 4 MB product).
-/// - Elsewhere (Intel's cores), none. There a non-temporal line is kept in neither the L2 nor
-///   the L3, so every step would read the whole matrix from memory (measured on a Xeon of
-///   model 207 with 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way
-///   against 142 µs). A prefetch into the caches takes load slots from the loads, which costs
-///   much in a quiet moment and gains a little in a busy one: on the same Xeon, one core, medians of 7 ×
-///   100 products alternating direction, `k` = 512, in a quiet moment 1 MB took 9.9-10.2 µs
-///   without it against 14.4-14.7 µs with it, 2 MB 28.5-30.2 against 33.2-34.5 µs, 4 MB
-///   100.8-103.8 against 105.2-108.0 µs; in a busy one (minutes later, alternating) 1 MB
-///   14.4-15.2 against 14.3-15.0 µs and 2 MB 35.2-37.1 against 33.5-35.7 µs. The streamed
-///   cases of `bench_table` (7-15 alternating rounds, five runs of the A/B) gained 0.97-1.16×
-///   (LSTM) and 1.05-1.15× (GRU) without it.
+/// - Elsewhere (Intel's cores), none. There a non-temporal line is kept in neither the L2 nor the
+///   L3, so every step would read the whole matrix from memory (measured on a Xeon of model 207
+///   with 2 MB of L2: a 512-unit LSTM's batch-1 step took 220-320 µs that way against 142 µs). A
+///   prefetch into the caches takes load slots from the loads, which costs much in a quiet moment
+///   and gains a little in a busy one: on the same Xeon, one core, medians of 7 × 100 products
+///   alternating direction, `k` = 512, in a quiet moment 1 MB took 9.9-10.2 µs without it against
+///   14.4-14.7 µs with it, 2 MB 28.5-30.2 against 33.2-34.5 µs, 4 MB 100.8-103.8 against
+///   105.2-108.0 µs; in a busy one (half an hour later, six alternating rounds) 1 MB 14.4-17.7
+///   against 14.4-15.0 µs and 2 MB 35.8-45.9 against 33.7-35.7 µs. The streamed cases of
+///   `bench_table` (7-15 alternating rounds, five runs of the A/B) gained 0.97-1.16× (LSTM) and
+///   1.05-1.15× (GRU) without it.
 pub fn gemv_prefetch(bytes: usize) -> GemvPrefetch {
     if !is_amd() {
         GemvPrefetch::None
