@@ -82,13 +82,7 @@ pub fn gemv_strips_f32_ordered(
     if level == crate::simd::Level::Avx512 {
         let pf = crate::cache::gemv_prefetch(4 * data.len());
         // SAFETY: the CPU has AVX-512F; the lengths were checked above.
-        unsafe {
-            if alpha == 1.0 {
-                avx512::prefetching::<false>(pf, k, data, alpha, x, beta, y, reverse)
-            } else {
-                avx512::prefetching::<true>(pf, k, data, alpha, x, beta, y, reverse)
-            }
-        }
+        unsafe { avx512::prefetching(pf, k, data, alpha, x, beta, y, reverse) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -237,13 +231,14 @@ mod avx512 {
     use super::{MR, PREFETCH_AHEAD};
     use crate::cache::GemvPrefetch;
 
-    /// [`kernel`] with the prefetch `pf` (the const parameter of each choice).
+    /// [`kernel`] with the prefetch `pf`, and without the multiplications by `alpha` when it is
+    /// 1 (the const parameters of each choice).
     ///
     /// # Safety
     /// As [`kernel`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn prefetching<const SCALE: bool>(
+    pub(super) unsafe fn prefetching(
         pf: GemvPrefetch,
         k: usize,
         data: &[f32],
@@ -255,10 +250,13 @@ mod avx512 {
     ) {
         // SAFETY: the caller's contract.
         unsafe {
-            match pf {
-                GemvPrefetch::None => kernel::<SCALE, 0>(k, data, alpha, x, beta, y, reverse),
-                GemvPrefetch::Caches => kernel::<SCALE, 1>(k, data, alpha, x, beta, y, reverse),
-                GemvPrefetch::NonTemporal => kernel::<SCALE, 2>(k, data, alpha, x, beta, y, reverse),
+            match (alpha == 1.0, pf) {
+                (true, GemvPrefetch::None) => kernel::<false, 0>(k, data, alpha, x, beta, y, reverse),
+                (true, GemvPrefetch::Caches) => kernel::<false, 1>(k, data, alpha, x, beta, y, reverse),
+                (true, GemvPrefetch::NonTemporal) => kernel::<false, 2>(k, data, alpha, x, beta, y, reverse),
+                (false, GemvPrefetch::None) => kernel::<true, 0>(k, data, alpha, x, beta, y, reverse),
+                (false, GemvPrefetch::Caches) => kernel::<true, 1>(k, data, alpha, x, beta, y, reverse),
+                (false, GemvPrefetch::NonTemporal) => kernel::<true, 2>(k, data, alpha, x, beta, y, reverse),
             }
         }
     }
@@ -586,13 +584,7 @@ mod tests {
                 for reverse in [false, true] {
                     let mut got = y0.clone();
                     // SAFETY: the CPU has AVX-512F (checked above); the lengths fit m and k.
-                    unsafe {
-                        if alpha == 1.0 {
-                            avx512::prefetching::<false>(pf, k, &data, alpha, &x, 0.5, &mut got, reverse)
-                        } else {
-                            avx512::prefetching::<true>(pf, k, &data, alpha, &x, 0.5, &mut got, reverse)
-                        }
-                    }
+                    unsafe { avx512::prefetching(pf, k, &data, alpha, &x, 0.5, &mut got, reverse) };
                     assert_eq!(got, want, "{pf:?}, alpha {alpha}, reverse {reverse}");
                 }
             }
