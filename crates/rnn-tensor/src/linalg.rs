@@ -522,7 +522,7 @@ mod tests {
                 assert_eq!(best, run(Level::Avx2), "({m},{k}) alpha {alpha} beta {beta}: AVX2");
                 assert_eq!(best, run(Level::Baseline), "({m},{k}) alpha {alpha} beta {beta}: portable");
                 let mut packed = vec![0.0f32; m.div_ceil(crate::packed::MR) * crate::packed::MR * k];
-                crate::packed::pack_rows(a.clone_owned().as_slice(), m, k, m, |i| i, &mut packed);
+                crate::packed::pack_rows(1, a.clone_owned().as_slice(), m, k, m, |i| i, &mut packed);
                 let mut y = y0.as_slice().to_vec();
                 crate::packed::gemv_strips_f32(m, k, &packed, alpha, x.as_slice(), beta, &mut y);
                 let strips: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
