@@ -399,10 +399,12 @@ mod avx512 {
         let len = NS * MR * k;
         let yp = ys.as_mut_ptr();
         // Lanes of each strip's two accumulators that hold rows of A (the rest is padding).
-        let masks: [(__mmask16, __mmask16); NS] = std::array::from_fn(|j| {
+        // (A plain loop: `array::from_fn` here was left a call per strip.)
+        let mut masks = [(0, 0); NS];
+        for (j, m) in masks.iter_mut().enumerate() {
             let rows = ys.len().saturating_sub(j * MR).min(MR);
-            (mask(rows), mask(rows.saturating_sub(16)))
-        });
+            *m = (mask(rows), mask(rows.saturating_sub(16)));
+        }
         let mut acc: [(__m512, __m512); NS] = std::array::from_fn(|j| {
             let (mlo, mhi) = masks[j];
             let yj = yp.wrapping_add(j * MR);
