@@ -25,14 +25,14 @@
 //! step (single-core read bandwidth measured there: 160-175 GB/s from L2, 87-93 GB/s from L3):
 //! the AVX-512 build prefetches each line [`PREFETCH_AHEAD`] bytes ahead in reading order where
 //! that pays, and [`gemv_strips_f32_ordered`] reads the strips (or groups) in either order, so
-//! that a loop alternating the direction finds the last strips read still in L2. Which prefetch pays depends
-//! on the CPU ([`gemv_prefetch`](crate::cache::gemv_prefetch), from its vendor and L2 size at run
-//! time): on AMD a matrix larger than 3/4 of the L2 is prefetched non-temporally (measured on a
-//! Zen 5: 37-40 µs instead of 42-47 µs per 4 MB product, one core), a smaller one into the
-//! caches; on Intel's server cores a non-temporal line is kept in no cache, and a prefetch into
-//! the caches mostly slows the loads (a 1 MB matrix in L2: 10 µs a product without, 14.5 µs with,
-//! on a Xeon with 2 MB of L2 in a quiet moment; the same in a busy one), so there the hardware
-//! prefetchers alone follow the stream.
+//! that a loop alternating the direction finds the last strips read still in L2. Which prefetch
+//! pays depends on the CPU ([`gemv_prefetch`](crate::cache::gemv_prefetch), from its vendor and L2
+//! size at run time): on AMD a matrix larger than 3/4 of the L2 is prefetched non-temporally
+//! (measured on a Zen 5: 37-40 µs instead of 42-47 µs per 4 MB product, one core), a smaller one
+//! into the caches; on Intel's server cores a non-temporal line is kept in no cache, and a
+//! prefetch into the caches mostly slows the loads (a 1 MB matrix in L2: 10 µs a product without,
+//! 14.5 µs with, on a Xeon with 2 MB of L2 in a quiet moment; the same in a busy one), so there
+//! the hardware prefetchers alone follow the stream.
 
 use super::MR;
 

@@ -137,8 +137,8 @@ pub(crate) unsafe fn gemm_strided<T: Scalar>(g: RawGemm<T>) -> bool {
 /// The strips go in groups of 4, each group's panels of 8 columns interleaved
 /// (`gemv::column_offset`), so that the GEMV reads one stream and broadcasts each `x_p` once per
 /// group, not once per strip: 1 KB of the matrix then costs 18 loads instead of 24, which is
-/// what the product from L2 was waiting on (a 0.8-1 MB matrix, 9-16 % less time a product on the
-/// 2-core Xeon; the same bits, each row summed as in [`gemv_strips_f32`]).
+/// what the product from L2 was waiting on (0.8 to 2 MB matrices, old / new time 1.11-1.14 a
+/// product on the 2-core Xeon; the same bits, each row summed as in [`gemv_strips_f32`]).
 #[derive(Debug, Default)]
 pub struct PackedRows<T> {
     m: usize,
