@@ -357,12 +357,11 @@ mod avx512 {
     #[inline]
     pub(super) unsafe fn kernel<const SCALE: bool, const PREFETCH: u8>(args: Args<'_>) {
         let (group, k, data, alpha, x, beta, y, reverse) = args;
-        let a = data.as_ptr();
-        let groups = y.len().div_ceil(group * MR);
+        let (a, m) = (data.as_ptr(), y.len());
+        let groups = m.div_ceil(group * MR);
         let order = |i: usize| if reverse { groups - 1 - i } else { i };
         for i in 0..groups {
             let g = order(i);
-            let m = y.len();
             let ys = &mut y[g * group * MR..((g + 1) * group * MR).min(m)];
             let ns = ys.len().div_ceil(MR);
             let start = a.wrapping_add(g * group * MR * k);
@@ -370,8 +369,8 @@ mod avx512 {
             let next =
                 if i + 1 < groups { a.wrapping_add(order(i + 1) * group * MR * k) } else { std::ptr::null() };
             let run = (k, start, next, alpha, x, beta, ys);
-            // SAFETY: the group's values lie inside `data`: `ys.len().div_ceil(MR)·MR·k` from
-            // `start` (the checked lengths); the caller's contract for the rest.
+            // SAFETY: the group's values lie inside `data`: `ns·MR·k` from `start` (the checked
+            // lengths); the caller's contract for the rest.
             unsafe {
                 match ns {
                     1 => group_kernel::<SCALE, PREFETCH, 1>(run),
