@@ -171,9 +171,9 @@ fn lengths_bits<S: Scalar, M: Recurrence<S>>(
     bits
 }
 
-/// The same bits for 1, 2 and 3 threads: with threads, each step's running samples are split
-/// between them (every part's products taking the whole step's route) and the products of the
-/// whole sequence split themselves, all keeping the bits. Unidirectional layers split their own
+/// The same bits for 1, 2 and 3 threads: with threads, the lanes of the batch (fixed, whatever
+/// the thread count) go to their own threads and the products of the whole sequence split
+/// themselves, all keeping the bits. Unidirectional layers split their own
 /// loops (a bidirectional layer runs its two directions side by side instead, each loop whole);
 /// shapes large enough for the steps to split (a batch of 40 samples of 1 to 6 steps, at least
 /// 16 running at the first steps), f32 and f64, from a non-zero initial state. Tolerance: none.
@@ -202,6 +202,40 @@ fn lengths_give_the_same_bits_for_any_thread_count() {
     );
     check(&lstm.build::<f64>(&mut rng).unwrap(), &lengths, "LSTM f64");
     rnn_tensor::parallel::set_num_threads(threads);
+}
+
+/// Outputs past each sample's length are zero, also where the copy back to the caller's layout
+/// is split between threads and no sample reaches the last steps (a batch of 96, lengths 1 to 6,
+/// 8 steps, 512 units), in a cache that a run over all 8 steps filled; the same bits with 1 and 2
+/// threads. Tolerance: none.
+#[test]
+fn padded_outputs_are_zero_when_the_copies_split() {
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let threads = rnn_tensor::parallel::num_threads();
+    let lengths: Vec<usize> = (0..96).map(|s| 1 + (7 * s) % 6).collect();
+    let (b, t) = (lengths.len(), 8);
+    let mut rng = Rng::seed_from(11);
+    let model = LstmConfig::new(16, 512).build::<f32>(&mut rng).unwrap();
+    let x = Mat::<f32>::from_fn(16, t * b, |_, _| rng.uniform(-1.0, 1.0) as f32);
+    let run = |n: usize| {
+        rnn_tensor::parallel::set_num_threads(n);
+        // A cache that a run over (almost) every step used first: its outputs there are not zero.
+        let mut cache = Default::default();
+        let full: Vec<usize> = (0..b).map(|s| if s == 0 { t - 1 } else { t }).collect();
+        model.forward_lengths(SeqInput::Dense(&x), b, &full, &model.zero_state(b), &mut cache);
+        model.forward_lengths(SeqInput::Dense(&x), b, &lengths, &model.zero_state(b), &mut cache);
+        model.outputs(&cache).clone()
+    };
+    let (one, two) = (run(1), run(2));
+    rnn_tensor::parallel::set_num_threads(threads);
+    assert!(one.iter().zip(two.iter()).all(|(p, q)| p.to_bits() == q.to_bits()), "2 threads differ from one");
+    for step in 0..t {
+        for (s, &len) in lengths.iter().enumerate() {
+            let col = one.column(step * b + s);
+            let zero = col.iter().all(|&v| v == 0.0);
+            assert_eq!(zero, step >= len, "step {step} of sample {s} (length {len})");
+        }
+    }
 }
 
 #[test]

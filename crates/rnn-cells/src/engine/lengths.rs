@@ -3,32 +3,35 @@
 //! reverse layer starts at its own last step `L_b - 1`), its outputs past `L_b` are zero, and its
 //! final state is the state after its last real step.
 //!
-//! The samples are ordered by length once, longest first (a permutation `perm`, undone at the
-//! boundary: inputs, states and gradients come and go in the caller's order), so that at step `t`
-//! the samples still running are the first `n_t`. Every buffer holds the real steps only, step
-//! after step (step `t`'s `n_t` columns from column `off_t = n_0 + … + n_{t-1}`), so that every
-//! product, the whole-sequence ones included, and every pointwise pass covers real steps only: the
-//! cost follows the number of real steps, not `B × T`.
+//! The samples are ranked by length once, longest first, and dealt into [`LANES`] lanes like
+//! cards (ranks 0, 2, 4, … to the first lane, 1, 3, 5, … to the second), each lane in rank order:
+//! a permutation `perm` to positions, lane after lane, undone at the boundary (inputs, states and
+//! gradients come and go in the caller's order). At step `t` the samples still running are the
+//! `n_t` longest, so in each lane a prefix of it, and the lanes' shares differ by at most one.
+//! Every buffer holds the real steps only, step after step (step `t`'s `n_t` columns from column
+//! `off_t = n_0 + … + n_{t-1}`, lane after lane), so that every product, the whole-sequence ones
+//! included, and every pointwise pass covers real steps only: the cost follows the number of real
+//! steps, not `B × T`.
 //!
-//! Per step, the states the running samples start from are the previous step's first columns, in
-//! place (forward in time), or, for a reverse layer whose samples join at their own last steps,
-//! gathered into one block (`hprev`, `sprev`). `dW_hh`, `dW_ih` (and `dW_hr`) are one product each
-//! after the loop, over the starting states kept for every real step.
+//! Per step and lane, the states the running samples start from are the lane's columns of the
+//! previous step, in place (forward in time), or, for a reverse layer whose samples join at their
+//! own last steps, gathered into one block (`hprev`, `sprev`). `dW_hh`, `dW_ih` (and `dW_hr`) are
+//! one product each after the loop, over the starting states kept for every real step.
 //!
-//! With threads, each step's running samples are split between them ([`for_each_step_part`]):
-//! a split gives every part at least 8 columns and a product above `gemm`'s small-product route,
-//! so each part's products take the route the whole step's would, and the parts meet after every
-//! step (the next reads the states the others wrote). The results are the same bits for any
-//! thread count. (The padded loop instead gives each thread its own samples for the whole loop;
-//! here the running samples shrink, and a fixed split would leave the thread of the shorter ones
-//! idle at the end.)
+//! A lane reads only what it wrote, so with threads each takes its own lanes through the whole
+//! loop ([`for_each_lane`]) and they never wait for each other; the lanes are the same for any
+//! thread count, and so are the results, bit for bit. (Splitting every step's running samples
+//! between the threads instead made them meet after every step: 13 % of a two-thread run spent
+//! waiting, on the Xeon model 207 of docs/PERFORMANCE.md. A fixed split of the samples by length,
+//! as the padded loop's, would leave the thread of the shorter ones idle at the end; dealt like
+//! cards, the lanes keep equal shares of every step.)
 
 use std::ops::Range;
 
-use rnn_tensor::{gemm, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
+use rnn_tensor::{gemm, parallel, Mat, MatView, MatViewMut, Precision, Scalar, Trans};
 
 use super::ops::{
-    add_sums, bias_sums, ensure_shape, for_each_step_part, gradient_strips, input_backward, project_input,
+    add_sums, bias_sums, ensure_shape, for_each_lane, gradient_strips, input_backward, project_input,
     weight_grad_sums, SharedCols, StepWeight,
 };
 use super::{
@@ -53,13 +56,75 @@ pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<()
     Ok(())
 }
 
+/// The lanes a variable-length batch is dealt into (see the module docs). Two, the cores of the
+/// project's machines: a loop runs on at most this many threads. Fixed, so that the layout, and
+/// the results, do not depend on the thread count.
+const LANES: usize = 2;
+
+/// The positions of the first lane of each of [`LANES`] (and the batch size after them), for a
+/// batch of `b`: lane `l` holds the ranks `l, l + LANES, …` below `b`.
+fn lane_starts(b: usize) -> [usize; LANES + 1] {
+    let mut starts = [0; LANES + 1];
+    for l in 0..LANES {
+        starts[l + 1] = starts[l] + (b + LANES - 1 - l) / LANES;
+    }
+    starts
+}
+
+/// Where the running samples of each step are: their positions (lane by lane) and their columns
+/// in the compact buffers.
+#[derive(Clone, Copy)]
+struct Steps<'a> {
+    /// `n_t` and `off_t` (see [`Lengths`]).
+    active: &'a [usize],
+    off: &'a [usize],
+    /// [`lane_starts`].
+    starts: [usize; LANES + 1],
+}
+
+impl Steps<'_> {
+    /// The samples of lane `lane` that run step `t`: its ranks below `n_t`.
+    fn lane_len(&self, t: usize, lane: usize) -> usize {
+        (self.active[t] + LANES - 1 - lane) / LANES
+    }
+
+    /// The positions of lane `lane` that run step `t` (a prefix of the lane).
+    fn lane_range(&self, t: usize, lane: usize) -> Range<usize> {
+        self.starts[lane]..self.starts[lane] + self.lane_len(t, lane)
+    }
+
+    /// The lane of position `q`.
+    fn lane_of(&self, q: usize) -> usize {
+        (1..LANES).take_while(|&l| q >= self.starts[l]).count()
+    }
+
+    /// Whether the sample at position `q` runs step `t`.
+    fn runs(&self, t: usize, q: usize) -> bool {
+        self.lane_range(t, self.lane_of(q)).contains(&q)
+    }
+
+    /// The compact column of step `t` of the sample at position `q` (which runs it): the lanes
+    /// before its own, then its place in its lane.
+    fn col(&self, t: usize, q: usize) -> usize {
+        let lane = self.lane_of(q);
+        self.off[t] + (0..lane).map(|l| self.lane_len(t, l)).sum::<usize>() + (q - self.starts[lane])
+    }
+
+    /// The positions that run step `t`, in the order of their compact columns.
+    fn positions(&self, t: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..LANES).flat_map(move |lane| self.lane_range(t, lane))
+    }
+}
+
 /// What the variable-length loops keep in the cache.
 #[derive(Debug, Default)]
 pub(super) struct Lengths<T: Scalar> {
     /// The lengths, in the caller's order (empty: no lengths).
     pub(super) lengths: Vec<usize>,
-    /// `perm[p]` is the caller's sample at sorted position `p` (longest first).
+    /// `perm[q]` is the caller's sample at position `q` (lane by lane, see the module docs).
     perm: Vec<usize>,
+    /// [`lane_starts`] of the batch.
+    starts: [usize; LANES + 1],
     /// `active[t]` = `n_t`, the samples still running at step `t`, and `off[t]` = the column of
     /// step `t`'s first in the compact buffers (`off[T]` = the real steps).
     active: Vec<usize>,
@@ -80,6 +145,13 @@ pub(super) struct Lengths<T: Scalar> {
     hprev_all: Mat<T>,
 }
 
+impl<T: Scalar> Lengths<T> {
+    /// Where the running samples of each step are.
+    fn layout(&self) -> Steps<'_> {
+        Steps { active: &self.active, off: &self.off, starts: self.starts }
+    }
+}
+
 /// `dst` column `t·B + p` = `src` column `t·B + perm[p]` (or the inverse with `inverse`), for
 /// every step.
 fn permute_cols<T: Scalar>(src: &Mat<T>, perm: &[usize], inverse: bool, dst: &mut Mat<T>) {
@@ -95,18 +167,47 @@ fn permute_cols<T: Scalar>(src: &Mat<T>, perm: &[usize], inverse: bool, dst: &mu
     }
 }
 
-/// The compact columns (step `t`'s running samples, by sorted position) of a padded
-/// `rows × T·B` matrix in the caller's order: `dst[off_t + p] = src[t·B + perm[p]]`.
+/// Values a part of [`for_each_steps_part`] copies at least.
+const MIN_COPY_VALUES: usize = 1 << 16;
+
+/// Runs `f(steps)` on parts of the steps of `var` (contiguous ranges, of about equal real
+/// columns), over the threads when each part copies [`MIN_COPY_VALUES`] values of `rows` per
+/// column; otherwise `f(0..T)` on the caller. For the copies between the caller's padded layout
+/// and the compact one, which touch each step's columns alone.
+fn for_each_steps_part<T: Scalar>(var: &Lengths<T>, rows: usize, f: impl Fn(Range<usize>) + Sync) {
+    let (steps, real) = (var.steps, var.off[var.steps]);
+    match (real * rows / MIN_COPY_VALUES).min(steps) {
+        0 | 1 => f(0..steps),
+        parts => parallel::for_each_part(parts, |part| {
+            // The steps whose first real column falls in this part's share of the real columns
+            // (the steps no sample reaches, the last part's).
+            let share = part.range(real, 1);
+            let first =
+                |c: usize| if c == real { steps } else { var.off[..steps].partition_point(|&o| o < c) };
+            let ts = first(share.start)..first(share.end);
+            if !ts.is_empty() {
+                f(ts);
+            }
+        }),
+    }
+}
+
+/// The compact columns (step `t`'s running samples, lane by lane) of a padded `rows × T·B`
+/// matrix in the caller's order: `dst[col(t, q)] = src[t·B + perm[q]]`.
 fn gather_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
     let (rows, b) = (src.nrows(), var.perm.len());
     ensure_shape(dst, rows, var.off[var.steps]);
-    for t in 0..var.steps {
-        for p in 0..var.active[t] {
-            let (from, to) = (t * b + var.perm[p], var.off[t] + p);
-            dst.as_mut_slice()[to * rows..(to + 1) * rows]
-                .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
+    let (src, dst) = (src.as_slice(), SharedCols::new(dst));
+    for_each_steps_part(var, rows, |ts| {
+        for t in ts {
+            // SAFETY: step t's columns of dst are this part's alone, and dst outlives the call.
+            let block = unsafe { dst.slice_mut(var.off[t], var.active[t]) };
+            for (to, q) in block.chunks_exact_mut(rows.max(1)).zip(var.layout().positions(t)) {
+                let from = t * b + var.perm[q];
+                to.copy_from_slice(&src[from * rows..(from + 1) * rows]);
+            }
         }
-    }
+    });
 }
 
 /// The inverse of [`gather_real`]: the padded `rows × T·B` matrix in the caller's order, zero at
@@ -114,18 +215,23 @@ fn gather_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
 fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
     let (rows, b) = (src.nrows(), var.perm.len());
     ensure_shape(dst, rows, var.steps * b);
-    dst.as_mut_slice().fill(T::ZERO);
-    for t in 0..var.steps {
-        for p in 0..var.active[t] {
-            let (from, to) = (var.off[t] + p, t * b + var.perm[p]);
-            dst.as_mut_slice()[to * rows..(to + 1) * rows]
-                .copy_from_slice(&src.as_slice()[from * rows..(from + 1) * rows]);
+    let (src, dst) = (src.as_slice(), SharedCols::new(dst));
+    for_each_steps_part(var, rows, |ts| {
+        for t in ts {
+            // SAFETY: step t's block of dst is this part's alone, and dst outlives the call.
+            let block = unsafe { dst.slice_mut(t * b, b) };
+            block.fill(T::ZERO);
+            for (i, q) in var.layout().positions(t).enumerate() {
+                let from = var.off[t] + i;
+                block[var.perm[q] * rows..(var.perm[q] + 1) * rows]
+                    .copy_from_slice(&src[from * rows..(from + 1) * rows]);
+            }
         }
-    }
+    });
 }
 
 /// Where the steps of a variable-length loop find their starting states, shared by the parts of
-/// [`for_each_step_part`]: the states every step left (`h`, `saved`, compact), the initial ones
+/// [`for_each_lane`]: the states every step left (`h`, `saved`, compact), the initial ones
 /// (by sorted position), and `hprev`/`sprev`, one step's gathered starting states.
 struct StepBufs<'a, T> {
     h: SharedCols<T>,
@@ -152,34 +258,33 @@ impl<'a, T: Scalar> StepBufs<'a, T> {
         StepBufs { h, saved, hprev, sprev, h0, saved0 }
     }
 
-    /// The starting states of the running samples `cols` (sorted positions) of the step of visit
-    /// `s`. Forward in time after the first step they all ran the previous visit (the running
-    /// samples only shrink, longest first), so their states are those columns of that step's, in
-    /// place. Otherwise (a reverse layer's samples join as it reaches their last steps, from the
-    /// initial state) they are gathered into columns `cols` of `hprev`/`sprev`.
+    /// The starting states of the running samples `cols` (positions, one lane's) of the step of
+    /// visit `s`. Forward in time after the first step they all ran the previous visit (the
+    /// running samples only shrink, longest first), so their states are that step's columns of
+    /// the lane, in place. Otherwise (a reverse layer's samples join as it reaches their last
+    /// steps, from the initial state) they are gathered into columns `cols` of `hprev`/`sprev`.
     ///
     /// # Safety
     /// The previous visit's columns of `h` and `saved` are complete and nothing writes them while
-    /// the slices live; no other part touches columns `cols` of `hprev`/`sprev` meanwhile.
+    /// the slices live; no other lane touches columns `cols` of `hprev`/`sprev` meanwhile.
     unsafe fn starting_states(
         &self,
         order: Order,
         s: usize,
         cols: &Range<usize>,
-        active: &[usize],
-        off: &[usize],
+        steps: Steps<'_>,
     ) -> (&[T], &[T]) {
         let (out, rows, na) = (self.h.rows(), self.saved.rows(), cols.len());
         if s > 0 && !order.reverse {
-            let pc = off[order.t(s - 1)] + cols.start;
+            let pc = steps.col(order.t(s - 1), cols.start);
             // SAFETY: the caller's contract (the previous visit's columns).
             return unsafe { (self.h.elems(pc * out, na * out), self.saved.elems(pc * rows, na * rows)) };
         }
-        // The previous step visited, and how many samples ran it.
-        let (tp, ran) = if s == 0 { (0, 0) } else { (order.t(s - 1), active[order.t(s - 1)]) };
+        // The previous step visited, if any.
+        let tp = (s > 0).then(|| order.t(s - 1));
         for p in cols.clone() {
-            let (hs, ss): (&[T], &[T]) = if p < ran {
-                let c = off[tp] + p;
+            let (hs, ss): (&[T], &[T]) = if let Some(tp) = tp.filter(|&tp| steps.runs(tp, p)) {
+                let c = steps.col(tp, p);
                 // SAFETY: the caller's contract (the previous visit's columns).
                 unsafe { (self.h.elems(c * out, out), self.saved.elems(c * rows, rows)) }
             } else {
@@ -188,13 +293,13 @@ impl<'a, T: Scalar> StepBufs<'a, T> {
                     &self.saved0.as_slice()[p * rows..(p + 1) * rows],
                 )
             };
-            // SAFETY: column p of hprev and sprev is this part's alone (the caller's contract).
+            // SAFETY: column p of hprev and sprev is this lane's alone (the caller's contract).
             unsafe {
                 self.hprev.elems_mut(p * out, out).copy_from_slice(hs);
                 self.sprev.elems_mut(p * rows, rows).copy_from_slice(ss);
             }
         }
-        // SAFETY: as above; written just now, by this part.
+        // SAFETY: as above; written just now, by this lane.
         unsafe {
             (self.hprev.elems(cols.start * out, na * out), self.sprev.elems(cols.start * rows, na * rows))
         }
@@ -218,10 +323,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let var = &mut cache.var;
         var.lengths.clear();
         var.lengths.extend_from_slice(lengths);
+        // Ranked longest first (ties keep the caller's order), then dealt into the lanes.
+        let mut ranked: Vec<usize> = (0..b).collect();
+        ranked.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
+        var.starts = lane_starts(b);
         var.perm.clear();
-        var.perm.extend(0..b);
-        // Longest first; ties keep the caller's order.
-        var.perm.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
+        var.perm.extend((0..LANES).flat_map(|l| ranked.iter().skip(l).step_by(LANES).copied()));
         var.active.clear();
         var.active.extend((0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()));
         var.off.clear();
@@ -241,10 +348,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 SeqInput::Dense(&var.x)
             }
             SeqInput::Index(ix) => {
-                var.ix.clear();
+                let mut vix = std::mem::take(&mut var.ix);
+                vix.clear();
                 for t in 0..steps {
-                    var.ix.extend((0..var.active[t]).map(|p| ix[t * b + var.perm[p]]));
+                    vix.extend(var.layout().positions(t).map(|q| ix[t * b + var.perm[q]]));
                 }
+                var.ix = vix;
                 SeqInput::Index(&var.ix)
             }
         };
@@ -284,52 +393,50 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, v) = (SharedCols::new(gates), SharedCols::new(m), SharedCols::new(&mut v));
-            let (active, off) = (&var.active, &var.off);
-            for_each_step_part(
-                steps,
-                b,
-                self.part_macs(),
-                |s| active[order.t(s)],
-                |s, cols| {
-                    let t = order.t(s);
-                    let (na, col) = (cols.len(), off[t] + cols.start);
-                    // SAFETY: the states step t starts from were completed before this visit (by the
-                    // last one, and the barrier after it), and nothing writes them during it.
-                    let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, active, off) };
-                    // SAFETY: this part alone touches columns `cols` of step t's blocks of gates, m,
-                    // saved and h, and of the one-step buffer v; none of them is a starting state.
-                    let (a_t, v_t, saved_t, h_t) = unsafe {
-                        (
-                            gates.slice_mut(col, na),
-                            if C::HIDDEN_APART { v.slice_mut(cols.start, na) } else { &mut [] },
-                            bufs.saved.slice_mut(col, na),
-                            bufs.h.slice_mut(col, na),
-                        )
-                    };
-                    let hp = MatView::from_slice(hprev, out, na);
-                    if C::HIDDEN_APART {
-                        w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
-                    } else {
-                        w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
-                    }
-                    // With a projection the cell writes m_t, and h_t = W_hr·m_t.
-                    // SAFETY: as above (columns `cols` of step t's block of m).
-                    let mut m_t = w_hr.is_some().then(|| unsafe { m.slice_mut(col, na) });
-                    let step = ForwardStep {
-                        a: a_t,
-                        v: v_t,
-                        bias,
-                        h_prev: hprev,
-                        saved_prev: sprev,
-                        saved: saved_t,
-                        h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
-                    };
-                    self.cell.forward(hid, step);
-                    if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
-                        project_forward(w, m_t, h_t, hid);
-                    }
-                },
-            );
+            let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
+            for_each_lane(LANES, steps, layout.active[0], self.part_macs(), |lane, s| {
+                let t = order.t(s);
+                let cols = layout.lane_range(t, lane);
+                if cols.is_empty() {
+                    return;
+                }
+                let (na, col) = (cols.len(), layout.col(t, cols.start));
+                // SAFETY: the states step t starts from were completed before this visit (by
+                // this lane's last one), and nothing writes them during it.
+                let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, layout) };
+                // SAFETY: this lane alone touches columns `cols` of step t's blocks of gates, m,
+                // saved and h, and of the one-step buffer v; none of them is a starting state.
+                let (a_t, v_t, saved_t, h_t) = unsafe {
+                    (
+                        gates.slice_mut(col, na),
+                        if C::HIDDEN_APART { v.slice_mut(cols.start, na) } else { &mut [] },
+                        bufs.saved.slice_mut(col, na),
+                        bufs.h.slice_mut(col, na),
+                    )
+                };
+                let hp = MatView::from_slice(hprev, out, na);
+                if C::HIDDEN_APART {
+                    w_hh.gemm(&hp, T::ZERO, &mut MatViewMut::from_slice(v_t, g, na));
+                } else {
+                    w_hh.gemm(&hp, T::ONE, &mut MatViewMut::from_slice(a_t, g, na));
+                }
+                // With a projection the cell writes m_t, and h_t = W_hr·m_t.
+                // SAFETY: as above (columns `cols` of step t's block of m).
+                let mut m_t = w_hr.is_some().then(|| unsafe { m.slice_mut(col, na) });
+                let step = ForwardStep {
+                    a: a_t,
+                    v: v_t,
+                    bias,
+                    h_prev: hprev,
+                    saved_prev: sprev,
+                    saved: saved_t,
+                    h: m_t.as_deref_mut().unwrap_or(&mut *h_t),
+                };
+                self.cell.forward(hid, step);
+                if let (Some(w), Some(m_t)) = (&w_hr, m_t) {
+                    project_forward(w, m_t, h_t, hid);
+                }
+            });
         }
         cache.bias_sum = bias_sum;
         cache.w_hh_packed = w_packed;
@@ -338,9 +445,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // The final state of each sample: after its last step (L_b - 1), or step 0 in reverse.
         let mut last_h = Mat::zeros(out, b);
         let mut last_s = Mat::zeros(rows, b);
+        let layout = cache.var.layout();
         for (p, &u) in cache.var.perm.iter().enumerate() {
             let t = if self.params.reverse { 0 } else { lengths[u] - 1 };
-            let c = cache.var.off[t] + p;
+            let c = layout.col(t, p);
             last_h.as_mut_slice()[u * out..(u + 1) * out]
                 .copy_from_slice(&cache.h.as_slice()[c * out..(c + 1) * out]);
             last_s.as_mut_slice()[u * rows..(u + 1) * rows]
@@ -439,89 +547,87 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let [hprev_all, da, dv, dhs, dh, dc, dm] =
                 [&mut var.hprev_all, &mut da, &mut dv, &mut dhs, &mut dh, &mut dc, &mut dm]
                     .map(SharedCols::new);
-            let (active, off) = (&var.active, &var.off);
+            let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
             // Visit i of the loop is visit steps-1-i of the forward.
             let back = |i: usize| steps - 1 - i;
-            for_each_step_part(
-                steps,
-                b,
-                self.part_macs(),
-                |i| active[order.t(back(i))],
-                |i, cols| {
-                    let s = back(i);
-                    let t = order.t(s);
-                    let (na, col, c0) = (cols.len(), off[t] + cols.start, cols.start);
-                    // SAFETY: the states step t started from were left by the forward; nothing writes
-                    // them now (the backward writes only gradients and the gathered hprev/sprev, whose
-                    // columns `cols` are this part's).
-                    let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, active, off) };
-                    // SAFETY (every slice_mut below): this part alone touches columns `cols` of step
-                    // t's blocks of hprev_all, da, dv and dhs, and of the one-step buffers dh, dc and dm,
-                    // during this visit (the barrier after it orders them before the next visit's reads).
-                    // Kept for dW_hh, one product after the loop.
-                    unsafe { hprev_all.slice_mut(col, na) }.copy_from_slice(hprev);
-                    // (Kept in strips: this part's columns of the one-step buffer.)
-                    let da_t = unsafe { da.slice_mut(if da_strips { c0 } else { col }, na) };
-                    let dv_t: &mut [T] = if C::HIDDEN_APART {
-                        unsafe { dv.slice_mut(if dv_strips { c0 } else { col }, na) }
+            for_each_lane(LANES, steps, layout.active[0], self.part_macs(), |lane, i| {
+                let s = back(i);
+                let t = order.t(s);
+                let cols = layout.lane_range(t, lane);
+                if cols.is_empty() {
+                    return;
+                }
+                let (na, col, c0) = (cols.len(), layout.col(t, cols.start), cols.start);
+                // SAFETY: the states step t started from were left by the forward; nothing writes
+                // them now (the backward writes only gradients and the gathered hprev/sprev, whose
+                // columns `cols` are this lane's).
+                let (hprev, sprev) = unsafe { bufs.starting_states(order, s, &cols, layout) };
+                // SAFETY (every slice_mut below): this lane alone touches columns `cols` of step
+                // t's blocks of hprev_all, da, dv and dhs, and of the one-step buffers dh, dc and
+                // dm (a lane's visits run in order, one after the other).
+                // Kept for dW_hh, one product after the loop.
+                unsafe { hprev_all.slice_mut(col, na) }.copy_from_slice(hprev);
+                // (Kept in strips: this lane's columns of the one-step buffer.)
+                let da_t = unsafe { da.slice_mut(if da_strips { c0 } else { col }, na) };
+                let dv_t: &mut [T] = if C::HIDDEN_APART {
+                    unsafe { dv.slice_mut(if dv_strips { c0 } else { col }, na) }
+                } else {
+                    &mut []
+                };
+                let d_out_t = &d_out.as_slice()[col * out..(col + na) * out];
+                let dh_t = unsafe { dh.slice_mut(c0, na) };
+                // What the cell sees as its output h, its d_out and its dh: with a projection,
+                // m_t, zero and W_hrᵀ·(δ_t + dh_t).
+                let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
+                    let g_t = unsafe { dhs.slice_mut(col, na) };
+                    let dm_t = unsafe { dm.slice_mut(c0, na) };
+                    project_backward(w, (&*dh_t, d_out_t), g_t, dm_t, out);
+                    (
+                        &m.as_slice()[col * hid..(col + na) * hid],
+                        &zeros.as_slice()[c0 * hid..(c0 + na) * hid],
+                        dm_t,
+                    )
+                } else {
+                    // SAFETY: step t's columns of h, written by the forward, only read now.
+                    (unsafe { bufs.h.elems(col * out, na * out) }, d_out_t, &mut *dh_t)
+                };
+                let step = BackwardStep {
+                    gates: &gates.as_slice()[col * g..(col + na) * g],
+                    saved: unsafe { bufs.saved.elems(col * rows, na * rows) },
+                    saved_prev: sprev,
+                    h: h_cell,
+                    h_prev: hprev,
+                    d_out: d_out_cell,
+                    dh: dh_cell,
+                    d_carried: unsafe { dc.slice_mut(c0, na) },
+                    da: &mut *da_t,
+                    dv: &mut *dv_t,
+                };
+                self.cell.backward(hid, step);
+                if da_strips {
+                    // SAFETY: columns col..col + na of dA's strips are this lane's alone in
+                    // this visit (as of the plain buffers above); no product reads them yet.
+                    unsafe { da_writer.write(col, da_t) };
+                }
+                if dv_strips {
+                    // SAFETY: columns col..col + na of dV's strips are this lane's alone in
+                    // this visit (as of the plain buffers above); no product reads them yet.
+                    unsafe { dv_writer.write(col, dv_t) };
+                }
+                let op_t: &[T] = if C::HIDDEN_APART { dv_t } else { da_t };
+                // dh_prev (+)= W_hhᵀ · dv_t
+                if s > 0 || init_grad {
+                    let op_t = MatView::from_slice(op_t, g, na);
+                    let mut dh_v = MatViewMut::from_slice(dh_t, out, na);
+                    if step_strips {
+                        // SAFETY: this lane wrote these columns of the strips just above,
+                        // and nothing writes them during the product.
+                        unsafe { w_hh_t.gemm_from(step_writer, col, &op_t, beta, &mut dh_v) };
                     } else {
-                        &mut []
-                    };
-                    let d_out_t = &d_out.as_slice()[col * out..(col + na) * out];
-                    let dh_t = unsafe { dh.slice_mut(c0, na) };
-                    // What the cell sees as its output h, its d_out and its dh: with a projection,
-                    // m_t, zero and W_hrᵀ·(δ_t + dh_t).
-                    let (h_cell, d_out_cell, dh_cell): (&[T], &[T], &mut [T]) = if let Some(w) = &w_hr_t {
-                        let g_t = unsafe { dhs.slice_mut(col, na) };
-                        let dm_t = unsafe { dm.slice_mut(c0, na) };
-                        project_backward(w, (&*dh_t, d_out_t), g_t, dm_t, out);
-                        (
-                            &m.as_slice()[col * hid..(col + na) * hid],
-                            &zeros.as_slice()[c0 * hid..(c0 + na) * hid],
-                            dm_t,
-                        )
-                    } else {
-                        // SAFETY: step t's columns of h, written by the forward, only read now.
-                        (unsafe { bufs.h.elems(col * out, na * out) }, d_out_t, &mut *dh_t)
-                    };
-                    let step = BackwardStep {
-                        gates: &gates.as_slice()[col * g..(col + na) * g],
-                        saved: unsafe { bufs.saved.elems(col * rows, na * rows) },
-                        saved_prev: sprev,
-                        h: h_cell,
-                        h_prev: hprev,
-                        d_out: d_out_cell,
-                        dh: dh_cell,
-                        d_carried: unsafe { dc.slice_mut(c0, na) },
-                        da: &mut *da_t,
-                        dv: &mut *dv_t,
-                    };
-                    self.cell.backward(hid, step);
-                    if da_strips {
-                        // SAFETY: columns col..col + na of dA's strips are this part's alone in
-                        // this visit (as of the plain buffers above); no product reads them yet.
-                        unsafe { da_writer.write(col, da_t) };
+                        w_hh_t.gemm(&op_t, beta, &mut dh_v);
                     }
-                    if dv_strips {
-                        // SAFETY: columns col..col + na of dV's strips are this part's alone in
-                        // this visit (as of the plain buffers above); no product reads them yet.
-                        unsafe { dv_writer.write(col, dv_t) };
-                    }
-                    let op_t: &[T] = if C::HIDDEN_APART { dv_t } else { da_t };
-                    // dh_prev (+)= W_hhᵀ · dv_t
-                    if s > 0 || init_grad {
-                        let op_t = MatView::from_slice(op_t, g, na);
-                        let mut dh_v = MatViewMut::from_slice(dh_t, out, na);
-                        if step_strips {
-                            // SAFETY: this part wrote these columns of the strips just above,
-                            // and nothing writes them during the product.
-                            unsafe { w_hh_t.gemm_from(step_writer, col, &op_t, beta, &mut dh_v) };
-                        } else {
-                            w_hh_t.gemm(&op_t, beta, &mut dh_v);
-                        }
-                    }
-                },
-            );
+                }
+            });
         }
         cache.w_hh_t_packed = w_packed;
         cache.w_hr_t_packed = w_hr_packed;
@@ -597,5 +703,52 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         cache.dv = dv;
         cache.da_packed = da_packed;
         cache.dv_packed = dv_packed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lanes deal the ranks like cards, and at every step each lane's running samples are a
+    /// prefix of it, their compact columns the step's, lane after lane, each exactly once.
+    #[test]
+    fn lanes_hold_each_running_sample_once() {
+        for lengths in [vec![3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], vec![2], vec![4, 4], vec![1, 7, 7, 2, 9]] {
+            let (b, steps) = (lengths.len(), *lengths.iter().max().unwrap());
+            let mut ranked: Vec<usize> = (0..b).collect();
+            ranked.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
+            let starts = lane_starts(b);
+            assert_eq!(starts[LANES], b);
+            let perm: Vec<usize> =
+                (0..LANES).flat_map(|l| ranked.iter().skip(l).step_by(LANES).copied()).collect();
+            let active: Vec<usize> = (0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()).collect();
+            let mut off = vec![0];
+            for t in 0..steps {
+                off.push(off[t] + active[t]);
+            }
+            let layout = Steps { active: &active, off: &off, starts };
+            for t in 0..steps {
+                // The running positions: those whose samples are longer than t.
+                let mut running: Vec<usize> = (0..b).filter(|&q| lengths[perm[q]] > t).collect();
+                let cols: Vec<usize> = layout.positions(t).map(|q| layout.col(t, q)).collect();
+                assert_eq!(cols, (off[t]..off[t + 1]).collect::<Vec<_>>(), "{lengths:?} step {t}");
+                let mut listed: Vec<usize> = layout.positions(t).collect();
+                listed.sort_unstable();
+                running.sort_unstable();
+                assert_eq!(listed, running, "{lengths:?} step {t}");
+                for q in 0..b {
+                    assert_eq!(layout.runs(t, q), lengths[perm[q]] > t, "{lengths:?} step {t} position {q}");
+                }
+                // Each lane's running samples are a prefix of it, and the lanes' shares differ by
+                // at most one.
+                let lens: Vec<usize> = (0..LANES).map(|l| layout.lane_len(t, l)).collect();
+                assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1, "{lengths:?} step {t}");
+                for l in 0..LANES {
+                    assert_eq!(layout.lane_range(t, l).start, starts[l]);
+                    assert!(layout.lane_range(t, l).end <= starts[l + 1]);
+                }
+            }
+        }
     }
 }

@@ -462,39 +462,25 @@ pub(crate) fn for_each_batch_part(batch: usize, macs_per_column: usize, f: impl 
     }
 }
 
-/// Runs `f(s, cols)` for every visit `s` of a time loop whose visit `s` has `active(s)` running
-/// columns, `cols` the range of them one part computes: `0..active(s)` on the caller when the
-/// loop is not split; otherwise each visit's columns are split between the parts as
-/// [`batch_parts`] allows for that visit (at most as many parts as the call has; the others wait),
-/// so that every part's products take the route the whole visit's would (the bits do not depend
-/// on the split), and the parts meet after every visit (a visit reads what the others wrote at
-/// the one before). Visits with no running column are skipped. `max_active` bounds `active`.
-pub(crate) fn for_each_step_part(
+/// Runs `f(lane, s)` for every lane `lane` in `0..lanes` and every visit `s` in `0..steps` of a
+/// time loop whose lanes are independent (a lane's visits read only what that lane wrote). Split
+/// (when the busiest visit, `max_active` columns, would be split by [`batch_parts`]), each part
+/// takes its own lanes (`lane ≡ part index` modulo the parts) through every visit, without
+/// meeting the others; unsplit, visit by visit on the caller (outside the pool, so that the
+/// products inside may use the threads). A lane's work is the same either way, so the results
+/// do not depend on the split.
+pub(crate) fn for_each_lane(
+    lanes: usize,
     steps: usize,
     max_active: usize,
     macs_per_column: usize,
-    active: impl Fn(usize) -> usize + Sync,
-    f: impl Fn(usize, Range<usize>) + Sync,
+    f: impl Fn(usize, usize) + Sync,
 ) {
-    let run = |s: usize, index: usize, count: usize| {
-        let n = active(s);
-        let parts = batch_parts(n, macs_per_column).min(count);
-        if index < parts {
-            let cols = parallel::split_range(n, index, parts, 1);
-            if !cols.is_empty() {
-                f(s, cols);
-            }
-        }
-    };
-    match batch_parts(max_active, macs_per_column) {
-        // Not through the pool: the products of an unsplit loop may split themselves.
-        1 => (0..steps).for_each(|s| run(s, 0, 1)),
+    match batch_parts(max_active, macs_per_column).min(lanes) {
+        1 => (0..steps).for_each(|s| (0..lanes).for_each(|lane| f(lane, s))),
         parts => parallel::for_each_part(parts, |part| {
-            for s in 0..steps {
-                run(s, part.index, part.count);
-                if s + 1 < steps {
-                    part.barrier();
-                }
+            for lane in (part.index..lanes).step_by(part.count) {
+                (0..steps).for_each(|s| f(lane, s));
             }
         }),
     }
