@@ -131,7 +131,7 @@ pub(super) struct Lengths<T: Scalar> {
     off: Vec<usize>,
     /// `T`.
     pub(super) steps: usize,
-    /// The input, by sorted position (dense) or its indices.
+    /// The input of the real steps, compact (dense), or its indices.
     x: Mat<T>,
     ix: Vec<usize>,
     /// The outputs in the caller's order (padded positions zero).
@@ -232,7 +232,7 @@ fn scatter_real<T: Scalar>(src: &Mat<T>, var: &Lengths<T>, dst: &mut Mat<T>) {
 
 /// Where the steps of a variable-length loop find their starting states, shared by the parts of
 /// [`for_each_lane`]: the states every step left (`h`, `saved`, compact), the initial ones
-/// (by sorted position), and `hprev`/`sprev`, one step's gathered starting states.
+/// (by position), and `hprev`/`sprev`, one step's gathered starting states.
 struct StepBufs<'a, T> {
     h: SharedCols<T>,
     saved: SharedCols<T>,
@@ -394,7 +394,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, v) = (SharedCols::new(gates), SharedCols::new(m), SharedCols::new(&mut v));
             let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
-            for_each_lane(LANES, steps, layout.active[0], self.part_macs(), |lane, s| {
+            for_each_lane(LANES, steps, b, self.part_macs(), |lane, s| {
                 let t = order.t(s);
                 let cols = layout.lane_range(t, lane);
                 if cols.is_empty() {
@@ -550,7 +550,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
             // Visit i of the loop is visit steps-1-i of the forward.
             let back = |i: usize| steps - 1 - i;
-            for_each_lane(LANES, steps, layout.active[0], self.part_macs(), |lane, i| {
+            for_each_lane(LANES, steps, b, self.part_macs(), |lane, i| {
                 let s = back(i);
                 let t = order.t(s);
                 let cols = layout.lane_range(t, lane);
