@@ -57,8 +57,9 @@ pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<()
 }
 
 /// The lanes a variable-length batch is dealt into (see the module docs). Two, the cores of the
-/// project's machines: a loop runs on at most this many threads. Fixed, so that the layout, and
-/// the results, do not depend on the thread count.
+/// project's machines: a loop runs on at most this many threads (four lanes ran the two-thread
+/// benchmark 14 % slower; docs/PERFORMANCE.md). Fixed, so that the layout, and the results, do
+/// not depend on the thread count.
 const LANES: usize = 2;
 
 /// The positions of the first lane of each of [`LANES`] (and the batch size after them), for a
