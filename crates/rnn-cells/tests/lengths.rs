@@ -173,10 +173,10 @@ fn lengths_bits<S: Scalar, M: Recurrence<S>>(
 
 /// The same bits for 1, 2 and 3 threads: with threads, the lanes of the batch (fixed, whatever
 /// the thread count) go to their own threads and the products of the whole sequence split
-/// themselves, all keeping the bits. Unidirectional layers split their own
-/// loops (a bidirectional layer runs its two directions side by side instead, each loop whole);
-/// shapes large enough for the steps to split (a batch of 40 samples of 1 to 6 steps, at least
-/// 16 running at the first steps), f32 and f64, from a non-zero initial state. Tolerance: none.
+/// themselves, all keeping the bits. Unidirectional layers split their own loops (a
+/// bidirectional layer runs its two directions side by side instead, each loop whole); shapes
+/// large enough for the loops to split (a batch of 40 samples of 1 to 6 steps), f32 and f64, from
+/// a non-zero initial state. Tolerance: none.
 #[test]
 fn lengths_give_the_same_bits_for_any_thread_count() {
     let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,8 +206,8 @@ fn lengths_give_the_same_bits_for_any_thread_count() {
 
 /// Outputs past each sample's length are zero, also where the copy back to the caller's layout
 /// is split between threads and no sample reaches the last steps (a batch of 96, lengths 1 to 6,
-/// 8 steps, 512 units), in a cache that a run over all 8 steps filled; the same bits with 1 and 2
-/// threads. Tolerance: none.
+/// 8 steps, 512 units), in a cache that a run over the 8 steps (one sample 7) filled; the same
+/// bits with 1 and 2 threads. Tolerance: none.
 #[test]
 fn padded_outputs_are_zero_when_the_copies_split() {
     let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
