@@ -394,7 +394,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let LayerCache { gates, saved, h, m, h0, saved0, var, .. } = &mut *cache;
             let bufs = StepBufs::new(h, saved, &mut var.hprev, &mut var.sprev, h0, saved0);
             let (gates, m, v) = (SharedCols::new(gates), SharedCols::new(m), SharedCols::new(&mut v));
-            let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
+            let layout = var.layout();
             for_each_lane(LANES, steps, b, self.part_macs(), |lane, s| {
                 let t = order.t(s);
                 let cols = layout.lane_range(t, lane);
@@ -548,7 +548,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
             let [hprev_all, da, dv, dhs, dh, dc, dm] =
                 [&mut var.hprev_all, &mut da, &mut dv, &mut dhs, &mut dh, &mut dc, &mut dm]
                     .map(SharedCols::new);
-            let layout = Steps { active: &var.active, off: &var.off, starts: var.starts };
+            let layout = var.layout();
             // Visit i of the loop is visit steps-1-i of the forward.
             let back = |i: usize| steps - 1 - i;
             for_each_lane(LANES, steps, b, self.part_macs(), |lane, i| {
