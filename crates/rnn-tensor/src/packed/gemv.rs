@@ -66,9 +66,17 @@ const P: usize = 8;
 pub(crate) fn column_offset(group: usize, strips: usize, k: usize, s: usize, p: usize) -> usize {
     let (g, j) = (s / group, s % group);
     let ns = group.min(strips - g * group);
+    g * group * MR * k + offset_in_group(ns, k, j, p)
+}
+
+/// Where column `p` of strip `j` starts from the start of its group of `ns` strips of `k`
+/// columns: the part of [`column_offset`] after the groups before, which the kernels add to
+/// their group's start.
+#[inline(always)]
+fn offset_in_group(ns: usize, k: usize, j: usize, p: usize) -> usize {
     let p0 = p / P * P;
     let w = P.min(k - p0);
-    g * group * MR * k + p0 * ns * MR + j * w * MR + (p - p0) * MR
+    p0 * ns * MR + j * w * MR + (p - p0) * MR
 }
 
 /// `y = alpha·A·x + beta·y`, `A` (`m×k`) in strips of [`MR`] rows (`data[s·MR·k + p·MR + r] =
@@ -274,11 +282,10 @@ fn gemv_portable(group: usize, k: usize, data: &[f32], alpha: f32, x: &[f32], be
             }
         }
         // The last k mod 8 columns, one at a time (each strip's are contiguous).
-        let (p0, w) = (panels * P, k - panels * P);
-        for p in p0..k {
+        for p in panels * P..k {
             let s = alpha * x[p];
             for (j, acc) in acc[..ns].iter_mut().enumerate() {
-                let col = &gd[p0 * ns * MR + (j * w + p - p0) * MR..][..MR];
+                let col = &gd[offset_in_group(ns, k, j, p)..][..MR];
                 for (a, &v) in acc.iter_mut().zip(col) {
                     *a += s * v;
                 }
@@ -307,7 +314,7 @@ fn initial(beta: f32, y: f32) -> f32 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MR, P, PREFETCH_AHEAD};
+    use super::{offset_in_group, MR, P, PREFETCH_AHEAD};
     use crate::cache::GemvPrefetch;
 
     /// [`kernel`] with the prefetch `pf`, and without the multiplications by `alpha` when it is
@@ -467,11 +474,10 @@ mod avx512 {
             }
         }
         // The last k mod 8 columns, one at a time (each strip's are contiguous).
-        let (p0, w) = (panels * P, k - panels * P);
-        for p in p0..k {
+        for p in panels * P..k {
             let xv = bx(x[p]);
             for (j, (lo, hi)) in acc.iter_mut().enumerate() {
-                let col = start.wrapping_add(p0 * NS * MR + (j * w + p - p0) * MR);
+                let col = start.wrapping_add(offset_in_group(NS, k, j, p));
                 // SAFETY: column p of strip j of the group lies inside its values.
                 unsafe {
                     *lo = _mm512_add_ps(*lo, _mm512_mul_ps(xv, _mm512_loadu_ps(col)));
