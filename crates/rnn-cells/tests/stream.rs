@@ -134,14 +134,24 @@ fn bad_input_is_an_error_and_leaves_the_state() {
 }
 
 /// A stream's cache is frozen (`freeze_weights`: its model cannot change), so at batch 1 each
-/// step takes the packed batch-1 route; an unfrozen layer's single steps take the general loop.
-/// Both sum every value in the same order: the outputs are the same bits.
+/// step takes the packed batch-1 route (split between the threads from a 256-unit GRU on);
+/// an unfrozen layer's single steps take the general loop. Both sum every value in the same
+/// order: the outputs are the same bits, with 1, 2 and 3 threads.
 #[test]
 fn frozen_single_steps_are_the_general_loops_bits() {
     let mut rng = Rng::seed_from(4);
     let lstm = LstmConfig::new(24, 256).build::<f32>(&mut rng).unwrap();
     let gru = GruConfig::new(24, 96).build::<f32>(&mut rng).unwrap();
+    let gru256 = GruConfig::new(40, 256).build::<f32>(&mut rng).unwrap();
     fn check<M: Recurrence<f32> + Clone>(model: M, name: &str) {
+        let before = rnn_tensor::parallel::num_threads();
+        for threads in [1, 2, 3] {
+            rnn_tensor::parallel::set_num_threads(threads);
+            check_with(model.clone(), &format!("{name}, {threads} threads"));
+        }
+        rnn_tensor::parallel::set_num_threads(before);
+    }
+    fn check_with<M: Recurrence<f32> + Clone>(model: M, name: &str) {
         let mut rng = Rng::seed_from(6);
         let mut stream = Stream::new(model.clone(), 1).unwrap();
         let mut state = model.zero_state(1);
@@ -157,6 +167,7 @@ fn frozen_single_steps_are_the_general_loops_bits() {
     }
     check(lstm, "LSTM 256");
     check(gru, "GRU 96");
+    check(gru256, "GRU 256");
 }
 
 /// A frozen cache keeps `W_ih` and `W_hh` packed from call to call (what an evaluation's chunks

@@ -16,6 +16,11 @@
 //! loop), or while another thread's call holds the pool, runs inline as a single part. A panic in
 //! any part is caught, the other parts finish (or leave a [`Part::barrier`] that can no longer be
 //! passed), and the first panic is resumed on the caller.
+//!
+//! [`for_each_claimed`] is for short work without barriers (a streamed step of a few µs): its
+//! pieces go to whoever claims them first, so the caller never waits for a worker that has not
+//! started. A worker that was preempted (more running threads than cores) makes the following
+//! claimed calls run on the caller alone for a while, longer each time it happens again.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -200,8 +205,12 @@ type PartFn<'a> = dyn Fn(&Part<'_>) + Sync + 'a;
 struct Call {
     f: *const PartFn<'static>,
     barrier: CallBarrier,
-    /// Workers still running a part; a worker's decrement is its last access to the `Call`.
+    /// Workers still running a part; a worker's decrement is its last access to the `Call`. (A
+    /// claimed call starts it at the slots it opens and the caller takes away the slots no
+    /// worker took, see [`for_each_claimed`].)
     remaining: AtomicUsize,
+    /// A claimed call's next unclaimed piece.
+    next: AtomicUsize,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
@@ -220,9 +229,21 @@ impl Call {
             }
         }
     }
+
+    /// Runs the pieces of a claimed call that nobody has claimed yet, one after another.
+    fn run_claimed(&self) {
+        loop {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            if index >= self.barrier.count {
+                break;
+            }
+            self.run(index);
+        }
+    }
 }
 
-/// The state workers watch: `ticket = generation << 16 | count`, and the current call.
+/// The state workers watch: `ticket = generation << 16 | CLAIMED? | count` (for a claimed call,
+/// the slots still open instead of the count), and the current call.
 struct Shared {
     ticket: AtomicUsize,
     call: AtomicPtr<Call>,
@@ -231,6 +252,12 @@ struct Shared {
 static SHARED: Shared = Shared { ticket: AtomicUsize::new(0), call: AtomicPtr::new(std::ptr::null_mut()) };
 
 const COUNT_BITS: u32 = 16;
+
+/// The ticket's flag of a claimed call ([`for_each_claimed`]).
+const CLAIMED: usize = 1 << (COUNT_BITS - 1);
+
+/// The ticket's count (or open slots).
+const COUNT_MASK: usize = CLAIMED - 1;
 
 /// A started worker: its thread (to unpark) and whether it is parked or about to park.
 struct Worker {
@@ -247,33 +274,57 @@ thread_local! {
 }
 
 /// Worker `index` (1-based: the part it runs) of the pool, having seen `ticket` already.
-fn worker_loop(index: usize, mut seen: usize, sleeping: Arc<AtomicBool>) {
+fn worker_loop(index: usize, seen: usize, sleeping: Arc<AtomicBool>) {
     IN_PART.with(|p| p.set(true));
+    let mut seen = seen >> COUNT_BITS;
     loop {
-        // Spin, then park, until the ticket moves.
+        // Spin, then park, until the generation moves (a claimed call changes its ticket's
+        // low bits within its generation).
         let start = Instant::now();
+        let mut last = start;
         let mut spins = 0u32;
         let ticket = loop {
             let t = SHARED.ticket.load(Ordering::Acquire);
-            if t != seen {
+            if t >> COUNT_BITS != seen {
                 break t;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // 64 spins take a few µs; far longer means the system took the core away.
+            let now = Instant::now();
+            if now.duration_since(last) > LATE {
+                PREEMPTED.store(true, Ordering::Relaxed);
+            }
+            last = now;
+            if now.duration_since(start) < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
             // Announce the sleep, then look once more (SeqCst on both sides: a caller that
             // moves the ticket after this check sees `sleeping` and unparks us).
             sleeping.store(true, Ordering::SeqCst);
-            if SHARED.ticket.load(Ordering::SeqCst) == seen {
+            if SHARED.ticket.load(Ordering::SeqCst) >> COUNT_BITS == seen {
                 std::thread::park();
             }
             sleeping.store(false, Ordering::SeqCst);
         };
-        seen = ticket;
-        let count = ticket & ((1 << COUNT_BITS) - 1);
-        if index < count {
+        seen = ticket >> COUNT_BITS;
+        let count = ticket & COUNT_MASK;
+        if ticket & CLAIMED != 0 {
+            if take_slot(ticket) {
+                let call = SHARED.call.load(Ordering::Acquire);
+                // SAFETY: the call cannot end before its caller has closed it (taken the open
+                // slots away) and seen our decrement; we took a slot while it was open, so the
+                // caller counts us in and waits. The decrement is our last access.
+                unsafe {
+                    (*call).run_claimed();
+                    (*call).remaining.fetch_sub(1, Ordering::Release);
+                }
+            }
+        } else if index < count {
             let call = SHARED.call.load(Ordering::Acquire);
             // SAFETY: the caller published `call` before the ticket and waits for `remaining`
             // to reach zero before it lets the `Call` go; our decrement is the last access.
@@ -285,6 +336,19 @@ fn worker_loop(index: usize, mut seen: usize, sleeping: Arc<AtomicBool>) {
     }
 }
 
+/// Takes one open slot of the claimed call whose ticket was `ticket`, if that call is still
+/// open (same generation, a slot left); whether it did.
+fn take_slot(ticket: usize) -> bool {
+    let mut t = ticket;
+    while t >> COUNT_BITS == ticket >> COUNT_BITS && t & COUNT_MASK > 0 {
+        match SHARED.ticket.compare_exchange_weak(t, t - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => t = now,
+        }
+    }
+    false
+}
+
 /// Runs `f` on `min(num_threads(), max_parts)` parts in parallel (part 0 on the calling
 /// thread) and returns when all have finished. With one part, `f` runs on the caller alone;
 /// so does a call made from inside a part or while another thread's call is running.
@@ -292,14 +356,74 @@ fn worker_loop(index: usize, mut seen: usize, sleeping: Arc<AtomicBool>) {
 /// # Panics
 /// If a part panics: the first panic is resumed on the caller once every part has stopped.
 pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
-    let count = num_threads().min(max_parts).clamp(1, (1 << COUNT_BITS) - 1);
+    dispatch(max_parts, false, &f);
+}
+
+/// Runs `f(piece, count)` once for each piece `0..count`, `count = min(num_threads(),
+/// max_pieces)`, on whichever threads claim them first: the caller starts at once and, having
+/// finished a piece, claims the next one no worker has claimed. So a worker that is parked, or
+/// that the system has not scheduled yet, costs the caller nothing: it does that piece itself
+/// (a worker that has begun a piece is waited for). For short work with no barrier between its
+/// pieces (a streamed step), where waiting for a late worker would cost more than the piece.
+/// Which thread runs a piece never changes what it computes. Inline as [`for_each_part`] is
+/// (one piece, `count` 1).
+///
+/// # Panics
+/// If a piece panics: the first panic is resumed on the caller once every piece has stopped.
+pub fn for_each_claimed<F: Fn(usize, usize) + Sync>(max_pieces: usize, f: F) {
+    dispatch(max_pieces, true, &|part: &Part<'_>| f(part.index, part.count));
+}
+
+/// The back-off of claimed calls ([`for_each_claimed`]): the calls still to run on the caller
+/// alone, the level (each late call doubles the next back-off) and the calls in time since the
+/// last late one or the last step down.
+static CLAIM_SOLO: AtomicUsize = AtomicUsize::new(0);
+static CLAIM_LEVEL: AtomicUsize = AtomicUsize::new(0);
+static CLAIM_IN_TIME: AtomicUsize = AtomicUsize::new(0);
+
+/// A late claimed call makes the next `BACKOFF_CALLS << level` run alone, the level at most
+/// `MAX_LEVEL` (about a million calls, 10 s of 10 µs steps); `STEP_DOWN` calls in time lower it.
+const BACKOFF_CALLS: usize = 64;
+const MAX_LEVEL: usize = 14;
+const STEP_DOWN: usize = 4096;
+
+/// A claimed call that waits this long for a worker's piece is late; a spinning worker that
+/// sees this much time pass between two looks at the ticket was preempted.
+const LATE: Duration = Duration::from_micros(50);
+
+/// Set by a spinning worker that was preempted (the system has more running threads than
+/// cores); the next claimed call backs off.
+static PREEMPTED: AtomicBool = AtomicBool::new(false);
+
+/// Records how a claimed call went: `late` (an awake worker missed it, or the caller waited
+/// [`LATE`] for a piece) or in time (`in_time`: every worker joined, no long wait).
+fn claim_outcome(late: bool, in_time: bool) {
+    if late {
+        let level = (CLAIM_LEVEL.load(Ordering::Relaxed) + 1).min(MAX_LEVEL);
+        CLAIM_LEVEL.store(level, Ordering::Relaxed);
+        CLAIM_IN_TIME.store(0, Ordering::Relaxed);
+        CLAIM_SOLO.store(BACKOFF_CALLS << level, Ordering::Relaxed);
+    } else if in_time && CLAIM_IN_TIME.fetch_add(1, Ordering::Relaxed) + 1 >= STEP_DOWN {
+        CLAIM_IN_TIME.store(0, Ordering::Relaxed);
+        let level = CLAIM_LEVEL.load(Ordering::Relaxed);
+        CLAIM_LEVEL.store(level.saturating_sub(1), Ordering::Relaxed);
+    }
+}
+
+/// [`for_each_part`] (`claimed` false) or [`for_each_claimed`].
+fn dispatch(max_parts: usize, claimed: bool, f: &PartFn<'_>) {
+    let count = num_threads().min(max_parts).clamp(1, COUNT_MASK);
     if count == 1 || IN_PART.with(|p| p.get()) {
-        return run_inline(&f);
+        return run_inline(f);
+    }
+    if claimed && CLAIM_SOLO.load(Ordering::Relaxed) > 0 {
+        CLAIM_SOLO.fetch_sub(1, Ordering::Relaxed);
+        return run_inline(f);
     }
     let mut workers = match POOL.try_lock() {
         Ok(w) => w,
         Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return run_inline(&f),
+        Err(std::sync::TryLockError::WouldBlock) => return run_inline(f),
     };
     while workers.len() + 1 < count {
         let index = workers.len() + 1;
@@ -315,25 +439,49 @@ pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
         }
     }
     let count = count.min(workers.len() + 1);
-    let fr: &PartFn<'_> = &f;
     // SAFETY: only the lifetime is erased; every use of the pointer ends before we return.
-    let f_ptr: *const PartFn<'static> = unsafe { std::mem::transmute::<&PartFn<'_>, &PartFn<'static>>(fr) };
+    let f_ptr: *const PartFn<'static> = unsafe { std::mem::transmute::<&PartFn<'_>, &PartFn<'static>>(f) };
     let call = Call {
         f: f_ptr,
         barrier: CallBarrier::new(count),
         remaining: AtomicUsize::new(count - 1),
+        next: AtomicUsize::new(0),
         panic: Mutex::new(None),
     };
     SHARED.call.store(&call as *const Call as *mut Call, Ordering::Relaxed);
     let gen = (SHARED.ticket.load(Ordering::Relaxed) >> COUNT_BITS).wrapping_add(1);
-    SHARED.ticket.store((gen << COUNT_BITS) | count, Ordering::SeqCst);
+    // A claimed call opens `count - 1` slots, one per worker that may join.
+    let flag = if claimed { CLAIMED } else { 0 };
+    let low = if claimed { count - 1 } else { count };
+    SHARED.ticket.store((gen << COUNT_BITS) | flag | low, Ordering::SeqCst);
+    let mut awake = 0;
     for w in &workers[..count - 1] {
         if w.sleeping.load(Ordering::SeqCst) {
             w.thread.unpark();
+        } else {
+            awake += 1;
         }
     }
     IN_PART.with(|p| p.set(true));
-    call.run(0);
+    if claimed {
+        call.run_claimed();
+        // Close the call: the slots no worker took are taken away (a worker that comes later
+        // finds none and leaves the call alone), and nobody waits for them.
+        let open = SHARED.ticket.fetch_and(!COUNT_MASK, Ordering::AcqRel) & COUNT_MASK;
+        call.remaining.fetch_sub(open, Ordering::AcqRel);
+        let start = Instant::now();
+        wait_until(|| call.remaining.load(Ordering::Acquire) == 0, || false);
+        // A worker that was awake and still missed the call, or a piece that kept the caller
+        // waiting, means the workers do not get their cores (more threads than cores, where a
+        // worker preempted inside a piece holds the caller for a time slice): the next calls
+        // run on the caller alone, and the workers go back to sleep.
+        let joined = count - 1 - open;
+        let waited = start.elapsed() > LATE;
+        let preempted = PREEMPTED.swap(false, Ordering::Relaxed);
+        claim_outcome(joined < awake || waited || preempted, open == 0 && !waited);
+    } else {
+        call.run(0);
+    }
     IN_PART.with(|p| p.set(false));
     // Never a hang: parts stuck at a barrier see it poisoned and stop.
     wait_until(|| call.remaining.load(Ordering::Acquire) == 0, || false);
@@ -362,7 +510,7 @@ pub fn for_each_piece<P: Send>(pieces: Vec<P>, f: impl Fn(P) + Sync) {
 }
 
 /// `f` as the single part of a call, on the calling thread.
-fn run_inline<F: Fn(&Part<'_>) + Sync>(f: &F) {
+fn run_inline(f: &PartFn<'_>) {
     let barrier = CallBarrier::new(1);
     let was = IN_PART.with(|p| p.replace(true));
     let r = catch_unwind(AssertUnwindSafe(|| f(&Part { index: 0, count: 1, barrier: &barrier })));
@@ -567,7 +715,72 @@ mod tests {
         assert!(n.load(Ordering::Relaxed) >= 1);
     }
 
-    /// Calls from several threads at once: one holds the pool, the others run inline.
+    /// Claimed calls do every piece once, whoever runs it: back to back (the worker spinning,
+    /// it takes pieces), and after pauses longer than [`SPIN`] (the workers parked: the caller
+    /// takes the pieces they would have had), between ordinary calls. Until some piece ran on a
+    /// worker (a minute at most, on a loaded machine).
+    #[test]
+    fn claimed_calls_do_every_piece_once() {
+        let _serial = serial();
+        set_num_threads(3);
+        let caller = std::thread::current().id();
+        let on_worker = AtomicBool::new(false);
+        let split = AtomicBool::new(false);
+        let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        let claimed = || {
+            for_each_claimed(8, |piece, count| {
+                assert!(piece < count);
+                split.fetch_or(count > 1, Ordering::Relaxed);
+                on_worker.fetch_or(std::thread::current().id() != caller, Ordering::Relaxed);
+                for i in split_range(hits.len(), piece, count, 1) {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut calls = 0;
+        let start = std::time::Instant::now();
+        while calls < 3_000
+            || (!on_worker.load(Ordering::Relaxed) && start.elapsed() < std::time::Duration::from_secs(60))
+        {
+            claimed();
+            calls += 1;
+            if calls % 500 == 0 {
+                std::thread::sleep(SPIN * 3);
+                claimed();
+                calls += 1;
+                for_each_part(3, |_| ());
+            }
+        }
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == calls));
+        assert!(split.load(Ordering::Relaxed), "no claimed call of {calls} had two pieces");
+        assert!(on_worker.load(Ordering::Relaxed), "no piece of {calls} calls ran on a worker");
+    }
+
+    /// A panicking piece of a claimed call reaches the caller, whichever thread ran it, and the
+    /// pool goes on.
+    #[test]
+    fn claimed_panics_propagate() {
+        let _serial = serial();
+        set_num_threads(2);
+        for who in [0usize, 1] {
+            let r = catch_unwind(|| {
+                for_each_claimed(2, |piece, count| {
+                    if piece == who || count == 1 {
+                        panic!("piece {piece} failed");
+                    }
+                })
+            });
+            assert!(panic_message(r.unwrap_err()).starts_with("piece "));
+        }
+        let n = AtomicUsize::new(0);
+        for_each_claimed(2, |_, count| {
+            n.fetch_add(if count == 1 { 2 } else { 1 }, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+    }
+
+    /// Calls from several threads at once: one holds the pool, the others run inline; ordinary
+    /// and claimed calls mixed.
     #[test]
     fn concurrent_callers() {
         let _serial = serial();
@@ -582,7 +795,19 @@ mod tests {
                                 v[i].fetch_add(i + t, Ordering::Relaxed);
                             }
                         });
-                        assert!(v.iter().enumerate().all(|(i, x)| x.load(Ordering::Relaxed) == i + t));
+                        // Half the callers' calls claimed: the two kinds of call interleave.
+                        if t % 2 == 1 {
+                            for_each_claimed(2, |piece, count| {
+                                for i in split_range(10, piece, count, 1) {
+                                    v[i].fetch_add(i + t, Ordering::Relaxed);
+                                }
+                            });
+                        }
+                        let times = 1 + t % 2;
+                        assert!(v
+                            .iter()
+                            .enumerate()
+                            .all(|(i, x)| x.load(Ordering::Relaxed) == times * (i + t)));
                     }
                 });
             }

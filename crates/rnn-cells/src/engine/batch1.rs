@@ -8,7 +8,8 @@
 //! `t`, each part:
 //!
 //! ```text
-//! a   = P[gate rows of u0..u1, t]                  (the input projection, done before the loop)
+//! a   = P[gate rows of u0..u1, t]                  (the input projection, done before the loop;
+//!                                                   a frozen cache: a = W_ih[those rows] · x_t)
 //! a  += W_hh[those rows] · h_{t-1}                 (or v = ..., apart; strips in alternating order)
 //! the cell's pointwise step on its units            (hid = u1 - u0: each gate block has nu rows)
 //! barrier                                           (h_t complete before any part starts t+1)
@@ -26,24 +27,28 @@
 //! and packing writes 4 MB (0.2 to 0.45 ms); the copy costs 4 MB of memory. A cache whose
 //! weights are frozen ([`Recurrence::freeze_weights`](crate::Recurrence::freeze_weights): a
 //! stream's, whose model cannot change) skips the comparison, so that a stream's single steps
-//! take this route too (one step is not split over the threads).
+//! take this route too; each part then also packs its rows of `W_ih` once and projects the input
+//! itself, step by step (a one-column GEMV, as the general loop's single steps do: the same
+//! bits), so that a streamed step's whole work is split. A single step has no barrier: its
+//! parts are claimed ([`for_each_claimed`]), so a worker that is asleep or not scheduled costs
+//! the caller nothing but doing that part itself.
 
 use std::sync::Mutex;
 
 use rnn_tensor::packed::bf16::PackedBf16;
 use rnn_tensor::packed::MR;
-use rnn_tensor::parallel::for_each_part;
+use rnn_tensor::parallel::{for_each_claimed, for_each_part, split_range};
 use rnn_tensor::{Mat, PackedRows, Precision, Scalar};
 
 use super::ops::{all_zero, SharedCols};
 use super::{Biases, Cell, ForwardStep, Layer, LayerCache};
 use crate::Recurrence;
 
-/// `W_hh` is split between threads only from this many weights on (an LSTM with `H ≥ 256`, 1 MB
-/// of `f32`): below, it fits in one core's L2 and a step takes a few µs, about what a meeting of
-/// two threads costs (0.2 µs spinning, 20 µs through `std::sync::Barrier`, measured). The tests
-/// split every size.
-const MIN_SPLIT_WEIGHTS: usize = if cfg!(test) { 1 } else { 4 * 256 * 256 };
+/// `W_hh` is split between threads only from this many weights on (a GRU with `H ≥ 256`, 768 KB
+/// of `f32`): below, it fits in one core's L2 and a step takes a few µs, not much more than what
+/// handing half of it to another thread costs (about 1 µs there and back on the 2-core Xeon,
+/// 0.5 µs until the worker starts). The tests split every size.
+const MIN_SPLIT_WEIGHTS: usize = if cfg!(test) { 1 } else { 3 * 256 * 256 };
 
 /// One part's buffers, kept in the cache and reused across calls.
 #[derive(Debug, Default)]
@@ -56,6 +61,10 @@ struct PartBuffers<T> {
     /// packing: when both match, the packing is up to date.
     src: Vec<T>,
     src_key: (usize, usize, usize, usize, Precision),
+    /// Its `G·nu` rows of `W_ih`, in strips, for a frozen cache's input projection, and the
+    /// `(G, H, I, u0, u1)` it was packed for (`(0, ..)`: not packed).
+    wi: PackedRows<T>,
+    wi_key: (usize, usize, usize, usize, usize),
     /// Its rows of `b_ih + b_hh`, `b_ih`, `b_hh` (empty without biases).
     bias: [Vec<T>; 3],
     /// Its rows of `a_t` and `v_t`, and its units' blocks of the records of steps `t-1`, `t`.
@@ -69,39 +78,11 @@ struct PartBuffers<T> {
 #[derive(Debug)]
 pub(super) struct Scratch<T> {
     parts: Vec<Mutex<PartBuffers<T>>>,
-    /// `W_ih` in strips, for a frozen cache's input projection ([`project_input_frozen`]), and
-    /// the shape it was packed for (`(0, 0)`: not packed).
-    w_ih: PackedRows<T>,
-    w_ih_key: (usize, usize),
 }
 
-impl<T: Default> Default for Scratch<T> {
+impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Self { parts: Vec::new(), w_ih: PackedRows::default(), w_ih_key: (0, 0) }
-    }
-}
-
-/// The input projection `P[:, t] = W_ih·x_t` of a frozen cache (a stream's: its weights never
-/// change) at batch 1, one packed GEMV per column, with `W_ih` packed on the first call and kept.
-/// The general route multiplies the column-major `W_ih` in place (a 3-gate, 256-unit GRU with
-/// 64 inputs: about 2 µs of a 10 µs streamed step on the 2-core Xeon); the strips are read
-/// aligned and in order. The GEMV sums every row in the order of the column-major one
-/// ([`gemv_strips_f32`](rnn_tensor::packed::gemv_strips_f32)), so the bits are the same.
-///
-/// `out` is `G·H × T`, `x` is `I × T`; only for [`available`] types.
-pub(super) fn project_input_frozen<T: Scalar>(
-    w_ih: &Mat<T>,
-    x: &Mat<T>,
-    scratch: &mut Scratch<T>,
-    out: &mut Mat<T>,
-) {
-    let (rows, inputs) = w_ih.shape();
-    if scratch.w_ih_key != (rows, inputs) {
-        scratch.w_ih.pack(w_ih.as_slice(), rows, inputs, rows, |r| r);
-        scratch.w_ih_key = (rows, inputs);
-    }
-    for (xc, pc) in x.as_slice().chunks_exact(inputs.max(1)).zip(out.as_mut_slice().chunks_exact_mut(rows)) {
-        scratch.w_ih.gemv(T::ONE, xc, T::ZERO, pc, false);
+        Self { parts: Vec::new() }
     }
 }
 
@@ -152,17 +133,19 @@ unsafe fn scatter<T: Scalar>(src: &[T], m: &SharedCols<T>, col: usize, hid: usiz
     }
 }
 
-/// Runs the time loop of a batch-1 forward (`steps ≥ 1`) on a cache whose `gates` hold the
-/// input projection and whose `h0`, `saved0` are set, filling `gates`, `saved`, `h`.
-pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, cache: &mut LayerCache<T>) {
+/// Runs the time loop of a batch-1 forward (`steps ≥ 1`) on a cache whose `h0`, `saved0` are
+/// set, filling `gates`, `saved`, `h`: `gates` holds the input projection, or `x` is given (a
+/// frozen cache's dense input, `I × T`) and each part projects its rows.
+pub(super) fn forward<T: Scalar, C: Cell<T>>(
+    layer: &Layer<T, C>,
+    steps: usize,
+    cache: &mut LayerCache<T>,
+    x: Option<&Mat<T>>,
+) {
     let hid = layer.hidden_size();
     let (g, sv) = (C::GATES, C::SAVED);
     let w_hh = layer.params.weight_hh.as_slice();
-    // One step (a stream's call) is not split: waking the other thread and meeting it costs
-    // about what the split saves, and on a busy machine far more (measured on the 2-core Xeon
-    // while another job compiled: a 256-unit LSTM's streamed step took 120 µs split against
-    // 14 µs on one thread).
-    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS || steps == 1 {
+    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS {
         1
     } else {
         rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR))
@@ -176,16 +159,18 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
     let (gates, saved, h) = (SharedCols::new(gates), SharedCols::new(saved), SharedCols::new(h));
     let bufs = &b1.parts;
     let cell = layer.cell();
-    for_each_part(parts, |part| {
-        let units = part.range(hid, MR);
+    // Part `index` of `count`; `barrier` meets the other parts (never called for one step).
+    let run = |index: usize, count: usize, barrier: &dyn Fn()| {
+        let units = split_range(hid, index, count, MR);
         let (u0, nu) = (units.start, units.len());
         if nu == 0 {
             // Still meet the others at every barrier.
-            (1..steps).for_each(|_| part.barrier());
+            (1..steps).for_each(|_| barrier());
             return;
         }
-        let mut guard = bufs[part.index].lock().unwrap_or_else(|e| e.into_inner());
-        let PartBuffers { w, wb, src, src_key, bias: b, a, v, saved_prev, saved: saved_t } = &mut *guard;
+        let mut guard = bufs[index].lock().unwrap_or_else(|e| e.into_inner());
+        let PartBuffers { w, wb, src, src_key, wi, wi_key, bias: b, a, v, saved_prev, saved: saved_t } =
+            &mut *guard;
         // Packed row r is row (r / nu)·H + u0 + r mod nu of W_hh: each gate's rows of the units.
         let key = (g, hid, u0, u0 + nu, precision);
         // Frozen weights (a stream's): the packing made on the first call stays valid. In bf16
@@ -205,6 +190,13 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                     w.pack(w_hh, g * hid, hid, g * nu, row);
                 }
                 Precision::Bf16 => wb.pack(super::bf16::f32s(w_hh), g * hid, hid, g * nu, row),
+            }
+        }
+        if let Some(x) = x {
+            let inputs = x.nrows();
+            if *wi_key != (g, hid, inputs, u0, u0 + nu) {
+                wi.pack(layer.params.weight_ih.as_slice(), g * hid, inputs, g * nu, row);
+                *wi_key = (g, hid, inputs, u0, u0 + nu);
             }
         }
         // W_hh's rows times h_{t-1}, into y: y = W·h (beta 0) or y += W·h (beta 1).
@@ -238,8 +230,12 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                 // barrier and nobody writes it any more.
                 unsafe { gather(&saved, tp, hid, u0, nu, saved_prev) };
             }
-            // SAFETY: this part alone touches its units of column t of gates.
-            unsafe { gather(&gates, t, hid, u0, nu, a) };
+            match x {
+                // a = W_ih · x_t, this part's rows.
+                Some(x) => wi.gemv(T::ONE, &x.as_slice()[t * x.nrows()..][..x.nrows()], T::ZERO, a, false),
+                // SAFETY: this part alone touches its units of column t of gates.
+                None => unsafe { gather(&gates, t, hid, u0, nu, a) },
+            }
             // a += W_hh · h_{t-1} (or v = W_hh · h_{t-1}), this part's rows; every other step
             // reads the strips backwards, starting with those the last step read last (in L2).
             let skip = s == 0 && h0_zero;
@@ -270,10 +266,18 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(layer: &Layer<T, C>, steps: usize, 
                 scatter(saved_t, &saved, t, hid, u0, nu);
             }
             if s + 1 < steps {
-                part.barrier();
+                barrier();
             }
         }
-    });
+    };
+    if steps == 1 {
+        // No barrier: a part whose worker is late is done by the caller (a stream's step; on a
+        // machine with more running threads than cores, where a worker preempted inside its
+        // part would hold the step for a time slice, the pool soon runs such calls alone).
+        for_each_claimed(parts, |index, count| run(index, count, &|| ()));
+    } else {
+        for_each_part(parts, |part| run(part.index, part.count, &|| part.barrier()));
+    }
 }
 
 /// Whether the part's rows of `w_hh` (`G·H × H`, units `u0..u0+nu` of each gate) are bitwise
@@ -317,23 +321,66 @@ mod tests {
     /// Thread counts are global: the tests that set them run one at a time.
     static THREADS: Mutex<()> = Mutex::new(());
 
-    /// The forward's final state and everything it keeps: outputs, gates, records.
-    fn forward<C: Cell<f32>>(layer: &Layer<f32, C>, x: SeqInput<'_, f32>, h0: &C::State) -> Vec<Vec<f32>> {
+    /// The forward's final state and everything it keeps: outputs, gates, records; with a
+    /// frozen cache (a stream's: the parts project their own rows of the input) or not.
+    fn forward<C: Cell<f32>>(
+        layer: &Layer<f32, C>,
+        x: SeqInput<'_, f32>,
+        h0: &C::State,
+        frozen: bool,
+    ) -> Vec<Vec<f32>> {
         let mut cache = LayerCache::default();
+        if frozen {
+            layer.freeze_weights(&mut cache);
+        }
         let fin = layer.forward(x, 1, h0, &mut cache);
         let mut v = fin.parts().iter().map(|m| m.as_slice().to_vec()).collect::<Vec<_>>();
         v.extend([&cache.h, &cache.gates, &cache.saved].iter().map(|m| m.as_slice().to_vec()));
         v
     }
 
+    /// What [`forward`] returns, computed one step per call (the state carried), each call on a
+    /// fresh cache: what a stream fed one step at a time gives.
+    fn forward_stepwise<C: Cell<f32>>(
+        layer: &Layer<f32, C>,
+        x: SeqInput<'_, f32>,
+        h0: &C::State,
+    ) -> Vec<Vec<f32>> {
+        let mut state = h0.clone();
+        let mut kept = vec![Vec::new(); 3];
+        for t in 0..x.columns() {
+            let column;
+            let xt = match x {
+                SeqInput::Dense(m) => {
+                    column = m.columns(t, 1).into_owned();
+                    SeqInput::Dense(&column)
+                }
+                SeqInput::Index(ix) => SeqInput::Index(&ix[t..t + 1]),
+            };
+            let mut cache = LayerCache::default();
+            state = layer.forward(xt, 1, &state, &mut cache);
+            for (k, m) in kept.iter_mut().zip([&cache.h, &cache.gates, &cache.saved]) {
+                k.extend_from_slice(m.as_slice());
+            }
+        }
+        let mut v = state.parts().iter().map(|m| m.as_slice().to_vec()).collect::<Vec<_>>();
+        v.extend(kept);
+        v
+    }
+
     /// Bit-identical to the general loop, with 1, 2 and 3 threads, for every cell, dense and
     /// index input, with and without biases, from a zero and a non-zero state, for hidden sizes
-    /// that are and are not multiples of 32 (tolerance: none).
+    /// that are and are not multiples of 32, over several steps and one, on a cache and on a
+    /// frozen one (a stream's) (tolerance: none).
     fn bit_identical<C: Cell<f32>>(cell: C) {
         let mut rng = Rng::seed_from(11);
-        for &(input, hid, steps, bias) in
-            &[(5usize, 64usize, 7usize, true), (3, 37, 4, false), (65, 96, 12, true), (2, 1, 3, true)]
-        {
+        for &(input, hid, steps, bias) in &[
+            (5usize, 64usize, 7usize, true),
+            (3, 37, 4, false),
+            (65, 96, 12, true),
+            (2, 1, 3, true),
+            (6, 80, 1, true),
+        ] {
             let layer = RecurrentConfig::<C>::new(input, hid)
                 .with_cell(cell)
                 .with_bias(bias)
@@ -346,17 +393,23 @@ mod tests {
             for h0 in [zero.clone(), zero.with_flat(&flat)] {
                 for input in [SeqInput::Dense(&x), SeqInput::Index(&ix)] {
                     GENERAL_ONLY.with(|g| g.set(true));
-                    let want = forward(&layer, input, &h0);
+                    let whole = forward(&layer, input, &h0, false);
+                    let stepwise = forward_stepwise(&layer, input, &h0);
                     GENERAL_ONLY.with(|g| g.set(false));
-                    for threads in [1, 2, 3] {
+                    for (threads, frozen) in [1, 2, 3].into_iter().flat_map(|t| [(t, false), (t, true)]) {
                         rnn_tensor::parallel::set_num_threads(threads);
-                        let got = forward(&layer, input, &h0);
+                        let got = forward(&layer, input, &h0, frozen);
+                        // A frozen cache projects the input a step at a time (as a stream's
+                        // single steps do): its bits are those of the general loop called once
+                        // per step; otherwise those of the general loop over the sequence.
+                        let want =
+                            if frozen && matches!(input, SeqInput::Dense(_)) { &stepwise } else { &whole };
                         for (w, g) in want.iter().zip(&got) {
                             let same = w.len() == g.len()
                                 && w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
                             assert!(
                                 same,
-                                "{} dense {} H {hid} T {steps} bias {bias} threads {threads}",
+                                "{} dense {} H {hid} T {steps} bias {bias} threads {threads} frozen {frozen}",
                                 C::NAME,
                                 matches!(input, SeqInput::Dense(_))
                             );

@@ -885,9 +885,8 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
                     x,
                     &mut cache.gates,
                 ),
-                SeqInput::Dense(xm) if batch1 && cache.frozen => {
-                    batch1::project_input_frozen(&self.params.weight_ih, xm, &mut cache.b1, &mut cache.gates)
-                }
+                // Each part of the batch-1 loop projects its own rows.
+                SeqInput::Dense(_) if batch1 && cache.frozen && cache.precision == Precision::Full => {}
                 // A frozen cache keeps W_ih packed from call to call (the same bits as packing
                 // it per call: the product's arithmetic does not depend on the packing).
                 SeqInput::Dense(xm) if cache.frozen => {
@@ -897,7 +896,11 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
                 _ => project_input(&self.params.weight_ih, x, &mut cache.gates),
             }
             if batch1 {
-                batch1::forward(self, steps, cache);
+                let x = match x {
+                    SeqInput::Dense(xm) if cache.frozen && cache.precision == Precision::Full => Some(xm),
+                    _ => None,
+                };
+                batch1::forward(self, steps, cache, x);
             } else {
                 self.forward_loop(steps, cache);
             }
