@@ -19,8 +19,7 @@
 //!
 //! [`for_each_claimed`] is for short work without barriers (a streamed step of a few µs): its
 //! pieces go to whoever claims them first, so the caller never waits for a worker that has not
-//! started. A worker that was preempted (more running threads than cores) makes the following
-//! claimed calls run on the caller alone for a while, longer each time it happens again.
+//! started (a parked one, or one the system has not scheduled yet).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -281,7 +280,6 @@ fn worker_loop(index: usize, seen: usize, sleeping: Arc<AtomicBool>) {
         // Spin, then park, until the generation moves (a claimed call changes its ticket's
         // low bits within its generation).
         let start = Instant::now();
-        let mut last = start;
         let mut spins = 0u32;
         let ticket = loop {
             let t = SHARED.ticket.load(Ordering::Acquire);
@@ -289,17 +287,7 @@ fn worker_loop(index: usize, seen: usize, sleeping: Arc<AtomicBool>) {
                 break t;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) {
-                std::hint::spin_loop();
-                continue;
-            }
-            // 64 spins take a few µs; far longer means the system took the core away.
-            let now = Instant::now();
-            if now.duration_since(last) > LATE {
-                PREEMPTED.store(true, Ordering::Relaxed);
-            }
-            last = now;
-            if now.duration_since(start) < SPIN {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -366,7 +354,8 @@ pub fn for_each_part<F: Fn(&Part<'_>) + Sync>(max_parts: usize, f: F) {
 /// (a worker that has begun a piece is waited for). For short work with no barrier between its
 /// pieces (a streamed step), where waiting for a late worker would cost more than the piece.
 /// Which thread runs a piece never changes what it computes. Inline as [`for_each_part`] is
-/// (one piece, `count` 1).
+/// (one piece, `count` 1). With more running threads than cores, a worker preempted inside its
+/// piece still holds the caller for a time slice: there, one thread serves better.
 ///
 /// # Panics
 /// If a piece panics: the first panic is resumed on the caller once every piece has stopped.
@@ -374,50 +363,10 @@ pub fn for_each_claimed<F: Fn(usize, usize) + Sync>(max_pieces: usize, f: F) {
     dispatch(max_pieces, true, &|part: &Part<'_>| f(part.index, part.count));
 }
 
-/// The back-off of claimed calls ([`for_each_claimed`]): the calls still to run on the caller
-/// alone, the level (each late call doubles the next back-off) and the calls in time since the
-/// last late one or the last step down.
-static CLAIM_SOLO: AtomicUsize = AtomicUsize::new(0);
-static CLAIM_LEVEL: AtomicUsize = AtomicUsize::new(0);
-static CLAIM_IN_TIME: AtomicUsize = AtomicUsize::new(0);
-
-/// A late claimed call makes the next `BACKOFF_CALLS << level` run alone, the level at most
-/// `MAX_LEVEL` (about a million calls, 10 s of 10 µs steps); `STEP_DOWN` calls in time lower it.
-const BACKOFF_CALLS: usize = 64;
-const MAX_LEVEL: usize = 14;
-const STEP_DOWN: usize = 4096;
-
-/// A claimed call that waits this long for a worker's piece is late; a spinning worker that
-/// sees this much time pass between two looks at the ticket was preempted.
-const LATE: Duration = Duration::from_micros(50);
-
-/// Set by a spinning worker that was preempted (the system has more running threads than
-/// cores); the next claimed call backs off.
-static PREEMPTED: AtomicBool = AtomicBool::new(false);
-
-/// Records how a claimed call went: `late` (an awake worker missed it, or the caller waited
-/// [`LATE`] for a piece) or in time (`in_time`: every worker joined, no long wait).
-fn claim_outcome(late: bool, in_time: bool) {
-    if late {
-        let level = (CLAIM_LEVEL.load(Ordering::Relaxed) + 1).min(MAX_LEVEL);
-        CLAIM_LEVEL.store(level, Ordering::Relaxed);
-        CLAIM_IN_TIME.store(0, Ordering::Relaxed);
-        CLAIM_SOLO.store(BACKOFF_CALLS << level, Ordering::Relaxed);
-    } else if in_time && CLAIM_IN_TIME.fetch_add(1, Ordering::Relaxed) + 1 >= STEP_DOWN {
-        CLAIM_IN_TIME.store(0, Ordering::Relaxed);
-        let level = CLAIM_LEVEL.load(Ordering::Relaxed);
-        CLAIM_LEVEL.store(level.saturating_sub(1), Ordering::Relaxed);
-    }
-}
-
 /// [`for_each_part`] (`claimed` false) or [`for_each_claimed`].
 fn dispatch(max_parts: usize, claimed: bool, f: &PartFn<'_>) {
     let count = num_threads().min(max_parts).clamp(1, COUNT_MASK);
     if count == 1 || IN_PART.with(|p| p.get()) {
-        return run_inline(f);
-    }
-    if claimed && CLAIM_SOLO.load(Ordering::Relaxed) > 0 {
-        CLAIM_SOLO.fetch_sub(1, Ordering::Relaxed);
         return run_inline(f);
     }
     let mut workers = match POOL.try_lock() {
@@ -454,12 +403,9 @@ fn dispatch(max_parts: usize, claimed: bool, f: &PartFn<'_>) {
     let flag = if claimed { CLAIMED } else { 0 };
     let low = if claimed { count - 1 } else { count };
     SHARED.ticket.store((gen << COUNT_BITS) | flag | low, Ordering::SeqCst);
-    let mut awake = 0;
     for w in &workers[..count - 1] {
         if w.sleeping.load(Ordering::SeqCst) {
             w.thread.unpark();
-        } else {
-            awake += 1;
         }
     }
     IN_PART.with(|p| p.set(true));
@@ -469,16 +415,6 @@ fn dispatch(max_parts: usize, claimed: bool, f: &PartFn<'_>) {
         // finds none and leaves the call alone), and nobody waits for them.
         let open = SHARED.ticket.fetch_and(!COUNT_MASK, Ordering::AcqRel) & COUNT_MASK;
         call.remaining.fetch_sub(open, Ordering::AcqRel);
-        let start = Instant::now();
-        wait_until(|| call.remaining.load(Ordering::Acquire) == 0, || false);
-        // A worker that was awake and still missed the call, or a piece that kept the caller
-        // waiting, means the workers do not get their cores (more threads than cores, where a
-        // worker preempted inside a piece holds the caller for a time slice): the next calls
-        // run on the caller alone, and the workers go back to sleep.
-        let joined = count - 1 - open;
-        let waited = start.elapsed() > LATE;
-        let preempted = PREEMPTED.swap(false, Ordering::Relaxed);
-        claim_outcome(joined < awake || waited || preempted, open == 0 && !waited);
     } else {
         call.run(0);
     }

@@ -145,7 +145,10 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
     let hid = layer.hidden_size();
     let (g, sv) = (C::GATES, C::SAVED);
     let w_hh = layer.params.weight_hh.as_slice();
-    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS {
+    // A bf16 step reads half the bytes, and its input projection is not split: one step is
+    // not worth splitting (a 256-unit LSTM's streamed step split over 2 threads: old / new time
+    // 0.978, 0.948-0.997, 5 rounds on the 2-core Xeon).
+    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS || (steps == 1 && cache.precision == Precision::Bf16) {
         1
     } else {
         rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR))
@@ -271,9 +274,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
         }
     };
     if steps == 1 {
-        // No barrier: a part whose worker is late is done by the caller (a stream's step; on a
-        // machine with more running threads than cores, where a worker preempted inside its
-        // part would hold the step for a time slice, the pool soon runs such calls alone).
+        // No barrier: a part whose worker is late is done by the caller (a stream's step).
         for_each_claimed(parts, |index, count| run(index, count, &|| ()));
     } else {
         for_each_part(parts, |part| run(part.index, part.count, &|| part.barrier()));
