@@ -61,10 +61,12 @@ struct PartBuffers<T> {
     /// packing: when both match, the packing is up to date.
     src: Vec<T>,
     src_key: (usize, usize, usize, usize, Precision),
-    /// Its `G·nu` rows of `W_ih`, in strips, for a frozen cache's input projection, and the
-    /// `(G, H, I, u0, u1)` it was packed for (`(0, ..)`: not packed).
+    /// Its `G·nu` rows of `W_ih`, in strips (`wbi`: rounded to bf16, in the bf16 precision), for
+    /// a frozen cache's input projection, and the `(G, H, I, u0, u1)` and precision it was packed
+    /// for (`(0, ..)`: not packed).
     wi: PackedRows<T>,
-    wi_key: (usize, usize, usize, usize, usize),
+    wbi: PackedBf16,
+    wi_key: (usize, usize, usize, usize, usize, Precision),
     /// Its rows of `b_ih + b_hh`, `b_ih`, `b_hh` (empty without biases).
     bias: [Vec<T>; 3],
     /// Its rows of `a_t` and `v_t`, and its units' blocks of the records of steps `t-1`, `t`.
@@ -145,10 +147,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
     let hid = layer.hidden_size();
     let (g, sv) = (C::GATES, C::SAVED);
     let w_hh = layer.params.weight_hh.as_slice();
-    // A bf16 step reads half the bytes, and its input projection is not split: one step is
-    // not worth splitting (a 256-unit LSTM's streamed step split over 2 threads: old / new time
-    // 0.978, 0.948-0.997, 5 rounds on the 2-core Xeon).
-    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS || (steps == 1 && cache.precision == Precision::Bf16) {
+    let parts = if g * hid * hid < MIN_SPLIT_WEIGHTS {
         1
     } else {
         rnn_tensor::parallel::num_threads().clamp(1, hid.div_ceil(MR))
@@ -172,7 +171,7 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
             return;
         }
         let mut guard = bufs[index].lock().unwrap_or_else(|e| e.into_inner());
-        let PartBuffers { w, wb, src, src_key, wi, wi_key, bias: b, a, v, saved_prev, saved: saved_t } =
+        let PartBuffers { w, wb, src, src_key, wi, wbi, wi_key, bias: b, a, v, saved_prev, saved: saved_t } =
             &mut *guard;
         // Packed row r is row (r / nu)·H + u0 + r mod nu of W_hh: each gate's rows of the units.
         let key = (g, hid, u0, u0 + nu, precision);
@@ -197,9 +196,14 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
         }
         if let Some(x) = x {
             let inputs = x.nrows();
-            if *wi_key != (g, hid, inputs, u0, u0 + nu) {
-                wi.pack(layer.params.weight_ih.as_slice(), g * hid, inputs, g * nu, row);
-                *wi_key = (g, hid, inputs, u0, u0 + nu);
+            let key = (g, hid, inputs, u0, u0 + nu, precision);
+            if *wi_key != key {
+                let w_ih = layer.params.weight_ih.as_slice();
+                match precision {
+                    Precision::Full => wi.pack(w_ih, g * hid, inputs, g * nu, row),
+                    Precision::Bf16 => wbi.pack(super::bf16::f32s(w_ih), g * hid, inputs, g * nu, row),
+                }
+                *wi_key = key;
             }
         }
         // W_hh's rows times h_{t-1}, into y: y = W·h (beta 0) or y += W·h (beta 1).
@@ -235,7 +239,13 @@ pub(super) fn forward<T: Scalar, C: Cell<T>>(
             }
             match x {
                 // a = W_ih · x_t, this part's rows.
-                Some(x) => wi.gemv(T::ONE, &x.as_slice()[t * x.nrows()..][..x.nrows()], T::ZERO, a, false),
+                Some(x) => {
+                    let xt = &x.as_slice()[t * x.nrows()..][..x.nrows()];
+                    match precision {
+                        Precision::Full => wi.gemv(T::ONE, xt, T::ZERO, a, false),
+                        Precision::Bf16 => super::bf16::gemm(wbi, xt, T::ZERO, a, false),
+                    }
+                }
                 // SAFETY: this part alone touches its units of column t of gates.
                 None => unsafe { gather(&gates, t, hid, u0, nu, a) },
             }

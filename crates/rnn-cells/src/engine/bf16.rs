@@ -423,24 +423,36 @@ mod tests {
         same_bits_everywhere(RnnCell::default());
     }
 
-    /// A bf16 stream fed one step at a time gives the bits of the bf16 forward over the whole
-    /// sequence (its packings are kept across calls, frozen).
+    /// A bf16 stream fed one step at a time, or chunks of 2 and 3 steps, gives the bits of the
+    /// bf16 forward over the whole sequence (its packings are kept across calls, frozen; each
+    /// part of a split step projects its own rows of the input), at 1, 2 and 3 threads.
     #[test]
     fn stream_steps_are_the_sequence() {
         if !bf16_here() {
             return;
         }
+        let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
         let (input, hid, steps) = (8, 48, 5);
         let l = layer(LstmCell, input, hid, 9);
         let x = Init::Normal { mean: 0.0, std: 1.0 }.matrix(input, steps, &mut Rng::seed_from(10));
+        rnn_tensor::parallel::set_num_threads(1);
         let want = run(&l, &x, 1, None, &l.zero_state(1), Precision::Bf16);
-        let mut stream = Stream::new(l, 1).unwrap();
-        stream.set_precision(Precision::Bf16).unwrap();
-        for t in 0..steps {
-            let xt = x.columns(t, 1).into_owned();
-            let out = stream.step(SeqInput::Dense(&xt)).unwrap().as_slice().to_vec();
-            assert!(same_bits(&[out], &[want[0][t * hid..][..hid].to_vec()]), "step {t}");
+        for threads in [1, 2, 3] {
+            rnn_tensor::parallel::set_num_threads(threads);
+            for chunks in [&[1usize, 1, 1, 1, 1][..], &[2, 3]] {
+                let mut stream = Stream::new(l.clone(), 1).unwrap();
+                stream.set_precision(Precision::Bf16).unwrap();
+                let mut t0 = 0;
+                for &n in chunks {
+                    let xt = x.columns(t0, n).into_owned();
+                    let out = stream.step(SeqInput::Dense(&xt)).unwrap().as_slice().to_vec();
+                    let w = want[0][t0 * hid..(t0 + n) * hid].to_vec();
+                    assert!(same_bits(&[out], &[w]), "steps {t0}.. of chunks {chunks:?}, {threads} threads");
+                    t0 += n;
+                }
+            }
         }
+        rnn_tensor::parallel::set_num_threads(1);
     }
 
     /// The gradients of a bf16 forward: parameter gradients (named), `d_x` and `d_h0`, from

@@ -878,6 +878,8 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             // P = W_ih · X for every step at once (or the gather of W_ih columns); a frozen
             // cache keeps W_ih packed too.
             match x {
+                // Each part of the batch-1 loop projects its own rows.
+                SeqInput::Dense(_) if batch1 && cache.frozen => {}
                 _ if cache.precision == Precision::Bf16 => bf16::project_input(
                     &self.params.weight_ih,
                     &mut cache.bf16_w_ih,
@@ -885,8 +887,6 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
                     x,
                     &mut cache.gates,
                 ),
-                // Each part of the batch-1 loop projects its own rows.
-                SeqInput::Dense(_) if batch1 && cache.frozen && cache.precision == Precision::Full => {}
                 // A frozen cache keeps W_ih packed from call to call (the same bits as packing
                 // it per call: the product's arithmetic does not depend on the packing).
                 SeqInput::Dense(xm) if cache.frozen => {
@@ -897,7 +897,7 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             }
             if batch1 {
                 let x = match x {
-                    SeqInput::Dense(xm) if cache.frozen && cache.precision == Precision::Full => Some(xm),
+                    SeqInput::Dense(xm) if cache.frozen => Some(xm),
                     _ => None,
                 };
                 batch1::forward(self, steps, cache, x);
