@@ -147,6 +147,29 @@ pub(super) struct Lengths<T: Scalar> {
 }
 
 impl<T: Scalar> Lengths<T> {
+    /// Keeps `lengths` (one per sample, each in `1..=steps`) and lays the batch out: ranked
+    /// longest first (ties keep the caller's order), dealt into the lanes (`perm`, `starts`),
+    /// and each step's running samples and first compact column (`active`, `off`).
+    fn set_layout(&mut self, lengths: &[usize], steps: usize) {
+        let b = lengths.len();
+        self.lengths.clear();
+        self.lengths.extend_from_slice(lengths);
+        let mut ranked: Vec<usize> = (0..b).collect();
+        ranked.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
+        self.starts = lane_starts(b);
+        self.perm.clear();
+        self.perm.extend((0..LANES).flat_map(|l| ranked.iter().skip(l).step_by(LANES).copied()));
+        self.active.clear();
+        self.active.extend((0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()));
+        self.off.clear();
+        self.off.push(0);
+        for t in 0..steps {
+            let next = self.off[t] + self.active[t];
+            self.off.push(next);
+        }
+        self.steps = steps;
+    }
+
     /// Where the running samples of each step are.
     fn layout(&self) -> Steps<'_> {
         Steps { active: &self.active, off: &self.off, starts: self.starts }
@@ -322,23 +345,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (steps, g, rows) = (n / b, C::GATES * hid, C::SAVED * hid);
         let order = Order { steps, reverse: self.params.reverse };
         let var = &mut cache.var;
-        var.lengths.clear();
-        var.lengths.extend_from_slice(lengths);
-        // Ranked longest first (ties keep the caller's order), then dealt into the lanes.
-        let mut ranked: Vec<usize> = (0..b).collect();
-        ranked.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
-        var.starts = lane_starts(b);
-        var.perm.clear();
-        var.perm.extend((0..LANES).flat_map(|l| ranked.iter().skip(l).step_by(LANES).copied()));
-        var.active.clear();
-        var.active.extend((0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()));
-        var.off.clear();
-        var.off.push(0);
-        for t in 0..steps {
-            let next = var.off[t] + var.active[t];
-            var.off.push(next);
-        }
-        var.steps = steps;
+        var.set_layout(lengths, steps);
         let real = var.off[steps];
         // The input of the real steps, compact.
         let xs = match x {
@@ -717,18 +724,20 @@ mod tests {
     fn lanes_hold_each_running_sample_once() {
         for lengths in [vec![3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], vec![2], vec![4, 4], vec![1, 7, 7, 2, 9]] {
             let (b, steps) = (lengths.len(), *lengths.iter().max().unwrap());
-            let mut ranked: Vec<usize> = (0..b).collect();
-            ranked.sort_by_key(|&u| std::cmp::Reverse(lengths[u]));
-            let starts = lane_starts(b);
+            let mut var = Lengths::<f32>::default();
+            var.set_layout(&lengths, steps);
+            let (perm, off, starts) = (&var.perm, &var.off, var.starts);
             assert_eq!(starts[LANES], b);
-            let perm: Vec<usize> =
-                (0..LANES).flat_map(|l| ranked.iter().skip(l).step_by(LANES).copied()).collect();
-            let active: Vec<usize> = (0..steps).map(|t| lengths.iter().filter(|&&l| l > t).count()).collect();
-            let mut off = vec![0];
-            for t in 0..steps {
-                off.push(off[t] + active[t]);
+            // Dealt like cards: position q of lane l holds rank l + LANES·(q - starts[l]), the
+            // ranks longest first with ties in the caller's order.
+            let mut ranked: Vec<usize> = (0..b).collect();
+            ranked.sort_by_key(|&u| (std::cmp::Reverse(lengths[u]), u));
+            for l in 0..LANES {
+                for q in starts[l]..starts[l + 1] {
+                    assert_eq!(perm[q], ranked[l + LANES * (q - starts[l])], "{lengths:?} position {q}");
+                }
             }
-            let layout = Steps { active: &active, off: &off, starts };
+            let layout = var.layout();
             for t in 0..steps {
                 // The running positions: those whose samples are longer than t.
                 let mut running: Vec<usize> = (0..b).filter(|&q| lengths[perm[q]] > t).collect();
