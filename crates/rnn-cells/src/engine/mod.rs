@@ -875,11 +875,16 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
             let packed_pays = steps > 1 || cache.frozen;
             let batch1 =
                 batch == 1 && packed_pays && batch1::available::<T>() && self.params.weight_hr.is_none();
-            // P = W_ih · X for every step at once (or the gather of W_ih columns); a frozen
-            // cache keeps W_ih packed too.
+            // A frozen cache's dense input at batch 1: each part of the batch-1 loop projects
+            // its own rows of it, step by step.
+            let parts_project = match x {
+                SeqInput::Dense(xm) if batch1 && cache.frozen => Some(xm),
+                _ => None,
+            };
+            // Otherwise P = W_ih · X for every step at once (or the gather of W_ih columns); a
+            // frozen cache keeps W_ih packed too.
             match x {
-                // Each part of the batch-1 loop projects its own rows.
-                SeqInput::Dense(_) if batch1 && cache.frozen => {}
+                _ if parts_project.is_some() => {}
                 _ if cache.precision == Precision::Bf16 => bf16::project_input(
                     &self.params.weight_ih,
                     &mut cache.bf16_w_ih,
@@ -896,11 +901,7 @@ impl<T: Scalar, C: Cell<T>> Recurrence<T> for Layer<T, C> {
                 _ => project_input(&self.params.weight_ih, x, &mut cache.gates),
             }
             if batch1 {
-                let x = match x {
-                    SeqInput::Dense(xm) if cache.frozen => Some(xm),
-                    _ => None,
-                };
-                batch1::forward(self, steps, cache, x);
+                batch1::forward(self, steps, cache, parts_project);
             } else {
                 self.forward_loop(steps, cache);
             }
