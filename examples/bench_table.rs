@@ -10,7 +10,7 @@
 //! before the case was built.
 //!
 //! ```text
-//! cargo run --release --example bench_table -- [--threads N] [--max-simd LEVEL] [CASE ...]
+//! cargo run --release --example bench_table -- [--threads N] [--max-simd LEVEL] [--products] [CASE ...]
 //! cargo run --release --example bench_table -- --gemm [--threads N] [--max-simd LEVEL]
 //! cargo run --release --example bench_table -- --gemm --compare ROUNDS [--threads N] [--max-simd LEVEL]
 //! cargo run --release --example bench_table -- --table OURS1 TORCH1 OURS2 TORCH2
@@ -33,6 +33,11 @@
 //! - `--cpu-time`: time with the thread's CPU clock instead of the wall clock: on a loaded machine
 //!   this leaves out the time the thread waits for a core (one thread only; not the protocol of
 //!   torch_ref.py, so not for the table).
+//! - `--products`: after each case's line, the f32 GEMM's products it ran, timed where they
+//!   ran (`rnn_tensor::packed::times`): per shape `m × k × n` and route, the calls and
+//!   milliseconds per run and the GFLOP/s, most time first, and the products' share of the
+//!   case's time. A product timed alone (`--gemm`) has its operands in cache; here they come
+//!   from wherever the case left them. The timers cost about 0.1 µs a call.
 //! - `--digest`: print a digest of each case's results (gradients, loss, final state) after the
 //!   timed runs instead of its time: the same digest for `--threads 1` and `--threads 2` shows the
 //!   results are bit-identical.
@@ -72,6 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use rnn::tensor::packed::bf16::{Bf16Pairs, PackedBf16};
+use rnn::tensor::packed::times;
 use rnn::tensor::simd::{self, Level};
 use rnn::tensor::{
     gemm, gemm_flops, gemm_packed, gemm_packed_pair, parallel, Mat, PackedLhs, Rng, Scalar, Trans,
@@ -119,6 +125,9 @@ const REPS: usize = 30;
 
 /// Whether to print each case's result digest instead of its time (`--digest`).
 static DIGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether to print the products each case ran, timed in place (`--products`).
+static PRODUCTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether to time with this thread's CPU clock instead of the wall clock (`--cpu-time`).
 static CPU_TIME: AtomicUsize = AtomicUsize::new(0);
@@ -174,7 +183,13 @@ fn run_cases(names: &[String]) {
         }
         let base = LIVE.load(Relaxed);
         let mut case = torch_cases::build(name).expect("every listed case builds");
+        let timed = PRODUCTS.load(Relaxed) == 1;
+        if timed {
+            times::reset_product_times();
+            times::set_product_timing(true);
+        }
         let ms = median_ms(&mut case.run);
+        times::set_product_timing(false);
         // One more run with the counters reset: its peak and its allocation count.
         PEAK.store(LIVE.load(Relaxed), Relaxed);
         let allocs0 = ALLOCS.load(Relaxed);
@@ -192,8 +207,38 @@ fn run_cases(names: &[String]) {
             case.name,
             peak as f64 / (1 << 20) as f64
         );
+        if timed {
+            print_products(ms);
+        }
         drop(case);
     }
+}
+
+/// The table of `--products`: the products timed over the `WARMUP + REPS` runs of a case whose
+/// median run took `ms`, per run, most time first.
+fn print_products(ms: f64) {
+    let mut rows = times::product_times();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let runs = (WARMUP + REPS) as f64;
+    let mut total = 0.0;
+    for r in &rows {
+        let per_run = r.seconds * 1e3 / runs;
+        total += per_run;
+        println!(
+            "#   {:>5} × {:>5} × {:>5}  {:<34} {:>6.1} calls {:>8.3} ms {:>6.1} GFLOP/s",
+            r.m,
+            r.k,
+            r.n,
+            r.route,
+            r.calls as f64 / runs,
+            per_run,
+            r.gflops()
+        );
+    }
+    println!(
+        "#   products: {total:.3} ms a run (the mean over {runs} runs), {:.0} % of the median run",
+        100.0 * total / ms
+    );
 }
 
 /// The products the cases are made of: `(label, m, k, n, op(A) transposed, op(B) transposed)`.
@@ -660,6 +705,7 @@ fn main() {
             }
             "--cpu-time" => CPU_TIME.store(1, Relaxed),
             "--digest" => DIGEST.store(1, Relaxed),
+            "--products" => PRODUCTS.store(1, Relaxed),
             "--table" => table = Some(it.by_ref().collect::<Vec<_>>()),
             "--compare" => {
                 compare_rounds =
@@ -672,7 +718,7 @@ fn main() {
             }
             "--help" | "-h" => {
                 println!(
-                    "bench_table [--threads 1|2] [--max-simd avx2|avx512|portable] [--cpu-time] [--digest] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [--max-simd LEVEL] [CASE ...] | --gemm --compare ROUNDS [--threads N] [--max-simd LEVEL]"
+                    "bench_table [--threads 1|2] [--max-simd avx2|avx512|portable] [--cpu-time] [--digest] [--products] [--gemm] [CASE ...] | --table OURS1 TORCH1 OURS2 TORCH2 | --compare ROUNDS [--max-simd LEVEL] [CASE ...] | --gemm --compare ROUNDS [--threads N] [--max-simd LEVEL]"
                 );
                 return;
             }

@@ -481,6 +481,7 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
 /// As [`gemm_f32`].
 pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: RowSums) {
     let (m, k, n) = (g.m, g.k, g.n);
+    let _timer = super::times::Timer::start(m, k, n, route_name(&g.a, n, bsb, sums, level));
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let (g, sums) = (SendPtr(g), SendPtr(sums));
@@ -519,6 +520,21 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
             )
         };
     });
+}
+
+/// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times).
+fn route_name(a: &Lhs<'_>, n: usize, bsb: usize, sums: RowSums, level: Level) -> &'static str {
+    let in_place = matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0)
+        && n <= DIRECT_MAX_N
+        && level == Level::Avx512;
+    match (a, in_place, bsb > 0, !sums.0.is_null()) {
+        (Lhs::Strips(..), _, true, false) => "A in strips, B in strips",
+        (Lhs::Strips(..), _, true, true) => "A in strips, B in strips, row sums",
+        (Lhs::Strips(..), _, false, false) => "A in strips",
+        (Lhs::Strips(..), _, false, true) => "A in strips, row sums",
+        (Lhs::Strided(_), true, _, _) => "A in place",
+        (Lhs::Strided(_), false, _, _) => "A packed per call",
+    }
 }
 
 /// Packs rows `0..m`, columns `0..k` of the matrix at `a` (strides `rs`, `cs`) into strips

@@ -24,6 +24,9 @@
 //! ([`gemm_packed_cols`]), and serve as the right operand, read in place
 //! ([`gemm_packed_pair`]): the LSTM's backward keeps `dA` so, for every product that reads it.
 //!
+//! [`times`] times every product of the f32 GEMM where it runs, by shape and route (off unless
+//! turned on; `bench_table --products`).
+//!
 //! With the strip layout, products with one column go to a GEMV over the strips
 //! (`gemv::gemv_strips_f32`) and the others to the AVX-512 kernel of `kernel.rs` (a 32 × 12
 //! FMA micro-kernel) or its AVX2 build (`kernel/avx2.rs`, 16 × 6 register blocks), whose arithmetic does not depend on the shape of the call: each element of
@@ -40,6 +43,7 @@ mod gemv;
 pub(crate) mod kernel;
 #[cfg(test)]
 mod tests;
+pub mod times;
 
 pub(crate) use gemv::{gemv_columns_f32, gemv_grouped_f32, pack_rows, COLUMN_ROWS, GROUP};
 pub use gemv::{gemv_strips_f32, gemv_strips_f32_ordered, PREFETCH_AHEAD};
