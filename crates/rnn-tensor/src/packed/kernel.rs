@@ -522,7 +522,9 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
     });
 }
 
-/// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times).
+/// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times): the route of
+/// the whole call (a call split by columns across threads may read `A` in place in parts narrow
+/// enough for it when the whole call packs `A`).
 fn route_name(a: &Lhs<'_>, n: usize, bsb: usize, sums: RowSums, level: Level) -> &'static str {
     let in_place = matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0)
         && n <= DIRECT_MAX_N

@@ -103,14 +103,16 @@ mod tests {
     #[test]
     fn products_are_counted_by_shape() {
         // Tests run in parallel threads of one process: count only this test's shapes (odd
-        // sizes no other test uses). Timing stays on for the others (it changes no value).
-        set_product_timing(true);
+        // sizes no other test uses; the others' products meanwhile are timed too, which
+        // changes no value).
         let a = Mat::<f32>::from_fn(37, 23, |i, j| (i + j) as f32);
         let b = Mat::<f32>::from_fn(23, 19, |i, j| (i * j) as f32);
         let mut c = Mat::<f32>::zeros(37, 19);
+        set_product_timing(true);
         for _ in 0..3 {
             gemm(1.0, &a, Trans::No, &b, Trans::No, 0.0, &mut c);
         }
+        set_product_timing(false);
         let rows: Vec<_> = product_times().into_iter().filter(|r| (r.k, r.n.min(r.m)) == (23, 19)).collect();
         if crate::simd::gemm_level() == crate::simd::Level::Baseline {
             // No f32 kernel here: nothing is timed.
