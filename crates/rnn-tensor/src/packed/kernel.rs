@@ -313,9 +313,7 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
                     // Contiguous columns of A and few columns of B: read A in place (the AVX-512
                     // kernel masks rows past m); packing it would cost a sizeable part of the
                     // product.
-                    Lhs::Strided(Strided { ptr, rs: 1, cs })
-                        if cs >= 0 && n <= DIRECT_MAX_N && level == Level::Avx512 =>
-                    {
+                    Lhs::Strided(Strided { ptr, cs, .. }) if reads_in_place(&a, n, level) => {
                         // SAFETY: column kb is inside A.
                         (unsafe { ptr.offset(kb as isize * cs) }, MR, cs as usize, true)
                     }
@@ -522,14 +520,19 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
     });
 }
 
+/// Whether [`gemm_f32`] reads `A` in place for a product with `n` columns: contiguous columns
+/// of `A` and few columns of `B`, on the AVX-512 kernel (which masks rows past `m`).
+fn reads_in_place(a: &Lhs<'_>, n: usize, level: Level) -> bool {
+    matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0)
+        && n <= DIRECT_MAX_N
+        && level == Level::Avx512
+}
+
 /// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times): the route of
 /// the whole call (a call split by columns across threads may read `A` in place in parts narrow
 /// enough for it when the whole call packs `A`).
 fn route_name(a: &Lhs<'_>, n: usize, bsb: usize, sums: RowSums, level: Level) -> &'static str {
-    let in_place = matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0)
-        && n <= DIRECT_MAX_N
-        && level == Level::Avx512;
-    match (a, in_place, bsb > 0, !sums.0.is_null()) {
+    match (a, reads_in_place(a, n, level), bsb > 0, !sums.0.is_null()) {
         (Lhs::Strips(..), _, true, false) => "A in strips, B in strips",
         (Lhs::Strips(..), _, true, true) => "A in strips, B in strips, row sums",
         (Lhs::Strips(..), _, false, false) => "A in strips",
