@@ -129,29 +129,32 @@ fn pointwise_forward_impl<T: Scalar>(
         .zip(v_n.chunks_exact_mut(hid))
         .zip(h_prev.chunks_exact(hid).zip(h.chunks_exact_mut(hid)));
     for (((ub, vb), vnb), (hp, hb)) in blocks {
-        let (ur, rest) = ub.split_at_mut(hid);
-        let (uz, un) = rest.split_at_mut(hid);
-        let (vr, rest) = vb.split_at(hid);
-        let (vz, vn) = rest.split_at(hid);
+        let (urz, un) = ub.split_at_mut(2 * hid);
+        let (vrz, vn) = vb.split_at(2 * hid);
         if b_ih.is_empty() {
-            column_forward::<T, false>(ur, uz, un, vr, vz, vn, vnb, hp, hb, &[], &[]);
+            column_forward::<T, false>(urz, un, vrz, vn, vnb, hp, hb, &[], &[]);
         } else {
-            column_forward::<T, true>(ur, uz, un, vr, vz, vn, vnb, hp, hb, b_ih, b_hh);
+            column_forward::<T, true>(urz, un, vrz, vn, vnb, hp, hb, b_ih, b_hh);
         }
     }
 }
 
-/// One column of [`pointwise_forward_impl`]: each slice holds the column's `H` values of one
-/// gate or state; with `BIAS`, `b_ih` and `b_hh` hold `3H` values. Separate arguments, so that
-/// the compiler knows that none overlaps another (see the LSTM's `column_forward`).
+/// One column of [`pointwise_forward_impl`]: `urz` and `vrz` hold the column's `2H` values of
+/// the r and z blocks, the other slices `H` values of one gate or state; with `BIAS`, `b_ih`
+/// and `b_hh` hold `3H` values. Separate arguments, so that the compiler knows that none
+/// overlaps another (see the LSTM's `column_forward`).
+///
+/// Two loops: first `r` and `z` (independent of each other), then `n` and `h_t`. One loop doing
+/// both gives the same bits but runs about 15 % slower (measured on an Intel Xeon with
+/// AVX-512, data warm): each unit's chain from `r` through `n`'s `tanh` to `h` is long, and
+/// the out-of-order window holds too few units of it to keep the divider and the FMA units
+/// busy; the `r`, `z` loop has no such chain.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn column_forward<T: Scalar, const BIAS: bool>(
-    ur: &mut [T],
-    uz: &mut [T],
+    urz: &mut [T],
     un: &mut [T],
-    vr: &[T],
-    vz: &[T],
+    vrz: &[T],
     vn: &[T],
     v_n: &mut [T],
     h_prev: &[T],
@@ -160,31 +163,24 @@ fn column_forward<T: Scalar, const BIAS: bool>(
     b_hh: &[T],
 ) {
     let hid = h.len();
-    let (ur, uz, un) = (&mut ur[..hid], &mut uz[..hid], &mut un[..hid]);
-    let (vr, vz, vn, v_n, hp) = (&vr[..hid], &vz[..hid], &vn[..hid], &mut v_n[..hid], &h_prev[..hid]);
+    let (urz, un) = (&mut urz[..2 * hid], &mut un[..hid]);
+    let (vrz, vn, v_n, hp) = (&vrz[..2 * hid], &vn[..hid], &mut v_n[..hid], &h_prev[..hid]);
     let (bi, bh) = if BIAS { (&b_ih[..3 * hid], &b_hh[..3 * hid]) } else { (&[][..], &[][..]) };
+    // r = σ(x_r + y_r), z = σ(x_z + y_z), with x = u + b_ih, y = v + b_hh (each rounded)
+    for j in 0..2 * hid {
+        let (x, y) = if BIAS { (urz[j] + bi[j], vrz[j] + bh[j]) } else { (urz[j], vrz[j]) };
+        urz[j] = sigmoid(x + y);
+    }
+    let (r, z) = urz.split_at(hid);
+    let (r, z) = (&r[..hid], &z[..hid]);
     for j in 0..hid {
-        // x = u + b_ih, y = v + b_hh (each rounded)
-        let (xr, xz, xn, yr, yz, yn) = if BIAS {
-            (
-                ur[j] + bi[j],
-                uz[j] + bi[hid + j],
-                un[j] + bi[2 * hid + j],
-                vr[j] + bh[j],
-                vz[j] + bh[hid + j],
-                vn[j] + bh[2 * hid + j],
-            )
-        } else {
-            (ur[j], uz[j], un[j], vr[j], vz[j], vn[j])
-        };
-        // r = σ(x_r + y_r), z = σ(x_z + y_z), n = tanh(x_n + r ⊙ y_n)
-        let r = sigmoid(xr + yr);
-        let z = sigmoid(xz + yz);
-        let n = (xn + r * yn).tanh_v();
-        (ur[j], uz[j], un[j]) = (r, z, n);
+        let (xn, yn) = if BIAS { (un[j] + bi[2 * hid + j], vn[j] + bh[2 * hid + j]) } else { (un[j], vn[j]) };
+        // n = tanh(x_n + r ⊙ y_n)
+        let n = (xn + r[j] * yn).tanh_v();
+        un[j] = n;
         v_n[j] = yn;
         // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
-        h[j] = (T::ONE - z) * n + z * hp[j];
+        h[j] = (T::ONE - z[j]) * n + z[j] * hp[j];
     }
 }
 
