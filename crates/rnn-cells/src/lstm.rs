@@ -100,8 +100,9 @@ impl<T: Scalar> Cell<T> for LstmCell {
 /// column): reads `c_{t-1}` from `rec_prev`, writes `c_t`, `tanh(c_t)` into `rec`, `h_t` into `h`,
 /// and overwrites `a` with the activated gates.
 ///
-/// Per column, a pass over the gates and one over the state, branch-free (the vectorisable [`Scalar::exp_v`]/[`Scalar::tanh_v`])
-/// and in its AVX-512 or AVX2 build where the CPU has it.
+/// Per column, a pass over the gates and one over the state ([`column_forward`]), branch-free
+/// (the vectorisable [`Scalar::exp_v`]/[`Scalar::tanh_v`]) and in its AVX-512 or AVX2 build
+/// where the CPU has it.
 #[inline(always)]
 fn pointwise_forward_impl<T: Scalar>(
     hid: usize,
@@ -164,9 +165,9 @@ fn column_forward<T: Scalar, const BIAS: bool>(
         (&[][..], &[][..], &[][..], &[][..])
     };
     // Two loops, the gates and then the state: the same bits as one loop doing both, which
-    // runs about 12 % slower (measured on an Intel Xeon with AVX-512, data warm): each unit's
-    // chain from its gates through `c_t` and `tanh(c_t)` to `h_t` is long, and the out-of-order
-    // window holds too few units of it to keep the divider and the FMA units busy.
+    // ran about 12 % slower (Intel Xeon model 207, AVX-512, data warm; docs/PERFORMANCE.md):
+    // each unit's chain from its gates through `c_t` and `tanh(c_t)` to `h_t` is long, and the
+    // out-of-order window holds too few units of it to keep the divider and the FMA units busy.
     for j in 0..n {
         let (ai, af, ag, ao) = if BIAS {
             (gi[j] + bi[j], gf[j] + bf[j], gg[j] + bg[j], go[j] + bo[j])
