@@ -479,7 +479,7 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
 /// As [`gemm_f32`].
 pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: RowSums) {
     let (m, k, n) = (g.m, g.k, g.n);
-    let _timer = super::times::Timer::start(m, k, n, route_name(&g.a, n, bsb, sums, level));
+    let _timer = super::times::Timer::start(m, k, n, || route_name(&g.a, n, bsb, sums, level));
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let (g, sums) = (SendPtr(g), SendPtr(sums));

@@ -74,9 +74,10 @@ pub(crate) struct Timer {
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Timer {
-    /// A timer for a product of this shape and route, or `None` while timing is off.
-    pub(crate) fn start(m: usize, k: usize, n: usize, route: &'static str) -> Option<Self> {
-        ON.load(Relaxed).then(|| Timer { shape: (m, k, n), route, start: Instant::now() })
+    /// A timer for a product of this shape and route, or `None` while timing is off (the
+    /// route is named only then).
+    pub(crate) fn start(m: usize, k: usize, n: usize, route: impl FnOnce() -> &'static str) -> Option<Self> {
+        ON.load(Relaxed).then(|| Timer { shape: (m, k, n), route: route(), start: Instant::now() })
     }
 }
 
