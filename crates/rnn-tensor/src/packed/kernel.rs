@@ -22,7 +22,7 @@
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
 //! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
-//! place with masked loads. `B` is packed per `k` block, or, when it is itself a strip packing
+//! place (AVX-512: with masked loads; AVX2: whole strips, copied by the first panel). `B` is packed per `k` block, or, when it is itself a strip packing
 //! (`gemm_packed_pair`), read in place (its column `j` holds 32 consecutive values of `k` per
 //! strip). Each micro-kernel call prefetches its block of `C` before its loop.
 //!
@@ -353,24 +353,40 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
                         alpha,
                         prev: if first { Prev::Beta(beta) } else { Prev::Acc },
                     };
-                    if in_place && nc > STRIPWISE_PANELS * NR {
-                        // Wide enough: each strip copied into L1 once, then all the panels.
-                        // The first panel reads the strip in place and copies it as it goes.
+                    if in_place && (nc > STRIPWISE_PANELS * NR || level != Level::Avx512) {
+                        // Wide enough (or AVX2, whose kernel reads A in place only this way):
+                        // each strip copied into L1 once, then all the panels. The first panel
+                        // reads the strip in place and copies it as it goes.
                         let strip = abuf.get(MR * kc);
                         debug_assert_eq!(bsb, 0);
                         for s in 0..strips {
+                            let at = ablk.wrapping_add(s * MR);
                             for (q, (j0, w)) in panels(nc, balanced).enumerate() {
                                 let (bp, out) = (bblk.wrapping_add(j0 * bpj), out_at(s, jc + j0));
+                                let (copying, rows) = (q == 0, out.rows);
                                 // SAFETY: strip s of A in place (`ablk` is column kb, columns
-                                // `lda` apart, rows masked) or its copy, panel j0 of B and the C
-                                // block (s·MR.., jc+j0..) are inside their buffers; the copy holds
-                                // a strip; the route is AVX-512's.
+                                // `lda` apart, rows masked on AVX-512, whole on AVX2) or its
+                                // copy, panel j0 of B and the C block (s·MR.., jc+j0..) are
+                                // inside their buffers; the copy holds a strip.
                                 unsafe {
-                                    if q == 0 {
-                                        let at = ablk.add(s * MR);
-                                        micro_copying(w, kc, at, lda, bp, out, strip.as_mut_ptr());
-                                    } else {
-                                        micro(w, kc, strip.as_ptr(), (MR, false), (bp, 0), out);
+                                    match level {
+                                        Level::Avx512 if copying => {
+                                            micro_copying(w, kc, at, lda, bp, out, strip.as_mut_ptr())
+                                        }
+                                        Level::Avx512 => {
+                                            micro(w, kc, strip.as_ptr(), (MR, false), (bp, 0), out)
+                                        }
+                                        _ if copying && rows == MR => {
+                                            avx2::micro_copying(w, kc, at, lda, bp, out, strip.as_mut_ptr())
+                                        }
+                                        _ => {
+                                            if copying {
+                                                // A last strip of fewer rows: packed first
+                                                // (AVX2 has no masked reads in its loop).
+                                                pack_strips(level, rows, kc, at, 1, lda as isize, strip);
+                                            }
+                                            avx2::micro(w, kc, strip.as_ptr(), (MR, false), (bp, 0), out)
+                                        }
                                     }
                                 };
                             }
@@ -521,11 +537,10 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
 }
 
 /// Whether [`gemm_f32`] reads `A` in place for a product with `n` columns: contiguous columns
-/// of `A` and few columns of `B`, on the AVX-512 kernel (which masks rows past `m`).
-fn reads_in_place(a: &Lhs<'_>, n: usize, level: Level) -> bool {
-    matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0)
-        && n <= DIRECT_MAX_N
-        && level == Level::Avx512
+/// of `A` and few columns of `B` (the AVX-512 kernel masks rows past `m`; the AVX2 one reads
+/// whole strips in place and packs a last partial strip).
+fn reads_in_place(a: &Lhs<'_>, n: usize, _level: Level) -> bool {
+    matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0) && n <= DIRECT_MAX_N
 }
 
 /// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times): the route of

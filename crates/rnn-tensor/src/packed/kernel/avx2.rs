@@ -16,8 +16,13 @@
 //! bits are those of the AVX-512 kernel for every shape and split.
 //!
 //! Packing has no masked loads or 16×16 transposes here: strips and panels are copied element by
-//! element (contiguous runs vectorise as copies), and `A` is always packed (the AVX-512 route's
-//! in-place reading of a narrow product's `A` relies on masked loads).
+//! element (contiguous runs vectorise as copies). A narrow product's column-major `A` is read in
+//! place as on AVX-512, but always strip by strip: [`micro_copying`] reads a whole strip in place
+//! for the first panel and copies it, the other panels read the copy; a last strip of fewer than
+//! 32 rows is packed first (no masked loads in the loop). Against packing `A` group by group of
+//! strips (Intel Xeon model 207, `RNN_MAX_SIMD=avx2`, 2026-12-05, old/new time over 11
+//! alternating rounds): `cell_lstm_fwdbwd` 1.03, `cell_gru_fwdbwd` 1.00, `cell_rnn_fwdbwd` 1.05
+//! at one thread, 1.02-1.04 at two (docs/PERFORMANCE.md).
 
 use std::arch::x86_64::*;
 
@@ -134,8 +139,9 @@ unsafe fn transpose(src: *const f32, stride: isize, nv: usize, len: usize, dst: 
 /// by [`NH`] columns, the half strips in turn, each across the panel.
 ///
 /// # Safety
-/// AVX2 and FMA; `in_place` false (AVX2 always packs `A`); `a` holds `kc` columns of `MR` values
-/// `lda` apart; `b` the `kc × w` values of its layout; `out.c` valid for `out.rows × w`.
+/// AVX2 and FMA; `in_place` false (this kernel reads `A` in place only through
+/// [`micro_copying`]); `a` holds `kc` columns of `MR` values `lda` apart; `b` the `kc × w` values
+/// of its layout; `out.c` valid for `out.rows × w`.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn micro(
     w: usize,
@@ -145,7 +151,53 @@ pub(super) unsafe fn micro(
     (b, bsb): (*const f32, usize),
     out: Out,
 ) {
-    debug_assert!(!in_place, "the AVX2 kernel reads packed strips only");
+    debug_assert!(!in_place, "the AVX2 kernel reads A in place only through micro_copying");
+    // SAFETY: the caller's contract; no copy.
+    unsafe { blocks(w, kc, a, lda, (b, bsb), out, std::ptr::null_mut()) }
+}
+
+/// [`micro`] for a whole strip of `A` read in place (`MR` rows, columns `lda` apart, any
+/// alignment) and a packed panel of `B`, that also copies the strip as [`pack_strips`] would
+/// into `copy` (`MR·kc` values, 32-byte aligned): the first panel of a product that reads `A`
+/// in place, whose other panels then read the copy from L1 (as the AVX-512 route does, see
+/// `STRIPWISE_PANELS`). Each half strip is copied by its first register block, which reads it
+/// in place; the half strip's other blocks read the copy.
+///
+/// # Safety
+/// AVX2 and FMA; `out.rows == MR`; `a` holds `kc` columns of `MR` values `lda` apart; `b` the
+/// packed `kc × w` panel; `out.c` valid for `MR × w`; `copy` valid for `MR·kc` values, 32-byte
+/// aligned, overlapping none of them.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn micro_copying(
+    w: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    out: Out,
+    copy: *mut f32,
+) {
+    debug_assert_eq!(out.rows, MR);
+    // SAFETY: the caller's contract.
+    unsafe { blocks(w, kc, a, lda, (b, 0), out, copy) }
+}
+
+/// The register blocks of [`micro`] (`copy` null) and [`micro_copying`] (`copy` not null: each
+/// half strip's first block reads `a` in place and writes the copy, the others read the copy).
+///
+/// # Safety
+/// As [`micro`], or as [`micro_copying`] when `copy` is not null.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn blocks(
+    w: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    (b, bsb): (*const f32, usize),
+    out: Out,
+    copy: *mut f32,
+) {
     for h in 0..MR / MH {
         let rows = out.rows.saturating_sub(h * MH).min(MH);
         if rows == 0 {
@@ -157,27 +209,36 @@ pub(super) unsafe fn micro(
                 rows,
                 ..out
             };
-            let ah = a.wrapping_add(h * MH);
-            // SAFETY: rows h·MH.. of the strip, columns j0.. of the panel and of C's block
-            // (the caller's contract).
+            // Where this block reads the half strip, and whether it copies it.
+            let copying = !copy.is_null() && j0 == 0;
+            let (ah, lda) = if copy.is_null() || copying {
+                (a.wrapping_add(h * MH), lda)
+            } else {
+                (copy.wrapping_add(h * MH) as *const f32, MR)
+            };
+            let ch = copy.wrapping_add(h * MH);
+            // SAFETY: rows h·MH.. of the strip (or of its copy), columns j0.. of the panel and
+            // of C's block (the caller's contract).
             unsafe {
                 macro_rules! widths {
-                    ($bs:literal, $bp:expr, $bw:expr) => {
+                    ($bs:literal, $copy:literal, $bp:expr, $bw:expr) => {
                         match NH.min(w - j0) {
-                            6 => block::<$bs, 6>(kc, ah, lda, $bp, $bw, bsb, o),
-                            5 => block::<$bs, 5>(kc, ah, lda, $bp, $bw, bsb, o),
-                            4 => block::<$bs, 4>(kc, ah, lda, $bp, $bw, bsb, o),
-                            3 => block::<$bs, 3>(kc, ah, lda, $bp, $bw, bsb, o),
-                            2 => block::<$bs, 2>(kc, ah, lda, $bp, $bw, bsb, o),
-                            1 => block::<$bs, 1>(kc, ah, lda, $bp, $bw, bsb, o),
+                            6 => block::<$bs, $copy, 6>(kc, ah, lda, $bp, $bw, bsb, o, ch),
+                            5 => block::<$bs, $copy, 5>(kc, ah, lda, $bp, $bw, bsb, o, ch),
+                            4 => block::<$bs, $copy, 4>(kc, ah, lda, $bp, $bw, bsb, o, ch),
+                            3 => block::<$bs, $copy, 3>(kc, ah, lda, $bp, $bw, bsb, o, ch),
+                            2 => block::<$bs, $copy, 2>(kc, ah, lda, $bp, $bw, bsb, o, ch),
+                            1 => block::<$bs, $copy, 1>(kc, ah, lda, $bp, $bw, bsb, o, ch),
                             n => unreachable!("register block width {n}"),
                         }
                     };
                 }
                 if bsb > 0 {
-                    widths!(true, b.wrapping_add(j0 * MR), MR)
+                    widths!(true, false, b.wrapping_add(j0 * MR), MR)
+                } else if copying {
+                    widths!(false, true, b.wrapping_add(j0), w)
                 } else {
-                    widths!(false, b.wrapping_add(j0), w)
+                    widths!(false, false, b.wrapping_add(j0), w)
                 }
             }
         }
@@ -220,14 +281,18 @@ fn transpose8(r: &[__m256; 8]) -> [__m256; 8] {
 /// One `MH × N` register block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA
 /// chain per element, in order of `p`), then combined with `C` as `out` says. `B[p, j]` is
 /// `b[p·bw + j]` (a packed panel `bw` wide) or, with `B_STRIPS`, `b[(p / MR)·bsb + j·MR + p % MR]`
-/// (see [`for_each_p`]).
+/// (see [`for_each_p`]). With `COPY`, `A` is read in place (unaligned) and each of its columns
+/// also stored, as loaded, at `copy + p·MR`; without, `copy` is not used.
 ///
 /// # Safety
-/// AVX2 and FMA; `a` holds `kc` columns of [`MH`] values `lda` apart, 32-byte aligned; `b` the
-/// `kc × N` values of its layout; `out.c` valid for `out.rows × N` (`out.rows ≤ MH`).
+/// AVX2 and FMA; `a` holds `kc` columns of [`MH`] values `lda` apart, 32-byte aligned unless
+/// `COPY`; `b` the `kc × N` values of its layout; `out.c` valid for `out.rows × N` (`out.rows ≤
+/// MH`); with `COPY`, `copy` valid for `(kc - 1)·MR + MH` values, 32-byte aligned, overlapping
+/// none of them.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn block<const B_STRIPS: bool, const N: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -235,19 +300,33 @@ unsafe fn block<const B_STRIPS: bool, const N: usize>(
     bw: usize,
     bsb: usize,
     out: Out,
+    copy: *mut f32,
 ) {
     let mut lo = [_mm256_setzero_ps(); N];
     let mut hi = [_mm256_setzero_ps(); N];
     let mut ap = a;
+    let mut cp = copy;
     // One step p: column p of the half strip, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
     // advances with wrapping arithmetic, as after the last step it may point past the strip,
     // unread.
     for_each_p(B_STRIPS, kc, b, bw, bsb, |bp, bj| {
-        // SAFETY: the loads read column p of the half strip (aligned) and row p of B.
+        // SAFETY: the loads read column p of the half strip (aligned unless COPY) and row p of
+        // B; with COPY, the stores write column p of the copy's half strip.
         unsafe {
-            // The half strip's column PF_A steps ahead, into L1 (one cache line).
-            _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PF_A * lda) as *const i8);
-            let (a0, a1) = (_mm256_load_ps(ap), _mm256_load_ps(ap.add(8)));
+            // The half strip's column PF_A steps ahead, into L1 (one cache line; read in place,
+            // it may straddle two).
+            let pf = ap.wrapping_add(PF_A * lda);
+            _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
+            let (a0, a1) = if COPY {
+                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(MH - 1) as *const i8);
+                let (a0, a1) = (_mm256_loadu_ps(ap), _mm256_loadu_ps(ap.add(8)));
+                _mm256_store_ps(cp, a0);
+                _mm256_store_ps(cp.add(8), a1);
+                cp = cp.wrapping_add(MR);
+                (a0, a1)
+            } else {
+                (_mm256_load_ps(ap), _mm256_load_ps(ap.add(8)))
+            };
             for j in 0..N {
                 let bj = _mm256_broadcast_ss(&*bp.add(j * bj));
                 lo[j] = _mm256_fmadd_ps(a0, bj, lo[j]);
