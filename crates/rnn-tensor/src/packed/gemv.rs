@@ -153,6 +153,7 @@ pub(crate) fn gemv_grouped_f32(
         /// [`gemv_portable`] compiled with AVX2 (eight lanes per row block; no FMA, so the same
         /// bits).
         #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn avx2(
             group: usize,
             k: usize,
@@ -161,14 +162,15 @@ pub(crate) fn gemv_grouped_f32(
             x: &[f32],
             beta: f32,
             y: &mut [f32],
+            reverse: bool,
         ) {
-            gemv_portable(group, k, data, alpha, x, beta, y)
+            gemv_portable(group, k, data, alpha, x, beta, y, reverse)
         }
         // SAFETY: `gemm_level` reports AVX2 only when the CPU has it.
-        unsafe { avx2(group, k, data, alpha, x, beta, y) };
+        unsafe { avx2(group, k, data, alpha, x, beta, y, reverse) };
         return;
     }
-    gemv_portable(group, k, data, alpha, x, beta, y);
+    gemv_portable(group, k, data, alpha, x, beta, y, reverse);
 }
 
 /// Rows of `y` taken at a time by [`gemv_columns_f32`] and the column-major GEMV of
@@ -255,45 +257,86 @@ pub(crate) fn pack_rows(
 }
 
 /// The portable build of [`gemv_grouped_f32`] (lengths already checked), same arithmetic: for
-/// each group, each panel's products added to every strip of the group in turn.
+/// each group (last to first when `reverse`), each panel's products added to every strip of the
+/// group in turn.
+///
+/// Before it took `reverse`, the AVX2 build read the groups in one direction only, so a batch-1
+/// time loop found none of the previous step's strips in L2: `seq_lstm_fwd_i65_h512_b1_t100`
+/// under `RNN_MAX_SIMD=avx2` took 14.7-15.0 ms against 10.5-10.7 ms uncapped; alternating, it is
+/// 1.26× faster at one thread and 1.23× at two, the streams unchanged (Intel Xeon model 207,
+/// 2026-12-05, 9-11 alternating rounds; docs/PERFORMANCE.md).
 #[inline(always)]
-fn gemv_portable(group: usize, k: usize, data: &[f32], alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn gemv_portable(
+    group: usize,
+    k: usize,
+    data: &[f32],
+    alpha: f32,
+    x: &[f32],
+    beta: f32,
+    y: &mut [f32],
+    reverse: bool,
+) {
     let panels = k / P;
-    for (g, yg) in y.chunks_mut(group * MR).enumerate() {
-        let ns = yg.len().div_ceil(MR);
-        let gd = &data[g * group * MR * k..][..ns * MR * k];
-        let mut acc = [[0.0f32; MR]; GROUP];
-        for (a, ys) in acc.iter_mut().zip(yg.chunks(MR)) {
-            for (a, &yi) in a.iter_mut().zip(ys) {
-                *a = initial(beta, yi);
+    // Two loops, not a closure: the body must be inlined into the caller's AVX2 build.
+    if reverse {
+        for (g, yg) in y.chunks_mut(group * MR).enumerate().rev() {
+            group_portable(g, yg, group, k, panels, data, alpha, x, beta);
+        }
+    } else {
+        for (g, yg) in y.chunks_mut(group * MR).enumerate() {
+            group_portable(g, yg, group, k, panels, data, alpha, x, beta);
+        }
+    }
+}
+
+/// Group `g` of [`gemv_portable`] (rows `yg` of `y`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn group_portable(
+    g: usize,
+    yg: &mut [f32],
+    group: usize,
+    k: usize,
+    panels: usize,
+    data: &[f32],
+    alpha: f32,
+    x: &[f32],
+    beta: f32,
+) {
+    let ns = yg.len().div_ceil(MR);
+    let gd = &data[g * group * MR * k..][..ns * MR * k];
+    let mut acc = [[0.0f32; MR]; GROUP];
+    for (a, ys) in acc.iter_mut().zip(yg.chunks(MR)) {
+        for (a, &yi) in a.iter_mut().zip(ys) {
+            *a = initial(beta, yi);
+        }
+    }
+    for q in 0..panels {
+        let sx: [f32; P] = std::array::from_fn(|l| alpha * x[q * P + l]);
+        for (j, acc) in acc[..ns].iter_mut().enumerate() {
+            // The strip's 8 columns of the panel, contiguous.
+            let panel = &gd[(q * ns + j) * P * MR..][..P * MR];
+            let cols: [&[f32]; P] = std::array::from_fn(|l| &panel[l * MR..(l + 1) * MR]);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let e = |l: usize| sx[l] * cols[l][r];
+                // y_i += Σ_l (alpha·x_{p+l})·A[i, p+l], in the fixed tree
+                *a += ((e(0) + e(1)) + (e(2) + e(3))) + ((e(4) + e(5)) + (e(6) + e(7)));
             }
         }
-        for q in 0..panels {
-            let sx: [f32; P] = std::array::from_fn(|l| alpha * x[q * P + l]);
-            for (j, acc) in acc[..ns].iter_mut().enumerate() {
-                // The strip's 8 columns of the panel, contiguous.
-                let panel = &gd[(q * ns + j) * P * MR..][..P * MR];
-                let cols: [&[f32]; P] = std::array::from_fn(|l| &panel[l * MR..(l + 1) * MR]);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let e = |l: usize| sx[l] * cols[l][r];
-                    // y_i += Σ_l (alpha·x_{p+l})·A[i, p+l], in the fixed tree
-                    *a += ((e(0) + e(1)) + (e(2) + e(3))) + ((e(4) + e(5)) + (e(6) + e(7)));
-                }
+    }
+    // The last k mod 8 columns, one at a time (each strip's are contiguous).
+    for p in panels * P..k {
+        let s = alpha * x[p];
+        for (j, acc) in acc[..ns].iter_mut().enumerate() {
+            let col = &gd[offset_in_group(ns, k, j, p)..][..MR];
+            for (a, &v) in acc.iter_mut().zip(col) {
+                *a += s * v;
             }
         }
-        // The last k mod 8 columns, one at a time (each strip's are contiguous).
-        for p in panels * P..k {
-            let s = alpha * x[p];
-            for (j, acc) in acc[..ns].iter_mut().enumerate() {
-                let col = &gd[offset_in_group(ns, k, j, p)..][..MR];
-                for (a, &v) in acc.iter_mut().zip(col) {
-                    *a += s * v;
-                }
-            }
-        }
-        for (a, ys) in acc.iter().zip(yg.chunks_mut(MR)) {
-            ys.copy_from_slice(&a[..ys.len()]);
-        }
+    }
+    for (a, ys) in acc.iter().zip(yg.chunks_mut(MR)) {
+        ys.copy_from_slice(&a[..ys.len()]);
     }
 }
 
@@ -687,7 +730,7 @@ mod tests {
                     let mut fast = start.clone();
                     gemv_grouped_f32(group, m, k, &data, alpha, &x, beta, &mut fast, false);
                     let mut port = start.clone();
-                    gemv_portable(group, k, &data, alpha, &x, beta, &mut port);
+                    gemv_portable(group, k, &data, alpha, &x, beta, &mut port, false);
                     for i in 0..m {
                         assert_eq!(
                             fast[i].to_bits(),
@@ -755,9 +798,11 @@ mod tests {
     }
 
     /// Reading the strips (or groups) last to first gives the same bits (m = 100: a partial
-    /// last strip, and groups of 4 and 3 strips for m = 200).
+    /// last strip, and groups of 4 and 3 strips for m = 200), under every cap of this CPU's
+    /// kernels (AVX-512, AVX2, portable), each the same bits as the others.
     #[test]
     fn reverse_order_same_bits() {
+        use crate::simd::{Level, TestCap};
         let mut rng = Rng::seed_from(10);
         for (m, k) in [(100, 300), (200, 64)] {
             let a = random(m * k, &mut rng);
@@ -765,10 +810,19 @@ mod tests {
             let y0 = random(m, &mut rng);
             for group in 1..=GROUP {
                 let data = pack_grouped(group, m, k, |i, p| a[i * k + p]);
-                let (mut fwd, mut rev) = (y0.clone(), y0.clone());
-                gemv_grouped_f32(group, m, k, &data, 1.0, &x, 1.0, &mut fwd, false);
-                gemv_grouped_f32(group, m, k, &data, 1.0, &x, 1.0, &mut rev, true);
-                assert_eq!(fwd, rev, "m {m} group {group}");
+                let mut first: Option<Vec<f32>> = None;
+                for level in [Level::Avx512, Level::Avx2, Level::Baseline] {
+                    let _cap = TestCap::set(level);
+                    let (mut fwd, mut rev) = (y0.clone(), y0.clone());
+                    gemv_grouped_f32(group, m, k, &data, 1.0, &x, 1.0, &mut fwd, false);
+                    gemv_grouped_f32(group, m, k, &data, 1.0, &x, 1.0, &mut rev, true);
+                    assert_eq!(fwd, rev, "m {m} group {group} {level:?}");
+                    assert_eq!(
+                        &fwd,
+                        first.get_or_insert_with(|| fwd.clone()),
+                        "m {m} group {group} {level:?}"
+                    );
+                }
             }
         }
     }
@@ -792,7 +846,7 @@ mod tests {
             let data = pack_grouped(group, m, k, |i, p| a[i * k + p]);
             for alpha in [1.0f32, -0.75] {
                 let mut want = y0.clone();
-                gemv_portable(group, k, &data, alpha, &x, 0.5, &mut want);
+                gemv_portable(group, k, &data, alpha, &x, 0.5, &mut want, false);
                 for pf in [GemvPrefetch::None, GemvPrefetch::Caches, GemvPrefetch::NonTemporal] {
                     for reverse in [false, true] {
                         let mut got = y0.clone();
