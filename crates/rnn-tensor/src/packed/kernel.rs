@@ -22,9 +22,10 @@
 //! When `A` is not a [`PackedLhs`](super::PackedLhs), each `k` block of it is packed into strips
 //! per call (a thread-local buffer; group by group when `B` is one column block, so that `C`
 //! stays in L2 across the `k` blocks), or, for a column-major `A` and a narrow `B`, read in
-//! place (AVX-512: with masked loads; AVX2: whole strips, copied by the first panel). `B` is packed per `k` block, or, when it is itself a strip packing
-//! (`gemm_packed_pair`), read in place (its column `j` holds 32 consecutive values of `k` per
-//! strip). Each micro-kernel call prefetches its block of `C` before its loop.
+//! place (AVX-512: with masked loads; AVX2: whole strips, copied by the first panel). `B` is
+//! packed per `k` block, or, when it is itself a strip packing (`gemm_packed_pair`), read in
+//! place (its column `j` holds 32 consecutive values of `k` per strip). Each micro-kernel call
+//! prefetches its block of `C` before its loop.
 //!
 //! Measured on the project's machine (Zen 5, one core, CPU time): 220 to 240 GFLOP/s with `A`
 //! packed, against a 250 GFLOP/s FMA peak.

@@ -306,9 +306,6 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
     let mut hi = [_mm256_setzero_ps(); N];
     let mut ap = a;
     let mut cp = copy;
-    // One step p: column p of the half strip, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
-    // advances with wrapping arithmetic, as after the last step it may point past the strip,
-    // unread.
     // Packed A (every block but a copying one): four steps p per iteration, so that the
     // pointer updates and the loop's branch come once per 4·2·N multiply-adds instead of 2·N
     // (they share ports with the 256-bit FMAs). The same FMAs in the same order per element.
@@ -324,7 +321,7 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
             // strip packing, p mod 4 = 0 and MR a multiple of 4 keep them in one strip).
             unsafe {
                 for u in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T0>(ap.add((PF_A + u) * MR) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add((PF_A + u) * MR) as *const i8);
                     let (a0, a1) = (_mm256_load_ps(ap.add(u * MR)), _mm256_load_ps(ap.add(u * MR + 8)));
                     for j in 0..N {
                         let bj = _mm256_broadcast_ss(&*bp.add(u * du + j * bj));
@@ -348,6 +345,9 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
     // The remaining steps (all of them for a copying block) one at a time, from row `b_row` of a
     // strip of B (fewer than 4 steps: no strip boundary among them).
     let b = b.wrapping_add(b_row);
+    // One step p: column p of the half strip, row p of B (`B[p, j]` at `bp + j·bj`); `ap`
+    // advances with wrapping arithmetic, as after the last step it may point past the strip,
+    // unread.
     for_each_p(B_STRIPS, kc, b, bw, bsb, |bp, bj| {
         // SAFETY: the loads read column p of the half strip (aligned unless COPY) and row p of
         // B; with COPY, the stores write column p of the copy's half strip.
