@@ -277,15 +277,14 @@ fn gemv_portable(
     y: &mut [f32],
     reverse: bool,
 ) {
-    let panels = k / P;
     // Two loops, not a closure: the body must be inlined into the caller's AVX2 build.
     if reverse {
         for (g, yg) in y.chunks_mut(group * MR).enumerate().rev() {
-            group_portable(g, yg, group, k, panels, data, alpha, x, beta);
+            group_portable(g, yg, group, k, data, alpha, x, beta);
         }
     } else {
         for (g, yg) in y.chunks_mut(group * MR).enumerate() {
-            group_portable(g, yg, group, k, panels, data, alpha, x, beta);
+            group_portable(g, yg, group, k, data, alpha, x, beta);
         }
     }
 }
@@ -298,13 +297,12 @@ fn group_portable(
     yg: &mut [f32],
     group: usize,
     k: usize,
-    panels: usize,
     data: &[f32],
     alpha: f32,
     x: &[f32],
     beta: f32,
 ) {
-    let ns = yg.len().div_ceil(MR);
+    let (ns, panels) = (yg.len().div_ceil(MR), k / P);
     let gd = &data[g * group * MR * k..][..ns * MR * k];
     let mut acc = [[0.0f32; MR]; GROUP];
     for (a, ys) in acc.iter_mut().zip(yg.chunks(MR)) {

@@ -314,7 +314,7 @@ unsafe fn gemm_f32(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: Row
                     // Contiguous columns of A and few columns of B: read A in place (the AVX-512
                     // kernel masks rows past m); packing it would cost a sizeable part of the
                     // product.
-                    Lhs::Strided(Strided { ptr, cs, .. }) if reads_in_place(&a, n, level) => {
+                    Lhs::Strided(Strided { ptr, cs, .. }) if reads_in_place(&a, n) => {
                         // SAFETY: column kb is inside A.
                         (unsafe { ptr.offset(kb as isize * cs) }, MR, cs as usize, true)
                     }
@@ -496,7 +496,7 @@ pub(crate) unsafe fn gemm_strided(g: RawGemm<f32>, level: Level) {
 /// As [`gemm_f32`].
 pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Level, sums: RowSums) {
     let (m, k, n) = (g.m, g.k, g.n);
-    let _timer = super::times::Timer::start(m, k, n, || route_name(&g.a, n, bsb, sums, level));
+    let _timer = super::times::Timer::start(m, k, n, || route_name(&g.a, n, bsb, sums));
     let parts = if m.saturating_mul(k).saturating_mul(n) > THREAD_MACS { parallel::num_threads() } else { 1 };
     let by_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let (g, sums) = (SendPtr(g), SendPtr(sums));
@@ -540,15 +540,15 @@ pub(crate) unsafe fn gemm_parts(g: RawGemm<f32, Lhs<'_>>, bsb: usize, level: Lev
 /// Whether [`gemm_f32`] reads `A` in place for a product with `n` columns: contiguous columns
 /// of `A` and few columns of `B` (the AVX-512 kernel masks rows past `m`; the AVX2 one reads
 /// whole strips in place and packs a last partial strip).
-fn reads_in_place(a: &Lhs<'_>, n: usize, _level: Level) -> bool {
+fn reads_in_place(a: &Lhs<'_>, n: usize) -> bool {
     matches!(a, Lhs::Strided(Strided { rs: 1, cs, .. }) if *cs >= 0) && n <= DIRECT_MAX_N
 }
 
 /// How [`gemm_f32`] reads the operands of a call, for [`times`](super::times): the route of
 /// the whole call (a call split by columns across threads may read `A` in place in parts narrow
 /// enough for it when the whole call packs `A`).
-fn route_name(a: &Lhs<'_>, n: usize, bsb: usize, sums: RowSums, level: Level) -> &'static str {
-    match (a, reads_in_place(a, n, level), bsb > 0, !sums.0.is_null()) {
+fn route_name(a: &Lhs<'_>, n: usize, bsb: usize, sums: RowSums) -> &'static str {
+    match (a, reads_in_place(a, n), bsb > 0, !sums.0.is_null()) {
         (Lhs::Strips(..), _, true, false) => "A in strips, B in strips",
         (Lhs::Strips(..), _, true, true) => "A in strips, B in strips, row sums",
         (Lhs::Strips(..), _, false, false) => "A in strips",

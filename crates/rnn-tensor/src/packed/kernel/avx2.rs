@@ -278,6 +278,29 @@ fn transpose8(r: &[__m256; 8]) -> [__m256; 8] {
     })
 }
 
+/// One step `p` of a register block: `lo[j] += a0·B[p, j]` and `hi[j] += a1·B[p, j]` (one FMA
+/// each), with `B[p, j]` at `bp + j·bj`.
+///
+/// # Safety
+/// AVX2 and FMA; `bp + j·bj` is readable for `j < N`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn fma_row<const N: usize>(
+    a0: __m256,
+    a1: __m256,
+    bp: *const f32,
+    bj: usize,
+    lo: &mut [__m256; N],
+    hi: &mut [__m256; N],
+) {
+    for j in 0..N {
+        // SAFETY: the caller's contract.
+        let b = _mm256_broadcast_ss(unsafe { &*bp.add(j * bj) });
+        lo[j] = _mm256_fmadd_ps(a0, b, lo[j]);
+        hi[j] = _mm256_fmadd_ps(a1, b, hi[j]);
+    }
+}
+
 /// One `MH × N` register block: `acc = Σ_p A[:, p] ⊗ B[p, :]` over `kc` values of `p` (one FMA
 /// chain per element, in order of `p`), then combined with `C` as `out` says. `B[p, j]` is
 /// `b[p·bw + j]` (a packed panel `bw` wide) or, with `B_STRIPS`, `b[(p / MR)·bsb + j·MR + p % MR]`
@@ -323,11 +346,7 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
                 for u in 0..4 {
                     _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add((PF_A + u) * MR) as *const i8);
                     let (a0, a1) = (_mm256_load_ps(ap.add(u * MR)), _mm256_load_ps(ap.add(u * MR + 8)));
-                    for j in 0..N {
-                        let bj = _mm256_broadcast_ss(&*bp.add(u * du + j * bj));
-                        lo[j] = _mm256_fmadd_ps(a0, bj, lo[j]);
-                        hi[j] = _mm256_fmadd_ps(a1, bj, hi[j]);
-                    }
+                    fma_row(a0, a1, bp.add(u * du), bj, &mut lo, &mut hi);
                 }
             }
             ap = ap.wrapping_add(4 * MR);
@@ -366,11 +385,7 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
             } else {
                 (_mm256_load_ps(ap), _mm256_load_ps(ap.add(8)))
             };
-            for j in 0..N {
-                let bj = _mm256_broadcast_ss(&*bp.add(j * bj));
-                lo[j] = _mm256_fmadd_ps(a0, bj, lo[j]);
-                hi[j] = _mm256_fmadd_ps(a1, bj, hi[j]);
-            }
+            fma_row(a0, a1, bp, bj, &mut lo, &mut hi);
         }
         ap = ap.wrapping_add(lda);
     });
