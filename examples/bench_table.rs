@@ -66,7 +66,12 @@
 //!   core (`rnn_tensor::simd::fma_peak_gflops`), and the table's last column, "at peak", is the
 //!   bound of each f32 case: PyTorch's median time over the time its matrix-product flops would
 //!   take at that peak on every thread with nothing else done, the greatest ratio any kernel
-//!   could reach in that sitting.
+//!   could reach in that sitting. With one thread each round also runs this program with
+//!   `--products`, and the column "products only" is PyTorch's time over the time our own products
+//!   take inside the case (their share of the case's time in that run, applied to our time): the
+//!   ratio we would reach if nothing but our products took time, at the rate they run there. Where it is below a target, no work outside
+//!   the products can reach it; `--gemm --compare` shows how those products compare with MKL's.
+//!   (Not for the batch-1 and streamed cases: the timers do not see their GEMVs.)
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -480,6 +485,29 @@ fn print_table(files: &[String]) {
 }
 
 /// `NAME MEDIAN_MS` lines of a child's standard output.
+/// From the output of `--products`: case → the share of its median run that its products took
+/// (their `products: MS ms a run` over the time on the case's own line).
+fn parse_products(out: &[u8]) -> HashMap<String, f64> {
+    let mut case: Option<(String, f64)> = None;
+    let mut shares = HashMap::new();
+    for line in String::from_utf8_lossy(out).lines() {
+        match line.strip_prefix("#   products: ") {
+            Some(rest) => {
+                let ms = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+                if let (Some((name, median)), Some(ms)) = (case.take(), ms) {
+                    shares.insert(name, ms / median);
+                }
+            }
+            None if !line.starts_with('#') => {
+                let mut w = line.split_whitespace();
+                case = w.next().zip(w.next().and_then(|v| v.parse().ok())).map(|(n, ms)| (n.to_string(), ms));
+            }
+            None => {}
+        }
+    }
+    shares
+}
+
 fn parse_times(out: &[u8]) -> HashMap<String, f64> {
     String::from_utf8_lossy(out)
         .lines()
@@ -492,9 +520,19 @@ fn parse_times(out: &[u8]) -> HashMap<String, f64> {
 }
 
 /// Runs `cmd` and returns its times, or exits with a one-line error naming it.
-fn run_child(mut cmd: std::process::Command, what: &str) -> HashMap<String, f64> {
+fn run_child(cmd: std::process::Command, what: &str) -> HashMap<String, f64> {
+    run_child_with(cmd, what, parse_times)
+}
+
+/// Runs `cmd` and returns what `parse` reads from its output, or exits with a one-line error
+/// naming it.
+fn run_child_with(
+    mut cmd: std::process::Command,
+    what: &str,
+    parse: fn(&[u8]) -> HashMap<String, f64>,
+) -> HashMap<String, f64> {
     match cmd.output() {
-        Ok(o) if o.status.success() => parse_times(&o.stdout),
+        Ok(o) if o.status.success() => parse(&o.stdout),
         Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
             eprintln!("{what} failed: {}", err.lines().last().unwrap_or("no message"));
@@ -555,6 +593,8 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     let mut autocast: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     // PyTorch's times (of the f32 twin), one per round.
     let mut torches: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    // PyTorch's one-thread time over our products' time in the case, one per round.
+    let mut products_only: HashMap<String, Vec<f64>> = HashMap::new();
     // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
     // the share of real steps, one per round.
     let mut varlen: HashMap<usize, Vec<(f64, f64)>> = HashMap::new();
@@ -582,6 +622,18 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 ours.arg("--max-simd").arg(cap.name());
             }
             let ours = run_child(ours, "bench_table");
+            // With one thread, the time of our products inside each case (a run of its own, so
+            // that the timers do not touch the times above).
+            let products = if threads == 1 {
+                let mut timed = std::process::Command::new(&exe);
+                timed.args(["--threads", "1", "--products"]).args(names);
+                if let Some(cap) = cap {
+                    timed.arg("--max-simd").arg(cap.name());
+                }
+                run_child_with(timed, "bench_table --products", parse_products)
+            } else {
+                HashMap::new()
+            };
             let mut torch = std::process::Command::new(&python);
             // A bf16 case runs on PyTorch's side as its f32 twin and as itself (autocast).
             let mut twins: Vec<&str> =
@@ -595,6 +647,15 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
                     torches.entry((threads, name.clone())).or_default().push(*t);
+                    // Our products' share of the case's time (from the timed run) applied to the
+                    // time above. Not where they are under half of it: the batch-1 and streamed
+                    // cases, whose GEMVs the timers do not see.
+                    match products.get(name) {
+                        Some(&share) if share >= 0.5 && torch_cases::torch_twin(name) == name => {
+                            products_only.entry(name.clone()).or_default().push(t / (o * share.min(1.0)))
+                        }
+                        _ => {}
+                    }
                 }
                 if let (Some(t), true) = (torch.get(name), torch_cases::torch_twin(name) != name) {
                     autocast.entry((threads, name.clone())).or_default().push(t / o);
@@ -646,7 +707,8 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     if let Some((med, lo, hi)) = peak {
         println!(
             "FMA peak of one core: {med:.1} GFLOP/s (range {lo:.1}-{hi:.1} over {rounds_measured} rounds); \
-             \"at peak\": PyTorch's time over the case's matrix-product flops at that peak times the threads"
+             \"at peak\": PyTorch's time over the case's matrix-product flops at that peak times the threads; \
+             \"products only\" (one thread): PyTorch's time over our products' time in the case"
         );
         println!();
     }
@@ -656,8 +718,8 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
         .filter(|&&name| torch_cases::torch_twin(name) == name && torches.keys().any(|(_, n)| n == name))
         .map(|&name| (name, torch_cases::build(name).expect("every listed case builds").flops))
         .collect();
-    println!("| case | threads | PyTorch / ours, median | range | rounds | at peak |");
-    println!("|---|---:|---:|---|---:|---:|");
+    println!("| case | threads | PyTorch / ours, median | range | rounds | at peak | products only |");
+    println!("|---|---:|---:|---|---:|---:|---:|");
     for threads in [1usize, 2] {
         for name in torch_cases::names_here() {
             if let Some(v) = ratios.remove(&(threads, name.to_string())) {
@@ -672,7 +734,13 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                     }
                     _ => "–".to_string(),
                 };
-                println!("| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} |");
+                let products = match products_only.remove(name).filter(|_| threads == 1) {
+                    Some(v) => format!("{:.2}×", median_range(v).0),
+                    None => "–".to_string(),
+                };
+                println!(
+                    "| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} | {products} |"
+                );
             }
         }
     }
