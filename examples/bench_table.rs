@@ -67,11 +67,12 @@
 //!   bound of each f32 case: PyTorch's median time over the time its matrix-product flops would
 //!   take at that peak on every thread with nothing else done, the greatest ratio any kernel
 //!   could reach in that sitting. With one thread each round also runs this program with
-//!   `--products`, and the column "products only" is PyTorch's time over the time our own products
-//!   take inside the case (their share of the case's time in that run, applied to our time): the
-//!   ratio we would reach if nothing but our products took time, at the rate they run there. Where it is below a target, no work outside
-//!   the products can reach it; `--gemm --compare` shows how those products compare with MKL's.
-//!   (Not for the batch-1 and streamed cases: the timers do not see their GEMVs.)
+//!   `--products`, and the column "products only" is PyTorch's time over the time our own
+//!   products take inside the case (their share of the case's time in that run, applied to our
+//!   time): the ratio we would reach if nothing but our products took time, at the rate they run
+//!   there. Where it is below a target, no work outside the products can reach it; `--gemm
+//!   --compare` shows how those products compare with MKL's. (Not for the batch-1 and streamed
+//!   cases: the timers do not see their GEMVs.)
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -484,7 +485,6 @@ fn print_table(files: &[String]) {
     }
 }
 
-/// `NAME MEDIAN_MS` lines of a child's standard output.
 /// From the output of `--products`: case → the share of its median run that its products took
 /// (their `products: MS ms a run` over the time on the case's own line).
 fn parse_products(out: &[u8]) -> HashMap<String, f64> {
@@ -508,6 +508,7 @@ fn parse_products(out: &[u8]) -> HashMap<String, f64> {
     shares
 }
 
+/// `NAME MEDIAN_MS` lines of a child's standard output.
 fn parse_times(out: &[u8]) -> HashMap<String, f64> {
     String::from_utf8_lossy(out)
         .lines()
