@@ -143,6 +143,8 @@ impl Drop for TestBlocking {
 /// from L2 and the hardware prefetchers left the loads waiting on them: measured on the 2-core
 /// Xeon, interleaved against no prefetch, +4 to +10 % on the whole-sequence products and on the
 /// cases (`seq_lstm_fwdbwd` 1.08×, `cell_lstm_fwdbwd` 1.10×); 4 and 16 steps ahead did no better.
+/// The AVX2 kernel prefetches only a strip it reads in place: on a packed strip the prefetch
+/// cost it more issue slots than it saved waiting (see `avx2::block`).
 const PF_A: usize = 8;
 
 /// A reusable buffer whose usable part starts on a 64-byte boundary (a cache line, so that

@@ -334,9 +334,9 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
     // (they share ports with the 256-bit FMAs). The same FMAs in the same order per element.
     // No software prefetch of `A` here, unlike the AVX-512 kernel: a strip packed in L2 reaches
     // L1 through the hardware prefetchers in time for this loop, and one `prefetcht0` per step
-    // cost 5 % of the loop's rate with the strip in L1 or L2 (a scratch program: 84.5 → 89.3-90.2
-    // GFLOP/s against a peak of 96-102) and 1-2.4 % of the cases under the AVX2 cap (five
-    // interleaved rounds, one thread, model-207 Xeon, 2026-12-05).
+    // cost 5 % of the loop's rate with the strip in L1 or L2 (a scratch program: 84.5-86.5 →
+    // 89.3-90.2 GFLOP/s against a peak of 96-102) and 1-2.4 % of the cases under the AVX2 cap
+    // (five interleaved rounds, one thread, model-207 Xeon, 2026-12-05).
     let (mut kc, mut b, mut b_row) = (kc, b, 0);
     if !COPY && lda == MR {
         // Row p of B at `strip + row` (`row` = p mod MR in strips, 0 in a panel); `B[p, j]` at
