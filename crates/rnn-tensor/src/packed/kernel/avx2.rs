@@ -7,7 +7,8 @@
 //! register blocks of [`MH`] = 16 rows (two 8-lane registers) by at most [`NH`] = 6 columns: 12
 //! accumulators, two registers for a column of the half strip and one broadcast of `B`, one FMA
 //! per accumulator and step `p`. The block loop keeps a half strip (16 KB for 256 values of `k`)
-//! in L1 while it sweeps the panel.
+//! in L1 while it sweeps the panel, and prefetches nothing from a packed strip: the hardware
+//! prefetchers bring it from L2 in time, and a prefetch per step cost more than it saved.
 //!
 //! **Arithmetic: the AVX-512 kernel's.** Each element of `C` has its own accumulator per `k`
 //! block, started at zero and updated by one fused multiply-add per `p` in increasing order, and
@@ -15,8 +16,9 @@
 //! `beta = 0`, `C` not read) or `c` (later blocks). The lane width never enters a sum, so the
 //! bits are those of the AVX-512 kernel for every shape and split.
 //!
-//! Packing has no masked loads or 16×16 transposes here: strips and panels are copied element by
-//! element (contiguous runs vectorise as copies). A narrow product's column-major `A` is read in
+//! Packing has no masked loads or 16×16 transposes here: strips and panels copy contiguous runs,
+//! go through 8×8 transposes in registers where the operand is stored the other way, and copy
+//! other layouts element by element. A narrow product's column-major `A` is read in
 //! place as on AVX-512, but always strip by strip: [`micro_copying`] reads a whole strip in place
 //! for the first panel and copies it, the other panels read the copy; a last strip of fewer than
 //! 32 rows is packed first (no masked loads in the loop). Against packing `A` group by group of
