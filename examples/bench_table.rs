@@ -434,12 +434,13 @@ fn compare_gemm(rounds: usize, threads: usize, cap: Option<Level>) {
 /// `NAME MEDIAN_MS` lines of a file, by name.
 fn read_times(path: &str) -> HashMap<String, f64> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
+    text.lines().filter_map(name_and_ms).collect()
+}
+
+/// The case name and median milliseconds of a `NAME MEDIAN_MS ...` line.
+fn name_and_ms(line: &str) -> Option<(String, f64)> {
+    let mut w = line.split_whitespace();
+    Some((w.next()?.to_string(), w.next()?.parse().ok()?))
 }
 
 /// The extra fields of our lines (after `#`), by name.
@@ -498,10 +499,7 @@ fn parse_products(out: &[u8]) -> HashMap<String, f64> {
                     shares.insert(name, ms / median);
                 }
             }
-            None if !line.starts_with('#') => {
-                let mut w = line.split_whitespace();
-                case = w.next().zip(w.next().and_then(|v| v.parse().ok())).map(|(n, ms)| (n.to_string(), ms));
-            }
+            None if !line.starts_with('#') => case = name_and_ms(line),
             None => {}
         }
     }
@@ -510,14 +508,7 @@ fn parse_products(out: &[u8]) -> HashMap<String, f64> {
 
 /// `NAME MEDIAN_MS` lines of a child's standard output.
 fn parse_times(out: &[u8]) -> HashMap<String, f64> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
+    String::from_utf8_lossy(out).lines().filter(|l| !l.starts_with('#')).filter_map(name_and_ms).collect()
 }
 
 /// Runs `cmd` and returns its times, or exits with a one-line error naming it.
