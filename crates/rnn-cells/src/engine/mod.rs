@@ -216,8 +216,8 @@ pub struct LayerCache<T: Scalar> {
     dv: Mat<T>,
     da_packed: PackedLhs<T>,
     dv_packed: PackedLhs<T>,
-    /// A backward in bf16: one step's `dA` and `dV` (`G·H × B`), written by the cell while
-    /// they are hot and then copied into `dA` and `dV`.
+    /// A backward in bf16: one step's `dA` and `dV` (`G·H × B`), which the cell writes (they
+    /// stay in L2) and which are then copied into `dA` and `dV`.
     da_step: Mat<T>,
     dv_step: Mat<T>,
     dh: Mat<T>,
@@ -674,7 +674,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 let v_col = if dv_strips || bwd16 { cols.start } else { col };
                 let (da_w, dv_w) = if bwd16 { (&da_s_m, &dv_s_m) } else { (&da_m, &dv_m) };
                 // SAFETY: this part alone reads and writes columns `cols` of dh and d_carried
-                // and of each step block of dA and dV, and the matrices outlive the call.
+                // and of each step block of dA and dV (or of the step buffers), and the matrices
+                // outlive the call.
                 let (dh_p, dc_p, da_t) = unsafe {
                     (
                         dh_m.slice_mut(cols.start, nb),
@@ -683,7 +684,8 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                     )
                 };
                 // SAFETY: this part alone reads and writes columns `cols` of each step block of
-                // dV (or its scratch step), and dV outlives the call.
+                // dV (or its scratch step, or of the step buffer), and the matrices outlive the
+                // call.
                 let dv_t: &mut [T] =
                     if C::HIDDEN_APART { unsafe { dv_w.slice_mut(v_col, nb) } } else { &mut [] };
                 let d_out_t = &d_out.as_slice()[blk(out, col)];
