@@ -338,7 +338,8 @@ unsafe fn block<const B_STRIPS: bool, const COPY: bool, const N: usize>(
     // L1 through the hardware prefetchers in time for this loop, and one `prefetcht0` per step
     // cost 5 % of the loop's rate with the strip in L1 or L2 (a scratch program: 84.5-86.5 →
     // 89.3-90.2 GFLOP/s against a peak of 96-102) and 1-2.4 % of the cases under the AVX2 cap
-    // (five interleaved rounds, one thread, model-207 Xeon, 2026-12-05).
+    // (five interleaved rounds, one thread, model-207 Xeon, 2026-12-05). Put back on the
+    // model-167 Xeon, it slowed the cases under the cap by 0.2-1.4 % there too.
     let (mut kc, mut b, mut b_row) = (kc, b, 0);
     if !COPY && lda == MR {
         // Row p of B at `strip + row` (`row` = p mod MR in strips, 0 in a panel); `B[p, j]` at
