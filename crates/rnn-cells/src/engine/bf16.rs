@@ -192,8 +192,9 @@ impl<T: Scalar> BackwardPacks<T> {
     }
 
     /// `dw += D[:, k0..k0 + kn] · Xᵀ` in bf16 (`x`: the `r × kn` column-major operand, `dw`:
-    /// `D.nrows() × r`): `D`'s columns packed (rounded) as the left operand, `x` transposed and
-    /// rounded as the right one, the columns of `dw` split between the threads.
+    /// `D.nrows() × r`): `D`'s columns packed (rounded) as the left operand, the rows of `x`
+    /// rounded into pairs as the right one's columns (no transposed copy), the columns of `dw`
+    /// split between the threads, each part pairing its own rows of `x`.
     pub(crate) fn weight_grad(&mut self, d: &Mat<T>, k0: usize, x: &[T], dw: &mut Mat<T>) {
         let (g, r) = dw.shape();
         let kn = x.len() / r.max(1);
@@ -202,8 +203,16 @@ impl<T: Scalar> BackwardPacks<T> {
         }
         let cols = &d.as_slice()[k0 * g..(k0 + kn) * g];
         self.d.pack(f32s(cols), g, kn, g, |i| i);
-        let xt = transpose(x, r, kn, &mut self.scratch);
-        gemm_split_beta(&self.d, xt, T::ONE, dw);
+        let packed = &self.d;
+        let ys = super::ops::SharedCols::new(dw);
+        super::ops::for_each_batch_part(r, g * kn, |part| {
+            // SAFETY: each part writes its own columns of dw, which outlives the call.
+            let yp = unsafe { ys.slice_mut(part.start, part.len()) };
+            PAIRS.with_borrow_mut(|pairs| {
+                pairs.set_rows(f32s(x), r, kn, part);
+                packed.gemm(1.0, pairs, 1.0, f32s_mut(yp), false);
+            });
+        });
     }
 
     /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (`W_ihᵀ` packed rounded here).

@@ -129,6 +129,56 @@ impl Bf16Pairs {
             halves[k..].fill(0);
         }
         self.data[kp * n..].fill(0);
+        self.widen(wide);
+    }
+
+    /// [`Bf16Pairs::set`] on the transpose of rows `range` of the `rows × k` column-major `x`
+    /// (values `x[p·rows + i]`): column `j` of the operand is row `range.start + j` of `x`, its
+    /// `k` values `rows` apart. The same pairs as transposing those rows into a `k × n` copy and
+    /// calling `set` on it, without the copy: with AVX-512, 16 rows × 16 pairs at a time (32
+    /// columns of `x` loaded, rounded and paired, the 16 × 16 pairs transposed in registers).
+    ///
+    /// # Panics
+    /// If `x.len() != rows·k` or `range` is not inside `0..rows`.
+    pub fn set_rows(&mut self, x: &[f32], rows: usize, k: usize, range: std::ops::Range<usize>) {
+        self.set_rows_for(x, rows, k, range, fma_kernel_runs());
+    }
+
+    /// [`Bf16Pairs::set_rows`], with the widened copy for the FMA kernel if `wide`.
+    fn set_rows_for(&mut self, x: &[f32], rows: usize, k: usize, range: std::ops::Range<usize>, wide: bool) {
+        assert_eq!(x.len(), rows * k, "Bf16Pairs::set_rows: {} values for {rows}x{k}", x.len());
+        assert!(
+            range.start <= range.end && range.end <= rows,
+            "Bf16Pairs::set_rows: rows {range:?} of {rows}"
+        );
+        let (r0, n, kp) = (range.start, range.len(), k.div_ceil(2));
+        (self.kp, self.n) = (kp, n);
+        // Zero columns up to a multiple of 16, as `set` leaves them; every value is written.
+        self.data.resize(n.div_ceil(16) * 16 * kp, 0);
+        // Rows `..tiled_rows` have their pairs `..tiled_pairs` written by the tiles.
+        let (mut tiled_rows, mut tiled_pairs) = (0, 0);
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
+            (tiled_rows, tiled_pairs) = (n / 16 * 16, k / 32 * 16);
+            // SAFETY: the CPU has AVX-512F (the level says so); `x` holds `rows·k` values, rows
+            // `r0..r0 + n` exist, `2·tiled_pairs ≤ k`, and `data` holds `n·kp` pairs.
+            unsafe { avx512::pair_rows(x, rows, r0, tiled_rows, tiled_pairs, kp, &mut self.data) };
+        }
+        let value = |p: usize, i: usize| if p < k { u32::from(Bf16::from_f32(x[p * rows + i]).0) } else { 0 };
+        for (j, out) in self.data.chunks_exact_mut(kp.max(1)).take(n).enumerate() {
+            let i = r0 + j;
+            let q0 = if j < tiled_rows { tiled_pairs } else { 0 };
+            for (q, o) in out.iter_mut().enumerate().skip(q0) {
+                *o = value(2 * q, i) | value(2 * q + 1, i) << 16;
+            }
+        }
+        self.data[kp * n..].fill(0);
+        self.widen(wide);
+    }
+
+    /// Refills the widened copy of the pairs for the FMA kernel if `wide`, else empties it.
+    fn widen(&mut self, wide: bool) {
+        let (kp, n) = (self.kp, self.n);
         self.wide.clear();
         if wide {
             self.wide.extend(
@@ -657,6 +707,47 @@ mod avx512 {
         }
     }
 
+    /// The tiles of [`super::Bf16Pairs::set_rows`]: for rows `j < n` (a multiple of 16) of the
+    /// operand (row `r0 + j` of `x`, `rows × k` column-major) and pairs `q < pairs` (a multiple
+    /// of 16, `2·pairs ≤ k`), `out[j·kp + q]` = the rounded `x[2q·rows + r0 + j]` in the low half,
+    /// `x[(2q + 1)·rows + r0 + j]` in the high half.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` holds `rows·k` values with `r0 + n ≤ rows`, `2·pairs ≤ k`, `out` holds
+    /// `n·kp` values and `pairs ≤ kp`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pair_rows(
+        x: &[f32],
+        rows: usize,
+        r0: usize,
+        n: usize,
+        pairs: usize,
+        kp: usize,
+        out: &mut [u32],
+    ) {
+        debug_assert!(r0 + n <= rows && x.len() >= rows * 2 * pairs && out.len() >= n * kp && pairs <= kp);
+        for j0 in (0..n).step_by(16) {
+            for q0 in (0..pairs).step_by(16) {
+                // r[l], lane i: the pair q0 + l of row j0 + i.
+                let mut r: [__m512; 16] = std::array::from_fn(|l| {
+                    let c = 2 * (q0 + l);
+                    // SAFETY: columns c and c + 1 < 2·pairs ≤ k, rows r0 + j0..+16 ≤ rows: both
+                    // loads lie inside x.
+                    let (lo, hi) = unsafe {
+                        let at = |col: usize| x.as_ptr().add(col * rows + r0 + j0);
+                        (round_lanes(_mm512_loadu_ps(at(c))), round_lanes(_mm512_loadu_ps(at(c + 1))))
+                    };
+                    _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi)))
+                });
+                transpose16(&mut r);
+                for (i, v) in r.iter().enumerate() {
+                    // SAFETY: row j0 + i < n and pairs q0..q0 + 16 ≤ pairs ≤ kp: inside out.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((j0 + i) * kp + q0).cast(), *v) };
+                }
+            }
+        }
+    }
+
     /// [`super::round_into_u16`] on 16 values at a time.
     ///
     /// # Safety
@@ -1140,6 +1231,42 @@ mod tests {
                 let (j, q) = (idx / kp, idx % kp);
                 let at = |r: usize| if j < n && r < k { Bf16::from_f32(src[j * k + r]).0 as u32 } else { 0 };
                 assert_eq!(p, at(2 * q) | at(2 * q + 1) << 16, "{k}x{n} column {j} pair {q}");
+            }
+        }
+    }
+
+    /// `Bf16Pairs::set_rows` gives exactly the pairs (and widened copy) of transposing the rows
+    /// and calling `set`: row ranges and `k` below, at and past a 16 × 16 tile of pairs, odd `k`,
+    /// ranges that start inside a tile, infinities, NaNs and values that round up, into a
+    /// buffer last filled for a larger shape.
+    #[test]
+    fn pairs_of_rows_are_the_pairs_of_the_transpose() {
+        let mut rng = Rng::seed_from(24);
+        let mut x = Bf16Pairs::default();
+        for &(rows, k, r0, n) in &[
+            (1usize, 1usize, 0usize, 1usize),
+            (16, 32, 0, 16),
+            (40, 33, 3, 35),
+            (256, 70, 16, 240),
+            (256, 1536, 0, 128),
+            (300, 65, 200, 100),
+            (20, 2, 5, 0),
+        ] {
+            let mut src = random(rows * k, &mut rng);
+            for (i, v) in src.iter_mut().enumerate().step_by(37) {
+                *v = [f32::INFINITY, f32::NAN, f32::from_bits(0x3f80_8000), -0.0][i % 4];
+            }
+            let mut t = vec![0.0; rows * k];
+            transpose(&src, rows, k, &mut t);
+            for wide in [false, true] {
+                let mut want = Bf16Pairs::default();
+                want.set_for(&t[r0 * k..(r0 + n) * k], k, n, wide);
+                x.set_for(&random(64 * 90, &mut rng), 64, 90, true);
+                x.set_rows_for(&src, rows, k, r0..r0 + n, wide);
+                assert_eq!((x.pairs(), x.cols()), (want.pairs(), want.cols()), "{rows}x{k} rows {r0}+{n}");
+                assert!(x.data == want.data, "{rows}x{k} rows {r0}+{n}: pairs");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&x.wide) == bits(&want.wide), "{rows}x{k} rows {r0}+{n}: widened");
             }
         }
     }
