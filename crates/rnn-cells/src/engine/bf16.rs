@@ -30,6 +30,7 @@
 //! accuracy.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rnn_tensor::packed::bf16::{Bf16Pairs, PackedBf16};
 use rnn_tensor::{Bf16, Mat, Scalar};
@@ -191,25 +192,40 @@ impl<T: Scalar> BackwardPacks<T> {
         pack_transposed(w_hh, &mut self.scratch, &mut self.w_hh_t);
     }
 
-    /// `dw += D[:, k0..k0 + kn] · Xᵀ` in bf16 (`x`: the `r × kn` column-major operand, `dw`:
-    /// `D.nrows() × r`): `D`'s columns packed (rounded) as the left operand, the rows of `x`
-    /// rounded into pairs as the right one's columns (no transposed copy), the columns of `dw`
-    /// split between the threads, each part pairing its own rows of `x`.
-    pub(crate) fn weight_grad(&mut self, d: &Mat<T>, k0: usize, x: &[T], dw: &mut Mat<T>) {
+    /// Packs `D[:, cols]` rounded to bf16 as the left operand of [`BackwardPacks::weight_grad`].
+    pub(crate) fn pack_d(&mut self, d: &Mat<T>, cols: Range<usize>) {
+        let g = d.nrows();
+        self.d.pack(f32s(&d.as_slice()[cols.start * g..cols.end * g]), g, cols.len(), g, |i| i);
+    }
+
+    /// `dw += D_p · Xᵀ` in bf16, `D_p` the `kn` columns [`BackwardPacks::pack_d`] packed last and
+    /// `X` the columns of `parts` side by side (`kn` in all; `(Some(x), c)`: `x` is `r × c`
+    /// column-major, `(None, c)`: `c` columns of zeros; at most two parts), `dw` `D.nrows() × r`.
+    /// `X`'s rows are rounded into pairs as the right operand's columns (no transposed copy),
+    /// the columns of `dw` split between the threads, each part pairing its own rows.
+    pub(crate) fn weight_grad(&self, parts: &[(Option<&[T]>, usize)], dw: &mut Mat<T>) {
         let (g, r) = dw.shape();
-        let kn = x.len() / r.max(1);
-        if kn == 0 || g == 0 {
+        let kn = self.d.cols();
+        assert!(
+            self.d.rows() == g && parts.len() <= 2 && parts.iter().map(|p| p.1).sum::<usize>() == kn,
+            "bf16 weight gradient: {} parts for {g} x {kn}",
+            parts.len()
+        );
+        if kn == 0 || g == 0 || r == 0 {
             return;
         }
-        let cols = &d.as_slice()[k0 * g..(k0 + kn) * g];
-        self.d.pack(f32s(cols), g, kn, g, |i| i);
+        let mut xs: [(Option<&[f32]>, usize); 2] = [(None, 0); 2];
+        for (x, &(p, c)) in xs.iter_mut().zip(parts) {
+            *x = (p.map(f32s), c);
+        }
+        let xs = &xs[..parts.len()];
         let packed = &self.d;
         let ys = super::ops::SharedCols::new(dw);
         super::ops::for_each_batch_part(r, g * kn, |part| {
             // SAFETY: each part writes its own columns of dw, which outlives the call.
             let yp = unsafe { ys.slice_mut(part.start, part.len()) };
             PAIRS.with_borrow_mut(|pairs| {
-                pairs.set_rows(f32s(x), r, kn, part);
+                pairs.set_rows_parts(xs, r, part);
                 packed.gemm(1.0, pairs, 1.0, f32s_mut(yp), false);
             });
         });
@@ -575,7 +591,8 @@ mod tests {
         (d / n).sqrt()
     }
 
-    /// Against `f64`: over 12 steps, batch 3, from a non-zero `h_0`, each gradient of the bf16
+    /// Against `f64`: over 12 steps, batch 3, from a non-zero `h_0`, in either direction of
+    /// time, each gradient of the bf16
     /// layer (every parameter, `d_x`, `d_h0`) is within 4u = 2⁻⁶ (norm-wise, relative) of the
     /// `f64` layer's with the same weights, u = 2⁻⁸ being bf16's unit roundoff (8 significant
     /// bits): each product's two operands are rounded with a relative error of at most u, and
@@ -584,12 +601,14 @@ mod tests {
     /// with the backward's products in bf16: 0.0007 to 0.0037 (with lengths of 2 to 12 steps:
     /// 0.0008 to 0.0035; with the f32 backward of the rounded operands, before AMX was used:
     /// 0.0007 to 0.0033); an `f32` layer: below 2e-7.
-    fn near_f64<C: Cell<f32> + Cell<f64> + Default>(cell: C) {
+    fn near_f64<C: Cell<f32> + Cell<f64> + Default>(cell: C, reverse: bool) {
         use rnn_tensor::Parameters;
         let (input, hid, steps, batch) = (10, 24, 12, 3);
-        let l = layer(cell, input, hid, 15);
+        let mut l = layer(cell, input, hid, 15);
+        l.params.reverse = reverse;
         let mut l64 = RecurrentConfig::<C>::new(input, hid)
             .with_cell(cell)
+            .with_reverse(reverse)
             .build::<f64>(&mut Rng::seed_from(15))
             .unwrap();
         for ((_, d), (_, s)) in l64.params.named_params_mut().into_iter().zip(l.params.named_params()) {
@@ -644,9 +663,11 @@ mod tests {
             return;
         }
         both_backwards(|| {
-            near_f64(LstmCell);
-            near_f64(GruCell);
-            near_f64(RnnCell::default());
+            for reverse in [false, true] {
+                near_f64(LstmCell, reverse);
+                near_f64(GruCell, reverse);
+                near_f64(RnnCell::default(), reverse);
+            }
         });
     }
 

@@ -658,8 +658,12 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let dense = matches!(x, SeqInput::Dense(_));
         let (hh_sums, da_sums) = bias_sums(C::HIDDEN_APART, dense, (&mut grads.bias_ih, &mut grads.bias_hh));
         let (d, dp) = if C::HIDDEN_APART { (&dv, dvp) } else { (&da, dap) };
+        // In bf16, dW_ih's left operand is dW_hh's when dV is dA (every column of both): packed
+        // once.
+        let reuse_d = bwd16 && !C::HIDDEN_APART && dense;
         if bwd16 {
-            back.weight_grad(d, 0, hprev_all.as_slice(), &mut grads.weight_hh);
+            back.pack_d(d, 0..d.ncols());
+            back.weight_grad(&[(Some(hprev_all.as_slice()), d.ncols())], &mut grads.weight_hh);
             if let Some((a, b)) = hh_sums {
                 add_sums(d, dp, a, b);
             }
@@ -679,7 +683,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 if let Some((bi, bh)) = da_sums {
                     add_sums(&da, dap, bi, bh);
                 }
-                back.weight_grad(&da, 0, xm.as_slice(), &mut grads.weight_ih);
+                if !reuse_d {
+                    back.pack_d(&da, 0..da.ncols());
+                }
+                back.weight_grad(&[(Some(xm.as_slice()), da.ncols())], &mut grads.weight_ih);
                 if want_dx {
                     back.input_grad(&self.params.weight_ih, &da, &mut var.d_x);
                 }

@@ -758,15 +758,31 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         // is dA), each with a product that reads those columns (see `bias_sums`).
         let dense = matches!(x, SeqInput::Dense(_));
         let (hh_sums, da_sums) = bias_sums(C::HIDDEN_APART, dense, (&mut grads.bias_ih, &mut grads.bias_hh));
+        // In bf16, when dV is dA and the input dense, dW_hh and dW_ih multiply the same D: it is
+        // packed once, over every column (dW_hh's operand then has h0's columns, zeros for a
+        // zero state, beside the outputs).
+        let reuse_d = bwd16 && !C::HIDDEN_APART && dense;
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         let dw_hh = &mut grads.weight_hh;
         if bwd16 {
             if overwrite {
                 dw_hh.as_mut_slice().fill(T::ZERO);
             }
-            hidden_weight_grad(h0_op, h_op, self.params.reverse, |k0, src, c0, nc| {
-                bf16_back.weight_grad(step_m, k0, &src.as_slice()[c0 * out..(c0 + nc) * out], dw_hh);
-            });
+            let (b, n, reverse) = (h0_op.ncols(), h_op.ncols(), self.params.reverse);
+            if reuse_d && n > 0 {
+                // Every column of D, packed once for dW_ih too: the outputs before (after) each
+                // step, with h0 (or zeros for a zero state) for the first (last) step's columns.
+                bf16_back.pack_d(step_m, 0..n);
+                let h0_part = ((!all_zero(h0_op)).then_some(h0_op.as_slice()), b);
+                let rest_prev = if reverse { b } else { 0 };
+                let rest = (Some(&h_op.as_slice()[rest_prev * out..(rest_prev + n - b) * out]), n - b);
+                bf16_back.weight_grad(&if reverse { [rest, h0_part] } else { [h0_part, rest] }, dw_hh);
+            } else {
+                hidden_weight_grad(h0_op, h_op, reverse, |k0, src, c0, nc| {
+                    bf16_back.pack_d(step_m, k0..k0 + nc);
+                    bf16_back.weight_grad(&[(Some(&src.as_slice()[c0 * out..(c0 + nc) * out]), nc)], dw_hh);
+                });
+            }
             if let Some((a, b)) = hh_sums {
                 add_sums(step_m, step_p, a, b);
             }
@@ -792,7 +808,10 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 if overwrite {
                     grads.weight_ih.as_mut_slice().fill(T::ZERO);
                 }
-                bf16_back.weight_grad(da, 0, xm.as_slice(), &mut grads.weight_ih);
+                if !reuse_d {
+                    bf16_back.pack_d(da, 0..da.ncols());
+                }
+                bf16_back.weight_grad(&[(Some(xm.as_slice()), da.ncols())], &mut grads.weight_ih);
                 if let Some(dx) = d_x {
                     bf16_back.input_grad(&self.params.weight_ih, da, dx);
                 }

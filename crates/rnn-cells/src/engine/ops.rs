@@ -210,7 +210,8 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
 /// `h_1..h_{T-1}` stored contiguously; in reverse (`reverse`) `h_prev(t) = h_{t+1}`: the last
 /// step against `h0`, the others against the outputs of steps `2..T`. Each GEMM is
 /// `product(k0, src, c0, nc)`: `dW_hh += D[:, k0..k0 + nc] · src[:, c0..c0 + nc]ᵀ` (the `f32`
-/// one is [`weight_grad_product`], the bf16 one `bf16::BackwardPacks::weight_grad`).
+/// one is [`weight_grad_product`], the bf16 one `bf16::BackwardPacks::pack_d`
+/// then `weight_grad`).
 pub(crate) fn hidden_weight_grad<T: Scalar>(
     h0: &Mat<T>,
     outputs: &Mat<T>,

@@ -141,35 +141,93 @@ impl Bf16Pairs {
     /// # Panics
     /// If `x.len() != rows·k` or `range` is not inside `0..rows`.
     pub fn set_rows(&mut self, x: &[f32], rows: usize, k: usize, range: std::ops::Range<usize>) {
-        self.set_rows_for(x, rows, k, range, fma_kernel_runs());
+        self.set_rows_for(&[(Some(x), k)], rows, range, fma_kernel_runs());
     }
 
-    /// [`Bf16Pairs::set_rows`], with the widened copy for the FMA kernel if `wide`.
-    fn set_rows_for(&mut self, x: &[f32], rows: usize, k: usize, range: std::ops::Range<usize>, wide: bool) {
-        assert_eq!(x.len(), rows * k, "Bf16Pairs::set_rows: {} values for {rows}x{k}", x.len());
+    /// [`Bf16Pairs::set_rows`] on the matrix whose columns are those of `parts` side by side,
+    /// each `(Some(x), c)` a `rows × c` column-major matrix, each `(None, c)` `c` columns of
+    /// zeros: `k` is the sum of the `c`. A part that starts at an even column is paired by
+    /// tiles; pairs across a boundary, one value at a time.
+    ///
+    /// # Panics
+    /// If a part's `x.len() != rows·c` or `range` is not inside `0..rows`.
+    pub fn set_rows_parts(
+        &mut self,
+        parts: &[(Option<&[f32]>, usize)],
+        rows: usize,
+        range: std::ops::Range<usize>,
+    ) {
+        self.set_rows_for(parts, rows, range, fma_kernel_runs());
+    }
+
+    /// [`Bf16Pairs::set_rows_parts`], with the widened copy for the FMA kernel if `wide`.
+    fn set_rows_for(
+        &mut self,
+        parts: &[(Option<&[f32]>, usize)],
+        rows: usize,
+        range: std::ops::Range<usize>,
+        wide: bool,
+    ) {
+        for &(x, c) in parts {
+            if let Some(x) = x {
+                assert_eq!(x.len(), rows * c, "Bf16Pairs::set_rows: {} values for {rows}x{c}", x.len());
+            }
+        }
         assert!(
             range.start <= range.end && range.end <= rows,
             "Bf16Pairs::set_rows: rows {range:?} of {rows}"
         );
+        let k: usize = parts.iter().map(|p| p.1).sum();
         let (r0, n, kp) = (range.start, range.len(), k.div_ceil(2));
         (self.kp, self.n) = (kp, n);
         // Zero columns up to a multiple of 16, as `set` leaves them; every value is written.
         self.data.resize(n.div_ceil(16) * 16 * kp, 0);
-        // Rows `..tiled_rows` have their pairs `..tiled_pairs` written by the tiles.
-        let (mut tiled_rows, mut tiled_pairs) = (0, 0);
+        // Rows `..tiled_rows` have the pairs of `tiled` (ranges of q, in order) written by the
+        // tiles; the rest are written one at a time below.
+        let mut tiled_rows = 0;
+        let mut tiled = [0..0, 0..0, 0..0, 0..0];
         #[cfg(target_arch = "x86_64")]
         if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
-            (tiled_rows, tiled_pairs) = (n / 16 * 16, k / 32 * 16);
-            // SAFETY: the CPU has AVX-512F (the level says so); `x` holds `rows·k` values, rows
-            // `r0..r0 + n` exist, `2·tiled_pairs ≤ k`, and `data` holds `n·kp` pairs.
-            unsafe { avx512::pair_rows(x, rows, r0, tiled_rows, tiled_pairs, kp, &mut self.data) };
+            tiled_rows = n / 16 * 16;
+            let mut p0 = 0;
+            // At most four parts are tiled (the callers pass two); the others are paired one
+            // value at a time.
+            for (&(x, c), t) in parts.iter().zip(&mut tiled) {
+                if let (Some(x), true) = (x, p0 % 2 == 0) {
+                    let pairs = c / 32 * 16;
+                    // SAFETY: the CPU has AVX-512F (the level says so); `x` holds `rows·c`
+                    // values, rows `r0..r0 + n` exist, `2·pairs ≤ c`, and `data` holds `n·kp`
+                    // pairs, of which this part's start at pair p0 / 2 and number at least
+                    // `pairs` (p0 + c ≤ k).
+                    unsafe {
+                        avx512::pair_rows(x, rows, r0, tiled_rows, pairs, (kp, p0 / 2), &mut self.data)
+                    };
+                    *t = p0 / 2..p0 / 2 + pairs;
+                }
+                p0 += c;
+            }
         }
-        let value = |p: usize, i: usize| if p < k { u32::from(Bf16::from_f32(x[p * rows + i]).0) } else { 0 };
+        // Column p of the whole, row i: its part's value rounded, or 0 (zeros, past k).
+        let value = |mut p: usize, i: usize| {
+            for &(x, c) in parts {
+                if p < c {
+                    return x.map_or(0, |x| u32::from(Bf16::from_f32(x[p * rows + i]).0));
+                }
+                p -= c;
+            }
+            0
+        };
         for (j, out) in self.data.chunks_exact_mut(kp.max(1)).take(n).enumerate() {
             let i = r0 + j;
-            let q0 = if j < tiled_rows { tiled_pairs } else { 0 };
-            for (q, o) in out.iter_mut().enumerate().skip(q0) {
-                *o = value(2 * q, i) | value(2 * q + 1, i) << 16;
+            let mut q = 0;
+            for t in if j < tiled_rows { &tiled[..] } else { &[] }.iter().filter(|t| !t.is_empty()) {
+                for (qq, o) in out.iter_mut().enumerate().take(t.start).skip(q) {
+                    *o = value(2 * qq, i) | value(2 * qq + 1, i) << 16;
+                }
+                q = t.end;
+            }
+            for (qq, o) in out.iter_mut().enumerate().skip(q) {
+                *o = value(2 * qq, i) | value(2 * qq + 1, i) << 16;
             }
         }
         self.data[kp * n..].fill(0);
@@ -707,14 +765,14 @@ mod avx512 {
         }
     }
 
-    /// The tiles of [`super::Bf16Pairs::set_rows`]: for rows `j < n` (a multiple of 16) of the
-    /// operand (row `r0 + j` of `x`, `rows × k` column-major) and pairs `q < pairs` (a multiple
-    /// of 16, `2·pairs ≤ k`), `out[j·kp + q]` = the rounded `x[2q·rows + r0 + j]` in the low half,
-    /// `x[(2q + 1)·rows + r0 + j]` in the high half.
+    /// The tiles of [`super::Bf16Pairs::set_rows_parts`] for one part: for rows `j < n` (a
+    /// multiple of 16) of the operand (row `r0 + j` of `x`, `rows × c` column-major) and pairs
+    /// `q < pairs` (a multiple of 16, `2·pairs ≤ c`) of the part, `out[j·kp + q0 + q]` = the
+    /// rounded `x[2q·rows + r0 + j]` in the low half, `x[(2q + 1)·rows + r0 + j]` in the high.
     ///
     /// # Safety
-    /// AVX-512F; `x` holds `rows·k` values with `r0 + n ≤ rows`, `2·pairs ≤ k`, `out` holds
-    /// `n·kp` values and `pairs ≤ kp`.
+    /// AVX-512F; `x` holds at least `2·pairs·rows` values with `r0 + n ≤ rows`, `out` holds
+    /// `n·kp` values and `q0 + pairs ≤ kp`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn pair_rows(
         x: &[f32],
@@ -722,16 +780,18 @@ mod avx512 {
         r0: usize,
         n: usize,
         pairs: usize,
-        kp: usize,
+        (kp, q0): (usize, usize),
         out: &mut [u32],
     ) {
-        debug_assert!(r0 + n <= rows && x.len() >= rows * 2 * pairs && out.len() >= n * kp && pairs <= kp);
+        debug_assert!(
+            r0 + n <= rows && x.len() >= rows * 2 * pairs && out.len() >= n * kp && q0 + pairs <= kp
+        );
         for j0 in (0..n).step_by(16) {
-            for q0 in (0..pairs).step_by(16) {
-                // r[l], lane i: the pair q0 + l of row j0 + i.
+            for p0 in (0..pairs).step_by(16) {
+                // r[l], lane i: the pair p0 + l of row j0 + i.
                 let mut r: [__m512; 16] = std::array::from_fn(|l| {
-                    let c = 2 * (q0 + l);
-                    // SAFETY: columns c and c + 1 < 2·pairs ≤ k, rows r0 + j0..+16 ≤ rows: both
+                    let c = 2 * (p0 + l);
+                    // SAFETY: columns c and c + 1 < 2·pairs, rows r0 + j0..+16 ≤ rows: both
                     // loads lie inside x.
                     let (lo, hi) = unsafe {
                         let at = |col: usize| x.as_ptr().add(col * rows + r0 + j0);
@@ -741,8 +801,9 @@ mod avx512 {
                 });
                 transpose16(&mut r);
                 for (i, v) in r.iter().enumerate() {
-                    // SAFETY: row j0 + i < n and pairs q0..q0 + 16 ≤ pairs ≤ kp: inside out.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((j0 + i) * kp + q0).cast(), *v) };
+                    // SAFETY: row j0 + i < n and pairs q0 + p0..q0 + p0 + 16 ≤ q0 + pairs ≤ kp:
+                    // inside out.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((j0 + i) * kp + q0 + p0).cast(), *v) };
                 }
             }
         }
@@ -1262,11 +1323,51 @@ mod tests {
                 let mut want = Bf16Pairs::default();
                 want.set_for(&t[r0 * k..(r0 + n) * k], k, n, wide);
                 x.set_for(&random(64 * 90, &mut rng), 64, 90, true);
-                x.set_rows_for(&src, rows, k, r0..r0 + n, wide);
+                x.set_rows_for(&[(Some(&src[..]), k)], rows, r0..r0 + n, wide);
                 assert_eq!((x.pairs(), x.cols()), (want.pairs(), want.cols()), "{rows}x{k} rows {r0}+{n}");
                 assert!(x.data == want.data, "{rows}x{k} rows {r0}+{n}: pairs");
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&x.wide) == bits(&want.wide), "{rows}x{k} rows {r0}+{n}: widened");
+            }
+        }
+    }
+
+    /// `Bf16Pairs::set_rows_parts` gives the pairs of `set_rows` on the parts laid side by side
+    /// (zeros for the `None` parts): boundaries at even and odd columns, parts of zero columns,
+    /// zeros first or last, with row ranges that do and do not fill a tile.
+    #[test]
+    fn pairs_of_parts_are_the_pairs_of_the_whole() {
+        let mut rng = Rng::seed_from(26);
+        let mut x = Bf16Pairs::default();
+        for cols in [&[-64i64, 960][..], &[960, -64], &[64, 960], &[7, 40], &[-3, 33], &[0, 34, -2, 0], &[35]]
+        {
+            for &(rows, r0, n) in &[(256usize, 0usize, 256usize), (40, 3, 35), (48, 16, 16)] {
+                let parts: Vec<(Option<Vec<f32>>, usize)> = cols
+                    .iter()
+                    .map(|&c| {
+                        if c < 0 {
+                            (None, (-c) as usize)
+                        } else {
+                            (Some(random(rows * c as usize, &mut rng)), c as usize)
+                        }
+                    })
+                    .collect();
+                let mut whole = Vec::new();
+                for (v, c) in &parts {
+                    whole.extend(v.clone().unwrap_or_else(|| vec![0.0; rows * c]));
+                }
+                let k = parts.iter().map(|p| p.1).sum::<usize>();
+                let mut want = Bf16Pairs::default();
+                want.set_rows_for(&[(Some(&whole[..]), k)], rows, r0..r0 + n, true);
+                let refs: Vec<(Option<&[f32]>, usize)> =
+                    parts.iter().map(|(v, c)| (v.as_deref(), *c)).collect();
+                x.set_rows_for(&refs, rows, r0..r0 + n, true);
+                assert_eq!((x.pairs(), x.cols()), (want.pairs(), want.cols()), "{cols:?} rows {r0}+{n}");
+                assert!(x.data == want.data, "{cols:?} rows {r0}+{n}: pairs");
+                assert!(
+                    x.wide.iter().map(|f| f.to_bits()).eq(want.wide.iter().map(|f| f.to_bits())),
+                    "{cols:?}: widened"
+                );
             }
         }
     }
