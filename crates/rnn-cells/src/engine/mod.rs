@@ -760,8 +760,9 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
         let (hh_sums, da_sums) = bias_sums(C::HIDDEN_APART, dense, (&mut grads.bias_ih, &mut grads.bias_hh));
         // In bf16, when dV is dA and the input dense, dW_hh and dW_ih multiply the same D: it is
         // packed once, over every column (dW_hh's operand then has h0's columns, zeros for a
-        // zero state, beside the outputs).
-        let reuse_d = bwd16 && !C::HIDDEN_APART && dense;
+        // zero state, beside the outputs). Not for an odd batch, which would put the outputs at
+        // an odd column, where pairs straddle the boundary and are not paired by tiles.
+        let reuse_d = bwd16 && !C::HIDDEN_APART && dense && h0_op.ncols() % 2 == 0 && h_op.ncols() > 0;
         // dW_hh += Σ_t dv_t · h_{t-1}ᵀ
         let dw_hh = &mut grads.weight_hh;
         if bwd16 {
@@ -769,7 +770,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 dw_hh.as_mut_slice().fill(T::ZERO);
             }
             let (b, n, reverse) = (h0_op.ncols(), h_op.ncols(), self.params.reverse);
-            if reuse_d && n > 0 {
+            if reuse_d {
                 // Every column of D, packed once for dW_ih too: the outputs before (after) each
                 // step, with h0 (or zeros for a zero state) for the first (last) step's columns.
                 bf16_back.pack_d(step_m, 0..n);
