@@ -176,20 +176,21 @@ thread_local! {
 }
 
 /// The packings of a backward in bf16 ([`backward_in_bf16`]): `W_hhᵀ` and (for `d_x`) `W_ihᵀ`
-/// rounded, the left operand of a weight-gradient product and a scratch transpose.
+/// rounded, and the left operand of a weight-gradient product; each grown and never shrunk (so
+/// that a backward allocates nothing once warm).
 #[derive(Debug, Default)]
 pub(crate) struct BackwardPacks<T: Scalar> {
     pub(crate) w_hh_t: PackedBf16,
     w_ih_t: PackedBf16,
     d: PackedBf16,
-    /// Transposes, grown and never shrunk (so that a backward allocates nothing once warm).
-    scratch: Vec<T>,
+    /// The element type of the matrices packed.
+    _t: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: Scalar> BackwardPacks<T> {
     /// Packs `W_hhᵀ` rounded to bf16.
     pub(crate) fn pack_w_hh_t(&mut self, w_hh: &Mat<T>) {
-        pack_transposed(w_hh, &mut self.scratch, &mut self.w_hh_t);
+        pack_transposed(w_hh, &mut self.w_hh_t);
     }
 
     /// Packs `D[:, cols]` rounded to bf16 as the left operand of [`BackwardPacks::weight_grad`].
@@ -233,28 +234,16 @@ impl<T: Scalar> BackwardPacks<T> {
 
     /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (`W_ihᵀ` packed rounded here).
     pub(crate) fn input_grad(&mut self, w_ih: &Mat<T>, d: &Mat<T>, dx: &mut Mat<T>) {
-        pack_transposed(w_ih, &mut self.scratch, &mut self.w_ih_t);
+        pack_transposed(w_ih, &mut self.w_ih_t);
         super::ops::ensure_shape(dx, self.w_ih_t.rows(), d.ncols());
         gemm_split(&self.w_ih_t, d.as_slice(), dx);
     }
 }
 
-/// `wᵀ` rounded to bf16 and packed into `out` (`scratch` holds the transpose).
-fn pack_transposed<T: Scalar>(w: &Mat<T>, scratch: &mut Vec<T>, out: &mut PackedBf16) {
+/// `wᵀ` rounded to bf16 and packed into `out` (no transposed copy).
+fn pack_transposed<T: Scalar>(w: &Mat<T>, out: &mut PackedBf16) {
     let (k, rows) = w.shape();
-    let t = transpose(w.as_slice(), k, rows, scratch);
-    out.pack(f32s(t), rows, k, rows, |r| r);
-}
-
-/// `srcᵀ` (`cols × rows`, column-major) for the `rows × cols` column-major `src`, written into
-/// the front of `buf` (grown if too short).
-fn transpose<'a, T: Scalar>(src: &[T], rows: usize, cols: usize, buf: &'a mut Vec<T>) -> &'a [T] {
-    let len = rows * cols;
-    if buf.len() < len {
-        buf.resize(len, T::ZERO);
-    }
-    rnn_tensor::packed::bf16::transpose(f32s(src), rows, cols, f32s_mut(&mut buf[..len]));
-    &buf[..len]
+    out.pack_transposed(f32s(w.as_slice()), k, rows);
 }
 
 /// The input projection in bf16: `out = bf16(W_ih)·bf16(X)` for a dense input, the gather of

@@ -339,6 +339,44 @@ impl PackedBf16 {
         });
     }
 
+    /// [`PackedBf16::pack`] of `wᵀ` (`m × k`) for the `k × m` column-major `w` (values
+    /// `w[i·k + p] = wᵀ[i, p]`), without a transposed copy: a pair of `wᵀ`'s row `i` is two
+    /// consecutive values of `w`'s column `i`. With AVX-512, a strip and 16 pairs at a time (per
+    /// half strip, 16 columns of `w` loaded 32 values each, rounded and narrowed into pairs, and
+    /// the 16 × 16 pairs transposed in registers); the rest one value at a time. The same
+    /// packing as transposing `w` and calling `pack` (tested).
+    ///
+    /// # Panics
+    /// If `w` does not hold `k × m` values.
+    pub fn pack_transposed(&mut self, w: &[f32], k: usize, m: usize) {
+        assert_eq!(w.len(), k * m, "PackedBf16::pack_transposed: {} values for {k}x{m}", w.len());
+        let kp = k.div_ceil(2);
+        let len = m.div_ceil(MR) * 2 * MR * kp;
+        (self.m, self.k) = (m, k);
+        self.data.resize(len + 32, 0);
+        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
+        let out = &mut self.data[self.off..self.off + len];
+        // Strips `..full` have their pairs `..tiled` written by the tiles.
+        let (mut full, mut tiled) = (0, 0);
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::gemm_level() == crate::simd::Level::Avx512 {
+            (full, tiled) = (m / MR, k / 32 * 16);
+            // SAFETY: the CPU has AVX-512F (the level says so); `w` holds `k·m` values, the
+            // strips `..full` are whole (32 columns of w each), `2·tiled ≤ k`, and `out` holds
+            // the strips of `kp` pairs.
+            unsafe { avx512::pack_transposed_tiles(w, k, full, tiled, kp, out) };
+        }
+        for s in 0..m.div_ceil(MR) {
+            for q in if s < full { tiled } else { 0 }..kp {
+                let block = &mut out[s * 2 * MR * kp + q * 2 * MR..][..2 * MR];
+                for (v, d) in block.iter_mut().enumerate() {
+                    let (i, p) = (s * MR + v / 2, 2 * q + v % 2);
+                    *d = if i < m && p < k { Bf16::from_f32(w[i * k + p]).0 } else { 0 };
+                }
+            }
+        }
+    }
+
     /// Whether the packing holds exactly rows `row(0..m)` of the `rows × k` matrix `w` rounded
     /// to bf16 (the shape and every bit): a cheaper check than keeping and comparing a copy of
     /// `w`, and the right one, since a change of a weight that rounds to the same bf16 value
@@ -804,6 +842,56 @@ mod avx512 {
                     // SAFETY: row j0 + i < n and pairs q0 + p0..q0 + p0 + 16 ≤ q0 + pairs ≤ kp:
                     // inside out.
                     unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((j0 + i) * kp + q0 + p0).cast(), *v) };
+                }
+            }
+        }
+    }
+
+    /// The tiles of [`super::PackedBf16::pack_transposed`]: for strips `s < full` (whole) and
+    /// pairs `q < tiled` (a multiple of 16, `2·tiled ≤ k`), block `(s, q)` of `out` (strips of
+    /// `kp` pairs) from columns `32s..32s + 32` of the `k × m` column-major `w`, values `2q`,
+    /// `2q + 1`.
+    ///
+    /// # Safety
+    /// AVX-512F; `w` holds at least `32·full·k` values, `2·tiled ≤ k`, `tiled ≤ kp`, and `out`
+    /// holds `full` strips of `2·MR·kp` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_transposed_tiles(
+        w: &[f32],
+        k: usize,
+        full: usize,
+        tiled: usize,
+        kp: usize,
+        out: &mut [u16],
+    ) {
+        debug_assert!(w.len() >= full * MR * k && 2 * tiled <= k && out.len() >= full * 2 * MR * kp);
+        for s in 0..full {
+            for q0 in (0..tiled).step_by(16) {
+                for h in 0..2 {
+                    // r[l], lane t: the pair q0 + t of row 16h + l of the strip (column
+                    // 32s + 16h + l of w): its 32 values from 2·q0 rounded, narrowed to 16
+                    // bits and read back as 16 pairs.
+                    let mut r: [__m512; 16] = std::array::from_fn(|l| {
+                        // SAFETY: column 32s + 16h + l < 32·full of w, values 2·q0..2·q0 + 32
+                        // ≤ 2·tiled ≤ k of it.
+                        let (lo, hi) = unsafe {
+                            let at = w.as_ptr().add((s * MR + 16 * h + l) * k + 2 * q0);
+                            (
+                                _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(at))),
+                                _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(at.add(16)))),
+                            )
+                        };
+                        _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
+                    });
+                    transpose16(&mut r);
+                    for (t, v) in r.iter().enumerate() {
+                        // SAFETY: block (s, q0 + t) with q0 + t < tiled ≤ kp, its values
+                        // 32h..32h + 32 (rows 16h..16h + 16): inside strip s of out.
+                        unsafe {
+                            let at = out.as_mut_ptr().add(s * 2 * MR * kp + (q0 + t) * 2 * MR + 32 * h);
+                            _mm512_storeu_ps(at.cast(), *v);
+                        }
+                    }
                 }
             }
         }
@@ -1329,6 +1417,29 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&x.wide) == bits(&want.wide), "{rows}x{k} rows {r0}+{n}: widened");
             }
+        }
+    }
+
+    /// `PackedBf16::pack_transposed` packs what transposing and `pack` pack: whole and partial
+    /// strips, `k` below, at and past 32 and odd, infinities, NaNs and ties, into a buffer last
+    /// filled for a larger shape.
+    #[test]
+    fn packing_the_transpose_is_packing_a_transposed_copy() {
+        let mut rng = Rng::seed_from(27);
+        let mut got = PackedBf16::default();
+        for &(k, m) in &[(1usize, 1usize), (32, 32), (33, 45), (1024, 256), (64, 70), (7, 96), (256, 1024)] {
+            let mut w = random(k * m, &mut rng);
+            for (i, v) in w.iter_mut().enumerate().step_by(41) {
+                *v = [f32::INFINITY, f32::NAN, f32::from_bits(0x3f80_8000), -0.0][i % 4];
+            }
+            let mut t = vec![0.0; k * m];
+            transpose(&w, k, m, &mut t);
+            let mut want = PackedBf16::default();
+            want.pack(&t, m, k, m, |r| r);
+            got.pack(&random(300 * 300, &mut rng), 300, 300, 300, |r| r);
+            got.pack_transposed(&w, k, m);
+            assert_eq!((got.rows(), got.cols()), (m, k));
+            assert!(got.strips() == want.strips(), "{k}x{m}");
         }
     }
 
