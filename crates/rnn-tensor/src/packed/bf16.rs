@@ -217,18 +217,21 @@ impl Bf16Pairs {
             }
             0
         };
+        // Pairs `qs` of row i, into that row's `out`.
+        let fill = |out: &mut [u32], qs: std::ops::Range<usize>, i: usize| {
+            for (q, o) in out.iter_mut().enumerate().take(qs.end).skip(qs.start) {
+                *o = value(2 * q, i) | value(2 * q + 1, i) << 16;
+            }
+        };
         for (j, out) in self.data.chunks_exact_mut(kp.max(1)).take(n).enumerate() {
             let i = r0 + j;
+            // The pairs before, between and after the tiled ranges (all past the tiled rows).
             let mut q = 0;
             for t in if j < tiled_rows { &tiled[..] } else { &[] }.iter().filter(|t| !t.is_empty()) {
-                for (qq, o) in out.iter_mut().enumerate().take(t.start).skip(q) {
-                    *o = value(2 * qq, i) | value(2 * qq + 1, i) << 16;
-                }
+                fill(out, q..t.start, i);
                 q = t.end;
             }
-            for (qq, o) in out.iter_mut().enumerate().skip(q) {
-                *o = value(2 * qq, i) | value(2 * qq + 1, i) << 16;
-            }
+            fill(out, q..kp, i);
         }
         self.data[kp * n..].fill(0);
         self.widen(wide);
@@ -312,13 +315,8 @@ impl PackedBf16 {
     /// If `w` does not hold `rows × k` values or a row index is out of range.
     pub fn pack(&mut self, w: &[f32], rows: usize, k: usize, m: usize, row: impl Fn(usize) -> usize) {
         assert_eq!(w.len(), rows * k, "PackedBf16::pack: {} values for {rows}x{k}", w.len());
-        let len = m.div_ceil(MR) * 2 * MR * k.div_ceil(2);
-        (self.m, self.k) = (m, k);
-        // 32 values of slack for the alignment. Every block is written whole below (padding
-        // rows and columns as zeros), so the buffer is not cleared first.
-        self.data.resize(len + 32, 0);
-        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
-        let out = &mut self.data[self.off..self.off + len];
+        // Every block is written whole below (padding rows and columns as zeros).
+        let out = self.reset(m, k);
         visit_pairs(w, rows, k, m, &row, |at, src| {
             match src {
                 #[cfg(target_arch = "x86_64")]
@@ -339,6 +337,17 @@ impl PackedBf16 {
         });
     }
 
+    /// Sets the shape to `m × k` and returns the strips' values (`⌈m/MR⌉·2·MR·⌈k/2⌉`, from a
+    /// 64-byte boundary: 32 values of slack for the alignment), not cleared: the packing
+    /// routines write every block whole.
+    fn reset(&mut self, m: usize, k: usize) -> &mut [u16] {
+        let len = m.div_ceil(MR) * 2 * MR * k.div_ceil(2);
+        (self.m, self.k) = (m, k);
+        self.data.resize(len + 32, 0);
+        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
+        &mut self.data[self.off..self.off + len]
+    }
+
     /// [`PackedBf16::pack`] of `wᵀ` (`m × k`) for the `k × m` column-major `w` (values
     /// `w[i·k + p] = wᵀ[i, p]`), without a transposed copy: a pair of `wᵀ`'s row `i` is two
     /// consecutive values of `w`'s column `i`. With AVX-512, a strip and 16 pairs at a time (per
@@ -351,11 +360,8 @@ impl PackedBf16 {
     pub fn pack_transposed(&mut self, w: &[f32], k: usize, m: usize) {
         assert_eq!(w.len(), k * m, "PackedBf16::pack_transposed: {} values for {k}x{m}", w.len());
         let kp = k.div_ceil(2);
-        let len = m.div_ceil(MR) * 2 * MR * kp;
-        (self.m, self.k) = (m, k);
-        self.data.resize(len + 32, 0);
-        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / 2;
-        let out = &mut self.data[self.off..self.off + len];
+        // Every block is written whole below (by a tile or one value at a time).
+        let out = self.reset(m, k);
         // Strips `..full` have their pairs `..tiled` written by the tiles.
         let (mut full, mut tiled) = (0, 0);
         #[cfg(target_arch = "x86_64")]
