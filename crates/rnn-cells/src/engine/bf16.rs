@@ -139,17 +139,27 @@ pub(crate) fn gemm<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut [T], rev
 /// the threads as the time loops split a batch ([`for_each_batch_part`](super::ops::for_each_batch_part);
 /// the same bits for any split).
 pub(crate) fn gemm_split<T: Scalar>(w: &PackedBf16, x: &[T], y: &mut Mat<T>) {
-    gemm_split_beta(w, x, T::ZERO, y);
+    let k = w.cols();
+    split_columns(w, 0.0, y, |pairs, cols| pairs.set(f32s(&x[cols.start * k..cols.end * k]), k, cols.len()));
 }
 
-/// [`gemm_split`] with any `beta`.
-fn gemm_split_beta<T: Scalar>(w: &PackedBf16, x: &[T], beta: T, y: &mut Mat<T>) {
-    let (k, n) = (w.cols(), y.ncols());
+/// `Y = W·X + beta·Y` over `Y`'s columns split between the threads as [`gemm_split`] splits
+/// them, each part rounding its columns of `X` into this thread's buffer with `round_x`.
+fn split_columns<T: Scalar>(
+    w: &PackedBf16,
+    beta: f32,
+    y: &mut Mat<T>,
+    round_x: impl Fn(&mut Bf16Pairs, Range<usize>) + Sync,
+) {
+    let n = y.ncols();
     let ys = super::ops::SharedCols::new(y);
-    super::ops::for_each_batch_part(n, w.rows() * k, |cols| {
+    super::ops::for_each_batch_part(n, w.rows() * w.cols(), |cols| {
         // SAFETY: each part writes its own columns of y, which outlives the call.
         let yp = unsafe { ys.slice_mut(cols.start, cols.len()) };
-        gemm(w, &x[cols.start * k..cols.end * k], beta, yp, false);
+        PAIRS.with_borrow_mut(|pairs| {
+            round_x(pairs, cols);
+            w.gemm(1.0, pairs, beta, f32s_mut(yp), false);
+        });
     });
 }
 
@@ -220,16 +230,7 @@ impl<T: Scalar> BackwardPacks<T> {
             *x = (p.map(f32s), c);
         }
         let xs = &xs[..parts.len()];
-        let packed = &self.d;
-        let ys = super::ops::SharedCols::new(dw);
-        super::ops::for_each_batch_part(r, g * kn, |part| {
-            // SAFETY: each part writes its own columns of dw, which outlives the call.
-            let yp = unsafe { ys.slice_mut(part.start, part.len()) };
-            PAIRS.with_borrow_mut(|pairs| {
-                pairs.set_rows_parts(xs, r, part);
-                packed.gemm(1.0, pairs, 1.0, f32s_mut(yp), false);
-            });
-        });
+        split_columns(&self.d, 1.0, dw, |pairs, part| pairs.set_rows_parts(xs, r, part));
     }
 
     /// `d_x = W_ihᵀ·D` in bf16 over all of `D`'s columns (`W_ihᵀ` packed rounded here).
