@@ -63,8 +63,8 @@ use crate::params::{check_params, RecurrentParams};
 use crate::{CellError, Recurrence, RecurrentState, SeqInput};
 use ops::{
     add_sums, all_zero, bias_sums, check_seq, check_state_part, ensure_shape, for_each_batch_part,
-    gradient_strips, hidden_weight_grad, hidden_weight_grad_sums, input_backward, project_input, SharedCols,
-    StepWeight,
+    gradient_strips, hidden_pieces, hidden_weight_grad, hidden_weight_grad_sums, input_backward,
+    project_input, SharedCols, StepWeight,
 };
 
 /// The biases of one step, as the cell's pointwise pass receives them: each empty for a layer
@@ -775,7 +775,7 @@ impl<T: Scalar, C: Cell<T>> Layer<T, C> {
                 // step, with h0 (or zeros for a zero state) for the first (last) step's columns.
                 bf16_back.pack_d(step_m, 0..n);
                 let h0_part = ((!all_zero(h0_op)).then_some(h0_op.as_slice()), b);
-                let rest_prev = if reverse { b } else { 0 };
+                let (_, _, rest_prev) = hidden_pieces(b, n, reverse);
                 let rest = (Some(&h_op.as_slice()[rest_prev * out..(rest_prev + n - b) * out]), n - b);
                 bf16_back.weight_grad(&if reverse { [rest, h0_part] } else { [h0_part, rest] }, dw_hh);
             } else {

@@ -205,6 +205,18 @@ pub(crate) fn add_column_sums<T: Scalar>(d: &Mat<T>, db_a: &mut Mat<T>, db_b: Op
     });
 }
 
+/// The two pieces of `dW_hh += Σ_t D_t · h_prev(t)ᵀ` over `n` columns of batch `b` (see
+/// [`hidden_weight_grad`]): `(first, rest, rest_prev)`, the first column of `D` of the step
+/// against `h0` (`b` columns), that of the other steps (`n - b` columns), and the first column
+/// of the outputs those read.
+pub(crate) fn hidden_pieces(b: usize, n: usize, reverse: bool) -> (usize, usize, usize) {
+    if reverse {
+        (n - b, 0, b)
+    } else {
+        (0, b, 0)
+    }
+}
+
 /// `dW_hh += Σ_t D_t · h_prev(t)ᵀ` as (at most) two GEMMs over the whole buffer. Forward in
 /// time `h_prev(t) = h_{t-1}`: the first step against `h0`, the rest against the outputs
 /// `h_1..h_{T-1}` stored contiguously; in reverse (`reverse`) `h_prev(t) = h_{t+1}`: the last
@@ -222,7 +234,7 @@ pub(crate) fn hidden_weight_grad<T: Scalar>(
     if n == 0 {
         return;
     }
-    let (first, rest, rest_prev) = if reverse { (n - b, 0, b) } else { (0, b, 0) };
+    let (first, rest, rest_prev) = hidden_pieces(b, n, reverse);
     // A zero initial state (the usual one) adds nothing: skip its product.
     if !all_zero(h0) {
         product(first, h0, 0, b);
@@ -251,8 +263,7 @@ pub(crate) fn hidden_weight_grad_sums<T: Scalar>(
     let mut next = beta;
     match (dp.filter(|p| p.is_strips()), sums) {
         (Some(p), Some((sa, mut sb))) if n > 0 => {
-            // The pieces of `hidden_weight_grad`.
-            let (first, rest, rest_prev) = if reverse { (n - b, 0, b) } else { (0, b, 0) };
+            let (first, rest, rest_prev) = hidden_pieces(b, n, reverse);
             let first_sums = |sa: &mut Mat<T>, sb: Option<&mut Mat<T>>| {
                 p.add_row_sums_of(first..first + b, sa.as_mut_slice(), sb.map(|m| m.as_mut_slice()))
             };
