@@ -38,6 +38,41 @@ CASES = [
 ]
 
 
+
+def run_module(m, kind, x, states, lengths, batch_first, total_length, grads=None):
+    """What examples/torch_module.rs writes, as PyTorch computes it: `output` (through
+    pack_padded_sequence(enforce_sorted=False) and pad_packed_sequence(total_length=...) when
+    `lengths` is given), `h_n`, `c_n` for an LSTM, and, when `grads` is given (called with the
+    output, h_n and c_n, it returns a dict with d_output, d_h_n and d_c_n), the gradients of
+    sum(d_output * output) + sum(d_h_n * h_n) [+ sum(d_c_n * c_n)]: grad.NAME of every parameter,
+    grad.x and grad.h0, grad.c0 for the `states` given (x and the states require gradients)."""
+    seq = x
+    if lengths is not None:
+        seq = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+    if kind == 'LSTM':
+        out, (hn, cn) = m(seq, (states['h0'], states['c0']) if states else None)
+    else:
+        out, hn = m(seq, states.get('h0'))
+        cn = None
+    if lengths is not None:
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=batch_first, total_length=total_length)
+    res = {'output': out, 'h_n': hn}
+    if cn is not None:
+        res['c_n'] = cn
+    if grads is not None:
+        d = grads(out, hn, cn)
+        loss = (d['d_output'] * out).sum() + (d['d_h_n'] * hn).sum()
+        if cn is not None:
+            loss = loss + (d['d_c_n'] * cn).sum()
+        loss.backward()
+        for n, p in m.named_parameters():
+            res['grad.' + n] = p.grad
+        res['grad.x'] = x.grad
+        for k, v in states.items():
+            res['grad.' + k] = v.grad
+    return res
+
+
 def main():
     for num, (name, kind, nl, layers, bi, bias, bf, dt, i, h, b, t, with_h0, backward, lengths, *proj) in enumerate(CASES):
         torch.manual_seed(20261201 + num)
@@ -58,33 +93,14 @@ def main():
             inp['lengths'] = torch.full((b,), t, dtype=torch.int64)
         elif lengths:
             inp['lengths'] = torch.tensor(lengths, dtype=torch.int64)
-        seq = x
-        if isinstance(lengths, list):
-            seq = torch.nn.utils.rnn.pack_padded_sequence(x, inp['lengths'], batch_first=bf, enforce_sorted=False)
-        if kind == 'LSTM':
-            hx = (states['h0'], states['c0']) if with_h0 else None
-            out, (hn, cn) = m(seq, hx)
-        else:
-            out, hn = m(seq, states.get('h0'))
-            cn = None
-        if isinstance(lengths, list):
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bf, total_length=t)
-        exp = {'output': out, 'h_n': hn}
-        if cn is not None:
-            exp['c_n'] = cn
-        if backward:
+        def draw(out, hn, cn):
             inp['d_output'] = torch.randn_like(out)
             inp['d_h_n'] = torch.randn_like(hn)
-            loss = (inp['d_output'] * out).sum() + (inp['d_h_n'] * hn).sum()
             if cn is not None:
                 inp['d_c_n'] = torch.randn_like(cn)
-                loss = loss + (inp['d_c_n'] * cn).sum()
-            loss.backward()
-            for n, p in m.named_parameters():
-                exp['grad.' + n] = p.grad
-            exp['grad.x'] = x.grad
-            for k, v in states.items():
-                exp['grad.' + k] = v.grad
+            return inp
+        exp = run_module(m, kind, x, states, inp['lengths'] if isinstance(lengths, list) else None, bf, t,
+                         draw if backward else None)
         folder = os.path.join(OUT, name)
         os.makedirs(folder, exist_ok=True)
         meta = {'generator': f'tools/gen_torch_module_fixtures.py, torch {torch.__version__}',
