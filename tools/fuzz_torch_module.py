@@ -2,7 +2,7 @@
 """Random PyTorch recurrent modules against examples/torch_module.rs, live (needs torch).
 
     cargo build --release --example torch_module
-    python3 tools/fuzz_torch_module.py [--first SEED] [--count N] [--bin PATH]
+    python3 tools/fuzz_torch_module.py [--first SEED] [--count N] [--bits] [--bin PATH]
 
 The committed fixtures (tools/gen_torch_module_fixtures.py) pin twelve configurations; this draws
 as many as asked, one per seed, and checks each against PyTorch in the same run: an nn.LSTM,
@@ -26,6 +26,9 @@ grad.c0) is compared with PyTorch's, as max |ours - reference| / (max |reference
   float32 may round it to either side of the kink, and then the gradients that flow through it
   differ at every earlier step, PyTorch's float32 ones as much as ours when they fall the other
   way.
+
+With --bits, each module runs twice more, with one thread and with two under the AVX2 cap
+(RNN_NUM_THREADS, RNN_MAX_SIMD), and every tensor must be the first run's bits exactly.
 
 It prints each failure (seed, configuration, the tensor, both errors) and a summary; the exit
 code is 1 if any seed failed. A seed gives the same module and input on any machine.
@@ -136,8 +139,15 @@ def error(got, ref):
     return (got - ref).abs().max().item() / (ref.abs().max().item() + 1.0) if ref.numel() else 0.0
 
 
-def check(seed, binary, folder):
-    """None if torch_module agrees with PyTorch on the seed's module, else what went wrong."""
+# With --bits, the environments torch_module runs in again, each of whose results must equal the
+# first run's bit for bit: one thread, and two under the AVX2 cap (the AVX-512 and AVX2 kernels
+# give the same bits; the `portable` cap runs f32 products on matrixmultiply, other bits).
+BIT_RUNS = [{'RNN_NUM_THREADS': '1'}, {'RNN_NUM_THREADS': '2', 'RNN_MAX_SIMD': 'avx2'}]
+
+
+def check(seed, binary, folder, bits=False):
+    """None if torch_module agrees with PyTorch on the seed's module (and, with `bits`, with
+    itself under BIT_RUNS), else what went wrong ('kink': see relu_margin)."""
     c = config(seed)
     torch.manual_seed(seed)
     m = module(c, c['dt'])
@@ -177,6 +187,7 @@ def check(seed, binary, folder):
     own = reference(c, state, inp, dt) if dt == torch.float32 else None
     if sorted(got) != sorted(ref):
         return f'{describe(c)}: tensors {sorted(got)}, PyTorch has {sorted(ref)}'
+    at_kink = False
     for k in sorted(ref):
         if tuple(got[k].shape) != tuple(ref[k].shape):
             return f'{describe(c)}: {k} has shape {tuple(got[k].shape)}, PyTorch {tuple(ref[k].shape)}'
@@ -188,9 +199,20 @@ def check(seed, binary, folder):
             theirs = error(own[k], ref[k])
             if ours > max(2e-4, 4 * theirs):
                 if c['nl'] == 'relu' and relu_margin(c, state, inp) < 1e-5:
-                    return 'kink'
+                    at_kink = True
+                    break
                 return f"{describe(c)}: {k} error {ours:.3g} against float64, PyTorch's float32 {theirs:.3g}"
-    return None
+    for env in BIT_RUNS if bits else []:
+        again = list(args)
+        again[again.index('--output') + 1] = os.path.join(folder, 'again.safetensors')
+        run = subprocess.run(again, capture_output=True, text=True, env=dict(os.environ, **env))
+        if run.returncode != 0:
+            return f'{describe(c)}: torch_module failed with {env}: {run.stderr.strip()}'
+        other = load_file(os.path.join(folder, 'again.safetensors'))
+        differ = [k for k in sorted(got) if not torch.equal(got[k], other[k])]
+        if differ:
+            return f'{describe(c)}: with {env}, other bits in {differ}'
+    return 'kink' if at_kink else None
 
 
 def main():
@@ -198,6 +220,9 @@ def main():
     ap.add_argument('--first', type=int, default=0, help='the first seed (default 0)')
     ap.add_argument('--count', type=int, default=200, help='how many seeds (default 200)')
     ap.add_argument('--bin', default=BIN, help='the torch_module binary (default: the release build)')
+    ap.add_argument('--bits', action='store_true',
+                    help='also run each module with one thread and with two under the AVX2 cap; '
+                         'the results must be the same bits')
     a = ap.parse_args()
     # PyTorch runs an LSTM with a projection without oneDNN, and says so once per process.
     warnings.filterwarnings('ignore', message='LSTM with projections')
@@ -206,7 +231,7 @@ def main():
     failed, kinks = 0, 0
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(a.first, a.first + a.count):
-            msg = check(seed, a.bin, folder)
+            msg = check(seed, a.bin, folder, a.bits)
             if msg == 'kink':
                 kinks += 1
                 print(f"seed {seed}: {describe(config(seed))}: a pre-activation within 1e-5 of relu's "
