@@ -10,7 +10,7 @@ mod torch_module;
 
 use std::path::{Path, PathBuf};
 
-use rnn::io::{Dtype, TensorFile};
+use rnn::io::{Dtype, TensorData, TensorFile};
 use rnn::tensor::gradcheck::rel_error;
 
 fn fixture(case: &str) -> PathBuf {
@@ -96,5 +96,29 @@ fn bad_input_is_one_line_and_writes_nothing() {
     fail(&["--module", m, "--input", i, "--output", o, "--batch-first"], "expected");
     fail(&["--nonlinearity", "sigmoid"], "tanh or relu");
     fail(&["--module", "/nonexistent/m.safetensors", "--input", i, "--output", o], "cannot read");
+    // A float tensor saved as int64 (a weight, an output gradient): named, not converted.
+    let ints = |path: &str, name: &str, to: &Path| {
+        let mut f = TensorFile::read(path).unwrap();
+        let t = f.tensors.get_mut(name).unwrap();
+        let v = f64s(&t.data).iter().map(|&x| x.round() as i64).collect();
+        t.data = TensorData::I64(v);
+        f.write(to).unwrap();
+    };
+    let bad = std::env::temp_dir().join(format!("rnn_torch_module_int_{}.safetensors", std::process::id()));
+    let b = bad.to_str().unwrap();
+    ints(m, "weight_ih_l1", &bad);
+    fail(&["--module", b, "--input", i, "--output", o], "tensor weight_ih_l1 is int64");
+    ints(i, "d_output", &bad);
+    fail(&["--module", m, "--input", b, "--output", o], "tensor d_output is int64");
+    std::fs::remove_file(&bad).unwrap();
     assert!(!out.exists(), "nothing written on bad input");
+}
+
+/// A float tensor's values as f64.
+fn f64s(data: &TensorData) -> Vec<f64> {
+    match data {
+        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::F64(v) => v.clone(),
+        TensorData::I64(_) => panic!("an int64 tensor"),
+    }
 }

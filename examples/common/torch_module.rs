@@ -42,7 +42,8 @@ struct Loaded {
 /// A result whose error is the one-line message the program prints.
 pub type Result<T> = std::result::Result<T, String>;
 
-fn read(path: &PathBuf) -> Result<BTreeMap<String, Loaded>> {
+/// The tensors of the file at `path`, every one float32 or float64 but `ints` (int64).
+fn read(path: &PathBuf, ints: &[&str]) -> Result<BTreeMap<String, Loaded>> {
     let file = TensorFile::read(path).map_err(|e| e.to_string())?;
     file.check_finite().map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
@@ -50,7 +51,13 @@ fn read(path: &PathBuf) -> Result<BTreeMap<String, Loaded>> {
         let values: Vec<f64> = match &t.data {
             TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::F64(v) => v.clone(),
-            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I64(v) if ints.contains(&name.as_str()) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I64(_) => {
+                return Err(format!(
+                    "{}: tensor {name} is int64; it must be float32 or float64",
+                    path.display()
+                ))
+            }
         };
         out.insert(name, Loaded { dtype: t.dtype(), shape: t.shape, values });
     }
@@ -226,8 +233,8 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         input.ok_or("--input IN.safetensors is required")?,
         output.ok_or("--output OUT.safetensors is required")?,
     );
-    let m = read(&module)?;
-    let inputs = read(&input)?;
+    let m = read(&module, &[])?;
+    let inputs = read(&input, &["lengths"])?;
     if let Some((n, _)) = inputs
         .iter()
         .find(|(n, _)| !["x", "lengths", "h0", "c0", "d_output", "d_h_n", "d_c_n"].contains(&n.as_str()))
