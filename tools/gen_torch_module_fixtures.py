@@ -38,7 +38,6 @@ CASES = [
 ]
 
 
-
 def run_module(m, kind, x, states, lengths, batch_first, total_length, grads=None):
     """What examples/torch_module.rs writes, as PyTorch computes it: `output` (through
     pack_padded_sequence(enforce_sorted=False) and pad_packed_sequence(total_length=...) when
@@ -93,6 +92,7 @@ def main():
             inp['lengths'] = torch.full((b,), t, dtype=torch.int64)
         elif lengths:
             inp['lengths'] = torch.tensor(lengths, dtype=torch.int64)
+
         def draw(out, hn, cn):
             inp['d_output'] = torch.randn_like(out)
             inp['d_h_n'] = torch.randn_like(hn)
