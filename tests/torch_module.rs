@@ -2,7 +2,7 @@
 //! `tools/gen_torch_module_fixtures.py`) holds a module's `state_dict`, its inputs and what
 //! PyTorch computed; the program must write the same tensors, within a relative error of 1e-10
 //! in float64 and 1e-4 in float32. Bad input is one line (the program prints it and exits with
-//! code 1) and writes nothing. The program's code runs in-process, from the file the example
+//! code 1) and writes nothing: named cases, and every tensor of two cases' files broken in turn. The program's code runs in-process, from the file the example
 //! includes.
 
 #[path = "../examples/common/torch_module.rs"]
@@ -31,22 +31,21 @@ fn cli(args: &[&str]) -> torch_module::Result<()> {
     torch_module::cli(args.iter().map(|s| s.to_string()))
 }
 
+/// Runs the program on module file `m` and input file `i`, writing `out`, with `flags`.
+fn cli_on(m: &Path, i: &Path, out: &Path, flags: &[&str]) -> torch_module::Result<()> {
+    let paths = [m, i, out].map(|p| p.to_str().unwrap());
+    let mut args = vec!["--module", paths[0], "--input", paths[1], "--output", paths[2]];
+    args.extend_from_slice(flags);
+    cli(&args)
+}
+
 /// Runs one case and compares every tensor written with PyTorch's.
 fn run(case: &str, flags: &[&str]) {
     let dir = fixture(case);
     let out =
         std::env::temp_dir().join(format!("rnn_torch_module_{case}_{}.safetensors", std::process::id()));
     let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
-    let mut args = vec![
-        "--module",
-        m.to_str().unwrap(),
-        "--input",
-        i.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(flags);
-    cli(&args).unwrap_or_else(|e| panic!("{case}: {e}"));
+    cli_on(&m, &i, &out, flags).unwrap_or_else(|e| panic!("{case}: {e}"));
     let (got, want) = (read(&out), read(&dir.join("expected.safetensors")));
     std::fs::remove_file(&out).ok();
     let names = |v: &Tensors| v.iter().map(|t| t.0.clone()).collect::<Vec<_>>();
@@ -120,5 +119,73 @@ fn f64s(data: &TensorData) -> Vec<f64> {
         TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
         TensorData::F64(v) => v.clone(),
         TensorData::I64(_) => panic!("an int64 tensor"),
+    }
+}
+
+/// Every tensor of a module file and of an input file, broken one at a time (dropped, saved as
+/// the wrong dtype, one value short, renamed): the program either runs (dropping an optional
+/// input: `h0`, `lengths`, a gradient) or fails with one line, and never panics or writes.
+#[test]
+fn every_broken_tensor_is_one_line() {
+    for (case, flags) in
+        [("lstm_proj_l3_lengths", &[][..]), ("birnn_l3_lengths_batch_first", &["--batch-first"][..])]
+    {
+        let dir = fixture(case);
+        let files = [dir.join("module.safetensors"), dir.join("input.safetensors")];
+        let tmp = |what: &str| {
+            std::env::temp_dir().join(format!("rnn_tm_broken_{what}_{}.safetensors", std::process::id()))
+        };
+        let (broken, out) = (tmp("file"), tmp("out"));
+        for (which, path) in files.iter().enumerate() {
+            let file = TensorFile::read(path).unwrap();
+            for name in file.tensors.keys() {
+                let t = &file.tensors[name];
+                let short = t.len().saturating_sub(1);
+                let wrong_dtype = match &t.data {
+                    TensorData::I64(v) => TensorData::F64(v.iter().map(|&x| x as f64).collect()),
+                    data => TensorData::I64(f64s(data).iter().map(|&x| x.round() as i64).collect()),
+                };
+                let mut short_data = t.data.clone();
+                match &mut short_data {
+                    TensorData::F32(v) => v.truncate(short),
+                    TensorData::F64(v) => v.truncate(short),
+                    TensorData::I64(v) => v.truncate(short),
+                }
+                let breaks: [(&str, Option<(String, rnn::io::Tensor)>); 4] = [
+                    ("dropped", None),
+                    ("dtype", Some((name.clone(), rnn::io::Tensor::new(t.shape.clone(), wrong_dtype)))),
+                    ("short", Some((name.clone(), rnn::io::Tensor::new(vec![short], short_data)))),
+                    ("renamed", Some((format!("{name}_x"), t.clone()))),
+                ];
+                for (how, replacement) in breaks {
+                    let mut f = file.clone();
+                    f.tensors.remove(name);
+                    if let Some((n, t)) = replacement {
+                        f.tensors.insert(n, t);
+                    }
+                    f.write(&broken).unwrap();
+                    let [m, i] = if which == 0 {
+                        [broken.clone(), files[1].clone()]
+                    } else {
+                        [files[0].clone(), broken.clone()]
+                    };
+                    let optional = which == 1 && name != "x" && how == "dropped";
+                    match cli_on(&m, &i, &out, flags) {
+                        Ok(()) if optional => {
+                            std::fs::remove_file(&out).unwrap();
+                        }
+                        Ok(()) => panic!("{case}: {name} {how}: the program ran"),
+                        Err(e) => {
+                            assert_eq!(e.lines().count(), 1, "{case}: {name} {how}: {e}");
+                            assert!(!out.exists(), "{case}: {name} {how}: wrote {}", out.display());
+                            if how == "dtype" || how == "renamed" {
+                                assert!(e.contains(name.as_str()), "{case}: {name} {how}: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        std::fs::remove_file(&broken).ok();
     }
 }
