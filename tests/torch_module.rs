@@ -2,8 +2,8 @@
 //! `tools/gen_torch_module_fixtures.py`) holds a module's `state_dict`, its inputs and what
 //! PyTorch computed; the program must write the same tensors, within a relative error of 1e-10
 //! in float64 and 1e-4 in float32. Bad input is one line (the program prints it and exits with
-//! code 1) and writes nothing: named cases, and every tensor of two cases' files broken in turn. The program's code runs in-process, from the file the example
-//! includes.
+//! code 1) and writes nothing: named cases, and every tensor of two cases' files broken in turn.
+//! The program's code runs in-process, from the file the example includes.
 
 #[path = "../examples/common/torch_module.rs"]
 mod torch_module;
@@ -98,9 +98,8 @@ fn bad_input_is_one_line_and_writes_nothing() {
     // A float tensor saved as int64 (a weight, an output gradient): named, not converted.
     let ints = |path: &str, name: &str, to: &Path| {
         let mut f = TensorFile::read(path).unwrap();
-        let t = f.tensors.get_mut(name).unwrap();
-        let v = f64s(&t.data).iter().map(|&x| x.round() as i64).collect();
-        t.data = TensorData::I64(v);
+        let v = f.floats::<f64>(name).unwrap().iter().map(|&x| x.round() as i64).collect();
+        f.tensors.get_mut(name).unwrap().data = TensorData::I64(v);
         f.write(to).unwrap();
     };
     let bad = std::env::temp_dir().join(format!("rnn_torch_module_int_{}.safetensors", std::process::id()));
@@ -111,15 +110,6 @@ fn bad_input_is_one_line_and_writes_nothing() {
     fail(&["--module", m, "--input", b, "--output", o], "tensor d_output is int64");
     std::fs::remove_file(&bad).unwrap();
     assert!(!out.exists(), "nothing written on bad input");
-}
-
-/// A float tensor's values as f64.
-fn f64s(data: &TensorData) -> Vec<f64> {
-    match data {
-        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::F64(v) => v.clone(),
-        TensorData::I64(_) => panic!("an int64 tensor"),
-    }
 }
 
 /// Every tensor of a module file and of an input file, broken one at a time (dropped, saved as
@@ -143,7 +133,9 @@ fn every_broken_tensor_is_one_line() {
                 let short = t.len().saturating_sub(1);
                 let wrong_dtype = match &t.data {
                     TensorData::I64(v) => TensorData::F64(v.iter().map(|&x| x as f64).collect()),
-                    data => TensorData::I64(f64s(data).iter().map(|&x| x.round() as i64).collect()),
+                    _ => TensorData::I64(
+                        file.floats::<f64>(name).unwrap().iter().map(|&x| x.round() as i64).collect(),
+                    ),
                 };
                 let mut short_data = t.data.clone();
                 match &mut short_data {
