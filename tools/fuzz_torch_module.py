@@ -184,7 +184,7 @@ def check(seed, binary, folder, bits=False):
         return f'{describe(c)}: torch_module failed: {run.stderr.strip()}'
     got = load_file(paths['output'])
     ref = reference(c, state, inp, torch.float64)
-    own = reference(c, state, inp, dt) if dt == torch.float32 else None
+    own = None  # PyTorch's float32 tensors, computed only when ours are past 2e-4
     if sorted(got) != sorted(ref):
         return f'{describe(c)}: tensors {sorted(got)}, PyTorch has {sorted(ref)}'
     at_kink = False
@@ -196,8 +196,11 @@ def check(seed, binary, folder, bits=False):
             if ours > 1e-10:
                 return f'{describe(c)}: {k} error {ours:.3g} > 1e-10'
         else:
+            if ours <= 2e-4:
+                continue
+            own = own or reference(c, state, inp, dt)
             theirs = error(own[k], ref[k])
-            if ours > max(2e-4, 4 * theirs):
+            if ours > 4 * theirs:
                 if c['nl'] == 'relu' and relu_margin(c, state, inp) < 1e-5:
                     at_kink = True
                     break
