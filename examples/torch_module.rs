@@ -3,8 +3,8 @@
 //! tensors as PyTorch stores them; see `common/torch_module.rs` for the files it reads and writes.
 //!
 //! ```text
-//! cargo run --release --example torch_module -- --module M.safetensors --input IN.safetensors \
-//!     --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
+//! cargo run --release --example torch_module -- --module M.safetensors [--prefix P] \
+//!     --input IN.safetensors --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
 //! ```
 
 #[path = "common/torch_module.rs"]

@@ -181,3 +181,48 @@ fn every_broken_tensor_is_one_line() {
         std::fs::remove_file(&broken).ok();
     }
 }
+
+/// A whole model's `state_dict` (the module under `model.rnn.`, beside a head, a non-finite
+/// value and an int64 buffer of other modules): `--prefix model.rnn` (or `model.rnn.`) runs the
+/// module and writes what its own `state_dict` gives, bit for bit; without `--prefix`, or with
+/// one that selects nothing, it is one line saying where the module is.
+#[test]
+fn a_whole_models_state_dict_by_its_prefix() {
+    let dir = fixture("bilstm_l2_lengths");
+    let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
+    let tmp = |what: &str| {
+        std::env::temp_dir().join(format!("rnn_tm_model_{what}_{}.safetensors", std::process::id()))
+    };
+    let (model, want, got) = (tmp("file"), tmp("want"), tmp("got"));
+    let module = TensorFile::read(&m).unwrap();
+    let mut whole = TensorFile::new()
+        .with_tensor("head.weight", rnn::io::Tensor::vector(&[0.5f64, 2.0]).with_shape(vec![1, 2]))
+        .with_tensor("head.bias", rnn::io::Tensor::vector(&[f64::NAN]))
+        .with_tensor("norm.num_batches_tracked", rnn::io::Tensor::new(vec![], TensorData::I64(vec![3])));
+    for (name, t) in &module.tensors {
+        whole = whole.with_tensor(format!("model.rnn.{name}"), t.clone());
+    }
+    whole.write(&model).unwrap();
+    cli_on(&m, &i, &want, &[]).unwrap();
+    for prefix in ["model.rnn", "model.rnn."] {
+        cli_on(&model, &i, &got, &["--prefix", prefix]).unwrap_or_else(|e| panic!("{prefix}: {e}"));
+        assert_eq!(
+            TensorFile::read(&got).unwrap().tensors,
+            TensorFile::read(&want).unwrap().tensors,
+            "{prefix}"
+        );
+        std::fs::remove_file(&got).unwrap();
+    }
+    for (flags, says) in [
+        (&[][..], "a whole model's state_dict, with a recurrent module under \"model.rnn.\": select it by its prefix"),
+        (&["--prefix", "model.rn"][..], "no tensor's name starts with \"model.rn.\" (recurrent modules under: \"model.rnn.\")"),
+        (&["--prefix", "model"][..], "unknown tensor model.rnn.bias_hh_l0: a recurrent module's state_dict holds weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} (and _reverse); this state_dict holds one under \"model.rnn.\": select it by that prefix"),
+    ] {
+        let e = cli_on(&model, &i, &got, flags).expect_err("must fail");
+        assert!(e.lines().count() == 1 && e.contains(says), "{flags:?}: {e}");
+        assert!(!got.exists(), "{flags:?}: wrote {}", got.display());
+    }
+    for f in [model, want] {
+        std::fs::remove_file(f).unwrap();
+    }
+}

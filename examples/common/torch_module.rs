@@ -3,12 +3,14 @@
 //! tensors as PyTorch stores them:
 //!
 //! ```text
-//! cargo run --release --example torch_module -- --module M.safetensors --input IN.safetensors \
-//!     --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
+//! cargo run --release --example torch_module -- --module M.safetensors [--prefix P] \
+//!     --input IN.safetensors --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]
 //! ```
 //!
 //! - `M` holds the module's `state_dict` under PyTorch's names (`weight_ih_l0`,
-//!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64.
+//!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64; or a whole model's, whose
+//!   recurrent module `--prefix P` selects (`rnn` for `rnn.weight_ih_l0`, ...: the tensors under
+//!   `P.`, the others not read).
 //! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and
 //!   `c0` for an LSTM), `[L·D, B, H]` as PyTorch's; for the backward pass `d_output` (shaped like
 //!   `output`), and optionally `d_h_n` (and `d_c_n`): the gradients of a loss with respect to each
@@ -25,8 +27,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rnn::cells::{
-    from_torch, to_torch, with_torch_module, Recurrence, RecurrentState, SeqInput, SeqOrder, TorchRecurrent,
-    TorchTensor,
+    from_torch, to_torch, torch, with_torch_module, Recurrence, RecurrentState, SeqInput, SeqOrder,
+    TorchRecurrent, TorchTensor,
 };
 use rnn::io::{Dtype, Tensor, TensorData, TensorFile};
 use rnn::tensor::activation::Activation;
@@ -42,12 +44,22 @@ struct Loaded {
 /// A result whose error is the one-line message the program prints.
 pub type Result<T> = std::result::Result<T, String>;
 
-/// The tensors of the file at `path`, every one float32 or float64 but `ints` (int64).
-fn read(path: &PathBuf, ints: &[&str]) -> Result<BTreeMap<String, Loaded>> {
+/// The tensors of the file at `path`, every one float32 or float64 but `ints` (int64). With
+/// `module`, the file is a `state_dict`: only the tensors under that prefix are read (`""`:
+/// all), named without it, and their names are checked before their values.
+fn read(path: &PathBuf, ints: &[&str], module: Option<&str>) -> Result<BTreeMap<String, Loaded>> {
     let file = TensorFile::read(path).map_err(|e| e.to_string())?;
-    file.check_finite().map_err(|e| e.to_string())?;
+    let names = file.tensors.keys().map(String::as_str);
+    let selected = match module {
+        Some(prefix) => {
+            torch::select_module(names, prefix).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => names.map(|n| (n, n)).collect(),
+    };
     let mut out = BTreeMap::new();
-    for (name, t) in file.tensors {
+    for (name, short) in selected {
+        file.check_finite_tensor(name).map_err(|e| e.to_string())?;
+        let (t, name) = (&file.tensors[name], short.to_owned());
         let values: Vec<f64> = match &t.data {
             TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::F64(v) => v.clone(),
@@ -59,7 +71,7 @@ fn read(path: &PathBuf, ints: &[&str]) -> Result<BTreeMap<String, Loaded>> {
                 ))
             }
         };
-        out.insert(name, Loaded { dtype: t.dtype(), shape: t.shape, values });
+        out.insert(name, Loaded { dtype: t.dtype(), shape: t.shape.clone(), values });
     }
     Ok(out)
 }
@@ -207,12 +219,14 @@ fn write(path: &PathBuf, outputs: &Outputs, dtype: Dtype) -> Result<()> {
 pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
     let (mut module, mut input, mut output, mut order, mut act) =
         (None, None, None, SeqOrder::SeqFirst, Activation::Tanh);
+    let mut prefix = String::new();
     while let Some(a) = args.next() {
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
         match a.as_str() {
             "--module" => module = Some(PathBuf::from(value("--module")?)),
             "--input" => input = Some(PathBuf::from(value("--input")?)),
             "--output" => output = Some(PathBuf::from(value("--output")?)),
+            "--prefix" => prefix = value("--prefix")?,
             "--batch-first" => order = SeqOrder::BatchFirst,
             "--nonlinearity" => {
                 act = match value("--nonlinearity")?.as_str() {
@@ -222,7 +236,7 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
                 }
             }
             "--help" | "-h" => {
-                println!("torch_module --module M.safetensors --input IN.safetensors --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]");
+                println!("torch_module --module M.safetensors [--prefix P] --input IN.safetensors --output OUT.safetensors [--batch-first] [--nonlinearity tanh|relu]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}; see --help")),
@@ -233,8 +247,8 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         input.ok_or("--input IN.safetensors is required")?,
         output.ok_or("--output OUT.safetensors is required")?,
     );
-    let m = read(&module, &[])?;
-    let inputs = read(&input, &["lengths"])?;
+    let m = read(&module, &[], Some(&prefix))?;
+    let inputs = read(&input, &["lengths"], None)?;
     if let Some((n, _)) = inputs
         .iter()
         .find(|(n, _)| !["x", "lengths", "h0", "c0", "d_output", "d_h_n", "d_c_n"].contains(&n.as_str()))
@@ -249,7 +263,7 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         .iter()
         .map(|(n, t)| (n.clone(), TorchTensor { shape: t.shape.clone(), data: t.values.clone() }))
         .collect();
-    let shape = rnn::cells::torch::module_shape(&as_f64).map_err(|e| format!("{}: {e}", module.display()))?;
+    let shape = torch::module_shape(&as_f64).map_err(|e| format!("{}: {e}", module.display()))?;
     let layers_dirs = shape.layers * if shape.bidirectional { 2 } else { 1 };
     let lstm = shape.kind == "LSTM";
     let outputs = match dtype {

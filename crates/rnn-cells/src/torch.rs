@@ -94,20 +94,93 @@ fn parse_name(name: &str) -> Option<(&str, &str, usize, bool)> {
     matches!(side, "ih" | "hh" | "hr").then_some((what, side, layer, reverse))
 }
 
+/// The prefix that selects a submodule's tensors from a whole model's `state_dict`: `prefix`
+/// with a `.` appended if it has none (`"rnn"` and `"rnn."` both select `rnn.weight_ih_l0`, not
+/// `rnn2.weight_ih_l0`); empty for the whole file.
+fn submodule_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('.') {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.")
+    }
+}
+
+/// The prefixes under which `names` (a whole model's `state_dict`) hold a recurrent module: one
+/// per `weight_hh_l0` (`"rnn."` for `rnn.weight_hh_l0`; `""` for a module's own `state_dict`).
+fn module_prefixes<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    names
+        .into_iter()
+        .filter_map(|n| n.strip_suffix("weight_hh_l0"))
+        .filter(|p| p.is_empty() || p.ends_with('.'))
+        .collect()
+}
+
+/// The tensors of the recurrent module under `prefix` among `names` (a `state_dict`'s):
+/// `(name, name without the prefix)`. `"rnn"` and `"rnn."` both select `rnn.weight_ih_l0` (not
+/// `rnn2.weight_ih_l0`); `""` selects a module's own `state_dict`. Every selected name must be
+/// one a recurrent module holds; a whole model's `state_dict` read without a prefix, or a prefix
+/// that selects nothing, is an error naming the prefixes of the recurrent modules there are.
+pub fn select_module<'a>(
+    names: impl IntoIterator<Item = &'a str> + Clone,
+    prefix: &str,
+) -> Result<Vec<(&'a str, &'a str)>, CellError> {
+    let prefix = submodule_prefix(prefix);
+    let found = module_prefixes(names.clone());
+    let quoted: Vec<String> = found.iter().map(|p| format!("{p:?}")).collect();
+    if prefix.is_empty() && !found.is_empty() && !found.contains(&"") {
+        return Err(CellError::InvalidConfig(format!(
+            "a whole model's state_dict, with a recurrent module under {}: select it by its prefix",
+            quoted.join(" and ")
+        )));
+    }
+    let selected: Vec<_> = names.into_iter().filter_map(|n| Some((n, n.strip_prefix(&prefix)?))).collect();
+    if selected.is_empty() {
+        let quoted = if quoted.is_empty() { "none".to_owned() } else { quoted.join(", ") };
+        return Err(CellError::InvalidConfig(format!(
+            "no tensor's name starts with {prefix:?} (recurrent modules under: {quoted})"
+        )));
+    }
+    check_names(selected.iter().map(|&(_, short)| short), &prefix)?;
+    Ok(selected)
+}
+
+/// Checks that every name is one a recurrent module's `state_dict` can hold; the first that is
+/// not is an error naming it and, for a whole model's `state_dict`, the prefixes of the
+/// recurrent modules in it ([`module_prefixes`]). `prefix` is the one the names were selected by
+/// (and stripped of), which the error puts back.
+fn check_names<'a>(names: impl IntoIterator<Item = &'a str> + Clone, prefix: &str) -> Result<(), CellError> {
+    for name in names.clone() {
+        let hint = match parse_name(name) {
+            Some(("bias", "hr", ..)) => "a projection has no bias".to_owned(),
+            Some(_) => continue,
+            None => {
+                let found = module_prefixes(names);
+                let whole = if found.is_empty() || found.contains(&"") {
+                    String::new()
+                } else {
+                    let found: Vec<String> = found.iter().map(|p| format!("\"{prefix}{p}\"")).collect();
+                    format!(
+                        "; this state_dict holds one under {}: select it by that prefix",
+                        found.join(" and ")
+                    )
+                };
+                format!("a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}}, weight_hr_l{{k}} (and _reverse){whole}")
+            }
+        };
+        return Err(CellError::InvalidConfig(format!("unknown tensor {prefix}{name}: {hint}")));
+    }
+    Ok(())
+}
+
 /// Reads the module's shape off the tensors' names and shapes (see the module docs).
 pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<TorchModuleShape, CellError> {
     let bad = |m: String| Err(CellError::InvalidConfig(m));
+    check_names(tensors.keys().map(String::as_str), "")?;
     let mut layers = 0;
     let (mut bidirectional, mut bias) = (false, false);
     for name in tensors.keys() {
-        let Some((what, side, k, reverse)) = parse_name(name) else {
-            return bad(format!(
-                "unknown tensor {name}: a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}}, weight_hr_l{{k}} (and _reverse)"
-            ));
-        };
-        if what == "bias" && side == "hr" {
-            return bad(format!("unknown tensor {name}: a projection has no bias"));
-        }
+        // Every name parses: checked above.
+        let Some((what, _, k, reverse)) = parse_name(name) else { continue };
         layers = layers.max(k + 1);
         bidirectional |= reverse;
         bias |= what == "bias";

@@ -9,7 +9,7 @@ use rnn_io::TensorFile;
 use rnn_tensor::activation::Activation;
 use rnn_tensor::Scalar;
 
-use crate::torch::{TorchRecurrent, TorchTensor};
+use crate::torch::{select_module, TorchRecurrent, TorchTensor};
 use crate::CellError;
 
 impl<T: Scalar> TorchRecurrent<T> {
@@ -22,24 +22,22 @@ impl<T: Scalar> TorchRecurrent<T> {
     }
 
     /// [`TorchRecurrent::from_safetensors`] on the tensors whose names start with `prefix`, the
-    /// prefix removed: the recurrent submodule of a whole model's `state_dict` (`"rnn."` for
-    /// `self.rnn = nn.LSTM(...)`); the file's other tensors are left alone.
+    /// prefix removed: the recurrent submodule of a whole model's `state_dict` (`"rnn"` or
+    /// `"rnn."` for `self.rnn = nn.LSTM(...)`); the file's other
+    /// tensors are left alone (neither converted nor checked; see [`select_module`]).
     pub fn from_safetensors_prefix(
         path: impl AsRef<Path>,
         prefix: &str,
         nonlinearity: Activation,
     ) -> Result<Self, CellError> {
         let file = TensorFile::read(path)?;
-        file.check_finite()?;
+        let names = file.tensors.keys().map(String::as_str);
+        let selected = select_module(names, prefix).map_err(|e| file.error(e.to_string()))?;
         let mut tensors = BTreeMap::new();
-        for (name, t) in &file.tensors {
-            if let Some(short) = name.strip_prefix(prefix) {
-                let data = file.floats::<T>(name)?;
-                tensors.insert(short.to_owned(), TorchTensor { shape: t.shape.clone(), data });
-            }
-        }
-        if tensors.is_empty() {
-            return Err(file.error(format!("has no tensor whose name starts with {prefix:?}")).into());
+        for (name, short) in selected {
+            file.check_finite_tensor(name)?;
+            let data = file.floats::<T>(name)?;
+            tensors.insert(short.to_owned(), TorchTensor { shape: file.tensors[name].shape.clone(), data });
         }
         Self::from_state_dict(&tensors, nonlinearity).map_err(|e| file.error(e.to_string()).into())
     }
@@ -82,18 +80,39 @@ mod tests {
             other => panic!("not an LSTM: {other:?}"),
         }
         // A whole model's file: the submodule by its prefix, in f32 from an f32 file.
+        // The model's other tensors are neither converted nor checked: an int64 buffer (a
+        // BatchNorm's count) and a non-finite value are theirs to have.
         let gru = GruConfig::new(2, 3).build_stack::<f32>(1, &mut rng).unwrap();
         let model = state_dict(gru.params(), "rnn.")
-            .with_tensor("head.weight", Tensor::from_mat(&rnn_tensor::Mat::<f32>::zeros(2, 3)));
+            .with_tensor("head.weight", Tensor::from_mat(&rnn_tensor::Mat::<f32>::zeros(2, 3)))
+            .with_tensor("head.bias", Tensor::vector(&[f32::NAN, 0.0]))
+            .with_tensor("norm.num_batches_tracked", Tensor::new(vec![], TensorData::I64(vec![7])));
         let path = dir.join("model.safetensors");
         model.write(&path).unwrap();
-        match TorchRecurrent::<f32>::from_safetensors_prefix(&path, "rnn.", Activation::Tanh).unwrap() {
-            TorchRecurrent::Gru(back) => assert_eq!(back.params(), gru.params()),
-            other => panic!("not a GRU: {other:?}"),
+        // "rnn" and "rnn." select the same tensors.
+        for prefix in ["rnn.", "rnn"] {
+            match TorchRecurrent::<f32>::from_safetensors_prefix(&path, prefix, Activation::Tanh).unwrap() {
+                TorchRecurrent::Gru(back) => assert_eq!(back.params(), gru.params()),
+                other => panic!("not a GRU: {other:?}"),
+            }
         }
-        // Without the prefix, the head is not a recurrent module's tensor.
+        // Without the prefix, the head is not a recurrent module's tensor, and the error says
+        // where the module is; with a prefix that selects nothing, too.
         let e = TorchRecurrent::<f32>::from_safetensors(&path, Activation::Tanh).unwrap_err().to_string();
-        assert!(e.contains("model.safetensors: ") && e.contains("unknown tensor head.weight"), "{e}");
+        assert!(e.contains("model.safetensors: ") && e.lines().count() == 1, "{e}");
+        assert!(
+            e.contains(
+                "a whole model's state_dict, with a recurrent module under \"rnn.\": select it by its prefix"
+            ),
+            "{e}"
+        );
+        let e = TorchRecurrent::<f32>::from_safetensors_prefix(&path, "rn", Activation::Tanh)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no tensor's name starts with \"rn.\" (recurrent modules under: \"rnn.\")"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -111,7 +130,7 @@ mod tests {
             (dir.join("none.safetensors"), "", "cannot read it"),
             (ints.clone(), "", "tensor weight_hh_l0 is I64; expected floats"),
             (nan, "", "non-finite value"),
-            (ints.clone(), "rnn.", "has no tensor whose name starts with \"rnn.\""),
+            (ints.clone(), "rnn.", "no tensor's name starts with \"rnn.\" (recurrent modules under: \"\")"),
         ] {
             let e = TorchRecurrent::<f64>::from_safetensors_prefix(&path, prefix, Activation::Tanh)
                 .unwrap_err()

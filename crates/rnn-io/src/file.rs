@@ -203,19 +203,22 @@ impl TensorFile {
     /// Checks that every float value is finite; the first that is not is an error naming its
     /// tensor and flat index.
     pub fn check_finite(&self) -> Result<(), IoError> {
-        for (name, t) in &self.tensors {
-            let bad = |i: usize, v: f64| {
-                self.error(format!("tensor {name} holds a non-finite value ({v}) at flat index {i}"))
-            };
-            let first = match &t.data {
-                TensorData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
-                TensorData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
-                TensorData::I64(_) => None,
-            };
-            if let Some((i, v)) = first {
-                return Err(bad(i, v));
+        self.tensors.keys().try_for_each(|name| self.check_finite_tensor(name))
+    }
+
+    /// [`TensorFile::check_finite`] for tensor `name` alone (an absent tensor is an error, as in
+    /// [`TensorFile::get`]).
+    pub fn check_finite_tensor(&self, name: &str) -> Result<(), IoError> {
+        let first = match &self.get(name)?.data {
+            TensorData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+            TensorData::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+            TensorData::I64(_) => None,
+        };
+        match first {
+            Some((i, v)) => {
+                Err(self.error(format!("tensor {name} holds a non-finite value ({v}) at flat index {i}")))
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 }
