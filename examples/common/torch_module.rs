@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - `M` holds the module's `state_dict` under PyTorch's names (`weight_ih_l0`,
-//!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64; or a whole model's, whose
+//!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64 (or float16 and bfloat16,
+//!   read as float32); or a whole model's, whose
 //!   recurrent module `--prefix P` selects (`rnn` for `rnn.weight_ih_l0`, ...: the tensors under
 //!   `P.`, the others not read).
 //! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and

@@ -14,7 +14,8 @@ use crate::CellError;
 
 impl<T: Scalar> TorchRecurrent<T> {
     /// The module whose `state_dict` is the file at `path` ([`TorchRecurrent::from_state_dict`]
-    /// on its tensors, `F32` or `F64`, converted to `T`); `nonlinearity` is the vanilla RNN's.
+    /// on its tensors, `F32` or `F64` (or `F16` and `BF16`, which `rnn-io` reads as `F32`),
+    /// converted to `T`); `nonlinearity` is the vanilla RNN's.
     /// Every failure (a missing or damaged file, an integer or non-finite tensor, tensors that
     /// are not one module) is a [`CellError::File`] naming the file.
     pub fn from_safetensors(path: impl AsRef<Path>, nonlinearity: Activation) -> Result<Self, CellError> {

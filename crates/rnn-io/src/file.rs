@@ -86,22 +86,26 @@ impl TensorFile {
         }
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let dtype = match view.dtype() {
-                StDtype::F32 => Dtype::F32,
-                StDtype::F64 => Dtype::F64,
-                StDtype::I64 => Dtype::I64,
+            let (data, size) = match view.dtype() {
+                StDtype::F32 => (TensorData::from_le_bytes(Dtype::F32, view.data()), 4),
+                StDtype::F64 => (TensorData::from_le_bytes(Dtype::F64, view.data()), 8),
+                StDtype::I64 => (TensorData::from_le_bytes(Dtype::I64, view.data()), 8),
+                // Half precision widened to f32: exact, every value of either is an f32.
+                StDtype::F16 => (TensorData::F32(halves(view.data()).map(f16_to_f32).collect()), 2),
+                StDtype::BF16 => (TensorData::F32(halves(view.data()).map(bf16_to_f32).collect()), 2),
                 other => {
                     return Err(bad(format!(
-                        "tensor {name} has dtype {other:?}, which is not read here (F32, F64 or I64); convert it before saving"
+                        "tensor {name} has dtype {other:?}, which is not read here (F32, F64, I64, and F16 or BF16 as F32); convert it before saving"
                     )))
                 }
             };
-            let tensor = Tensor::new(view.shape().to_vec(), TensorData::from_le_bytes(dtype, view.data()));
-            if tensor.shape_len() != Some(tensor.len()) || view.data().len() != tensor.len() * dtype.size() {
+            let tensor = Tensor::new(view.shape().to_vec(), data);
+            if tensor.shape_len() != Some(tensor.len()) || view.data().len() != tensor.len() * size {
                 return Err(bad(format!(
-                    "tensor {name} has shape {:?} but {} bytes of {dtype}; the file is corrupted",
+                    "tensor {name} has shape {:?} but {} bytes of {:?}; the file is corrupted",
                     tensor.shape,
-                    view.data().len()
+                    view.data().len(),
+                    view.dtype()
                 )));
             }
             tensors.insert(name, tensor);
@@ -220,5 +224,68 @@ impl TensorFile {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// The little-endian 16-bit values of `b` (a trailing odd byte is left out; the size check
+/// that follows catches it).
+fn halves(b: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
+
+/// An IEEE 754 binary16 value (`torch.float16`) as the `f32` of the same value: normal numbers
+/// move their exponent from bias 15 to bias 127, subnormals (`m·2⁻²⁴`) become normal `f32`s,
+/// infinities stay infinite and NaNs keep their payload's top bits.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let (exp, man) = (u32::from(h >> 10) & 0x1f, u32::from(h) & 0x3ff);
+    match exp {
+        // ±0 and subnormals: m·2⁻²⁴, exact in f32 (m < 2¹⁰).
+        0 => f32::from_bits(sign) + if sign == 0 { 1.0 } else { -1.0 } * man as f32 * 2f32.powi(-24),
+        0x1f => f32::from_bits(sign | 0x7f80_0000 | man << 13),
+        _ => f32::from_bits(sign | (exp + 127 - 15) << 23 | man << 13),
+    }
+}
+
+/// A bfloat16 value (`torch.bfloat16`, the top half of an `f32`) as that `f32`.
+pub(crate) fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every binary16 value against its definition, computed in f64: `(-1)^s·2^(e-15)·(1 + m/2¹⁰)`,
+    /// `(-1)^s·2⁻¹⁴·m/2¹⁰` for `e = 0`, infinities and NaNs for `e = 31`; signed zeros by their bits.
+    #[test]
+    fn every_f16_widens_to_its_value() {
+        for h in 0..=u16::MAX {
+            let (s, e, m) = (h >> 15, i32::from((h >> 10) & 0x1f), f64::from(h & 0x3ff));
+            let sign: f64 = if s == 1 { -1.0 } else { 1.0 };
+            let got = f16_to_f32(h);
+            match e {
+                31 if m == 0.0 => assert_eq!(f64::from(got), sign * f64::INFINITY, "{h:#06x}"),
+                31 => assert!(got.is_nan(), "{h:#06x}"),
+                0 => {
+                    assert_eq!(f64::from(got), sign * m * 2f64.powi(-24), "{h:#06x}");
+                    assert_eq!(got.is_sign_negative(), s == 1, "{h:#06x}: the sign of zero");
+                }
+                _ => assert_eq!(f64::from(got), sign * (1.0 + m / 1024.0) * 2f64.powi(e - 15), "{h:#06x}"),
+            }
+        }
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    }
+
+    #[test]
+    fn bf16_is_the_top_half_of_an_f32() {
+        for b in 0..=u16::MAX {
+            let want = f32::from_bits(u32::from(b) << 16);
+            assert_eq!(bf16_to_f32(b).to_bits(), want.to_bits());
+        }
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(bf16_to_f32(0xc040), -3.0);
     }
 }

@@ -6,7 +6,7 @@
 //!   [`TensorFile::from_bytes`] check everything, [`TensorFile::to_bytes`] /
 //!   [`TensorFile::write`] give the same bytes for the same tensors and write atomically;
 //! - [`Tensor`], [`TensorData`], [`Dtype`]: a shape and row-major values of `F32`, `F64` or
-//!   `I64`, kept in their own type; [`TensorFile::floats`], [`TensorFile::ints`] and
+//!   `I64`, kept in their own type (`F16` and `BF16` are read as `F32`, exactly); [`TensorFile::floats`], [`TensorFile::ints`] and
 //!   [`TensorFile::matrix`] take them out as the caller needs them, and [`Tensor::from_mat`]
 //!   puts a matrix in;
 //! - [`write_atomic`], [`sync_dir`], [`read_file_bytes`]: the file system side, for any bytes;

@@ -117,12 +117,45 @@ fn reading_errors_are_one_line_naming_the_file_and_the_tensor() {
     flipped[n - 30] ^= 0x10;
     let s = one_line(&TensorFile::from_bytes("flip.st", &flipped).unwrap_err());
     assert!(s.starts_with("flip.st: the tensor data is corrupted (CRC-32"), "{s}");
-    // A dtype this crate does not keep, written by the safetensors crate itself.
-    let half = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2], &[0, 0, 0, 0]).unwrap();
-    let f16 = safetensors::serialize([("w_half", half)], None).unwrap();
-    let s = one_line(&TensorFile::from_bytes("h.st", &f16).unwrap_err());
-    assert!(s.contains("tensor w_half has dtype F16, which is not read here (F32, F64 or I64)"), "{s}");
+    // A dtype this crate does not read, written by the safetensors crate itself.
+    let bytes = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![2], &[0, 0]).unwrap();
+    let u8s = safetensors::serialize([("w_u8", bytes)], None).unwrap();
+    let s = one_line(&TensorFile::from_bytes("u.st", &u8s).unwrap_err());
+    assert!(
+        s.contains(
+            "tensor w_u8 has dtype U8, which is not read here (F32, F64, I64, and F16 or BF16 as F32)"
+        ),
+        "{s}"
+    );
+    // Half precision one byte short: the size check names it.
+    let odd = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2], &[0, 0, 0, 0]).unwrap();
+    let mut odd = safetensors::serialize([("w_half", odd)], None).unwrap();
+    odd.pop();
+    assert!(TensorFile::from_bytes("o.st", &odd).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `torch.float16` and `torch.bfloat16` tensors (a model saved in half precision), written by
+/// the safetensors crate, read as the `f32`s of their values: `1, -2, 65504` and the smallest
+/// subnormal of f16, `1, -3, 2⁻¹³³` (a subnormal) and `3.390625` of bf16.
+#[test]
+fn half_precision_reads_as_its_f32_values() {
+    let f16: [u16; 4] = [0x3c00, 0xc000, 0x7bff, 0x0001];
+    let bf16: [u16; 4] = [0x3f80, 0xc040, 0x0001, 0x4059];
+    let le = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (a, b) = (le(&f16), le(&bf16));
+    let view = |d, bytes| safetensors::tensor::TensorView::new(d, vec![2, 2], bytes).unwrap();
+    let st = safetensors::serialize(
+        [("h", view(safetensors::Dtype::F16, &a[..])), ("b", view(safetensors::Dtype::BF16, &b[..]))],
+        None,
+    )
+    .unwrap();
+    let f = TensorFile::from_bytes("half.st", &st).unwrap();
+    assert_eq!(f.tensors["h"].shape, vec![2, 2]);
+    assert_eq!(f.tensors["h"].data, TensorData::F32(vec![1.0, -2.0, 65504.0, 2f32.powi(-24)]));
+    assert_eq!(f.tensors["b"].data, TensorData::F32(vec![1.0, -3.0, f32::from_bits(1 << 16), 3.390625]));
+    // Taken out as either float type, exactly.
+    assert_eq!(f.floats::<f64>("h").unwrap()[3], 2f64.powi(-24));
 }
 
 #[test]
