@@ -95,6 +95,24 @@ fn bad_input_is_one_line_and_writes_nothing() {
     fail(&["--module", m, "--input", i, "--output", o, "--batch-first"], "expected");
     fail(&["--nonlinearity", "sigmoid"], "tanh or relu");
     fail(&["--module", "/nonexistent/m.safetensors", "--input", i, "--output", o], "cannot read");
+    // The output over one of the files read (by another spelling of its path): refused, the
+    // file left as it was (copies, so that a failure cannot damage the fixtures).
+    let copies = std::env::temp_dir().join(format!("rnn_torch_module_same_{}", std::process::id()));
+    std::fs::create_dir_all(&copies).unwrap();
+    let (mc, ic) = (copies.join("m.safetensors"), copies.join("i.safetensors"));
+    std::fs::copy(m, &mc).unwrap();
+    std::fs::copy(i, &ic).unwrap();
+    let (mc, ic) = (mc.to_str().unwrap(), ic.to_str().unwrap());
+    let i_again =
+        format!("{}/../{}/i.safetensors", copies.display(), copies.file_name().unwrap().to_str().unwrap());
+    fail(
+        &["--module", mc, "--input", ic, "--output", &i_again],
+        "is the --input file, which it would replace",
+    );
+    fail(&["--module", mc, "--input", ic, "--output", mc], "is the --module file");
+    assert_eq!(std::fs::read(ic).unwrap(), std::fs::read(i).unwrap(), "the input file is unchanged");
+    assert_eq!(std::fs::read(mc).unwrap(), std::fs::read(m).unwrap(), "the module file is unchanged");
+    std::fs::remove_dir_all(&copies).unwrap();
     // A float tensor saved as int64 (a weight, an output gradient): named, not converted.
     let ints = |path: &str, name: &str, to: &Path| {
         let mut f = TensorFile::read(path).unwrap();

@@ -22,7 +22,8 @@
 //!   name, `grad.x`, and `grad.h0`, `grad.c0` when those were given. Everything is computed in
 //!   `x`'s dtype.
 //!
-//! Bad input of any kind is one line on standard error and exit code 1.
+//! Bad input of any kind is one line on standard error and exit code 1, and writes nothing.
+//! `OUT` replaces a file of that name, unless it is `M` or `IN` (by any spelling of the path).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -248,6 +249,16 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         input.ok_or("--input IN.safetensors is required")?,
         output.ok_or("--output OUT.safetensors is required")?,
     );
+    // The output replaces a file of that name, but never one of the two it reads.
+    for (flag, path) in [("--module", &module), ("--input", &input)] {
+        let same = |p: &PathBuf| std::fs::canonicalize(p).ok();
+        if same(path).is_some() && same(path) == same(&output) {
+            return Err(format!(
+                "--output {} is the {flag} file, which it would replace; write the output to another file",
+                output.display()
+            ));
+        }
+    }
     let m = read(&module, &[], Some(&prefix))?;
     let inputs = read(&input, &["lengths"], None)?;
     if let Some((n, _)) = inputs
