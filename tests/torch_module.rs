@@ -39,6 +39,16 @@ fn cli_on(m: &Path, i: &Path, out: &Path, flags: &[&str]) -> torch_module::Resul
     cli(&args)
 }
 
+/// A case's module and input files, and three scratch files (a rewritten module, the output
+/// of the case's own module, the output of the rewritten one) named after `test`.
+fn case_files(case: &str, test: &str) -> ([PathBuf; 2], [PathBuf; 3]) {
+    let dir = fixture(case);
+    let tmp = |what: &str| {
+        std::env::temp_dir().join(format!("rnn_tm_{test}_{what}_{}.safetensors", std::process::id()))
+    };
+    ([dir.join("module.safetensors"), dir.join("input.safetensors")], [tmp("file"), tmp("want"), tmp("got")])
+}
+
 /// Runs one case and compares every tensor written with PyTorch's.
 fn run(case: &str, flags: &[&str]) {
     let dir = fixture(case);
@@ -206,12 +216,7 @@ fn every_broken_tensor_is_one_line() {
 /// one that selects nothing, it is one line saying where the module is.
 #[test]
 fn a_whole_models_state_dict_by_its_prefix() {
-    let dir = fixture("bilstm_l2_lengths");
-    let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
-    let tmp = |what: &str| {
-        std::env::temp_dir().join(format!("rnn_tm_model_{what}_{}.safetensors", std::process::id()))
-    };
-    let (model, want, got) = (tmp("file"), tmp("want"), tmp("got"));
+    let ([m, i], [model, want, got]) = case_files("bilstm_l2_lengths", "model");
     let module = TensorFile::read(&m).unwrap();
     let mut whole = TensorFile::new()
         .with_tensor("head.weight", rnn::io::Tensor::vector(&[0.5f64, 2.0]).with_shape(vec![1, 2]))
@@ -234,13 +239,36 @@ fn a_whole_models_state_dict_by_its_prefix() {
     for (flags, says) in [
         (&[][..], "a whole model's state_dict, with a recurrent module under \"model.rnn.\": select it by its prefix"),
         (&["--prefix", "model.rn"][..], "no tensor's name starts with \"model.rn.\" (recurrent modules under: \"model.rnn.\")"),
-        (&["--prefix", "model"][..], "unknown tensor model.rnn.bias_hh_l0: a recurrent module's state_dict holds weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} (and _reverse); this state_dict holds one under \"model.rnn.\": select it by that prefix"),
+        (&["--prefix", "model"][..], "unknown tensor model.rnn.bias_hh_l0: a recurrent module's state_dict holds weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} (and _reverse), a cell's weight_ih, weight_hh, bias_ih, bias_hh; this state_dict holds one under \"model.rnn.\": select it by that prefix"),
     ] {
         let e = cli_on(&model, &i, &got, flags).expect_err("must fail");
         assert!(e.lines().count() == 1 && e.contains(says), "{flags:?}: {e}");
         assert!(!got.exists(), "{flags:?}: wrote {}", got.display());
     }
     for f in [model, want] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+/// A cell's `state_dict` (`nn.GRUCell`: a one-layer GRU's tensors without `_l0`) runs as that
+/// GRU: the same bits, its gradients under the cell's names (`grad.weight_ih`, ...).
+#[test]
+fn a_cells_state_dict_runs_as_its_one_layer_module() {
+    let ([m, i], [cell, want, got]) = case_files("gru_lengths_batch_first", "cell");
+    let mut module = TensorFile::read(&m).unwrap();
+    module.tensors = module.tensors.into_iter().map(|(n, t)| (n.replace("_l0", ""), t)).collect();
+    module.write(&cell).unwrap();
+    cli_on(&m, &i, &want, &["--batch-first"]).unwrap();
+    cli_on(&cell, &i, &got, &["--batch-first"]).unwrap();
+    let renamed: std::collections::BTreeMap<String, rnn::io::Tensor> = TensorFile::read(&want)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(n, t)| (n.replace("_l0", ""), t))
+        .collect();
+    assert!(renamed.contains_key("grad.weight_hh") && renamed.contains_key("output"));
+    assert_eq!(TensorFile::read(&got).unwrap().tensors, renamed);
+    for f in [cell, want, got] {
         std::fs::remove_file(f).unwrap();
     }
 }

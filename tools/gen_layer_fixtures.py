@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference values for the recurrent layers (torch.nn.LSTM, GRU, RNN tanh/relu, 1 and 3
-layers, and bidirectional with 1 and 2 layers) and for the softmax cross-entropy (F.cross_entropy, both reductions), read by
+layers, and bidirectional with 1 and 2 layers), for the cells (nn.LSTMCell, GRUCell, RNNCell, run
+in a loop over the steps) and for the softmax cross-entropy (F.cross_entropy, both reductions), read by
 crates/rnn-cells/tests/parity.rs.
 
 Generated with torch 2.15.0 (CPU, float64), seed 20261123 + case number:
@@ -9,7 +10,8 @@ Generated with torch 2.15.0 (CPU, float64), seed 20261123 + case number:
 
 (A rerun on another CPU reproduces the committed files to about 4e-15 relative, PyTorch's own
 rounding differences between machines; the bidirectional cases were added on an Intel Xeon, the
-others written on an AMD EPYC, and the committed files were kept as they were.)
+cells on another (model 167) on 2026-12-05, the others written on an AMD EPYC, and the committed
+files were kept as they were.)
 
 Each case draws PyTorch's own initial weights, then an input x (T, B, I), initial states (L, B, H)
 and loss weights, all rounded to 12 significant digits *before* the computation so the Rust side
@@ -88,13 +90,67 @@ def case(num, name, kind, nonlin, layers, i, h, b, t, bias, bidirectional=False)
         out, hn = m(x, h0)
         loss = (w_out * out).sum() + (w_hn * hn).sum()
     loss.backward()
+    return record(rec, m, x, h0, w_out, w_hn, out, hn, (c0, w_cn, cn) if kind == 'LSTM' else None)
+
+
+def record(rec, m, x, h0, w_out, w_hn, out, hn, lstm):
+    """Adds to `rec` the parameters of `m`, their gradients, the inputs, the results and the input
+    and initial-state gradients (`lstm`: c0, w_cn and c_n, or None)."""
     rec['params'] = {n: {'shape': list(p.shape), 'data': flat(p)} for n, p in m.named_parameters()}
     rec['grads'] = {n: flat(p.grad) for n, p in m.named_parameters()}
     rec.update(x=flat(x), h0=flat(h0), w_out=flat(w_out), w_hn=flat(w_hn), out=flat(out), h_n=flat(hn),
                d_x=flat(x.grad), d_h0=flat(h0.grad))
-    if kind == 'LSTM':
+    if lstm is not None:
+        c0, w_cn, cn = lstm
         rec.update(c0=flat(c0), w_cn=flat(w_cn), c_n=flat(cn), d_c0=flat(c0.grad))
     return rec
+
+
+# name, cell module, nonlinearity, input, hidden, batch, steps, bias: nn.LSTMCell, nn.GRUCell and
+# nn.RNNCell applied at every step in a loop, as a decoder would; the records hold the cell's own
+# parameter names (weight_ih, weight_hh, bias_ih, bias_hh) and the layout of a one-layer module
+# (h0, h_n, c_n as (1, B, H)), which is what the cell's state_dict loads as.
+CELL_CASES = [
+    ('lstm_cell', 'LSTMCell', None, 3, 4, 2, 3, True),
+    ('gru_cell', 'GRUCell', None, 2, 3, 3, 3, True),
+    ('rnn_cell_relu_nobias', 'RNNCell', 'relu', 3, 4, 2, 3, False),
+]
+
+
+def cell_case(num, name, kind, nonlin, i, h, b, t, bias):
+    torch.manual_seed(SEED + num)
+    kw = {'nonlinearity': nonlin} if kind == 'RNNCell' else {}
+    m = getattr(torch.nn, kind)(i, h, bias=bias, **kw).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(r12(p))
+    x = r12(torch.randn(t, b, i, dtype=torch.float64)).requires_grad_()
+    h0 = r12(torch.randn(1, b, h, dtype=torch.float64)).requires_grad_()
+    w_out = r12(torch.randn(t, b, h, dtype=torch.float64))
+    w_hn = r12(torch.randn(1, b, h, dtype=torch.float64))
+    rec = {'kind': kind[:-4].lower(), 'module': kind, 'nonlinearity': nonlin or '', 'num_layers': 1,
+           'input': i, 'hidden': h, 'batch': b, 'steps': t, 'bias': bias, 'directions': 1}
+    hs = []
+    if kind == 'LSTMCell':
+        c0 = r12(torch.randn(1, b, h, dtype=torch.float64)).requires_grad_()
+        w_cn = r12(torch.randn(1, b, h, dtype=torch.float64))
+        hx, cx = h0[0], c0[0]
+        for s in range(t):
+            hx, cx = m(x[s], (hx, cx))
+            hs.append(hx)
+        hn, cn = hx[None], cx[None]
+    else:
+        hx = h0[0]
+        for s in range(t):
+            hx = m(x[s], hx)
+            hs.append(hx)
+        hn = hx[None]
+    out = torch.stack(hs)
+    loss = (w_out * out).sum() + (w_hn * hn).sum()
+    if kind == 'LSTMCell':
+        loss = loss + (w_cn * cn).sum()
+    loss.backward()
+    return record(rec, m, x, h0, w_out, w_hn, out, hn, (c0, w_cn, cn) if kind == 'LSTMCell' else None)
 
 
 def softmax_ce(seed):
@@ -115,8 +171,11 @@ def softmax_ce(seed):
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
-    for num, c in enumerate(CASES):
-        rec = case(num, *c)
+    # Layers from seed SEED, cells from SEED + 100: each case's seed stays when cases are added.
+    runs = [(num, c, case) for num, c in enumerate(CASES)]
+    runs += [(num, c, cell_case) for num, c in enumerate(CELL_CASES, start=100)]
+    for num, c, make in runs:
+        rec = make(num, *c)
         rec['generator'] = f'tools/gen_layer_fixtures.py, torch {torch.__version__}, seed {SEED + num}'
         path = os.path.join(OUT_DIR, c[0] + '.json')
         with open(path, 'w') as f:

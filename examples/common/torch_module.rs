@@ -9,7 +9,8 @@
 //!
 //! - `M` holds the module's `state_dict` under PyTorch's names (`weight_ih_l0`,
 //!   `weight_hh_l1_reverse`, `bias_ih_l0`, ...), float32 or float64 (or float16 and bfloat16,
-//!   read as float32); or a whole model's, whose
+//!   read as float32), or a cell's (`nn.LSTMCell`, ...: `weight_ih`, ...), run as the one-layer
+//!   module it equals, its gradients written under its own names; or a whole model's, whose
 //!   recurrent module `--prefix P` selects (`rnn` for `rnn.weight_ih_l0`, ...: the tensors under
 //!   `P.`, the others not read).
 //! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and
@@ -302,6 +303,15 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
             with_torch_module!(&module, |model| run(model, &inputs, order, layers_dirs, lstm))?
         }
         other => return Err(format!("x is {other:?}; use float32 or float64")),
+    };
+    // A cell's gradients under its own names (`grad.weight_ih`, not the module's `_l0`).
+    let outputs = if shape.cell {
+        outputs
+            .into_iter()
+            .map(|(n, v)| (n.strip_suffix("_l0").map_or(n.clone(), str::to_owned), v))
+            .collect()
+    } else {
+        outputs
     };
     write(&output, &outputs, dtype)?;
     Ok(())

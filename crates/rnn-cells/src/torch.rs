@@ -7,9 +7,12 @@
 //! hidden size; with a `weight_hr_l0` (`[P, H]`, an LSTM's `proj_size = P`) it is `[4H, P]`;
 //! `weight_ih_l0` is `[G·H, I]`; the highest `_l{k}` gives the layers; a `_reverse` tensor makes
 //! the module bidirectional. The vanilla RNN's nonlinearity is not in a `state_dict` and is
-//! given. Anything that does not fit (an unknown name, a missing tensor, a shape that disagrees
+//! given. A cell's `state_dict` (`nn.LSTMCell`, `nn.GRUCell`, `nn.RNNCell`: `weight_ih`,
+//! `weight_hh`, `bias_ih`, `bias_hh`) loads as the one-layer module it equals when applied at every
+//! step. Anything that does not fit (an unknown name, a missing tensor, a shape that disagrees
 //! with the others) is an error naming the tensor and both shapes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rnn_tensor::activation::Activation;
@@ -79,6 +82,29 @@ pub struct TorchModuleShape {
     pub bidirectional: bool,
     /// Whether `bias=True`.
     pub bias: bool,
+    /// Whether the `state_dict` is a cell's (`nn.LSTMCell`, ...: names without `_l0`), which
+    /// loads as a one-layer module.
+    pub cell: bool,
+}
+
+/// The names in a cell's `state_dict` (`nn.LSTMCell`, `nn.GRUCell`, `nn.RNNCell`).
+const CELL_NAMES: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
+
+/// Whether `tensors` are a cell's `state_dict`: a `weight_hh`, and no name but a cell's.
+fn is_cell<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> bool {
+    tensors.contains_key("weight_hh") && tensors.keys().all(|k| CELL_NAMES.contains(&k.as_str()))
+}
+
+/// A cell's `state_dict` under the names of the one-layer module it equals (`weight_ih` →
+/// `weight_ih_l0`, ...); any other as it is.
+fn as_layers<T: Clone>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+) -> Cow<'_, BTreeMap<String, TorchTensor<T>>> {
+    if is_cell(tensors) {
+        Cow::Owned(tensors.iter().map(|(k, t)| (format!("{k}_l0"), t.clone())).collect())
+    } else {
+        Cow::Borrowed(tensors)
+    }
 }
 
 /// One parsed tensor name: `weight_ih_l2_reverse` is `("weight", "ih", 2, true)`.
@@ -106,11 +132,12 @@ fn submodule_prefix(prefix: &str) -> String {
 }
 
 /// The prefixes under which `names` (a whole model's `state_dict`) hold a recurrent module: one
-/// per `weight_hh_l0` (`"rnn."` for `rnn.weight_hh_l0`; `""` for a module's own `state_dict`).
+/// per `weight_hh_l0` or cell's `weight_hh` (`"rnn."` for `rnn.weight_hh_l0`; `""` for a
+/// module's own `state_dict`).
 fn module_prefixes<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     names
         .into_iter()
-        .filter_map(|n| n.strip_suffix("weight_hh_l0"))
+        .filter_map(|n| n.strip_suffix("weight_hh_l0").or_else(|| n.strip_suffix("weight_hh")))
         .filter(|p| p.is_empty() || p.ends_with('.'))
         .collect()
 }
@@ -140,7 +167,11 @@ pub fn select_module<'a>(
             "no tensor's name starts with {prefix:?} (recurrent modules under: {quoted})"
         )));
     }
-    check_names(selected.iter().map(|&(_, short)| short), &prefix)?;
+    let cell = selected.iter().any(|&(_, s)| s == "weight_hh")
+        && selected.iter().all(|&(_, s)| CELL_NAMES.contains(&s));
+    if !cell {
+        check_names(selected.iter().map(|&(_, short)| short), &prefix)?;
+    }
     Ok(selected)
 }
 
@@ -164,7 +195,7 @@ fn check_names<'a>(names: impl IntoIterator<Item = &'a str> + Clone, prefix: &st
                         found.join(" and ")
                     )
                 };
-                format!("a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}}, weight_hr_l{{k}} (and _reverse){whole}")
+                format!("a recurrent module's state_dict holds weight_ih_l{{k}}, weight_hh_l{{k}}, bias_ih_l{{k}}, bias_hh_l{{k}}, weight_hr_l{{k}} (and _reverse), a cell's weight_ih, weight_hh, bias_ih, bias_hh{whole}")
             }
         };
         return Err(CellError::InvalidConfig(format!("unknown tensor {prefix}{name}: {hint}")));
@@ -173,7 +204,26 @@ fn check_names<'a>(names: impl IntoIterator<Item = &'a str> + Clone, prefix: &st
 }
 
 /// Reads the module's shape off the tensors' names and shapes (see the module docs).
-pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<TorchModuleShape, CellError> {
+pub fn module_shape<T: Clone>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+) -> Result<TorchModuleShape, CellError> {
+    let cell = is_cell(tensors);
+    in_cell_names(cell, layers_shape(&as_layers(tensors), cell))
+}
+
+/// A cell's errors under its own names: the one-layer module's `weight_hh_l0` is its `weight_hh`.
+fn in_cell_names<R>(cell: bool, r: Result<R, CellError>) -> Result<R, CellError> {
+    match r {
+        Err(CellError::InvalidConfig(m)) if cell => Err(CellError::InvalidConfig(m.replace("_l0", ""))),
+        r => r,
+    }
+}
+
+/// [`module_shape`] of tensors under a module's names (`cell`: renamed from a cell's).
+fn layers_shape<T>(
+    tensors: &BTreeMap<String, TorchTensor<T>>,
+    cell: bool,
+) -> Result<TorchModuleShape, CellError> {
     let bad = |m: String| Err(CellError::InvalidConfig(m));
     check_names(tensors.keys().map(String::as_str), "")?;
     let mut layers = 0;
@@ -211,7 +261,7 @@ pub fn module_shape<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> Result<Tor
         Some(s) => return bad(format!("weight_ih_l0 is {s:?}, expected [{}, input]", w_hh.shape[0])),
         None => return bad("the state_dict has no weight_ih_l0".into()),
     };
-    Ok(TorchModuleShape { kind, input, hidden, proj, layers, bidirectional, bias })
+    Ok(TorchModuleShape { kind, input, hidden, proj, layers, bidirectional, bias, cell })
 }
 
 /// The tensors of layer `k`, direction `reverse`, checked against the shapes the module needs.
@@ -284,7 +334,15 @@ impl<T: Scalar> TorchRecurrent<T> {
         tensors: &BTreeMap<String, TorchTensor<T>>,
         nonlinearity: Activation,
     ) -> Result<Self, CellError> {
-        let s = module_shape(tensors)?;
+        in_cell_names(is_cell(tensors), Self::from_layers(&as_layers(tensors), nonlinearity))
+    }
+
+    /// [`TorchRecurrent::from_state_dict`] of tensors under a module's names.
+    fn from_layers(
+        tensors: &BTreeMap<String, TorchTensor<T>>,
+        nonlinearity: Activation,
+    ) -> Result<Self, CellError> {
+        let s = layers_shape(tensors, false)?;
         let module = match (s.kind, s.bidirectional) {
             ("LSTM", false) => Self::Lstm(uni(tensors, &s, LstmCell)?),
             ("GRU", false) => Self::Gru(uni(tensors, &s, GruCell)?),

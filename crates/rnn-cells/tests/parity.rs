@@ -64,7 +64,7 @@ where
     let h = model.hidden_size();
     let mut loaded = 0;
     for (pname, m) in model.params_mut().named_params_mut() {
-        let p = &f["params"][&pname];
+        let p = &f["params"][torch_name(&f, &pname)];
         assert!(!p.is_null(), "{name}: PyTorch has no parameter {pname}");
         let shape: Vec<usize> =
             p["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
@@ -102,7 +102,7 @@ where
     for (pname, g) in grads.named_params() {
         let err = rel_error(
             g.as_slice(),
-            Mat::from_row_slice(g.nrows(), g.ncols(), &nums(&f["grads"][&pname])).as_slice(),
+            Mat::from_row_slice(g.nrows(), g.ncols(), &nums(&f["grads"][torch_name(&f, &pname)])).as_slice(),
         );
         assert!(err < TOL, "{name}: gradient of {pname} differs by {err:e}");
     }
@@ -112,8 +112,27 @@ where
     assert!(err < TOL, "{name}: initial-state gradient differs by {err:e}");
 }
 
+/// PyTorch's name of our parameter `name` in fixture `f`: the same, but for a cell's fixture
+/// (`nn.LSTMCell`, ...), whose names have no `_l0`.
+fn torch_name<'a>(f: &Value, name: &'a str) -> &'a str {
+    match f["module"].as_str() {
+        Some(m) if m.ends_with("Cell") => name.strip_suffix("_l0").unwrap_or(name),
+        _ => name,
+    }
+}
+
 fn rng() -> Rng {
     Rng::seed_from(0)
+}
+
+/// `nn.LSTMCell`, `nn.GRUCell` and `nn.RNNCell` (relu, no bias) applied at every step in a
+/// loop: our one-layer modules, outputs and every gradient.
+#[test]
+fn cells_applied_at_every_step() {
+    check(LstmConfig::new(3, 4).build::<f64>(&mut rng()).unwrap(), "lstm_cell");
+    check(GruConfig::new(2, 3).build::<f64>(&mut rng()).unwrap(), "gru_cell");
+    let relu = RnnConfig::new(3, 4).with_activation(Activation::Relu).with_bias(false);
+    check(relu.build::<f64>(&mut rng()).unwrap(), "rnn_cell_relu_nobias");
 }
 
 #[test]
@@ -271,6 +290,9 @@ fn state_dicts_load_as_they_are() {
         "gru_bi_l2",
         "rnn_tanh_bi_l2",
         "rnn_relu_bi_l1",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_cell_relu_nobias",
     ];
     for name in names {
         let f = fixture(name);
@@ -290,6 +312,7 @@ fn state_dicts_load_as_they_are() {
             ),
             "{name}"
         );
+        assert_eq!(shape.cell, f["module"].as_str().is_some_and(|m| m.ends_with("Cell")), "{name}");
         let module = TorchRecurrent::from_state_dict(&tensors, act).unwrap();
         assert_eq!(module.output_size(), directions * size(&f, "hidden"), "{name}");
         with_torch_module!(&module, |m| forward_matches(m, &f, name));
@@ -299,12 +322,13 @@ fn state_dicts_load_as_they_are() {
 /// What does not fit is an error naming the tensor (and the shapes), never a panic.
 #[test]
 fn state_dicts_that_do_not_fit_are_errors() {
-    let good = state_dict(&fixture("lstm_bi_l2"));
-    let err = |edit: &dyn Fn(&mut StateDict)| {
-        let mut t = good.clone();
+    // The error of fixture `base`'s state_dict after `edit`.
+    let edited = |base: &str, edit: &dyn Fn(&mut StateDict)| {
+        let mut t = state_dict(&fixture(base));
         edit(&mut t);
         TorchRecurrent::from_state_dict(&t, Activation::Tanh).unwrap_err().to_string()
     };
+    let err = |edit: &dyn Fn(&mut StateDict)| edited("lstm_bi_l2", edit);
     let e = err(&|t| {
         t.remove("weight_hh_l1_reverse");
     });
@@ -326,4 +350,17 @@ fn state_dicts_that_do_not_fit_are_errors() {
     assert!(e.contains("the state_dict has no bias_ih_l2"), "{e}");
     let e = err(&|t| t.get_mut("weight_hh_l0").unwrap().shape = vec![10, 3]);
     assert!(e.contains("weight_hh_l0") && e.contains("[10, 3]"), "{e}");
+    // A cell's state_dict with a tensor no cell has, or mixed with a module's: not a cell's.
+    let cell_err = |edit: &dyn Fn(&mut StateDict)| edited("lstm_cell", edit);
+    let e = cell_err(&|t| {
+        t.insert("weight_hr".into(), TorchTensor { shape: vec![2, 4], data: vec![0.0; 8] });
+    });
+    assert!(e.contains("unknown tensor bias_hh:") && e.contains("a cell's weight_ih"), "{e}");
+    let e = cell_err(&|t| {
+        let w = t.remove("weight_ih").unwrap();
+        t.insert("weight_ih_l0".into(), w);
+    });
+    assert!(e.contains("unknown tensor bias_hh:"), "{e}");
+    let e = cell_err(&|t| t.get_mut("weight_hh").unwrap().shape = vec![16, 5]);
+    assert!(e.contains("weight_hh is [16, 5]"), "{e}");
 }
