@@ -165,10 +165,10 @@ fn bad_files_get_one_line_errors() {
     nan.tensors[0].1[(1, 2)] = f32::NAN;
     let bytes = encode_model(&config, &vocab, &nan.named_params()).unwrap();
     assert_one_line(&err_of(&bytes), "tensor rnn.weight_ih_l0 holds a non-finite value (NaN)");
-    // An unsupported dtype.
-    let half = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2], &[0, 0, 0, 0]).unwrap();
-    let bytes = safetensors::serialize([("w", half)], None).unwrap();
-    assert_one_line(&err_of(&bytes), "dtype F16, which is not read here");
+    // An unsupported dtype (F16 and BF16 are read as F32).
+    let bools = safetensors::tensor::TensorView::new(safetensors::Dtype::BOOL, vec![2], &[0, 1]).unwrap();
+    let bytes = safetensors::serialize([("w", bools)], None).unwrap();
+    assert_one_line(&err_of(&bytes), "dtype BOOL, which is not read here");
     // A missing file.
     let e = load_model(Path::new("/nonexistent/ck.safetensors")).unwrap_err().to_string();
     assert!(e.contains("cannot read it"), "{e}");
