@@ -90,9 +90,14 @@ pub struct TorchModuleShape {
 /// The names in a cell's `state_dict` (`nn.LSTMCell`, `nn.GRUCell`, `nn.RNNCell`).
 const CELL_NAMES: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
 
-/// Whether `tensors` are a cell's `state_dict`: a `weight_hh`, and no name but a cell's.
+/// Whether `names` are a cell's `state_dict`'s: a `weight_hh`, and no name but a cell's.
+fn cell_names<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> bool {
+    names.clone().into_iter().any(|n| n == "weight_hh") && names.into_iter().all(|n| CELL_NAMES.contains(&n))
+}
+
+/// Whether `tensors` are a cell's `state_dict` ([`cell_names`]).
 fn is_cell<T>(tensors: &BTreeMap<String, TorchTensor<T>>) -> bool {
-    tensors.contains_key("weight_hh") && tensors.keys().all(|k| CELL_NAMES.contains(&k.as_str()))
+    cell_names(tensors.keys().map(String::as_str))
 }
 
 /// A cell's `state_dict` under the names of the one-layer module it equals (`weight_ih` →
@@ -167,9 +172,7 @@ pub fn select_module<'a>(
             "no tensor's name starts with {prefix:?} (recurrent modules under: {quoted})"
         )));
     }
-    let cell = selected.iter().any(|&(_, s)| s == "weight_hh")
-        && selected.iter().all(|&(_, s)| CELL_NAMES.contains(&s));
-    if !cell {
+    if !cell_names(selected.iter().map(|&(_, short)| short)) {
         check_names(selected.iter().map(|&(_, short)| short), &prefix)?;
     }
     Ok(selected)

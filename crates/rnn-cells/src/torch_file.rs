@@ -24,8 +24,8 @@ impl<T: Scalar> TorchRecurrent<T> {
 
     /// [`TorchRecurrent::from_safetensors`] on the tensors whose names start with `prefix`, the
     /// prefix removed: the recurrent submodule of a whole model's `state_dict` (`"rnn"` or
-    /// `"rnn."` for `self.rnn = nn.LSTM(...)`); the file's other
-    /// tensors are left alone (neither converted nor checked; see [`select_module`]).
+    /// `"rnn."` for `self.rnn = nn.LSTM(...)`); the file's other tensors are left alone (neither
+    /// converted nor checked; see [`select_module`]).
     pub fn from_safetensors_prefix(
         path: impl AsRef<Path>,
         prefix: &str,
