@@ -11,7 +11,12 @@ an LSTM projection (proj_size) three times in ten, batch-first or not, no length
 or lengths of their own (pack_padded_sequence(enforce_sorted=False), pad_packed_sequence), with
 or without h0 (and c0), forward only or forward and backward, in float64 (shapes up to 9) or
 float32 (half of them up to 600 features, 130 samples and 30 steps, where the f32 kernels split
-k into blocks and the time loops run on both threads).
+k into blocks and the time loops run on both threads). The state_dict is saved as PyTorch would
+save it in other ways too: a one-layer module's three times in ten under a cell's names
+(nn.LSTMCell's weight_ih, ...: ours runs it as that one-layer module), a quarter of the modules
+inside a whole model's state_dict (under model.rnn., beside a head and an int64 buffer, read
+with --prefix), and two in five float32 modules with float16 or bfloat16 weights (the module
+then computes with those values, widened).
 
 Each module's state_dict and input are written to safetensors files, torch_module runs them, and
 every tensor it writes (output, h_n, c_n, grad.NAME of every parameter, grad.x, grad.h0,
@@ -70,6 +75,12 @@ def config(seed):
     c['backward'] = rnd.random() < 0.8
     mode = rnd.choice(['none', 'all', 'own'])
     c['lengths'] = [rnd.randint(1, c['t']) for _ in range(c['b'])] if mode == 'own' else mode == 'all'
+    # How the state_dict is saved (drawn last, so that the draws above stay each seed's): a cell's
+    # names (nn.LSTMCell, ...) for a one-layer module; inside a whole model's state_dict, selected
+    # by --prefix; float16 or bfloat16 weights for a float32 module.
+    c['cell'] = c['layers'] == 1 and not c['bi'] and not c['proj'] and rnd.random() < 0.3
+    c['prefix'] = rnd.random() < 0.25
+    c['half'] = rnd.choice([None, None, None, torch.float16, torch.bfloat16]) if c['dt'] == torch.float32 else None
     return c
 
 
@@ -78,7 +89,9 @@ def describe(c):
     return (f"{c['kind']}{'(' + c['nl'] + ')' if c['kind'] == 'RNN' else ''} layers={c['layers']} "
             f"bidirectional={c['bi']} bias={c['bias']} batch_first={c['bf']} {str(c['dt'])[6:]} "
             f"I={c['i']} H={c['h']} B={c['b']} T={c['t']} proj_size={c['proj']} h0={c['h0']} "
-            f"backward={c['backward']} {lengths}")
+            f"backward={c['backward']} {lengths}"
+            f"{' as a cell' if c['cell'] else ''}{' under a prefix' if c['prefix'] else ''}"
+            f"{' in ' + str(c['half'])[6:] if c['half'] else ''}")
 
 
 def module(c, dt):
@@ -162,6 +175,18 @@ def check(seed, binary, folder, bits=False):
     elif c['lengths']:
         inp['lengths'] = torch.tensor(c['lengths'], dtype=torch.int64)
     state = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    # What the file holds: the weights in half precision (the module then has those values), under
+    # a cell's names, inside a whole model's state_dict.
+    saved = state
+    if c['half']:
+        saved = {k: v.to(c['half']) for k, v in state.items()}
+        state = {k: v.to(dt) for k, v in saved.items()}
+    if c['cell']:
+        saved = {k.replace('_l0', ''): v for k, v in saved.items()}
+    if c['prefix']:
+        saved = {'model.rnn.' + k: v for k, v in saved.items()}
+        saved['model.head.weight'] = torch.randn(3, 2, dtype=dt)
+        saved['model.norm.num_batches_tracked'] = torch.tensor(5)
     if c['backward']:
         t = c['t']
         out_shape = (c['b'], t, d * (c['proj'] or c['h'])) if c['bf'] else (t, c['b'], d * (c['proj'] or c['h']))
@@ -170,7 +195,7 @@ def check(seed, binary, folder, bits=False):
         if c['kind'] == 'LSTM':
             inp['d_c_n'] = torch.randn(c['layers'] * d, c['b'], c['h'], dtype=dt)
     paths = {k: os.path.join(folder, k + '.safetensors') for k in ('module', 'input', 'output')}
-    save_file({k: v.contiguous() for k, v in state.items()}, paths['module'])
+    save_file({k: v.contiguous() for k, v in saved.items()}, paths['module'])
     save_file({k: v.contiguous() for k, v in inp.items()}, paths['input'])
     if os.path.exists(paths['output']):
         os.remove(paths['output'])
@@ -179,11 +204,16 @@ def check(seed, binary, folder, bits=False):
         args.append('--batch-first')
     if c['kind'] == 'RNN':
         args += ['--nonlinearity', c['nl']]
+    if c['prefix']:
+        args += ['--prefix', 'model.rnn']
     run = subprocess.run(args, capture_output=True, text=True)
     if run.returncode != 0:
         return f'{describe(c)}: torch_module failed: {run.stderr.strip()}'
     got = load_file(paths['output'])
     ref = reference(c, state, inp, torch.float64)
+    if c['cell']:
+        # A cell's gradients under its own names.
+        ref = {k.replace('_l0', ''): v for k, v in ref.items()}
     own = None  # PyTorch's float32 tensors, computed only when ours are past 2e-4
     if sorted(got) != sorted(ref):
         return f'{describe(c)}: tensors {sorted(got)}, PyTorch has {sorted(ref)}'
@@ -198,7 +228,9 @@ def check(seed, binary, folder, bits=False):
         else:
             if ours <= 2e-4:
                 continue
-            own = own or reference(c, state, inp, dt)
+            if own is None:
+                own = reference(c, state, inp, dt)
+                own = {k.replace('_l0', '') if c['cell'] else k: v for k, v in own.items()}
             theirs = error(own[k], ref[k])
             if ours > 4 * theirs:
                 if c['nl'] == 'relu' and relu_margin(c, state, inp) < 1e-5:
