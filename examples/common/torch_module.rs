@@ -251,9 +251,10 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         output.ok_or("--output OUT.safetensors is required")?,
     );
     // The output replaces a file of that name, but never one of the two it reads.
+    let canonical = |p: &PathBuf| std::fs::canonicalize(p).ok();
+    let out = canonical(&output);
     for (flag, path) in [("--module", &module), ("--input", &input)] {
-        let same = |p: &PathBuf| std::fs::canonicalize(p).ok();
-        if same(path).is_some() && same(path) == same(&output) {
+        if out.is_some() && canonical(path) == out {
             return Err(format!(
                 "--output {} is the {flag} file, which it would replace; write the output to another file",
                 output.display()
