@@ -240,8 +240,15 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = u32::from(h >> 15) << 31;
     let (exp, man) = (u32::from(h >> 10) & 0x1f, u32::from(h) & 0x3ff);
     match exp {
-        // ±0 and subnormals: m·2⁻²⁴, exact in f32 (m < 2¹⁰).
-        0 => f32::from_bits(sign) + if sign == 0 { 1.0 } else { -1.0 } * man as f32 * 2f32.powi(-24),
+        // ±0 and subnormals: ±m·2⁻²⁴, exact in f32 (m < 2¹⁰; -0 stays -0).
+        0 => {
+            let v = man as f32 * 2f32.powi(-24);
+            if sign == 0 {
+                v
+            } else {
+                -v
+            }
+        }
         0x1f => f32::from_bits(sign | 0x7f80_0000 | man << 13),
         _ => f32::from_bits(sign | (exp + 127 - 15) << 23 | man << 13),
     }
