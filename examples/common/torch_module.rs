@@ -62,10 +62,8 @@ fn read(path: &PathBuf, ints: &[&str], module: Option<&str>) -> Result<BTreeMap<
     let mut out = BTreeMap::new();
     for (name, short) in selected {
         file.check_finite_tensor(name).map_err(|e| e.to_string())?;
-        let (t, name) = (&file.tensors[name], short.to_owned());
+        let (t, file_name, name) = (&file.tensors[name], name, short.to_owned());
         let values: Vec<f64> = match &t.data {
-            TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::F64(v) => v.clone(),
             TensorData::I64(v) if ints.contains(&name.as_str()) => v.iter().map(|&x| x as f64).collect(),
             TensorData::I64(_) => {
                 return Err(format!(
@@ -73,6 +71,7 @@ fn read(path: &PathBuf, ints: &[&str], module: Option<&str>) -> Result<BTreeMap<
                     path.display()
                 ))
             }
+            _ => file.floats(file_name).map_err(|e| e.to_string())?,
         };
         out.insert(name, Loaded { dtype: t.dtype(), shape: t.shape.clone(), values });
     }
