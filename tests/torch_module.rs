@@ -39,21 +39,23 @@ fn cli_on(m: &Path, i: &Path, out: &Path, flags: &[&str]) -> torch_module::Resul
     cli(&args)
 }
 
+/// A scratch `.safetensors` path of this process for test `test`, named `what`.
+fn scratch(test: &str, what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rnn_tm_{test}_{what}_{}.safetensors", std::process::id()))
+}
+
 /// A case's module and input files, and three scratch files (a rewritten module, the output
 /// of the case's own module, the output of the rewritten one) named after `test`.
 fn case_files(case: &str, test: &str) -> ([PathBuf; 2], [PathBuf; 3]) {
     let dir = fixture(case);
-    let tmp = |what: &str| {
-        std::env::temp_dir().join(format!("rnn_tm_{test}_{what}_{}.safetensors", std::process::id()))
-    };
+    let tmp = |what| scratch(test, what);
     ([dir.join("module.safetensors"), dir.join("input.safetensors")], [tmp("file"), tmp("want"), tmp("got")])
 }
 
 /// Runs one case and compares every tensor written with PyTorch's.
 fn run(case: &str, flags: &[&str]) {
     let dir = fixture(case);
-    let out =
-        std::env::temp_dir().join(format!("rnn_torch_module_{case}_{}.safetensors", std::process::id()));
+    let out = scratch(case, "out");
     let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
     cli_on(&m, &i, &out, flags).unwrap_or_else(|e| panic!("{case}: {e}"));
     let (got, want) = (read(&out), read(&dir.join("expected.safetensors")));
@@ -89,7 +91,7 @@ fn bad_input_is_one_line_and_writes_nothing() {
     let dir = fixture("lstm_l2");
     let (m, i) = (dir.join("module.safetensors"), dir.join("input.safetensors"));
     let (m, i) = (m.to_str().unwrap(), i.to_str().unwrap());
-    let out = std::env::temp_dir().join(format!("rnn_torch_module_bad_{}.safetensors", std::process::id()));
+    let out = scratch("bad", "out");
     let o = out.to_str().unwrap();
     let fail = |args: &[&str], says: &str| {
         let e = cli(args).expect_err("bad input must fail");
@@ -130,7 +132,7 @@ fn bad_input_is_one_line_and_writes_nothing() {
         f.tensors.get_mut(name).unwrap().data = TensorData::I64(v);
         f.write(to).unwrap();
     };
-    let bad = std::env::temp_dir().join(format!("rnn_torch_module_int_{}.safetensors", std::process::id()));
+    let bad = scratch("bad", "int");
     let b = bad.to_str().unwrap();
     ints(m, "weight_ih_l1", &bad);
     fail(&["--module", b, "--input", i, "--output", o], "tensor weight_ih_l1 is int64");
@@ -150,10 +152,7 @@ fn every_broken_tensor_is_one_line() {
     {
         let dir = fixture(case);
         let files = [dir.join("module.safetensors"), dir.join("input.safetensors")];
-        let tmp = |what: &str| {
-            std::env::temp_dir().join(format!("rnn_tm_broken_{what}_{}.safetensors", std::process::id()))
-        };
-        let (broken, out) = (tmp("file"), tmp("out"));
+        let (broken, out) = (scratch("broken", "file"), scratch("broken", "out"));
         for (which, path) in files.iter().enumerate() {
             let file = TensorFile::read(path).unwrap();
             for name in file.tensors.keys() {
