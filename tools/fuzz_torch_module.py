@@ -104,7 +104,8 @@ def module(c, dt):
 
 
 def reference(c, state, inp, dt):
-    """PyTorch's tensors for the module `state` on the input `inp`, computed in `dt`."""
+    """PyTorch's tensors for the module `state` on the input `inp`, computed in `dt`, named as
+    torch_module writes them (a cell's gradients under its own names, without `_l0`)."""
     m = module(c, dt)
     m.load_state_dict({k: v.to(dt) for k, v in state.items()})
     x = inp['x'].to(dt).detach().clone().requires_grad_(True)
@@ -112,7 +113,7 @@ def reference(c, state, inp, dt):
     grads = (lambda *_: {k: v.to(dt) for k, v in inp.items() if k.startswith('d_')}) if 'd_output' in inp else None
     lengths = inp['lengths'] if isinstance(c['lengths'], list) else None
     res = run_module(m, c['kind'], x, states, lengths, c['bf'], c['t'], grads)
-    return {k: v.detach().double() for k, v in res.items()}
+    return {k.replace('_l0', '') if c['cell'] else k: v.detach().double() for k, v in res.items()}
 
 
 def relu_margin(c, state, inp):
@@ -211,9 +212,6 @@ def check(seed, binary, folder, bits=False):
         return f'{describe(c)}: torch_module failed: {run.stderr.strip()}'
     got = load_file(paths['output'])
     ref = reference(c, state, inp, torch.float64)
-    if c['cell']:
-        # A cell's gradients under its own names.
-        ref = {k.replace('_l0', ''): v for k, v in ref.items()}
     own = None  # PyTorch's float32 tensors, computed only when ours are past 2e-4
     if sorted(got) != sorted(ref):
         return f'{describe(c)}: tensors {sorted(got)}, PyTorch has {sorted(ref)}'
@@ -228,9 +226,7 @@ def check(seed, binary, folder, bits=False):
         else:
             if ours <= 2e-4:
                 continue
-            if own is None:
-                own = reference(c, state, inp, dt)
-                own = {k.replace('_l0', '') if c['cell'] else k: v for k, v in own.items()}
+            own = own or reference(c, state, inp, dt)
             theirs = error(own[k], ref[k])
             if ours > 4 * theirs:
                 if c['nl'] == 'relu' and relu_margin(c, state, inp) < 1e-5:
