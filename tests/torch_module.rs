@@ -235,6 +235,34 @@ fn a_whole_models_state_dict_by_its_prefix() {
         );
         std::fs::remove_file(&got).unwrap();
     }
+    // Beside the module, tensors of dtypes rnn-io does not read (a quantized layer's I8, a mask's
+    // BOOL) are left alone; in it, one is an error naming it and its dtype.
+    let with_other_dtypes = |extra: &str| {
+        let bytes = std::fs::read(&model).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut views = st.tensors();
+        for (name, dtype) in [("quant.weight", safetensors::Dtype::I8), (extra, safetensors::Dtype::BOOL)] {
+            views.push((
+                name.to_owned(),
+                safetensors::tensor::TensorView::new(dtype, vec![2], &[1, 0]).unwrap(),
+            ));
+        }
+        safetensors::serialize(views, None).unwrap()
+    };
+    let other = scratch("model", "other_dtypes");
+    std::fs::write(&other, with_other_dtypes("attention.mask")).unwrap();
+    cli_on(&other, &i, &got, &["--prefix", "model.rnn"]).unwrap();
+    assert_eq!(TensorFile::read(&got).unwrap().tensors, TensorFile::read(&want).unwrap().tensors);
+    std::fs::remove_file(&got).unwrap();
+    std::fs::write(&other, with_other_dtypes("model.rnn.weight_hh_l9")).unwrap();
+    let e = cli_on(&other, &i, &got, &["--prefix", "model.rnn"]).expect_err("must fail");
+    assert!(
+        e.lines().count() == 1
+            && e.contains("tensor model.rnn.weight_hh_l9 has dtype BOOL, which is not read here"),
+        "{e}"
+    );
+    assert!(!got.exists());
+    std::fs::remove_file(&other).unwrap();
     for (flags, says) in [
         (&[][..], "a whole model's state_dict, with a recurrent module under \"model.rnn.\": select it by its prefix"),
         (&["--prefix", "model.rn"][..], "no tensor's name starts with \"model.rn.\" (recurrent modules under: \"model.rnn.\")"),

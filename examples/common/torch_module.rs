@@ -47,17 +47,20 @@ struct Loaded {
 /// A result whose error is the one-line message the program prints.
 pub type Result<T> = std::result::Result<T, String>;
 
-/// The tensors of the file at `path`, every one float32 or float64 but `ints` (int64). With
+/// The tensors of the file at `path`, every one float32 or float64 (float16 and bfloat16 read as
+/// float32) but `ints` (int64). With
 /// `module`, the file is a `state_dict`: only the tensors under that prefix are read (`""`:
 /// all), named without it, and their names are checked before their values.
 fn read(path: &PathBuf, ints: &[&str], module: Option<&str>) -> Result<BTreeMap<String, Loaded>> {
-    let file = TensorFile::read(path).map_err(|e| e.to_string())?;
-    let names = file.tensors.keys().map(String::as_str);
+    // A tensor of a dtype rnn-io does not read is an error only where it is read: a whole
+    // model's I8 or BOOL tensors beside the module selected are left alone.
+    let file = TensorFile::read_any(path).map_err(|e| e.to_string())?;
+    let names = file.names();
     let selected = match module {
         Some(prefix) => {
             torch::select_module(names, prefix).map_err(|e| format!("{}: {e}", path.display()))?
         }
-        None => names.map(|n| (n, n)).collect(),
+        None => names.into_iter().map(|n| (n, n)).collect(),
     };
     let mut out = BTreeMap::new();
     for (name, short) in selected {

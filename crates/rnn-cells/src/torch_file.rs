@@ -31,9 +31,10 @@ impl<T: Scalar> TorchRecurrent<T> {
         prefix: &str,
         nonlinearity: Activation,
     ) -> Result<Self, CellError> {
-        let file = TensorFile::read(path)?;
-        let names = file.tensors.keys().map(String::as_str);
-        let selected = select_module(names, prefix).map_err(|e| file.error(e.to_string()))?;
+        // The model's other tensors may be of any dtype (an `I8` layer, a `BOOL` mask): only
+        // the module's are read.
+        let file = TensorFile::read_any(path)?;
+        let selected = select_module(file.names(), prefix).map_err(|e| file.error(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, short) in selected {
             file.check_finite_tensor(name)?;
@@ -114,7 +115,38 @@ mod tests {
             e.contains("no tensor's name starts with \"rn.\" (recurrent modules under: \"rnn.\")"),
             "{e}"
         );
+        // A tensor of a dtype rnn-io does not read (a mask's BOOL) beside the module is left
+        // alone; in it, it is an error naming it and its dtype.
+        for (mask, loads) in [("attention.mask", true), ("rnn.weight_hh_l1", false)] {
+            std::fs::write(&path, with_bool_tensor(&model, mask)).unwrap();
+            match TorchRecurrent::<f32>::from_safetensors_prefix(&path, "rnn", Activation::Tanh) {
+                Ok(TorchRecurrent::Gru(back)) if loads => assert_eq!(back.params(), gru.params()),
+                Err(e) if !loads => assert!(
+                    e.to_string().contains("tensor rnn.weight_hh_l1 has dtype BOOL, which is not read here"),
+                    "{e}"
+                ),
+                other => panic!("{mask}: {other:?}"),
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The bytes of `file` with a `BOOL` tensor `name` of two values added (rnn-io writes no
+    /// such dtype): the format's header edited as JSON, without the metadata's CRC.
+    fn with_bool_tensor(file: &TensorFile, name: &str) -> Vec<u8> {
+        let bytes = file.to_bytes().unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let mut data = bytes[8 + n..].to_vec();
+        header.remove("__metadata__");
+        header.insert(
+            name.to_owned(),
+            serde_json::json!({ "dtype": "BOOL", "shape": [2], "data_offsets": [data.len(), data.len() + 2] }),
+        );
+        data.extend([1, 0]);
+        let header = serde_json::to_vec(&header).unwrap();
+        [&(header.len() as u64).to_le_bytes()[..], &header, &data].concat()
     }
 
     #[test]

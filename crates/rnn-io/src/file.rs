@@ -29,6 +29,12 @@ pub struct TensorFile {
     pub metadata: BTreeMap<String, String>,
     /// The tensors by name.
     pub tensors: BTreeMap<String, Tensor>,
+    /// The file's tensors of a dtype this crate does not read (`U8`, `BOOL`, `I32`, ...), by
+    /// name, with the dtype as the header spells it: filled only by [`TensorFile::read_any`] and
+    /// [`TensorFile::from_bytes_any`] (the strict readers refuse such a file). [`TensorFile::get`]
+    /// of one of them is an error naming its dtype; [`TensorFile::to_bytes`] writes `tensors`
+    /// only.
+    pub unread: BTreeMap<String, String>,
 }
 
 impl TensorFile {
@@ -62,12 +68,33 @@ impl TensorFile {
         Self::from_bytes(path, &read_file_bytes(path, max_data)?)
     }
 
+    /// [`TensorFile::read`], keeping the tensors of a dtype it does not read out of `tensors`
+    /// instead of refusing the file (see [`TensorFile::from_bytes_any`]).
+    pub fn read_any(path: impl AsRef<Path>) -> Result<Self, IoError> {
+        let path = path.as_ref();
+        Self::from_bytes_any(path, &read_file_bytes(path, DEFAULT_MAX_DATA)?)
+    }
+
     /// Decodes the bytes of a safetensors file; `path` names them in errors. Checked: the format
     /// (a truncated or damaged file is an error, never a panic, and its header sizes allocate
     /// nothing beyond the bytes given), the CRC-32 in the metadata when there is one, and every
-    /// tensor's dtype (`F32`, `F64` or `I64`) and size against its shape.
+    /// tensor's dtype (`F32`, `F64` or `I64`, and `F16` or `BF16` read as `F32`) and size against
+    /// its shape.
     pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, IoError> {
-        let path = path.as_ref();
+        Self::decode(path.as_ref(), bytes, true)
+    }
+
+    /// [`TensorFile::from_bytes`], except that a tensor of another dtype (a quantized layer's
+    /// `I8`, a mask's `BOOL` beside the tensors wanted, in a whole model's `state_dict`) is not
+    /// an error: its name and dtype go into [`TensorFile::unread`], and only asking for it
+    /// ([`TensorFile::get`] and the readers built on it) is. The format and the CRC-32 are
+    /// checked as there.
+    pub fn from_bytes_any(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, IoError> {
+        Self::decode(path.as_ref(), bytes, false)
+    }
+
+    /// [`TensorFile::from_bytes`] (`strict`) or [`TensorFile::from_bytes_any`].
+    fn decode(path: &Path, bytes: &[u8], strict: bool) -> Result<Self, IoError> {
         let bad = |m: String| IoError::read(path, m);
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
@@ -84,7 +111,7 @@ impl TensorFile {
                 )));
             }
         }
-        let mut tensors = BTreeMap::new();
+        let (mut tensors, mut unread) = (BTreeMap::new(), BTreeMap::new());
         for (name, view) in st.tensors() {
             let (data, size) = match view.dtype() {
                 StDtype::F32 => (TensorData::from_le_bytes(Dtype::F32, view.data()), 4),
@@ -93,10 +120,11 @@ impl TensorFile {
                 // Half precision widened to f32: exact, every value of either is an f32.
                 StDtype::F16 => (TensorData::F32(halves(view.data()).map(f16_to_f32).collect()), 2),
                 StDtype::BF16 => (TensorData::F32(halves(view.data()).map(bf16_to_f32).collect()), 2),
+                other if strict => return Err(bad(unread_dtype(&name, &format!("{other:?}")))),
+                // Its size against its shape is checked by the format's own validation.
                 other => {
-                    return Err(bad(format!(
-                        "tensor {name} has dtype {other:?}, which is not read here (F32, F64, I64, and F16 or BF16 as F32); convert it before saving"
-                    )))
+                    unread.insert(name, format!("{other:?}"));
+                    continue;
                 }
             };
             let tensor = Tensor::new(view.shape().to_vec(), data);
@@ -110,10 +138,11 @@ impl TensorFile {
             }
             tensors.insert(name, tensor);
         }
-        Ok(Self { path: path.to_owned(), metadata, tensors })
+        Ok(Self { path: path.to_owned(), metadata, tensors, unread })
     }
 
-    /// The bytes of the file: the tensors in name order, the metadata sorted and with
+    /// The bytes of the file: the tensors in name order (the [`unread`](TensorFile::unread) ones
+    /// left out: their values were not kept), the metadata sorted and with
     /// [`DATA_CRC32`] set, so the same tensors always give the same bytes. The layout is the
     /// format's: an 8-byte little-endian header length, the JSON header padded with spaces to a
     /// multiple of 8, then the data. Errors: a tensor whose values do not fill its shape, or one
@@ -159,10 +188,22 @@ impl TensorFile {
         IoError::read(&self.path, message)
     }
 
-    /// The tensor `name`; its absence is an error listing the names there are.
+    /// The names of every tensor of the file, read or [`unread`](TensorFile::unread), in order.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> =
+            self.tensors.keys().chain(self.unread.keys()).map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The tensor `name`; its absence is an error listing the names there are, and so is a
+    /// tensor of a dtype not read (naming the dtype).
     pub fn get(&self, name: &str) -> Result<&Tensor, IoError> {
+        if let Some(dtype) = self.unread.get(name) {
+            return Err(self.error(unread_dtype(name, dtype)));
+        }
         self.tensors.get(name).ok_or_else(|| {
-            let names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+            let names = self.names();
             let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
             self.error(format!("has no tensor {name} (its tensors: {names})"))
         })
@@ -225,6 +266,13 @@ impl TensorFile {
             None => Ok(()),
         }
     }
+}
+
+/// The error for tensor `name` of a dtype this crate does not read.
+fn unread_dtype(name: &str, dtype: &str) -> String {
+    format!(
+        "tensor {name} has dtype {dtype}, which is not read here (F32, F64, I64, and F16 or BF16 as F32); convert it before saving"
+    )
 }
 
 /// The little-endian 16-bit values of `b` (a trailing odd byte is left out; the size check

@@ -3,7 +3,8 @@
 //! ## rnn-io: named tensors in safetensors files
 //!
 //! - [`TensorFile`]: a file's tensors by name and its metadata; [`TensorFile::read`] /
-//!   [`TensorFile::from_bytes`] check everything, [`TensorFile::to_bytes`] /
+//!   [`TensorFile::from_bytes`] check everything ([`TensorFile::read_any`] keeps the tensors of
+//!   other dtypes out instead of refusing the file), [`TensorFile::to_bytes`] /
 //!   [`TensorFile::write`] give the same bytes for the same tensors and write atomically;
 //! - [`Tensor`], [`TensorData`], [`Dtype`]: a shape and row-major values of `F32`, `F64` or
 //!   `I64`, kept in their own type (`F16` and `BF16` are read as `F32`, exactly); [`TensorFile::floats`], [`TensorFile::ints`] and

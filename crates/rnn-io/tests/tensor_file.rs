@@ -127,6 +127,34 @@ fn reading_errors_are_one_line_naming_the_file_and_the_tensor() {
         ),
         "{s}"
     );
+    // The lenient reader keeps that file's other tensors and names the unread one when asked.
+    let w = 1.5f32.to_le_bytes();
+    let (mask, weight) = (
+        safetensors::tensor::TensorView::new(safetensors::Dtype::BOOL, vec![2], &[0, 1]).unwrap(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &w).unwrap(),
+    );
+    let both = safetensors::serialize([("mask", mask), ("weight", weight)], None).unwrap();
+    assert!(TensorFile::from_bytes("m.st", &both).is_err());
+    let any = TensorFile::from_bytes_any("m.st", &both).unwrap();
+    assert_eq!(any.floats::<f32>("weight").unwrap(), [1.5]);
+    assert_eq!(any.names(), ["mask", "weight"]);
+    assert_eq!(any.unread.iter().collect::<Vec<_>>(), [(&"mask".to_string(), &"BOOL".to_string())]);
+    let s = one_line(&any.floats::<f32>("mask").unwrap_err());
+    assert_eq!(
+        s,
+        "m.st: tensor mask has dtype BOOL, which is not read here (F32, F64, I64, and F16 or BF16 as F32); convert it before saving"
+    );
+    // A tensor that is not there: the error lists every name, the unread ones too.
+    let s = one_line(&any.get("bias").unwrap_err());
+    assert_eq!(s, "m.st: has no tensor bias (its tensors: mask, weight)");
+    // Writing it back keeps what was read.
+    let back = TensorFile::from_bytes("b.st", &any.to_bytes().unwrap()).unwrap();
+    assert_eq!(back.names(), ["weight"]);
+    // The format is checked as strictly: a BOOL tensor one byte short is an error.
+    let short = safetensors::tensor::TensorView::new(safetensors::Dtype::BOOL, vec![2], &[0, 1]).unwrap();
+    let mut short = safetensors::serialize([("mask", short)], None).unwrap();
+    short.pop();
+    assert!(TensorFile::from_bytes_any("s.st", &short).is_err());
     // Half precision one byte short: the size check names it.
     let odd = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2], &[0, 0, 0, 0]).unwrap();
     let mut odd = safetensors::serialize([("w_half", odd)], None).unwrap();
