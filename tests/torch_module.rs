@@ -278,23 +278,55 @@ fn a_whole_models_state_dict_by_its_prefix() {
 }
 
 /// A cell's `state_dict` (`nn.GRUCell`: a one-layer GRU's tensors without `_l0`) runs as that
-/// GRU: the same bits, its gradients under the cell's names (`grad.weight_ih`, ...).
+/// GRU: the same bits, its gradients under the cell's names (`grad.weight_ih`, ...), its states
+/// `[B, H]` as the cell's (`h0` given so or as the module's `[1, B, H]`, `grad.h0` shaped as
+/// given).
 #[test]
 fn a_cells_state_dict_runs_as_its_one_layer_module() {
     let ([m, i], [cell, want, got]) = case_files("gru_lengths_batch_first", "cell");
     let mut module = TensorFile::read(&m).unwrap();
     module.tensors = module.tensors.into_iter().map(|(n, t)| (n.replace("_l0", ""), t)).collect();
     module.write(&cell).unwrap();
-    cli_on(&m, &i, &want, &["--batch-first"]).unwrap();
-    cli_on(&cell, &i, &got, &["--batch-first"]).unwrap();
-    let renamed: std::collections::BTreeMap<String, rnn::io::Tensor> = TensorFile::read(&want)
-        .unwrap()
-        .tensors
-        .into_iter()
-        .map(|(n, t)| (n.replace("_l0", ""), t))
-        .collect();
-    assert!(renamed.contains_key("grad.weight_hh") && renamed.contains_key("output"));
+    // The inputs with an initial state, as the module takes it and as the cell does.
+    let h0 = [0.5f64, -0.25, 1.0, 0.0, 2.0, -1.0, 0.125, 0.75, -0.5];
+    let with_h0 = |shape: Vec<usize>, d_h_n: bool| {
+        let mut f = TensorFile::read(&i).unwrap();
+        let state = rnn::io::Tensor::vector(&h0).with_shape(shape);
+        if d_h_n {
+            f.tensors.insert("d_h_n".into(), state.clone());
+        }
+        f.with_tensor("h0", state)
+    };
+    let [module_in, cell_in, cell_in3] = ["module_in", "cell_in", "cell_in3"].map(|w| scratch("cell", w));
+    with_h0(vec![1, 3, 3], true).write(&module_in).unwrap();
+    with_h0(vec![3, 3], true).write(&cell_in).unwrap();
+    with_h0(vec![1, 3, 3], false).write(&cell_in3).unwrap();
+    cli_on(&m, &module_in, &want, &["--batch-first"]).unwrap();
+    // The module's outputs under the cell's names, its states `[B, H]`.
+    let as_cell = |name: String, mut t: rnn::io::Tensor| {
+        if ["h_n", "grad.h0"].contains(&name.as_str()) {
+            assert_eq!(t.shape[0], 1, "{name}");
+            t.shape.remove(0);
+        }
+        (name.replace("_l0", ""), t)
+    };
+    let renamed: std::collections::BTreeMap<String, rnn::io::Tensor> =
+        TensorFile::read(&want).unwrap().tensors.into_iter().map(|(n, t)| as_cell(n, t)).collect();
+    assert!(renamed.contains_key("grad.weight_hh") && renamed["grad.h0"].shape == [3, 3]);
+    cli_on(&cell, &cell_in, &got, &["--batch-first"]).unwrap();
     assert_eq!(TensorFile::read(&got).unwrap().tensors, renamed);
+    // h0 as `[1, B, H]` (and no d_h_n): the same forward, grad.h0 shaped as h0 was.
+    cli_on(&cell, &cell_in3, &got, &["--batch-first"]).unwrap();
+    let back = TensorFile::read(&got).unwrap().tensors;
+    assert_eq!((&back["h_n"], &back["output"]), (&renamed["h_n"], &renamed["output"]));
+    assert_eq!(back["grad.h0"].shape, [1, 3, 3]);
+    // Any other shape is a one-line error naming both.
+    with_h0(vec![3, 1, 3], false).write(&cell_in3).unwrap();
+    let e = cli_on(&cell, &cell_in3, &got, &["--batch-first"]).expect_err("must fail");
+    assert!(e.contains("h0 (or d_h_n) is [3, 1, 3], expected [3, 3] (a cell's; or [1, 3, 3])"), "{e}");
+    for f in [module_in, cell_in, cell_in3] {
+        std::fs::remove_file(f).unwrap();
+    }
     for f in [cell, want, got] {
         std::fs::remove_file(f).unwrap();
     }

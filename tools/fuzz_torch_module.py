@@ -103,9 +103,14 @@ def module(c, dt):
                                         batch_first=c['bf'], bidirectional=c['bi'], **kw).to(dt)
 
 
+# The state tensors, `[L·D, B, H]` for a module, `[B, H]` for a cell (as nn.LSTMCell's hx).
+STATES = ('h0', 'c0', 'd_h_n', 'd_c_n', 'h_n', 'c_n', 'grad.h0', 'grad.c0')
+
+
 def reference(c, state, inp, dt):
-    """PyTorch's tensors for the module `state` on the input `inp`, computed in `dt`, named as
-    torch_module writes them (a cell's gradients under its own names, without `_l0`)."""
+    """PyTorch's tensors for the module `state` on the input `inp` (states shaped as the
+    module's), computed in `dt`, named and shaped as torch_module writes them (a cell's gradients
+    under its own names, without `_l0`, its states `[B, H]`)."""
     m = module(c, dt)
     m.load_state_dict({k: v.to(dt) for k, v in state.items()})
     x = inp['x'].to(dt).detach().clone().requires_grad_(True)
@@ -113,7 +118,9 @@ def reference(c, state, inp, dt):
     grads = (lambda *_: {k: v.to(dt) for k, v in inp.items() if k.startswith('d_')}) if 'd_output' in inp else None
     lengths = inp['lengths'] if isinstance(c['lengths'], list) else None
     res = run_module(m, c['kind'], x, states, lengths, c['bf'], c['t'], grads)
-    return {k.replace('_l0', '') if c['cell'] else k: v.detach().double() for k, v in res.items()}
+    if c['cell']:
+        res = {k.replace('_l0', ''): v[0] if k in STATES else v for k, v in res.items()}
+    return {k: v.detach().double() for k, v in res.items()}
 
 
 def relu_margin(c, state, inp):
@@ -197,7 +204,8 @@ def check(seed, binary, folder, bits=False):
             inp['d_c_n'] = torch.randn(c['layers'] * d, c['b'], c['h'], dtype=dt)
     paths = {k: os.path.join(folder, k + '.safetensors') for k in ('module', 'input', 'output')}
     save_file({k: v.contiguous() for k, v in saved.items()}, paths['module'])
-    save_file({k: v.contiguous() for k, v in inp.items()}, paths['input'])
+    # A cell's states as the cell takes them, [B, H].
+    save_file({k: (v[0] if c['cell'] and k in STATES else v).contiguous() for k, v in inp.items()}, paths['input'])
     if os.path.exists(paths['output']):
         os.remove(paths['output'])
     args = [binary, '--module', paths['module'], '--input', paths['input'], '--output', paths['output']]

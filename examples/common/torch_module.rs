@@ -14,13 +14,15 @@
 //!   recurrent module `--prefix P` selects (`rnn` for `rnn.weight_ih_l0`, ...: the tensors under
 //!   `P.`, the others not read).
 //! - `IN` holds `x` (`[T, B, I]`, or `[B, T, I]` with `--batch-first`), and optionally `h0` (and
-//!   `c0` for an LSTM), `[L·D, B, H]` as PyTorch's; for the backward pass `d_output` (shaped like
+//!   `c0` for an LSTM), `[L·D, B, H]` as PyTorch's (a cell's `[B, H]`, as `nn.LSTMCell` takes
+//!   `hx`, or `[1, B, H]`); for the backward pass `d_output` (shaped like
 //!   `output`), and optionally `d_h_n` (and `d_c_n`): the gradients of a loss with respect to each
 //!   output; and `lengths` (int64 `[B]`, each in `1..=T`): each sequence's own length, as
 //!   `pack_padded_sequence(..., enforce_sorted=False)` takes them.
 //! - `OUT` gets `output` (zero past each length, as `pad_packed_sequence(..., total_length=T)`
-//!   gives), `h_n` (and `c_n`), and with `d_output` also `grad.` + every parameter's
-//!   name, `grad.x`, and `grad.h0`, `grad.c0` when those were given. Everything is computed in
+//!   gives), `h_n` (and `c_n`; a cell's `[B, H]`, as it returns them after the last step), and
+//!   with `d_output` also `grad.` + every parameter's name, `grad.x`, and `grad.h0`, `grad.c0`
+//!   when those were given, shaped as they were. Everything is computed in
 //!   `x`'s dtype.
 //!
 //! Bad input of any kind is one line on standard error and exit code 1, and writes nothing.
@@ -84,55 +86,66 @@ fn read(path: &PathBuf, ints: &[&str], module: Option<&str>) -> Result<BTreeMap<
 /// What the run writes: name → (shape, values).
 type Outputs = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
 
-/// The shape of PyTorch's `[L·D, B, rows]` tensor of state part `offset` (`h` 0, `c` 1): `h`
-/// has `P` rows with a projection, `c` always `H`.
-fn state_shape<T: Scalar, S: RecurrentState<T>>(zero: &S, layers_dirs: usize, offset: usize) -> [usize; 3] {
-    let part = zero.part(offset);
-    [layers_dirs, part.ncols(), part.nrows()]
+/// How the state tensors are laid out: a module's `[L·D, B, H]`, or a cell's `[B, H]` (as
+/// `nn.LSTMCell` takes `hx` and returns `h`, `c`).
+#[derive(Clone, Copy)]
+struct States {
+    layers_dirs: usize,
+    cell: bool,
+    lstm: bool,
 }
 
-/// The states of a module (`[L·D, B, H]` tensors `h` and, for an LSTM, `c`) as our state.
-fn state_from<T: Scalar, S: RecurrentState<T>>(
-    zero: &S,
-    h: Option<&Loaded>,
-    c: Option<&Loaded>,
-    layers_dirs: usize,
-    lstm: bool,
-) -> Result<S> {
-    let mut s = zero.clone();
-    let per = if lstm { 2 } else { 1 };
-    for (name, t, offset) in [("h", h, 0), ("c", c, 1)] {
-        let Some(t) = t else { continue };
-        let want = state_shape(zero, layers_dirs, offset);
-        let block = want[1] * want[2];
-        if t.shape != want {
-            return Err(format!("{name}0 (or d_{name}_n) is {:?}, expected {want:?}", t.shape));
-        }
-        for j in 0..want[0] {
-            let part = s.part_mut(per * j + offset);
-            for (d, &v) in part.as_mut_slice().iter_mut().zip(&t.values[j * block..(j + 1) * block]) {
-                *d = T::cast(v);
-            }
+impl States {
+    /// The shape of PyTorch's tensor of state part `offset` (`h` 0, `c` 1) of a state like
+    /// `zero`: `[L·D, B, rows]` or a cell's `[B, rows]`, where `h` has `P` rows with a
+    /// projection and `c` always `H`.
+    fn shape<T: Scalar, S: RecurrentState<T>>(self, zero: &S, offset: usize) -> Vec<usize> {
+        let part = zero.part(offset);
+        if self.cell {
+            vec![part.ncols(), part.nrows()]
+        } else {
+            vec![self.layers_dirs, part.ncols(), part.nrows()]
         }
     }
-    Ok(s)
-}
 
-/// Our state as PyTorch's `[L·D, B, H]` tensors `h` (and `c`).
-fn state_to<T: Scalar, S: RecurrentState<T>>(
-    s: &S,
-    lstm: bool,
-    out: &mut Outputs,
-    h: &str,
-    c: &str,
-    layers_dirs: usize,
-) {
-    let per = if lstm { 2 } else { 1 };
-    for (name, offset) in [(h, 0), (c, 1)].into_iter().take(per) {
-        let shape = state_shape(s, layers_dirs, offset);
-        let values =
-            (0..shape[0]).flat_map(|j| s.part(per * j + offset).iter().map(|v| v.to_f64())).collect();
-        out.insert(name.to_string(), (shape.to_vec(), values));
+    /// The state given as PyTorch's tensors `h` and, for an LSTM, `c` (a cell's as `[B, H]` or
+    /// the one-layer module's `[1, B, H]`).
+    fn read<T: Scalar, S: RecurrentState<T>>(
+        self,
+        zero: &S,
+        h: Option<&Loaded>,
+        c: Option<&Loaded>,
+    ) -> Result<S> {
+        let mut s = zero.clone();
+        let per = if self.lstm { 2 } else { 1 };
+        for (name, t, offset) in [("h", h, 0), ("c", c, 1)] {
+            let Some(t) = t else { continue };
+            let want = self.shape(zero, offset);
+            let as_module = [&[1][..], &want].concat();
+            if t.shape != want && !(self.cell && t.shape == as_module) {
+                let or = if self.cell { format!(" (a cell's; or {as_module:?})") } else { String::new() };
+                return Err(format!("{name}0 (or d_{name}_n) is {:?}, expected {want:?}{or}", t.shape));
+            }
+            let block = zero.part(offset).len();
+            for j in 0..t.values.len() / block.max(1) {
+                let part = s.part_mut(per * j + offset);
+                for (d, &v) in part.as_mut_slice().iter_mut().zip(&t.values[j * block..(j + 1) * block]) {
+                    *d = T::cast(v);
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Our state `s` as PyTorch's tensors `h` (and `c`).
+    fn write<T: Scalar, S: RecurrentState<T>>(self, s: &S, out: &mut Outputs, h: &str, c: &str) {
+        let per = if self.lstm { 2 } else { 1 };
+        for (name, offset) in [(h, 0), (c, 1)].into_iter().take(per) {
+            let values = (0..self.layers_dirs)
+                .flat_map(|j| s.part(per * j + offset).iter().map(|v| v.to_f64()))
+                .collect();
+            out.insert(name.to_string(), (self.shape(s, offset), values));
+        }
     }
 }
 
@@ -140,8 +153,7 @@ fn run<T: Scalar, M: Recurrence<T>>(
     model: &M,
     inputs: &BTreeMap<String, Loaded>,
     order: SeqOrder,
-    layers_dirs: usize,
-    lstm: bool,
+    states: States,
 ) -> Result<Outputs> {
     let x = inputs.get("x").ok_or("the input file has no tensor x")?;
     let xs: Vec<T> = x.values.iter().map(|&v| T::cast(v)).collect();
@@ -166,7 +178,7 @@ fn run<T: Scalar, M: Recurrence<T>>(
         None => None,
     };
     let zero = model.zero_state(b);
-    let h0 = state_from(&zero, inputs.get("h0"), inputs.get("c0"), layers_dirs, lstm)?;
+    let h0 = states.read(&zero, inputs.get("h0"), inputs.get("c0"))?;
     let mut cache = M::Cache::default();
     let fin = match &lengths {
         Some(l) => model.forward_lengths(SeqInput::Dense(&xm), b, l, &h0, &mut cache),
@@ -175,14 +187,14 @@ fn run<T: Scalar, M: Recurrence<T>>(
     let mut out = Outputs::new();
     let (data, shape) = to_torch(model.outputs(&cache), b, order);
     out.insert("output".into(), (shape.to_vec(), data.iter().map(|v| v.to_f64()).collect()));
-    state_to(&fin, lstm, &mut out, "h_n", "c_n", layers_dirs);
+    states.write(&fin, &mut out, "h_n", "c_n");
     let Some(dy) = inputs.get("d_output") else { return Ok(out) };
     if dy.shape != shape {
         return Err(format!("d_output is {:?}, expected {shape:?} (the output's shape)", dy.shape));
     }
     let dys: Vec<T> = dy.values.iter().map(|&v| T::cast(v)).collect();
     let (d_out, _) = from_torch(&dys, &dy.shape, order).map_err(|e| e.to_string())?;
-    let d_fin = state_from(&zero, inputs.get("d_h_n"), inputs.get("d_c_n"), layers_dirs, lstm)?;
+    let d_fin = states.read(&zero, inputs.get("d_h_n"), inputs.get("d_c_n"))?;
     let mut grads = model.params().clone();
     grads.zero();
     let mut d_x = Mat::zeros(0, 0);
@@ -196,13 +208,12 @@ fn run<T: Scalar, M: Recurrence<T>>(
     }
     let (gx, gx_shape) = to_torch(&d_x, b, order);
     out.insert("grad.x".into(), (gx_shape.to_vec(), gx.iter().map(|v| v.to_f64()).collect()));
-    let mut states = Outputs::new();
-    state_to(&d_h0, lstm, &mut states, "grad.h0", "grad.c0", layers_dirs);
+    let mut grad_states = Outputs::new();
+    states.write(&d_h0, &mut grad_states, "grad.h0", "grad.c0");
     for (name, given) in [("grad.h0", "h0"), ("grad.c0", "c0")] {
-        if inputs.contains_key(given) {
-            if let Some(v) = states.remove(name) {
-                out.insert(name.into(), v);
-            }
+        // Shaped as the state was given (a cell's may come as `[1, B, H]`).
+        if let (Some(given), Some((_, v))) = (inputs.get(given), grad_states.remove(name)) {
+            out.insert(name.into(), (given.shape.clone(), v));
         }
     }
     Ok(out)
@@ -281,7 +292,7 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
         .collect();
     let shape = torch::module_shape(&as_f64).map_err(|e| format!("{}: {e}", module.display()))?;
     let layers_dirs = shape.layers * if shape.bidirectional { 2 } else { 1 };
-    let lstm = shape.kind == "LSTM";
+    let states = States { layers_dirs, cell: shape.cell, lstm: shape.kind == "LSTM" };
     let outputs = match dtype {
         Dtype::F32 => {
             let t: BTreeMap<String, TorchTensor<f32>> = as_f64
@@ -298,12 +309,12 @@ pub fn cli(mut args: impl Iterator<Item = String>) -> Result<()> {
                 .collect();
             let module =
                 TorchRecurrent::from_state_dict(&t, act).map_err(|e| format!("{}: {e}", module.display()))?;
-            with_torch_module!(&module, |model| run(model, &inputs, order, layers_dirs, lstm))?
+            with_torch_module!(&module, |model| run(model, &inputs, order, states))?
         }
         Dtype::F64 => {
             let module = TorchRecurrent::from_state_dict(&as_f64, act)
                 .map_err(|e| format!("{}: {e}", module.display()))?;
-            with_torch_module!(&module, |model| run(model, &inputs, order, layers_dirs, lstm))?
+            with_torch_module!(&module, |model| run(model, &inputs, order, states))?
         }
         other => return Err(format!("x is {other:?}; use float32 or float64")),
     };
