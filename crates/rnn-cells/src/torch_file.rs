@@ -132,21 +132,13 @@ mod tests {
     }
 
     /// The bytes of `file` with a `BOOL` tensor `name` of two values added (rnn-io writes no
-    /// such dtype): the format's header edited as JSON, without the metadata's CRC.
+    /// such dtype; the safetensors crate does).
     fn with_bool_tensor(file: &TensorFile, name: &str) -> Vec<u8> {
         let bytes = file.to_bytes().unwrap();
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let mut header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-        let mut data = bytes[8 + n..].to_vec();
-        header.remove("__metadata__");
-        header.insert(
-            name.to_owned(),
-            serde_json::json!({ "dtype": "BOOL", "shape": [2], "data_offsets": [data.len(), data.len() + 2] }),
-        );
-        data.extend([1, 0]);
-        let header = serde_json::to_vec(&header).unwrap();
-        [&(header.len() as u64).to_le_bytes()[..], &header, &data].concat()
+        let mut views = safetensors::SafeTensors::deserialize(&bytes).unwrap().tensors();
+        let mask = safetensors::tensor::TensorView::new(safetensors::Dtype::BOOL, vec![2], &[1, 0]).unwrap();
+        views.push((name.to_owned(), mask));
+        safetensors::serialize(views, None).unwrap()
     }
 
     #[test]
