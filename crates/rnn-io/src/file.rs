@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rnn_tensor::{Mat, Scalar};
+use rnn_tensor::{Bf16, Mat, Scalar};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors};
 
 use crate::fs::{read_file_bytes, write_atomic};
@@ -119,7 +119,9 @@ impl TensorFile {
                 StDtype::I64 => (TensorData::from_le_bytes(Dtype::I64, view.data()), 8),
                 // Half precision widened to f32: exact, every value of either is an f32.
                 StDtype::F16 => (TensorData::F32(halves(view.data()).map(f16_to_f32).collect()), 2),
-                StDtype::BF16 => (TensorData::F32(halves(view.data()).map(bf16_to_f32).collect()), 2),
+                StDtype::BF16 => {
+                    (TensorData::F32(halves(view.data()).map(|b| Bf16(b).to_f32()).collect()), 2)
+                }
                 other if strict => return Err(bad(unread_dtype(&name, &format!("{other:?}")))),
                 // Its size against its shape is checked by the format's own validation.
                 other => {
@@ -302,11 +304,6 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
-/// A bfloat16 value (`torch.bfloat16`, the top half of an `f32`) as that `f32`.
-pub(crate) fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits(u32::from(b) << 16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,9 +335,9 @@ mod tests {
     fn bf16_is_the_top_half_of_an_f32() {
         for b in 0..=u16::MAX {
             let want = f32::from_bits(u32::from(b) << 16);
-            assert_eq!(bf16_to_f32(b).to_bits(), want.to_bits());
+            assert_eq!(Bf16(b).to_f32().to_bits(), want.to_bits());
         }
-        assert_eq!(bf16_to_f32(0x3f80), 1.0);
-        assert_eq!(bf16_to_f32(0xc040), -3.0);
+        assert_eq!(Bf16(0x3f80).to_f32(), 1.0);
+        assert_eq!(Bf16(0xc040).to_f32(), -3.0);
     }
 }
