@@ -249,8 +249,8 @@ fn print_products(ms: f64) {
 
 /// The products the cases are made of: `(label, m, k, n, op(A) transposed, op(B) transposed)`.
 /// The step products also appear with half the batch (`B = 32`), as two threads splitting the
-/// batch compute them.
-const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 19] = [
+/// batch compute them. The one-step cells' weight gradients sum over the batch alone (`k = B`).
+const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 22] = [
     ("square 1024", 1024, 1024, 1024, false, false),
     ("lstm step W_hh·h (4H=1024, H=256, B=64)", 1024, 256, 64, false, false),
     ("lstm step W_hh·h, half batch", 1024, 256, 32, false, false),
@@ -259,10 +259,13 @@ const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 19] = [
     ("lstm input W_ih·X (T·B=1536)", 1024, 256, 1536, false, false),
     ("lstm dW = dA·Xᵀ", 1024, 1536, 256, false, true),
     ("lstm dX = W_ihᵀ·dA", 256, 1024, 1536, true, false),
+    ("lstm cell dW = dA·xᵀ (one step, k = B = 64)", 1024, 64, 256, false, true),
     ("gru step W_hh·h (3H=768)", 768, 256, 64, false, false),
     ("gru step W_hh·h, half batch", 768, 256, 32, false, false),
+    ("gru cell dW = dA·xᵀ (one step, k = B = 64)", 768, 64, 256, false, true),
     ("rnn step W_hh·h (H=256)", 256, 256, 64, false, false),
     ("rnn step W_hh·h, half batch", 256, 256, 32, false, false),
+    ("rnn cell dW = dA·xᵀ (one step, k = B = 64)", 256, 64, 256, false, true),
     ("lm_lstm_1x128 step W_hh·h (4H=512, B=32)", 512, 128, 32, false, false),
     ("lm_lstm_1x128 step W_hhᵀ·da", 128, 512, 32, true, false),
     ("head W·H (V=65)", 65, 256, 1536, false, false),
