@@ -19,6 +19,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+/// 64-byte aligned matrices, as PyTorch's: the kernels' loads and stores stay within a cache line.
+#[global_allocator]
+static ALLOC: rnn::tensor::alloc::LineAligned = rnn::tensor::alloc::LineAligned;
+
 fn topic(c: &mut Criterion, topic: &str) {
     let mut g = c.benchmark_group(topic);
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));

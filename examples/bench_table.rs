@@ -77,11 +77,12 @@
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+use rnn::tensor::alloc::LineAligned;
 use rnn::tensor::packed::bf16::{Bf16Pairs, PackedBf16};
 use rnn::tensor::packed::times;
 use rnn::tensor::simd::{self, Level};
@@ -89,26 +90,27 @@ use rnn::tensor::{
     gemm, gemm_flops, gemm_packed, gemm_packed_pair, parallel, Mat, PackedLhs, Rng, Scalar, Trans,
 };
 
-/// The system allocator, counting live bytes, their peak, and allocations.
+/// The allocator of the project's programs ([`LineAligned`]: large blocks on 64-byte lines, as
+/// PyTorch's tensors), counting live bytes, their peak, and allocations.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: forwards to the system allocator; the counters do not affect allocation.
+// SAFETY: forwards to `LineAligned`; the counters do not affect allocation.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
         PEAK.fetch_max(live, Relaxed);
         ALLOCS.fetch_add(1, Relaxed);
         // SAFETY: the caller's contract.
-        unsafe { System.alloc(layout) }
+        unsafe { LineAligned.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Relaxed);
         // SAFETY: the caller's contract.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { LineAligned.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
@@ -119,7 +121,7 @@ unsafe impl GlobalAlloc for Counting {
         }
         ALLOCS.fetch_add(1, Relaxed);
         // SAFETY: the caller's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { LineAligned.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -35,6 +35,10 @@ use rnn_cells::Lstm;
 use rnn_data::Corpus;
 use rnn_tensor::Rng;
 
+/// 64-byte aligned matrices, as PyTorch's: the kernels' loads and stores stay within a cache line.
+#[global_allocator]
+static ALLOC: rnn::tensor::alloc::LineAligned = rnn::tensor::alloc::LineAligned;
+
 /// The project's README, chapters, crate READMEs and crate sources (see `build.rs`).
 const PROJECT_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/char_lm_corpus.txt"));
 

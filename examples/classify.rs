@@ -15,6 +15,10 @@
 #[path = "common/classify.rs"]
 mod classify;
 
+/// 64-byte aligned matrices, as PyTorch's: the kernels' loads and stores stay within a cache line.
+#[global_allocator]
+static ALLOC: rnn::tensor::alloc::LineAligned = rnn::tensor::alloc::LineAligned;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut steps, mut seed) = (25000usize, 1u64);

@@ -10,6 +10,10 @@
 #[path = "common/torch_module.rs"]
 mod torch_module;
 
+/// 64-byte aligned matrices, as PyTorch's: the kernels' loads and stores stay within a cache line.
+#[global_allocator]
+static ALLOC: rnn::tensor::alloc::LineAligned = rnn::tensor::alloc::LineAligned;
+
 fn main() {
     if let Err(e) = torch_module::cli(std::env::args().skip(1)) {
         eprintln!("torch_module: {e}");

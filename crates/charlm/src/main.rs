@@ -17,6 +17,10 @@ use charlm::CharLmError;
 use clap::error::ErrorKind;
 use clap::Parser;
 
+/// 64-byte aligned matrices, as PyTorch's: the kernels' loads and stores stay within a cache line.
+#[global_allocator]
+static ALLOC: rnn_tensor::alloc::LineAligned = rnn_tensor::alloc::LineAligned;
+
 fn main() -> ExitCode {
     // A panic would be a bug; still, report it on one line without a backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -23,7 +23,9 @@
 //! - [`gradcheck`]: central-difference numeric gradients and the relative error used to compare
 //!   them with hand-written backward passes;
 //! - [`Parameters`]: named parameter buffers (PyTorch names), the contract between cells,
-//!   optimizers and checkpoints.
+//!   optimizers and checkpoints;
+//! - [`alloc::LineAligned`]: the system allocator with large blocks on cache lines, for a
+//!   program to install (the kernels' loads and stores then stay within a line).
 
 mod error;
 mod fastmath;
@@ -33,6 +35,7 @@ mod params;
 mod scalar;
 
 pub mod activation;
+pub mod alloc;
 pub mod bf16;
 pub mod cache;
 pub mod gradcheck;
