@@ -146,7 +146,7 @@ fn pointwise_forward_impl<T: Scalar>(
 ///
 /// Two loops: first `r` and `z` (independent of each other), then `n` and `h_t`. One loop doing
 /// both gives the same bits but ran about 15 % slower (Intel Xeon model 207, AVX-512, data
-/// warm; docs/PERFORMANCE.md): each unit's chain from `r` through `n`'s `tanh` to `h` is long,
+/// warm; docs/performance-log.md): each unit's chain from `r` through `n`'s `tanh` to `h` is long,
 /// and the out-of-order window holds too few units of it to keep the divider and the FMA units
 /// busy; the `r`, `z` loop has no such chain.
 #[allow(clippy::too_many_arguments)]

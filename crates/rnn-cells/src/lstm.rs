@@ -165,7 +165,7 @@ fn column_forward<T: Scalar, const BIAS: bool>(
         (&[][..], &[][..], &[][..], &[][..])
     };
     // Two loops, the gates and then the state: the same bits as one loop doing both, which
-    // ran about 12 % slower (Intel Xeon model 207, AVX-512, data warm; docs/PERFORMANCE.md):
+    // ran about 12 % slower (Intel Xeon model 207, AVX-512, data warm; docs/performance-log.md):
     // each unit's chain from its gates through `c_t` and `tanh(c_t)` to `h_t` is long, and the
     // out-of-order window holds too few units of it to keep the divider and the FMA units busy.
     for j in 0..n {

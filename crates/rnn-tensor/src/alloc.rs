@@ -7,7 +7,7 @@
 //! 1024 `f32` begin 16 bytes past a cache line, and every 64-byte load or store of the kernels
 //! (the products' blocks of `C`, the gate passes' columns) touches two lines instead of one.
 //! PyTorch aligns its tensors to 64 bytes. Measured on the 2-core Intel Xeon of model 167
-//! (AVX-512, docs/PERFORMANCE.md, the section "from 18:05 UTC"), `bench_table`'s cases ran 2.5
+//! (AVX-512, docs/performance-log.md, the section "from 18:05 UTC"), `bench_table`'s cases ran 2.5
 //! to 8 % faster with this allocator than with the system's (`cell_gru_fwdbwd` 0.829 → 0.760 ms,
 //! `seq_lstm_fwdbwd` 30.3 → 28.9 ms, `lm_lstm_2x256` 60.0 → 57.7 ms; seven alternating rounds),
 //! with the same bits.

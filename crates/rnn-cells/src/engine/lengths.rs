@@ -22,7 +22,7 @@
 //! loop ([`for_each_lane`]) and they never wait for each other; the lanes are the same for any
 //! thread count, and so are the results, bit for bit. (Splitting every step's running samples
 //! between the threads instead made them meet after every step: 13 % of a two-thread run spent
-//! waiting, on the Xeon model 207 of docs/PERFORMANCE.md. A fixed split of the samples by length,
+//! waiting, on the Xeon model 207 of docs/performance-log.md. A fixed split of the samples by length,
 //! as the padded loop's, would leave the thread of the shorter ones idle at the end; dealt like
 //! cards, the lanes keep equal shares of every step.)
 
@@ -58,7 +58,7 @@ pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<()
 
 /// The lanes a variable-length batch is dealt into (see the module docs). Two, the cores of the
 /// project's machines: a loop runs on at most this many threads (four lanes ran the two-thread
-/// benchmark 14 % slower; docs/PERFORMANCE.md). Fixed, so that the layout, and the results, do
+/// benchmark 14 % slower; docs/performance-log.md). Fixed, so that the layout, and the results, do
 /// not depend on the thread count.
 const LANES: usize = 2;
 

@@ -62,7 +62,7 @@ const P: usize = 8;
 /// [`gemv_strips_f32`] and the GEMM. With groups of [`GROUP`], the GEMV multiplies the group's
 /// strips by one broadcast of each `x_p` while it reads one contiguous stream: per 1 KB of matrix
 /// 18 loads instead of 24 (16 of the matrix and 8 broadcasts), which is what limited the strip
-/// GEMV from L2 (docs/PERFORMANCE.md, "2026-12-04 afternoon").
+/// GEMV from L2 (docs/performance-log.md, "2026-12-04 afternoon").
 pub(crate) fn column_offset(group: usize, strips: usize, k: usize, s: usize, p: usize) -> usize {
     let (g, j) = (s / group, s % group);
     let ns = group.min(strips - g * group);
@@ -190,7 +190,7 @@ pub(crate) const COLUMN_ROWS: usize = 2048;
 /// [`gemv_strips_f32`] on the same matrix packed in strips. The compiler's AVX2 build of that
 /// loop (8 lanes) ran at 0.62-0.72 of MKL's `sgemv` on `1024 × 256` in the sittings measured;
 /// this kernel at 0.86-0.87, within about a tenth of the strip GEMV, which reads one contiguous
-/// stream where this one reads eight (docs/PERFORMANCE.md, "2026-12-03 evening").
+/// stream where this one reads eight (docs/performance-log.md, "2026-12-03 evening").
 ///
 /// # Safety
 /// `a` must be valid for reads of `m` values from `a + p·cs` for every `p < k`.
@@ -264,7 +264,7 @@ pub(crate) fn pack_rows(
 /// time loop found none of the previous step's strips in L2: `seq_lstm_fwd_i65_h512_b1_t100`
 /// under `RNN_MAX_SIMD=avx2` took 14.7-15.0 ms against 10.5-10.7 ms uncapped; alternating, it is
 /// 1.26× faster at one thread and 1.23× at two, the streams unchanged (Intel Xeon model 207,
-/// 2026-12-05, 9-11 alternating rounds; docs/PERFORMANCE.md).
+/// 2026-12-05, 9-11 alternating rounds; docs/performance-log.md).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gemv_portable(

@@ -1042,7 +1042,7 @@ unsafe fn combine_lanes(cp: *mut f32, mask: __mmask16, acc: __m512, alpha: __m51
 /// accumulators in memory) that carries the strip's start and the row in it from step to step.
 /// Computed from `p` at every step, `(p / MR)·bsb` took a shift and an integer multiply, which
 /// runs on one of the two ports of the 256-bit fused multiply-adds: 7-12 % of the AVX2 kernel's
-/// time on the step products and up to 7 % of the AVX-512 kernel's (docs/PERFORMANCE.md,
+/// time on the step products and up to 7 % of the AVX-512 kernel's (docs/performance-log.md,
 /// "2026-12-03 evening").
 #[inline(always)]
 pub(crate) fn for_each_p(

@@ -24,7 +24,7 @@
 //! 32 rows is packed first (no masked loads in the loop). Against packing `A` group by group of
 //! strips (Intel Xeon model 207, `RNN_MAX_SIMD=avx2`, 2026-12-05, old/new time over 11
 //! alternating rounds): `cell_lstm_fwdbwd` 1.03, `cell_gru_fwdbwd` 1.00, `cell_rnn_fwdbwd` 1.05
-//! at one thread, 1.02-1.04 at two (docs/PERFORMANCE.md).
+//! at one thread, 1.02-1.04 at two (docs/performance-log.md).
 
 use std::arch::x86_64::*;
 
