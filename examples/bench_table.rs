@@ -72,7 +72,9 @@
 //!   time): the ratio we would reach if nothing but our products took time, at the rate they run
 //!   there. Where it is below a target, no work outside the products can reach it; `--gemm
 //!   --compare` shows how those products compare with MKL's. (Not for the batch-1 and streamed
-//!   cases: the timers do not see their GEMVs.)
+//!   cases: the timers do not see their GEMVs.) The last two columns are the medians of the two
+//!   sides' times in milliseconds (PyTorch's f32 twin for a bf16 case), from which a bound in
+//!   time can be drawn within the sitting (docs/PERFORMANCE.md, "What bounds the misses").
 
 #[path = "common/torch_cases.rs"]
 mod torch_cases;
@@ -588,8 +590,9 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     // twin, and in `autocast` PyTorch's own bf16 (torch.autocast) on the case.
     let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     let mut autocast: HashMap<(usize, String), Vec<f64>> = HashMap::new();
-    // PyTorch's times (of the f32 twin), one per round.
+    // PyTorch's times (of the f32 twin) and ours, one per round.
     let mut torches: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    let mut ours_ms: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     // PyTorch's one-thread time over our products' time in the case, one per round.
     let mut products_only: HashMap<String, Vec<f64>> = HashMap::new();
     // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
@@ -644,6 +647,7 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
                     ratios.entry((threads, name.clone())).or_default().push(t / o);
                     torches.entry((threads, name.clone())).or_default().push(*t);
+                    ours_ms.entry((threads, name.clone())).or_default().push(*o);
                     // Our products' share of the case's time (from the timed run) applied to the
                     // time above. Not where they are under half of it: the batch-1 and streamed
                     // cases, whose GEMVs the timers do not see.
@@ -715,8 +719,10 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
         .filter(|&&name| torch_cases::torch_twin(name) == name && torches.keys().any(|(_, n)| n == name))
         .map(|&name| (name, torch_cases::build(name).expect("every listed case builds").flops))
         .collect();
-    println!("| case | threads | PyTorch / ours, median | range | rounds | at peak | products only |");
-    println!("|---|---:|---:|---|---:|---:|---:|");
+    println!(
+        "| case | threads | PyTorch / ours, median | range | rounds | at peak | products only | PyTorch, ms | ours, ms |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for threads in [1usize, 2] {
         for name in torch_cases::names_here() {
             if let Some(v) = ratios.remove(&(threads, name.to_string())) {
@@ -724,19 +730,27 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
                 let (med, lo, hi) = median_range(v);
                 // (Not for a bf16 case, which has no entry in `flops`: its products are not
                 // bounded by the f32 peak.)
-                let bound = match (peak, torches.remove(&(threads, name.to_string())), flops.get(name)) {
+                let torch_ms = torches.remove(&(threads, name.to_string())).map(|t| median_range(t).0);
+                let bound = match (peak, torch_ms, flops.get(name)) {
                     (Some((p, _, _)), Some(t), Some(&flops)) => {
                         let at_peak_ms = flops / (p * 1e9 * threads as f64) * 1e3;
-                        format!("{:.2}×", median_range(t).0 / at_peak_ms)
+                        format!("{:.2}×", t / at_peak_ms)
                     }
                     _ => "–".to_string(),
                 };
+                // The medians of each side's times (PyTorch's f32 twin for a bf16 case), from
+                // which a bound in milliseconds can be drawn; never compared across sittings.
+                let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+                let (torch_ms, our_ms) = (
+                    ms(torch_ms),
+                    ms(ours_ms.remove(&(threads, name.to_string())).map(|v| median_range(v).0)),
+                );
                 let products = match products_only.remove(name).filter(|_| threads == 1) {
                     Some(v) => format!("{:.2}×", median_range(v).0),
                     None => "–".to_string(),
                 };
                 println!(
-                    "| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} | {products} |"
+                    "| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} | {products} | {torch_ms} | {our_ms} |"
                 );
             }
         }
