@@ -586,13 +586,11 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/torch_ref.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    // ratios[(threads, case)] = PyTorch / ours, one per round; for a bf16 case, PyTorch's f32
-    // twin, and in `autocast` PyTorch's own bf16 (torch.autocast) on the case.
-    let mut ratios: HashMap<(usize, String), Vec<f64>> = HashMap::new();
+    // times[(threads, case)] = (PyTorch's, ours) in ms, one pair per round (for a bf16 case,
+    // PyTorch's f32 twin's); in `autocast` PyTorch's own bf16 (torch.autocast) on the case over
+    // ours.
+    let mut times: HashMap<(usize, String), Vec<(f64, f64)>> = HashMap::new();
     let mut autocast: HashMap<(usize, String), Vec<f64>> = HashMap::new();
-    // PyTorch's times (of the f32 twin) and ours, one per round.
-    let mut torches: HashMap<(usize, String), Vec<f64>> = HashMap::new();
-    let mut ours_ms: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     // PyTorch's one-thread time over our products' time in the case, one per round.
     let mut products_only: HashMap<String, Vec<f64>> = HashMap::new();
     // varlen[threads] = (ours, PyTorch's) variable-length time over the padded one's scaled by
@@ -645,9 +643,7 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
             // A bf16 case against PyTorch's f32 twin.
             for (name, o) in &ours {
                 if let Some(t) = torch.get(torch_cases::torch_twin(name)) {
-                    ratios.entry((threads, name.clone())).or_default().push(t / o);
-                    torches.entry((threads, name.clone())).or_default().push(*t);
-                    ours_ms.entry((threads, name.clone())).or_default().push(*o);
+                    times.entry((threads, name.clone())).or_default().push((*t, *o));
                     // Our products' share of the case's time (from the timed run) applied to the
                     // time above. Not where they are under half of it: the batch-1 and streamed
                     // cases, whose GEMVs the timers do not see.
@@ -716,7 +712,7 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     // Each f32 case's product flops, from building it once (not once per thread count).
     let flops: HashMap<&str, f64> = torch_cases::names_here()
         .iter()
-        .filter(|&&name| torch_cases::torch_twin(name) == name && torches.keys().any(|(_, n)| n == name))
+        .filter(|&&name| torch_cases::torch_twin(name) == name && times.keys().any(|(_, n)| n == name))
         .map(|&name| (name, torch_cases::build(name).expect("every listed case builds").flops))
         .collect();
     println!(
@@ -725,32 +721,28 @@ fn compare(rounds: usize, names: &[String], cap: Option<Level>) {
     println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for threads in [1usize, 2] {
         for name in torch_cases::names_here() {
-            if let Some(v) = ratios.remove(&(threads, name.to_string())) {
+            if let Some(v) = times.remove(&(threads, name.to_string())) {
                 let n = v.len();
-                let (med, lo, hi) = median_range(v);
+                let (med, lo, hi) = median_range(v.iter().map(|(t, o)| t / o).collect());
+                // The medians of each side's times, from which a bound in milliseconds can be
+                // drawn; never compared across sittings.
+                let (torch, ours): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+                let (torch_ms, our_ms) = (median_range(torch).0, median_range(ours).0);
                 // (Not for a bf16 case, which has no entry in `flops`: its products are not
                 // bounded by the f32 peak.)
-                let torch_ms = torches.remove(&(threads, name.to_string())).map(|t| median_range(t).0);
-                let bound = match (peak, torch_ms, flops.get(name)) {
-                    (Some((p, _, _)), Some(t), Some(&flops)) => {
+                let bound = match (peak, flops.get(name)) {
+                    (Some((p, _, _)), Some(&flops)) => {
                         let at_peak_ms = flops / (p * 1e9 * threads as f64) * 1e3;
-                        format!("{:.2}×", t / at_peak_ms)
+                        format!("{:.2}×", torch_ms / at_peak_ms)
                     }
                     _ => "–".to_string(),
                 };
-                // The medians of each side's times (PyTorch's f32 twin for a bf16 case), from
-                // which a bound in milliseconds can be drawn; never compared across sittings.
-                let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
-                let (torch_ms, our_ms) = (
-                    ms(torch_ms),
-                    ms(ours_ms.remove(&(threads, name.to_string())).map(|v| median_range(v).0)),
-                );
                 let products = match products_only.remove(name).filter(|_| threads == 1) {
                     Some(v) => format!("{:.2}×", median_range(v).0),
                     None => "–".to_string(),
                 };
                 println!(
-                    "| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} | {products} | {torch_ms} | {our_ms} |"
+                    "| `{name}` | {threads} | {med:.2}× | {lo:.2}-{hi:.2} | {n} | {bound} | {products} | {torch_ms:.3} | {our_ms:.3} |"
                 );
             }
         }
